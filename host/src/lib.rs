@@ -1,0 +1,16 @@
+//! referral bridge host: everything with side effects lives here; the transform
+//! and filter logic of each flow runs in a sandboxed WebAssembly job component.
+//!
+//! - [`runtime`]: wasmtime engine, precompile cache, limits, hot reload of jobs.
+//! - [`mappings`]: country mapping tables (data only), validated on load.
+//! - [`connectors`]: API clients, one module per external system.
+//! - [`flows`]: the ordered steps of each flow (fetch → job → write → acknowledge).
+//! - [`sim`]: in-memory simulators of the partner systems, for the demo and tests.
+//! - [`cli`]: the `bridge` command.
+
+pub mod cli;
+pub mod connectors;
+pub mod flows;
+pub mod mappings;
+pub mod runtime;
+pub mod sim;
