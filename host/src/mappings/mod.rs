@@ -1,1 +1,376 @@
-//! Mappings.
+//! Country mapping tables: data only, in `mappings/<country>/`, validated on
+//! load and handed to jobs as JSON.
+//!
+//! One TOML file per table (the file stem is the table name):
+//!
+//! ```toml
+//! description = "what it maps and who edits it"
+//! default = "language6"        # optional; without it an unlisted value is an error
+//! [map]
+//! "Anyuak" = "language1"
+//! ```
+//!
+//! plus `deployment.toml` with the deployment's ids. Errors name the file, the
+//! line and the key, so a country team can fix a file without reading code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// File holding deployment ids rather than a table.
+pub const DEPLOYMENT_FILE: &str = "deployment.toml";
+
+/// A mapping problem, located as precisely as the input allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct MappingError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Deployment-specific ids (spec §5.17: nothing of this is hard-coded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub country: String,
+    /// `ping` (design B) or `dtp` (design A).
+    pub design: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interop_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_id: Option<String>,
+    /// Primero user owning cases created from proGres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake_user: Option<String>,
+    /// Primero user representing UNHCR (recipient of outbound referrals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhcr_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_position: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_phone: Option<String>,
+}
+
+/// PING shipping process ids of a deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingProcesses {
+    pub pending_referrals: Option<String>,
+    pub intervention_details: Option<String>,
+    pub transfer_status: Option<String>,
+    pub referral_ingestion: Option<String>,
+    pub decision_list: Option<String>,
+    pub decision_details: Option<String>,
+    pub decision_synced: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentFile {
+    deployment: Deployment,
+    #[serde(default)]
+    shipping_processes: ShippingProcesses,
+}
+
+/// One mapping table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    pub map: BTreeMap<String, String>,
+}
+
+impl Table {
+    /// The mapped value, the declared default, or `None` (unmapped).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map
+            .get(key)
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// A validated mapping folder.
+#[derive(Debug, Clone)]
+pub struct MappingSet {
+    pub dir: PathBuf,
+    pub deployment: Deployment,
+    pub shipping_processes: ShippingProcesses,
+    pub tables: BTreeMap<String, Table>,
+    /// SHA-256 over file names and contents: the version identity.
+    pub content_hash: String,
+    job_json: Arc<String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Find the line where `key` is defined, for errors raised after parsing.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines().position(|l| {
+        let t = l.trim_start();
+        t.starts_with(key)
+            && t[key.len()..].trim_start().starts_with('=')
+            || t.starts_with(&format!("\"{key}\""))
+            || t == format!("[{key}]")
+    })
+    .map(|i| i + 1)
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, MappingError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        let message = e.message().trim().to_string();
+        // serde names the offending key in "unknown field `x`" messages.
+        let key = message
+            .split('`')
+            .nth(1)
+            .filter(|_| message.contains("field"))
+            .map(str::to_string);
+        MappingError {
+            file: file.to_path_buf(),
+            line,
+            key,
+            message,
+        }
+    })
+}
+
+impl MappingSet {
+    /// Load and validate every file of a mapping folder.
+    pub fn load_dir(dir: &Path) -> Result<Self, MappingError> {
+        let err = |file: &Path, message: String| MappingError {
+            file: file.to_path_buf(),
+            line: None,
+            key: None,
+            message,
+        };
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| err(dir, format!("cannot read mapping folder: {e}")))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+
+        let mut hasher = Sha256::new();
+        let mut deployment = None;
+        let mut tables = BTreeMap::new();
+        for file in &files {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') || name.ends_with(".md") {
+                continue;
+            }
+            if !name.ends_with(".toml") {
+                return Err(err(
+                    file,
+                    "unexpected file: a mapping folder holds only .toml tables, deployment.toml and .md notes".into(),
+                ));
+            }
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| err(file, format!("cannot read: {e}")))?;
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(text.as_bytes());
+            hasher.update([0]);
+            if name == DEPLOYMENT_FILE {
+                let parsed: DeploymentFile = parse_toml(file, &text)?;
+                for (key, value) in [
+                    ("country", &parsed.deployment.country),
+                    ("design", &parsed.deployment.design),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(MappingError {
+                            file: file.clone(),
+                            line: line_of_key(&text, key),
+                            key: Some(format!("deployment.{key}")),
+                            message: "must not be empty".into(),
+                        });
+                    }
+                }
+                if !["ping", "dtp"].contains(&parsed.deployment.design.as_str()) {
+                    return Err(MappingError {
+                        file: file.clone(),
+                        line: line_of_key(&text, "design"),
+                        key: Some("deployment.design".into()),
+                        message: format!(
+                            "`{}` is not a design: use \"ping\" or \"dtp\"",
+                            parsed.deployment.design
+                        ),
+                    });
+                }
+                deployment = Some(parsed);
+            } else {
+                let stem = name.trim_end_matches(".toml").to_string();
+                if !stem
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                {
+                    return Err(err(
+                        file,
+                        "table file names are kebab-case (a-z, 0-9, -)".into(),
+                    ));
+                }
+                let table: Table = parse_toml(file, &text)?;
+                for (key, value) in &table.map {
+                    if key.trim().is_empty() || value.trim().is_empty() {
+                        return Err(MappingError {
+                            file: file.clone(),
+                            line: line_of_key(&text, key),
+                            key: Some(format!("map.{key}")),
+                            message: "keys and values must not be empty".into(),
+                        });
+                    }
+                }
+                tables.insert(stem, table);
+            }
+        }
+        let deployment = deployment.ok_or_else(|| {
+            err(
+                &dir.join(DEPLOYMENT_FILE),
+                "missing: every mapping folder needs deployment.toml".into(),
+            )
+        })?;
+        let job_json = serde_json::json!({
+            "deployment": deployment.deployment,
+            "shipping_processes": deployment.shipping_processes,
+            "tables": tables,
+        })
+        .to_string();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            deployment: deployment.deployment,
+            shipping_processes: deployment.shipping_processes,
+            tables,
+            content_hash: hex::encode(hasher.finalize()),
+            job_json: Arc::new(job_json),
+        })
+    }
+
+    /// The JSON handed to a job's `configure`.
+    pub fn job_json(&self) -> Arc<String> {
+        self.job_json.clone()
+    }
+
+    /// Tables a job needs that this set lacks.
+    pub fn missing_tables<'a>(&self, needed: &'a [String]) -> Vec<&'a str> {
+        needed
+            .iter()
+            .filter(|t| !self.tables.contains_key(t.as_str()))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    const DEPLOYMENT: &str = "[deployment]\ncountry = \"Testland\"\ndesign = \"ping\"\n";
+
+    #[test]
+    fn loads_tables_and_deployment() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "inbound-sex.toml",
+                "description = \"sex codes\"\n[map]\n\"125080000\" = \"female\"\n",
+            ),
+        ]);
+        let set = MappingSet::load_dir(dir.path()).unwrap();
+        assert_eq!(set.tables["inbound-sex"].get("125080000"), Some("female"));
+        assert_eq!(set.tables["inbound-sex"].get("x"), None);
+        let json: serde_json::Value = serde_json::from_str(&set.job_json()).unwrap();
+        assert_eq!(json["tables"]["inbound-sex"]["map"]["125080000"], "female");
+        assert_eq!(json["deployment"]["country"], "Testland");
+    }
+
+    #[test]
+    fn duplicate_key_names_file_and_line() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "inbound-languages.toml",
+                "description = \"x\"\n[map]\n\"Nuer\" = \"language2\"\n\"Nuer\" = \"language3\"\n",
+            ),
+        ]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert!(e.file.ends_with("inbound-languages.toml"), "{e}");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "inbound-sex.toml",
+                "description = \"x\"\ndefualt = \"female\"\n[map]\n",
+            ),
+        ]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("defualt"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn missing_deployment_is_an_error() {
+        let dir = folder(&[("inbound-sex.toml", "description = \"x\"\n[map]\n")]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert!(e.file.ends_with(DEPLOYMENT_FILE));
+    }
+
+    #[test]
+    fn bad_design_names_the_key() {
+        let dir = folder(&[(
+            DEPLOYMENT_FILE,
+            "[deployment]\ncountry = \"T\"\ndesign = \"fax\"\n",
+        )]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("deployment.design"));
+        assert_eq!(e.line, Some(3));
+    }
+}

@@ -1,1 +1,17 @@
-//! Runtime.
+//! The job runtime: one wasmtime engine per process, components precompiled to
+//! an on-disk cache, deny-by-default linking, per-call time and memory limits,
+//! and atomic hot reload of jobs and mappings.
+
+pub mod bindings;
+mod cache;
+mod engine;
+mod error;
+mod instance;
+mod policy;
+pub mod reload;
+
+pub use cache::PrecompileCache;
+pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
+pub use error::{JobFailure, LoadError};
+pub use instance::{JobContext, JobInstance, JobOutcome};
+pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};

@@ -1,0 +1,144 @@
+//! Host bindings generated from `wit/job.wit`, and the host side of the `log`
+//! import: the only capability a job gets.
+
+use std::time::Instant;
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "job",
+    exports: { default: async },
+});
+
+pub use bridge::job::log::Level;
+pub use bridge::job::types::{FieldError, UnmappedValue};
+
+/// Log fields a job may emit. Anything else is dropped before it reaches a
+/// log line, so a job cannot leak personal data through `fields`.
+pub const ALLOWED_LOG_FIELDS: &[&str] = &[
+    "record_id",
+    "intervention_id",
+    "case_id",
+    "service_id",
+    "referral_id",
+    "transaction_id",
+    "status",
+    "code",
+    "table",
+    "field",
+    "count",
+];
+
+/// Per-store state: limits, deadline, and where job logs go.
+pub struct HostState {
+    pub(crate) job: String,
+    pub(crate) record_id: String,
+    pub(crate) limits: MemoryGuard,
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl HostState {
+    pub(crate) fn new(job: &str, memory_bytes: usize) -> Self {
+        Self {
+            job: job.to_string(),
+            record_id: String::new(),
+            limits: MemoryGuard::new(memory_bytes),
+            deadline: None,
+        }
+    }
+}
+
+/// Memory cap for one store. Wraps `StoreLimits` to remember that the cap was
+/// hit, so a failed call can be reported as "memory limit" instead of a
+/// generic trap.
+pub struct MemoryGuard {
+    inner: StoreLimits,
+    pub(crate) limit: usize,
+    pub(crate) hit: bool,
+}
+
+impl MemoryGuard {
+    fn new(limit: usize) -> Self {
+        Self {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            limit,
+            hit: false,
+        }
+    }
+}
+
+impl ResourceLimiter for MemoryGuard {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+        }
+        self.inner.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+}
+
+impl bridge::job::types::Host for HostState {}
+
+impl bridge::job::log::Host for HostState {
+    fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+        let kept = scrub_fields(&fields);
+        let dropped = fields.len() - kept.len();
+        // Job messages are bounded so a job cannot flood the log.
+        let message: String = message.chars().take(200).collect();
+        match level {
+            Level::Debug => {
+                tracing::debug!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+            }
+            Level::Info => {
+                tracing::info!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+            }
+            Level::Warn => {
+                tracing::warn!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+            }
+            Level::Error => {
+                tracing::error!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+            }
+        }
+    }
+}
+
+/// Keep only allow-listed keys; values are cut to 100 characters.
+pub fn scrub_fields(fields: &[(String, String)]) -> String {
+    fields
+        .iter()
+        .filter(|(k, _)| ALLOWED_LOG_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={}", v.chars().take(100).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubber_drops_unknown_keys() {
+        let fields = vec![
+            ("intervention_id".to_string(), "abc".to_string()),
+            ("name".to_string(), "Someone".to_string()),
+        ];
+        assert_eq!(scrub_fields(&fields), "intervention_id=abc");
+    }
+}

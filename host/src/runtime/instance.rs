@@ -1,0 +1,222 @@
+//! A live job instance: one store, reused for every record of a run.
+//!
+//! Reusing the instance keeps the per-record cost at tens of microseconds. A
+//! trap (timeout, memory cap, crash) leaves the instance in an unknown state,
+//! so it is discarded and the next record gets a fresh one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{Context, HostState, Job, JobError, JobInfo, Outcome};
+use super::engine::LoadedJob;
+use super::error::JobFailure;
+
+/// Largest JSON a job may return for one record; beyond it the output is
+/// refused rather than held in memory and forwarded to a partner.
+pub const MAX_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The call context handed to a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobContext {
+    pub flow: String,
+    pub run_id: String,
+    /// `YYYY-MM-DD`.
+    pub today: String,
+    pub dry_run: bool,
+}
+
+/// What a job decided for one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Emit(serde_json::Value),
+    Skip(String),
+}
+
+struct Live {
+    store: Store<HostState>,
+    bindings: Job,
+}
+
+pub struct JobInstance {
+    job: Arc<LoadedJob>,
+    live: Option<Live>,
+    mappings: Option<Arc<String>>,
+}
+
+impl JobInstance {
+    /// Instantiate from the job's `InstancePre`.
+    pub async fn new(job: Arc<LoadedJob>) -> Result<Self, JobFailure> {
+        let live = instantiate(&job).await?;
+        Ok(Self {
+            job,
+            live: Some(live),
+            mappings: None,
+        })
+    }
+
+    /// The job version this instance runs: a record in flight finishes on it
+    /// even when a newer version is swapped in meanwhile.
+    pub fn job(&self) -> &Arc<LoadedJob> {
+        &self.job
+    }
+
+    pub(crate) async fn describe(job: &LoadedJob) -> Result<JobInfo, JobFailure> {
+        let mut live = instantiate(job).await?;
+        arm(&mut live.store, job, "describe");
+        let result = live.bindings.call_describe(&mut live.store).await;
+        result.map_err(|e| classify_trap(job, &live.store, e))
+    }
+
+    /// Hand the mapping tables to the job. Kept so that a replacement
+    /// instance (after a trap) is configured the same way.
+    pub async fn configure(&mut self, mappings: Arc<String>) -> Result<(), JobFailure> {
+        self.mappings = Some(mappings.clone());
+        let job = self.job.clone();
+        let live = self.live().await?;
+        arm(&mut live.store, &job, "configure");
+        let result = live.bindings.call_configure(&mut live.store, &mappings).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(job_error(&job, e)),
+            Err(e) => {
+                let failure = classify_trap(&job, &live.store, e);
+                self.live = None;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Map one record. Errors name the job; the caller adds the record id.
+    pub async fn run(
+        &mut self,
+        ctx: &JobContext,
+        record_id: &str,
+        record: &str,
+    ) -> Result<JobOutcome, JobFailure> {
+        if self.live.is_none() {
+            self.live = Some(instantiate(&self.job).await?);
+            if let Some(m) = self.mappings.clone() {
+                self.configure(m).await?;
+            }
+        }
+        let job = self.job.clone();
+        let live = self.live().await?;
+        record_id.clone_into(&mut live.store.data_mut().record_id);
+        arm(&mut live.store, &job, "run");
+        let wit_ctx = Context {
+            flow: ctx.flow.clone(),
+            run_id: ctx.run_id.clone(),
+            today: ctx.today.clone(),
+            dry_run: ctx.dry_run,
+        };
+        let result = live.bindings.call_run(&mut live.store, &wit_ctx, &record.to_string()).await;
+        match result {
+            Ok(Ok(Outcome::Emit(json))) => {
+                if json.len() > MAX_OUTPUT_BYTES {
+                    return Err(JobFailure::InvalidOutput {
+                        job: job.name.clone(),
+                        reason: format!(
+                            "output of {} bytes exceeds the {} byte limit",
+                            json.len(),
+                            MAX_OUTPUT_BYTES
+                        ),
+                    });
+                }
+                serde_json::from_str(&json)
+                    .map(JobOutcome::Emit)
+                    .map_err(|e| JobFailure::InvalidOutput {
+                        job: job.name.clone(),
+                        reason: e.to_string(),
+                    })
+            }
+            Ok(Ok(Outcome::Skip(reason))) => Ok(JobOutcome::Skip(reason)),
+            Ok(Err(e)) => Err(job_error(&job, e)),
+            Err(e) => {
+                let failure = classify_trap(&job, &live.store, e);
+                self.live = None;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn live(&mut self) -> Result<&mut Live, JobFailure> {
+        if self.live.is_none() {
+            self.live = Some(instantiate(&self.job).await?);
+        }
+        Ok(self.live.as_mut().expect("instantiated above"))
+    }
+}
+
+async fn instantiate(job: &LoadedJob) -> Result<Live, JobFailure> {
+    let mut store = Store::new(
+        job.pre.engine(),
+        HostState::new(&job.name, job.limits.memory_bytes),
+    );
+    store.limiter(|s| &mut s.limits);
+    // Each epoch tick: trap once past the deadline, else yield to the executor
+    // so a busy job never starves other tasks on this thread.
+    store.epoch_deadline_callback(|ctx| {
+        let past = ctx.data().deadline.is_some_and(|d| Instant::now() >= d);
+        Ok(if past {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    arm(&mut store, job, "instantiate");
+    let bindings = job
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| classify_trap(job, &store, e))?;
+    Ok(Live { store, bindings })
+}
+
+/// Reset the per-call deadline and memory flag.
+fn arm(store: &mut Store<HostState>, job: &LoadedJob, _what: &str) {
+    let data = store.data_mut();
+    data.deadline = Some(Instant::now() + job.limits.call_timeout);
+    data.limits.hit = false;
+    store.set_epoch_deadline(1);
+}
+
+fn job_error(job: &LoadedJob, e: JobError) -> JobFailure {
+    let name = job.name.clone();
+    match e {
+        JobError::BadInput(f) => JobFailure::BadInput {
+            job: name,
+            field: f.field,
+            reason: f.reason,
+        },
+        JobError::Unmapped(u) => JobFailure::Unmapped {
+            job: name,
+            table: u.table,
+            value: u.value,
+        },
+        JobError::Fatal(message) => JobFailure::Fatal { job: name, message },
+    }
+}
+
+fn classify_trap(job: &LoadedJob, store: &Store<HostState>, e: wasmtime::Error) -> JobFailure {
+    let name = job.name.clone();
+    if store.data().limits.hit {
+        return JobFailure::MemoryLimit {
+            job: name,
+            limit: store.data().limits.limit,
+        };
+    }
+    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return JobFailure::Timeout {
+            job: name,
+            after: job.limits.call_timeout,
+        };
+    }
+    // The first line of the error chain is enough and carries no data.
+    let reason = format!("{e}");
+    JobFailure::Trap {
+        job: name,
+        reason: reason.lines().next().unwrap_or("trap").chars().take(300).collect(),
+    }
+}

@@ -1,0 +1,71 @@
+//! Deny-by-default import policy, and the report auditors read
+//! (`bridge job inspect`).
+
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// The only imports a job component may have: the structured log and the
+/// type-only interface of the contract. No WASI of any kind.
+pub const ALLOWED_IMPORTS: &[&str] = &["bridge:job/log@0.1.0", "bridge:job/types@0.1.0"];
+
+/// The exports the host calls.
+pub const REQUIRED_EXPORTS: &[&str] = &["describe", "configure", "run"];
+
+/// What a component imports and exports, and whether the host accepts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentReport {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Imports outside [`ALLOWED_IMPORTS`].
+    pub forbidden_imports: Vec<String>,
+    /// Required exports that are absent.
+    pub missing_exports: Vec<String>,
+}
+
+impl ComponentReport {
+    pub fn accepted(&self) -> bool {
+        self.forbidden_imports.is_empty() && self.missing_exports.is_empty()
+    }
+}
+
+fn kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) => "func",
+        ComponentItem::CoreFunc(_) => "core func",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "interface",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
+    }
+}
+
+pub fn inspect_component(engine: &Engine, component: &Component) -> ComponentReport {
+    let ty = component.component_type();
+    let mut imports = Vec::new();
+    let mut forbidden_imports = Vec::new();
+    for (name, ext) in ty.imports(engine) {
+        imports.push(format!("{name} ({})", kind(&ext.ty)));
+        if !ALLOWED_IMPORTS.contains(&name) {
+            forbidden_imports.push(name.to_string());
+        }
+    }
+    let mut exports = Vec::new();
+    let mut names = Vec::new();
+    for (name, ext) in ty.exports(engine) {
+        exports.push(format!("{name} ({})", kind(&ext.ty)));
+        names.push(name.to_string());
+    }
+    let missing_exports = REQUIRED_EXPORTS
+        .iter()
+        .filter(|r| !names.iter().any(|n| n == *r))
+        .map(|r| r.to_string())
+        .collect();
+    ComponentReport {
+        imports,
+        exports,
+        forbidden_imports,
+        missing_exports,
+    }
+}
