@@ -14,3 +14,4 @@ pub mod flows;
 pub mod mappings;
 pub mod runtime;
 pub mod sim;
+pub mod toolchain;

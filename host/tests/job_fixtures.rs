@@ -1,1 +1,154 @@
+//! Every job's fixtures, through the real component: for each
+//! `jobs/<job>/fixtures/<name>.record.json` the outcome must equal
+//! `<name>.expected.json` (fixtures use today = 2025-06-01). The mapping folder
+//! is `mappings/kenya-dadaab` unless `fixtures/mappings.path` names another.
+//!
+//! Also checks the `bridge job run --expect` command a job author uses.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bridge::mappings::MappingSet;
+use bridge::runtime::{outcome_report, JobContext, JobInstance, JobRuntime, RuntimeConfig};
+use bridge::toolchain::ProjectDirs;
+
+const FIXTURE_TODAY: &str = "2025-06-01";
+
+fn project() -> ProjectDirs {
+    let project = ProjectDirs::locate().expect("project folder");
+    project.build_jobs(&[]).expect("jobs build");
+    project
+}
+
+fn fixtures(job_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let dir = job_dir.join("fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".record.json") {
+            let expected = dir.join(format!("{stem}.expected.json"));
+            assert!(expected.is_file(), "{} has no expected file", path.display());
+            out.push((stem.to_string(), path, expected));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn mapping_dir(project: &ProjectDirs, job_dir: &Path) -> PathBuf {
+    let pointer = job_dir.join("fixtures/mappings.path");
+    match std::fs::read_to_string(&pointer) {
+        Ok(rel) => project.root.join(rel.trim()),
+        Err(_) => project.mappings("kenya-dadaab"),
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fixture_of_every_job_matches() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for job in project.job_names().unwrap() {
+        let job_dir = project.jobs_src().join(&job);
+        let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
+        let loaded = Arc::new(runtime.load_file(&project.job_wasm(&job)).await.unwrap());
+        assert!(
+            mappings.missing_tables(&loaded.info.tables).is_empty(),
+            "{job} needs tables missing from {}",
+            mappings.dir.display()
+        );
+        let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+        instance.configure(mappings.job_json()).await.unwrap();
+        let cases = fixtures(&job_dir);
+        assert!(!cases.is_empty(), "job {job} has no fixtures");
+        for (name, record, expected) in cases {
+            let ctx = JobContext {
+                flow: loaded.info.flow.clone(),
+                run_id: "fixture".into(),
+                today: FIXTURE_TODAY.into(),
+                dry_run: true,
+            };
+            let result = instance
+                .run(&ctx, &name, &read_json(&record).to_string())
+                .await;
+            let actual = outcome_report(&result);
+            if actual != read_json(&expected) {
+                mismatches.push(format!(
+                    "{job}/{name}:\n{}",
+                    serde_json::to_string_pretty(&actual).unwrap()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(mismatches.is_empty(), "fixture mismatches:\n{}", mismatches.join("\n"));
+    assert!(checked >= 5, "only {checked} fixtures found");
+}
+
+#[test]
+fn job_run_command_passes_on_match_and_prints_a_diff_on_mismatch() {
+    let project = project();
+    let job = "progres-referral-to-primero";
+    let fixtures = fixtures(&project.jobs_src().join(job));
+    let (_, record, expected) = fixtures
+        .iter()
+        .find(|(n, _, _)| n == "example-15")
+        .expect("example-15 fixture");
+    let bridge = env!("CARGO_BIN_EXE_bridge");
+    let run = |expect: &Path| {
+        Command::new(bridge)
+            .current_dir(&project.root)
+            .args(["job", "run"])
+            .arg(project.job_wasm(job))
+            .arg("--record")
+            .arg(record)
+            .arg("--mappings")
+            .arg(project.mappings("kenya-dadaab"))
+            .args(["--today", FIXTURE_TODAY, "--expect"])
+            .arg(expect)
+            .output()
+            .unwrap()
+    };
+    let ok = run(expected);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Change one value of the expectation: exit 1 and a readable diff.
+    let mut wrong = read_json(expected);
+    wrong["payload"]["unhcr_individual_no"] = serde_json::json!("803-000000000");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong_path = tmp.path().join("wrong.expected.json");
+    std::fs::write(&wrong_path, serde_json::to_string_pretty(&wrong).unwrap()).unwrap();
+    let bad = run(&wrong_path);
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(stdout.contains("MISMATCH"), "{stdout}");
+    assert!(stdout.contains("-  \"payload\"") || stdout.contains("803-000000000"), "{stdout}");
+    assert!(stdout.contains("+"), "{stdout}");
+}
+
+#[test]
+fn job_run_names_a_missing_record_file() {
+    let bridge = env!("CARGO_BIN_EXE_bridge");
+    let project = ProjectDirs::locate().unwrap();
+    let out = Command::new(bridge)
+        .current_dir(&project.root)
+        .args(["job", "run", "/nonexistent/job.wasm", "--record", "nope.json", "--mappings", "mappings/kenya-dadaab"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/job.wasm"), "{stderr}");
+}

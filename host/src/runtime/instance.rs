@@ -220,3 +220,23 @@ fn classify_trap(job: &LoadedJob, store: &Store<HostState>, e: wasmtime::Error) 
         reason: reason.lines().next().unwrap_or("trap").chars().take(300).collect(),
     }
 }
+
+/// The fixture form of a job result, as `bridge job run` prints it and
+/// `--expect` files hold it.
+pub fn outcome_report(result: &Result<JobOutcome, JobFailure>) -> serde_json::Value {
+    use serde_json::json;
+    match result {
+        Ok(JobOutcome::Emit(payload)) => json!({"outcome": "emit", "payload": payload}),
+        Ok(JobOutcome::Skip(reason)) => json!({"outcome": "skip", "reason": reason}),
+        Err(JobFailure::BadInput { field, reason, .. }) => {
+            json!({"outcome": "error", "kind": "bad-input", "field": field, "reason": reason})
+        }
+        Err(JobFailure::Unmapped { table, value, .. }) => {
+            json!({"outcome": "error", "kind": "unmapped", "table": table, "value": value})
+        }
+        Err(JobFailure::Fatal { message, .. }) => {
+            json!({"outcome": "error", "kind": "fatal", "message": message})
+        }
+        Err(other) => json!({"outcome": "error", "kind": other.code(), "message": other.to_string()}),
+    }
+}

@@ -13,5 +13,5 @@ pub mod reload;
 pub use cache::PrecompileCache;
 pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
 pub use error::{JobFailure, LoadError};
-pub use instance::{JobContext, JobInstance, JobOutcome};
+pub use instance::{outcome_report, JobContext, JobInstance, JobOutcome};
 pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};

@@ -1,0 +1,1 @@
+//! PING workflow 1.1

@@ -1,0 +1,126 @@
+//! Per-record outcomes and the run summary. Only system ids, codes and
+//! reasons: never a name, a date of birth or free text from a case.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What happened to one source record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum RecordOutcome {
+    /// A new Primero case was created.
+    Created { case_id: String },
+    /// The service was appended to the existing case.
+    Updated { case_id: String },
+    /// The service with this intervention number was already on the case.
+    AlreadyPresent { case_id: String },
+    /// Not written: needs an operator (e.g. `ambiguous-match`).
+    Held {
+        reason: String,
+        candidates: Vec<String>,
+    },
+    /// The job deliberately skipped it.
+    Skipped { reason: String },
+    /// Not written because of an error; retried next run.
+    Failed { code: String, reason: String },
+}
+
+impl RecordOutcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecordOutcome::Created { .. } => "created",
+            RecordOutcome::Updated { .. } => "updated",
+            RecordOutcome::AlreadyPresent { .. } => "already present",
+            RecordOutcome::Held { .. } => "held",
+            RecordOutcome::Skipped { .. } => "skipped",
+            RecordOutcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether the target now holds the record (so the source may be told).
+    pub fn is_delivered(&self) -> bool {
+        matches!(
+            self,
+            RecordOutcome::Created { .. }
+                | RecordOutcome::Updated { .. }
+                | RecordOutcome::AlreadyPresent { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordReport {
+    /// Source system id (e.g. the proGres intervention id).
+    pub source_id: String,
+    pub outcome: RecordOutcome,
+    /// Whether the source system was told (e.g. PING transfer status written).
+    pub acknowledged: bool,
+    /// Why acknowledging failed, when it did.
+    pub ack_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunReport {
+    pub flow: String,
+    pub run_id: String,
+    pub fetched: usize,
+    pub records: Vec<RecordReport>,
+    /// A failure that stopped the run before every record was seen.
+    pub aborted: Option<String>,
+}
+
+impl RunReport {
+    pub fn count(&self, label: &str) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.outcome.label() == label)
+            .count()
+    }
+
+    pub fn acknowledged(&self) -> usize {
+        self.records.iter().filter(|r| r.acknowledged).count()
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "flow {}  run {}", self.flow, self.run_id)?;
+        writeln!(f, "  {:<18}{:>6}", "fetched", self.fetched)?;
+        for label in [
+            "created",
+            "updated",
+            "already present",
+            "held",
+            "skipped",
+            "failed",
+        ] {
+            writeln!(f, "  {:<18}{:>6}", label, self.count(label))?;
+        }
+        writeln!(f, "  {:<18}{:>6}", "acknowledged", self.acknowledged())?;
+        if let Some(why) = &self.aborted {
+            writeln!(f, "  run stopped early: {why}")?;
+        }
+        for r in &self.records {
+            match &r.outcome {
+                RecordOutcome::Held { reason, candidates } => writeln!(
+                    f,
+                    "  held    {}: {reason} (candidates: {})",
+                    r.source_id,
+                    candidates.join(", ")
+                )?,
+                RecordOutcome::Failed { code, reason } => {
+                    writeln!(f, "  failed  {}: [{code}] {reason}", r.source_id)?
+                }
+                RecordOutcome::Skipped { reason } => {
+                    writeln!(f, "  skipped {}: {reason}", r.source_id)?
+                }
+                _ => {}
+            }
+            if let Some(e) = &r.ack_error {
+                writeln!(f, "  not acknowledged {}: {e}", r.source_id)?;
+            }
+        }
+        Ok(())
+    }
+}
