@@ -16,7 +16,7 @@ pub struct ProjectDirs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolchainError {
-    #[error("`{tool}` was not found on PATH: install Node.js 18 or newer with npm (e.g. `apt-get install nodejs npm`) to build the JavaScript jobs")]
+    #[error("`{tool}` was not found on PATH: install Node.js 20.6 or newer with npm (e.g. `apt-get install nodejs npm`) to build the JavaScript jobs")]
     Missing { tool: &'static str },
     #[error("`{command}` failed in {dir} (exit {code:?}); its output is above")]
     Failed {

@@ -1,1 +1,341 @@
-//! PING workflow 1.1
+//! PING workflow 1.1: proGres referral → Primero.
+//!
+//! pending deliveries (SHP-2747) → intervention details per delivery (SHP-2358,
+//! join rows de-duplicated) → job `progres-referral-to-primero` → upsert by
+//! `unhcr_individual_no` → transfer status (SHP-2748) for each intervention
+//! Primero now holds.
+//!
+//! Better than the original (spec README): a bad intervention fails alone and
+//! the others proceed; a service already present (exact intervention number)
+//! is not appended again; several matching cases hold the record
+//! (`ambiguous-match`) instead of writing to the first; the acknowledgement's
+//! `ExternalId` is the intervention id, not a constant; undelivered records
+//! stay pending in proGres and come back next run.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::rows::{bundle_for_delivery, Row};
+use crate::connectors::ping::{Field, IngestionRecord, PingClient};
+use crate::connectors::primero::{CaseQuery, PrimeroClient};
+use crate::connectors::ConnectorError;
+use crate::runtime::reload::Catalog;
+use crate::runtime::{JobContext, JobInstance, JobOutcome};
+
+pub const FLOW: &str = "ping-1.1";
+pub const JOB: &str = "progres-referral-to-primero";
+
+/// proGres `progres_primerotransferstatus` "Pending" (acknowledgement by Primero pending).
+pub const TRANSFER_STATUS_PENDING: &str = "125080002";
+
+/// What the job emits for one intervention.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaseReferral {
+    pub unhcr_individual_no: String,
+    /// The plain proGres intervention number (idempotency key).
+    pub intervention_number: String,
+    /// The Primero case body, with exactly one new service in `services_section`.
+    pub case: Map<String, Value>,
+}
+
+impl CaseReferral {
+    fn new_service(&self) -> Option<&Value> {
+        self.case
+            .get("services_section")
+            .and_then(Value::as_array)
+            .and_then(|s| s.first())
+    }
+}
+
+/// Whether a stored `progres_interventionnumber` (plain, or the composite
+/// `<number>,<lpinterventionid>,<businessunit>`) is this intervention. Exact
+/// match on the number part: the original's prefix match took `…-100009`
+/// for `…-1000095`.
+pub fn same_intervention(stored: &str, number: &str) -> bool {
+    stored.split(',').next().map(str::trim) == Some(number)
+}
+
+/// The clients and versions one run works with.
+pub struct Ping11<'a> {
+    pub ping: &'a PingClient,
+    pub primero: &'a PrimeroClient,
+    pub catalog: &'a Catalog,
+}
+
+fn text(row: &Row, key: &str) -> Option<String> {
+    match row.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
+    RecordOutcome::Failed {
+        code: code.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn connector_failure(e: &ConnectorError) -> RecordOutcome {
+    let code = if e.is_transient() {
+        "partner-unavailable"
+    } else {
+        "partner-error"
+    };
+    failed(code, e.to_string())
+}
+
+impl Ping11<'_> {
+    /// Run the workflow once. Never panics on partner or record errors: they
+    /// end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let span = tracing::info_span!("run", flow = FLOW, run = run_id);
+        self.run_inner(run_id, today).instrument(span).await
+    }
+
+    async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
+        let mut report = RunReport {
+            flow: FLOW.into(),
+            run_id: run_id.into(),
+            ..RunReport::default()
+        };
+        let mappings = self.catalog.mappings();
+        let sp = &mappings.shipping_processes;
+        let (Some(pending_sp), Some(details_sp), Some(status_sp)) = (
+            sp.pending_referrals.as_deref(),
+            sp.intervention_details.as_deref(),
+            sp.transfer_status.as_deref(),
+        ) else {
+            report.aborted = Some(format!(
+                "{}/deployment.toml [shipping_processes] needs pending_referrals, intervention_details and transfer_status",
+                mappings.dir.display()
+            ));
+            return report;
+        };
+        // One job version and one mapping version for the whole run.
+        let mut instance = match self.catalog.instance(JOB).await {
+            Some(Ok(i)) => i,
+            Some(Err(e)) => {
+                report.aborted = Some(e.to_string());
+                return report;
+            }
+            None => {
+                report.aborted = Some(format!("job {JOB} is not loaded"));
+                return report;
+            }
+        };
+        let deliveries = match self.ping.retrieve(pending_sp, &[]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                report.aborted = Some(e.to_string());
+                return report;
+            }
+        };
+        report.fetched = deliveries.len();
+        tracing::info!(pending = deliveries.len(), "pending proGres referrals");
+        let ctx = JobContext {
+            flow: FLOW.into(),
+            run_id: run_id.into(),
+            today: today.into(),
+            dry_run: false,
+        };
+        for delivery in &deliveries {
+            let id = text(delivery, "progres_lpinterventionid")
+                .or_else(|| text(delivery, "progres_intervention"))
+                .unwrap_or_default();
+            let span = tracing::info_span!("record", record = %id);
+            let record = self
+                .one(&mut instance, &ctx, delivery, &id, details_sp, status_sp, today)
+                .instrument(span)
+                .await;
+            report.records.push(record);
+        }
+        tracing::info!(
+            created = report.count("created"),
+            updated = report.count("updated"),
+            already_present = report.count("already present"),
+            held = report.count("held"),
+            failed = report.count("failed"),
+            acknowledged = report.acknowledged(),
+            "run finished"
+        );
+        report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one(
+        &self,
+        instance: &mut JobInstance,
+        ctx: &JobContext,
+        delivery: &Row,
+        id: &str,
+        details_sp: &str,
+        status_sp: &str,
+        today: &str,
+    ) -> RecordReport {
+        let outcome = self.deliver(instance, ctx, delivery, id, details_sp).await;
+        let mut record = RecordReport {
+            source_id: if id.is_empty() {
+                "(no intervention id)".into()
+            } else {
+                id.into()
+            },
+            outcome,
+            acknowledged: false,
+            ack_error: None,
+        };
+        match &record.outcome {
+            o if o.is_delivered() => {
+                let business_unit =
+                    text(delivery, "progres_businessunit").unwrap_or_default();
+                let ack = IngestionRecord {
+                    external_id: id.to_string(),
+                    attachments: None,
+                    fields: vec![
+                        Field::new("progres_lpinterventionid", id),
+                        Field::new("progres_businessunit", business_unit),
+                        Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
+                        Field::new("progres_primerotransferstatusdate", today),
+                    ],
+                };
+                match self.ping.ingest(status_sp, &[ack]).await {
+                    Ok(resp) if resp.failures().is_empty() => record.acknowledged = true,
+                    Ok(resp) => {
+                        record.ack_error = Some(format!(
+                            "PING refused the transfer status: {}",
+                            resp.failures()
+                                .iter()
+                                .filter_map(|f| f.status.as_deref())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                    Err(e) => record.ack_error = Some(e.to_string()),
+                }
+                tracing::info!(outcome = o.label(), acknowledged = record.acknowledged, "record delivered");
+            }
+            o => tracing::warn!(outcome = o.label(), "record not delivered; stays pending in proGres"),
+        }
+        record
+    }
+
+    /// Fetch, map and write one intervention.
+    async fn deliver(
+        &self,
+        instance: &mut JobInstance,
+        ctx: &JobContext,
+        delivery: &Row,
+        id: &str,
+        details_sp: &str,
+    ) -> RecordOutcome {
+        if id.is_empty() {
+            return failed(
+                "bad-input",
+                "pending delivery has no progres_lpinterventionid",
+            );
+        }
+        let rows = match self
+            .ping
+            .retrieve(details_sp, &[("{record_ids}", id)])
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return connector_failure(&e),
+        };
+        let Some(bundle) = bundle_for_delivery(delivery, &rows) else {
+            return failed(
+                "not-found",
+                format!("{details_sp} returned no intervention details"),
+            );
+        };
+        let bundle_json = match serde_json::to_string(&bundle) {
+            Ok(j) => j,
+            Err(e) => return failed("internal", e.to_string()),
+        };
+        let referral = match instance.run(ctx, id, &bundle_json).await {
+            Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
+                Ok(r) => r,
+                Err(e) => {
+                    return failed(
+                        "job-invalid-output",
+                        format!("job {JOB} emitted an unexpected shape: {e}"),
+                    )
+                }
+            },
+            Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
+            Err(e) => return failed(e.code(), e.to_string()),
+        };
+        self.upsert(&referral).await
+    }
+
+    /// Create the case, append the service, or recognise it is already there.
+    async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
+        let Some(service) = referral.new_service().cloned() else {
+            return failed(
+                "job-invalid-output",
+                format!("job {JOB} emitted a case without a service"),
+            );
+        };
+        let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
+        let matches = match self.primero.list_cases(&query).await {
+            Ok(cases) => cases,
+            Err(e) => return connector_failure(&e),
+        };
+        match matches.as_slice() {
+            [] => {
+                let mut body = referral.case.clone();
+                // Primero generates its own case_id for a new case.
+                body.remove("case_id");
+                match self.primero.create_case(&body).await {
+                    Ok(case) => RecordOutcome::Created { case_id: case.id },
+                    Err(e) => connector_failure(&e),
+                }
+            }
+            [case] => {
+                let present = case.services_section.iter().any(|s| {
+                    s.progres_interventionnumber
+                        .as_deref()
+                        .is_some_and(|n| same_intervention(n, &referral.intervention_number))
+                });
+                if present {
+                    return RecordOutcome::AlreadyPresent {
+                        case_id: case.id.clone(),
+                    };
+                }
+                // Only the service: an existing case's demographics are Primero's.
+                let mut body = Map::new();
+                body.insert("services_section".into(), Value::Array(vec![service]));
+                match self.primero.patch_case(&case.id, &body).await {
+                    Ok(_) => RecordOutcome::Updated {
+                        case_id: case.id.clone(),
+                    },
+                    Err(e) => connector_failure(&e),
+                }
+            }
+            several => RecordOutcome::Held {
+                reason: "ambiguous-match".into(),
+                candidates: several.iter().map(|c| c.id.clone()).collect(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_intervention;
+
+    #[test]
+    fn intervention_match_is_exact_not_prefix() {
+        assert!(same_intervention("803-24-PRTITV-1000095", "803-24-PRTITV-1000095"));
+        assert!(same_intervention(
+            "803-24-PRTITV-1000095,0b7f,577c",
+            "803-24-PRTITV-1000095"
+        ));
+        // The original's prefix match would have said yes here.
+        assert!(!same_intervention("803-24-PRTITV-1000095", "803-24-PRTITV-100009"));
+        assert!(!same_intervention("803-24-PRTITV-100009,x,y", "803-24-PRTITV-1000095"));
+    }
+}

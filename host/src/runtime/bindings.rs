@@ -99,7 +99,10 @@ impl bridge::job::types::Host for HostState {}
 impl bridge::job::log::Host for HostState {
     fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         let kept = scrub_fields(&fields);
-        let dropped = fields.len() - kept.len();
+        let dropped = fields
+            .iter()
+            .filter(|(k, _)| !ALLOWED_LOG_FIELDS.contains(&k.as_str()))
+            .count();
         // Job messages are bounded so a job cannot flood the log.
         let message: String = message.chars().take(200).collect();
         match level {

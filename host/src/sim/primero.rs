@@ -1,0 +1,1991 @@
+//! In-memory simulator of the Primero v2 API (the parts the flows use, spec
+//! §2): Basic and token auth, case query/create/patch with subform merge,
+//! referrals with their state machine, users, plus knobs for tests (request
+//! counters, injected faults, latency).
+//!
+//! Records are kept as JSON objects because Primero's case schema is open
+//! (every deployment adds fields); the simulator only interprets the fields
+//! the API semantics depend on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, SubsecRound, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::people::Person;
+
+/// The module the bridge creates cases in.
+pub const CP_MODULE: &str = "primeromodule-cp";
+const DEFAULT_PER: usize = 20;
+const LOGIN_FAILED: &str = "Invalid User name or password.";
+const DATE_FORMAT_MESSAGE: &str = "Please enter the date in a valid format (dd-mmm-yyyy)";
+/// Date fields Primero validates on write (a 422 names the field in `detail`).
+const DATE_FIELDS: &[&str] = &["date_of_birth", "registration_date"];
+
+/// Settings of one simulated Primero instance.
+#[derive(Clone)]
+pub struct PrimeroSimConfig {
+    /// The API user: the only account that can log in.
+    pub user_name: String,
+    pub password: String,
+    /// Lifetime of a bearer token from `POST /api/v2/tokens`.
+    pub token_ttl: Duration,
+    /// Cap on `per`; larger values are silently lowered, as Primero does.
+    pub max_per: usize,
+}
+
+impl Default for PrimeroSimConfig {
+    fn default() -> Self {
+        Self {
+            user_name: "bridge_api".to_string(),
+            password: "sim-password".to_string(),
+            token_ttl: Duration::from_secs(60 * 60),
+            max_per: 1000,
+        }
+    }
+}
+
+// Hand-written so a logged config never shows the password.
+impl std::fmt::Debug for PrimeroSimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimeroSimConfig")
+            .field("user_name", &self.user_name)
+            .field("password", &"***")
+            .field("token_ttl", &self.token_ttl)
+            .field("max_per", &self.max_per)
+            .finish()
+    }
+}
+
+/// Why a driving call (or the equivalent HTTP call) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    #[error("case not found")]
+    CaseNotFound,
+    #[error("referral not found")]
+    ReferralNotFound,
+    #[error("a record with this id already exists")]
+    Conflict,
+    #[error("invalid field {field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl SimError {
+    fn invalid(field: &str, message: &str) -> Self {
+        SimError::Invalid {
+            field: field.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn into_response(self, resource: &str) -> Response {
+        match self {
+            SimError::CaseNotFound | SimError::ReferralNotFound => {
+                primero_error(StatusCode::NOT_FOUND, resource, "Not Found", None)
+            }
+            SimError::Conflict => primero_error(
+                StatusCode::CONFLICT,
+                resource,
+                "Conflict: A record with this ID already exists",
+                None,
+            ),
+            SimError::Invalid { field, message } => primero_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                resource,
+                &message,
+                Some(&field),
+            ),
+        }
+    }
+}
+
+/// Referral statuses (spec §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferralStatus {
+    InProgress,
+    Accepted,
+    Rejected,
+    Done,
+    Revoked,
+}
+
+impl ReferralStatus {
+    fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+/// A referral (transition) row as Primero lists it (example 09).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimReferral {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: ReferralStatus,
+    pub record_id: String,
+    pub record_type: String,
+    pub transitioned_to: String,
+    pub transitioned_to_agency: Option<String>,
+    pub transitioned_by: String,
+    pub notes: String,
+    pub service: Option<String>,
+    pub service_record_id: Option<String>,
+    pub remote: bool,
+    pub consent_overridden: bool,
+    pub consent_individual_transfer: bool,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responded_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_reason: Option<String>,
+    pub record_access_denied: bool,
+    pub user_can_accept_or_reject: bool,
+}
+
+/// What a caseworker fills in to refer a case (`POST …/referrals` `data`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct NewSimReferral {
+    pub transitioned_to: String,
+    #[serde(default)]
+    pub transitioned_to_agency: Option<String>,
+    #[serde(default)]
+    pub service_record_id: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    #[serde(default)]
+    pub remote: Option<bool>,
+    #[serde(default)]
+    pub consent_overridden: Option<bool>,
+    #[serde(default)]
+    pub consent_individual_transfer: Option<bool>,
+}
+
+/// A decision on a referral (`PATCH …/referrals/:rid` `data`); only these
+/// three keys are read, like Primero.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct SimReferralDecision {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub rejected_reason: Option<String>,
+    #[serde(default)]
+    pub rejection_note: Option<String>,
+}
+
+impl SimReferralDecision {
+    pub fn status(status: ReferralStatus) -> Self {
+        Self {
+            status: serde_json::to_value(status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string)),
+            ..Self::default()
+        }
+    }
+}
+
+/// A user as `GET /api/v2/users` lists it (spec §2.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimUser {
+    pub id: u64,
+    pub user_name: String,
+    pub full_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub position: Option<String>,
+    pub agency_id: u64,
+    pub role_id: u64,
+    pub time_zone: String,
+    pub locale: String,
+    pub send_mail: bool,
+    pub disabled: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub identity_provider_unique_id: Option<String>,
+    pub agency_office: Option<String>,
+}
+
+impl SimUser {
+    /// A user with the given name and empty contact details.
+    pub fn new(user_name: impl Into<String>) -> Self {
+        let user_name = user_name.into();
+        Self {
+            id: 0,
+            full_name: user_name.clone(),
+            user_name,
+            email: None,
+            phone: None,
+            position: None,
+            agency_id: 1,
+            role_id: 1,
+            time_zone: "UTC".to_string(),
+            locale: "en".to_string(),
+            send_mail: false,
+            disabled: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            identity_provider_unique_id: None,
+            agency_office: None,
+        }
+    }
+}
+
+/// What an injected fault does to a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer this status with a Primero error body (and `Retry-After` seconds).
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Answer this status with this body verbatim (`application/json`), e.g.
+    /// a malformed 200.
+    Body { status: u16, body: String },
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+}
+
+/// A fault applied to the next `remaining` requests that match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRule {
+    /// HTTP method, or `None` for any.
+    pub method: Option<String>,
+    /// Matches when the request path starts with it (e.g. `/api/v2/cases`).
+    pub path_prefix: String,
+    pub fault: Fault,
+    pub remaining: usize,
+}
+
+impl FaultRule {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.remaining > 0
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m == "*" || m.eq_ignore_ascii_case(method))
+            && path.starts_with(&self.path_prefix)
+    }
+}
+
+struct IssuedToken {
+    user_name: String,
+    expires_at: Instant,
+}
+
+/// Timestamps for `created_at` / `last_updated_at`: millisecond precision and
+/// strictly increasing, so a cursor on `last_updated_at` never sees two
+/// writes at the same instant.
+#[derive(Default)]
+struct Clock {
+    last: Option<DateTime<Utc>>,
+}
+
+impl Clock {
+    fn tick(&mut self) -> DateTime<Utc> {
+        let now = Utc::now().trunc_subsecs(3);
+        let next = match self.last {
+            Some(last) if now <= last => last + chrono::Duration::milliseconds(1),
+            _ => now,
+        };
+        self.last = Some(next);
+        next
+    }
+
+    fn tick_string(&mut self) -> String {
+        format_ts(self.tick())
+    }
+}
+
+fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+struct SimState {
+    config: PrimeroSimConfig,
+    /// Creation order; `case_index` maps record id → position.
+    cases: Vec<Map<String, Value>>,
+    case_index: HashMap<String, usize>,
+    /// Referrals by case record id.
+    referrals: HashMap<String, Vec<SimReferral>>,
+    users: Vec<SimUser>,
+    tokens: HashMap<String, IssuedToken>,
+    clock: Clock,
+    requests: BTreeMap<String, u64>,
+    faults: Vec<FaultRule>,
+    latency: Duration,
+}
+
+/// The simulator: a cheap-to-clone handle on shared state. The HTTP API
+/// ([`router`](Self::router), [`start`](Self::start)) and the driving methods
+/// below see the same data.
+#[derive(Clone)]
+pub struct PrimeroSim {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl std::fmt::Debug for PrimeroSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimeroSim").finish_non_exhaustive()
+    }
+}
+
+impl Default for PrimeroSim {
+    fn default() -> Self {
+        Self::new(PrimeroSimConfig::default())
+    }
+}
+
+/// A simulator serving HTTP. Dereferences to [`PrimeroSim`] for driving; the
+/// server stops on [`shutdown`](Self::shutdown) or when this is dropped.
+pub struct RunningPrimeroSim {
+    sim: PrimeroSim,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningPrimeroSim {
+    /// `http://IP:PORT`, no trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn sim(&self) -> &PrimeroSim {
+        &self.sim
+    }
+
+    /// Stop accepting connections and wait (briefly) for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            // Idle keep-alive connections of a client may hold graceful
+            // shutdown open; don't let a test hang on them.
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                tracing::debug!("Primero simulator shutdown timed out");
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for RunningPrimeroSim {
+    type Target = PrimeroSim;
+    fn deref(&self) -> &PrimeroSim {
+        &self.sim
+    }
+}
+
+impl Drop for RunningPrimeroSim {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl PrimeroSim {
+    pub fn new(config: PrimeroSimConfig) -> Self {
+        let mut clock = Clock::default();
+        let now = clock.tick_string();
+        let mut api_user = SimUser::new(config.user_name.clone());
+        api_user.id = 1;
+        api_user.full_name = "Bridge API user".to_string();
+        api_user.position = Some("Interoperability service account".to_string());
+        api_user.created_at = now.clone();
+        api_user.updated_at = now;
+        Self {
+            state: Arc::new(Mutex::new(SimState {
+                config,
+                cases: Vec::new(),
+                case_index: HashMap::new(),
+                referrals: HashMap::new(),
+                users: vec![api_user],
+                tokens: HashMap::new(),
+                clock,
+                requests: BTreeMap::new(),
+                faults: Vec::new(),
+                latency: Duration::ZERO,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A panicking test thread must not take every later call down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The API routes, for mounting into another axum app.
+    pub fn router(&self) -> Router {
+        let protected = Router::new()
+            .route("/api/v2/cases", get(list_cases).post(create_case))
+            .route("/api/v2/cases/{id}", get(get_case).patch(patch_case))
+            .route(
+                "/api/v2/cases/{id}/referrals",
+                get(list_referrals).post(create_referral),
+            )
+            .route(
+                "/api/v2/cases/{id}/referrals/{referral_id}",
+                patch(patch_referral),
+            )
+            .route("/api/v2/users", get(list_users))
+            .route_layer(middleware::from_fn_with_state(self.clone(), require_auth));
+        Router::new()
+            .route("/api/v2/tokens", post(login).delete(logout))
+            .merge(protected)
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(self.clone(), inject_faults))
+            .layer(middleware::from_fn_with_state(self.clone(), count_request))
+            .with_state(self.clone())
+    }
+
+    /// Bind `addr` (e.g. `127.0.0.1:0`) and serve in a background task.
+    pub async fn start(self, addr: SocketAddr) -> std::io::Result<RunningPrimeroSim> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Ok(RunningPrimeroSim {
+            sim: self,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// The configured API user name.
+    pub fn api_user(&self) -> String {
+        self.lock().config.user_name.clone()
+    }
+
+    // ---- cases ----------------------------------------------------------
+
+    /// Create a case as `POST /api/v2/cases` would (ids, timestamps, owner =
+    /// the API user unless `owned_by` is given). Returns the record id.
+    pub fn insert_case(&self, data: Map<String, Value>) -> Result<String, SimError> {
+        let mut st = self.lock();
+        let user = st.config.user_name.clone();
+        st.create_case(data, &user)
+    }
+
+    /// Create a case for a generated person (see [`case_for_person`]).
+    pub fn seed_person(&self, person: &Person, services: Vec<Map<String, Value>>) -> String {
+        let data = case_for_person(person, services);
+        // Cannot fail: no client id, and the person's fields are valid.
+        self.insert_case(data)
+            .unwrap_or_else(|e| panic!("seeding a generated person failed: {e}"))
+    }
+
+    /// Every case, in creation order.
+    pub fn cases(&self) -> Vec<Value> {
+        self.lock()
+            .cases
+            .iter()
+            .map(|c| Value::Object(c.clone()))
+            .collect()
+    }
+
+    pub fn case(&self, id: &str) -> Option<Value> {
+        let st = self.lock();
+        st.case_index
+            .get(id)
+            .map(|&i| Value::Object(st.cases[i].clone()))
+    }
+
+    pub fn case_count(&self) -> usize {
+        self.lock().cases.len()
+    }
+
+    /// Record ids of the cases with this `unhcr_individual_no`.
+    pub fn find_by_individual_no(&self, unhcr_individual_no: &str) -> Vec<String> {
+        self.lock()
+            .cases
+            .iter()
+            .filter(|c| str_field(c, "unhcr_individual_no") == Some(unhcr_individual_no))
+            .filter_map(|c| str_field(c, "id").map(str::to_string))
+            .collect()
+    }
+
+    /// Edit a case as a caseworker would (`PATCH` merge semantics). Returns
+    /// the whole case after the change.
+    pub fn update_case(&self, id: &str, patch: Map<String, Value>) -> Result<Value, SimError> {
+        let mut st = self.lock();
+        st.patch_case(id, patch)?;
+        Ok(st
+            .case(id)
+            .map(|c| Value::Object(c.clone()))
+            .unwrap_or(Value::Null))
+    }
+
+    // ---- referrals ------------------------------------------------------
+
+    /// Refer a case as its owner would. Returns the referral.
+    pub fn add_referral(
+        &self,
+        case_id: &str,
+        referral: NewSimReferral,
+    ) -> Result<SimReferral, SimError> {
+        let mut st = self.lock();
+        let owner = st
+            .case(case_id)
+            .ok_or(SimError::CaseNotFound)?
+            .get("owned_by")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| st.config.user_name.clone());
+        st.create_referral(case_id, referral, &owner)
+    }
+
+    /// Apply a decision through the state machine (same rules as `PATCH`).
+    pub fn set_referral_decision(
+        &self,
+        case_id: &str,
+        referral_id: &str,
+        decision: SimReferralDecision,
+    ) -> Result<SimReferral, SimError> {
+        self.lock().decide_referral(case_id, referral_id, decision)
+    }
+
+    pub fn referrals(&self, case_id: &str) -> Vec<SimReferral> {
+        self.lock()
+            .referrals
+            .get(case_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    // ---- users ----------------------------------------------------------
+
+    /// Add a user; its `id` and timestamps are assigned. Returns the id.
+    pub fn add_user(&self, mut user: SimUser) -> u64 {
+        let mut st = self.lock();
+        user.id = st.users.iter().map(|u| u.id).max().unwrap_or(0) + 1;
+        let now = st.clock.tick_string();
+        if user.created_at.is_empty() {
+            user.created_at = now.clone();
+        }
+        user.updated_at = now;
+        let id = user.id;
+        st.users.push(user);
+        id
+    }
+
+    pub fn users(&self) -> Vec<SimUser> {
+        self.lock().users.clone()
+    }
+
+    // ---- test knobs -----------------------------------------------------
+
+    /// Requests seen for `"METHOD /path/{template}"`, e.g.
+    /// `"POST /api/v2/tokens"` or `"PATCH /api/v2/cases/{id}"`. Counted
+    /// before auth and faults, so refused requests count too.
+    pub fn request_count(&self, key: &str) -> u64 {
+        self.lock().requests.get(key).copied().unwrap_or(0)
+    }
+
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        self.lock().requests.clone()
+    }
+
+    pub fn reset_request_counts(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// Answer the next `count` requests whose method is `method` (`"*"` for
+    /// any) and whose path starts with `path_prefix` with `status` and a
+    /// Primero error body.
+    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, count: usize) {
+        self.add_fault(FaultRule {
+            method: Some(method.to_string()),
+            path_prefix: path_prefix.to_string(),
+            fault: Fault::Status {
+                status,
+                retry_after: None,
+            },
+            remaining: count,
+        });
+    }
+
+    /// Add a fault rule; rules are tried in the order added.
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.lock().faults.push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Delay added to every request before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_ttl(&self, ttl: Duration) {
+        self.lock().config.token_ttl = ttl;
+    }
+
+    /// Invalidate every issued bearer token (as a server restart would).
+    pub fn revoke_all_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+}
+
+/// Realistic case fields for a generated person (an intake as created from
+/// proGres): ids, names, date of birth, sex, phone, consent, CP module.
+pub fn case_for_person(person: &Person, services: Vec<Map<String, Value>>) -> Map<String, Value> {
+    let sex = if person.sex_code == 125_080_001 {
+        "male"
+    } else {
+        "female"
+    };
+    let mut data = Map::new();
+    data.insert("unhcr_individual_no".into(), json!(person.progres_id));
+    data.insert("unhcr_id_no".into(), json!(person.registration_group));
+    data.insert("name_first".into(), json!(person.given_name));
+    data.insert("name_middle".into(), json!(person.middle_name));
+    data.insert("name_last".into(), json!(person.family_name));
+    data.insert("date_of_birth".into(), json!(person.date_of_birth));
+    data.insert("sex".into(), json!(sex));
+    data.insert("telephone_current".into(), json!(person.phone));
+    data.insert("module_id".into(), json!(CP_MODULE));
+    data.insert("status".into(), json!("open"));
+    data.insert("consent_for_services".into(), json!(true));
+    data.insert("disclosure_other_orgs".into(), json!(true));
+    if !services.is_empty() {
+        data.insert(
+            "services_section".into(),
+            Value::Array(services.into_iter().map(Value::Object).collect()),
+        );
+    }
+    data
+}
+
+// ---------------------------------------------------------------------------
+// Merge semantics
+// ---------------------------------------------------------------------------
+
+/// Primero treats a non-empty array whose items are all objects as a subform.
+fn is_subform(items: &[Value]) -> bool {
+    !items.is_empty() && items.iter().all(Value::is_object)
+}
+
+fn truthy(v: &Value) -> bool {
+    matches!(v, Value::Bool(true)) || v.as_str() == Some("true")
+}
+
+/// Apply a `PATCH` body to a record: top-level fields overwrite, subform
+/// arrays merge by `unique_id` (recursively). An empty or scalar array
+/// replaces, as in Primero. Returns the keys it touched.
+pub fn merge_record(target: &mut Map<String, Value>, patch: Map<String, Value>) -> Vec<String> {
+    let mut touched = Vec::with_capacity(patch.len());
+    for (key, value) in patch {
+        if key == "_delete" {
+            continue;
+        }
+        match value {
+            Value::Array(items) if is_subform(&items) => {
+                let slot = target
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                let existing_is_subform = match slot {
+                    Value::Array(existing) => existing.iter().all(Value::is_object),
+                    _ => false,
+                };
+                if !existing_is_subform {
+                    *slot = Value::Array(Vec::new());
+                }
+                if let Value::Array(existing) = slot {
+                    merge_subform(existing, items);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other);
+            }
+        }
+        touched.push(key);
+    }
+    touched
+}
+
+/// Merge subform entries: a known `unique_id` updates field by field (or
+/// removes, with `"_delete": true`); any other entry is appended, keeping a
+/// client-chosen `unique_id` (Primero's own UI generates them) or getting a
+/// new one.
+pub fn merge_subform(existing: &mut Vec<Value>, incoming: Vec<Value>) {
+    for entry in incoming {
+        let Value::Object(mut entry) = entry else {
+            continue;
+        };
+        let delete = entry.remove("_delete").is_some_and(|v| truthy(&v));
+        let position = entry
+            .get("unique_id")
+            .and_then(Value::as_str)
+            .and_then(|uid| {
+                existing
+                    .iter()
+                    .position(|e| e.get("unique_id").and_then(Value::as_str) == Some(uid))
+            });
+        match (position, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (Some(i), false) => {
+                if let Value::Object(target) = &mut existing[i] {
+                    merge_record(target, entry);
+                }
+            }
+            (None, true) => {}
+            (None, false) => {
+                let mut fresh = Map::new();
+                merge_record(&mut fresh, entry);
+                if !fresh.get("unique_id").is_some_and(Value::is_string) {
+                    fresh.insert("unique_id".into(), json!(new_uuid()));
+                }
+                existing.push(Value::Object(fresh));
+            }
+        }
+    }
+}
+
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
+}
+
+fn str_list(m: &Map<String, Value>, key: &str) -> Vec<String> {
+    match m.get(key) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Primero derives `associated_user_names` (owner + assigned users) itself.
+fn recompute_associated(case: &mut Map<String, Value>) {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(owner) = str_field(case, "owned_by") {
+        names.push(owner.to_string());
+    }
+    for name in str_list(case, "assigned_user_names") {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    case.insert("associated_user_names".into(), json!(names));
+}
+
+fn validate_dates(data: &Map<String, Value>) -> Result<(), SimError> {
+    for field in DATE_FIELDS {
+        if let Some(v) = data.get(*field) {
+            let ok = match v {
+                Value::Null => true,
+                Value::String(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok(),
+                _ => false,
+            };
+            if !ok {
+                return Err(SimError::invalid(field, DATE_FORMAT_MESSAGE));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// State operations (shared by HTTP handlers and driving methods)
+// ---------------------------------------------------------------------------
+
+impl SimState {
+    fn case(&self, id: &str) -> Option<&Map<String, Value>> {
+        self.case_index.get(id).map(|&i| &self.cases[i])
+    }
+
+    fn case_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
+        match self.case_index.get(id) {
+            Some(&i) => Some(&mut self.cases[i]),
+            None => None,
+        }
+    }
+
+    fn create_case(
+        &mut self,
+        data: Map<String, Value>,
+        api_user: &str,
+    ) -> Result<String, SimError> {
+        validate_dates(&data)?;
+        let id = match data.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => {
+                if self.case_index.contains_key(id) {
+                    return Err(SimError::Conflict);
+                }
+                id.clone()
+            }
+            Some(Value::Null) | None => new_uuid(),
+            Some(_) => return Err(SimError::invalid("id", "id must be a UUID string")),
+        };
+        let mut case = Map::new();
+        merge_record(&mut case, data);
+        let case_id = match str_field(&case, "case_id") {
+            Some(c) if !c.is_empty() => c.to_string(),
+            _ => new_uuid(),
+        };
+        let short: String = {
+            let chars: Vec<char> = case_id.chars().collect();
+            chars[chars.len().saturating_sub(7)..].iter().collect()
+        };
+        let now = self.clock.tick_string();
+        case.insert("id".into(), json!(id));
+        case.insert("case_id".into(), json!(case_id));
+        case.insert("case_id_display".into(), json!(short));
+        case.insert("short_id".into(), json!(short));
+        case.insert("created_at".into(), json!(now));
+        case.insert("last_updated_at".into(), json!(now));
+        if str_field(&case, "owned_by").is_none_or(str::is_empty) {
+            case.insert("owned_by".into(), json!(api_user));
+        }
+        if !case.get("status").is_some_and(Value::is_string) {
+            case.insert("status".into(), json!("open"));
+        }
+        case.entry("record_state").or_insert(json!(true));
+        recompute_associated(&mut case);
+        self.case_index.insert(id.clone(), self.cases.len());
+        self.cases.push(case);
+        Ok(id)
+    }
+
+    /// Returns the keys the patch touched.
+    fn patch_case(
+        &mut self,
+        id: &str,
+        mut patch: Map<String, Value>,
+    ) -> Result<Vec<String>, SimError> {
+        validate_dates(&patch)?;
+        // The record id is the key; Primero ignores attempts to change it.
+        patch.remove("id");
+        let now = self.clock.tick_string();
+        let case = self.case_mut(id).ok_or(SimError::CaseNotFound)?;
+        let mut touched = merge_record(case, patch);
+        case.insert("last_updated_at".into(), json!(now));
+        recompute_associated(case);
+        touched.push("last_updated_at".to_string());
+        Ok(touched)
+    }
+
+    fn create_referral(
+        &mut self,
+        case_id: &str,
+        req: NewSimReferral,
+        transitioned_by: &str,
+    ) -> Result<SimReferral, SimError> {
+        if req.transitioned_to.trim().is_empty() {
+            return Err(SimError::invalid(
+                "transitioned_to",
+                "Transitioned to user is required",
+            ));
+        }
+        let now = self.clock.tick_string();
+        let case = self.case_mut(case_id).ok_or(SimError::CaseNotFound)?;
+        let consent = case.get("consent_for_services").is_some_and(truthy)
+            && case.get("disclosure_other_orgs").is_some_and(truthy);
+        let overridden = req.consent_overridden.unwrap_or(false);
+        if !consent && !overridden {
+            return Err(SimError::invalid(
+                "consent",
+                "Consent is required to refer this record",
+            ));
+        }
+        let mut service_type = None;
+        if let Some(sid) = &req.service_record_id {
+            let service = case
+                .get_mut("services_section")
+                .and_then(Value::as_array_mut)
+                .and_then(|services| {
+                    services
+                        .iter_mut()
+                        .find(|s| s.get("unique_id").and_then(Value::as_str) == Some(sid.as_str()))
+                })
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| SimError::invalid("service_record_id", "Service not found"))?;
+            service_type = str_field(service, "service_type").map(str::to_string);
+            service.insert("service_status_referred".into(), json!(true));
+        }
+        let mut assigned = str_list(case, "assigned_user_names");
+        if !assigned.contains(&req.transitioned_to) {
+            assigned.push(req.transitioned_to.clone());
+        }
+        case.insert("assigned_user_names".into(), json!(assigned));
+        case.insert("last_updated_at".into(), json!(now));
+        recompute_associated(case);
+        let referral = SimReferral {
+            id: new_uuid(),
+            kind: "Referral".to_string(),
+            status: ReferralStatus::InProgress,
+            record_id: case_id.to_string(),
+            record_type: "case".to_string(),
+            transitioned_to: req.transitioned_to,
+            transitioned_to_agency: req.transitioned_to_agency,
+            transitioned_by: transitioned_by.to_string(),
+            notes: req.notes.unwrap_or_default(),
+            service: service_type,
+            service_record_id: req.service_record_id,
+            remote: req.remote.unwrap_or(false),
+            consent_overridden: overridden,
+            consent_individual_transfer: req.consent_individual_transfer.unwrap_or(false),
+            created_at: now,
+            responded_at: None,
+            rejected_reason: None,
+            record_access_denied: false,
+            user_can_accept_or_reject: false,
+        };
+        self.referrals
+            .entry(case_id.to_string())
+            .or_default()
+            .push(referral.clone());
+        Ok(referral)
+    }
+
+    /// The referral state machine (spec §2.4). A transition it does not know
+    /// leaves everything unchanged and still succeeds, as Primero does.
+    fn decide_referral(
+        &mut self,
+        case_id: &str,
+        referral_id: &str,
+        decision: SimReferralDecision,
+    ) -> Result<SimReferral, SimError> {
+        if self.case(case_id).is_none() {
+            return Err(SimError::CaseNotFound);
+        }
+        let current = self
+            .referrals
+            .get(case_id)
+            .and_then(|rs| rs.iter().find(|r| r.id == referral_id))
+            .cloned()
+            .ok_or(SimError::ReferralNotFound)?;
+        let target = decision.status.as_deref().and_then(ReferralStatus::parse);
+        let mut updated = current.clone();
+        match (current.status, target) {
+            (ReferralStatus::InProgress, Some(ReferralStatus::Accepted)) => {
+                let now = self.clock.tick_string();
+                updated.status = ReferralStatus::Accepted;
+                updated.responded_at = Some(now.clone());
+                self.touch_case(case_id, &now, |_| {});
+            }
+            (ReferralStatus::InProgress, Some(ReferralStatus::Rejected)) => {
+                let now = self.clock.tick_string();
+                updated.status = ReferralStatus::Rejected;
+                updated.responded_at = Some(now.clone());
+                updated.rejected_reason = decision.rejected_reason;
+                let recipient = current.transitioned_to.clone();
+                self.touch_case(case_id, &now, |case| {
+                    let assigned: Vec<String> = str_list(case, "assigned_user_names")
+                        .into_iter()
+                        .filter(|u| *u != recipient)
+                        .collect();
+                    case.insert("assigned_user_names".into(), json!(assigned));
+                });
+            }
+            (ReferralStatus::Accepted, Some(ReferralStatus::Done)) => {
+                let now = self.clock.tick_string();
+                updated.status = ReferralStatus::Done;
+                let service_id = current.service_record_id.clone();
+                let note = decision.rejection_note;
+                let stamp = now.clone();
+                self.touch_case(case_id, &now, |case| {
+                    let Some(sid) = service_id else { return };
+                    let service = case
+                        .get_mut("services_section")
+                        .and_then(Value::as_array_mut)
+                        .and_then(|services| {
+                            services.iter_mut().find(|s| {
+                                s.get("unique_id").and_then(Value::as_str) == Some(sid.as_str())
+                            })
+                        })
+                        .and_then(Value::as_object_mut);
+                    if let Some(service) = service {
+                        service.insert("service_implemented".into(), json!("implemented"));
+                        service.insert("service_implemented_day_time".into(), json!(stamp));
+                        if let Some(note) = note {
+                            service.insert("note_on_referral_from_provider".into(), json!(note));
+                        }
+                    }
+                });
+            }
+            _ => return Ok(current),
+        }
+        if let Some(slot) = self
+            .referrals
+            .get_mut(case_id)
+            .and_then(|rs| rs.iter_mut().find(|r| r.id == referral_id))
+        {
+            *slot = updated.clone();
+        }
+        Ok(updated)
+    }
+
+    fn touch_case(&mut self, case_id: &str, now: &str, edit: impl FnOnce(&mut Map<String, Value>)) {
+        if let Some(case) = self.case_mut(case_id) {
+            edit(case);
+            case.insert("last_updated_at".into(), json!(now));
+            recompute_associated(case);
+        }
+    }
+
+    fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
+        let rule = self.faults.iter_mut().find(|r| r.matches(method, path))?;
+        rule.remaining -= 1;
+        let fault = rule.fault.clone();
+        self.faults.retain(|r| r.remaining > 0);
+        Some(fault)
+    }
+
+    fn authenticate(&mut self, headers: &HeaderMap) -> Option<String> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, credentials) = value.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(credentials.trim())
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (user, password) = decoded.split_once(':')?;
+            (user == self.config.user_name && password == self.config.password)
+                .then(|| user.to_string())
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            let token = credentials.trim();
+            match self.tokens.get(token) {
+                Some(t) if Instant::now() < t.expires_at => Some(t.user_name.clone()),
+                Some(_) => {
+                    self.tokens.remove(token);
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct ApiUser(String);
+
+fn primero_error(
+    status: StatusCode,
+    resource: &str,
+    message: &str,
+    detail: Option<&str>,
+) -> Response {
+    let mut error = Map::new();
+    error.insert("code".into(), json!(status.as_u16()));
+    error.insert("resource".into(), json!(resource));
+    error.insert("message".into(), json!(message));
+    if let Some(detail) = detail {
+        error.insert("detail".into(), json!(detail));
+    }
+    (status, Json(json!({ "errors": [error] }))).into_response()
+}
+
+/// `{"data": {...}}` → the inner object; anything else is Primero's 422.
+fn parse_data(body: &[u8]) -> Result<Map<String, Value>, SimError> {
+    let missing = || SimError::invalid("data", "A data object is required");
+    let value: Value = serde_json::from_slice(body).map_err(|_| missing())?;
+    match value {
+        Value::Object(mut envelope) => match envelope.remove("data") {
+            Some(Value::Object(data)) => Ok(data),
+            _ => Err(missing()),
+        },
+        _ => Err(missing()),
+    }
+}
+
+async fn count_request(State(sim): State<PrimeroSim>, req: Request, next: Next) -> Response {
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "<unmatched>".to_string());
+    let key = format!("{} {}", req.method(), template);
+    *sim.lock().requests.entry(key).or_insert(0) += 1;
+    next.run(req).await
+}
+
+async fn inject_faults(State(sim): State<PrimeroSim>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let (latency, fault) = {
+        let mut st = sim.lock();
+        (st.latency, st.take_fault(req.method().as_str(), &path))
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        None => next.run(req).await,
+        Some(Fault::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = status.canonical_reason().unwrap_or("Error");
+            let mut response = primero_error(status, &path, message, None);
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        Some(Fault::Body { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+async fn require_auth(State(sim): State<PrimeroSim>, mut req: Request, next: Next) -> Response {
+    let user = sim.lock().authenticate(req.headers());
+    match user {
+        Some(user) => {
+            req.extensions_mut().insert(ApiUser(user));
+            next.run(req).await
+        }
+        None => {
+            let mut response = primero_error(
+                StatusCode::UNAUTHORIZED,
+                req.uri().path(),
+                "Unauthorized",
+                None,
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Primero\""),
+            );
+            response
+        }
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    primero_error(StatusCode::NOT_FOUND, req.uri().path(), "Not Found", None)
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user: LoginUser,
+}
+
+#[derive(Deserialize)]
+struct LoginUser {
+    user_name: String,
+    password: String,
+}
+
+async fn login(State(sim): State<PrimeroSim>, body: Bytes) -> Response {
+    let refused = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": LOGIN_FAILED })),
+        )
+            .into_response()
+    };
+    let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
+        return refused();
+    };
+    let mut st = sim.lock();
+    if body.user.user_name != st.config.user_name || body.user.password != st.config.password {
+        return refused();
+    }
+    let bytes: [u8; 32] = rand::rng().random();
+    let token = hex::encode(bytes);
+    let expires_at = Instant::now() + st.config.token_ttl;
+    st.tokens.insert(
+        token.clone(),
+        IssuedToken {
+            user_name: body.user.user_name.clone(),
+            expires_at,
+        },
+    );
+    let mut response =
+        Json(json!({ "user_name": body.user.user_name, "token": token })).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        response.headers_mut().insert(header::AUTHORIZATION, v);
+    }
+    response
+}
+
+async fn logout(State(sim): State<PrimeroSim>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_string);
+    if let Some(token) = token {
+        sim.lock().tokens.remove(&token);
+    }
+    Json(json!({})).into_response()
+}
+
+/// Query parameters of `GET /api/v2/cases` after parsing.
+#[derive(Default)]
+struct CaseFilter {
+    individual_nos: Vec<String>,
+    case_ids: Vec<String>,
+    updated_from: Option<DateTime<Utc>>,
+    updated_to: Option<DateTime<Utc>>,
+    associated: Vec<String>,
+    page: usize,
+    per: usize,
+    order_by: String,
+    descending: bool,
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// An ISO-8601 range bound; a bare date covers its whole day.
+fn parse_bound(raw: &str, end: bool) -> Result<Option<DateTime<Utc>>, ()> {
+    // An unencoded `+` in an offset arrives as a space after form decoding.
+    let s = raw.trim().replace(' ', "+");
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Ok(Some(t.and_utc()));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
+        let t = if end {
+            d.and_hms_milli_opt(23, 59, 59, 999)
+        } else {
+            d.and_hms_opt(0, 0, 0)
+        };
+        return Ok(t.map(|t| t.and_utc()));
+    }
+    Err(())
+}
+
+fn parse_case_filter(query: Option<&str>, max_per: usize) -> Result<CaseFilter, SimError> {
+    let mut f = CaseFilter {
+        page: 1,
+        per: DEFAULT_PER,
+        order_by: "created_at".to_string(),
+        descending: true,
+        ..CaseFilter::default()
+    };
+    let pairs = url::form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    for (key, value) in pairs {
+        match key.as_ref() {
+            "unhcr_individual_no" => f.individual_nos.extend(split_list(&value)),
+            "case_id" => f.case_ids.extend(split_list(&value)),
+            "last_updated_at" => {
+                let bad = || SimError::invalid("last_updated_at", "Invalid date range");
+                let (from, to) = match value.split_once("..") {
+                    Some((from, to)) => (
+                        parse_bound(from, false).map_err(|_| bad())?,
+                        parse_bound(to, true).map_err(|_| bad())?,
+                    ),
+                    None => {
+                        let at = parse_bound(&value, false).map_err(|_| bad())?;
+                        (at, at)
+                    }
+                };
+                f.updated_from = from;
+                f.updated_to = to;
+            }
+            "page" => f.page = value.trim().parse().unwrap_or(1).max(1),
+            "per" => f.per = value.trim().parse().unwrap_or(DEFAULT_PER).max(1),
+            "order_by" if !value.trim().is_empty() => f.order_by = value.trim().to_string(),
+            "order" => f.descending = !value.trim().eq_ignore_ascii_case("asc"),
+            k if k == "associated_user_names" || k.starts_with("associated_user_names[") => {
+                f.associated.extend(split_list(&value))
+            }
+            // `remote`, `fields`, `query` and unknown keys are accepted and ignored.
+            _ => {}
+        }
+    }
+    f.per = f.per.min(max_per.max(1));
+    Ok(f)
+}
+
+impl CaseFilter {
+    fn matches(&self, case: &Map<String, Value>) -> bool {
+        if !self.individual_nos.is_empty()
+            && !str_field(case, "unhcr_individual_no")
+                .is_some_and(|v| self.individual_nos.iter().any(|n| n == v))
+        {
+            return false;
+        }
+        if !self.case_ids.is_empty()
+            && !str_field(case, "case_id").is_some_and(|v| self.case_ids.iter().any(|n| n == v))
+        {
+            return false;
+        }
+        if self.updated_from.is_some() || self.updated_to.is_some() {
+            let Some(t) = str_field(case, "last_updated_at")
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+            else {
+                return false;
+            };
+            if self.updated_from.is_some_and(|from| t < from)
+                || self.updated_to.is_some_and(|to| t > to)
+            {
+                return false;
+            }
+        }
+        if !self.associated.is_empty() {
+            let mut names = str_list(case, "assigned_user_names");
+            names.extend(str_list(case, "associated_user_names"));
+            if let Some(owner) = str_field(case, "owned_by") {
+                names.push(owner.to_string());
+            }
+            if !names.iter().any(|n| self.associated.contains(n)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Missing,
+    Time(DateTime<Utc>),
+    Number(i64),
+    Text(String),
+}
+
+fn sort_key(case: &Map<String, Value>, field: &str) -> SortKey {
+    match case.get(field) {
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => SortKey::Time(t.with_timezone(&Utc)),
+            Err(_) => SortKey::Text(s.clone()),
+        },
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(SortKey::Number)
+            .unwrap_or_else(|| SortKey::Text(n.to_string())),
+        Some(Value::Bool(b)) => SortKey::Number(i64::from(*b)),
+        _ => SortKey::Missing,
+    }
+}
+
+fn page_bounds(total: usize, page: usize, per: usize) -> (usize, usize) {
+    let start = page.saturating_sub(1).saturating_mul(per).min(total);
+    (start, start.saturating_add(per).min(total))
+}
+
+async fn list_cases(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) -> Response {
+    let st = sim.lock();
+    let filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
+        Ok(f) => f,
+        Err(e) => return e.into_response("/api/v2/cases"),
+    };
+    let mut hits: Vec<(SortKey, &str, &Map<String, Value>)> = st
+        .cases
+        .iter()
+        .filter(|c| filter.matches(c))
+        .map(|c| {
+            (
+                sort_key(c, &filter.order_by),
+                str_field(c, "id").unwrap_or(""),
+                c,
+            )
+        })
+        .collect();
+    // Record id breaks ties so pages never overlap or skip.
+    hits.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    if filter.descending {
+        hits.reverse();
+    }
+    let total = hits.len();
+    let (start, end) = page_bounds(total, filter.page, filter.per);
+    let data: Vec<Value> = hits[start..end]
+        .iter()
+        .map(|(_, _, c)| Value::Object((*c).clone()))
+        .collect();
+    Json(json!({
+        "data": data,
+        "metadata": { "total": total, "per": filter.per, "page": filter.page },
+    }))
+    .into_response()
+}
+
+async fn create_case(
+    State(sim): State<PrimeroSim>,
+    Extension(ApiUser(user)): Extension<ApiUser>,
+    body: Bytes,
+) -> Response {
+    const RESOURCE: &str = "/api/v2/cases";
+    let data = match parse_data(&body) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(RESOURCE),
+    };
+    let client_id = data.get("id").is_some_and(Value::is_string);
+    let mut st = sim.lock();
+    match st.create_case(data, &user) {
+        Ok(_) if client_id => StatusCode::NO_CONTENT.into_response(),
+        Ok(id) => {
+            let case = st.case(&id).cloned().unwrap_or_default();
+            Json(json!({ "data": case })).into_response()
+        }
+        Err(e) => e.into_response(RESOURCE),
+    }
+}
+
+async fn get_case(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Response {
+    let st = sim.lock();
+    match st.case(&id) {
+        Some(case) => Json(json!({ "data": case })).into_response(),
+        None => SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}")),
+    }
+}
+
+async fn patch_case(
+    State(sim): State<PrimeroSim>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let resource = format!("/api/v2/cases/{id}");
+    let mut st = sim.lock();
+    if st.case(&id).is_none() {
+        return SimError::CaseNotFound.into_response(&resource);
+    }
+    let data = match parse_data(&body) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(&resource),
+    };
+    match st.patch_case(&id, data) {
+        Ok(touched) => {
+            // Primero answers with the id and the fields the update changed.
+            let case = st.case(&id).cloned().unwrap_or_default();
+            let mut changed = Map::new();
+            changed.insert("id".into(), json!(id));
+            for key in touched {
+                if let Some(v) = case.get(&key) {
+                    changed.insert(key, v.clone());
+                }
+            }
+            Json(json!({ "data": changed })).into_response()
+        }
+        Err(e) => e.into_response(&resource),
+    }
+}
+
+fn referral_view(mut r: SimReferral, user: &str) -> SimReferral {
+    r.user_can_accept_or_reject =
+        r.status == ReferralStatus::InProgress && r.transitioned_to == user;
+    r
+}
+
+async fn list_referrals(
+    State(sim): State<PrimeroSim>,
+    Extension(ApiUser(user)): Extension<ApiUser>,
+    Path(id): Path<String>,
+) -> Response {
+    let st = sim.lock();
+    if st.case(&id).is_none() {
+        return SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}/referrals"));
+    }
+    let data: Vec<SimReferral> = st
+        .referrals
+        .get(&id)
+        .into_iter()
+        .flatten()
+        .map(|r| referral_view(r.clone(), &user))
+        .collect();
+    Json(json!({ "data": data })).into_response()
+}
+
+async fn create_referral(
+    State(sim): State<PrimeroSim>,
+    Extension(ApiUser(user)): Extension<ApiUser>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let resource = format!("/api/v2/cases/{id}/referrals");
+    let data = match parse_data(&body) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(&resource),
+    };
+    let request: NewSimReferral = match serde_json::from_value(Value::Object(data)) {
+        Ok(r) => r,
+        Err(_) => {
+            return SimError::invalid("transitioned_to", "Transitioned to user is required")
+                .into_response(&resource)
+        }
+    };
+    let mut st = sim.lock();
+    match st.create_referral(&id, request, &user) {
+        Ok(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
+        Err(e) => e.into_response(&resource),
+    }
+}
+
+async fn patch_referral(
+    State(sim): State<PrimeroSim>,
+    Extension(ApiUser(user)): Extension<ApiUser>,
+    Path((id, referral_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let resource = format!("/api/v2/cases/{id}/referrals/{referral_id}");
+    let data = match parse_data(&body) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(&resource),
+    };
+    // Only status / rejected_reason / rejection_note are read; a key of the
+    // wrong type is ignored rather than refused.
+    let take = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_string);
+    let decision = SimReferralDecision {
+        status: take("status"),
+        rejected_reason: take("rejected_reason"),
+        rejection_note: take("rejection_note"),
+    };
+    let mut st = sim.lock();
+    match st.decide_referral(&id, &referral_id, decision) {
+        Ok(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
+        Err(e) => e.into_response(&resource),
+    }
+}
+
+async fn list_users(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) -> Response {
+    let st = sim.lock();
+    let mut page = 1usize;
+    let mut per = DEFAULT_PER;
+    for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "page" => page = value.trim().parse().unwrap_or(1).max(1),
+            "per" => per = value.trim().parse().unwrap_or(DEFAULT_PER).max(1),
+            _ => {}
+        }
+    }
+    per = per.min(st.config.max_per.max(1));
+    let total = st.users.len();
+    let (start, end) = page_bounds(total, page, per);
+    let total_enabled = st.users.iter().filter(|u| !u.disabled).count();
+    Json(json!({
+        "data": &st.users[start..end],
+        "metadata": { "total": total, "per": per, "page": page, "total_enabled": total_enabled },
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::people::PeopleGenerator;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn services(case: &Value) -> Vec<Value> {
+        case["services_section"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn merge_updates_appends_and_deletes_by_unique_id() {
+        let mut case = obj(json!({
+            "name_first": "Old",
+            "language": ["a", "b"],
+            "services_section": [
+                {"unique_id": "s1", "service_type": "legal_support", "unhcr_referral_status": "pending"},
+                {"unique_id": "s2", "service_type": "alternative_care"}
+            ]
+        }));
+        let touched = merge_record(
+            &mut case,
+            obj(json!({
+                "name_first": "New",
+                "language": ["c"],
+                "services_section": [
+                    {"unique_id": "s1", "unhcr_referral_status": "accepted"},
+                    {"unique_id": "s2", "_delete": true},
+                    {"service_type": "health"},
+                    {"unique_id": "client-chosen", "service_type": "education"},
+                    {"unique_id": "unknown", "_delete": true}
+                ]
+            })),
+        );
+        assert_eq!(touched, vec!["name_first", "language", "services_section"]);
+        assert_eq!(case["name_first"], "New");
+        // A scalar array replaces, it is not a subform.
+        assert_eq!(case["language"], json!(["c"]));
+        let s = case["services_section"].as_array().unwrap();
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[0]["unique_id"], "s1");
+        assert_eq!(
+            s[0]["service_type"], "legal_support",
+            "untouched field kept"
+        );
+        assert_eq!(s[0]["unhcr_referral_status"], "accepted");
+        assert_eq!(s[1]["service_type"], "health");
+        let new_uid = s[1]["unique_id"].as_str().unwrap();
+        assert!(uuid::Uuid::parse_str(new_uid).is_ok(), "{new_uid}");
+        assert_eq!(s[2]["unique_id"], "client-chosen");
+        assert!(s.iter().all(|e| e.get("_delete").is_none()));
+    }
+
+    #[test]
+    fn empty_array_replaces_subform() {
+        let mut case = obj(json!({"services_section": [{"unique_id": "s1"}]}));
+        merge_record(&mut case, obj(json!({"services_section": []})));
+        assert_eq!(case["services_section"], json!([]));
+    }
+
+    #[test]
+    fn patch_bumps_last_updated_and_keeps_id() {
+        let sim = PrimeroSim::default();
+        let id = sim
+            .insert_case(obj(json!({"services_section": [{"service_type": "x"}]})))
+            .unwrap();
+        let before = sim.case(&id).unwrap();
+        let uid = services(&before)[0]["unique_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let after = sim
+            .update_case(
+                &id,
+                obj(json!({"id": "other", "services_section": [{"unique_id": uid, "service_type": "y"}]})),
+            )
+            .unwrap();
+        assert_eq!(after["id"], json!(id));
+        assert_eq!(services(&after).len(), 1);
+        assert_eq!(services(&after)[0]["service_type"], "y");
+        assert!(
+            after["last_updated_at"].as_str().unwrap()
+                > before["last_updated_at"].as_str().unwrap()
+        );
+        assert_eq!(after["created_at"], before["created_at"]);
+        assert_eq!(
+            sim.update_case("nope", Map::new()),
+            Err(SimError::CaseNotFound)
+        );
+    }
+
+    #[test]
+    fn insert_assigns_server_fields() {
+        let sim = PrimeroSim::default();
+        let id = sim
+            .insert_case(obj(
+                json!({"case_id": "3e2d1c0b-bbbb-4ccc-9ddd-0000000000b2"}),
+            ))
+            .unwrap();
+        let case = sim.case(&id).unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok());
+        assert_eq!(case["short_id"], "00000b2");
+        assert_eq!(case["case_id_display"], "00000b2");
+        assert_eq!(case["owned_by"], "bridge_api");
+        assert_eq!(case["status"], "open");
+        assert_eq!(case["associated_user_names"], json!(["bridge_api"]));
+        assert!(case["created_at"].as_str().unwrap().ends_with('Z'));
+        let dup = sim.insert_case(obj(json!({"id": id})));
+        assert_eq!(dup, Err(SimError::Conflict));
+        let bad = sim.insert_case(obj(json!({"date_of_birth": "15/03/2012"})));
+        assert!(matches!(bad, Err(SimError::Invalid { field, .. }) if field == "date_of_birth"));
+    }
+
+    #[test]
+    fn clock_is_strictly_increasing() {
+        let mut clock = Clock::default();
+        let stamps: Vec<String> = (0..500).map(|_| clock.tick_string()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    fn referred_case(sim: &PrimeroSim) -> (String, String, SimReferral) {
+        let mut people = PeopleGenerator::new(3);
+        let service =
+            obj(json!({"service_type": "legal_support", "service_implementing_agency": "UNHCR"}));
+        let id = sim.seed_person(&people.person(), vec![service]);
+        let uid = services(&sim.case(&id).unwrap())[0]["unique_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let referral = sim
+            .add_referral(
+                &id,
+                NewSimReferral {
+                    transitioned_to: "unhcr_cw".into(),
+                    service_record_id: Some(uid.clone()),
+                    ..NewSimReferral::default()
+                },
+            )
+            .unwrap();
+        (id, uid, referral)
+    }
+
+    #[test]
+    fn referral_creation_marks_service_and_assigns_recipient() {
+        let sim = PrimeroSim::default();
+        let (id, _, referral) = referred_case(&sim);
+        assert_eq!(referral.status, ReferralStatus::InProgress);
+        assert_eq!(referral.service.as_deref(), Some("legal_support"));
+        let case = sim.case(&id).unwrap();
+        assert_eq!(services(&case)[0]["service_status_referred"], true);
+        assert_eq!(case["assigned_user_names"], json!(["unhcr_cw"]));
+        assert!(case["associated_user_names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("unhcr_cw")));
+    }
+
+    #[test]
+    fn referral_without_consent_is_refused() {
+        let sim = PrimeroSim::default();
+        let id = sim.insert_case(Map::new()).unwrap();
+        let refused = sim.add_referral(
+            &id,
+            NewSimReferral {
+                transitioned_to: "unhcr_cw".into(),
+                ..NewSimReferral::default()
+            },
+        );
+        assert!(matches!(refused, Err(SimError::Invalid { .. })));
+        let forced = sim.add_referral(
+            &id,
+            NewSimReferral {
+                transitioned_to: "unhcr_cw".into(),
+                consent_overridden: Some(true),
+                ..NewSimReferral::default()
+            },
+        );
+        assert!(forced.is_ok());
+    }
+
+    #[test]
+    fn state_machine_accept_then_done() {
+        let sim = PrimeroSim::default();
+        let (id, _, referral) = referred_case(&sim);
+        let accepted = sim
+            .set_referral_decision(
+                &id,
+                &referral.id,
+                SimReferralDecision::status(ReferralStatus::Accepted),
+            )
+            .unwrap();
+        assert_eq!(accepted.status, ReferralStatus::Accepted);
+        assert!(accepted.responded_at.is_some());
+        // A late rejection after acceptance is a silent no-op.
+        let late = sim
+            .set_referral_decision(
+                &id,
+                &referral.id,
+                SimReferralDecision {
+                    status: Some("rejected".into()),
+                    rejected_reason: Some("late".into()),
+                    rejection_note: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(late, accepted);
+        let done = sim
+            .set_referral_decision(
+                &id,
+                &referral.id,
+                SimReferralDecision {
+                    status: Some("done".into()),
+                    rejected_reason: None,
+                    rejection_note: Some("delivered".into()),
+                },
+            )
+            .unwrap();
+        assert_eq!(done.status, ReferralStatus::Done);
+        let service = &services(&sim.case(&id).unwrap())[0];
+        assert_eq!(service["service_implemented"], "implemented");
+        assert_eq!(service["note_on_referral_from_provider"], "delivered");
+        assert_eq!(sim.referrals(&id)[0].status, ReferralStatus::Done);
+    }
+
+    #[test]
+    fn state_machine_reject_and_noops() {
+        let sim = PrimeroSim::default();
+        let (id, _, referral) = referred_case(&sim);
+        let before = sim.case(&id).unwrap();
+        // in_progress → done, same status, unknown status: all no-ops.
+        for status in ["done", "in_progress", "bogus"] {
+            let r = sim
+                .set_referral_decision(
+                    &id,
+                    &referral.id,
+                    SimReferralDecision {
+                        status: Some(status.into()),
+                        ..SimReferralDecision::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(r, referral, "{status}");
+        }
+        assert_eq!(
+            sim.case(&id).unwrap(),
+            before,
+            "no-op must not touch the case"
+        );
+        let rejected = sim
+            .set_referral_decision(
+                &id,
+                &referral.id,
+                SimReferralDecision {
+                    status: Some("rejected".into()),
+                    rejected_reason: Some("not_match".into()),
+                    rejection_note: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(rejected.status, ReferralStatus::Rejected);
+        assert_eq!(rejected.rejected_reason.as_deref(), Some("not_match"));
+        assert!(rejected.responded_at.is_some());
+        let case = sim.case(&id).unwrap();
+        assert_eq!(case["assigned_user_names"], json!([]));
+        assert!(!case["associated_user_names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("unhcr_cw")));
+        // rejected → accepted is not a transition either.
+        let again = sim
+            .set_referral_decision(
+                &id,
+                &referral.id,
+                SimReferralDecision::status(ReferralStatus::Accepted),
+            )
+            .unwrap();
+        assert_eq!(again, rejected);
+        assert_eq!(
+            sim.set_referral_decision(&id, "nope", SimReferralDecision::default()),
+            Err(SimError::ReferralNotFound)
+        );
+    }
+
+    #[test]
+    fn case_filter_parses_ranges_and_caps_per() {
+        let f = parse_case_filter(
+            Some("per=5000&page=2&last_updated_at=2024-05-01T00:00:00.000Z..&associated_user_names%5B0%5D=u1&order=asc&order_by=last_updated_at"),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(f.per, 1000);
+        assert_eq!(f.page, 2);
+        assert!(f.updated_from.is_some() && f.updated_to.is_none());
+        assert_eq!(f.associated, vec!["u1"]);
+        assert!(!f.descending);
+        assert_eq!(f.order_by, "last_updated_at");
+        let f = parse_case_filter(Some("last_updated_at=..2024-05-01"), 1000).unwrap();
+        assert_eq!(
+            f.updated_to.map(format_ts).as_deref(),
+            Some("2024-05-01T23:59:59.999Z")
+        );
+        assert!(parse_case_filter(Some("last_updated_at=yesterday.."), 1000).is_err());
+        let f = parse_case_filter(None, 1000).unwrap();
+        assert_eq!((f.per, f.page, f.descending), (20, 1, true));
+    }
+
+    #[tokio::test]
+    async fn http_auth_paging_and_counters() {
+        let running = PrimeroSim::new(PrimeroSimConfig {
+            max_per: 3,
+            ..PrimeroSimConfig::default()
+        })
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+        for _ in 0..7 {
+            running.insert_case(Map::new()).unwrap();
+        }
+        let http = reqwest::Client::new();
+        let url = format!(
+            "{}/api/v2/cases?per=50&page=3&order=asc",
+            running.base_url()
+        );
+        let unauthenticated = http.get(&url).send().await.unwrap();
+        assert_eq!(unauthenticated.status(), 401);
+        let body: Value = http
+            .get(&url)
+            .basic_auth("bridge_api", Some("sim-password"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["metadata"], json!({"total": 7, "per": 3, "page": 3}));
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+        let login = http
+            .post(format!("{}/api/v2/tokens", running.base_url()))
+            .json(&json!({"user": {"user_name": "bridge_api", "password": "wrong"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 401);
+        assert_eq!(
+            login.json::<Value>().await.unwrap(),
+            json!({"error": "Invalid User name or password."})
+        );
+        let missing = http
+            .get(format!("{}/api/v2/cases/nope", running.base_url()))
+            .basic_auth("bridge_api", Some("sim-password"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        assert_eq!(running.request_count("GET /api/v2/cases"), 2);
+        assert_eq!(running.request_count("POST /api/v2/tokens"), 1);
+        assert_eq!(running.request_count("GET /api/v2/cases/{id}"), 1);
+        running.shutdown().await;
+    }
+}

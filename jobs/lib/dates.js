@@ -1,0 +1,79 @@
+// Dates as strings. A job has no clock: "today" is ctx.today (YYYY-MM-DD, the
+// deployment's time zone). String arithmetic only, so results never depend
+// on a time zone.
+
+const DATE = /^(\d{4})-(\d{2})-(\d{2})/;
+
+function daysIn(year, month) {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+/** [year, month, day] of a string starting with a valid calendar date, else null. */
+export function parseDate(value) {
+  if (typeof value !== 'string') return null;
+  const m = DATE.exec(value.trim());
+  if (!m) return null;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo)) return null;
+  return [y, mo, d];
+}
+
+/**
+ * The `YYYY-MM-DD` date part of an ISO date or date-time string
+ * ("2012-03-15T00:00:00Z" → "2012-03-15"), or null when it does not start with
+ * a valid calendar date. The date is taken as written (no time-zone shift).
+ */
+export function datePart(value) {
+  const p = parseDate(value);
+  return p ? value.trim().slice(0, 10) : null;
+}
+
+/**
+ * Whole years from date `from` to date `to` (both strings starting with
+ * YYYY-MM-DD): the age on `to` of someone born on `from`. Someone born on
+ * 29 February turns a year older on 1 March in common years. Null when a date
+ * is invalid; negative when `from` is after `to`.
+ */
+export function wholeYears(from, to) {
+  const a = parseDate(from);
+  const b = parseDate(to);
+  if (!a || !b) return null;
+  let years = b[0] - a[0];
+  if (b[1] < a[1] || (b[1] === a[1] && b[2] < a[2])) years -= 1;
+  return years;
+}
+
+/** Compare two date strings by their date part: -1, 0 or 1 (null if invalid). */
+export function compareDates(x, y) {
+  const a = datePart(x);
+  const b = datePart(y);
+  if (a === null || b === null) return null;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+const DATETIME = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/;
+
+/**
+ * An ISO 8601 UTC date-time `YYYY-MM-DDTHH:MM:SSZ` from a date or date-time
+ * string: a bare date is midnight UTC ("2024-05-02" → "2024-05-02T00:00:00Z");
+ * a time without a zone is taken as UTC; an offset is converted to UTC;
+ * fractions of a second are dropped. Null when the input is not one of these.
+ */
+export function isoDateTime(value) {
+  if (typeof value !== 'string') return null;
+  const s = value.trim();
+  if (/^\d{4}-\d{2}-\d{2}$/.test(s)) return parseDate(s) ? `${s}T00:00:00Z` : null;
+  const m = DATETIME.exec(s);
+  if (!m || !parseDate(m[1])) return null;
+  const [hh, mm, ss] = [Number(m[2]), Number(m[3]), Number(m[4] ?? 0)];
+  if (hh > 23 || mm > 59 || ss > 59) return null;
+  const zone = m[6];
+  if (!zone || zone === 'Z' || /^[+-]00:?00$/.test(zone)) {
+    return `${m[1]}T${m[2]}:${m[3]}:${m[4] ?? '00'}Z`;
+  }
+  // A real offset: let Date do the arithmetic (parsing is deterministic here).
+  const d = new Date(`${m[1]}T${m[2]}:${m[3]}:${m[4] ?? '00'}${zone.length === 5 ? `${zone.slice(0, 3)}:${zone.slice(3)}` : zone}`);
+  if (Number.isNaN(d.getTime())) return null;
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}

@@ -1,0 +1,37 @@
+// Reading source fields. proGres rows are flat objects whose keys contain dots
+// (`progres_individual.individuals.progres_id`), so keys are looked up whole,
+// never split on '.'.
+import { badInput } from './errors.js';
+
+/** Absent, null, or a string that is empty after trimming. */
+export function isMissing(value) {
+  return value === undefined || value === null || (typeof value === 'string' && value.trim() === '');
+}
+
+/**
+ * Throw `bad-input` when any of `keys` is missing from `source`: `field` is the
+ * first missing key, the reason lists all of them (names only, never values).
+ */
+export function requireFields(source, keys, what = 'required field') {
+  const missing = keys.filter((k) => isMissing(source?.[k]));
+  if (missing.length > 0) {
+    const plural = missing.length > 1 ? 's' : '';
+    throw badInput(missing[0], `${what}${plural} missing or empty: ${missing.join(', ')}`);
+  }
+}
+
+/** The value as a trimmed string, or null when missing. Numbers become strings. */
+export function text(value) {
+  if (isMissing(value)) return null;
+  if (typeof value === 'object') return null;
+  return String(value).trim();
+}
+
+/** The first of `keys` that is present in `source`, as text(); else null. */
+export function firstText(source, keys) {
+  for (const k of keys) {
+    const v = text(source?.[k]);
+    if (v !== null) return v;
+  }
+  return null;
+}

@@ -1,0 +1,98 @@
+// defineJob: the three WIT exports (describe, configure, run) around a job's
+// own mapping function, so a job file holds only its mapping logic.
+//
+//   import { defineJob, emit } from '../lib/job.js';
+//   export const { describe, configure, run } = defineJob({
+//     name: 'my-job', version: '0.1.0', flow: 'ping-1.1',
+//     tables: ['inbound-sex'],            // checked in configure()
+//     setup(config) { … return settings },   // optional: validate deployment values once
+//     map(record, { ctx, tables, deployment, settings, log }) { … return emit({…}); },
+//   });
+//
+// - `map` returns emit(payload) or skip(code, text), or throws a job error
+//   from ./errors.js. Any other exception becomes a `fatal` error (a plain JS
+//   Error escaping a component export would trap the instance).
+// - `configure` receives the host's JSON:
+//   { "deployment": {…}, "shipping_processes": {…}, "tables": { "<name>": { description, default?, map } } }
+import { emit as hostLog } from 'bridge:job/log@0.1.0';
+import { badInput, fatal, isJobError } from './errors.js';
+
+const LEVELS = new Set(['debug', 'info', 'warn', 'error']);
+
+/** Structured log line; `fields` is an object of ids/codes only (never personal data). */
+export function log(level, message, fields = {}) {
+  const lvl = LEVELS.has(level) ? level : 'info';
+  const pairs = Object.entries(fields)
+    .filter(([, v]) => v !== undefined && v !== null)
+    .map(([k, v]) => [String(k), String(v)]);
+  hostLog(lvl, String(message), pairs);
+}
+
+/** Outcome: send `payload` (any JSON value) to the target. */
+export function emit(payload) {
+  return { tag: 'emit', val: JSON.stringify(payload) };
+}
+
+/** Outcome: deliberately not sent. `code` is short and machine-readable; `text` has no personal data. */
+export function skip(code, text) {
+  return { tag: 'skip', val: text ? `${code}: ${text}` : String(code) };
+}
+
+function asFatal(e, where) {
+  if (isJobError(e)) return e;
+  const kind = e && typeof e === 'object' && typeof e.name === 'string' ? e.name : typeof e;
+  const message = e && typeof e === 'object' && typeof e.message === 'string' ? e.message : '';
+  return fatal(`${where}: internal ${kind}${message ? `: ${message}` : ''}`.slice(0, 300));
+}
+
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+export function defineJob(spec) {
+  const { name, version, flow, tables = [], setup, map } = spec;
+  if (typeof map !== 'function') throw new Error(`defineJob(${name}): map(record, env) is required`);
+  let env = null;
+
+  function describe() {
+    return { name, version, flow, tables: [...tables] };
+  }
+
+  function configure(mappingsJson) {
+    try {
+      let config;
+      try {
+        config = JSON.parse(mappingsJson);
+      } catch {
+        throw fatal('mappings: not valid JSON');
+      }
+      if (!isObject(config) || !isObject(config.tables)) throw fatal('mappings: expected an object with "tables"');
+      const deployment = isObject(config.deployment) ? config.deployment : {};
+      const missing = tables.filter((t) => !isObject(config.tables[t]) || !isObject(config.tables[t].map));
+      if (missing.length) throw fatal(`mappings: missing table${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
+      const settings = setup ? setup({ deployment, shippingProcesses: config.shipping_processes ?? {}, tables: config.tables }) : undefined;
+      env = { tables: config.tables, deployment, settings };
+    } catch (e) {
+      throw asFatal(e, 'configure');
+    }
+  }
+
+  function run(ctx, recordJson) {
+    try {
+      if (!env) throw fatal('run called before configure');
+      let record;
+      try {
+        record = JSON.parse(recordJson);
+      } catch {
+        throw badInput('(record)', 'record is not valid JSON');
+      }
+      const outcome = map(record, { ctx, log, ...env });
+      if (!outcome || (outcome.tag !== 'emit' && outcome.tag !== 'skip') || typeof outcome.val !== 'string') {
+        throw fatal('map() must return emit(payload) or skip(code, text)');
+      }
+      return outcome;
+    } catch (e) {
+      throw asFatal(e, 'run');
+    }
+  }
+
+  return { describe, configure, run };
+}
