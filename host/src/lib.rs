@@ -8,7 +8,9 @@
 //! - [`sim`]: in-memory simulators of the partner systems, for the demo and tests.
 //! - [`cli`]: the `bridge` command.
 
+pub mod app;
 pub mod cli;
+pub mod config;
 pub mod connectors;
 pub mod flows;
 pub mod mappings;

@@ -29,7 +29,11 @@ fn fixtures(job_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".record.json") {
             let expected = dir.join(format!("{stem}.expected.json"));
-            assert!(expected.is_file(), "{} has no expected file", path.display());
+            assert!(
+                expected.is_file(),
+                "{} has no expected file",
+                path.display()
+            );
             out.push((stem.to_string(), path, expected));
         }
     }
@@ -89,7 +93,11 @@ async fn every_fixture_of_every_job_matches() {
             checked += 1;
         }
     }
-    assert!(mismatches.is_empty(), "fixture mismatches:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "fixture mismatches:\n{}",
+        mismatches.join("\n")
+    );
     assert!(checked >= 5, "only {checked} fixtures found");
 }
 
@@ -135,7 +143,10 @@ fn job_run_command_passes_on_match_and_prints_a_diff_on_mismatch() {
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(stdout.contains("MISMATCH"), "{stdout}");
-    assert!(stdout.contains("-  \"payload\"") || stdout.contains("803-000000000"), "{stdout}");
+    assert!(
+        stdout.contains("-  \"payload\"") || stdout.contains("803-000000000"),
+        "{stdout}"
+    );
     assert!(stdout.contains("+"), "{stdout}");
 }
 
@@ -145,7 +156,15 @@ fn job_run_names_a_missing_record_file() {
     let project = ProjectDirs::locate().unwrap();
     let out = Command::new(bridge)
         .current_dir(&project.root)
-        .args(["job", "run", "/nonexistent/job.wasm", "--record", "nope.json", "--mappings", "mappings/kenya-dadaab"])
+        .args([
+            "job",
+            "run",
+            "/nonexistent/job.wasm",
+            "--record",
+            "nope.json",
+            "--mappings",
+            "mappings/kenya-dadaab",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -36,7 +36,8 @@ fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     let reason = "missing";
     // Static layout (all below 1024, where the bump allocator starts).
     let mut data = String::new();
-    let mut seg = |at: u32, bytes: String| data.push_str(&format!("(data (i32.const {at}) \"{bytes}\")\n"));
+    let mut seg =
+        |at: u32, bytes: String| data.push_str(&format!("(data (i32.const {at}) \"{bytes}\")\n"));
     seg(100, esc(b"test-job"));
     seg(120, esc(b"1.0.0"));
     seg(130, esc(b"test"));
@@ -55,7 +56,17 @@ fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     // describe() -> job-info record at 200
     seg(
         200,
-        [le(100), le(8), le(120), le(5), le(130), le(4), le(140), le(tables.len() as u32)].concat(),
+        [
+            le(100),
+            le(8),
+            le(120),
+            le(5),
+            le(130),
+            le(4),
+            le(140),
+            le(tables.len() as u32),
+        ]
+        .concat(),
     );
     // result<_, job-error> ok at 240
     seg(240, le(0));
@@ -63,11 +74,25 @@ fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     seg(260, [le(0), le(0), le(300), le(emit.len() as u32)].concat());
     seg(300, esc(emit.as_bytes()));
     // err(bad-input({field, reason})) at 340, strings at 360/380
-    seg(340, [le(1), le(0), le(370), le(field.len() as u32), le(384), le(reason.len() as u32)].concat());
+    seg(
+        340,
+        [
+            le(1),
+            le(0),
+            le(370),
+            le(field.len() as u32),
+            le(384),
+            le(reason.len() as u32),
+        ]
+        .concat(),
+    );
     seg(370, esc(field.as_bytes()));
     seg(384, esc(reason.as_bytes()));
     // ok(emit("{not json")) at 700, text at 720
-    seg(700, [le(0), le(0), le(720), le(bad_json.len() as u32)].concat());
+    seg(
+        700,
+        [le(0), le(0), le(720), le(bad_json.len() as u32)].concat(),
+    );
     seg(720, esc(bad_json.as_bytes()));
 
     format!(
@@ -171,7 +196,10 @@ fn mapping_dir(root: &Path, tables: &[&str]) -> std::path::PathBuf {
 }
 
 async fn instance(rt: &JobRuntime, version: u32) -> JobInstance {
-    let job = rt.load_bytes("test-job", &component(version)).await.expect("load");
+    let job = rt
+        .load_bytes("test-job", &component(version))
+        .await
+        .expect("load");
     JobInstance::new(Arc::new(job)).await.expect("instantiate")
 }
 
@@ -201,7 +229,9 @@ async fn refuses_a_component_that_imports_wasi_and_names_the_import() {
         let bytes = wat::parse_str(&wat).unwrap();
         let err = rt.load_bytes("hostile", &bytes).await.unwrap_err();
         match &err {
-            LoadError::ForbiddenImport { job, import: got, .. } => {
+            LoadError::ForbiddenImport {
+                job, import: got, ..
+            } => {
                 assert_eq!(job, "hostile");
                 assert_eq!(got, import);
             }
@@ -240,8 +270,14 @@ async fn infinite_loop_is_stopped_by_the_deadline_and_the_next_record_runs() {
     let started = Instant::now();
     let err = inst.run(&ctx(), "r-loop", "loop").await.unwrap_err();
     let took = started.elapsed();
-    assert!(matches!(err, JobFailure::Timeout { ref job, .. } if job == "test-job"), "{err}");
-    assert!(took < Duration::from_secs(5), "deadline not enforced: {took:?}");
+    assert!(
+        matches!(err, JobFailure::Timeout { ref job, .. } if job == "test-job"),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "deadline not enforced: {took:?}"
+    );
     // The instance was discarded; the next record gets a fresh one.
     let out = inst.run(&ctx(), "r-next", "{}").await.unwrap();
     assert_eq!(out, JobOutcome::Emit(serde_json::json!({"v": 1})));
@@ -430,7 +466,11 @@ async fn mapping_change_is_validated_before_swap() {
     assert_eq!(catalog.mappings().content_hash, before);
 
     // A syntax error is refused with file and line.
-    std::fs::write(mappings.join("services.toml"), "description = \"x\"\n[map\n").unwrap();
+    std::fs::write(
+        mappings.join("services.toml"),
+        "description = \"x\"\n[map\n",
+    )
+    .unwrap();
     let events = catalog.poll().await;
     assert!(
         matches!(&events[..], [ReloadEvent::MappingsRefused { error }] if error.contains("services.toml:2")),
@@ -444,6 +484,9 @@ async fn mapping_change_is_validated_before_swap() {
     )
     .unwrap();
     let events = catalog.poll().await;
-    assert!(matches!(&events[..], [ReloadEvent::MappingsSwapped { .. }]), "{events:?}");
+    assert!(
+        matches!(&events[..], [ReloadEvent::MappingsSwapped { .. }]),
+        "{events:?}"
+    );
     assert_eq!(catalog.mappings().tables["services"].get("a"), Some("c"));
 }

@@ -1,10 +1,155 @@
-//! `bridge demo`.
+//! `bridge demo`: PING workflow 1.1 against the built-in simulators, twice.
+//!
+//! The first run must create, append, recognise a re-send, hold an ambiguous
+//! match and fail an unmapped service type exactly as the seed implies; the
+//! second run must find only the two undelivered referrals and write nothing.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::app::{new_run_id, App};
+use crate::connectors::ping::{PingConfig, DEFAULT_SCOPE};
+use crate::connectors::primero::{PrimeroAuth, PrimeroConfig};
+use crate::flows::ping_referral_to_primero::{FLOW, JOB};
+use crate::runtime::{JobRuntime, RuntimeConfig};
+use crate::sim::scenario::{seed_workflow_1_1, Simulators};
+use crate::toolchain::ProjectDirs;
 
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Today's date for the jobs (YYYY-MM-DD).
+    #[arg(long)]
+    today: Option<String>,
+}
 
-pub async fn run(_args: DemoArgs, _cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let project = ProjectDirs::locate()?;
+    eprintln!("== building jobs (unchanged jobs are skipped)");
+    project.build_jobs(&[JOB.to_string()])?;
+
+    eprintln!("== starting the Primero and PING simulators on loopback");
+    let sims = Simulators::start_loopback().await?;
+    let seed = seed_workflow_1_1(&sims, 1);
+    eprintln!(
+        "   Primero {}  PING {}  ({} pending proGres referrals, {} Primero cases)",
+        sims.primero.base_url(),
+        sims.ping.base_url(),
+        seed.first_run.fetched,
+        seed.cases_before
+    );
+
+    eprintln!("== loading the job (precompile cache: compile once, then load)");
+    let mut rc = RuntimeConfig::default();
+    if let Some(dir) = cache_dir {
+        rc.cache_dir = dir;
+    }
+    let runtime = Arc::new(JobRuntime::new(rc)?);
+    let mappings = project.mappings("kenya-dadaab");
+    let primero = PrimeroConfig::new(
+        sims.primero.base_url(),
+        PrimeroAuth::Token {
+            user_name: sims.primero_config.user_name.clone(),
+            password: sims.primero_config.password.clone(),
+        },
+    );
+    let ping = PingConfig {
+        base_url: sims.ping.base_url(),
+        token_url: sims.ping.token_url(),
+        username: sims.ping_config.username.clone(),
+        password: sims.ping_config.password.clone(),
+        client_id: sims.ping_config.client_id.clone(),
+        scope: DEFAULT_SCOPE.into(),
+        subscription_key: sims.ping_config.subscription_key.clone(),
+        partner_id: sims.ping_config.partner_id.clone(),
+        interop_id: sims.ping_config.interop_id.clone(),
+        timeout: std::time::Duration::from_secs(30),
+    };
+    let app = App::new(
+        runtime,
+        primero,
+        Some(ping),
+        &[project.job_wasm(JOB)],
+        &mappings,
+    )
+    .await?;
+    if let Some(job) = app.catalog.job(JOB) {
+        eprintln!(
+            "   {} {} loaded in {} ms ({})",
+            job.name,
+            job.info.version,
+            job.load_time.as_millis(),
+            if job.from_cache {
+                "from the precompile cache"
+            } else {
+                "compiled now, cached for next time"
+            }
+        );
+    }
+
+    let today = args.today.unwrap_or_else(crate::app::today);
+    let mut problems = Vec::new();
+    for (label, expected) in [
+        ("first run", seed.first_run),
+        ("second run (re-run)", seed.second_run),
+    ] {
+        let run_started = Instant::now();
+        let report = app.run_flow(FLOW, &new_run_id(), &today).await?;
+        let pending = sims.ping_sim().pending_intervention_ids().len();
+        println!(
+            "\n== workflow 1.1, {label} ({} ms)",
+            run_started.elapsed().as_millis()
+        );
+        print!("{report}");
+        println!("  {:<18}{:>6}", "still pending", pending);
+        for diff in expected.check(&report, pending) {
+            problems.push(format!("{label}: {diff}"));
+        }
+    }
+
+    println!("\n== Primero now holds (system ids only; personal data stays in Primero)");
+    println!(
+        "  {:<38} {:<16} {:>8}  interventions",
+        "case record id", "unhcr_individual_no", "services"
+    );
+    let cases = sims.primero_sim().cases();
+    for case in &cases {
+        let services = case["services_section"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let numbers: Vec<String> = services
+            .iter()
+            .filter_map(|s| s["progres_interventionnumber"].as_str())
+            .map(|n| n.split(',').next().unwrap_or(n).to_string())
+            .collect();
+        println!(
+            "  {:<38} {:<16} {:>8}  {}",
+            case["id"].as_str().unwrap_or("?"),
+            case["unhcr_individual_no"].as_str().unwrap_or("?"),
+            services.len(),
+            numbers.join(" ")
+        );
+    }
+    let expected_cases = seed.cases_before + seed.first_run.created;
+    if cases.len() != expected_cases {
+        problems.push(format!(
+            "Primero holds {} cases, expected {expected_cases}",
+            cases.len()
+        ));
+    }
+
+    println!("\ndemo wall time: {:.1} s", started.elapsed().as_secs_f64());
+    if problems.is_empty() {
+        println!("demo OK: every number is what the seed implies");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("demo FAILED:");
+        for p in &problems {
+            println!("  {p}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }

@@ -58,16 +58,19 @@ pub enum MappingsCommand {
 fn read_json(path: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
-        format!("{what} {} is not valid JSON", path.display())
-    })
+    serde_json::from_str(&text)
+        .with_context(|| format!("{what} {} is not valid JSON", path.display()))
 }
 
 /// A job argument: a path to a component, or a job name to build.
 fn resolve_job(job: &str) -> anyhow::Result<PathBuf> {
     let as_path = PathBuf::from(job);
     if job.ends_with(".wasm") || as_path.is_file() {
-        anyhow::ensure!(as_path.is_file(), "job component {} does not exist", as_path.display());
+        anyhow::ensure!(
+            as_path.is_file(),
+            "job component {} does not exist",
+            as_path.display()
+        );
         return Ok(as_path);
     }
     let project = ProjectDirs::locate()?;
@@ -120,7 +123,11 @@ pub async fn run_job_command(
             let mut instance = JobInstance::new(loaded).await?;
             instance.configure(mappings.job_json()).await?;
             let result = instance
-                .run(&ctx, &record.display().to_string(), &record_value.to_string())
+                .run(
+                    &ctx,
+                    &record.display().to_string(),
+                    &record_value.to_string(),
+                )
                 .await;
             let actual = outcome_report(&result);
             let pretty = serde_json::to_string_pretty(&actual)?;
@@ -130,7 +137,11 @@ pub async fn run_job_command(
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(expected) if expected == actual => {
-                    println!("ok: {} matches {}", record.display(), expect.unwrap().display());
+                    println!(
+                        "ok: {} matches {}",
+                        record.display(),
+                        expect.unwrap().display()
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(expected) => {
@@ -143,7 +154,9 @@ pub async fn run_job_command(
                     );
                     print!(
                         "{}",
-                        diff.unified_diff().context_radius(3).header("expected", "actual")
+                        diff.unified_diff()
+                            .context_radius(3)
+                            .header("expected", "actual")
                     );
                     Ok(ExitCode::FAILURE)
                 }
@@ -153,8 +166,10 @@ pub async fn run_job_command(
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
             let runtime = super::job_runtime(cache_dir)?;
-            let compiled = wasmtime::component::Component::new(runtime.engine(), &bytes)
-                .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", component.display()))?;
+            let compiled =
+                wasmtime::component::Component::new(runtime.engine(), &bytes).map_err(|e| {
+                    anyhow::anyhow!("{} is not a valid component: {e:#}", component.display())
+                })?;
             let report = inspect_component(runtime.engine(), &compiled);
             println!("component: {}", component.display());
             println!("imports:");

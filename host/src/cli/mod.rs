@@ -1,6 +1,7 @@
 //! The `bridge` command.
 
 mod demo;
+mod flow;
 mod job;
 mod sim;
 
@@ -10,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "bridge", version, about = "referral bridge: Primero ⇄ proGres referrals through sandboxed jobs")]
+#[command(
+    name = "bridge",
+    version,
+    about = "referral bridge: Primero ⇄ proGres referrals through sandboxed jobs"
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `bridge=debug`.
     #[arg(long, global = true, env = "BRIDGE_LOG", default_value = "warn")]
@@ -24,10 +29,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run PING workflow 1.1 once against built-in simulators with seeded referrals.
+    /// Run PING workflow 1.1 against built-in simulators with seeded referrals, and check the outcome.
     Demo(demo::DemoArgs),
     /// Run the Primero and PING simulators until interrupted.
     Sim(sim::SimArgs),
+    /// Run flows.
+    #[command(subcommand)]
+    Flow(flow::FlowCommand),
     /// Work with one job component.
     #[command(subcommand)]
     Job(job::JobCommand),
@@ -47,6 +55,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,6 +72,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args, cache_dir).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Flow(cmd) => flow::run(cmd, cache_dir).await,
             Command::Job(cmd) => job::run_job_command(cmd, cache_dir).await,
             Command::Jobs(cmd) => job::run_jobs_command(cmd),
             Command::Mappings(cmd) => job::run_mappings_command(cmd),
@@ -85,5 +95,7 @@ pub(crate) fn job_runtime(
     if let Some(dir) = cache_dir {
         config.cache_dir = dir;
     }
-    Ok(std::sync::Arc::new(crate::runtime::JobRuntime::new(config)?))
+    Ok(std::sync::Arc::new(crate::runtime::JobRuntime::new(
+        config,
+    )?))
 }

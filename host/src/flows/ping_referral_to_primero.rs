@@ -148,7 +148,15 @@ impl Ping11<'_> {
                 .unwrap_or_default();
             let span = tracing::info_span!("record", record = %id);
             let record = self
-                .one(&mut instance, &ctx, delivery, &id, details_sp, status_sp, today)
+                .one(
+                    &mut instance,
+                    &ctx,
+                    delivery,
+                    &id,
+                    details_sp,
+                    status_sp,
+                    today,
+                )
                 .instrument(span)
                 .await;
             report.records.push(record);
@@ -189,8 +197,7 @@ impl Ping11<'_> {
         };
         match &record.outcome {
             o if o.is_delivered() => {
-                let business_unit =
-                    text(delivery, "progres_businessunit").unwrap_or_default();
+                let business_unit = text(delivery, "progres_businessunit").unwrap_or_default();
                 let ack = IngestionRecord {
                     external_id: id.to_string(),
                     attachments: None,
@@ -215,9 +222,16 @@ impl Ping11<'_> {
                     }
                     Err(e) => record.ack_error = Some(e.to_string()),
                 }
-                tracing::info!(outcome = o.label(), acknowledged = record.acknowledged, "record delivered");
+                tracing::info!(
+                    outcome = o.label(),
+                    acknowledged = record.acknowledged,
+                    "record delivered"
+                );
             }
-            o => tracing::warn!(outcome = o.label(), "record not delivered; stays pending in proGres"),
+            o => tracing::info!(
+                outcome = o.label(),
+                "record not delivered; stays pending in proGres"
+            ),
         }
         record
     }
@@ -329,13 +343,22 @@ mod tests {
 
     #[test]
     fn intervention_match_is_exact_not_prefix() {
-        assert!(same_intervention("803-24-PRTITV-1000095", "803-24-PRTITV-1000095"));
+        assert!(same_intervention(
+            "803-24-PRTITV-1000095",
+            "803-24-PRTITV-1000095"
+        ));
         assert!(same_intervention(
             "803-24-PRTITV-1000095,0b7f,577c",
             "803-24-PRTITV-1000095"
         ));
         // The original's prefix match would have said yes here.
-        assert!(!same_intervention("803-24-PRTITV-1000095", "803-24-PRTITV-100009"));
-        assert!(!same_intervention("803-24-PRTITV-100009,x,y", "803-24-PRTITV-1000095"));
+        assert!(!same_intervention(
+            "803-24-PRTITV-1000095",
+            "803-24-PRTITV-100009"
+        ));
+        assert!(!same_intervention(
+            "803-24-PRTITV-100009,x,y",
+            "803-24-PRTITV-1000095"
+        ));
     }
 }

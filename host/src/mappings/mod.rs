@@ -138,14 +138,14 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Find the line where `key` is defined, for errors raised after parsing.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        t.starts_with(key)
-            && t[key.len()..].trim_start().starts_with('=')
-            || t.starts_with(&format!("\"{key}\""))
-            || t == format!("[{key}]")
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with('=')
+                || t.starts_with(&format!("\"{key}\""))
+                || t == format!("[{key}]")
+        })
+        .map(|i| i + 1)
 }
 
 fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, MappingError> {

@@ -11,8 +11,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use bridge::job::log::Level;
-pub use bridge::job::types::{FieldError, UnmappedValue};
+pub use self::bridge::job::log::Level;
+pub use self::bridge::job::types::{FieldError, UnmappedValue};
 
 /// Log fields a job may emit. Anything else is dropped before it reaches a
 /// log line, so a job cannot leak personal data through `fields`.
@@ -94,9 +94,9 @@ impl ResourceLimiter for MemoryGuard {
     }
 }
 
-impl bridge::job::types::Host for HostState {}
+impl self::bridge::job::types::Host for HostState {}
 
-impl bridge::job::log::Host for HostState {
+impl self::bridge::job::log::Host for HostState {
     fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         let kept = scrub_fields(&fields);
         let dropped = fields

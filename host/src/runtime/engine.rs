@@ -103,11 +103,12 @@ impl JobRuntime {
             reason: format!("engine: {e:#}"),
         })?;
         let mut linker = Linker::new(&engine);
-        bindings::Job::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| LoadError::Cache {
+        bindings::Job::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(
+            |e| LoadError::Cache {
                 path: config.cache_dir.clone(),
                 reason: format!("linker: {e:#}"),
-            })?;
+            },
+        )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -184,7 +185,10 @@ impl JobRuntime {
             job: name.to_string(),
             reason: format!("{e:#}"),
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = JobPre::new(instance_pre).map_err(wrong_world)?;
         let load_time = started.elapsed();
         let content_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));

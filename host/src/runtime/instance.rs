@@ -76,7 +76,10 @@ impl JobInstance {
         let job = self.job.clone();
         let live = self.live().await?;
         arm(&mut live.store, &job, "configure");
-        let result = live.bindings.call_configure(&mut live.store, &mappings).await;
+        let result = live
+            .bindings
+            .call_configure(&mut live.store, &mappings)
+            .await;
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(job_error(&job, e)),
@@ -111,7 +114,10 @@ impl JobInstance {
             today: ctx.today.clone(),
             dry_run: ctx.dry_run,
         };
-        let result = live.bindings.call_run(&mut live.store, &wit_ctx, &record.to_string()).await;
+        let result = live
+            .bindings
+            .call_run(&mut live.store, &wit_ctx, &record.to_string())
+            .await;
         match result {
             Ok(Ok(Outcome::Emit(json))) => {
                 if json.len() > MAX_OUTPUT_BYTES {
@@ -217,7 +223,13 @@ fn classify_trap(job: &LoadedJob, store: &Store<HostState>, e: wasmtime::Error) 
     let reason = format!("{e}");
     JobFailure::Trap {
         job: name,
-        reason: reason.lines().next().unwrap_or("trap").chars().take(300).collect(),
+        reason: reason
+            .lines()
+            .next()
+            .unwrap_or("trap")
+            .chars()
+            .take(300)
+            .collect(),
     }
 }
 
@@ -237,6 +249,8 @@ pub fn outcome_report(result: &Result<JobOutcome, JobFailure>) -> serde_json::Va
         Err(JobFailure::Fatal { message, .. }) => {
             json!({"outcome": "error", "kind": "fatal", "message": message})
         }
-        Err(other) => json!({"outcome": "error", "kind": other.code(), "message": other.to_string()}),
+        Err(other) => {
+            json!({"outcome": "error", "kind": other.code(), "message": other.to_string()})
+        }
     }
 }

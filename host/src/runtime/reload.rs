@@ -220,16 +220,28 @@ impl Catalog {
         for event in &events {
             match event {
                 ReloadEvent::JobSwapped { job, from, to } => {
-                    tracing::info!(job, from = &from[..12], to = &to[..12], "job version swapped in")
+                    tracing::info!(
+                        job,
+                        from = &from[..12],
+                        to = &to[..12],
+                        "job version swapped in"
+                    )
                 }
                 ReloadEvent::JobRefused { job, error } => {
-                    tracing::error!(job, error, "new job version refused; previous version keeps serving")
+                    tracing::error!(
+                        job,
+                        error,
+                        "new job version refused; previous version keeps serving"
+                    )
                 }
                 ReloadEvent::MappingsSwapped { from, to } => {
                     tracing::info!(from = &from[..12], to = &to[..12], "mappings swapped in")
                 }
                 ReloadEvent::MappingsRefused { error } => {
-                    tracing::error!(error, "new mappings refused; previous mappings keep serving")
+                    tracing::error!(
+                        error,
+                        "new mappings refused; previous mappings keep serving"
+                    )
                 }
             }
         }

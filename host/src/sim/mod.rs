@@ -5,3 +5,4 @@
 pub mod people;
 pub mod ping;
 pub mod primero;
+pub mod scenario;

@@ -1,0 +1,125 @@
+//! Wiring: clients, job runtime and catalog for a configured deployment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::BridgeConfig;
+use crate::connectors::ping::{PingClient, PingConfig};
+use crate::connectors::primero::{PrimeroClient, PrimeroConfig};
+use crate::flows::ping_referral_to_primero::{self, Ping11};
+use crate::flows::RunReport;
+use crate::mappings::MappingSet;
+use crate::runtime::reload::Catalog;
+use crate::runtime::{JobRuntime, RuntimeConfig};
+
+pub struct App {
+    pub runtime: Arc<JobRuntime>,
+    pub catalog: Arc<Catalog>,
+    pub primero: PrimeroClient,
+    pub ping: Option<PingClient>,
+}
+
+/// The flows `bridge flow run` knows.
+pub const FLOWS: &[&str] = &[ping_referral_to_primero::FLOW];
+
+/// Every `*.wasm` in a folder.
+pub fn job_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the jobs folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no job components (*.wasm) in {}: build them with `bridge jobs build`",
+        dir.display()
+    );
+    Ok(files)
+}
+
+impl App {
+    pub async fn new(
+        runtime: Arc<JobRuntime>,
+        primero: PrimeroConfig,
+        ping: Option<PingConfig>,
+        jobs: &[PathBuf],
+        mappings: &Path,
+    ) -> anyhow::Result<Self> {
+        let catalog = Arc::new(Catalog::open(runtime.clone(), jobs, mappings).await?);
+        Ok(Self {
+            runtime,
+            catalog,
+            primero: PrimeroClient::new(primero)?,
+            ping: ping.map(PingClient::new).transpose()?,
+        })
+    }
+
+    pub async fn from_config(
+        config: &BridgeConfig,
+        cache_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let mut rc = RuntimeConfig::default();
+        if let Some(dir) = cache_dir {
+            rc.cache_dir = dir;
+        }
+        if let Some(ms) = config.jobs.call_timeout_ms {
+            rc.limits.call_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(mib) = config.jobs.memory_mib {
+            rc.limits.memory_bytes = mib * 1024 * 1024;
+        }
+        let mappings_dir = config.resolve(&config.jobs.mappings);
+        let mappings = MappingSet::load_dir(&mappings_dir)?;
+        let ping = match &config.ping {
+            Some(_) => Some(config.ping_client_config(&mappings.deployment)?),
+            None => None,
+        };
+        let jobs = job_files(&config.resolve(&config.jobs.dir))?;
+        Self::new(
+            Arc::new(JobRuntime::new(rc)?),
+            config.primero_client_config()?,
+            ping,
+            &jobs,
+            &mappings_dir,
+        )
+        .await
+    }
+
+    /// Run one flow once.
+    pub async fn run_flow(
+        &self,
+        flow: &str,
+        run_id: &str,
+        today: &str,
+    ) -> anyhow::Result<RunReport> {
+        match flow {
+            ping_referral_to_primero::FLOW => {
+                let ping = self
+                    .ping
+                    .as_ref()
+                    .context("flow ping-1.1 needs a [ping] section in the config")?;
+                Ok(Ping11 {
+                    ping,
+                    primero: &self.primero,
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            other => anyhow::bail!("unknown flow `{other}`; known flows: {}", FLOWS.join(", ")),
+        }
+    }
+}
+
+/// A new run id.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Today in the machine's time zone, `YYYY-MM-DD`.
+pub fn today() -> String {
+    chrono::Local::now().format("%Y-%m-%d").to_string()
+}
