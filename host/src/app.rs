@@ -13,12 +13,16 @@ use crate::flows::RunReport;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobRuntime, RuntimeConfig};
+use crate::store::{SqliteStore, Store};
 
 pub struct App {
+    pub store: Arc<dyn Store>,
     pub runtime: Arc<JobRuntime>,
     pub catalog: Arc<Catalog>,
     pub primero: PrimeroClient,
     pub ping: Option<PingClient>,
+    /// Design A only.
+    pub dtp: Option<crate::connectors::dtp::DtpClient>,
 }
 
 /// The flows `bridge flow run` knows.
@@ -42,6 +46,7 @@ pub fn job_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 impl App {
     pub async fn new(
+        store: Arc<dyn Store>,
         runtime: Arc<JobRuntime>,
         primero: PrimeroConfig,
         ping: Option<PingConfig>,
@@ -50,10 +55,12 @@ impl App {
     ) -> anyhow::Result<Self> {
         let catalog = Arc::new(Catalog::open(runtime.clone(), jobs, mappings).await?);
         Ok(Self {
+            store,
             runtime,
             catalog,
             primero: PrimeroClient::new(primero)?,
             ping: ping.map(PingClient::new).transpose()?,
+            dtp: None,
         })
     }
 
@@ -78,7 +85,12 @@ impl App {
             None => None,
         };
         let jobs = job_files(&config.resolve(&config.jobs.dir))?;
+        let store: Arc<dyn Store> = match &config.state {
+            Some(state) => Arc::new(SqliteStore::open(&config.resolve(&state.path)).await?),
+            None => Arc::new(SqliteStore::in_memory().await?),
+        };
         Self::new(
+            store,
             Arc::new(JobRuntime::new(rc)?),
             config.primero_client_config()?,
             ping,

@@ -82,9 +82,19 @@ pub struct JobsSection {
     pub memory_mib: Option<usize>,
 }
 
+/// Where durable state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// SQLite database file (cursors, deliveries, inbox).
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
+    /// Durable state; without it state is kept in memory for this process only.
+    pub state: Option<StateSection>,
     pub primero: PrimeroSection,
     pub ping: Option<PingSection>,
     pub jobs: JobsSection,

@@ -67,7 +67,9 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
         interop_id: sims.ping_config.interop_id.clone(),
         timeout: std::time::Duration::from_secs(30),
     };
+    let store = Arc::new(crate::store::SqliteStore::in_memory().await?);
     let app = App::new(
+        store,
         runtime,
         primero,
         Some(ping),

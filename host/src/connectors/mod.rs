@@ -1,6 +1,7 @@
 //! Clients for the external systems. Each error names the system, the endpoint
 //! and the HTTP status; none carries a credential or a payload.
 
+pub mod dtp;
 pub mod ping;
 pub mod primero;
 

@@ -55,6 +55,9 @@ impl Simulators {
     pub fn config_toml(&self, jobs_dir: &std::path::Path, mappings: &std::path::Path) -> String {
         format!(
             r#"# Generated for the built-in simulators.
+[state]
+path = "state.db"
+
 [primero]
 base_url = "{primero}"
 auth = "token"

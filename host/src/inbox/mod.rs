@@ -1,0 +1,59 @@
+//! The inbox DTP pushes to (design A).
+//!
+//! CONTRACT (stable): messages are accepted over HTTP, sealed and stored
+//! durably, answered 202 with a receipt id, then handed to an [`InboxHandler`]
+//! per kind. The HTTP side and the processor are being filled in.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::flows::RunReport;
+
+/// Routing on the body's top-level `request_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InboxKind {
+    /// proGres referral → Primero (flow 1-1).
+    PrimeroOutgoingReferral,
+    /// proGres decision on a Primero referral → Primero (flow 2-3).
+    PrimeroIncomingReferralDecision,
+}
+
+impl InboxKind {
+    pub fn request_type(self) -> &'static str {
+        match self {
+            InboxKind::PrimeroOutgoingReferral => "PrimeroOutgoingReferral",
+            InboxKind::PrimeroIncomingReferralDecision => "PrimeroIncomingReferralDecision",
+        }
+    }
+
+    pub fn from_request_type(s: &str) -> Option<Self> {
+        match s {
+            "PrimeroOutgoingReferral" => Some(InboxKind::PrimeroOutgoingReferral),
+            "PrimeroIncomingReferralDecision" => Some(InboxKind::PrimeroIncomingReferralDecision),
+            _ => None,
+        }
+    }
+}
+
+/// Why handling a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again later (partner unavailable): the message is kept.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// Will not succeed by retrying; the sender was told where possible.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Processes one accepted message. Implemented by the flows of design A.
+#[async_trait]
+pub trait InboxHandler: Send + Sync {
+    async fn handle(
+        &self,
+        kind: InboxKind,
+        receipt_id: &str,
+        body: &Value,
+        today: &str,
+    ) -> Result<RunReport, HandlerError>;
+}
