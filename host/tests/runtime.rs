@@ -490,3 +490,36 @@ async fn mapping_change_is_validated_before_swap() {
     );
     assert_eq!(catalog.mappings().tables["services"].get("a"), Some("c"));
 }
+
+#[tokio::test]
+async fn the_watcher_swaps_in_a_changed_job_by_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_in(tmp.path(), Limits::default());
+    let job_file = tmp.path().join("test-job.wasm");
+    std::fs::write(&job_file, component(1)).unwrap();
+    let mappings = mapping_dir(tmp.path(), &["services"]);
+    let catalog = Arc::new(
+        Catalog::open(rt, std::slice::from_ref(&job_file), &mappings)
+            .await
+            .unwrap(),
+    );
+    let before = catalog.job("test-job").unwrap().content_hash.clone();
+    let watcher = catalog.watch(Duration::from_millis(20));
+    write_changed(&job_file, &component(5));
+    // Bounded wait for the swap; the watcher runs on its own.
+    let mut swapped = false;
+    for _ in 0..250 {
+        if catalog.job("test-job").unwrap().content_hash != before {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    assert!(swapped, "the watcher did not pick up the new version");
+    let mut inst = catalog.instance("test-job").await.unwrap().unwrap();
+    assert_eq!(
+        inst.run(&ctx(), "r", "{}").await.unwrap(),
+        JobOutcome::Emit(serde_json::json!({"v": 5}))
+    );
+}
