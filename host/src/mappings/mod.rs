@@ -107,6 +107,11 @@ pub struct Table {
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Optional closed list of the codes the target system knows. When
+    /// present, every mapped value and the default must be one of them, so a
+    /// typo is a load error instead of a value that points nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
     pub map: BTreeMap<String, String>,
 }
 
@@ -256,6 +261,25 @@ impl MappingSet {
                         });
                     }
                 }
+                if let Some(allowed) = &table.values {
+                    let outside = table
+                        .map
+                        .iter()
+                        .map(|(k, v)| (format!("map.{k}"), k.as_str(), v))
+                        .chain(table.default.iter().map(|d| ("default".to_string(), "default", d)))
+                        .find(|(_, _, v)| !allowed.contains(v));
+                    if let Some((key, line_key, value)) = outside {
+                        return Err(MappingError {
+                            file: file.clone(),
+                            line: line_of_key(&text, line_key),
+                            key: Some(key),
+                            message: format!(
+                                "`{value}` is not one of the table's `values` ({})",
+                                allowed.join(", ")
+                            ),
+                        });
+                    }
+                }
                 tables.insert(stem, table);
             }
         }
@@ -354,6 +378,21 @@ mod tests {
         let e = MappingSet::load_dir(dir.path()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("defualt"), "{e}");
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn a_value_outside_the_declared_values_points_nowhere() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "inbound-sex.toml",
+                "description = \"x\"\nvalues = [\"female\", \"male\"]\n[map]\n\"125080000\" = \"female\"\n\"125080001\" = \"mael\"\n",
+            ),
+        ]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("map.125080001"), "{e}");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("mael"), "{e}");
     }
 
     #[test]
