@@ -8,7 +8,12 @@ use anyhow::Context as _;
 use crate::config::BridgeConfig;
 use crate::connectors::ping::{PingClient, PingConfig};
 use crate::connectors::primero::{PrimeroClient, PrimeroConfig};
+use crate::flows::dtp_decision_to_dtp::{self, Dtp12};
+use crate::flows::dtp_referral_to_dtp::{self, Dtp21};
+use crate::flows::ping_decision_to_primero::{self, Ping22};
+use crate::flows::ping_decision_to_progres::{self, Ping12};
 use crate::flows::ping_referral_to_primero::{self, Ping11};
+use crate::flows::ping_referral_to_progres::{self, Ping21};
 use crate::flows::RunReport;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
@@ -26,7 +31,14 @@ pub struct App {
 }
 
 /// The flows `bridge flow run` knows.
-pub const FLOWS: &[&str] = &[ping_referral_to_primero::FLOW];
+pub const FLOWS: &[&str] = &[
+    ping_referral_to_primero::FLOW,
+    ping_referral_to_progres::FLOW,
+    dtp_referral_to_dtp::FLOW,
+    ping_decision_to_progres::FLOW,
+    ping_decision_to_primero::FLOW,
+    dtp_decision_to_dtp::FLOW,
+];
 
 /// Every `*.wasm` in a folder.
 pub fn job_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -84,12 +96,17 @@ impl App {
             Some(_) => Some(config.ping_client_config(&mappings.deployment)?),
             None => None,
         };
+        let dtp = config
+            .dtp_client_config()?
+            .map(crate::connectors::dtp::DtpClient::new)
+            .transpose()
+            .with_context(|| format!("{}: [dtp]", config.file.display()))?;
         let jobs = job_files(&config.resolve(&config.jobs.dir))?;
         let store: Arc<dyn Store> = match &config.state {
             Some(state) => Arc::new(SqliteStore::open(&config.resolve(&state.path)).await?),
             None => Arc::new(SqliteStore::in_memory().await?),
         };
-        Self::new(
+        let mut app = Self::new(
             store,
             Arc::new(JobRuntime::new(rc)?),
             config.primero_client_config()?,
@@ -97,7 +114,9 @@ impl App {
             &jobs,
             &mappings_dir,
         )
-        .await
+        .await?;
+        app.dtp = dtp;
+        Ok(app)
     }
 
     /// Run one flow once.
@@ -116,6 +135,75 @@ impl App {
                 Ok(Ping11 {
                     ping,
                     primero: &self.primero,
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            ping_referral_to_progres::FLOW => {
+                let ping = self
+                    .ping
+                    .as_ref()
+                    .context("flow ping-2.1 needs a [ping] section in the config")?;
+                Ok(Ping21 {
+                    primero: &self.primero,
+                    ping,
+                    store: self.store.as_ref(),
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            dtp_referral_to_dtp::FLOW => {
+                let dtp = self
+                    .dtp
+                    .as_ref()
+                    .context("flow dtp-2.1 needs a [dtp] section in the config")?;
+                Ok(Dtp21 {
+                    primero: &self.primero,
+                    dtp,
+                    store: self.store.as_ref(),
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            ping_decision_to_progres::FLOW => {
+                let ping = self
+                    .ping
+                    .as_ref()
+                    .context("flow ping-1.2 needs a [ping] section in the config")?;
+                Ok(Ping12 {
+                    ping,
+                    primero: &self.primero,
+                    store: self.store.as_ref(),
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            ping_decision_to_primero::FLOW => {
+                let ping = self
+                    .ping
+                    .as_ref()
+                    .context("flow ping-2.2 needs a [ping] section in the config")?;
+                Ok(Ping22 {
+                    ping,
+                    primero: &self.primero,
+                    catalog: &self.catalog,
+                }
+                .run(run_id, today)
+                .await)
+            }
+            dtp_decision_to_dtp::FLOW => {
+                let dtp = self
+                    .dtp
+                    .as_ref()
+                    .context("flow dtp-1.2 needs a [dtp] section in the config")?;
+                Ok(Dtp12 {
+                    dtp,
+                    primero: &self.primero,
+                    store: self.store.as_ref(),
                     catalog: &self.catalog,
                 }
                 .run(run_id, today)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::connectors::dtp::{DtpConfig, DtpUrls};
 use crate::connectors::ping::{PingConfig, DEFAULT_SCOPE};
 use crate::connectors::primero::{PrimeroAuth, PrimeroConfig};
 use crate::mappings::Deployment;
@@ -90,6 +91,75 @@ pub struct StateSection {
     pub path: PathBuf,
 }
 
+/// DTP (design A): where to post, and the mutual-TLS identity UNHCR pinned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtpSection {
+    pub receive_incoming_referral_url: String,
+    pub receive_decision_outgoing_referral_url: String,
+    pub notification_url: String,
+    /// PEM client certificate file.
+    pub client_cert: PathBuf,
+    /// PEM private key file of the client certificate.
+    pub client_key: PathBuf,
+    pub subscription_key: SecretRef,
+    /// Extra trusted root (PEM file) for DTP's server certificate.
+    #[serde(default)]
+    pub extra_root: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// The inbox DTP pushes to (design A).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxSection {
+    #[serde(default = "default_inbox_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Expected in the `x-api-key` header.
+    pub api_key: SecretRef,
+    /// 64 hex characters; seals message bodies at rest.
+    pub seal_key: SecretRef,
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// First retry delay of a kept message (doubles per attempt).
+    #[serde(default = "default_retry_secs")]
+    pub retry_secs: u64,
+}
+
+fn default_inbox_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+fn default_max_body_bytes() -> usize {
+    crate::inbox::DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_retry_secs() -> u64 {
+    30
+}
+
+/// The inbox's settings with its secrets read.
+#[derive(Clone)]
+pub struct InboxSettings {
+    pub listen: std::net::SocketAddr,
+    pub api_key: String,
+    pub sealer: crate::store::Sealer,
+    pub max_body_bytes: usize,
+    pub retry_delay: Duration,
+}
+
+impl std::fmt::Debug for InboxSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxSettings")
+            .field("listen", &self.listen)
+            .field("api_key", &"<redacted>")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("retry_delay", &self.retry_delay)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
@@ -97,6 +167,10 @@ pub struct BridgeConfig {
     pub state: Option<StateSection>,
     pub primero: PrimeroSection,
     pub ping: Option<PingSection>,
+    /// Design A: the DTP client.
+    pub dtp: Option<DtpSection>,
+    /// Design A: the inbox DTP pushes to.
+    pub inbox: Option<InboxSection>,
     pub jobs: JobsSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
@@ -211,6 +285,164 @@ impl BridgeConfig {
                 .ok_or_else(|| missing("interop_id"))?,
             timeout: Duration::from_secs(s.timeout_secs),
         })
+    }
+}
+
+impl BridgeConfig {
+    fn key_error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.clone(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn read_file(&self, key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+        std::fs::read(self.resolve(path))
+            .map_err(|e| self.key_error(key, format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// DTP client settings, when the config has a `[dtp]` section.
+    pub fn dtp_client_config(&self) -> Result<Option<DtpConfig>, ConfigError> {
+        let Some(s) = &self.dtp else {
+            return Ok(None);
+        };
+        let extra_root_pem = match &s.extra_root {
+            Some(path) => Some(self.read_file("dtp.extra_root", path)?),
+            None => None,
+        };
+        Ok(Some(DtpConfig {
+            urls: DtpUrls {
+                receive_incoming_referral: s.receive_incoming_referral_url.clone(),
+                receive_decision_outgoing_referral: s
+                    .receive_decision_outgoing_referral_url
+                    .clone(),
+                notification: s.notification_url.clone(),
+            },
+            subscription_key: self.secret("dtp.subscription_key", &s.subscription_key)?,
+            client_cert_pem: self.read_file("dtp.client_cert", &s.client_cert)?,
+            client_key_pem: self.read_file("dtp.client_key", &s.client_key)?,
+            extra_root_pem,
+            timeout: Duration::from_secs(s.timeout_secs),
+        }))
+    }
+
+    /// Inbox settings; refuses a missing section, a short API key or a seal
+    /// key that is not 64 hex characters.
+    pub fn inbox_settings(&self) -> Result<InboxSettings, ConfigError> {
+        let s = self
+            .inbox
+            .as_ref()
+            .ok_or_else(|| self.key_error("inbox", "the inbox needs an [inbox] section"))?;
+        let api_key = self.secret("inbox.api_key", &s.api_key)?;
+        if api_key.trim().chars().count() < crate::inbox::http::MIN_API_KEY_CHARS {
+            return Err(self.key_error(
+                "inbox.api_key",
+                format!(
+                    "the API key must have at least {} characters",
+                    crate::inbox::http::MIN_API_KEY_CHARS
+                ),
+            ));
+        }
+        let sealer = crate::store::Sealer::from_hex(&self.secret("inbox.seal_key", &s.seal_key)?)
+            .map_err(|_| {
+            self.key_error(
+                "inbox.seal_key",
+                "must be 64 hex characters (32 random bytes, e.g. `openssl rand -hex 32`)",
+            )
+        })?;
+        if s.max_body_bytes == 0 {
+            return Err(self.key_error("inbox.max_body_bytes", "must be greater than 0"));
+        }
+        Ok(InboxSettings {
+            listen: s.listen,
+            api_key,
+            sealer,
+            max_body_bytes: s.max_body_bytes,
+            retry_delay: Duration::from_secs(s.retry_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod dtp_inbox_tests {
+    use super::*;
+
+    const BASE: &str = "[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = { env = \"X\" }\n[jobs]\ndir = \"d\"\nmappings = \"m\"\n";
+
+    fn load(dir: &Path, extra: &str) -> BridgeConfig {
+        let file = dir.join("bridge.toml");
+        std::fs::write(&file, format!("{BASE}{extra}")).unwrap();
+        BridgeConfig::load(&file).unwrap()
+    }
+
+    #[test]
+    fn inbox_refuses_missing_or_bad_seal_key_and_short_api_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api"), "0123456789abcdef-key\n").unwrap();
+        std::fs::write(dir.path().join("seal"), "abcd\n").unwrap();
+        std::fs::write(dir.path().join("short"), "short\n").unwrap();
+        std::fs::write(
+            dir.path().join("good-seal"),
+            format!("{}\n", "ab".repeat(32)),
+        )
+        .unwrap();
+
+        let e = load(dir.path(), "")
+            .inbox_settings()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[inbox]"), "{e}");
+
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!("{BASE}[inbox]\napi_key = {{ file = \"api\" }}\n"),
+        )
+        .unwrap();
+        let e = BridgeConfig::load(&file).unwrap_err().to_string();
+        assert!(e.contains("seal_key"), "seal_key is required: {e}");
+
+        let c = load(
+            dir.path(),
+            "[inbox]\napi_key = { file = \"api\" }\nseal_key = { file = \"seal\" }\n",
+        );
+        let e = c.inbox_settings().unwrap_err().to_string();
+        assert!(e.contains("inbox.seal_key") && e.contains("64 hex"), "{e}");
+        assert!(!e.contains("abcd"), "{e}");
+
+        let c = load(
+            dir.path(),
+            "[inbox]\napi_key = { file = \"short\" }\nseal_key = { file = \"good-seal\" }\n",
+        );
+        let e = c.inbox_settings().unwrap_err().to_string();
+        assert!(e.contains("inbox.api_key") && !e.contains("short"), "{e}");
+
+        let c = load(
+            dir.path(),
+            "[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = { file = \"api\" }\nseal_key = { file = \"good-seal\" }\n",
+        );
+        let s = c.inbox_settings().unwrap();
+        assert_eq!(s.api_key, "0123456789abcdef-key");
+        assert_eq!(s.max_body_bytes, crate::inbox::DEFAULT_MAX_BODY_BYTES);
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn dtp_section_reads_files_and_names_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = "[dtp]\nreceive_incoming_referral_url = \"https://127.0.0.1:9/a\"\nreceive_decision_outgoing_referral_url = \"https://127.0.0.1:9/b\"\nnotification_url = \"https://127.0.0.1:9/c\"\nclient_cert = \"c.pem\"\nclient_key = \"k.pem\"\nsubscription_key = { file = \"sub\" }\n";
+        let c = load(dir.path(), section);
+        std::fs::write(dir.path().join("sub"), "sub-key\n").unwrap();
+        let e = c.dtp_client_config().unwrap_err().to_string();
+        assert!(e.contains("dtp.client_cert") && e.contains("c.pem"), "{e}");
+        std::fs::write(dir.path().join("c.pem"), "cert").unwrap();
+        std::fs::write(dir.path().join("k.pem"), "key").unwrap();
+        let d = c.dtp_client_config().unwrap().unwrap();
+        assert_eq!(d.subscription_key, "sub-key");
+        assert_eq!(d.client_cert_pem, b"cert");
+        assert_eq!(d.urls.notification, "https://127.0.0.1:9/c");
+        assert!(load(dir.path(), "").dtp_client_config().unwrap().is_none());
     }
 }
 

@@ -15,6 +15,7 @@ pub mod connectors;
 pub mod flows;
 pub mod inbox;
 pub mod mappings;
+pub mod round_trip;
 pub mod runtime;
 pub mod sim;
 pub mod store;

@@ -76,8 +76,9 @@ export function loadMappings(country) {
     } else {
       const table = { description: doc.description, map: doc.map ?? {} };
       if (doc.default !== undefined) table.default = doc.default;
+      if (doc.values !== undefined) table.values = doc.values;
       for (const k of Object.keys(doc)) {
-        if (!['description', 'default', 'map'].includes(k)) throw new Error(`${path}: unknown key ${k}`);
+        if (!['description', 'default', 'values', 'map'].includes(k)) throw new Error(`${path}: unknown key ${k}`);
       }
       out.tables[file.slice(0, -'.toml'.length)] = table;
     }

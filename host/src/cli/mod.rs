@@ -1,6 +1,7 @@
 //! The `bridge` command.
 
 mod demo;
+mod dtp;
 mod flow;
 mod job;
 mod sim;
@@ -45,6 +46,12 @@ enum Command {
     /// Work with a country's mapping folder.
     #[command(subcommand)]
     Mappings(job::MappingsCommand),
+    /// DTP (design A) client tools.
+    #[command(subcommand)]
+    Dtp(dtp::DtpCommand),
+    /// The inbox DTP pushes to (design A).
+    #[command(subcommand)]
+    Inbox(dtp::InboxCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +83,8 @@ pub fn main() -> ExitCode {
             Command::Job(cmd) => job::run_job_command(cmd, cache_dir).await,
             Command::Jobs(cmd) => job::run_jobs_command(cmd),
             Command::Mappings(cmd) => job::run_mappings_command(cmd),
+            Command::Dtp(cmd) => dtp::run_dtp_command(cmd),
+            Command::Inbox(cmd) => dtp::run_inbox_command(cmd, cache_dir).await,
         }
     });
     match result {

@@ -2,8 +2,8 @@
 //!
 //! pending deliveries (SHP-2747) → intervention details per delivery (SHP-2358,
 //! join rows de-duplicated) → job `progres-referral-to-primero` → upsert by
-//! `unhcr_individual_no` → transfer status (SHP-2748) for each intervention
-//! Primero now holds.
+//! `unhcr_individual_no` (shared with DTP 1-1: [`super::case_upsert`]) →
+//! transfer status (SHP-2748) for each intervention Primero now holds.
 //!
 //! Better than the original (spec README): a bad intervention fails alone and
 //! the others proceed; a service already present (exact intervention number)
@@ -12,15 +12,15 @@
 //! `ExternalId` is the intervention id, not a constant; undelivered records
 //! stay pending in proGres and come back next run.
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::Instrument;
 
+use super::case_upsert::{partner_failure as connector_failure, upsert_case, UpsertError};
+pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::report::{RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
 use crate::connectors::ping::{Field, IngestionRecord, PingClient};
-use crate::connectors::primero::{CaseQuery, PrimeroClient};
-use crate::connectors::ConnectorError;
+use crate::connectors::primero::PrimeroClient;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
 
@@ -29,33 +29,6 @@ pub const JOB: &str = "progres-referral-to-primero";
 
 /// proGres `progres_primerotransferstatus` "Pending" (acknowledgement by Primero pending).
 pub const TRANSFER_STATUS_PENDING: &str = "125080002";
-
-/// What the job emits for one intervention.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CaseReferral {
-    pub unhcr_individual_no: String,
-    /// The plain proGres intervention number (idempotency key).
-    pub intervention_number: String,
-    /// The Primero case body, with exactly one new service in `services_section`.
-    pub case: Map<String, Value>,
-}
-
-impl CaseReferral {
-    fn new_service(&self) -> Option<&Value> {
-        self.case
-            .get("services_section")
-            .and_then(Value::as_array)
-            .and_then(|s| s.first())
-    }
-}
-
-/// Whether a stored `progres_interventionnumber` (plain, or the composite
-/// `<number>,<lpinterventionid>,<businessunit>`) is this intervention. Exact
-/// match on the number part: the original's prefix match took `…-100009`
-/// for `…-1000095`.
-pub fn same_intervention(stored: &str, number: &str) -> bool {
-    stored.split(',').next().map(str::trim) == Some(number)
-}
 
 /// The clients and versions one run works with.
 pub struct Ping11<'a> {
@@ -77,15 +50,6 @@ fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
         code: code.to_string(),
         reason: reason.into(),
     }
-}
-
-fn connector_failure(e: &ConnectorError) -> RecordOutcome {
-    let code = if e.is_transient() {
-        "partner-unavailable"
-    } else {
-        "partner-error"
-    };
-    failed(code, e.to_string())
 }
 
 impl Ping11<'_> {
@@ -287,78 +251,13 @@ impl Ping11<'_> {
 
     /// Create the case, append the service, or recognise it is already there.
     async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
-        let Some(service) = referral.new_service().cloned() else {
-            return failed(
+        match upsert_case(self.primero, referral).await {
+            Ok(done) => done.outcome(),
+            Err(UpsertError::NoService) => failed(
                 "job-invalid-output",
                 format!("job {JOB} emitted a case without a service"),
-            );
-        };
-        let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
-        let matches = match self.primero.list_cases(&query).await {
-            Ok(cases) => cases,
-            Err(e) => return connector_failure(&e),
-        };
-        match matches.as_slice() {
-            [] => {
-                let mut body = referral.case.clone();
-                // Primero generates its own case_id for a new case.
-                body.remove("case_id");
-                match self.primero.create_case(&body).await {
-                    Ok(case) => RecordOutcome::Created { case_id: case.id },
-                    Err(e) => connector_failure(&e),
-                }
-            }
-            [case] => {
-                let present = case.services_section.iter().any(|s| {
-                    s.progres_interventionnumber
-                        .as_deref()
-                        .is_some_and(|n| same_intervention(n, &referral.intervention_number))
-                });
-                if present {
-                    return RecordOutcome::AlreadyPresent {
-                        case_id: case.id.clone(),
-                    };
-                }
-                // Only the service: an existing case's demographics are Primero's.
-                let mut body = Map::new();
-                body.insert("services_section".into(), Value::Array(vec![service]));
-                match self.primero.patch_case(&case.id, &body).await {
-                    Ok(_) => RecordOutcome::Updated {
-                        case_id: case.id.clone(),
-                    },
-                    Err(e) => connector_failure(&e),
-                }
-            }
-            several => RecordOutcome::Held {
-                reason: "ambiguous-match".into(),
-                candidates: several.iter().map(|c| c.id.clone()).collect(),
-            },
+            ),
+            Err(UpsertError::Partner(e)) => connector_failure(&e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same_intervention;
-
-    #[test]
-    fn intervention_match_is_exact_not_prefix() {
-        assert!(same_intervention(
-            "803-24-PRTITV-1000095",
-            "803-24-PRTITV-1000095"
-        ));
-        assert!(same_intervention(
-            "803-24-PRTITV-1000095,0b7f,577c",
-            "803-24-PRTITV-1000095"
-        ));
-        // The original's prefix match would have said yes here.
-        assert!(!same_intervention(
-            "803-24-PRTITV-1000095",
-            "803-24-PRTITV-100009"
-        ));
-        assert!(!same_intervention(
-            "803-24-PRTITV-100009,x,y",
-            "803-24-PRTITV-1000095"
-        ));
     }
 }

@@ -24,6 +24,11 @@ pub enum RecordOutcome {
     Skipped { reason: String },
     /// Not written because of an error; retried next run.
     Failed { code: String, reason: String },
+    /// Sent to the partner, which confirmed it (e.g. a proGres interoperability
+    /// referral id from PING check status, or the DTP correlation id).
+    Sent { target_id: Option<String> },
+    /// Sent by an earlier run already: not sent again.
+    AlreadySent { target_id: Option<String> },
 }
 
 impl RecordOutcome {
@@ -35,6 +40,8 @@ impl RecordOutcome {
             RecordOutcome::Held { .. } => "held",
             RecordOutcome::Skipped { .. } => "skipped",
             RecordOutcome::Failed { .. } => "failed",
+            RecordOutcome::Sent { .. } => "sent",
+            RecordOutcome::AlreadySent { .. } => "already sent",
         }
     }
 
@@ -45,6 +52,8 @@ impl RecordOutcome {
             RecordOutcome::Created { .. }
                 | RecordOutcome::Updated { .. }
                 | RecordOutcome::AlreadyPresent { .. }
+                | RecordOutcome::Sent { .. }
+                | RecordOutcome::AlreadySent { .. }
         )
     }
 }
@@ -94,6 +103,8 @@ impl fmt::Display for RunReport {
             "held",
             "skipped",
             "failed",
+            "sent",
+            "already sent",
         ] {
             writeln!(f, "  {:<18}{:>6}", label, self.count(label))?;
         }

@@ -2,7 +2,23 @@
 //!
 //! CONTRACT (stable): messages are accepted over HTTP, sealed and stored
 //! durably, answered 202 with a receipt id, then handed to an [`InboxHandler`]
-//! per kind. The HTTP side and the processor are being filled in.
+//! per kind.
+//!
+//! - [`http`]: `POST /dtp/inbox` (API key, size, JSON and field checks, sealing).
+//! - [`processor`]: opens stored messages and hands them to their handler.
+//! - [`dispatch`]: routes a message to the flow registered for its kind.
+//! - [`serve`]: the server and the worker together, with graceful shutdown.
+
+pub mod dispatch;
+pub mod http;
+pub mod processor;
+pub mod serve;
+pub mod validate;
+
+pub use dispatch::Dispatcher;
+pub use http::{router, InboxState, API_KEY_HEADER, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
+pub use processor::{Disposition, InboxProcessor, InboxSummary, MessageOutcome};
+pub use serve::{serve, ServeOptions};
 
 use async_trait::async_trait;
 use serde_json::Value;

@@ -266,7 +266,12 @@ impl MappingSet {
                         .map
                         .iter()
                         .map(|(k, v)| (format!("map.{k}"), k.as_str(), v))
-                        .chain(table.default.iter().map(|d| ("default".to_string(), "default", d)))
+                        .chain(
+                            table
+                                .default
+                                .iter()
+                                .map(|d| ("default".to_string(), "default", d)),
+                        )
                         .find(|(_, _, v)| !allowed.contains(v));
                     if let Some((key, line_key, value)) = outside {
                         return Err(MappingError {

@@ -118,6 +118,12 @@ impl Catalog {
         let mut jobs = BTreeMap::new();
         for path in job_files {
             let job = Arc::new(runtime.load_file(path).await?);
+            if serves_other_design(&job.info.flow, &mappings.deployment.design) {
+                // A deployment is PING or DTP; the other design's jobs need
+                // tables this country does not have.
+                tracing::info!(job = %job.name, flow = %job.info.flow, design = %mappings.deployment.design, "job skipped: it serves the other design");
+                continue;
+            }
             validate(&job, &mappings).await?;
             jobs.insert(job.name.clone(), Watched::new(path.clone(), job));
         }
@@ -261,6 +267,14 @@ impl Catalog {
             }
         })
     }
+}
+
+/// Whether a job's flow (`ping-…`, `dtp-…`) belongs to the design this
+/// deployment does not use. Flows of neither prefix belong to both.
+fn serves_other_design(flow: &str, design: &str) -> bool {
+    ["ping", "dtp"]
+        .iter()
+        .any(|d| *d != design && flow.starts_with(&format!("{d}-")))
 }
 
 /// A job fits a mapping set when every table it reads exists and its

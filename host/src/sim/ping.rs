@@ -451,6 +451,8 @@ struct SimState {
     bodies: Vec<ReceivedBody>,
     requests: Vec<ReceivedRequest>,
     faults: Vec<Fault>,
+    /// Messages for the next async records that proGres refuses (check status `Failed`).
+    async_refusals: Vec<String>,
 }
 
 impl SimState {
@@ -518,6 +520,7 @@ impl PingSim {
             bodies: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            async_refusals: Vec::new(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -782,6 +785,15 @@ impl PingSim {
 
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// proGres refuses the next `count` async ingestion records: the
+    /// ingestion is accepted (a transaction id is returned) but check status
+    /// reports `Failed` with `message`, and no interoperability referral is created.
+    pub fn refuse_next_async_records(&self, count: usize, message: &str) {
+        self.lock()
+            .async_refusals
+            .extend(std::iter::repeat_n(message.to_string(), count));
     }
 }
 
@@ -1703,6 +1715,16 @@ async fn ingest_async(
                 .flatten()
                 .map(str::to_string)
         };
+        if !st.async_refusals.is_empty() {
+            let message = st.async_refusals.remove(0);
+            items.push(TransactionItem {
+                status: "Failed".into(),
+                data: Row::new(),
+                message,
+            });
+            st.ingestions.push(received);
+            continue;
+        }
         let mut referral = new_interop_referral(st.interop_referrals.len() + 1);
         referral.offline_id = text("progres_offlineid");
         referral.org_referral_id = text("progres_orgreferralid");

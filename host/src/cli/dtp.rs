@@ -1,0 +1,116 @@
+//! `bridge dtp thumbprint` and `bridge inbox serve` (design A).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::app::App;
+use crate::config::BridgeConfig;
+use crate::connectors::dtp::sha1_thumbprint;
+use crate::inbox::{serve, Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DtpCommand {
+    /// Print the SHA-1 thumbprint of a PEM client certificate (the value UNHCR pins).
+    Thumbprint {
+        /// PEM certificate file.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InboxCommand {
+    /// Serve the inbox DTP pushes to, and process messages as they arrive,
+    /// until SIGTERM or Ctrl-C.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Today's date for the jobs (YYYY-MM-DD); default: the machine's date.
+        #[arg(long)]
+        today: Option<String>,
+    },
+}
+
+pub fn run_dtp_command(cmd: DtpCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DtpCommand::Thumbprint { cert } => {
+            let pem =
+                std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let thumbprint =
+                sha1_thumbprint(&pem).with_context(|| format!("{}", cert.display()))?;
+            println!("{thumbprint}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn run_inbox_command(
+    cmd: InboxCommand,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        InboxCommand::Serve { config, today } => {
+            let config = BridgeConfig::load(&config)?;
+            // Secrets first: refuse to start without a seal key before doing any work.
+            let settings = config.inbox_settings()?;
+            anyhow::ensure!(
+                config.state.is_some(),
+                "{}: the inbox needs a [state] section: accepted messages must survive a restart",
+                config.file.display()
+            );
+            let app = App::from_config(&config, cache_dir).await?;
+            let dispatcher = Dispatcher::for_app(&app)?;
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            let addr = listener.local_addr()?;
+            let state = InboxState::new(
+                app.store.clone(),
+                settings.sealer.clone(),
+                &settings.api_key,
+                settings.max_body_bytes,
+            );
+            let processor =
+                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher));
+            let options = ServeOptions {
+                retry_delay: settings.retry_delay,
+                today,
+            };
+            // Tests and supervisors read the bound address (the port may be 0 in the config).
+            println!("inbox listening on http://{addr}{INBOX_PATH}");
+            std::io::stdout().flush()?;
+            tracing::info!(%addr, "inbox listening");
+            serve(listener, state, processor, options, shutdown_signal()).await?;
+            println!("inbox stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// SIGTERM (service managers) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

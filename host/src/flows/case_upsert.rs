@@ -1,0 +1,177 @@
+//! Write one proGres referral into Primero: find the case by
+//! `unhcr_individual_no`, then create it, append the new service, recognise
+//! that the service is already there, or hold the record when several cases
+//! match. Shared by PING workflow 1.1 and DTP flow 1-1.
+//!
+//! Better than the original (spec README): the idempotency check is an exact
+//! match on the intervention number (design A had none, design B a prefix
+//! match); several matching cases hold the record (`ambiguous-match`)
+//! instead of writing to the first; an existing case receives only the new
+//! service — its demographics, owner and status are Primero's.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::report::RecordOutcome;
+use crate::connectors::primero::{Case, CaseQuery, PrimeroClient};
+use crate::connectors::ConnectorError;
+
+/// What an inbound referral job emits for one intervention.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CaseReferral {
+    pub unhcr_individual_no: String,
+    /// The plain proGres intervention number (idempotency key).
+    pub intervention_number: String,
+    /// The Primero case body, with exactly one new service in `services_section`.
+    pub case: Map<String, Value>,
+}
+
+impl CaseReferral {
+    pub fn new_service(&self) -> Option<&Value> {
+        self.case
+            .get("services_section")
+            .and_then(Value::as_array)
+            .and_then(|s| s.first())
+    }
+}
+
+/// Whether a stored `progres_interventionnumber` (plain, or the composite
+/// `<number>,<lpinterventionid>,<businessunit>`) is this intervention. Exact
+/// match on the number part: the original's prefix match took `…-100009`
+/// for `…-1000095`.
+pub fn same_intervention(stored: &str, number: &str) -> bool {
+    stored.split(',').next().map(str::trim) == Some(number)
+}
+
+/// What the upsert did. The cases carry what Primero answered (create) or
+/// what the search found (existing case): ids and owner.
+#[derive(Debug, Clone)]
+pub enum Upserted {
+    /// A new case, as Primero answered the create.
+    Created(Case),
+    /// The service was appended to this existing case.
+    Appended(Case),
+    /// This existing case already has a service with the intervention number.
+    AlreadyPresent(Case),
+    /// Several cases carry the individual id: nothing was written.
+    Ambiguous { candidates: Vec<String> },
+}
+
+impl Upserted {
+    /// The Primero case now holding the service, if any.
+    pub fn case(&self) -> Option<&Case> {
+        match self {
+            Upserted::Created(c) | Upserted::Appended(c) | Upserted::AlreadyPresent(c) => Some(c),
+            Upserted::Ambiguous { .. } => None,
+        }
+    }
+
+    pub fn outcome(&self) -> RecordOutcome {
+        match self {
+            Upserted::Created(c) => RecordOutcome::Created {
+                case_id: c.id.clone(),
+            },
+            Upserted::Appended(c) => RecordOutcome::Updated {
+                case_id: c.id.clone(),
+            },
+            Upserted::AlreadyPresent(c) => RecordOutcome::AlreadyPresent {
+                case_id: c.id.clone(),
+            },
+            Upserted::Ambiguous { candidates } => RecordOutcome::Held {
+                reason: AMBIGUOUS_MATCH.into(),
+                candidates: candidates.clone(),
+            },
+        }
+    }
+}
+
+/// Reason code of a record held because several cases match.
+pub const AMBIGUOUS_MATCH: &str = "ambiguous-match";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpsertError {
+    /// The job's case body has no service to add.
+    #[error("the case body has no service in services_section")]
+    NoService,
+    #[error(transparent)]
+    Partner(#[from] ConnectorError),
+}
+
+/// The per-record outcome of a failed partner call: `partner-unavailable`
+/// when retrying may help, else `partner-error`.
+pub fn partner_failure(e: &ConnectorError) -> RecordOutcome {
+    let code = if e.is_transient() {
+        "partner-unavailable"
+    } else {
+        "partner-error"
+    };
+    RecordOutcome::Failed {
+        code: code.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Create the case, append the service, or recognise it is already there.
+pub async fn upsert_case(
+    primero: &PrimeroClient,
+    referral: &CaseReferral,
+) -> Result<Upserted, UpsertError> {
+    let service = referral
+        .new_service()
+        .cloned()
+        .ok_or(UpsertError::NoService)?;
+    let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
+    let matches = primero.list_cases(&query).await?;
+    match matches.as_slice() {
+        [] => {
+            let mut body = referral.case.clone();
+            // Primero generates its own case_id for a new case.
+            body.remove("case_id");
+            Ok(Upserted::Created(primero.create_case(&body).await?))
+        }
+        [case] => {
+            let present = case.services_section.iter().any(|s| {
+                s.progres_interventionnumber
+                    .as_deref()
+                    .is_some_and(|n| same_intervention(n, &referral.intervention_number))
+            });
+            if present {
+                return Ok(Upserted::AlreadyPresent(case.clone()));
+            }
+            // Only the service: an existing case's demographics are Primero's.
+            let mut body = Map::new();
+            body.insert("services_section".into(), Value::Array(vec![service]));
+            primero.patch_case(&case.id, &body).await?;
+            Ok(Upserted::Appended(case.clone()))
+        }
+        several => Ok(Upserted::Ambiguous {
+            candidates: several.iter().map(|c| c.id.clone()).collect(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_intervention;
+
+    #[test]
+    fn intervention_match_is_exact_not_prefix() {
+        assert!(same_intervention(
+            "803-24-PRTITV-1000095",
+            "803-24-PRTITV-1000095"
+        ));
+        assert!(same_intervention(
+            "803-24-PRTITV-1000095,0b7f,577c",
+            "803-24-PRTITV-1000095"
+        ));
+        // The original's prefix match would have said yes here.
+        assert!(!same_intervention(
+            "803-24-PRTITV-1000095",
+            "803-24-PRTITV-100009"
+        ));
+        assert!(!same_intervention(
+            "803-24-PRTITV-100009,x,y",
+            "803-24-PRTITV-1000095"
+        ));
+    }
+}

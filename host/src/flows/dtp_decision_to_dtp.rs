@@ -1,0 +1,88 @@
+//! DTP flow 1-2: Primero caseworker decisions on proGres referrals → DTP
+//! `ReceiveDecisionOutgoingReferral` (spec domain.md §1.A "Flow 1-2",
+//! examples 06 → 07).
+//!
+//! Changed cases → job `primero-decision-to-dtp` per service → one POST per
+//! decision. Paging, cursor and send-once are [`super::outgoing_decisions`]':
+//! a decision is posted once, a changed one again, and a DTP error fails that
+//! decision alone (the original aborted the run and re-sent everything).
+
+use serde::{Deserialize, Serialize};
+
+use super::outgoing_decisions::{DecisionRun, EmittedDecision, SendDecision, Sent};
+use super::report::RunReport;
+use crate::connectors::dtp::{DtpClient, DtpEndpoint};
+use crate::connectors::primero::PrimeroClient;
+use crate::runtime::reload::Catalog;
+use crate::store::Store;
+
+pub const FLOW: &str = "dtp-1.2";
+pub const JOB: &str = "primero-decision-to-dtp";
+
+/// The body posted to DTP (example 07); field order as on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionBody {
+    pub case_id: String,
+    pub primero_user: Option<String>,
+    pub progres_interventionnumber: String,
+    pub status: String,
+    pub closure_reason: String,
+    pub request_type: String,
+}
+
+/// The DTP part of what the job emits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DtpDecision {
+    /// The proGres intervention number (the id DTP knows the referral by).
+    pub intervention_number: String,
+    pub body: DecisionBody,
+}
+
+/// Posts one decision to DTP.
+pub struct DtpSender<'a> {
+    pub dtp: &'a DtpClient,
+}
+
+impl SendDecision for DtpSender<'_> {
+    type Payload = DtpDecision;
+
+    async fn send(&self, item: &EmittedDecision<DtpDecision>) -> Sent {
+        match self
+            .dtp
+            .post(
+                DtpEndpoint::ReceiveDecisionOutgoingReferral,
+                &item.payload.body,
+            )
+            .await
+        {
+            Ok(()) => Sent::Delivered {
+                target_id: Some(item.payload.intervention_number.clone()),
+            },
+            Err(e) => Sent::Failed(e),
+        }
+    }
+}
+
+/// The clients and versions one run works with.
+pub struct Dtp12<'a> {
+    pub dtp: &'a DtpClient,
+    pub primero: &'a PrimeroClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+}
+
+impl Dtp12<'_> {
+    /// Run the flow once; partner and record errors end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        DecisionRun {
+            flow: FLOW,
+            job: JOB,
+            primero: self.primero,
+            store: self.store,
+            catalog: self.catalog,
+            send: DtpSender { dtp: self.dtp },
+        }
+        .run(run_id, today)
+        .await
+    }
+}

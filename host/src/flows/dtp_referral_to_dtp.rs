@@ -1,0 +1,113 @@
+//! DTP flow 2-1 / 2-2 (design A, Gambella): Primero referral → proGres via DTP.
+//!
+//! cases associated with the UNHCR recipient user (deployment `unhcr_user`)
+//! changed since the cursor (paged) → per case `GET referrals` → users (once
+//! per run, only if needed) → job `primero-referral-to-dtp` (which services
+//! are new UNHCR referrals; the `ReceiveIncomingReferral` body) → POST to
+//! DTP. Shared steps and the cursor rules: [`super::outbound_referrals`].
+//!
+//! Better than the original: a DTP error fails that referral only (the
+//! original aborted the run); it is sent again next run, and a referral DTP
+//! accepted is never sent twice.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::outbound_referrals::{
+    partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED,
+};
+use super::report::{RecordOutcome, RunReport};
+use crate::connectors::dtp::{DtpClient, DtpEndpoint};
+use crate::connectors::primero::PrimeroClient;
+use crate::runtime::reload::Catalog;
+use crate::store::{Delivery, Store};
+
+pub const FLOW: &str = "dtp-2.1";
+pub const JOB: &str = "primero-referral-to-dtp";
+
+/// The clients and versions one run works with.
+pub struct Dtp21<'a> {
+    pub primero: &'a PrimeroClient,
+    pub dtp: &'a DtpClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+}
+
+/// The DTP part of what the job emits: the flat body of example 10.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DtpPayload {
+    pub body: Map<String, Value>,
+}
+
+struct DtpDelivery<'a> {
+    dtp: &'a DtpClient,
+    store: &'a dyn Store,
+}
+
+impl Deliver for DtpDelivery<'_> {
+    type Payload = DtpPayload;
+
+    async fn deliver(
+        &self,
+        item: &EmittedReferral<DtpPayload>,
+        _previous: Option<&Delivery>,
+    ) -> RecordOutcome {
+        if let Err(e) = self
+            .dtp
+            .post(DtpEndpoint::ReceiveIncomingReferral, &item.payload.body)
+            .await
+        {
+            return partner_failure(&e);
+        }
+        // DTP's correlation id `<case_id>#<last 12 of the service id>`: system ids only.
+        let target = item
+            .payload
+            .body
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Err(e) = self
+            .store
+            .record_delivery(FLOW, &item.service_id, FP_DELIVERED, target.as_deref())
+            .await
+        {
+            return RecordOutcome::Failed {
+                code: "state".into(),
+                reason: format!("sent to DTP, but not recorded: {e}"),
+            };
+        }
+        RecordOutcome::Sent { target_id: target }
+    }
+}
+
+impl Dtp21<'_> {
+    /// Run the flow once.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let mappings = self.catalog.mappings();
+        let Some(unhcr_user) = mappings.deployment.unhcr_user.clone() else {
+            return RunReport {
+                flow: FLOW.into(),
+                run_id: run_id.into(),
+                aborted: Some(format!(
+                    "{}/deployment.toml [deployment] needs unhcr_user",
+                    mappings.dir.display()
+                )),
+                ..RunReport::default()
+            };
+        };
+        OutboundRun {
+            flow: FLOW,
+            job: JOB,
+            primero: self.primero,
+            store: self.store,
+            catalog: self.catalog,
+            associated_user: Some(unhcr_user),
+            deliver: DtpDelivery {
+                dtp: self.dtp,
+                store: self.store,
+            },
+        }
+        .run(run_id, today)
+        .await
+    }
+}

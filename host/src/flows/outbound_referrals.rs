@@ -1,0 +1,556 @@
+//! Primero referrals → proGres, the part both designs share (PING workflow
+//! 2.1, DTP flow 2-1/2-2): cases changed since the cursor → their referrals →
+//! the users (once per run, only when a case has a referral since the cursor)
+//! → the job, once per service (it decides which services are new UNHCR
+//! referrals and builds the partner payload) → a design-specific
+//! [`Deliver`]er.
+//!
+//! Better than the original (spec README):
+//! - Every page is read, by keyset: page 1 of `last_updated_at >= <greatest
+//!   seen>`, ascending, so cases edited during the run cannot shift a page
+//!   and be skipped (page numbers are only followed through a run of cases
+//!   sharing one timestamp).
+//! - The cursor is the greatest `last_updated_at` read, held back to the
+//!   referral date of the earliest referral not delivered, and committed
+//!   after the run. It is inclusive: what sits on it is read again and
+//!   recognised through the state store (keyed by service `unique_id`), so
+//!   nothing is sent twice and nothing is skipped. Without a cursor (first
+//!   run) there is no lower bound: every UNHCR referral not yet delivered goes.
+//! - A referral that fails (unmapped value, partner error, refused by
+//!   proGres) fails alone and is retried next run.
+//! - When the caseworker's profile is incomplete the admin contact is still
+//!   sent (business rule), and the run logs it (ids and field names only).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::report::{RecordOutcome, RecordReport, RunReport};
+use crate::connectors::primero::{
+    Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
+};
+use crate::connectors::ConnectorError;
+use crate::runtime::reload::Catalog;
+use crate::runtime::{JobContext, JobInstance, JobOutcome};
+use crate::store::{Delivery, Store};
+
+/// Skip code of a service that is not a new UNHCR referral (jobs/lib/outbound-referral.js).
+pub const NOT_REFERRED: &str = "not-referred";
+
+/// Delivery state kept per service `unique_id` (the store's "fingerprint").
+/// The content is deliberately not part of it: a service edited after its
+/// referral is not sent again (spec §5.18).
+pub const FP_DELIVERED: &str = "delivered";
+/// Handed to the partner; its outcome is not known yet (PING async ingestion).
+pub const FP_SUBMITTED: &str = "submitted";
+/// The partner refused it; sent again on the next run.
+pub const FP_REFUSED: &str = "refused";
+
+/// What an outbound job emits for one service; `P` is the design's payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmittedReferral<P> {
+    pub service_id: String,
+    #[serde(default)]
+    pub referral_id: Option<String>,
+    /// `created_at` of the Primero referral that made the service new.
+    pub referred_at: DateTime<Utc>,
+    /// Contact fields taken from the admin because the caseworker's profile lacks them.
+    #[serde(default)]
+    pub admin_contact: Vec<String>,
+    #[serde(flatten)]
+    pub payload: P,
+}
+
+/// The design-specific last step: hand one referral to proGres.
+#[allow(async_fn_in_trait)]
+pub trait Deliver {
+    type Payload: DeserializeOwned;
+
+    /// Deliver `item` (never delivered before; `previous` is what the store
+    /// holds for it, e.g. a submitted transaction) and record the new state
+    /// under `flow`/`item.service_id`.
+    async fn deliver(
+        &self,
+        item: &EmittedReferral<Self::Payload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome;
+}
+
+/// One run of an outbound referral flow.
+pub struct OutboundRun<'a, D> {
+    pub flow: &'static str,
+    pub job: &'static str,
+    pub primero: &'a PrimeroClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+    /// Only cases associated with this user (design A: the UNHCR recipient).
+    pub associated_user: Option<String>,
+    pub deliver: D,
+}
+
+/// The record bundle handed to the job (jobs/lib/outbound-referral.js).
+#[derive(Serialize)]
+struct Bundle<'a> {
+    case: &'a Case,
+    service_id: &'a str,
+    referrals: &'a [Referral],
+    since: Option<String>,
+    owner: Option<&'a User>,
+}
+
+/// RFC 3339 UTC with milliseconds, as cursors are stored.
+pub fn format_cursor(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Where the next run may start.
+///
+/// Inclusive: the next run reads `last_updated_at >= cursor` and keeps
+/// referrals created at or after it. Held back to the earliest date a failed
+/// referral needs, so the next run selects it again; never moves backwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CursorTracker {
+    since: Option<DateTime<Utc>>,
+    max_seen: Option<DateTime<Utc>>,
+    hold: Option<DateTime<Utc>>,
+    /// A failure with no known lower bound on the first run: commit nothing.
+    blocked: bool,
+}
+
+impl CursorTracker {
+    pub fn new(since: Option<DateTime<Utc>>) -> Self {
+        Self {
+            since,
+            ..Self::default()
+        }
+    }
+
+    /// A case was read with this `last_updated_at`.
+    pub fn saw(&mut self, last_updated_at: Option<DateTime<Utc>>) {
+        if let Some(t) = last_updated_at {
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    /// A record was not delivered; `needs` is the earliest referral date it
+    /// depends on (`None`: unknown, so the previous cursor).
+    pub fn hold(&mut self, needs: Option<DateTime<Utc>>) {
+        match needs.or(self.since) {
+            Some(t) => self.hold = Some(self.hold.map_or(t, |h| h.min(t))),
+            None => self.blocked = true,
+        }
+    }
+
+    /// The cursor to commit, when it moves forward.
+    pub fn next(&self) -> Option<DateTime<Utc>> {
+        if self.blocked {
+            return None;
+        }
+        let candidate = match (self.max_seen, self.hold) {
+            (Some(m), Some(h)) => m.min(h),
+            (Some(m), None) => m,
+            (None, _) => return None,
+        };
+        match self.since {
+            Some(s) if candidate <= s => None,
+            _ => Some(candidate),
+        }
+    }
+}
+
+fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
+    RecordOutcome::Failed {
+        code: code.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A failed partner call: `partner-unavailable` when retrying may help.
+pub fn partner_failure(e: &ConnectorError) -> RecordOutcome {
+    let code = if e.is_transient() {
+        "partner-unavailable"
+    } else {
+        "partner-error"
+    };
+    failed(code, e.to_string())
+}
+
+fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {
+    // For outbound flows "acknowledged" means the target confirmed receipt.
+    let acknowledged = outcome.is_delivered();
+    RecordReport {
+        source_id: source_id.to_string(),
+        outcome,
+        acknowledged,
+        ack_error: None,
+    }
+}
+
+/// The earliest referral date of `service_id` at or after `since`.
+fn earliest_referral(
+    referrals: &[Referral],
+    service_id: &str,
+    since: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    referrals
+        .iter()
+        .filter(|r| r.service_record_id.as_deref() == Some(service_id))
+        .filter_map(|r| r.created_at)
+        .filter(|t| since.is_none_or(|s| *t >= s))
+        .min()
+}
+
+/// Per-run state shared by the cases of one run.
+struct RunState {
+    instance: JobInstance,
+    ctx: JobContext,
+    since: Option<DateTime<Utc>>,
+    tracker: CursorTracker,
+    /// Primero users by user name, loaded at most once per run.
+    users: Option<HashMap<String, User>>,
+    report: RunReport,
+}
+
+impl<D: Deliver> OutboundRun<'_, D> {
+    /// Run the flow once. Partner and record errors end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let span = tracing::info_span!("run", flow = self.flow, run = run_id);
+        self.run_inner(run_id, today).instrument(span).await
+    }
+
+    async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
+        let mut report = RunReport {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            ..RunReport::default()
+        };
+        // One job version and one mapping version for the whole run.
+        let instance = match self.catalog.instance(self.job).await {
+            Some(Ok(i)) => i,
+            Some(Err(e)) => {
+                report.aborted = Some(e.to_string());
+                return report;
+            }
+            None => {
+                report.aborted = Some(format!("job {} is not loaded", self.job));
+                return report;
+            }
+        };
+        let since = match self.store.cursor(self.flow).await {
+            Ok(None) => None,
+            Ok(Some(raw)) => match DateTime::parse_from_rfc3339(&raw) {
+                Ok(t) => Some(t.with_timezone(&Utc)),
+                Err(_) => {
+                    report.aborted = Some(format!(
+                        "state database: cursor of {} is not an RFC 3339 date-time",
+                        self.flow
+                    ));
+                    return report;
+                }
+            },
+            Err(e) => {
+                report.aborted = Some(e.to_string());
+                return report;
+            }
+        };
+        tracing::info!(
+            cursor = since.map(format_cursor).as_deref().unwrap_or("(none)"),
+            "reading cases changed since the cursor"
+        );
+        let mut st = RunState {
+            instance,
+            ctx: JobContext {
+                flow: self.flow.into(),
+                run_id: run_id.into(),
+                today: today.into(),
+                dry_run: false,
+            },
+            since,
+            tracker: CursorTracker::new(since),
+            users: None,
+            report,
+        };
+        self.read_cases(&mut st).await;
+
+        let mut report = st.report;
+        match st.tracker.next() {
+            Some(next) => match self.store.set_cursor(self.flow, &format_cursor(next)).await {
+                Ok(()) => tracing::info!(cursor = %format_cursor(next), "cursor committed"),
+                Err(e) => report.aborted = Some(e.to_string()),
+            },
+            None => tracing::info!("cursor unchanged"),
+        }
+        tracing::info!(
+            cases = report.fetched,
+            sent = report.count("sent"),
+            already_sent = report.count("already sent"),
+            skipped = report.count("skipped"),
+            failed = report.count("failed"),
+            "run finished"
+        );
+        report
+    }
+
+    fn query(&self, from: Option<DateTime<Utc>>) -> CaseQuery {
+        let mut q = CaseQuery::new()
+            .remote(true)
+            .order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
+        if let Some(user) = &self.associated_user {
+            q = q.associated_user_name(user.clone());
+        }
+        if let Some(t) = from {
+            q = q.updated_since(t);
+        }
+        q
+    }
+
+    /// Keyset paging over the changed cases (see the module doc).
+    async fn read_cases(&self, st: &mut RunState) {
+        let mut from = st.since;
+        let mut page_no = 1;
+        // Cases already handled in this run, with the version handled.
+        let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
+        loop {
+            let page = match self
+                .primero
+                .list_cases_page(&self.query(from), page_no)
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    // Everything read so far still counts for the cursor.
+                    st.report.aborted = Some(e.to_string());
+                    return;
+                }
+            };
+            let more = page.has_next();
+            let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
+            for case in page.data {
+                if seen.get(&case.id) == Some(&case.last_updated_at) {
+                    continue;
+                }
+                seen.insert(case.id.clone(), case.last_updated_at);
+                st.report.fetched += 1;
+                st.tracker.saw(case.last_updated_at);
+                let span = tracing::info_span!("case", case = %case.id);
+                self.one_case(st, &case).instrument(span).await;
+            }
+            if !more {
+                return;
+            }
+            match newest {
+                Some(t) if from.is_none_or(|f| t > f) => {
+                    from = Some(t);
+                    page_no = 1;
+                }
+                // A whole page on one timestamp: step through it by number.
+                _ => page_no += 1,
+            }
+        }
+    }
+
+    async fn one_case(&self, st: &mut RunState, case: &Case) {
+        let service_ids: Vec<&str> = case
+            .services_section
+            .iter()
+            .filter_map(|s| s.unique_id.as_deref())
+            .collect();
+        if service_ids.is_empty() {
+            return;
+        }
+        let referrals = match self.primero.list_referrals(&case.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                st.tracker.hold(None);
+                st.report
+                    .records
+                    .push(report_record(&case.id, partner_failure(&e)));
+                return;
+            }
+        };
+        // Only a referral since the cursor can make a service new; the job
+        // decides which (agency, service, date).
+        let since = st.since;
+        let recent = referrals.iter().any(|r| {
+            r.service_record_id.is_some()
+                && since.is_none_or(|s| r.created_at.is_some_and(|t| t >= s))
+        });
+        if !recent {
+            return;
+        }
+        if st.users.is_none() {
+            match self.primero.list_users().await {
+                Ok(list) => {
+                    tracing::debug!(users = list.len(), "Primero users loaded");
+                    st.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
+                }
+                Err(e) => {
+                    let needs = service_ids
+                        .iter()
+                        .filter_map(|id| earliest_referral(&referrals, id, since))
+                        .min();
+                    st.tracker.hold(needs);
+                    st.report
+                        .records
+                        .push(report_record(&case.id, partner_failure(&e)));
+                    return;
+                }
+            }
+        }
+        let owner = case
+            .owned_by
+            .as_deref()
+            .and_then(|o| st.users.as_ref().and_then(|u| u.get(o)));
+        let owner = owner.cloned();
+        for service_id in service_ids {
+            let span = tracing::info_span!("record", record = %service_id);
+            let outcome = self
+                .one_service(st, case, service_id, &referrals, owner.as_ref())
+                .instrument(span)
+                .await;
+            if let Some((outcome, needs)) = outcome {
+                if !outcome.is_delivered() && !matches!(outcome, RecordOutcome::Skipped { .. }) {
+                    st.tracker
+                        .hold(needs.or_else(|| earliest_referral(&referrals, service_id, since)));
+                }
+                tracing::info!(outcome = outcome.label(), "referral handled");
+                st.report.records.push(report_record(service_id, outcome));
+            }
+        }
+    }
+
+    /// One service: `None` when it is not a new UNHCR referral; else the
+    /// outcome and, when known, the referral date it needs the cursor to keep.
+    async fn one_service(
+        &self,
+        st: &mut RunState,
+        case: &Case,
+        service_id: &str,
+        referrals: &[Referral],
+        owner: Option<&User>,
+    ) -> Option<(RecordOutcome, Option<DateTime<Utc>>)> {
+        let bundle = Bundle {
+            case,
+            service_id,
+            referrals,
+            since: st.since.map(format_cursor),
+            owner,
+        };
+        let json = match serde_json::to_string(&bundle) {
+            Ok(j) => j,
+            Err(e) => return Some((failed("internal", e.to_string()), None)),
+        };
+        let item = match st.instance.run(&st.ctx, service_id, &json).await {
+            Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_REFERRED) => {
+                return None
+            }
+            Ok(JobOutcome::Skip(reason)) => return Some((RecordOutcome::Skipped { reason }, None)),
+            Err(e) => return Some((failed(e.code(), e.to_string()), None)),
+            Ok(JobOutcome::Emit(value)) => {
+                match serde_json::from_value::<EmittedReferral<D::Payload>>(value) {
+                    Ok(item) if item.service_id == service_id => item,
+                    Ok(_) => {
+                        let why = format!("job {} emitted another service's referral", self.job);
+                        return Some((failed("job-invalid-output", why), None));
+                    }
+                    Err(e) => {
+                        let why = format!("job {} emitted an unexpected shape: {e}", self.job);
+                        return Some((failed("job-invalid-output", why), None));
+                    }
+                }
+            }
+        };
+        if !item.admin_contact.is_empty() {
+            // Business rule kept from the original, but no longer silent (spec §5.7).
+            tracing::warn!(
+                case = %case.id,
+                service = %service_id,
+                fields = %item.admin_contact.join(","),
+                "caseworker profile incomplete: admin contact sent instead"
+            );
+        }
+        let needs = Some(item.referred_at);
+        let previous = match self.store.delivery(self.flow, service_id).await {
+            Ok(p) => p,
+            Err(e) => return Some((failed("state", e.to_string()), needs)),
+        };
+        if let Some(p) = previous.as_ref().filter(|p| p.fingerprint == FP_DELIVERED) {
+            return Some((
+                RecordOutcome::AlreadySent {
+                    target_id: p.target_id.clone(),
+                },
+                needs,
+            ));
+        }
+        let outcome = self.deliver.deliver(&item, previous.as_ref()).await;
+        Some((outcome, needs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cursor_is_the_greatest_last_updated_at_read_not_now() {
+        let mut c = CursorTracker::new(Some(t("2024-06-01T00:00:00Z")));
+        c.saw(Some(t("2024-06-03T00:00:00Z")));
+        c.saw(Some(t("2024-06-02T00:00:00Z")));
+        assert_eq!(c.next(), Some(t("2024-06-03T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_failed_referral_holds_the_cursor_at_its_date() {
+        let mut c = CursorTracker::new(Some(t("2024-06-01T00:00:00Z")));
+        c.saw(Some(t("2024-06-05T00:00:00Z")));
+        // Referred on the 2nd, case edited on the 4th, send failed.
+        c.saw(Some(t("2024-06-04T00:00:00Z")));
+        c.hold(Some(t("2024-06-02T00:00:00Z")));
+        assert_eq!(c.next(), Some(t("2024-06-02T00:00:00Z")));
+        // Unknown date: the previous cursor stays.
+        c.hold(None);
+        assert_eq!(c.next(), None);
+    }
+
+    #[test]
+    fn first_run_failure_without_a_date_commits_nothing() {
+        let mut c = CursorTracker::new(None);
+        c.saw(Some(t("2024-06-05T00:00:00Z")));
+        c.hold(None);
+        assert_eq!(c.next(), None);
+        // Nothing read: nothing to commit either.
+        assert_eq!(CursorTracker::new(None).next(), None);
+    }
+
+    #[test]
+    fn earliest_referral_of_the_service_since_the_cursor() {
+        let r = |sid: &str, at: &str| Referral {
+            id: format!("r-{at}"),
+            status: crate::connectors::primero::ReferralStatus::InProgress,
+            record_id: None,
+            service_record_id: Some(sid.into()),
+            created_at: Some(t(at)),
+            transitioned_to: None,
+            rejected_reason: None,
+            extra: Default::default(),
+        };
+        let list = [
+            r("a", "2024-06-01T00:00:00Z"),
+            r("a", "2024-06-03T00:00:00Z"),
+            r("a", "2024-06-04T00:00:00Z"),
+            r("b", "2024-06-02T00:00:00Z"),
+        ];
+        assert_eq!(
+            earliest_referral(&list, "a", Some(t("2024-06-02T00:00:00Z"))),
+            Some(t("2024-06-03T00:00:00Z"))
+        );
+        assert_eq!(earliest_referral(&list, "c", None), None);
+    }
+}

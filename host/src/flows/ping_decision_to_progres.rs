@@ -1,0 +1,102 @@
+//! PING workflow 1.2: Primero caseworker decisions on proGres referrals →
+//! proGres transfer status (SHP-2748), one ingestion record per decision
+//! (spec domain.md §1.B "Workflow 1.2", example 17).
+//!
+//! Changed cases → job `primero-decision-to-progres` per service → SHP-2748.
+//! Paging, cursor and send-once are [`super::outgoing_decisions`]'. One POST
+//! per decision (the original sent one for all) so PING's answer is per
+//! decision: a record proGres refuses fails alone and is retried next run.
+
+use serde::Deserialize;
+
+use super::outgoing_decisions::{DecisionRun, EmittedDecision, SendDecision, Sent};
+use super::report::RunReport;
+use crate::connectors::ping::{IngestionRecord, PingClient};
+use crate::connectors::primero::PrimeroClient;
+use crate::runtime::reload::Catalog;
+use crate::store::Store;
+
+pub const FLOW: &str = "ping-1.2";
+pub const JOB: &str = "primero-decision-to-progres";
+
+/// The PING part of what the job emits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProgresDecision {
+    /// `progres_lpinterventionid` the decision is written to.
+    pub intervention_id: String,
+    /// The SHP-2748 ingestion record.
+    pub record: IngestionRecord,
+}
+
+/// Sends one decision with SHP-2748.
+pub struct PingSender<'a> {
+    pub ping: &'a PingClient,
+    pub shipping_process: String,
+}
+
+impl SendDecision for PingSender<'_> {
+    type Payload = ProgresDecision;
+
+    async fn send(&self, item: &EmittedDecision<ProgresDecision>) -> Sent {
+        let record = &item.payload.record;
+        match self
+            .ping
+            .ingest(&self.shipping_process, std::slice::from_ref(record))
+            .await
+        {
+            Ok(resp) if resp.failures().is_empty() => Sent::Delivered {
+                target_id: Some(item.payload.intervention_id.clone()),
+            },
+            Ok(resp) => Sent::Refused(format!(
+                "PING refused the transfer status ({}; transaction {})",
+                resp.failures()
+                    .iter()
+                    .filter_map(|f| f.status.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                resp.sph_transaction_id.as_deref().unwrap_or("none")
+            )),
+            Err(e) => Sent::Failed(e),
+        }
+    }
+}
+
+/// The clients and versions one run works with.
+pub struct Ping12<'a> {
+    pub ping: &'a PingClient,
+    pub primero: &'a PrimeroClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+}
+
+impl Ping12<'_> {
+    /// Run the workflow once. Never panics on partner or record errors: they
+    /// end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let mappings = self.catalog.mappings();
+        let Some(sp) = mappings.shipping_processes.transfer_status.clone() else {
+            return RunReport {
+                flow: FLOW.into(),
+                run_id: run_id.into(),
+                aborted: Some(format!(
+                    "{}/deployment.toml [shipping_processes] needs transfer_status",
+                    mappings.dir.display()
+                )),
+                ..RunReport::default()
+            };
+        };
+        DecisionRun {
+            flow: FLOW,
+            job: JOB,
+            primero: self.primero,
+            store: self.store,
+            catalog: self.catalog,
+            send: PingSender {
+                ping: self.ping,
+                shipping_process: sp,
+            },
+        }
+        .run(run_id, today)
+        .await
+    }
+}

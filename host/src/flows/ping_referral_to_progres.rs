@@ -1,0 +1,290 @@
+//! PING workflow 2.1: Primero referral → proGres interoperability referral.
+//!
+//! cases changed since the cursor (paged) → per case `GET referrals` → users
+//! (once per run, only if needed) → job `primero-referral-to-progres` (which
+//! services are new UNHCR referrals; the SHP-2731 record) → async ingestion
+//! (SHP-2731) → check status of the transaction. Shared steps and the cursor
+//! rules: [`super::outbound_referrals`].
+//!
+//! Better than the original (spec README, §5.14): the check status decides.
+//! A refused transaction is a per-record failure sent again next run; a
+//! transaction whose outcome is not known yet is remembered (state store,
+//! `submitted` + transaction id) and asked about again next run instead of
+//! being sent twice; only a confirmed one is `delivered`.
+
+use super::outbound_referrals::{
+    partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
+};
+use super::report::{RecordOutcome, RunReport};
+use crate::connectors::ping::{AsyncIngestionRecord, IngestionStatus, PingClient};
+use crate::connectors::primero::PrimeroClient;
+use crate::runtime::reload::Catalog;
+use crate::store::{Delivery, Store};
+use serde::Deserialize;
+
+pub const FLOW: &str = "ping-2.1";
+pub const JOB: &str = "primero-referral-to-progres";
+
+/// Failure code of a referral proGres refused (check status negative).
+pub const REFUSED: &str = "refused";
+
+/// Key of the proGres referral id in a check-status item's `Data`.
+const INTEROP_REFERRAL_ID: &str = "progres_interoperabilityreferralid";
+
+/// The clients and versions one run works with.
+pub struct Ping21<'a> {
+    pub primero: &'a PrimeroClient,
+    pub ping: &'a PingClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+}
+
+/// The PING part of what the job emits.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PingPayload {
+    pub record: AsyncIngestionRecord,
+}
+
+/// What check status says about a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionState {
+    /// Applied; the proGres interoperability referral id when PING gave it.
+    Processed(Option<String>),
+    /// proGres refused it (the status word PING used).
+    Refused(String),
+    /// Not processed yet, or a status this bridge does not know: ask again later.
+    Undecided(Option<String>),
+}
+
+fn is_one_of(status: &str, words: &[&str]) -> bool {
+    let s: String = status
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '_' && *c != '-')
+        .collect();
+    words.iter().any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// Classify the items of a check-status answer (one item per record sent).
+/// An unknown status is never taken as success (the original's quirk for
+/// decisions) nor as refusal (which would send a duplicate).
+pub fn transaction_state(items: &[IngestionStatus]) -> TransactionState {
+    const DONE: &[&str] = &[
+        "processed",
+        "success",
+        "succeeded",
+        "completed",
+        "complete",
+        "ok",
+    ];
+    const REFUSED: &[&str] = &[
+        "failed",
+        "failure",
+        "error",
+        "rejected",
+        "invalid",
+        "cancelled",
+        "canceled",
+    ];
+    if let Some(word) = items
+        .iter()
+        .filter_map(|i| i.status.as_deref())
+        .find(|s| is_one_of(s, REFUSED))
+    {
+        return TransactionState::Refused(word.to_string());
+    }
+    let done = !items.is_empty()
+        && items
+            .iter()
+            .all(|i| i.status.as_deref().is_some_and(|s| is_one_of(s, DONE)));
+    if done {
+        let id = items.iter().find_map(|i| {
+            i.data
+                .as_ref()
+                .and_then(|d| d.get(INTEROP_REFERRAL_ID))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
+        return TransactionState::Processed(id);
+    }
+    TransactionState::Undecided(items.iter().find_map(|i| i.status.clone()))
+}
+
+struct PingDelivery<'a> {
+    ping: &'a PingClient,
+    store: &'a dyn Store,
+    shipping_process: String,
+}
+
+impl PingDelivery<'_> {
+    async fn remember(&self, key: &str, state: &str, target: Option<&str>) -> Result<(), String> {
+        self.store
+            .record_delivery(FLOW, key, state, target)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Ask PING about `txn` and record what it says.
+    async fn settle(&self, key: &str, txn: &str) -> Result<RecordOutcome, String> {
+        let items = match self.ping.check_status(&self.shipping_process, txn).await {
+            Ok(items) => items,
+            // Stays `submitted`: asked again next run.
+            Err(e) => return Ok(partner_failure(&e)),
+        };
+        match transaction_state(&items) {
+            TransactionState::Processed(referral_id) => {
+                let target = referral_id.as_deref().unwrap_or(txn);
+                self.remember(key, FP_DELIVERED, Some(target)).await?;
+                tracing::info!(transaction = txn, target, "proGres confirmed the referral");
+                Ok(RecordOutcome::Sent {
+                    target_id: Some(target.to_string()),
+                })
+            }
+            TransactionState::Refused(status) => {
+                self.remember(key, FP_REFUSED, Some(txn)).await?;
+                tracing::warn!(transaction = txn, status, "proGres refused the referral");
+                Ok(RecordOutcome::Failed {
+                    code: REFUSED.into(),
+                    reason: format!(
+                        "PING check status of transaction {txn}: {status}; sent again next run"
+                    ),
+                })
+            }
+            TransactionState::Undecided(status) => Ok(RecordOutcome::Failed {
+                code: "status-pending".into(),
+                reason: format!(
+                    "PING check status of transaction {txn}: {}; asked again next run",
+                    status.as_deref().unwrap_or("no status yet")
+                ),
+            }),
+        }
+    }
+
+    async fn send(&self, item: &EmittedReferral<PingPayload>) -> Result<RecordOutcome, String> {
+        let key = item.service_id.as_str();
+        let txn = match self
+            .ping
+            .ingest_async(
+                &self.shipping_process,
+                std::slice::from_ref(&item.payload.record),
+            )
+            .await
+        {
+            Ok(Some(txn)) => txn,
+            Ok(None) => {
+                // Accepted, but nothing to check against: count it as delivered
+                // rather than risk a duplicate in proGres (the client warned).
+                self.remember(key, FP_DELIVERED, None).await?;
+                return Ok(RecordOutcome::Sent { target_id: None });
+            }
+            Err(e) => return Ok(partner_failure(&e)),
+        };
+        // Before asking: a crash now must not lead to a second referral.
+        self.remember(key, FP_SUBMITTED, Some(&txn)).await?;
+        tracing::info!(transaction = %txn, "referral submitted to PING");
+        self.settle(key, &txn).await
+    }
+}
+
+impl Deliver for PingDelivery<'_> {
+    type Payload = PingPayload;
+
+    async fn deliver(
+        &self,
+        item: &EmittedReferral<PingPayload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome {
+        let key = item.service_id.as_str();
+        let result = async {
+            if let Some(txn) = previous
+                .filter(|p| p.fingerprint == FP_SUBMITTED)
+                .and_then(|p| p.target_id.as_deref())
+            {
+                // Submitted by an earlier run: its outcome decides whether to send again.
+                match self.settle(key, txn).await? {
+                    RecordOutcome::Failed { code, .. } if code == REFUSED => {}
+                    settled => return Ok(settled),
+                }
+            }
+            self.send(item).await
+        }
+        .await;
+        result.unwrap_or_else(|reason| RecordOutcome::Failed {
+            code: "state".into(),
+            reason,
+        })
+    }
+}
+
+impl Ping21<'_> {
+    /// Run the workflow once.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let mappings = self.catalog.mappings();
+        let Some(sp) = mappings.shipping_processes.referral_ingestion.clone() else {
+            return RunReport {
+                flow: FLOW.into(),
+                run_id: run_id.into(),
+                aborted: Some(format!(
+                    "{}/deployment.toml [shipping_processes] needs referral_ingestion",
+                    mappings.dir.display()
+                )),
+                ..RunReport::default()
+            };
+        };
+        OutboundRun {
+            flow: FLOW,
+            job: JOB,
+            primero: self.primero,
+            store: self.store,
+            catalog: self.catalog,
+            associated_user: None,
+            deliver: PingDelivery {
+                ping: self.ping,
+                store: self.store,
+                shipping_process: sp,
+            },
+        }
+        .run(run_id, today)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connectors::ping::parse_check_status;
+
+    #[test]
+    fn example_19_is_processed_with_the_referral_id() {
+        let body = br#"{"Data":"[{\"Status\":\"Processed\",\"Data\":\"{\"progres_interoperabilityreferralid\":\"0b7f1c2e-9999-4a4a-9c9c-000000000009\"}\",\"Message\":\"OK\"}]"}"#;
+        let items = parse_check_status(body).unwrap();
+        assert_eq!(
+            transaction_state(&items),
+            TransactionState::Processed(Some("0b7f1c2e-9999-4a4a-9c9c-000000000009".into()))
+        );
+    }
+
+    #[test]
+    fn a_negative_status_is_refused_and_an_unknown_one_is_not_success() {
+        let item = |s: &str| IngestionStatus {
+            status: Some(s.into()),
+            ..IngestionStatus::default()
+        };
+        assert_eq!(
+            transaction_state(&[item("Failed")]),
+            TransactionState::Refused("Failed".into())
+        );
+        assert_eq!(
+            transaction_state(&[item("Processed"), item("Error")]),
+            TransactionState::Refused("Error".into())
+        );
+        assert_eq!(
+            transaction_state(&[item("In Progress")]),
+            TransactionState::Undecided(Some("In Progress".into()))
+        );
+        assert_eq!(
+            transaction_state(&[item("Quarantined")]),
+            TransactionState::Undecided(Some("Quarantined".into()))
+        );
+        assert_eq!(transaction_state(&[]), TransactionState::Undecided(None));
+    }
+}

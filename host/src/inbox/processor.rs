@@ -1,0 +1,164 @@
+//! Hands stored inbox messages to their flow, and removes each one once it
+//! is done with: delivered, or failed for good. A message whose handler says
+//! "try again later" stays (its attempt is counted); so does one that cannot
+//! be opened, since deleting it would lose a referral over a key mistake.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{HandlerError, InboxHandler, InboxKind};
+use crate::flows::RunReport;
+use crate::store::{InboxMessage, Sealer, Store, StoreError};
+
+/// Longest failure reason kept with a message.
+const REASON_MAX_CHARS: usize = 300;
+
+pub struct InboxProcessor {
+    pub store: Arc<dyn Store>,
+    pub sealer: Sealer,
+    pub handler: Arc<dyn InboxHandler>,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "disposition", rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Handled; the message was deleted.
+    Done { report: RunReport },
+    /// Will never succeed; the message was deleted.
+    Dropped { reason: String },
+    /// Kept for a later attempt.
+    Kept { reason: String },
+    /// Kept: the sealed body could not be opened (wrong key or damage).
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageOutcome {
+    pub receipt_id: String,
+    pub kind: String,
+    /// Failed attempts before this one.
+    pub previous_attempts: i64,
+    #[serde(flatten)]
+    pub disposition: Disposition,
+}
+
+/// One pass over the pending messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InboxSummary {
+    pub messages: Vec<MessageOutcome>,
+}
+
+impl InboxSummary {
+    pub fn done(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Done { .. }))
+    }
+    pub fn dropped(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Dropped { .. }))
+    }
+    pub fn kept(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Kept { .. } | Disposition::Unreadable))
+    }
+    fn count(&self, f: impl Fn(&Disposition) -> bool) -> usize {
+        self.messages.iter().filter(|m| f(&m.disposition)).count()
+    }
+}
+
+impl InboxProcessor {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, handler: Arc<dyn InboxHandler>) -> Self {
+        Self {
+            store,
+            sealer,
+            handler,
+        }
+    }
+
+    /// Every pending message, oldest first.
+    pub async fn process_pending(&self, today: &str) -> Result<InboxSummary, StoreError> {
+        let mut summary = InboxSummary::default();
+        for message in self.store.inbox_pending().await? {
+            summary
+                .messages
+                .push(self.process_message(&message, today).await?);
+        }
+        Ok(summary)
+    }
+
+    /// Open one message, hand it to its flow, and keep or delete it.
+    pub async fn process_message(
+        &self,
+        message: &InboxMessage,
+        today: &str,
+    ) -> Result<MessageOutcome, StoreError> {
+        let span = tracing::info_span!("inbox", receipt = %message.id, kind = %message.kind);
+        let disposition = self.dispose(message, today).instrument(span).await?;
+        Ok(MessageOutcome {
+            receipt_id: message.id.clone(),
+            kind: message.kind.clone(),
+            previous_attempts: message.attempts,
+            disposition,
+        })
+    }
+
+    async fn dispose(
+        &self,
+        message: &InboxMessage,
+        today: &str,
+    ) -> Result<Disposition, StoreError> {
+        let id = message.id.as_str();
+        let Ok(plain) = self.sealer.open(id, &message.sealed_body) else {
+            tracing::error!(
+                "inbox message cannot be opened (seal key changed or data damaged); kept"
+            );
+            self.store.inbox_failed(id, "seal-open-failed").await?;
+            return Ok(Disposition::Unreadable);
+        };
+        // Accepted messages were checked on the way in; these only fail if
+        // the stored row was not written by this inbox.
+        let parsed = (
+            InboxKind::from_request_type(&message.kind),
+            serde_json::from_slice::<Value>(&plain),
+        );
+        drop(plain);
+        let (kind, body) = match parsed {
+            (Some(kind), Ok(body)) => (kind, body),
+            (None, _) => return self.drop_message(id, "unknown message kind".into()).await,
+            (_, Err(_)) => {
+                return self
+                    .drop_message(id, "stored body is not JSON".into())
+                    .await
+            }
+        };
+        match self.handler.handle(kind, id, &body, today).await {
+            Ok(report) => {
+                self.store.inbox_delete(id).await?;
+                tracing::info!(records = report.records.len(), "inbox message processed");
+                Ok(Disposition::Done { report })
+            }
+            Err(HandlerError::Permanent(reason)) => self.drop_message(id, reason).await,
+            Err(HandlerError::Retryable(reason)) => {
+                let reason = truncate(&reason);
+                tracing::warn!(%reason, attempt = message.attempts + 1, "inbox message kept for retry");
+                self.store.inbox_failed(id, &reason).await?;
+                Ok(Disposition::Kept { reason })
+            }
+        }
+    }
+
+    async fn drop_message(&self, id: &str, reason: String) -> Result<Disposition, StoreError> {
+        let reason = truncate(&reason);
+        tracing::warn!(%reason, "inbox message failed for good; deleted");
+        self.store.inbox_delete(id).await?;
+        Ok(Disposition::Dropped { reason })
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(REASON_MAX_CHARS) {
+        Some((idx, _)) => format!("{}…", &text[..idx]),
+        None => text.to_string(),
+    }
+}

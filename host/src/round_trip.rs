@@ -1,0 +1,214 @@
+//! Full round trips through the simulators, for `bridge demo` and the
+//! end-to-end tests: a referral goes one way, a person decides on the other
+//! side, and the decision comes back.
+//!
+//! Each step is checked against what the partner simulators hold afterwards,
+//! not against what the bridge says about itself.
+
+use std::fmt;
+
+use serde_json::{json, Map, Value};
+
+use crate::app::{new_run_id, App};
+use crate::sim::people::PeopleGenerator;
+use crate::sim::ping::SimIntervention;
+use crate::sim::primero::{NewSimReferral, SimUser};
+use crate::sim::scenario::Simulators;
+
+/// One checked step of a round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Step {
+    pub fn ok(&self) -> bool {
+        self.expected == self.actual
+    }
+}
+
+/// The steps of the round trips of one design.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips {
+    pub design: String,
+    pub steps: Vec<Step>,
+}
+
+impl RoundTrips {
+    pub fn ok(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(Step::ok)
+    }
+
+    fn check(&mut self, what: &str, expected: impl Into<String>, actual: impl Into<String>) {
+        self.steps.push(Step {
+            what: what.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        });
+    }
+}
+
+impl fmt::Display for RoundTrips {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.design)?;
+        writeln!(f, "  {:<4} {:<58} {:<26} actual", "", "step", "expected")?;
+        for s in &self.steps {
+            writeln!(
+                f,
+                "  {:<4} {:<58} {:<26} {}",
+                if s.ok() { "ok" } else { "FAIL" },
+                s.what,
+                s.expected,
+                s.actual
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "(none)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The Primero user UNHCR referrals go to, and the caseworker who refers.
+pub fn seed_users(sims: &Simulators, unhcr_user: &str) {
+    let primero = sims.primero_sim();
+    for (user_name, full_name) in [
+        (unhcr_user, "UNHCR focal point"),
+        (sims.primero_config.user_name.as_str(), "Bridge API user"),
+    ] {
+        let mut user = SimUser::new(user_name);
+        user.full_name = full_name.to_string();
+        user.email = Some(format!("{}@primero.example", user_name.replace('@', ".")));
+        user.phone = Some("0000000000".into());
+        user.position = Some("Caseworker".into());
+        primero.add_user(user);
+    }
+}
+
+/// Design B (PING): both round trips.
+///
+/// 1. proGres referral → 1.1 → Primero case; caseworker accepts → 1.2 →
+///    proGres transfer status "accepted by Primero".
+/// 2. Primero referral to UNHCR → 2.1 → proGres interoperability referral;
+///    proGres accepts → 2.2 → Primero referral accepted, proGres "synced".
+pub async fn design_b(app: &App, sims: &Simulators, today: &str) -> anyhow::Result<RoundTrips> {
+    let mut rt = RoundTrips {
+        design: "design B (PING)".into(),
+        ..RoundTrips::default()
+    };
+    let primero = sims.primero_sim();
+    let ping = sims.ping_sim();
+    let mappings = app.catalog.mappings();
+    let unhcr_user = mappings
+        .deployment
+        .unhcr_user
+        .clone()
+        .unwrap_or_else(|| "unhcr_cw".into());
+    seed_users(sims, &unhcr_user);
+    let mut people = PeopleGenerator::new(2024);
+
+    // --- proGres → Primero → decision → proGres
+    let child = people.person();
+    let lpid = ping.add_intervention(SimIntervention::for_person(child.clone(), 9_001));
+    app.run_flow("ping-1.1", &new_run_id(), today).await?;
+    let cases = primero.find_by_individual_no(&child.progres_id);
+    rt.check(
+        "1.1  proGres referral → Primero case",
+        "1 case",
+        format!("{} case", cases.len()),
+    );
+    let Some(case_id) = cases.first().cloned() else {
+        return Ok(rt);
+    };
+    let case = primero.case(&case_id).unwrap_or(Value::Null);
+    let service_id = str_of(&case["services_section"][0]["unique_id"]);
+    rt.check(
+        "1.1  proGres told: pending acknowledgement",
+        "125080002",
+        ping.transfer_status(&lpid).unwrap_or_default(),
+    );
+    primero.update_case(
+        &case_id,
+        obj(json!({"services_section": [{
+            "unique_id": service_id,
+            "unhcr_referral_status": "accepted"
+        }]})),
+    )?;
+    app.run_flow("ping-1.2", &new_run_id(), today).await?;
+    rt.check(
+        "1.2  caseworker accepts → proGres transfer status",
+        "125080003",
+        ping.transfer_status(&lpid).unwrap_or_default(),
+    );
+
+    // --- Primero → proGres → decision → Primero
+    let referred = people.person();
+    let service_uid = uuid::Uuid::new_v4().to_string();
+    let case_id = primero.seed_person(
+        &referred,
+        vec![obj(json!({
+            "unique_id": service_uid,
+            "service_type": "legal_support",
+            "service_implementing_agency": "UNHCR",
+            "service_referral_notes": "Needs documentation support",
+        }))],
+    );
+    let referral = primero.add_referral(
+        &case_id,
+        NewSimReferral {
+            transitioned_to: unhcr_user.clone(),
+            service_record_id: Some(service_uid.clone()),
+            ..NewSimReferral::default()
+        },
+    )?;
+    app.run_flow("ping-2.1", &new_run_id(), today).await?;
+    let interop = ping
+        .interop_referrals()
+        .into_iter()
+        .find(|r| r.org_referral_id.as_deref() == Some(service_uid.as_str()));
+    rt.check(
+        "2.1  Primero referral → proGres interop referral",
+        "created",
+        if interop.is_some() {
+            "created"
+        } else {
+            "missing"
+        },
+    );
+    let Some(interop) = interop else {
+        return Ok(rt);
+    };
+    // proGres accepts (125080001 is "accepted" in PING 2.2's status set).
+    ping.decide_interop_referral(&interop.id, 125_080_001, None, None);
+    app.run_flow("ping-2.2", &new_run_id(), today).await?;
+    let status = primero
+        .referrals(&case_id)
+        .into_iter()
+        .find(|r| r.id == referral.id)
+        .map(|r| str_of(&serde_json::to_value(r.status).unwrap_or(Value::Null)))
+        .unwrap_or_default();
+    rt.check(
+        "2.2  proGres accepts → Primero referral status",
+        "accepted",
+        status,
+    );
+    rt.check(
+        "2.2  proGres told: synced with Primero",
+        "125080003",
+        ping.interop_referral(&interop.id)
+            .map(|r| r.status.to_string())
+            .unwrap_or_default(),
+    );
+    Ok(rt)
+}
