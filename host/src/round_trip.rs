@@ -6,6 +6,7 @@
 //! not against what the bridge says about itself.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -209,6 +210,244 @@ pub async fn design_b(app: &App, sims: &Simulators, today: &str) -> anyhow::Resu
         ping.interop_referral(&interop.id)
             .map(|r| r.status.to_string())
             .unwrap_or_default(),
+    );
+    Ok(rt)
+}
+
+/// The DTP side of design A: the simulator, behind mutual TLS.
+pub struct DtpSide {
+    pub dtp: crate::sim::dtp::RunningDtpSim,
+    pub pki: crate::sim::dtp::TestPki,
+}
+
+impl DtpSide {
+    pub async fn start() -> anyhow::Result<Self> {
+        use crate::sim::dtp::{DtpSim, DtpSimConfig, TestPki};
+        let pki = TestPki::generate();
+        let dtp = DtpSim::start_loopback(DtpSimConfig::new(&pki)).await?;
+        Ok(Self { dtp, pki })
+    }
+
+    /// The DTP client configuration for talking to this simulator.
+    pub fn client_config(&self) -> crate::connectors::dtp::DtpConfig {
+        crate::connectors::dtp::DtpConfig {
+            urls: self.dtp.urls(),
+            subscription_key: self.dtp.sim().config().subscription_key.clone(),
+            client_cert_pem: self.pki.client_cert_pem.clone().into_bytes(),
+            client_key_pem: self.pki.client_key_pem.clone().into_bytes(),
+            extra_root_pem: Some(self.pki.ca_cert_pem.clone().into_bytes()),
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bridge inbox on loopback, its messages going to an app's design A flows.
+pub struct InboxSide {
+    pub url: String,
+    pub api_key: String,
+    pub processor: crate::inbox::InboxProcessor,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InboxSide {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl InboxSide {
+    /// `app` must already have its DTP client (the 1-1 flow notifies DTP).
+    pub async fn start(app: &App) -> anyhow::Result<Self> {
+        use crate::inbox::{router, Dispatcher, InboxProcessor, InboxState};
+        use crate::store::Sealer;
+
+        let sealer = Sealer::from_hex(&Sealer::generate_key_hex())?;
+        let api_key = format!("demo-{}", uuid::Uuid::new_v4().simple());
+        let state = InboxState::new(
+            app.store.clone(),
+            sealer.clone(),
+            &api_key,
+            crate::inbox::http::DEFAULT_MAX_BODY_BYTES,
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!(
+            "http://{}{}",
+            listener.local_addr()?,
+            crate::inbox::http::INBOX_PATH
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router(state)).await;
+        });
+        let processor = InboxProcessor::new(
+            app.store.clone(),
+            sealer,
+            Arc::new(Dispatcher::for_app(app)?),
+        );
+        Ok(Self {
+            url,
+            api_key,
+            processor,
+            server,
+        })
+    }
+}
+
+/// Design A (DTP): both round trips.
+///
+/// 1. DTP pushes a proGres referral to the inbox → 1-1 → Primero case and a
+///    "Pending Acknowledgement" notification; caseworker accepts → 1-2 → DTP
+///    receives "acknowledged".
+/// 2. Primero referral to UNHCR → 2-1/2-2 → DTP receives the referral; DTP
+///    pushes proGres' acceptance → 2-3 → Primero referral accepted.
+///
+/// `app` must be built for a design A deployment with its `dtp` client
+/// pointing at `dtp_side`.
+pub async fn design_a(
+    app: &App,
+    sims: &Simulators,
+    dtp_side: &DtpSide,
+    inbox: &InboxSide,
+    today: &str,
+) -> anyhow::Result<RoundTrips> {
+    use crate::connectors::dtp::DtpEndpoint;
+    use crate::sim::dtp::{decision_message, push_to_inbox, referral_message, SimDecision};
+
+    let mut rt = RoundTrips {
+        design: "design A (DTP, Gambella)".into(),
+        ..RoundTrips::default()
+    };
+    let primero = sims.primero_sim();
+    let dtp = dtp_side.dtp.sim();
+    let unhcr_user = app
+        .catalog
+        .mappings()
+        .deployment
+        .unhcr_user
+        .clone()
+        .unwrap_or_else(|| "unhcr_cw".into());
+    seed_users(sims, &unhcr_user);
+    let mut people = PeopleGenerator::new(1991);
+
+    // --- proGres → (DTP push) → Primero → decision → DTP
+    let child = people.person();
+    let intervention = SimIntervention::for_person(child.clone(), 8_001);
+    let number = intervention.intervention_number.clone();
+    let pushed = push_to_inbox(
+        &inbox.url,
+        &inbox.api_key,
+        &referral_message(&[intervention]),
+    )
+    .await?;
+    rt.check(
+        "1-1  DTP pushes a referral → inbox answer",
+        "202",
+        pushed.status.to_string(),
+    );
+    inbox.processor.process_pending(today).await?;
+    let cases = primero.find_by_individual_no(&child.progres_id);
+    rt.check(
+        "1-1  proGres referral → Primero case",
+        "1 case",
+        format!("{} case", cases.len()),
+    );
+    let Some(case_id) = cases.first().cloned() else {
+        return Ok(rt);
+    };
+    let notified = dtp
+        .bodies(DtpEndpoint::Notification)
+        .into_iter()
+        .find(|b| b["progres_interventionnumber"] == number.as_str())
+        .map(|b| str_of(&b["status"]))
+        .unwrap_or_else(|| "(nothing)".into());
+    rt.check("1-4  DTP told", "Pending Acknowledgement", notified);
+    let case = primero.case(&case_id).unwrap_or(Value::Null);
+    let service_id = str_of(&case["services_section"][0]["unique_id"]);
+    primero.update_case(
+        &case_id,
+        obj(json!({"services_section": [{
+            "unique_id": service_id,
+            "unhcr_referral_status": "accepted"
+        }]})),
+    )?;
+    app.run_flow("dtp-1.2", &new_run_id(), today).await?;
+    let decision = dtp
+        .bodies(DtpEndpoint::ReceiveDecisionOutgoingReferral)
+        .into_iter()
+        .find(|b| b["progres_interventionnumber"] == number.as_str())
+        .map(|b| str_of(&b["status"]))
+        .unwrap_or_else(|| "(nothing)".into());
+    rt.check(
+        "1-2  caseworker accepts → DTP decision",
+        "acknowledged",
+        decision,
+    );
+
+    // --- Primero → DTP → decision (DTP push) → Primero
+    let referred = people.person();
+    let service_uid = uuid::Uuid::new_v4().to_string();
+    let case_id = primero.seed_person(
+        &referred,
+        vec![obj(json!({
+            "unique_id": service_uid,
+            "service_type": "legal_support",
+            "service_implementing_agency": "UNHCR",
+            "service_referral_notes": "Needs documentation support",
+        }))],
+    );
+    let referral = primero.add_referral(
+        &case_id,
+        NewSimReferral {
+            transitioned_to: unhcr_user.clone(),
+            service_record_id: Some(service_uid.clone()),
+            ..NewSimReferral::default()
+        },
+    )?;
+    app.run_flow("dtp-2.1", &new_run_id(), today).await?;
+    let primero_case_id = primero
+        .case(&case_id)
+        .map(|c| str_of(&c["case_id"]))
+        .unwrap_or_default();
+    let correlation = format!(
+        "{primero_case_id}#{}",
+        &service_uid[service_uid.len().saturating_sub(12)..]
+    );
+    let sent = dtp
+        .bodies(DtpEndpoint::ReceiveIncomingReferral)
+        .into_iter()
+        .any(|b| b["id"] == correlation.as_str());
+    rt.check(
+        "2-2  Primero referral → DTP ReceiveIncomingReferral",
+        "received",
+        if sent { "received" } else { "missing" },
+    );
+    let pushed = push_to_inbox(
+        &inbox.url,
+        &inbox.api_key,
+        &decision_message(&[SimDecision {
+            org_referral_id: correlation,
+            review_decision: "125080000".into(),
+            rejection_reason: None,
+            rejection_comment: None,
+            referral_number: "REF-IOP-DAD-000000901".into(),
+        }]),
+    )
+    .await?;
+    rt.check(
+        "2-3  DTP pushes the decision → inbox answer",
+        "202",
+        pushed.status.to_string(),
+    );
+    inbox.processor.process_pending(today).await?;
+    let status = primero
+        .referrals(&case_id)
+        .into_iter()
+        .find(|r| r.id == referral.id)
+        .map(|r| str_of(&serde_json::to_value(r.status).unwrap_or(Value::Null)))
+        .unwrap_or_default();
+    rt.check(
+        "2-3  proGres accepts → Primero referral status",
+        "accepted",
+        status,
     );
     Ok(rt)
 }

@@ -1,4 +1,5 @@
-//! `bridge demo`: PING workflow 1.1 against the built-in simulators, twice.
+//! `bridge demo`: PING workflow 1.1 against the built-in simulators, twice,
+//! then both designs' full round trips.
 //!
 //! The first run must create, append, recognise a re-send, hold an ambiguous
 //! match and fail an unmapped service type exactly as the seed implies; the
@@ -10,8 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::app::{new_run_id, App};
-use crate::connectors::ping::{PingConfig, DEFAULT_SCOPE};
-use crate::connectors::primero::{PrimeroAuth, PrimeroConfig};
 use crate::flows::ping_referral_to_primero::{FLOW, JOB};
 use crate::runtime::{JobRuntime, RuntimeConfig};
 use crate::sim::scenario::{seed_workflow_1_1, Simulators};
@@ -28,7 +27,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     let started = Instant::now();
     let project = ProjectDirs::locate()?;
     eprintln!("== building jobs (unchanged jobs are skipped)");
-    project.build_jobs(&[JOB.to_string()])?;
+    project.build_jobs(&[])?;
 
     eprintln!("== starting the Primero and PING simulators on loopback");
     let sims = Simulators::start_loopback().await?;
@@ -48,32 +47,15 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     }
     let runtime = Arc::new(JobRuntime::new(rc)?);
     let mappings = project.mappings("kenya-dadaab");
-    let primero = PrimeroConfig::new(
-        sims.primero.base_url(),
-        PrimeroAuth::Token {
-            user_name: sims.primero_config.user_name.clone(),
-            password: sims.primero_config.password.clone(),
-        },
-    );
-    let ping = PingConfig {
-        base_url: sims.ping.base_url(),
-        token_url: sims.ping.token_url(),
-        username: sims.ping_config.username.clone(),
-        password: sims.ping_config.password.clone(),
-        client_id: sims.ping_config.client_id.clone(),
-        scope: DEFAULT_SCOPE.into(),
-        subscription_key: sims.ping_config.subscription_key.clone(),
-        partner_id: sims.ping_config.partner_id.clone(),
-        interop_id: sims.ping_config.interop_id.clone(),
-        timeout: std::time::Duration::from_secs(30),
-    };
+    let primero = sims.primero_client_config();
+    let ping = sims.ping_client_config();
     let store = Arc::new(crate::store::SqliteStore::in_memory().await?);
     let app = App::new(
         store,
         runtime,
         primero,
         Some(ping),
-        &[project.job_wasm(JOB)],
+        &crate::app::job_files(&project.jobs_dist())?,
         &mappings,
     )
     .await?;
@@ -141,6 +123,43 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
             "Primero holds {} cases, expected {expected_cases}",
             cases.len()
         ));
+    }
+
+    // Both designs' round trips, on fresh simulators so the numbers above stay clean.
+    println!("\n== round trips (each step checked in the partner simulators)");
+    let jobs = crate::app::job_files(&project.jobs_dist())?;
+    let sims_b = Simulators::start_loopback().await?;
+    let app_b = App::new(
+        Arc::new(crate::store::SqliteStore::in_memory().await?),
+        app.runtime.clone(),
+        sims_b.primero_client_config(),
+        Some(sims_b.ping_client_config()),
+        &jobs,
+        &mappings,
+    )
+    .await?;
+    let b = crate::round_trip::design_b(&app_b, &sims_b, &today).await?;
+    print!("{b}");
+    if !b.ok() {
+        problems.push("design B round trip did not complete".into());
+    }
+    let sims_a = Simulators::start_loopback().await?;
+    let mut app_a = App::new(
+        Arc::new(crate::store::SqliteStore::in_memory().await?),
+        app.runtime.clone(),
+        sims_a.primero_client_config(),
+        None,
+        &jobs,
+        &project.mappings("ethiopia-gambella"),
+    )
+    .await?;
+    let dtp = crate::round_trip::DtpSide::start().await?;
+    app_a.dtp = Some(crate::connectors::dtp::DtpClient::new(dtp.client_config())?);
+    let inbox = crate::round_trip::InboxSide::start(&app_a).await?;
+    let a = crate::round_trip::design_a(&app_a, &sims_a, &dtp, &inbox, &today).await?;
+    print!("{a}");
+    if !a.ok() {
+        problems.push("design A round trip did not complete".into());
     }
 
     println!("\ndemo wall time: {:.1} s", started.elapsed().as_secs_f64());

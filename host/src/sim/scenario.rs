@@ -87,6 +87,33 @@ mappings = "{mappings}"
         )
     }
 
+    /// A Primero client for the simulator (token login).
+    pub fn primero_client_config(&self) -> crate::connectors::primero::PrimeroConfig {
+        crate::connectors::primero::PrimeroConfig::new(
+            self.primero.base_url(),
+            crate::connectors::primero::PrimeroAuth::Token {
+                user_name: self.primero_config.user_name.clone(),
+                password: self.primero_config.password.clone(),
+            },
+        )
+    }
+
+    /// A PING client for the simulator.
+    pub fn ping_client_config(&self) -> crate::connectors::ping::PingConfig {
+        crate::connectors::ping::PingConfig {
+            base_url: self.ping.base_url(),
+            token_url: self.ping.token_url(),
+            username: self.ping_config.username.clone(),
+            password: self.ping_config.password.clone(),
+            client_id: self.ping_config.client_id.clone(),
+            scope: crate::connectors::ping::DEFAULT_SCOPE.into(),
+            subscription_key: self.ping_config.subscription_key.clone(),
+            partner_id: self.ping_config.partner_id.clone(),
+            interop_id: self.ping_config.interop_id.clone(),
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
     /// Environment variables holding the simulators' secrets.
     pub fn secret_env(&self) -> Vec<(&'static str, String)> {
         vec![

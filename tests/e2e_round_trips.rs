@@ -1,0 +1,55 @@
+//! Both designs' full round trips through the simulators: a referral goes one
+//! way, a person decides on the other side, the decision comes back. Each step
+//! is checked against what the partner simulators hold.
+
+use std::sync::Arc;
+
+use bridge::app::App;
+use bridge::connectors::dtp::DtpClient;
+use bridge::round_trip::{design_a, design_b, DtpSide, InboxSide};
+use bridge::runtime::{JobRuntime, RuntimeConfig};
+use bridge::sim::scenario::Simulators;
+use bridge::store::SqliteStore;
+use bridge::toolchain::ProjectDirs;
+
+async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App {
+    let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
+    let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
+    App::new(
+        Arc::new(SqliteStore::in_memory().await.unwrap()),
+        runtime,
+        sims.primero_client_config(),
+        Some(sims.ping_client_config()),
+        &jobs,
+        &project.mappings(country),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn design_b_round_trips_complete() {
+    let project = ProjectDirs::locate().unwrap();
+    project.build_jobs(&[]).unwrap();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let app = app_for(&project, &sims, "kenya-dadaab").await;
+    let rt = design_b(&app, &sims, "2025-06-01").await.unwrap();
+    assert!(rt.ok(), "{rt}");
+    assert_eq!(rt.steps.len(), 6, "{rt}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn design_a_round_trips_complete() {
+    let project = ProjectDirs::locate().unwrap();
+    project.build_jobs(&[]).unwrap();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let mut app = app_for(&project, &sims, "ethiopia-gambella").await;
+    let dtp = DtpSide::start().await.unwrap();
+    app.dtp = Some(DtpClient::new(dtp.client_config()).unwrap());
+    let inbox = InboxSide::start(&app).await.unwrap();
+    let rt = design_a(&app, &sims, &dtp, &inbox, "2025-06-01")
+        .await
+        .unwrap();
+    assert!(rt.ok(), "{rt}");
+    assert_eq!(rt.steps.len(), 7, "{rt}");
+}
