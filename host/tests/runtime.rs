@@ -396,7 +396,7 @@ async fn hot_swap_refuses_a_broken_version_and_in_flight_work_keeps_its_version(
         .unwrap();
 
     // A run starts on version 1.
-    let mut in_flight = catalog.instance("test-job").await.unwrap().unwrap();
+    let mut in_flight = catalog.instance("test-job").await.unwrap();
 
     // A broken build is refused; version 1 keeps serving.
     write_changed(&job_file, b"\0asm broken");
@@ -405,7 +405,7 @@ async fn hot_swap_refuses_a_broken_version_and_in_flight_work_keeps_its_version(
         matches!(&events[..], [ReloadEvent::JobRefused { job, .. }] if job == "test-job"),
         "{events:?}"
     );
-    let mut fresh = catalog.instance("test-job").await.unwrap().unwrap();
+    let mut fresh = catalog.instance("test-job").await.unwrap();
     assert_eq!(
         fresh.run(&ctx(), "r", "{}").await.unwrap(),
         JobOutcome::Emit(serde_json::json!({"v": 1}))
@@ -429,7 +429,7 @@ async fn hot_swap_refuses_a_broken_version_and_in_flight_work_keeps_its_version(
         matches!(&events[..], [ReloadEvent::JobSwapped { .. }]),
         "{events:?}"
     );
-    let mut fresh = catalog.instance("test-job").await.unwrap().unwrap();
+    let mut fresh = catalog.instance("test-job").await.unwrap();
     assert_eq!(
         fresh.run(&ctx(), "r", "{}").await.unwrap(),
         JobOutcome::Emit(serde_json::json!({"v": 2}))
@@ -517,7 +517,7 @@ async fn the_watcher_swaps_in_a_changed_job_by_itself() {
     }
     watcher.abort();
     assert!(swapped, "the watcher did not pick up the new version");
-    let mut inst = catalog.instance("test-job").await.unwrap().unwrap();
+    let mut inst = catalog.instance("test-job").await.unwrap();
     assert_eq!(
         inst.run(&ctx(), "r", "{}").await.unwrap(),
         JobOutcome::Emit(serde_json::json!({"v": 5}))

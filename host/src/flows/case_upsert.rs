@@ -97,20 +97,6 @@ pub enum UpsertError {
     Partner(#[from] ConnectorError),
 }
 
-/// The per-record outcome of a failed partner call: `partner-unavailable`
-/// when retrying may help, else `partner-error`.
-pub fn partner_failure(e: &ConnectorError) -> RecordOutcome {
-    let code = if e.is_transient() {
-        "partner-unavailable"
-    } else {
-        "partner-error"
-    };
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: e.to_string(),
-    }
-}
-
 /// Create the case, append the service, or recognise it is already there.
 pub async fn upsert_case(
     primero: &PrimeroClient,

@@ -24,7 +24,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch};
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::primero::PrimeroClient;
 use crate::inbox::{HandlerError, InboxHandler, InboxKind};
@@ -51,13 +51,6 @@ pub struct Handler {
     catalog: Arc<Catalog>,
 }
 
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
-    }
-}
-
 impl Handler {
     /// From the application's clients.
     pub fn new(app: &App) -> Self {
@@ -82,9 +75,8 @@ impl Handler {
         // A job or mapping problem keeps the message: an operator fixes it
         // (hot reload) and it is processed again.
         let mut instance = match self.catalog.instance(JOB).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => return Err(HandlerError::Retryable(e.to_string())),
-            None => return Err(HandlerError::Retryable(format!("job {JOB} is not loaded"))),
+            Ok(i) => i,
+            Err(e) => return Err(HandlerError::Retryable(e.to_string())),
         };
         let ctx = JobContext {
             flow: FLOW.into(),

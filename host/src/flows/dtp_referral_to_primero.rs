@@ -30,8 +30,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::case_upsert::{partner_failure, upsert_case, CaseReferral, UpsertError, Upserted};
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::case_upsert::{upsert_case, CaseReferral, UpsertError, Upserted};
+use super::report::{partner_failure, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::dtp::{DtpClient, DtpEndpoint};
 use crate::connectors::primero::{Case, PrimeroClient};
@@ -303,9 +303,8 @@ impl Handler {
         let reasons = ClosureReasons::from_mappings(&self.catalog.mappings())
             .map_err(HandlerError::Retryable)?;
         let mut instance = match self.catalog.instance(JOB).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => return Err(HandlerError::Retryable(e.to_string())),
-            None => return Err(HandlerError::Retryable(format!("job {JOB} is not loaded"))),
+            Ok(i) => i,
+            Err(e) => return Err(HandlerError::Retryable(e.to_string())),
         };
         let attempt = self.attempts_so_far(receipt_id).await? + 1;
         let last_attempt = attempt >= self.max_attempts;

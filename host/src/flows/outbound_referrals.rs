@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
@@ -102,6 +102,18 @@ struct Bundle<'a> {
 }
 
 /// RFC 3339 UTC with milliseconds, as cursors are stored.
+/// A flow's committed cursor, parsed. The error says what is wrong, for the
+/// run report.
+pub async fn read_cursor(store: &dyn Store, flow: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match store.cursor(flow).await {
+        Ok(None) => Ok(None),
+        Ok(Some(raw)) => DateTime::parse_from_rfc3339(&raw)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| format!("state database: cursor of {flow} is not an RFC 3339 date-time")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub fn format_cursor(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -158,13 +170,6 @@ impl CursorTracker {
             Some(s) if candidate <= s => None,
             _ => Some(candidate),
         }
-    }
-}
-
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
     }
 }
 
@@ -229,30 +234,16 @@ impl<D: Deliver> OutboundRun<'_, D> {
         };
         // One job version and one mapping version for the whole run.
         let instance = match self.catalog.instance(self.job).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => {
+            Ok(i) => i,
+            Err(e) => {
                 report.aborted = Some(e.to_string());
-                return report;
-            }
-            None => {
-                report.aborted = Some(format!("job {} is not loaded", self.job));
                 return report;
             }
         };
-        let since = match self.store.cursor(self.flow).await {
-            Ok(None) => None,
-            Ok(Some(raw)) => match DateTime::parse_from_rfc3339(&raw) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(_) => {
-                    report.aborted = Some(format!(
-                        "state database: cursor of {} is not an RFC 3339 date-time",
-                        self.flow
-                    ));
-                    return report;
-                }
-            },
-            Err(e) => {
-                report.aborted = Some(e.to_string());
+        let since = match read_cursor(self.store, self.flow).await {
+            Ok(since) => since,
+            Err(why) => {
+                report.aborted = Some(why);
                 return report;
             }
         };

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::outbound_referrals::{format_cursor, CursorTracker};
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::outbound_referrals::{format_cursor, read_cursor, CursorTracker};
+use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
@@ -120,22 +120,6 @@ pub fn delivery_key(case_record_id: &str, service_id: &str) -> String {
     format!("{case_record_id}/{service_id}")
 }
 
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
-    }
-}
-
-fn partner_failure(e: &ConnectorError) -> RecordOutcome {
-    let code = if e.is_transient() {
-        "partner-unavailable"
-    } else {
-        "partner-error"
-    };
-    failed(code, e.to_string())
-}
-
 /// What one service came to, and whether the cursor must stay on its case.
 struct ServiceResult {
     outcome: RecordOutcome,
@@ -180,30 +164,16 @@ impl<S: SendDecision> DecisionRun<'_, S> {
         };
         // One job version and one mapping version for the whole run.
         let instance = match self.catalog.instance(self.job).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => {
+            Ok(i) => i,
+            Err(e) => {
                 report.aborted = Some(e.to_string());
-                return report;
-            }
-            None => {
-                report.aborted = Some(format!("job {} is not loaded", self.job));
                 return report;
             }
         };
-        let since = match self.store.cursor(self.flow).await {
-            Ok(None) => None,
-            Ok(Some(raw)) => match DateTime::parse_from_rfc3339(&raw) {
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(_) => {
-                    report.aborted = Some(format!(
-                        "state database: cursor of {} is not an RFC 3339 date-time",
-                        self.flow
-                    ));
-                    return report;
-                }
-            },
-            Err(e) => {
-                report.aborted = Some(e.to_string());
+        let since = match read_cursor(self.store, self.flow).await {
+            Ok(since) => since,
+            Err(why) => {
+                report.aborted = Some(why);
                 return report;
             }
         };

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::referral_decision::{apply_decision, InboundDecision, ServiceMatch};
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use super::rows::Row;
 use crate::connectors::ping::{IngestionRecord, PingClient};
 use crate::connectors::primero::PrimeroClient;
@@ -78,13 +78,6 @@ pub fn decided_ids(rows: &[Row], decided: &[&str]) -> Vec<String> {
     ids
 }
 
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
-    }
-}
-
 impl Ping22<'_> {
     /// Run the workflow once. Never panics on partner or record errors: they
     /// end up in the report.
@@ -122,13 +115,9 @@ impl Ping22<'_> {
         let decided: Vec<&str> = table.map.keys().map(String::as_str).collect();
         // One job version and one mapping version for the whole run.
         let mut instance = match self.catalog.instance(JOB).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => {
+            Ok(i) => i,
+            Err(e) => {
                 report.aborted = Some(e.to_string());
-                return report;
-            }
-            None => {
-                report.aborted = Some(format!("job {JOB} is not loaded"));
                 return report;
             }
         };

@@ -15,9 +15,9 @@
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::case_upsert::{partner_failure as connector_failure, upsert_case, UpsertError};
 pub use super::case_upsert::{same_intervention, CaseReferral};
-use super::report::{RecordOutcome, RecordReport, RunReport};
+use super::case_upsert::{upsert_case, UpsertError};
+use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
 use crate::connectors::ping::{Field, IngestionRecord, PingClient};
 use crate::connectors::primero::PrimeroClient;
@@ -42,13 +42,6 @@ fn text(row: &Row, key: &str) -> Option<String> {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
-    }
-}
-
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
     }
 }
 
@@ -81,13 +74,9 @@ impl Ping11<'_> {
         };
         // One job version and one mapping version for the whole run.
         let mut instance = match self.catalog.instance(JOB).await {
-            Some(Ok(i)) => i,
-            Some(Err(e)) => {
+            Ok(i) => i,
+            Err(e) => {
                 report.aborted = Some(e.to_string());
-                return report;
-            }
-            None => {
-                report.aborted = Some(format!("job {JOB} is not loaded"));
                 return report;
             }
         };
@@ -221,7 +210,7 @@ impl Ping11<'_> {
             .await
         {
             Ok(rows) => rows,
-            Err(e) => return connector_failure(&e),
+            Err(e) => return partner_failure(&e),
         };
         let Some(bundle) = bundle_for_delivery(delivery, &rows) else {
             return failed(
@@ -257,7 +246,7 @@ impl Ping11<'_> {
                 "job-invalid-output",
                 format!("job {JOB} emitted a case without a service"),
             ),
-            Err(UpsertError::Partner(e)) => connector_failure(&e),
+            Err(UpsertError::Partner(e)) => partner_failure(&e),
         }
     }
 }

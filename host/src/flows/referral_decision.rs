@@ -17,7 +17,7 @@
 
 use serde::Deserialize;
 
-use super::report::RecordOutcome;
+use super::report::{failed, RecordOutcome};
 use crate::connectors::primero::{
     CaseQuery, PrimeroClient, Referral, ReferralStatus, ReferralUpdate,
 };
@@ -56,13 +56,6 @@ impl ServiceMatch<'_> {
                 !s.is_empty() && service_record_id.len() > s.len() && service_record_id.ends_with(s)
             }
         }
-    }
-}
-
-fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
-    RecordOutcome::Failed {
-        code: code.to_string(),
-        reason: reason.into(),
     }
 }
 

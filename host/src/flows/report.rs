@@ -58,6 +58,25 @@ impl RecordOutcome {
     }
 }
 
+/// A record not written because of an error, with its reason code.
+pub fn failed(code: &str, reason: impl Into<String>) -> RecordOutcome {
+    RecordOutcome::Failed {
+        code: code.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A record not written because a partner call failed: `partner-unavailable`
+/// when the failure is worth retrying, `partner-error` otherwise.
+pub fn partner_failure(e: &crate::connectors::ConnectorError) -> RecordOutcome {
+    let code = if e.is_transient() {
+        "partner-unavailable"
+    } else {
+        "partner-error"
+    };
+    failed(code, e.to_string())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordReport {
     /// Source system id (e.g. the proGres intervention id).

@@ -149,11 +149,14 @@ impl Catalog {
         self.mappings.current.load_full()
     }
 
-    /// A job instance configured with the current mappings: what a run uses.
-    pub async fn instance(&self, name: &str) -> Option<Result<JobInstance, LoadError>> {
-        let job = self.job(name)?;
+    /// A job instance configured with the current mappings: what a run uses
+    /// (one job version and one mapping version for the whole run).
+    pub async fn instance(&self, name: &str) -> Result<JobInstance, LoadError> {
+        let job = self.job(name).ok_or_else(|| LoadError::NotLoaded {
+            job: name.to_string(),
+        })?;
         let mappings = self.mappings();
-        Some(configured_instance(job, &mappings).await)
+        configured_instance(job, &mappings).await
     }
 
     /// Look for changed files and swap in every new version that validates.
