@@ -97,6 +97,51 @@ pub fn seed_users(sims: &Simulators, unhcr_user: &str) {
     }
 }
 
+/// A Primero case for `person` with one service referred to UNHCR, as a
+/// caseworker does it. Returns (case record id, service unique_id, referral).
+fn refer_to_unhcr(
+    sims: &Simulators,
+    person: &crate::sim::people::Person,
+    unhcr_user: &str,
+) -> anyhow::Result<(String, String, crate::sim::primero::SimReferral)> {
+    let primero = sims.primero_sim();
+    let service_uid = uuid::Uuid::new_v4().to_string();
+    let case_id = primero.seed_person(
+        person,
+        vec![obj(json!({
+            "unique_id": service_uid,
+            "service_type": "legal_support",
+            "service_implementing_agency": "UNHCR",
+            "service_referral_notes": "Needs documentation support",
+        }))],
+    );
+    let referral = primero.add_referral(
+        &case_id,
+        NewSimReferral {
+            transitioned_to: unhcr_user.to_string(),
+            service_record_id: Some(service_uid.clone()),
+            ..NewSimReferral::default()
+        },
+    )?;
+    Ok((case_id, service_uid, referral))
+}
+
+/// The caseworker accepts the referral on the case's first service (the
+/// instance-specific `unhcr_referral_status` field).
+fn accept_first_service(sims: &Simulators, case_id: &str) -> anyhow::Result<()> {
+    let primero = sims.primero_sim();
+    let case = primero.case(case_id).unwrap_or(Value::Null);
+    let service_id = str_of(&case["services_section"][0]["unique_id"]);
+    primero.update_case(
+        case_id,
+        obj(json!({"services_section": [{
+            "unique_id": service_id,
+            "unhcr_referral_status": "accepted"
+        }]})),
+    )?;
+    Ok(())
+}
+
 /// Design B (PING): both round trips.
 ///
 /// 1. proGres referral → 1.1 → Primero case; caseworker accepts → 1.2 →
@@ -132,20 +177,12 @@ pub async fn design_b(app: &App, sims: &Simulators, today: &str) -> anyhow::Resu
     let Some(case_id) = cases.first().cloned() else {
         return Ok(rt);
     };
-    let case = primero.case(&case_id).unwrap_or(Value::Null);
-    let service_id = str_of(&case["services_section"][0]["unique_id"]);
     rt.check(
         "1.1  proGres told: pending acknowledgement",
         "125080002",
         ping.transfer_status(&lpid).unwrap_or_default(),
     );
-    primero.update_case(
-        &case_id,
-        obj(json!({"services_section": [{
-            "unique_id": service_id,
-            "unhcr_referral_status": "accepted"
-        }]})),
-    )?;
+    accept_first_service(sims, &case_id)?;
     app.run_flow("ping-1.2", &new_run_id(), today).await?;
     rt.check(
         "1.2  caseworker accepts → proGres transfer status",
@@ -154,25 +191,7 @@ pub async fn design_b(app: &App, sims: &Simulators, today: &str) -> anyhow::Resu
     );
 
     // --- Primero → proGres → decision → Primero
-    let referred = people.person();
-    let service_uid = uuid::Uuid::new_v4().to_string();
-    let case_id = primero.seed_person(
-        &referred,
-        vec![obj(json!({
-            "unique_id": service_uid,
-            "service_type": "legal_support",
-            "service_implementing_agency": "UNHCR",
-            "service_referral_notes": "Needs documentation support",
-        }))],
-    );
-    let referral = primero.add_referral(
-        &case_id,
-        NewSimReferral {
-            transitioned_to: unhcr_user.clone(),
-            service_record_id: Some(service_uid.clone()),
-            ..NewSimReferral::default()
-        },
-    )?;
+    let (case_id, service_uid, referral) = refer_to_unhcr(sims, &people.person(), &unhcr_user)?;
     app.run_flow("ping-2.1", &new_run_id(), today).await?;
     let interop = ping
         .interop_referrals()
@@ -360,15 +379,7 @@ pub async fn design_a(
         .map(|b| str_of(&b["status"]))
         .unwrap_or_else(|| "(nothing)".into());
     rt.check("1-4  DTP told", "Pending Acknowledgement", notified);
-    let case = primero.case(&case_id).unwrap_or(Value::Null);
-    let service_id = str_of(&case["services_section"][0]["unique_id"]);
-    primero.update_case(
-        &case_id,
-        obj(json!({"services_section": [{
-            "unique_id": service_id,
-            "unhcr_referral_status": "accepted"
-        }]})),
-    )?;
+    accept_first_service(sims, &case_id)?;
     app.run_flow("dtp-1.2", &new_run_id(), today).await?;
     let decision = dtp
         .bodies(DtpEndpoint::ReceiveDecisionOutgoingReferral)
@@ -383,25 +394,7 @@ pub async fn design_a(
     );
 
     // --- Primero → DTP → decision (DTP push) → Primero
-    let referred = people.person();
-    let service_uid = uuid::Uuid::new_v4().to_string();
-    let case_id = primero.seed_person(
-        &referred,
-        vec![obj(json!({
-            "unique_id": service_uid,
-            "service_type": "legal_support",
-            "service_implementing_agency": "UNHCR",
-            "service_referral_notes": "Needs documentation support",
-        }))],
-    );
-    let referral = primero.add_referral(
-        &case_id,
-        NewSimReferral {
-            transitioned_to: unhcr_user.clone(),
-            service_record_id: Some(service_uid.clone()),
-            ..NewSimReferral::default()
-        },
-    )?;
+    let (case_id, service_uid, referral) = refer_to_unhcr(sims, &people.person(), &unhcr_user)?;
     app.run_flow("dtp-2.1", &new_run_id(), today).await?;
     let primero_case_id = primero
         .case(&case_id)
