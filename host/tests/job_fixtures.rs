@@ -171,3 +171,58 @@ fn job_run_names_a_missing_record_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/job.wasm"), "{stderr}");
 }
+
+#[test]
+fn mappings_check_names_unknown_and_missing_tables_and_bad_lines() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("testland");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(project.mappings("kenya-dadaab")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let check = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["mappings", "check"])
+            .arg(dir)
+            .arg("--jobs")
+            .arg(project.jobs_dist())
+            .output()
+            .unwrap()
+    };
+    let ok = check(&dir);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // A misspelt table file and a missing one.
+    std::fs::rename(dir.join("inbound-sex.toml"), dir.join("inbound-sexx.toml")).unwrap();
+    let bad = check(&dir);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("inbound-sexx.toml: unknown table `inbound-sexx`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing table `inbound-sex`"), "{stderr}");
+
+    // A duplicate key: file and line.
+    std::fs::rename(dir.join("inbound-sexx.toml"), dir.join("inbound-sex.toml")).unwrap();
+    let text = std::fs::read_to_string(dir.join("inbound-sex.toml")).unwrap();
+    std::fs::write(
+        dir.join("inbound-sex.toml"),
+        format!("{text}\"125080000\" = \"female\"\n"),
+    )
+    .unwrap();
+    let dup = check(&dir);
+    assert_eq!(dup.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&dup.stderr);
+    let line = text.lines().count() + 1;
+    assert!(
+        stderr.contains(&format!("inbound-sex.toml:{line}")),
+        "{stderr}"
+    );
+}

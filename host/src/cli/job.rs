@@ -51,8 +51,15 @@ pub enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MappingsCommand {
-    /// Validate a mapping folder; errors name the file, line and key.
-    Check { dir: PathBuf },
+    /// Validate a mapping folder; errors name the file, line and key. With
+    /// built jobs at hand it also checks the tables against what the
+    /// deployment's jobs read (a missing table, a table no job reads).
+    Check {
+        dir: PathBuf,
+        /// Folder of built job components (default: the project's jobs/dist).
+        #[arg(long)]
+        jobs: Option<PathBuf>,
+    },
 }
 
 fn read_json(path: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
@@ -208,23 +215,63 @@ pub fn run_jobs_command(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn run_mappings_command(cmd: MappingsCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        MappingsCommand::Check { dir } => match MappingSet::load_dir(&dir) {
-            Ok(set) => {
-                println!(
-                    "ok: {} ({} tables, deployment {} / {})",
+pub async fn run_mappings_command(
+    cmd: MappingsCommand,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let MappingsCommand::Check { dir, jobs } = cmd;
+    let set = match MappingSet::load_dir(&dir) {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let jobs_dir = jobs.or_else(|| ProjectDirs::locate().ok().map(|p| p.jobs_dist()));
+    let components = jobs_dir
+        .as_deref()
+        .and_then(|d| crate::app::job_files(d).ok())
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    if components.is_empty() {
+        eprintln!(
+            "note: no built jobs found, so the tables were not checked against what the jobs read (build them with `bridge jobs build`)"
+        );
+    } else {
+        let runtime = super::job_runtime(cache_dir)?;
+        let mut read: std::collections::BTreeSet<String> = crate::flows::HOST_TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        for path in &components {
+            let job = runtime.load_file(path).await?;
+            if crate::runtime::reload::serves_other_design(&job.info.flow, &set.deployment.design) {
+                continue;
+            }
+            for table in set.missing_tables(&job.info.tables) {
+                errors.push(format!(
+                    "{}: missing table `{table}`, which job {} reads",
                     dir.display(),
-                    set.tables.len(),
-                    set.deployment.country,
-                    set.deployment.design
-                );
-                Ok(ExitCode::SUCCESS)
+                    job.name
+                ));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+            read.extend(job.info.tables.iter().cloned());
+        }
+        errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+    }
+    if errors.is_empty() {
+        println!(
+            "ok: {} ({} tables, deployment {} / {})",
+            dir.display(),
+            set.tables.len(),
+            set.deployment.country,
+            set.deployment.design
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        Ok(ExitCode::FAILURE)
     }
 }

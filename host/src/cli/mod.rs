@@ -82,7 +82,7 @@ pub fn main() -> ExitCode {
             Command::Flow(cmd) => flow::run(cmd, cache_dir).await,
             Command::Job(cmd) => job::run_job_command(cmd, cache_dir).await,
             Command::Jobs(cmd) => job::run_jobs_command(cmd),
-            Command::Mappings(cmd) => job::run_mappings_command(cmd),
+            Command::Mappings(cmd) => job::run_mappings_command(cmd, cache_dir).await,
             Command::Dtp(cmd) => dtp::run_dtp_command(cmd),
             Command::Inbox(cmd) => dtp::run_inbox_command(cmd, cache_dir).await,
         }

@@ -18,3 +18,6 @@ pub mod report;
 pub mod rows;
 
 pub use report::{RecordOutcome, RecordReport, RunReport};
+
+/// Mapping tables the host's flows read themselves (not through a job).
+pub const HOST_TABLES: &[&str] = &[dtp_referral_to_primero::FAIL_REASONS_TABLE];

@@ -315,6 +315,25 @@ impl MappingSet {
         self.job_json.clone()
     }
 
+    /// Tables in this folder that none of `read` (the tables the deployment's
+    /// jobs declare) uses: a misspelt file name, or a table for another design.
+    pub fn unknown_tables(&self, read: &std::collections::BTreeSet<String>) -> Vec<MappingError> {
+        self.tables
+            .keys()
+            .filter(|t| !read.contains(*t))
+            .map(|t| MappingError {
+                file: self.dir.join(format!("{t}.toml")),
+                line: None,
+                key: None,
+                message: format!(
+                    "unknown table `{t}`: no {} job reads it (tables the jobs read: {})",
+                    self.deployment.design,
+                    read.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })
+            .collect()
+    }
+
     /// Tables a job needs that this set lacks.
     pub fn missing_tables<'a>(&self, needed: &'a [String]) -> Vec<&'a str> {
         needed
@@ -398,6 +417,25 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("map.125080001"), "{e}");
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.contains("mael"), "{e}");
+    }
+
+    #[test]
+    fn a_table_no_job_reads_is_unknown() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            ("inbound-sex.toml", "description = \"x\"\n[map]\n"),
+            ("inbound-sexx.toml", "description = \"x\"\n[map]\n"),
+        ]);
+        let set = MappingSet::load_dir(dir.path()).unwrap();
+        let read = ["inbound-sex".to_string()].into_iter().collect();
+        let errors = set.unknown_tables(&read);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].file.ends_with("inbound-sexx.toml"));
+        assert!(
+            errors[0].message.contains("unknown table `inbound-sexx`"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Catalog {
 
 /// Whether a job's flow (`ping-…`, `dtp-…`) belongs to the design this
 /// deployment does not use. Flows of neither prefix belong to both.
-fn serves_other_design(flow: &str, design: &str) -> bool {
+pub fn serves_other_design(flow: &str, design: &str) -> bool {
     ["ping", "dtp"]
         .iter()
         .any(|d| *d != design && flow.starts_with(&format!("{d}-")))
