@@ -170,11 +170,11 @@ impl InboxHandler for Handler {
         today: &str,
     ) -> Result<RunReport, HandlerError> {
         if kind != InboxKind::PrimeroIncomingReferralDecision {
-            return Err(HandlerError::Permanent(format!(
-                "flow {FLOW} handles {} messages, not {}",
-                InboxKind::PrimeroIncomingReferralDecision.request_type(),
-                kind.request_type()
-            )));
+            return Err(HandlerError::wrong_kind(
+                FLOW,
+                InboxKind::PrimeroIncomingReferralDecision,
+                kind,
+            ));
         }
         let span = tracing::info_span!("message", flow = FLOW, receipt = receipt_id);
         self.handle_inner(receipt_id, body, today)

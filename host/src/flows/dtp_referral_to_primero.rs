@@ -606,11 +606,11 @@ impl InboxHandler for Handler {
         today: &str,
     ) -> Result<RunReport, HandlerError> {
         if kind != InboxKind::PrimeroOutgoingReferral {
-            return Err(HandlerError::Permanent(format!(
-                "flow {FLOW} handles {}, not {}",
-                InboxKind::PrimeroOutgoingReferral.request_type(),
-                kind.request_type()
-            )));
+            return Err(HandlerError::wrong_kind(
+                FLOW,
+                InboxKind::PrimeroOutgoingReferral,
+                kind,
+            ));
         }
         let span = tracing::info_span!("run", flow = FLOW, run = receipt_id);
         self.handle_inner(receipt_id, body, today)

@@ -62,6 +62,17 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+impl HandlerError {
+    /// A message of `got` kind routed to a flow that handles only `handles`.
+    pub fn wrong_kind(flow: &str, handles: InboxKind, got: InboxKind) -> Self {
+        HandlerError::Permanent(format!(
+            "flow {flow} handles {} messages, not {}",
+            handles.request_type(),
+            got.request_type()
+        ))
+    }
+}
+
 /// Processes one accepted message. Implemented by the flows of design A.
 #[async_trait]
 pub trait InboxHandler: Send + Sync {
