@@ -85,15 +85,14 @@ impl Dtp21<'_> {
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
         let mappings = self.catalog.mappings();
         let Some(unhcr_user) = mappings.deployment.unhcr_user.clone() else {
-            return RunReport {
-                flow: FLOW.into(),
-                run_id: run_id.into(),
-                aborted: Some(format!(
+            return RunReport::aborted(
+                FLOW,
+                run_id,
+                format!(
                     "{}/deployment.toml [deployment] needs unhcr_user",
                     mappings.dir.display()
-                )),
-                ..RunReport::default()
-            };
+                ),
+            );
         };
         OutboundRun {
             flow: FLOW,

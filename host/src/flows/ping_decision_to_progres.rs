@@ -75,15 +75,14 @@ impl Ping12<'_> {
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
         let mappings = self.catalog.mappings();
         let Some(sp) = mappings.shipping_processes.transfer_status.clone() else {
-            return RunReport {
-                flow: FLOW.into(),
-                run_id: run_id.into(),
-                aborted: Some(format!(
+            return RunReport::aborted(
+                FLOW,
+                run_id,
+                format!(
                     "{}/deployment.toml [shipping_processes] needs transfer_status",
                     mappings.dir.display()
-                )),
-                ..RunReport::default()
-            };
+                ),
+            );
         };
         DecisionRun {
             flow: FLOW,

@@ -220,15 +220,14 @@ impl Ping21<'_> {
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
         let mappings = self.catalog.mappings();
         let Some(sp) = mappings.shipping_processes.referral_ingestion.clone() else {
-            return RunReport {
-                flow: FLOW.into(),
-                run_id: run_id.into(),
-                aborted: Some(format!(
+            return RunReport::aborted(
+                FLOW,
+                run_id,
+                format!(
                     "{}/deployment.toml [shipping_processes] needs referral_ingestion",
                     mappings.dir.display()
-                )),
-                ..RunReport::default()
-            };
+                ),
+            );
         };
         OutboundRun {
             flow: FLOW,

@@ -99,6 +99,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run that stopped before its first record, with the reason.
+    pub fn aborted(flow: &str, run_id: &str, reason: impl Into<String>) -> Self {
+        RunReport {
+            flow: flow.into(),
+            run_id: run_id.into(),
+            aborted: Some(reason.into()),
+            ..RunReport::default()
+        }
+    }
+
     pub fn count(&self, label: &str) -> usize {
         self.records
             .iter()
