@@ -18,7 +18,9 @@ use crate::flows::RunReport;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobRuntime, RuntimeConfig};
-use crate::store::{SqliteStore, Store};
+use crate::flows::ledger::DeliveryPolicy;
+use crate::store::{SqliteStore, Store, Trigger};
+use tokio_util::sync::CancellationToken;
 
 pub struct App {
     pub store: Arc<dyn Store>,
@@ -28,6 +30,20 @@ pub struct App {
     pub ping: Option<PingClient>,
     /// Design A only.
     pub dtp: Option<crate::connectors::dtp::DtpClient>,
+    /// Attempts before a record goes to the dead letter.
+    pub delivery: DeliveryPolicy,
+    /// Records of one run worked on at once (partner calls are further
+    /// bounded per partner by the clients).
+    pub record_concurrency: usize,
+    /// Cancelled on SIGTERM: flows finish the records in flight and stop.
+    pub stop: CancellationToken,
+}
+
+/// Which dead-letter entries to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySelection {
+    One(i64),
+    All,
 }
 
 /// The flows `bridge flow run` knows.
@@ -73,6 +89,9 @@ impl App {
             primero: PrimeroClient::new(primero)?,
             ping: ping.map(PingClient::new).transpose()?,
             dtp: None,
+            delivery: DeliveryPolicy::default(),
+            record_concurrency: 8,
+            stop: CancellationToken::new(),
         })
     }
 
@@ -117,6 +136,20 @@ impl App {
         .await?;
         app.dtp = dtp;
         Ok(app)
+    }
+
+    /// Run one flow once and keep its run and record outcomes in the store.
+    pub async fn run_recorded(&self, flow: &str, trigger: Trigger) -> anyhow::Result<RunReport> {
+        // TODO(lead): persist the run; this stub only runs it.
+        let _ = trigger;
+        self.run_flow(flow, &new_run_id(), &today()).await
+    }
+
+    /// Take dead-letter entries out and run their flows again for them.
+    pub async fn replay(&self, selection: ReplaySelection) -> anyhow::Result<Vec<RunReport>> {
+        // TODO(lead): implement.
+        let _ = selection;
+        Ok(Vec::new())
     }
 
     /// Run one flow once.

@@ -6,6 +6,9 @@
 //! - [`connectors`]: API clients, one module per external system.
 //! - [`flows`]: the ordered steps of each flow (fetch → job → write → acknowledge).
 //! - [`sim`]: in-memory simulators of the partner systems, for the demo and tests.
+//! - [`store`]: durable state (runs, cursors, attempts, dead letter, sealed inbox).
+//! - [`service`]: `bridge run`, the scheduler and shutdown.
+//! - [`telemetry`]: logs (scrubbed) and metrics.
 //! - [`cli`]: the `bridge` command.
 
 pub mod app;
@@ -17,6 +20,8 @@ pub mod inbox;
 pub mod mappings;
 pub mod round_trip;
 pub mod runtime;
+pub mod service;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod toolchain;

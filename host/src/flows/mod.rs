@@ -7,6 +7,7 @@ pub mod dtp_decision_to_dtp;
 pub mod dtp_decision_to_primero;
 pub mod dtp_referral_to_dtp;
 pub mod dtp_referral_to_primero;
+pub mod ledger;
 pub mod outbound_referrals;
 pub mod outgoing_decisions;
 pub mod ping_decision_to_primero;

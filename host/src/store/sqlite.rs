@@ -9,7 +9,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{now, Delivery, InboxMessage, Store, StoreError};
+use super::{now, DeadLetter, Delivery, InboxMessage, RecordRow, RunRow, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -132,7 +132,7 @@ impl Store for SqliteStore {
 
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, sealed_body, received_at, attempts FROM inbox ORDER BY received_at, id",
+            "SELECT id, kind, sealed_body, received_at, attempts FROM inbox WHERE state = 'pending' ORDER BY received_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -163,6 +163,301 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE inbox SET state = 'dead', last_error = ? WHERE id = ?")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL WHERE id = ? AND state = 'dead'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, state FROM inbox ORDER BY received_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn run_started(&self, run: &RunRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (id, flow, trigger_kind, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
+        )
+        .bind(&run.id)
+        .bind(&run.flow)
+        .bind(&run.trigger)
+        .bind(&run.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE runs SET ended_at = ?, fetched = ?, delivered = ?, held = ?, skipped = ?, failed = ?,
+               dead_lettered = ?, outcome = ?, aborted_reason = ? WHERE id = ?",
+        )
+        .bind(&run.ended_at)
+        .bind(run.fetched)
+        .bind(run.delivered)
+        .bind(run.held)
+        .bind(run.skipped)
+        .bind(run.failed)
+        .bind(run.dead_lettered)
+        .bind(&run.outcome)
+        .bind(&run.aborted_reason)
+        .bind(&run.id)
+        .execute(&mut *tx)
+        .await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, reason_code, at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.run_id)
+            .bind(&r.flow)
+            .bind(&r.source_id)
+            .bind(&r.target_id)
+            .bind(&r.status)
+            .bind(r.attempt)
+            .bind(&r.reason_code)
+            .bind(&r.at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interrupt_running(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?) WHERE outcome = 'running'",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE (?1 IS NULL OR flow = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2"
+        ))
+        .bind(flow)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(run_row).collect())
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        let row = sqlx::query(&format!("{RUN_COLUMNS} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(run_row))
+    }
+
+    async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, flow, source_id, target_id, status, attempt, reason_code, at
+             FROM record_outcomes WHERE run_id = ? ORDER BY rowid",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RecordRow {
+                run_id: r.get(0),
+                flow: r.get(1),
+                source_id: r.get(2),
+                target_id: r.get(3),
+                status: r.get(4),
+                attempt: r.get(5),
+                reason_code: r.get(6),
+                at: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT MAX(started_at) FROM runs WHERE flow = ?")
+            .bind(flow)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn attempt_failed(
+        &self,
+        flow: &str,
+        source_id: &str,
+        code: &str,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO attempts (flow, source_id, attempts, last_code, updated_at) VALUES (?, ?, 1, ?, ?)
+             ON CONFLICT(flow, source_id) DO UPDATE SET attempts = attempts + 1,
+               last_code = excluded.last_code, updated_at = excluded.updated_at
+             RETURNING attempts",
+        )
+        .bind(flow)
+        .bind(source_id)
+        .bind(code)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT attempts FROM attempts WHERE flow = ? AND source_id = ?")
+            .bind(flow)
+            .bind(source_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    async fn clear_attempts(&self, flow: &str, source_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM attempts WHERE flow = ? AND source_id = ?")
+            .bind(flow)
+            .bind(source_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter_put(
+        &self,
+        flow: &str,
+        source_id: &str,
+        reason_code: &str,
+        reason: &str,
+        attempts: i64,
+        cursor_hint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO dead_letter (flow, source_id, reason_code, reason, attempts, cursor_hint, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (flow, source_id) WHERE replayed_at IS NULL DO NOTHING",
+        )
+        .bind(flow)
+        .bind(source_id)
+        .bind(reason_code)
+        .bind(reason)
+        .bind(attempts)
+        .bind(cursor_hint)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn dead_letter_find(
+        &self,
+        flow: &str,
+        source_id: &str,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{DEAD_LETTER_COLUMNS} WHERE flow = ? AND source_id = ? AND replayed_at IS NULL"
+        ))
+        .bind(flow)
+        .bind(source_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(dead_letter_row))
+    }
+
+    async fn dead_letter_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        let row = sqlx::query(&format!("{DEAD_LETTER_COLUMNS} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(dead_letter_row))
+    }
+
+    async fn dead_letters(&self, flow: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{DEAD_LETTER_COLUMNS} WHERE replayed_at IS NULL AND (?1 IS NULL OR flow = ?1) ORDER BY id"
+        ))
+        .bind(flow)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(dead_letter_row).collect())
+    }
+
+    async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE dead_letter SET replayed_at = ? WHERE id = ? AND replayed_at IS NULL RETURNING flow, source_id",
+        )
+        .bind(now())
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let (flow, source_id): (String, String) = (row.get(0), row.get(1));
+        sqlx::query("DELETE FROM attempts WHERE flow = ? AND source_id = ?")
+            .bind(&flow)
+            .bind(&source_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+const RUN_COLUMNS: &str = "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
+    skipped, failed, dead_lettered, outcome, aborted_reason FROM runs";
+
+fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: r.get(0),
+        flow: r.get(1),
+        trigger: r.get(2),
+        started_at: r.get(3),
+        ended_at: r.get(4),
+        fetched: r.get(5),
+        delivered: r.get(6),
+        held: r.get(7),
+        skipped: r.get(8),
+        failed: r.get(9),
+        dead_lettered: r.get(10),
+        outcome: r.get(11),
+        aborted_reason: r.get(12),
+    }
+}
+
+const DEAD_LETTER_COLUMNS: &str = "SELECT id, flow, source_id, reason_code, reason, attempts,
+    cursor_hint, created_at, replayed_at FROM dead_letter";
+
+fn dead_letter_row(r: &sqlx::sqlite::SqliteRow) -> DeadLetter {
+    DeadLetter {
+        id: r.get(0),
+        flow: r.get(1),
+        source_id: r.get(2),
+        reason_code: r.get(3),
+        reason: r.get(4),
+        attempts: r.get(5),
+        cursor_hint: r.get(6),
+        created_at: r.get(7),
+        replayed_at: r.get(8),
     }
 }
 
