@@ -1,0 +1,2 @@
+//! `bridge run`: the long-running service (scheduler, inbox, hot reload,
+//! metrics) in one process.
