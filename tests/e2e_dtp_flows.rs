@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bridge::connectors::dtp::{DtpClient, DtpConfig, DtpEndpoint};
 use bridge::connectors::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
+use bridge::connectors::RetryPolicy;
 use bridge::flows::dtp_referral_to_primero::{Handler, JOB};
 use bridge::flows::{RecordOutcome, RunReport};
 use bridge::inbox::{HandlerError, InboxHandler, InboxKind};
@@ -94,6 +95,8 @@ impl Harness {
             timeout: Duration::from_secs(10),
         })
         .unwrap()
+        // These tests drive the message's attempts themselves.
+        .with_retry(RetryPolicy::none())
     }
 
     fn primero_client(&self) -> PrimeroClient {
@@ -105,6 +108,7 @@ impl Harness {
             },
         );
         config.timeout = Duration::from_secs(10);
+        config.retry = RetryPolicy::none();
         PrimeroClient::new(config).unwrap()
     }
 

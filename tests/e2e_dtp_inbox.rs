@@ -540,7 +540,7 @@ async fn accepted_message_is_sealed_until_processed_then_gone() {
     assert_eq!(seen[0].1, receipt);
     assert_eq!(seen[0].2, message, "the handler gets the body as sent");
 
-    // Permanent: deleted, not retried.
+    // Permanent: not retried; set aside in the dead letter, sealed.
     let r = push_to_inbox(&inbox.url, API_KEY, &referral(&p, 8))
         .await
         .unwrap();
@@ -550,8 +550,21 @@ async fn accepted_message_is_sealed_until_processed_then_gone() {
     ))]));
     let processor = InboxProcessor::new(inbox.store.clone(), inbox.sealer.clone(), handler);
     let s = processor.process_pending(TODAY).await.unwrap();
-    assert_eq!(s.dropped(), 1);
+    assert_eq!(s.dead_lettered(), 1);
     assert!(inbox.store.inbox_pending().await.unwrap().is_empty());
+    let dead = inbox.store.dead_letters(None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason_code, "permanent");
+    let states = inbox.store.inbox_states().await.unwrap();
+    assert!(states.contains(&(dead[0].source_id.clone(), "dead".to_string())));
+    // Replay makes it pending again.
+    assert!(inbox.store.dead_letter_release(dead[0].id).await.unwrap());
+    assert!(inbox.store.inbox_revive(&dead[0].source_id).await.unwrap());
+    assert_eq!(inbox.store.inbox_pending().await.unwrap().len(), 1);
+    let handler = Arc::new(Scripted::new(vec![Ok(RunReport::default())]));
+    let processor = InboxProcessor::new(inbox.store.clone(), inbox.sealer.clone(), handler);
+    assert_eq!(processor.process_pending(TODAY).await.unwrap().done(), 1);
+    assert!(inbox.store.inbox_states().await.unwrap().is_empty());
 
     // A message sealed under another key is kept, not lost.
     let r = push_to_inbox(&inbox.url, API_KEY, &referral(&p, 9))
@@ -873,7 +886,10 @@ async fn wrong_subscription_key_and_faults_name_system_endpoint_and_status_only(
     assert!(!e.is_transient());
 
     // Injected 503: a transient status error; the next call goes through.
-    let client = DtpClient::new(client_config(&pki, &sim)).unwrap();
+    // (Without the client's own retries, to see the error itself.)
+    let client = DtpClient::new(client_config(&pki, &sim))
+        .unwrap()
+        .with_retry(bridge::connectors::RetryPolicy::none());
     sim.fail_next("/primero-uat/ReceiveIncomingReferral", 503, 1);
     let e = client
         .post(DtpEndpoint::ReceiveIncomingReferral, &body)

@@ -81,6 +81,9 @@ async fn harness_for(flow: &'static str, job: &str, country: &str) -> Harness {
         toml.push_str(&sim.config_toml(&files, DTP_KEY_ENV));
         dtp = Some(sim);
     }
+    // These tests follow a failed call across runs: no retries inside a run
+    // (tests/durable.rs and host/tests/partner_faults.rs cover those).
+    toml.push_str("\n[retry]\nmax_attempts = 1\n");
     let config = tmp.path().join("bridge.toml");
     std::fs::write(&config, toml).unwrap();
     Harness {

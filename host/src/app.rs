@@ -5,21 +5,23 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::config::BridgeConfig;
+use crate::config::{partner_limits, BridgeConfig};
 use crate::connectors::ping::{PingClient, PingConfig};
 use crate::connectors::primero::{PrimeroClient, PrimeroConfig};
 use crate::flows::dtp_decision_to_dtp::{self, Dtp12};
 use crate::flows::dtp_referral_to_dtp::{self, Dtp21};
+use crate::flows::ledger::{DeliveryPolicy, Ledger, Replay};
 use crate::flows::ping_decision_to_primero::{self, Ping22};
 use crate::flows::ping_decision_to_progres::{self, Ping12};
 use crate::flows::ping_referral_to_primero::{self, Ping11};
 use crate::flows::ping_referral_to_progres::{self, Ping21};
+use crate::flows::RecordOutcome;
 use crate::flows::RunReport;
+use crate::inbox::InboxProcessor;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobRuntime, RuntimeConfig};
-use crate::flows::ledger::DeliveryPolicy;
-use crate::store::{SqliteStore, Store, Trigger};
+use crate::store::{RecordRow, RunRow, SqliteStore, Store, Trigger};
 use tokio_util::sync::CancellationToken;
 
 pub struct App {
@@ -37,6 +39,40 @@ pub struct App {
     pub record_concurrency: usize,
     /// Cancelled on SIGTERM: flows finish the records in flight and stop.
     pub stop: CancellationToken,
+    /// Design A with an inbox: processes stored messages (replays too).
+    pub inbox: Option<Arc<InboxProcessor>>,
+}
+
+/// Flows that read Primero from a cursor.
+pub const CURSOR_FLOWS: &[&str] = &[
+    ping_referral_to_progres::FLOW,
+    dtp_referral_to_dtp::FLOW,
+    ping_decision_to_progres::FLOW,
+    dtp_decision_to_dtp::FLOW,
+];
+
+/// Flows fed by the inbox (design A): their dead letters are inbox messages.
+pub const INBOX_FLOWS: &[&str] = &[
+    crate::flows::dtp_referral_to_primero::FLOW,
+    crate::flows::dtp_decision_to_primero::FLOW,
+];
+
+/// How a run ended, as stored: `ok` every record delivered, `partial` some
+/// not, `stopped` cut short by shutdown, `aborted` stopped by a failure.
+pub fn run_outcome(report: &RunReport) -> &'static str {
+    if report.aborted.is_some() {
+        "aborted"
+    } else if report.stopped {
+        "stopped"
+    } else if report
+        .records
+        .iter()
+        .all(|r| r.outcome.is_delivered() && r.acknowledged)
+    {
+        "ok"
+    } else {
+        "partial"
+    }
 }
 
 /// Which dead-letter entries to replay.
@@ -92,6 +128,7 @@ impl App {
             delivery: DeliveryPolicy::default(),
             record_concurrency: 8,
             stop: CancellationToken::new(),
+            inbox: None,
         })
     }
 
@@ -135,30 +172,192 @@ impl App {
         )
         .await?;
         app.dtp = dtp;
+        // `[retry]` and the per-partner limits (the Primero client takes them
+        // through its config).
+        if let (Some(client), Some(s)) = (app.ping.take(), &config.ping) {
+            app.ping = Some(
+                client
+                    .with_retry(config.retry_policy())
+                    .with_limits(partner_limits(s.max_in_flight, s.rate_per_sec)),
+            );
+        }
+        if let (Some(client), Some(s)) = (app.dtp.take(), &config.dtp) {
+            app.dtp = Some(
+                client
+                    .with_retry(config.retry_policy())
+                    .with_limits(partner_limits(s.max_in_flight, s.rate_per_sec)),
+            );
+        }
+        app.delivery = DeliveryPolicy {
+            max_attempts: config.delivery.max_attempts.max(1),
+        };
+        app.record_concurrency = config.delivery.record_concurrency.max(1);
+        if config.inbox.is_some() {
+            let settings = config.inbox_settings()?;
+            let dispatcher = crate::inbox::Dispatcher::for_app(&app)?;
+            app.inbox = Some(Arc::new(
+                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
+                    .with_max_attempts(app.delivery.max_attempts),
+            ));
+        }
         Ok(app)
     }
 
     /// Run one flow once and keep its run and record outcomes in the store.
     pub async fn run_recorded(&self, flow: &str, trigger: Trigger) -> anyhow::Result<RunReport> {
-        // TODO(lead): persist the run; this stub only runs it.
-        let _ = trigger;
-        self.run_flow(flow, &new_run_id(), &today()).await
+        self.run_recorded_with(flow, trigger, &today(), None).await
     }
 
-    /// Take dead-letter entries out and run their flows again for them.
+    /// [`App::run_recorded`] with the jobs' date given.
+    pub async fn run_recorded_on(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        today: &str,
+    ) -> anyhow::Result<RunReport> {
+        self.run_recorded_with(flow, trigger, today, None).await
+    }
+
+    async fn run_recorded_with(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        today: &str,
+        replay: Option<Replay>,
+    ) -> anyhow::Result<RunReport> {
+        anyhow::ensure!(
+            FLOWS.contains(&flow),
+            "unknown flow `{flow}`; known flows: {}",
+            FLOWS.join(", ")
+        );
+        let run_id = new_run_id();
+        let started = std::time::Instant::now();
+        let mut row = RunRow {
+            id: run_id.clone(),
+            flow: flow.to_string(),
+            trigger: trigger.as_str().to_string(),
+            started_at: crate::store::now(),
+            outcome: "running".into(),
+            ..RunRow::default()
+        };
+        self.store.run_started(&row).await?;
+        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, replay).await?;
+        let report = self.run_flow_in(flow, &run_id, today, &ledger).await?;
+        let at = crate::store::now();
+        let records: Vec<RecordRow> = report
+            .records
+            .iter()
+            .map(|r| RecordRow {
+                run_id: run_id.clone(),
+                flow: flow.to_string(),
+                source_id: r.source_id.clone(),
+                target_id: r.outcome.target_id().map(str::to_string),
+                status: r.outcome.label().replace(' ', "-"),
+                attempt: ledger.attempt(&r.source_id),
+                reason_code: r.outcome.reason_code().map(str::to_string),
+                at: at.clone(),
+            })
+            .collect();
+        let count = |f: fn(&RecordOutcome) -> bool| {
+            report.records.iter().filter(|r| f(&r.outcome)).count() as i64
+        };
+        row.ended_at = Some(at);
+        row.fetched = report.fetched as i64;
+        row.delivered = count(RecordOutcome::is_delivered);
+        row.held = count(|o| matches!(o, RecordOutcome::Held { .. }));
+        row.skipped = count(|o| matches!(o, RecordOutcome::Skipped { .. }));
+        row.failed = count(|o| matches!(o, RecordOutcome::Failed { .. }));
+        row.dead_lettered = count(|o| matches!(o, RecordOutcome::DeadLettered { .. }));
+        row.aborted_reason = report.aborted.clone();
+        row.outcome = run_outcome(&report).into();
+        self.store.run_finished(&row, &records).await?;
+        let metrics = crate::telemetry::metrics();
+        for r in &report.records {
+            metrics.record(flow, r.outcome.label());
+        }
+        metrics.run_finished(flow, &row.outcome, started.elapsed().as_secs_f64());
+        if let Ok(dead) = self.store.dead_letters(Some(flow)).await {
+            metrics.set_dead_letter(flow, dead.len() as i64);
+        }
+        Ok(report)
+    }
+
+    /// Take dead-letter entries out and run their flows again for them: a
+    /// pull flow finds its records still pending at the partner, a cursor
+    /// flow reads from the entries' point without moving its cursor, an
+    /// inbox message becomes pending again.
     pub async fn replay(&self, selection: ReplaySelection) -> anyhow::Result<Vec<RunReport>> {
-        // TODO(lead): implement.
-        let _ = selection;
-        Ok(Vec::new())
+        let entries = match selection {
+            ReplaySelection::One(id) => match self.store.dead_letter_get(id).await? {
+                Some(e) if e.replayed_at.is_none() => vec![e],
+                Some(_) => anyhow::bail!("dead-letter entry {id} was already replayed"),
+                None => anyhow::bail!("no dead-letter entry {id}"),
+            },
+            ReplaySelection::All => self.store.dead_letters(None).await?,
+        };
+        let mut by_flow: std::collections::BTreeMap<String, Vec<crate::store::DeadLetter>> =
+            Default::default();
+        for e in entries {
+            by_flow.entry(e.flow.clone()).or_default().push(e);
+        }
+        let mut reports = Vec::new();
+        for (flow, entries) in by_flow {
+            for e in &entries {
+                self.store.dead_letter_release(e.id).await?;
+            }
+            if INBOX_FLOWS.contains(&flow.as_str()) || flow == "inbox" {
+                for e in &entries {
+                    self.store.inbox_revive(&e.source_id).await?;
+                }
+                tracing::info!(flow = %flow, messages = entries.len(), "inbox messages pending again");
+                if let Some(processor) = &self.inbox {
+                    let summary = processor.process_pending(&today()).await?;
+                    reports.extend(summary.messages.into_iter().filter_map(
+                        |m| match m.disposition {
+                            crate::inbox::Disposition::Done { report } => Some(report),
+                            _ => None,
+                        },
+                    ));
+                }
+                continue;
+            }
+            let replay = CURSOR_FLOWS.contains(&flow.as_str()).then(|| Replay {
+                since: entries
+                    .iter()
+                    .filter_map(|e| e.cursor_hint.as_deref())
+                    .filter_map(|h| chrono::DateTime::parse_from_rfc3339(h).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .min(),
+                only: entries.iter().map(|e| e.source_id.clone()).collect(),
+            });
+            reports.push(
+                self.run_recorded_with(&flow, Trigger::Replay, &today(), replay)
+                    .await?,
+            );
+        }
+        Ok(reports)
     }
 
-    /// Run one flow once.
+    /// Run one flow once (attempts and the dead letter apply; the run itself
+    /// is not recorded: see [`App::run_recorded`]).
     pub async fn run_flow(
         &self,
         flow: &str,
         run_id: &str,
         today: &str,
     ) -> anyhow::Result<RunReport> {
+        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, None).await?;
+        self.run_flow_in(flow, run_id, today, &ledger).await
+    }
+
+    async fn run_flow_in(
+        &self,
+        flow: &str,
+        run_id: &str,
+        today: &str,
+        ledger: &Ledger<'_>,
+    ) -> anyhow::Result<RunReport> {
+        let stop = &self.stop;
         match flow {
             ping_referral_to_primero::FLOW => {
                 let ping = self
@@ -169,6 +368,9 @@ impl App {
                     ping,
                     primero: &self.primero,
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
+                    concurrency: self.record_concurrency,
                 }
                 .run(run_id, today)
                 .await)
@@ -183,6 +385,8 @@ impl App {
                     ping,
                     store: self.store.as_ref(),
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
                 }
                 .run(run_id, today)
                 .await)
@@ -197,6 +401,8 @@ impl App {
                     dtp,
                     store: self.store.as_ref(),
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
                 }
                 .run(run_id, today)
                 .await)
@@ -211,6 +417,8 @@ impl App {
                     primero: &self.primero,
                     store: self.store.as_ref(),
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
                 }
                 .run(run_id, today)
                 .await)
@@ -224,6 +432,8 @@ impl App {
                     ping,
                     primero: &self.primero,
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
                 }
                 .run(run_id, today)
                 .await)
@@ -238,6 +448,8 @@ impl App {
                     primero: &self.primero,
                     store: self.store.as_ref(),
                     catalog: &self.catalog,
+                    ledger,
+                    stop,
                 }
                 .run(run_id, today)
                 .await)

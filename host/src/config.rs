@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::str::FromStr as _;
+
 use serde::Deserialize;
 
 use crate::connectors::dtp::{DtpConfig, DtpUrls};
@@ -19,6 +21,14 @@ pub enum ConfigError {
     #[error("{file}: key `{key}`: {message}")]
     Key {
         file: PathBuf,
+        key: String,
+        message: String,
+    },
+    /// A problem with a value whose place in the file is known.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    KeyAt {
+        file: PathBuf,
+        line: usize,
         key: String,
         message: String,
     },
@@ -43,6 +53,12 @@ pub struct PrimeroSection {
     pub password: SecretRef,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Calls to this partner at once (all flows together).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Calls per second to this partner (all flows together).
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
 }
 
 fn default_auth() -> String {
@@ -66,6 +82,12 @@ pub struct PingSection {
     pub subscription_key: SecretRef,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Calls to this partner at once (all flows together).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Calls per second to this partner (all flows together).
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,6 +103,104 @@ pub struct JobsSection {
     /// Per-instance memory cap of a job.
     #[serde(default)]
     pub memory_mib: Option<usize>,
+    /// `bridge run`: how often to look for changed job components and
+    /// mappings (seconds; 0 turns hot reload off).
+    #[serde(default = "default_reload_secs")]
+    pub reload_secs: u64,
+}
+
+fn default_reload_secs() -> u64 {
+    5
+}
+
+/// `[delivery]`: when a record goes to the dead letter, and how many records
+/// of one run are worked on at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_record_concurrency")]
+    pub record_concurrency: usize,
+}
+
+impl Default for DeliverySection {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            record_concurrency: default_record_concurrency(),
+        }
+    }
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+
+fn default_record_concurrency() -> usize {
+    8
+}
+
+/// `[retry]`: retries of a failed partner call, for every partner client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    #[serde(default = "default_retry_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_base_delay_ms")]
+    pub base_delay_ms: u64,
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// Total time one call may spend retrying.
+    #[serde(default = "default_budget_secs")]
+    pub budget_secs: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_retry_attempts(),
+            base_delay_ms: default_base_delay_ms(),
+            max_delay_ms: default_max_delay_ms(),
+            budget_secs: default_budget_secs(),
+        }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    4
+}
+
+fn default_base_delay_ms() -> u64 {
+    200
+}
+
+fn default_max_delay_ms() -> u64 {
+    5000
+}
+
+fn default_budget_secs() -> u64 {
+    30
+}
+
+/// `[metrics]`: the Prometheus and health endpoint of `bridge run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    #[serde(default = "default_metrics_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// Where durable state lives.
@@ -108,6 +228,12 @@ pub struct DtpSection {
     pub extra_root: Option<PathBuf>,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Calls to this partner at once (all flows together).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// Calls per second to this partner (all flows together).
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
 }
 
 /// The inbox DTP pushes to (design A).
@@ -137,6 +263,18 @@ fn default_max_body_bytes() -> usize {
 
 fn default_retry_secs() -> u64 {
     30
+}
+
+/// A partner's `max_in_flight` / `rate_per_sec` over the clients' defaults.
+pub fn partner_limits(
+    max_in_flight: Option<usize>,
+    rate_per_sec: Option<f64>,
+) -> crate::connectors::PartnerLimits {
+    let default = crate::connectors::PartnerLimits::default();
+    crate::connectors::PartnerLimits {
+        max_in_flight: max_in_flight.unwrap_or(default.max_in_flight).max(1),
+        rate_per_sec: rate_per_sec.or(default.rate_per_sec),
+    }
 }
 
 /// The inbox's settings with its secrets read.
@@ -172,31 +310,195 @@ pub struct BridgeConfig {
     /// Design A: the inbox DTP pushes to.
     pub inbox: Option<InboxSection>,
     pub jobs: JobsSection,
+    /// `bridge run`: flow name = cron expression (UTC, with seconds).
+    #[serde(default)]
+    pub schedule: std::collections::BTreeMap<String, toml::Spanned<String>>,
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
+    /// The file's text, to name lines in later checks.
+    #[serde(skip)]
+    text: String,
 }
 
 impl BridgeConfig {
+    /// Read and check the file: syntax, unknown keys, and the `[schedule]`
+    /// (known flows, valid cron expressions). Secrets are read later, by
+    /// whoever needs them.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        let config = Self::parse(file)?;
+        match config.schedule_problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
+    }
+
+    /// Read the file without the checks beyond its shape (`bridge config
+    /// check` runs them all and reports every problem).
+    pub fn parse(file: &Path) -> Result<Self, ConfigError> {
+        let bytes = std::fs::read(file).map_err(|e| ConfigError::Invalid {
             file: file.to_path_buf(),
             message: format!("cannot read: {e}"),
         })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, key) =
+                crate::mappings::invalid_utf8_location(e.as_bytes(), e.utf8_error().valid_up_to());
+            ConfigError::Invalid {
+                file: file.to_path_buf(),
+                message: match key {
+                    Some(k) => format!("line {line}: key `{k}`: not valid UTF-8 text"),
+                    None => format!("line {line}: not valid UTF-8 text"),
+                },
+            }
+        })?;
         let mut config: BridgeConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            // Line and key (named by serde, or the key defined on that line).
+            let (line, key) = crate::mappings::toml_error_location(&text, &e);
+            let key = key.map(|k| format!("key `{k}`: ")).unwrap_or_default();
             ConfigError::Invalid {
                 file: file.to_path_buf(),
                 message: match line {
-                    Some(l) => format!("line {l}: {}", e.message().trim()),
-                    None => e.message().trim().to_string(),
+                    Some(l) => format!("line {l}: {key}{}", e.message().trim()),
+                    None => format!("{key}{}", e.message().trim()),
                 },
             }
         })?;
         config.file = file.to_path_buf();
+        config.text = text;
         Ok(config)
+    }
+
+    /// 1-based line of a byte offset of the file.
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// The `[schedule]` entries, parsed; errors name `schedule."<flow>"` and
+    /// the line.
+    pub fn schedules(&self) -> Result<Vec<(String, cron::Schedule)>, ConfigError> {
+        if let Some(e) = self.schedule_problems().into_iter().next() {
+            return Err(e);
+        }
+        Ok(self
+            .schedule
+            .iter()
+            .filter_map(|(flow, expr)| {
+                cron::Schedule::from_str(expr.get_ref())
+                    .ok()
+                    .map(|s| (flow.clone(), s))
+            })
+            .collect())
+    }
+
+    /// Every problem of the `[schedule]` section: unknown flows, invalid cron
+    /// expressions.
+    pub fn schedule_problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        for (flow, expr) in &self.schedule {
+            let at = |message: String| ConfigError::KeyAt {
+                file: self.file.clone(),
+                line: self.line_of(expr.span().start),
+                key: format!("schedule.\"{flow}\""),
+                message,
+            };
+            if !crate::app::FLOWS.contains(&flow.as_str()) {
+                problems.push(at(format!(
+                    "unknown flow; scheduled flows are: {}",
+                    crate::app::FLOWS.join(", ")
+                )));
+                continue;
+            }
+            if let Err(e) = cron::Schedule::from_str(expr.get_ref()) {
+                problems.push(at(format!(
+                    "`{}` is not a cron expression ({e}); use six or seven fields with seconds first, e.g. \"0 */5 * * * *\"",
+                    expr.get_ref()
+                )));
+            }
+        }
+        problems
+    }
+
+    /// `[delivery]` and `[retry]` values that cannot work.
+    pub fn limit_problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        if self.delivery.max_attempts == 0 {
+            problems.push(self.key_error("delivery.max_attempts", "must be at least 1"));
+        }
+        if self.delivery.record_concurrency == 0 {
+            problems.push(self.key_error("delivery.record_concurrency", "must be at least 1"));
+        }
+        if self.retry.max_attempts == 0 {
+            problems.push(self.key_error("retry.max_attempts", "must be at least 1"));
+        }
+        if self.retry.max_delay_ms < self.retry.base_delay_ms {
+            problems.push(self.key_error(
+                "retry.max_delay_ms",
+                "must not be less than retry.base_delay_ms",
+            ));
+        }
+        let partners = [
+            (
+                "primero",
+                self.primero.max_in_flight,
+                self.primero.rate_per_sec,
+            ),
+            (
+                "ping",
+                self.ping.as_ref().and_then(|s| s.max_in_flight),
+                self.ping.as_ref().and_then(|s| s.rate_per_sec),
+            ),
+            (
+                "dtp",
+                self.dtp.as_ref().and_then(|s| s.max_in_flight),
+                self.dtp.as_ref().and_then(|s| s.rate_per_sec),
+            ),
+        ];
+        for (section, in_flight, rate) in partners {
+            if in_flight == Some(0) {
+                problems.push(
+                    self.key_error(&format!("{section}.max_in_flight"), "must be at least 1"),
+                );
+            }
+            if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                problems.push(self.key_error(
+                    &format!("{section}.rate_per_sec"),
+                    "must be a number greater than 0",
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Every secret the config names, with its key (`primero.password`, …).
+    pub fn secret_refs(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut refs = vec![("primero.password", &self.primero.password)];
+        if let Some(p) = &self.ping {
+            refs.push(("ping.password", &p.password));
+            refs.push(("ping.subscription_key", &p.subscription_key));
+        }
+        if let Some(d) = &self.dtp {
+            refs.push(("dtp.subscription_key", &d.subscription_key));
+        }
+        if let Some(i) = &self.inbox {
+            refs.push(("inbox.api_key", &i.api_key));
+            refs.push(("inbox.seal_key", &i.seal_key));
+        }
+        refs
+    }
+
+    /// Whether a secret can be read; the error names the key and where it
+    /// was looked for, never the value.
+    pub fn check_secret(&self, key: &str, secret: &SecretRef) -> Result<(), ConfigError> {
+        self.secret(key, secret).map(|_| ())
     }
 
     /// A path from the config, relative to the config file's folder.
@@ -250,7 +552,19 @@ impl BridgeConfig {
         };
         let mut config = PrimeroConfig::new(&s.base_url, auth);
         config.timeout = Duration::from_secs(s.timeout_secs);
+        config.retry = self.retry_policy();
+        config.limits = partner_limits(s.max_in_flight, s.rate_per_sec);
         Ok(config)
+    }
+
+    /// `[retry]` as the clients' retry policy.
+    pub fn retry_policy(&self) -> crate::connectors::RetryPolicy {
+        crate::connectors::RetryPolicy {
+            max_attempts: self.retry.max_attempts.max(1),
+            base_delay: Duration::from_millis(self.retry.base_delay_ms),
+            max_delay: Duration::from_millis(self.retry.max_delay_ms),
+            budget: Duration::from_secs(self.retry.budget_secs),
+        }
     }
 
     /// PING client settings; partner and interop ids come from the deployment.
@@ -474,5 +788,128 @@ mod tests {
             "{e}"
         );
         assert_eq!(c.resolve(Path::new("d")), dir.path().join("d"));
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+
+    const BASE: &str = "[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = { env = \"X\" }\n[jobs]\ndir = \"d\"\nmappings = \"m\"\n";
+
+    fn write(dir: &Path, extra: &str) -> PathBuf {
+        let file = dir.join("bridge.toml");
+        std::fs::write(&file, format!("{BASE}{extra}")).unwrap();
+        file
+    }
+
+    #[test]
+    fn schedule_names_unknown_flows_and_bad_cron_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "[schedule]\n\"ping-1.1\" = \"0 */5 * * * *\"\n\"ping-9.9\" = \"0 * * * * *\"\n",
+        );
+        let e = BridgeConfig::load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("schedule.\"ping-9.9\"") && e.contains(":10:"),
+            "{e}"
+        );
+        assert!(e.contains("unknown flow"), "{e}");
+
+        let file = write(
+            dir.path(),
+            "[schedule]\n\"ping-2.1\" = \"every five minutes\"\n",
+        );
+        let e = BridgeConfig::load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("schedule.\"ping-2.1\"") && e.contains(":9:"),
+            "{e}"
+        );
+        assert!(e.contains("not a cron expression"), "{e}");
+
+        // parse() keeps going so `config check` can list every problem.
+        let file = write(
+            dir.path(),
+            "[schedule]\n\"ping-2.1\" = \"nope\"\n\"dtp-7\" = \"0 * * * * *\"\n",
+        );
+        let c = BridgeConfig::parse(&file).unwrap();
+        assert_eq!(c.schedule_problems().len(), 2);
+
+        let file = write(dir.path(), "[schedule]\n\"ping-1.1\" = \"*/2 * * * * *\"\n");
+        let c = BridgeConfig::load(&file).unwrap();
+        let s = c.schedules().unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].0, "ping-1.1");
+    }
+
+    /// bridge.example.toml parses, with its commented-out keys too.
+    #[test]
+    fn the_example_config_is_valid_with_every_key() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../bridge.example.toml"
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(&file, &example).unwrap();
+        let c = BridgeConfig::load(&file).unwrap();
+        assert_eq!(c.schedule.len(), 4);
+        assert!(c.limit_problems().is_empty());
+
+        // Uncomment `# key = value` and `# [section]` lines.
+        let is_key = |l: &str| {
+            let l = l.trim_start_matches('#').trim_start();
+            (l.starts_with('[') && l.ends_with(']'))
+                || l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_.-\"".contains(c))
+                })
+        };
+        let full: String = example
+            .lines()
+            .map(|l| {
+                if l.starts_with('#') && is_key(l) {
+                    l.trim_start_matches('#').trim_start().to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&file, &full).unwrap();
+        let c = BridgeConfig::load(&file).unwrap_or_else(|e| panic!("{e}\n{full}"));
+        assert!(c.dtp.is_some() && c.inbox.is_some() && c.ping.is_some());
+        assert_eq!(c.schedule.len(), 6);
+        assert_eq!(c.jobs.call_timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn new_sections_have_defaults_and_refuse_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BridgeConfig::load(&write(dir.path(), "")).unwrap();
+        assert_eq!(c.delivery.max_attempts, 5);
+        assert_eq!(c.delivery.record_concurrency, 8);
+        assert_eq!(c.retry.max_attempts, 4);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.jobs.reload_secs, 5);
+        assert!(c.limit_problems().is_empty());
+
+        let c = BridgeConfig::load(&write(
+            dir.path(),
+            "[delivery]\nmax_attempts = 0\nrecord_concurrency = 2\n[retry]\nbase_delay_ms = 900\nmax_delay_ms = 100\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        ))
+        .unwrap();
+        let problems: Vec<String> = c.limit_problems().iter().map(|e| e.to_string()).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("delivery.max_attempts"));
+        assert!(problems[1].contains("retry.max_delay_ms"));
+
+        let e = BridgeConfig::load(&write(dir.path(), "[delivery]\nmax_atempts = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_atempts") && e.contains("line 9"), "{e}");
     }
 }

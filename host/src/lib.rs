@@ -12,6 +12,7 @@
 //! - [`cli`]: the `bridge` command.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connectors;

@@ -8,7 +8,7 @@ use bridge::connectors::ping::{
     AsyncIngestionRecord, Field, IngestionRecord, PingClient, PingConfig, DEFAULT_SCOPE,
     RETRIEVE_PATH,
 };
-use bridge::connectors::{ConnectorError, System};
+use bridge::connectors::{ConnectorError, RetryPolicy, System};
 use bridge::sim::people::PeopleGenerator;
 use bridge::sim::ping::{
     FaultKind, PingSim, PingSimConfig, RunningPingSim, SimIntervention, SpecificNeed, TOKEN_PATH,
@@ -433,6 +433,8 @@ async fn wrong_partner_id_is_rejected() {
 #[tokio::test]
 async fn injected_503_is_transient_with_retry_after() {
     let (sim, client) = setup(PingSimConfig::default()).await;
+    // A single answer is looked at; retry is covered by partner_faults.rs.
+    let client = client.with_retry(RetryPolicy::none());
     sim.inject_fault(
         RETRIEVE_PATH,
         FaultKind::Status {
@@ -452,7 +454,9 @@ async fn injected_503_is_transient_with_retry_after() {
     client.retrieve("SHP-2747", &[]).await.unwrap();
 
     sim.fail_next(TOKEN_PATH, 503, 1);
-    let fresh = PingClient::new(client_config(&sim)).unwrap();
+    let fresh = PingClient::new(client_config(&sim))
+        .unwrap()
+        .with_retry(RetryPolicy::none());
     let err = fresh.retrieve("SHP-2747", &[]).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("PING token service"), "{err}");

@@ -7,7 +7,7 @@ use bridge::connectors::primero::{
     CaseOrderBy, CaseQuery, NewReferral, PrimeroAuth, PrimeroClient, PrimeroConfig, ReferralStatus,
     ReferralUpdate, SortOrder,
 };
-use bridge::connectors::{ConnectorError, System};
+use bridge::connectors::{ConnectorError, RetryPolicy, System};
 use bridge::sim::people::PeopleGenerator;
 use bridge::sim::primero::{
     Fault, FaultRule, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim, SimUser,
@@ -39,6 +39,8 @@ fn client_with(sim: &RunningPrimeroSim, auth: PrimeroAuth, lifetime: Duration) -
     let mut config = PrimeroConfig::new(sim.base_url(), auth);
     config.timeout = Duration::from_secs(5);
     config.token_lifetime = lifetime;
+    // These tests look at single answers; retry is covered by partner_faults.rs.
+    config.retry = RetryPolicy::none();
     PrimeroClient::new(config).expect("valid config")
 }
 
@@ -657,6 +659,7 @@ async fn timeout_is_a_transient_transport_error() {
     let sim = start(sim_config()).await;
     let mut config = PrimeroConfig::new(sim.base_url(), basic_auth(PASSWORD));
     config.timeout = Duration::from_millis(200);
+    config.retry = RetryPolicy::none();
     let client = PrimeroClient::new(config).unwrap();
     sim.add_fault(FaultRule {
         method: None,

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::{new_run_id, App};
+use crate::app::App;
 use crate::flows::ping_referral_to_primero::{FLOW, JOB};
 use crate::runtime::{JobRuntime, RuntimeConfig};
 use crate::sim::scenario::{seed_workflow_1_1, Simulators};
@@ -21,6 +21,21 @@ pub struct DemoArgs {
     /// Today's date for the jobs (YYYY-MM-DD).
     #[arg(long)]
     today: Option<String>,
+    /// Keep the demo's state databases in this folder (default: in memory),
+    /// e.g. to inspect what is stored: system ids, statuses and timestamps.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+/// A state store: a file in `dir` when given, else in memory.
+async fn open_store(
+    dir: Option<&std::path::Path>,
+    name: &str,
+) -> anyhow::Result<Arc<crate::store::SqliteStore>> {
+    Ok(Arc::new(match dir {
+        Some(dir) => crate::store::SqliteStore::open(&dir.join(name)).await?,
+        None => crate::store::SqliteStore::in_memory().await?,
+    }))
 }
 
 pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -49,7 +64,8 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     let mappings = project.mappings("kenya-dadaab");
     let primero = sims.primero_client_config();
     let ping = sims.ping_client_config();
-    let store = Arc::new(crate::store::SqliteStore::in_memory().await?);
+    let state_dir = args.state_dir.as_deref();
+    let store = open_store(state_dir, "demo-1.1.db").await?;
     let app = App::new(
         store,
         runtime,
@@ -80,7 +96,9 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
         ("second run (re-run)", seed.second_run),
     ] {
         let run_started = Instant::now();
-        let report = app.run_flow(FLOW, &new_run_id(), &today).await?;
+        let report = app
+            .run_recorded_on(FLOW, crate::store::Trigger::Manual, &today)
+            .await?;
         let pending = sims.ping_sim().pending_intervention_ids().len();
         println!(
             "\n== workflow 1.1, {label} ({} ms)",
@@ -130,7 +148,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     let jobs = crate::app::job_files(&project.jobs_dist())?;
     let sims_b = Simulators::start_loopback().await?;
     let app_b = App::new(
-        Arc::new(crate::store::SqliteStore::in_memory().await?),
+        open_store(state_dir, "design-b.db").await?,
         app.runtime.clone(),
         sims_b.primero_client_config(),
         Some(sims_b.ping_client_config()),
@@ -145,7 +163,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     }
     let sims_a = Simulators::start_loopback().await?;
     let mut app_a = App::new(
-        Arc::new(crate::store::SqliteStore::in_memory().await?),
+        open_store(state_dir, "design-a.db").await?,
         app.runtime.clone(),
         sims_a.primero_client_config(),
         None,

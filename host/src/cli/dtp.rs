@@ -75,7 +75,8 @@ pub async fn run_inbox_command(
                 settings.max_body_bytes,
             );
             let processor =
-                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher));
+                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
+                    .with_max_attempts(app.delivery.max_attempts);
             let options = ServeOptions {
                 retry_delay: settings.retry_delay,
                 today,

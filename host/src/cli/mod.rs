@@ -1,9 +1,12 @@
 //! The `bridge` command.
 
+mod bench;
 mod demo;
 mod dtp;
 mod flow;
 mod job;
+mod ops;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -21,6 +24,15 @@ struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `bridge=debug`.
     #[arg(long, global = true, env = "BRIDGE_LOG", default_value = "warn")]
     log: String,
+    /// Log line format on stderr: `human` or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "BRIDGE_LOG_FORMAT",
+        value_enum,
+        default_value_t = crate::telemetry::LogFormat::Human
+    )]
+    log_format: crate::telemetry::LogFormat,
     /// Precompiled-component cache folder.
     #[arg(long, global = true, env = "BRIDGE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -52,18 +64,30 @@ enum Command {
     /// The inbox DTP pushes to (design A).
     #[command(subcommand)]
     Inbox(dtp::InboxCommand),
+    /// Run the service: scheduler, inbox, hot reload and metrics, until SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
+    /// Past runs: `bridge runs [--flow F]`, `bridge runs show <id>`.
+    Runs(ops::RunsArgs),
+    /// Records that failed too often: list and replay.
+    #[command(subcommand)]
+    DeadLetter(ops::DeadLetterCommand),
+    /// Where the cursor flows read from next: show and set.
+    #[command(subcommand)]
+    Cursor(ops::CursorCommand),
+    /// Check a bridge.toml.
+    #[command(subcommand)]
+    Config(ops::ConfigCommand),
+    /// Benchmarks: job layer, OpenFn side by side, end to end, scaling; writes bench/results.md.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if matches!(&cli.command, Command::Bench(args) if args.is_worker()) {
+        // Set first, so the init below is a no-op: a worker times `record` spans.
+        crate::bench::worker::init_worker_tracing(&cli.log);
+    }
+    crate::telemetry::init(&cli.log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +109,12 @@ pub fn main() -> ExitCode {
             Command::Mappings(cmd) => job::run_mappings_command(cmd, cache_dir).await,
             Command::Dtp(cmd) => dtp::run_dtp_command(cmd),
             Command::Inbox(cmd) => dtp::run_inbox_command(cmd, cache_dir).await,
+            Command::Run(args) => run::run(args, cache_dir).await,
+            Command::Runs(args) => ops::runs(args).await,
+            Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
+            Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::Config(cmd) => ops::config(cmd),
+            Command::Bench(args) => bench::run(args, cache_dir).await,
         }
     });
     match result {

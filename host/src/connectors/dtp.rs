@@ -7,6 +7,7 @@
 //! URL, so neither a query string nor a key can reach a log.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
@@ -16,6 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
+use super::limits::{Limiter, PartnerLimits};
+use super::retry::{self, AttemptError, CallKind, RetryPolicy};
 use super::{ConnectorError, System};
 
 /// Header carrying the Azure APIM subscription key.
@@ -106,11 +109,14 @@ const ENDPOINTS: [DtpEndpoint; 3] = [
     DtpEndpoint::Notification,
 ];
 
+/// DTP client. Clones share the HTTP pool and the limits.
 #[derive(Clone)]
 pub struct DtpClient {
     http: reqwest::Client,
     subscription_key: HeaderValue,
     config: DtpConfig,
+    retry: RetryPolicy,
+    limiter: Arc<Limiter>,
 }
 
 impl fmt::Debug for DtpClient {
@@ -160,28 +166,77 @@ impl DtpClient {
             http,
             subscription_key,
             config,
+            retry: RetryPolicy::default(),
+            limiter: Arc::new(Limiter::new(PartnerLimits::default())),
         })
+    }
+
+    /// Replace the retry policy (default: [`RetryPolicy::default`]). Every
+    /// DTP call is a POST, so it is retried only when surely not processed
+    /// (connection not made, 429, 503).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
+    pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
+        self.limiter = Arc::new(Limiter::new(limits));
+        self
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub fn limits(&self) -> &PartnerLimits {
+        self.limiter.limits()
     }
 
     pub fn urls(&self) -> &DtpUrls {
         &self.config.urls
     }
 
-    /// POST a JSON body; any non-2xx answer is an error (DTP bodies are not used).
+    /// POST a JSON body; any non-2xx answer is an error (DTP bodies are not
+    /// used). Retried per the policy as a non-idempotent call.
     pub async fn post<B: Serialize + Sync>(
         &self,
         endpoint: DtpEndpoint,
         body: &B,
     ) -> Result<(), ConnectorError> {
         let endpoint_name = format!("POST {}", endpoint.name());
+        let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
+            system: System::Dtp,
+            endpoint: endpoint_name.clone(),
+            reason: "request body could not be encoded".to_string(),
+        })?;
+        retry::run(
+            &self.retry,
+            "dtp",
+            &endpoint_name,
+            CallKind::NonIdempotent,
+            Some(&self.limiter),
+            || self.post_once(endpoint, &endpoint_name, &payload),
+        )
+        .await
+    }
+
+    async fn post_once(
+        &self,
+        endpoint: DtpEndpoint,
+        endpoint_name: &str,
+        payload: &[u8],
+    ) -> Result<(), AttemptError> {
+        let _permit = self.limiter.acquire().await;
         let response = self
             .http
             .post(self.config.urls.get(endpoint))
             .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload.to_vec())
             .send()
             .await
-            .map_err(|e| ConnectorError::transport(System::Dtp, endpoint_name.as_str(), &e))?;
+            .map_err(|e| ConnectorError::transport(System::Dtp, endpoint_name, &e))?;
         let status = response.status();
         if status.is_success() {
             tracing::debug!(
@@ -196,13 +251,13 @@ impl DtpClient {
         // must not hide the status.
         let bytes = response.bytes().await.unwrap_or_default();
         let reason = self.scrub(&error_reason(&bytes, status));
-        Err(ConnectorError::Status {
+        Err(AttemptError::Call(ConnectorError::Status {
             system: System::Dtp,
-            endpoint: endpoint_name,
+            endpoint: endpoint_name.to_string(),
             status: status.as_u16(),
             reason,
             retry_after,
-        })
+        }))
     }
 
     /// A partner message must never echo the subscription key into our errors.

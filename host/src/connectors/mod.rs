@@ -1,9 +1,17 @@
 //! Clients for the external systems. Each error names the system, the endpoint
 //! and the HTTP status; none carries a credential or a payload.
+//!
+//! Every call goes through [`retry::run`] (bounded retry inside a run) and a
+//! per-partner [`limits::Limiter`] (calls in flight, call rate).
 
 pub mod dtp;
+pub mod limits;
 pub mod ping;
 pub mod primero;
+pub mod retry;
+
+pub use limits::PartnerLimits;
+pub use retry::RetryPolicy;
 
 use std::fmt;
 
@@ -51,6 +59,9 @@ pub enum ConnectorError {
         endpoint: String,
         reason: String,
         timed_out: bool,
+        /// The connection could not be made (refused, DNS, TLS handshake):
+        /// the request surely was not processed.
+        connect_failed: bool,
     },
     /// The partner answered 2xx with a body we could not understand.
     #[error("{system} {endpoint} sent an unexpected response: {reason}")]
@@ -86,6 +97,14 @@ impl ConnectorError {
         }
     }
 
+    /// The `Retry-After` the partner sent with a status error, in seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ConnectorError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// Build a transport error from reqwest without its URL (the URL may carry
     /// query values such as an individual id).
     pub fn transport(system: System, endpoint: impl Into<String>, err: &reqwest::Error) -> Self {
@@ -103,6 +122,7 @@ impl ConnectorError {
             endpoint: endpoint.into(),
             reason,
             timed_out: err.is_timeout(),
+            connect_failed: err.is_connect(),
         }
     }
 }

@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
+use super::limits::{Limiter, PartnerLimits};
+use super::retry::{self, AttemptError, CallKind, RetryPolicy};
 use super::{ConnectorError, System};
 
 /// One retrieved proGres row. Keys are Dynamics-style and depend on the
@@ -375,6 +377,8 @@ pub struct PingClient {
     token_endpoint: String,
     subscription_key: HeaderValue,
     token: Mutex<TokenState>,
+    retry: RetryPolicy,
+    limiter: Limiter,
 }
 
 impl fmt::Debug for PingClient {
@@ -409,7 +413,31 @@ impl PingClient {
             subscription_key,
             config,
             token: Mutex::new(TokenState::default()),
+            retry: RetryPolicy::default(),
+            limiter: Limiter::new(PartnerLimits::default()),
         })
+    }
+
+    /// Replace the retry policy (default: [`RetryPolicy::default`]). Retrieve
+    /// and check status are retried on any transient error, ingestion only
+    /// when surely not processed; the token call like an idempotent call.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
+    pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
+        self.limiter = Limiter::new(limits);
+        self
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub fn limits(&self) -> &PartnerLimits {
+        self.limiter.limits()
     }
 
     pub fn config(&self) -> &PingConfig {
@@ -470,7 +498,9 @@ impl PingClient {
             page_number: cursor.and_then(|c| c.page_number),
         };
         let url = self.url_for(&[RETRIEVE_PATH]);
-        let bytes = self.post_api(url, &endpoint, &body).await?;
+        let bytes = self
+            .post_api(url, &endpoint, &body, CallKind::Idempotent)
+            .await?;
         let page = parse_retrieve_page(&bytes).map_err(|reason| ConnectorError::Protocol {
             system: System::Ping,
             endpoint: endpoint.clone(),
@@ -503,7 +533,9 @@ impl PingClient {
             data: records,
         };
         let url = self.ingestion_url("data");
-        let bytes = self.post_api(url, &endpoint, &body).await?;
+        let bytes = self
+            .post_api(url, &endpoint, &body, CallKind::NonIdempotent)
+            .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {
                 system: System::Ping,
@@ -536,7 +568,9 @@ impl PingClient {
             data: records,
         };
         let url = self.ingestion_url("asyncdata");
-        let bytes = self.post_api(url, &endpoint, &body).await?;
+        let bytes = self
+            .post_api(url, &endpoint, &body, CallKind::NonIdempotent)
+            .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {
                 system: System::Ping,
@@ -567,7 +601,10 @@ impl PingClient {
             sph_transaction_id,
         };
         let url = self.url_for(&[CHECK_STATUS_PATH]);
-        let bytes = self.post_api(url, &endpoint, &body).await?;
+        // Asking about a transaction changes nothing.
+        let bytes = self
+            .post_api(url, &endpoint, &body, CallKind::Idempotent)
+            .await?;
         parse_check_status(&bytes).map_err(|e| ConnectorError::Protocol {
             system: System::Ping,
             endpoint,
@@ -599,52 +636,81 @@ impl PingClient {
         url
     }
 
-    /// POST a JSON body with the PING headers; on a 401 log in again once and
-    /// retry once. Returns the 2xx body.
+    /// POST a JSON body with the PING headers, retried per the policy and
+    /// `kind`; in each attempt a 401 gets one fresh login and one more try.
+    /// Returns the 2xx body.
     async fn post_api<B: Serialize + ?Sized>(
         &self,
         url: url::Url,
         endpoint: &str,
         body: &B,
+        kind: CallKind,
     ) -> Result<Vec<u8>, ConnectorError> {
         let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
             system: System::Ping,
             endpoint: endpoint.to_string(),
             reason: "request body could not be encoded".to_string(),
         })?;
+        retry::run(
+            &self.retry,
+            "ping",
+            endpoint,
+            kind,
+            Some(&self.limiter),
+            || self.post_once(&url, endpoint, &payload),
+        )
+        .await
+    }
+
+    /// One attempt of [`post_api`](Self::post_api). Token failures are final
+    /// here: the token call has its own retries.
+    async fn post_once(
+        &self,
+        url: &url::Url,
+        endpoint: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, AttemptError> {
         let mut rejected: Option<u64> = None;
         loop {
-            let (token, generation) = self.bearer(rejected).await?;
-            let response = self
-                .http
-                .post(url.clone())
-                .bearer_auth(&token)
-                .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(payload.clone())
-                .send()
-                .await
-                .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
-            let status = response.status();
+            let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
+            let (status, retry_after, bytes) = {
+                let _permit = self.limiter.acquire().await;
+                let response = self
+                    .http
+                    .post(url.clone())
+                    .bearer_auth(&token)
+                    .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(payload.to_vec())
+                    .send()
+                    .await
+                    .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                let status = response.status();
+                let retry_after = parse_retry_after(response.headers());
+                if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
+                    (status, retry_after, Default::default())
+                } else {
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                    (status, retry_after, bytes)
+                }
+            };
             if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
                 // Token revoked or expired early on the server: one fresh login.
                 tracing::debug!(endpoint, "PING answered 401; logging in again");
                 rejected = Some(generation);
                 continue;
             }
-            let retry_after = parse_retry_after(response.headers());
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
             if !status.is_success() {
-                return Err(ConnectorError::Status {
+                return Err(AttemptError::Call(ConnectorError::Status {
                     system: System::Ping,
                     endpoint: endpoint.to_string(),
                     status: status.as_u16(),
                     reason: self.scrub(&error_reason(&bytes, status)),
                     retry_after,
-                });
+                }));
             }
             return Ok(bytes.to_vec());
         }
@@ -688,7 +754,20 @@ impl PingClient {
         }
     }
 
+    /// The token call, retried like an idempotent call.
     async fn login(&self) -> Result<(String, Duration, Instant), ConnectorError> {
+        retry::run(
+            &self.retry,
+            "ping",
+            &self.token_endpoint,
+            CallKind::Idempotent,
+            None,
+            || async { self.login_once().await.map_err(AttemptError::Call) },
+        )
+        .await
+    }
+
+    async fn login_once(&self) -> Result<(String, Duration, Instant), ConnectorError> {
         let endpoint = self.token_endpoint.as_str();
         let started = Instant::now();
         let form = [

@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
+use super::limits::{Limiter, PartnerLimits};
+use super::retry::{self, AttemptError, CallKind, RetryPolicy};
 use super::{ConnectorError, System};
 
 /// Primero refuses larger pages (silently lowering `per`).
@@ -88,16 +90,22 @@ pub struct PrimeroConfig {
     pub timeout: Duration,
     /// How long a token from `POST /api/v2/tokens` lives (token mode only).
     pub token_lifetime: Duration,
+    /// Retry of one call inside a run (default on).
+    pub retry: RetryPolicy,
+    /// Calls in flight and call rate towards this instance.
+    pub limits: PartnerLimits,
 }
 
 impl PrimeroConfig {
-    /// Defaults: 30 s timeout, 60 min token lifetime.
+    /// Defaults: 30 s timeout, 60 min token lifetime, default retry and limits.
     pub fn new(base_url: impl Into<String>, auth: PrimeroAuth) -> Self {
         Self {
             base_url: base_url.into(),
             auth,
             timeout: Duration::from_secs(30),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            retry: RetryPolicy::default(),
+            limits: PartnerLimits::default(),
         }
     }
 }
@@ -583,6 +591,7 @@ struct Inner {
     /// Precomputed `Basic …` header (Basic mode only).
     basic: Option<HeaderValue>,
     token: Mutex<TokenState>,
+    limiter: Limiter,
 }
 
 /// Primero client. Clones share the HTTP pool and the token; concurrent
@@ -644,6 +653,7 @@ impl PrimeroClient {
             inner: Arc::new(Inner {
                 http,
                 base,
+                limiter: Limiter::new(config.limits),
                 config,
                 basic,
                 token: Mutex::new(TokenState::default()),
@@ -694,6 +704,7 @@ impl PrimeroClient {
             client: self.clone(),
             query,
             next: Some(1),
+            rows: 0,
         }
     }
 
@@ -867,8 +878,10 @@ impl PrimeroClient {
         url
     }
 
-    /// One API call: auth, one re-login and retry on a 401 in token mode,
-    /// status mapping. Returns only 2xx answers.
+    /// One API call: retried per [`RetryPolicy`] (a GET on any transient
+    /// error, a POST/PATCH only when surely not processed); each attempt
+    /// authenticates, logs in again once on a 401 in token mode, and maps
+    /// the status. Returns only 2xx answers.
     async fn call(
         &self,
         method: Method,
@@ -886,44 +899,72 @@ impl PrimeroClient {
         );
         async move {
             let started = Instant::now();
-            let mut auth = self.attempt_auth(None).await?;
-            let mut retried = false;
-            let answer = loop {
-                let mut request = self
-                    .inner
-                    .http
-                    .request(method.clone(), url.clone())
-                    .header(AUTHORIZATION, auth.header.clone());
-                if let Some(body) = &body {
-                    request = request
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(body.clone());
-                }
-                let answer = send(request, endpoint).await?;
-                if answer.status == StatusCode::UNAUTHORIZED && !retried {
-                    if let Some(generation) = auth.generation {
-                        // The token expired or was revoked: log in again once.
-                        retried = true;
-                        tracing::debug!("Primero token refused; logging in again");
-                        auth = self.attempt_auth(Some(generation)).await?;
-                        continue;
-                    }
-                }
-                break answer;
-            };
+            let result = retry::run(
+                &self.inner.config.retry,
+                "primero",
+                endpoint,
+                CallKind::of_method(&method),
+                Some(&self.inner.limiter),
+                || self.attempt(&method, endpoint, &url, body.as_deref()),
+            )
+            .await;
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let span = tracing::Span::current();
-            span.record("status", answer.status.as_u16());
+            let status = match &result {
+                Ok(answer) => Some(answer.status.as_u16()),
+                Err(err) => err.status(),
+            };
+            if let Some(status) = status {
+                span.record("status", status);
+            }
             span.record("elapsed_ms", elapsed_ms);
-            tracing::debug!(
-                status = answer.status.as_u16(),
-                elapsed_ms,
-                "Primero call done"
-            );
-            check_status(endpoint, answer)
+            tracing::debug!(status, elapsed_ms, "Primero call done");
+            result
         }
         .instrument(span)
         .await
+    }
+
+    /// One attempt of [`call`](Self::call). Login failures are final here:
+    /// the login has its own retries.
+    async fn attempt(
+        &self,
+        method: &Method,
+        endpoint: &'static str,
+        url: &url::Url,
+        body: Option<&[u8]>,
+    ) -> Result<Answer, AttemptError> {
+        let mut auth = self.attempt_auth(None).await.map_err(AttemptError::Final)?;
+        let mut retried = false;
+        loop {
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .header(AUTHORIZATION, auth.header.clone());
+            if let Some(body) = body {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_vec());
+            }
+            let answer = {
+                let _permit = self.inner.limiter.acquire().await;
+                send(request, endpoint).await?
+            };
+            if answer.status == StatusCode::UNAUTHORIZED && !retried {
+                if let Some(generation) = auth.generation {
+                    // The token expired or was revoked: log in again once.
+                    retried = true;
+                    tracing::debug!("Primero token refused; logging in again");
+                    auth = self
+                        .attempt_auth(Some(generation))
+                        .await
+                        .map_err(AttemptError::Final)?;
+                    continue;
+                }
+            }
+            return Ok(check_status(endpoint, answer)?);
+        }
     }
 
     /// The `Authorization` header for the next attempt. In token mode, logs
@@ -980,8 +1021,29 @@ impl PrimeroClient {
         })
     }
 
-    /// `POST /api/v2/tokens`; returns the ready `Bearer …` header.
+    /// `POST /api/v2/tokens`, retried like an idempotent call (a login
+    /// changes nothing); returns the ready `Bearer …` header.
     async fn login(&self, user_name: &str, password: &str) -> Result<HeaderValue, ConnectorError> {
+        retry::run(
+            &self.inner.config.retry,
+            "primero",
+            EP_TOKENS,
+            CallKind::Idempotent,
+            None,
+            || async {
+                self.login_once(user_name, password)
+                    .await
+                    .map_err(AttemptError::Call)
+            },
+        )
+        .await
+    }
+
+    async fn login_once(
+        &self,
+        user_name: &str,
+        password: &str,
+    ) -> Result<HeaderValue, ConnectorError> {
         let span = tracing::debug_span!(
             "primero_call",
             endpoint = EP_TOKENS,
@@ -1054,6 +1116,8 @@ pub struct CasePager {
     client: PrimeroClient,
     query: CaseQuery,
     next: Option<u64>,
+    /// Rows served so far, to notice a listing that repeated or skipped rows.
+    rows: u64,
 }
 
 impl CasePager {
@@ -1064,6 +1128,18 @@ impl CasePager {
         };
         let page = self.client.list_cases_page(&self.query, page_no).await?;
         self.next = (page.has_next() && page_no < MAX_PAGES).then_some(page_no + 1);
+        self.rows += page.data.len() as u64;
+        if self.next.is_none() && self.rows != page.total {
+            // Records changing while we page, or a partner paging bug: the
+            // caller's cursor logic copes; say so for the operator.
+            tracing::warn!(
+                endpoint = EP_LIST_CASES,
+                rows = self.rows,
+                total = page.total,
+                pages = page_no,
+                "Primero listing served a different number of rows than its total"
+            );
+        }
         Ok(Some(page))
     }
 }

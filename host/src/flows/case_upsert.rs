@@ -35,6 +35,27 @@ impl CaseReferral {
     }
 }
 
+/// One upsert at a time per UNHCR individual: two referrals of one person
+/// worked on at once would otherwise both find no case and both create one.
+#[derive(Default)]
+pub struct IndividualLocks {
+    locks:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl IndividualLocks {
+    pub async fn lock(&self, unhcr_individual_no: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(unhcr_individual_no.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+}
+
 /// Whether a stored `progres_interventionnumber` (plain, or the composite
 /// `<number>,<lpinterventionid>,<businessunit>`) is this intervention. Exact
 /// match on the number part: the original's prefix match took `…-100009`

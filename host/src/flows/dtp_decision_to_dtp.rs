@@ -69,6 +69,8 @@ pub struct Dtp12<'a> {
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    pub ledger: &'a crate::flows::ledger::Ledger<'a>,
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Dtp12<'_> {
@@ -80,6 +82,8 @@ impl Dtp12<'_> {
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,
+            ledger: self.ledger,
+            stop: self.stop,
             send: DtpSender { dtp: self.dtp },
         }
         .run(run_id, today)

@@ -31,6 +31,8 @@ pub struct Dtp21<'a> {
     pub dtp: &'a DtpClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    pub ledger: &'a crate::flows::ledger::Ledger<'a>,
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// The DTP part of what the job emits: the flat body of example 10.
@@ -100,6 +102,8 @@ impl Dtp21<'_> {
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,
+            ledger: self.ledger,
+            stop: self.stop,
             associated_user: Some(unhcr_user),
             deliver: DtpDelivery {
                 dtp: self.dtp,

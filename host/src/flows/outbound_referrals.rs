@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::ledger::Ledger;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
@@ -36,6 +38,7 @@ use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
 use crate::store::{Delivery, Store};
+use tokio_util::sync::CancellationToken;
 
 /// Skip code of a service that is not a new UNHCR referral (jobs/lib/outbound-referral.js).
 pub const NOT_REFERRED: &str = "not-referred";
@@ -89,6 +92,8 @@ pub struct OutboundRun<'a, D> {
     /// Only cases associated with this user (design A: the UNHCR recipient).
     pub associated_user: Option<String>,
     pub deliver: D,
+    pub ledger: &'a Ledger<'a>,
+    pub stop: &'a CancellationToken,
 }
 
 /// The record bundle handed to the job (jobs/lib/outbound-referral.js).
@@ -208,15 +213,19 @@ fn earliest_referral(
         .min()
 }
 
-/// Per-run state shared by the cases of one run.
-struct RunState {
+/// Per-run state of the job side: one instance, the users once.
+struct Visitor<'r, 'a, D> {
+    run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
-    since: Option<DateTime<Utc>>,
-    tracker: CursorTracker,
     /// Primero users by user name, loaded at most once per run.
     users: Option<HashMap<String, User>>,
-    report: RunReport,
+}
+
+impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
+    async fn visit(&mut self, case: &Case, st: &mut ScanState) {
+        self.one_case(st, case).await
+    }
 }
 
 impl<D: Deliver> OutboundRun<'_, D> {
@@ -227,31 +236,13 @@ impl<D: Deliver> OutboundRun<'_, D> {
     }
 
     async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
-        let mut report = RunReport {
-            flow: self.flow.into(),
-            run_id: run_id.into(),
-            ..RunReport::default()
-        };
         // One job version and one mapping version for the whole run.
         let instance = match self.catalog.instance(self.job).await {
             Ok(i) => i,
-            Err(e) => {
-                report.aborted = Some(e.to_string());
-                return report;
-            }
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
-        let since = match read_cursor(self.store, self.flow).await {
-            Ok(since) => since,
-            Err(why) => {
-                report.aborted = Some(why);
-                return report;
-            }
-        };
-        tracing::info!(
-            cursor = since.map(format_cursor).as_deref().unwrap_or("(none)"),
-            "reading cases changed since the cursor"
-        );
-        let mut st = RunState {
+        let mut visitor = Visitor {
+            run: self,
             instance,
             ctx: JobContext {
                 flow: self.flow.into(),
@@ -259,21 +250,24 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 today: today.into(),
                 dry_run: false,
             },
-            since,
-            tracker: CursorTracker::new(since),
             users: None,
-            report,
         };
-        self.read_cases(&mut st).await;
-
-        let mut report = st.report;
-        match st.tracker.next() {
-            Some(next) => match self.store.set_cursor(self.flow, &format_cursor(next)).await {
-                Ok(()) => tracing::info!(cursor = %format_cursor(next), "cursor committed"),
-                Err(e) => report.aborted = Some(e.to_string()),
-            },
-            None => tracing::info!("cursor unchanged"),
-        }
+        let user = self.associated_user.clone();
+        let query = move |from| query(user.as_deref(), from);
+        let scan = CaseScan {
+            flow: self.flow,
+            primero: self.primero,
+            store: self.store,
+            ledger: self.ledger,
+            stop: self.stop,
+            query: &query,
+        };
+        let report = RunReport {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            ..RunReport::default()
+        };
+        let report = scan.run(report, &mut visitor).await;
         tracing::info!(
             cases = report.fetched,
             sent = report.count("sent"),
@@ -284,66 +278,25 @@ impl<D: Deliver> OutboundRun<'_, D> {
         );
         report
     }
+}
 
-    fn query(&self, from: Option<DateTime<Utc>>) -> CaseQuery {
-        let mut q = CaseQuery::new()
-            .remote(true)
-            .order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
-        if let Some(user) = &self.associated_user {
-            q = q.associated_user_name(user.clone());
-        }
-        if let Some(t) = from {
-            q = q.updated_since(t);
-        }
-        q
+/// Remote cases changed since `from`, oldest change first.
+fn query(associated_user: Option<&str>, from: Option<DateTime<Utc>>) -> CaseQuery {
+    let mut q = CaseQuery::new()
+        .remote(true)
+        .order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
+    if let Some(user) = associated_user {
+        q = q.associated_user_name(user.to_string());
     }
-
-    /// Keyset paging over the changed cases (see the module doc).
-    async fn read_cases(&self, st: &mut RunState) {
-        let mut from = st.since;
-        let mut page_no = 1;
-        // Cases already handled in this run, with the version handled.
-        let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-        loop {
-            let page = match self
-                .primero
-                .list_cases_page(&self.query(from), page_no)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    // Everything read so far still counts for the cursor.
-                    st.report.aborted = Some(e.to_string());
-                    return;
-                }
-            };
-            let more = page.has_next();
-            let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
-            for case in page.data {
-                if seen.get(&case.id) == Some(&case.last_updated_at) {
-                    continue;
-                }
-                seen.insert(case.id.clone(), case.last_updated_at);
-                st.report.fetched += 1;
-                st.tracker.saw(case.last_updated_at);
-                let span = tracing::info_span!("case", case = %case.id);
-                self.one_case(st, &case).instrument(span).await;
-            }
-            if !more {
-                return;
-            }
-            match newest {
-                Some(t) if from.is_none_or(|f| t > f) => {
-                    from = Some(t);
-                    page_no = 1;
-                }
-                // A whole page on one timestamp: step through it by number.
-                _ => page_no += 1,
-            }
-        }
+    if let Some(t) = from {
+        q = q.updated_since(t);
     }
+    q
+}
 
-    async fn one_case(&self, st: &mut RunState, case: &Case) {
+impl<D: Deliver> Visitor<'_, '_, D> {
+    async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
+        let run = self.run;
         let service_ids: Vec<&str> = case
             .services_section
             .iter()
@@ -352,13 +305,13 @@ impl<D: Deliver> OutboundRun<'_, D> {
         if service_ids.is_empty() {
             return;
         }
-        let referrals = match self.primero.list_referrals(&case.id).await {
+        let referrals = match run.primero.list_referrals(&case.id).await {
             Ok(r) => r,
             Err(e) => {
+                // Recorded under the case id: no service was reached.
                 st.tracker.hold(None);
-                st.report
-                    .records
-                    .push(report_record(&case.id, partner_failure(&e)));
+                let outcome = run.ledger.settle(&case.id, partner_failure(&e), None).await;
+                st.report.records.push(report_record(&case.id, outcome));
                 return;
             }
         };
@@ -372,11 +325,11 @@ impl<D: Deliver> OutboundRun<'_, D> {
         if !recent {
             return;
         }
-        if st.users.is_none() {
-            match self.primero.list_users().await {
+        if self.users.is_none() {
+            match run.primero.list_users().await {
                 Ok(list) => {
                     tracing::debug!(users = list.len(), "Primero users loaded");
-                    st.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
+                    self.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
                 }
                 Err(e) => {
                     let needs = service_ids
@@ -394,18 +347,30 @@ impl<D: Deliver> OutboundRun<'_, D> {
         let owner = case
             .owned_by
             .as_deref()
-            .and_then(|o| st.users.as_ref().and_then(|u| u.get(o)));
+            .and_then(|o| self.users.as_ref().and_then(|u| u.get(o)));
         let owner = owner.cloned();
         for service_id in service_ids {
+            if !run.ledger.selects(service_id) {
+                continue;
+            }
+            if let Some(parked) = run.ledger.parked(service_id) {
+                st.report.records.push(report_record(service_id, parked));
+                continue;
+            }
             let span = tracing::info_span!("record", record = %service_id);
             let outcome = self
                 .one_service(st, case, service_id, &referrals, owner.as_ref())
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
             if let Some((outcome, needs)) = outcome {
-                if !outcome.is_delivered() && !matches!(outcome, RecordOutcome::Skipped { .. }) {
-                    st.tracker
-                        .hold(needs.or_else(|| earliest_referral(&referrals, service_id, since)));
+                let needs = needs.or_else(|| earliest_referral(&referrals, service_id, since));
+                let outcome = run
+                    .ledger
+                    .settle(service_id, outcome, needs.map(format_cursor).as_deref())
+                    .instrument(span)
+                    .await;
+                if outcome.holds_cursor() {
+                    st.tracker.hold(needs);
                 }
                 tracing::info!(outcome = outcome.label(), "referral handled");
                 st.report.records.push(report_record(service_id, outcome));
@@ -416,8 +381,8 @@ impl<D: Deliver> OutboundRun<'_, D> {
     /// One service: `None` when it is not a new UNHCR referral; else the
     /// outcome and, when known, the referral date it needs the cursor to keep.
     async fn one_service(
-        &self,
-        st: &mut RunState,
+        &mut self,
+        st: &ScanState,
         case: &Case,
         service_id: &str,
         referrals: &[Referral],
@@ -434,7 +399,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Ok(j) => j,
             Err(e) => return Some((failed("internal", e.to_string()), None)),
         };
-        let item = match st.instance.run(&st.ctx, service_id, &json).await {
+        let item = match self.instance.run(&self.ctx, service_id, &json).await {
             Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_REFERRED) => {
                 return None
             }
@@ -444,11 +409,12 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 match serde_json::from_value::<EmittedReferral<D::Payload>>(value) {
                     Ok(item) if item.service_id == service_id => item,
                     Ok(_) => {
-                        let why = format!("job {} emitted another service's referral", self.job);
+                        let why =
+                            format!("job {} emitted another service's referral", self.run.job);
                         return Some((failed("job-invalid-output", why), None));
                     }
                     Err(e) => {
-                        let why = format!("job {} emitted an unexpected shape: {e}", self.job);
+                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
                         return Some((failed("job-invalid-output", why), None));
                     }
                 }
@@ -464,7 +430,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             );
         }
         let needs = Some(item.referred_at);
-        let previous = match self.store.delivery(self.flow, service_id).await {
+        let previous = match self.run.store.delivery(self.run.flow, service_id).await {
             Ok(p) => p,
             Err(e) => return Some((failed("state", e.to_string()), needs)),
         };
@@ -476,7 +442,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 needs,
             ));
         }
-        let outcome = self.deliver.deliver(&item, previous.as_ref()).await;
+        let outcome = self.run.deliver.deliver(&item, previous.as_ref()).await;
         Some((outcome, needs))
     }
 }

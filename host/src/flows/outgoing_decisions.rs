@@ -22,21 +22,22 @@
 //!   `bad-input` failure does not hold the cursor: fixing it means editing the
 //!   case, which brings it back.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::outbound_referrals::{format_cursor, read_cursor, CursorTracker};
+use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::ledger::Ledger;
+use super::outbound_referrals::format_cursor;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobFailure, JobInstance, JobOutcome};
 use crate::store::Store;
+use tokio_util::sync::CancellationToken;
 
 /// Skip code of a service without a decision (jobs/lib/decisions.js); not reported.
 pub const NOT_A_DECISION: &str = "not-a-decision";
@@ -96,6 +97,8 @@ pub struct DecisionRun<'a, S> {
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    pub ledger: &'a Ledger<'a>,
+    pub stop: &'a CancellationToken,
     pub send: S,
 }
 
@@ -142,11 +145,17 @@ impl ServiceResult {
     }
 }
 
-struct RunState {
+/// Per-run state of the job side: one instance, one context.
+struct Visitor<'r, 'a, S> {
+    run: &'r DecisionRun<'a, S>,
     instance: JobInstance,
     ctx: JobContext,
-    tracker: CursorTracker,
-    report: RunReport,
+}
+
+impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
+    async fn visit(&mut self, case: &Case, st: &mut ScanState) {
+        self.one_case(st, case).await
+    }
 }
 
 impl<S: SendDecision> DecisionRun<'_, S> {
@@ -157,31 +166,13 @@ impl<S: SendDecision> DecisionRun<'_, S> {
     }
 
     async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
-        let mut report = RunReport {
-            flow: self.flow.into(),
-            run_id: run_id.into(),
-            ..RunReport::default()
-        };
         // One job version and one mapping version for the whole run.
         let instance = match self.catalog.instance(self.job).await {
             Ok(i) => i,
-            Err(e) => {
-                report.aborted = Some(e.to_string());
-                return report;
-            }
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
-        let since = match read_cursor(self.store, self.flow).await {
-            Ok(since) => since,
-            Err(why) => {
-                report.aborted = Some(why);
-                return report;
-            }
-        };
-        tracing::info!(
-            cursor = since.map(format_cursor).as_deref().unwrap_or("(none)"),
-            "reading cases changed since the cursor"
-        );
-        let mut st = RunState {
+        let mut visitor = Visitor {
+            run: self,
             instance,
             ctx: JobContext {
                 flow: self.flow.into(),
@@ -189,19 +180,21 @@ impl<S: SendDecision> DecisionRun<'_, S> {
                 today: today.into(),
                 dry_run: false,
             },
-            tracker: CursorTracker::new(since),
-            report,
         };
-        self.read_cases(&mut st, since).await;
-
-        let mut report = st.report;
-        match st.tracker.next() {
-            Some(next) => match self.store.set_cursor(self.flow, &format_cursor(next)).await {
-                Ok(()) => tracing::info!(cursor = %format_cursor(next), "cursor committed"),
-                Err(e) => report.aborted = Some(e.to_string()),
-            },
-            None => tracing::info!("cursor unchanged"),
-        }
+        let scan = CaseScan {
+            flow: self.flow,
+            primero: self.primero,
+            store: self.store,
+            ledger: self.ledger,
+            stop: self.stop,
+            query: &query,
+        };
+        let report = RunReport {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            ..RunReport::default()
+        };
+        let report = scan.run(report, &mut visitor).await;
         tracing::info!(
             cases = report.fetched,
             sent = report.count("sent"),
@@ -211,77 +204,54 @@ impl<S: SendDecision> DecisionRun<'_, S> {
         );
         report
     }
+}
 
-    fn query(from: Option<DateTime<Utc>>) -> CaseQuery {
-        let q = CaseQuery::new().order_by(
-            CaseOrderBy::LastUpdatedAt,
-            crate::connectors::primero::SortOrder::Asc,
-        );
-        match from {
-            Some(t) => q.updated_since(t),
-            None => q,
-        }
+fn query(from: Option<DateTime<Utc>>) -> CaseQuery {
+    let q = CaseQuery::new().order_by(
+        CaseOrderBy::LastUpdatedAt,
+        crate::connectors::primero::SortOrder::Asc,
+    );
+    match from {
+        Some(t) => q.updated_since(t),
+        None => q,
     }
+}
 
-    /// Keyset paging over the changed cases (see the module doc).
-    async fn read_cases(&self, st: &mut RunState, since: Option<DateTime<Utc>>) {
-        let mut from = since;
-        let mut page_no = 1;
-        // Cases already handled in this run, with the version handled.
-        let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-        loop {
-            let page = match self
-                .primero
-                .list_cases_page(&Self::query(from), page_no)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    // Everything read so far still counts for the cursor.
-                    st.report.aborted = Some(e.to_string());
-                    return;
-                }
-            };
-            let more = page.has_next();
-            let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
-            for case in page.data {
-                if seen.get(&case.id) == Some(&case.last_updated_at) {
-                    continue;
-                }
-                seen.insert(case.id.clone(), case.last_updated_at);
-                st.report.fetched += 1;
-                st.tracker.saw(case.last_updated_at);
-                let span = tracing::info_span!("case", case = %case.id);
-                self.one_case(st, &case).instrument(span).await;
-            }
-            if !more {
-                return;
-            }
-            match newest {
-                Some(t) if from.is_none_or(|f| t > f) => {
-                    from = Some(t);
-                    page_no = 1;
-                }
-                // A whole page on one timestamp: step through it by number.
-                _ => page_no += 1,
-            }
-        }
-    }
-
-    async fn one_case(&self, st: &mut RunState, case: &Case) {
+impl<S: SendDecision> Visitor<'_, '_, S> {
+    async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
+        let ledger = self.run.ledger;
         for service in &case.services_section {
             let record_id = delivery_key(
                 &case.id,
                 service.unique_id.as_deref().unwrap_or("(no unique_id)"),
             );
+            if !ledger.selects(&record_id) {
+                continue;
+            }
+            if let Some(parked) = ledger.parked(&record_id) {
+                st.report.records.push(RecordReport {
+                    source_id: record_id,
+                    outcome: parked,
+                    acknowledged: false,
+                    ack_error: None,
+                });
+                continue;
+            }
             let span = tracing::info_span!("record", record = %record_id);
-            let Some(result) = self
-                .one_service(st, case, service, &record_id)
-                .instrument(span)
+            let Some(mut result) = self
+                .one_service(case, service, &record_id)
+                .instrument(span.clone())
                 .await
             else {
                 continue;
             };
+            let hint = case.last_updated_at.map(format_cursor);
+            result.outcome = ledger
+                .settle(&record_id, result.outcome, hint.as_deref())
+                .instrument(span)
+                .await;
+            // A dead-lettered decision no longer keeps the cursor.
+            result.hold &= result.outcome.holds_cursor();
             if result.hold {
                 // Read this case again next run.
                 st.tracker.hold(case.last_updated_at);
@@ -303,8 +273,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
 
     /// One service: `None` when it carries no decision.
     async fn one_service(
-        &self,
-        st: &mut RunState,
+        &mut self,
         case: &Case,
         service: &Service,
         record_id: &str,
@@ -322,7 +291,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(j) => j,
             Err(e) => return Some(ServiceResult::retry(failed("internal", e.to_string()))),
         };
-        let item = match st.instance.run(&st.ctx, record_id, &json).await {
+        let item = match self.instance.run(&self.ctx, record_id, &json).await {
             Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_A_DECISION) => {
                 return None
             }
@@ -341,18 +310,19 @@ impl<S: SendDecision> DecisionRun<'_, S> {
                         item
                     }
                     Ok(_) => {
-                        let why = format!("job {} emitted another service's decision", self.job);
+                        let why =
+                            format!("job {} emitted another service's decision", self.run.job);
                         return Some(ServiceResult::retry(failed("job-invalid-output", why)));
                     }
                     Err(e) => {
-                        let why = format!("job {} emitted an unexpected shape: {e}", self.job);
+                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
                         return Some(ServiceResult::retry(failed("job-invalid-output", why)));
                     }
                 }
             }
         };
         let fingerprint = item.decision.fingerprint();
-        match self.store.delivery(self.flow, record_id).await {
+        match self.run.store.delivery(self.run.flow, record_id).await {
             Ok(Some(previous)) if previous.fingerprint == fingerprint => {
                 return Some(ServiceResult::done(RecordOutcome::AlreadySent {
                     target_id: previous.target_id,
@@ -361,11 +331,12 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(_) => {}
             Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
         }
-        match self.send.send(&item).await {
+        match self.run.send.send(&item).await {
             Sent::Delivered { target_id } => {
                 match self
+                    .run
                     .store
-                    .record_delivery(self.flow, record_id, &fingerprint, target_id.as_deref())
+                    .record_delivery(self.run.flow, record_id, &fingerprint, target_id.as_deref())
                     .await
                 {
                     Ok(()) => Some(ServiceResult::done(RecordOutcome::Sent { target_id })),

@@ -52,6 +52,8 @@ pub struct Ping22<'a> {
     pub ping: &'a PingClient,
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
+    pub ledger: &'a crate::flows::ledger::Ledger<'a>,
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// A row value as text (option-set codes arrive as numbers or strings).
@@ -143,6 +145,20 @@ impl Ping22<'_> {
             dry_run: false,
         };
         for id in &ids {
+            if self.stop.is_cancelled() {
+                // Not started: stays unsynced in proGres for the next run.
+                report.stopped = true;
+                break;
+            }
+            if let Some(parked) = self.ledger.parked(id) {
+                report.records.push(RecordReport {
+                    source_id: id.clone(),
+                    outcome: parked,
+                    acknowledged: false,
+                    ack_error: None,
+                });
+                continue;
+            }
             let span = tracing::info_span!("record", record = %id);
             let record = self
                 .one(&mut instance, &ctx, id, details_sp, synced_sp)
@@ -170,6 +186,7 @@ impl Ping22<'_> {
         synced_sp: &str,
     ) -> RecordReport {
         let (outcome, synced) = self.apply(instance, ctx, id, details_sp).await;
+        let outcome = self.ledger.settle(id, outcome, None).await;
         let mut record = RecordReport {
             source_id: id.to_string(),
             outcome,

@@ -67,6 +67,8 @@ pub struct Ping12<'a> {
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    pub ledger: &'a crate::flows::ledger::Ledger<'a>,
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Ping12<'_> {
@@ -90,6 +92,8 @@ impl Ping12<'_> {
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,
+            ledger: self.ledger,
+            stop: self.stop,
             send: PingSender {
                 ping: self.ping,
                 shipping_process: sp,

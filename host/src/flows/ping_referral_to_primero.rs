@@ -16,13 +16,16 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use super::case_upsert::{same_intervention, CaseReferral};
-use super::case_upsert::{upsert_case, UpsertError};
+use super::case_upsert::{upsert_case, IndividualLocks, UpsertError};
+use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
 use crate::connectors::ping::{Field, IngestionRecord, PingClient};
 use crate::connectors::primero::PrimeroClient;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
 
 pub const FLOW: &str = "ping-1.1";
 pub const JOB: &str = "progres-referral-to-primero";
@@ -35,6 +38,22 @@ pub struct Ping11<'a> {
     pub ping: &'a PingClient,
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
+    pub ledger: &'a Ledger<'a>,
+    pub stop: &'a CancellationToken,
+    /// Interventions worked on at once (partner calls are further bounded
+    /// per partner by the clients).
+    pub concurrency: usize,
+}
+
+/// What the records of one run share.
+struct RunShared<'a> {
+    /// One instance for the run; a job call is short, so records take turns.
+    instance: tokio::sync::Mutex<JobInstance>,
+    ctx: JobContext,
+    locks: IndividualLocks,
+    details_sp: &'a str,
+    status_sp: &'a str,
+    today: &'a str,
 }
 
 fn text(row: &Row, key: &str) -> Option<String> {
@@ -73,7 +92,7 @@ impl Ping11<'_> {
             return report;
         };
         // One job version and one mapping version for the whole run.
-        let mut instance = match self.catalog.instance(JOB).await {
+        let instance = match self.catalog.instance(JOB).await {
             Ok(i) => i,
             Err(e) => {
                 report.aborted = Some(e.to_string());
@@ -89,31 +108,50 @@ impl Ping11<'_> {
         };
         report.fetched = deliveries.len();
         tracing::info!(pending = deliveries.len(), "pending proGres referrals");
-        let ctx = JobContext {
-            flow: FLOW.into(),
-            run_id: run_id.into(),
-            today: today.into(),
-            dry_run: false,
+        let shared = RunShared {
+            instance: tokio::sync::Mutex::new(instance),
+            ctx: JobContext {
+                flow: FLOW.into(),
+                run_id: run_id.into(),
+                today: today.into(),
+                dry_run: false,
+            },
+            locks: IndividualLocks::default(),
+            details_sp,
+            status_sp,
+            today,
         };
-        for delivery in &deliveries {
-            let id = text(delivery, "progres_lpinterventionid")
-                .or_else(|| text(delivery, "progres_intervention"))
-                .unwrap_or_default();
-            let span = tracing::info_span!("record", record = %id);
-            let record = self
-                .one(
-                    &mut instance,
-                    &ctx,
-                    delivery,
-                    &id,
-                    details_sp,
-                    status_sp,
-                    today,
-                )
-                .instrument(span)
-                .await;
-            report.records.push(record);
-        }
+        let shared = &shared;
+        // Records run concurrently, results kept in list order.
+        let deliveries = &deliveries;
+        // By index: a closure over `&Row` items trips the compiler's
+        // higher-ranked lifetime check once the future must be `Send`.
+        let records: Vec<Option<RecordReport>> = stream::iter(0..deliveries.len())
+            .map(|i| async move {
+                let delivery = &deliveries[i];
+                if self.stop.is_cancelled() {
+                    // Not started: stays pending in proGres for the next run.
+                    return None;
+                }
+                let id = text(delivery, "progres_lpinterventionid")
+                    .or_else(|| text(delivery, "progres_intervention"))
+                    .unwrap_or_default();
+                if let Some(parked) = self.ledger.parked(&id) {
+                    return Some(RecordReport {
+                        source_id: id,
+                        outcome: parked,
+                        acknowledged: false,
+                        ack_error: None,
+                    });
+                }
+                let span = tracing::info_span!("record", record = %id);
+                Some(self.one(shared, delivery, &id).instrument(span).await)
+            })
+            .buffered(self.concurrency.max(1))
+            .collect()
+            .await;
+        report.stopped = records.iter().any(Option::is_none);
+        report.records = records.into_iter().flatten().collect();
         tracing::info!(
             created = report.count("created"),
             updated = report.count("updated"),
@@ -126,18 +164,10 @@ impl Ping11<'_> {
         report
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn one(
-        &self,
-        instance: &mut JobInstance,
-        ctx: &JobContext,
-        delivery: &Row,
-        id: &str,
-        details_sp: &str,
-        status_sp: &str,
-        today: &str,
-    ) -> RecordReport {
-        let outcome = self.deliver(instance, ctx, delivery, id, details_sp).await;
+    async fn one(&self, shared: &RunShared<'_>, delivery: &Row, id: &str) -> RecordReport {
+        let outcome = self.deliver(shared, delivery, id).await;
+        let outcome = self.ledger.settle(id, outcome, None).await;
+        let (status_sp, today) = (shared.status_sp, shared.today);
         let mut record = RecordReport {
             source_id: if id.is_empty() {
                 "(no intervention id)".into()
@@ -190,14 +220,8 @@ impl Ping11<'_> {
     }
 
     /// Fetch, map and write one intervention.
-    async fn deliver(
-        &self,
-        instance: &mut JobInstance,
-        ctx: &JobContext,
-        delivery: &Row,
-        id: &str,
-        details_sp: &str,
-    ) -> RecordOutcome {
+    async fn deliver(&self, shared: &RunShared<'_>, delivery: &Row, id: &str) -> RecordOutcome {
+        let details_sp = shared.details_sp;
         if id.is_empty() {
             return failed(
                 "bad-input",
@@ -222,7 +246,13 @@ impl Ping11<'_> {
             Ok(j) => j,
             Err(e) => return failed("internal", e.to_string()),
         };
-        let referral = match instance.run(ctx, id, &bundle_json).await {
+        let result = shared
+            .instance
+            .lock()
+            .await
+            .run(&shared.ctx, id, &bundle_json)
+            .await;
+        let referral = match result {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
                 Err(e) => {
@@ -235,6 +265,7 @@ impl Ping11<'_> {
             Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
             Err(e) => return failed(e.code(), e.to_string()),
         };
+        let _one_at_a_time = shared.locks.lock(&referral.unhcr_individual_no).await;
         self.upsert(&referral).await
     }
 

@@ -37,6 +37,8 @@ pub struct Ping21<'a> {
     pub ping: &'a PingClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
+    pub ledger: &'a crate::flows::ledger::Ledger<'a>,
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// The PING part of what the job emits.
@@ -235,6 +237,8 @@ impl Ping21<'_> {
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,
+            ledger: self.ledger,
+            stop: self.stop,
             associated_user: None,
             deliver: PingDelivery {
                 ping: self.ping,

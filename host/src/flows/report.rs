@@ -29,6 +29,11 @@ pub enum RecordOutcome {
     Sent { target_id: Option<String> },
     /// Sent by an earlier run already: not sent again.
     AlreadySent { target_id: Option<String> },
+    /// Failed once too often: moved to the dead letter (the cursor may move
+    /// past it); an operator replays it.
+    DeadLettered { code: String, reason: String },
+    /// Waits in the dead letter from an earlier run: not attempted.
+    Parked { dead_letter_id: i64 },
 }
 
 impl RecordOutcome {
@@ -42,6 +47,43 @@ impl RecordOutcome {
             RecordOutcome::Failed { .. } => "failed",
             RecordOutcome::Sent { .. } => "sent",
             RecordOutcome::AlreadySent { .. } => "already sent",
+            RecordOutcome::DeadLettered { .. } => "dead-lettered",
+            RecordOutcome::Parked { .. } => "in dead letter",
+        }
+    }
+
+    /// Whether a cursor must stay so the next run reads the record again.
+    pub fn holds_cursor(&self) -> bool {
+        matches!(
+            self,
+            RecordOutcome::Failed { .. } | RecordOutcome::Held { .. }
+        )
+    }
+
+    /// The reason code of a record not written.
+    pub fn reason_code(&self) -> Option<&str> {
+        match self {
+            RecordOutcome::Failed { code, .. } | RecordOutcome::DeadLettered { code, .. } => {
+                Some(code)
+            }
+            RecordOutcome::Held { reason, .. } | RecordOutcome::Skipped { reason } => {
+                // Codes lead the reason ("ambiguous-match", "not-referred: …").
+                reason.split([':', ' ']).next()
+            }
+            _ => None,
+        }
+    }
+
+    /// The id the target system knows the record by, when there is one.
+    pub fn target_id(&self) -> Option<&str> {
+        match self {
+            RecordOutcome::Created { case_id }
+            | RecordOutcome::Updated { case_id }
+            | RecordOutcome::AlreadyPresent { case_id } => Some(case_id),
+            RecordOutcome::Sent { target_id } | RecordOutcome::AlreadySent { target_id } => {
+                target_id.as_deref()
+            }
+            _ => None,
         }
     }
 
@@ -96,6 +138,10 @@ pub struct RunReport {
     pub records: Vec<RecordReport>,
     /// A failure that stopped the run before every record was seen.
     pub aborted: Option<String>,
+    /// The process is shutting down: the run stopped between records; what
+    /// was not reached is read again next run.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 impl RunReport {
@@ -134,12 +180,17 @@ impl fmt::Display for RunReport {
             "failed",
             "sent",
             "already sent",
+            "dead-lettered",
+            "in dead letter",
         ] {
             writeln!(f, "  {:<18}{:>6}", label, self.count(label))?;
         }
         writeln!(f, "  {:<18}{:>6}", "acknowledged", self.acknowledged())?;
         if let Some(why) = &self.aborted {
             writeln!(f, "  run stopped early: {why}")?;
+        }
+        if self.stopped {
+            writeln!(f, "  run stopped between records: shutting down")?;
         }
         for r in &self.records {
             match &r.outcome {
@@ -154,6 +205,9 @@ impl fmt::Display for RunReport {
                 }
                 RecordOutcome::Skipped { reason } => {
                     writeln!(f, "  skipped {}: {reason}", r.source_id)?
+                }
+                RecordOutcome::DeadLettered { code, reason } => {
+                    writeln!(f, "  dead-lettered {}: [{code}] {reason}", r.source_id)?
                 }
                 _ => {}
             }

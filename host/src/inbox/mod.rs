@@ -42,6 +42,16 @@ impl InboxKind {
         }
     }
 
+    /// The flow that handles this kind (its attempts and dead letter).
+    pub fn flow(self) -> &'static str {
+        match self {
+            InboxKind::PrimeroOutgoingReferral => crate::flows::dtp_referral_to_primero::FLOW,
+            InboxKind::PrimeroIncomingReferralDecision => {
+                crate::flows::dtp_decision_to_primero::FLOW
+            }
+        }
+    }
+
     pub fn from_request_type(s: &str) -> Option<Self> {
         match s {
             "PrimeroOutgoingReferral" => Some(InboxKind::PrimeroOutgoingReferral),

@@ -1,7 +1,10 @@
-//! Hands stored inbox messages to their flow, and removes each one once it
-//! is done with: delivered, or failed for good. A message whose handler says
-//! "try again later" stays (its attempt is counted); so does one that cannot
-//! be opened, since deleting it would lose a referral over a key mistake.
+//! Hands stored inbox messages to their flow, and deletes each one once it
+//! is delivered. A message whose handler says "try again later" stays (its
+//! attempt is counted) until it has failed `max_attempts` times; then, or at
+//! once when the handler says it will never succeed, it moves to the dead
+//! letter: still sealed, no longer pending, until an operator replays it. A
+//! message that cannot be opened stays too, since deleting it would lose a
+//! referral over a key mistake.
 
 use std::sync::Arc;
 
@@ -20,6 +23,8 @@ pub struct InboxProcessor {
     pub store: Arc<dyn Store>,
     pub sealer: Sealer,
     pub handler: Arc<dyn InboxHandler>,
+    /// Failed attempts before a message moves to the dead letter.
+    pub max_attempts: u32,
 }
 
 /// What became of one message.
@@ -28,8 +33,8 @@ pub struct InboxProcessor {
 pub enum Disposition {
     /// Handled; the message was deleted.
     Done { report: RunReport },
-    /// Will never succeed; the message was deleted.
-    Dropped { reason: String },
+    /// Failed for good or too often: set aside (sealed) in the dead letter.
+    DeadLettered { reason: String },
     /// Kept for a later attempt.
     Kept { reason: String },
     /// Kept: the sealed body could not be opened (wrong key or damage).
@@ -56,8 +61,8 @@ impl InboxSummary {
     pub fn done(&self) -> usize {
         self.count(|d| matches!(d, Disposition::Done { .. }))
     }
-    pub fn dropped(&self) -> usize {
-        self.count(|d| matches!(d, Disposition::Dropped { .. }))
+    pub fn dead_lettered(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::DeadLettered { .. }))
     }
     pub fn kept(&self) -> usize {
         self.count(|d| matches!(d, Disposition::Kept { .. } | Disposition::Unreadable))
@@ -73,7 +78,13 @@ impl InboxProcessor {
             store,
             sealer,
             handler,
+            max_attempts: crate::flows::ledger::DeliveryPolicy::default().max_attempts,
         }
+    }
+
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
     }
 
     /// Every pending message, oldest first.
@@ -125,10 +136,14 @@ impl InboxProcessor {
         drop(plain);
         let (kind, body) = match parsed {
             (Some(kind), Ok(body)) => (kind, body),
-            (None, _) => return self.drop_message(id, "unknown message kind".into()).await,
-            (_, Err(_)) => {
+            (None, _) => {
                 return self
-                    .drop_message(id, "stored body is not JSON".into())
+                    .dead_letter(message, "inbox", "unknown-kind", "unknown message kind")
+                    .await
+            }
+            (Some(kind), Err(_)) => {
+                return self
+                    .dead_letter(message, kind.flow(), "bad-input", "stored body is not JSON")
                     .await
             }
         };
@@ -138,21 +153,41 @@ impl InboxProcessor {
                 tracing::info!(records = report.records.len(), "inbox message processed");
                 Ok(Disposition::Done { report })
             }
-            Err(HandlerError::Permanent(reason)) => self.drop_message(id, reason).await,
+            Err(HandlerError::Permanent(reason)) => {
+                self.dead_letter(message, kind.flow(), "permanent", &reason)
+                    .await
+            }
             Err(HandlerError::Retryable(reason)) => {
                 let reason = truncate(&reason);
-                tracing::warn!(%reason, attempt = message.attempts + 1, "inbox message kept for retry");
+                let attempt = message.attempts + 1;
                 self.store.inbox_failed(id, &reason).await?;
+                if attempt >= i64::from(self.max_attempts) {
+                    return self
+                        .dead_letter(message, kind.flow(), "retries-exhausted", &reason)
+                        .await;
+                }
+                tracing::warn!(%reason, attempt, "inbox message kept for retry");
                 Ok(Disposition::Kept { reason })
             }
         }
     }
 
-    async fn drop_message(&self, id: &str, reason: String) -> Result<Disposition, StoreError> {
-        let reason = truncate(&reason);
-        tracing::warn!(%reason, "inbox message failed for good; deleted");
-        self.store.inbox_delete(id).await?;
-        Ok(Disposition::Dropped { reason })
+    /// Set the message aside, sealed, until an operator replays it.
+    async fn dead_letter(
+        &self,
+        message: &InboxMessage,
+        flow: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<Disposition, StoreError> {
+        let reason = truncate(reason);
+        let id = message.id.as_str();
+        self.store.inbox_set_dead(id, &reason).await?;
+        self.store
+            .dead_letter_put(flow, id, code, &reason, message.attempts + 1, None)
+            .await?;
+        tracing::warn!(%reason, code, "inbox message moved to the dead letter");
+        Ok(Disposition::DeadLettered { reason })
     }
 }
 

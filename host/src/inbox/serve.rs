@@ -99,6 +99,7 @@ async fn work(
         let mut wake_at = None;
         match processor.store.inbox_pending().await {
             Ok(pending) => {
+                crate::telemetry::metrics().set_inbox_pending(pending.len() as i64);
                 let today = options.today.clone().unwrap_or_else(crate::app::today);
                 not_before.retain(|id, _| pending.iter().any(|m| &m.id == id));
                 for message in pending {
@@ -113,7 +114,7 @@ async fn work(
                     }
                     match processor.process_message(&message, &today).await {
                         Ok(outcome) => match outcome.disposition {
-                            Disposition::Done { .. } | Disposition::Dropped { .. } => {
+                            Disposition::Done { .. } | Disposition::DeadLettered { .. } => {
                                 not_before.remove(&message.id);
                             }
                             Disposition::Kept { .. } | Disposition::Unreadable => {

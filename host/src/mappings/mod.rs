@@ -153,23 +153,91 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// Where a TOML error points: its 1-based line, and the key it concerns,
+/// named by serde ("unknown field `x`", "missing field `x`") or by the parser
+/// ("duplicate key `x`"), or else the dotted key defined on that line (a value
+/// of the wrong type, a syntax error). Shared with the config loader.
+pub fn toml_error_location(text: &str, e: &toml::de::Error) -> (Option<usize>, Option<String>) {
+    let line = e.span().map(|s| line_of(text, s.start));
+    let message = e.message();
+    let named = message
+        .split('`')
+        .nth(1)
+        .filter(|k| {
+            !k.is_empty() && (message.contains("field") || message.contains("duplicate key"))
+        })
+        .map(str::to_string);
+    let key = named.or_else(|| line.and_then(|l| key_at_line(text, l)));
+    (line, key)
+}
+
+/// The name of a `[table]` header line.
+fn header_name(line: &str) -> Option<String> {
+    let rest = line.trim().strip_prefix('[')?;
+    let name = rest.trim_start_matches('[').split(']').next()?.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The dotted key a line defines (`table.key`), or the table a header names.
+fn key_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?.trim();
+    if here.starts_with('[') {
+        return header_name(here);
+    }
+    let (key, _) = here.split_once('=')?;
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    if key.is_empty() {
+        return None;
+    }
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))
+        .and_then(|l| header_name(l));
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, MappingError> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start));
-        let message = e.message().trim().to_string();
-        // serde names the offending key in "unknown field `x`" messages.
-        let key = message
-            .split('`')
-            .nth(1)
-            .filter(|_| message.contains("field"))
-            .map(str::to_string);
+        let (line, key) = toml_error_location(text, &e);
         MappingError {
             file: file.to_path_buf(),
             line,
             key,
-            message,
+            message: e.message().trim().to_string(),
         }
     })
+}
+
+/// A file's text; bytes that are not UTF-8 are an error at their line.
+fn read_text(file: &Path) -> Result<String, MappingError> {
+    let bytes = std::fs::read(file).map_err(|e| MappingError {
+        file: file.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, key) = invalid_utf8_location(e.as_bytes(), e.utf8_error().valid_up_to());
+        MappingError {
+            file: file.to_path_buf(),
+            line: Some(line),
+            key,
+            message: "is not valid UTF-8 text".into(),
+        }
+    })
+}
+
+/// The line (1-based) of the first byte that is not UTF-8, and the key that
+/// line defines. Shared with the config loader.
+pub fn invalid_utf8_location(bytes: &[u8], valid_up_to: usize) -> (usize, Option<String>) {
+    let prefix = String::from_utf8_lossy(&bytes[..valid_up_to.min(bytes.len())]);
+    let line = line_of(&prefix, prefix.len());
+    (line, key_at_line(&prefix, line))
 }
 
 impl MappingSet {
@@ -206,8 +274,7 @@ impl MappingSet {
                     "unexpected file: a mapping folder holds only .toml tables, deployment.toml and .md notes".into(),
                 ));
             }
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| err(file, format!("cannot read: {e}")))?;
+            let text = read_text(file)?;
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(text.as_bytes());
@@ -402,6 +469,36 @@ mod tests {
         let e = MappingSet::load_dir(dir.path()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("defualt"), "{e}");
         assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_syntax_errors_and_bad_bytes_name_line_and_key() {
+        for (text, line, key) in [
+            ("description = \"x\"\n[map]\n\"Nuer\" = 2\n", 3, "map.Nuer"),
+            ("description = 5\n[map]\n", 1, "description"),
+            (
+                "description = \"x\"\n[map]\n\"Nuer\" = \"a\n",
+                3,
+                "map.Nuer",
+            ),
+            ("description = \"x\"\n[map\n", 2, "map"),
+        ] {
+            let dir = folder(&[(DEPLOYMENT_FILE, DEPLOYMENT), ("languages.toml", text)]);
+            let e = MappingSet::load_dir(dir.path()).unwrap_err();
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+        }
+        let dir = folder(&[(DEPLOYMENT_FILE, DEPLOYMENT)]);
+        std::fs::write(
+            dir.path().join("languages.toml"),
+            b"description = \"x\"\n[map]\n\"Nuer\" = \"\xff\"\n",
+        )
+        .unwrap();
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("map.Nuer")),
+            "{e}"
+        );
     }
 
     #[test]

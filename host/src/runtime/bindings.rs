@@ -14,22 +14,6 @@ wasmtime::component::bindgen!({
 pub use self::bridge::job::log::Level;
 pub use self::bridge::job::types::{FieldError, UnmappedValue};
 
-/// Log fields a job may emit. Anything else is dropped before it reaches a
-/// log line, so a job cannot leak personal data through `fields`.
-pub const ALLOWED_LOG_FIELDS: &[&str] = &[
-    "record_id",
-    "intervention_id",
-    "case_id",
-    "service_id",
-    "referral_id",
-    "transaction_id",
-    "status",
-    "code",
-    "table",
-    "field",
-    "count",
-];
-
 /// Per-store state: limits, deadline, and where job logs go.
 pub struct HostState {
     pub(crate) job: String,
@@ -98,11 +82,9 @@ impl self::bridge::job::types::Host for HostState {}
 
 impl self::bridge::job::log::Host for HostState {
     fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
-        let kept = scrub_fields(&fields);
-        let dropped = fields
-            .iter()
-            .filter(|(k, _)| !ALLOWED_LOG_FIELDS.contains(&k.as_str()))
-            .count();
+        // Only keys of `telemetry::ALLOWED_FIELDS` open to jobs are kept, so a
+        // job cannot leak personal data through `fields`.
+        let (kept, dropped) = crate::telemetry::scrub_job_fields(&fields);
         // Job messages are bounded so a job cannot flood the log.
         let message: String = message.chars().take(200).collect();
         match level {
@@ -122,14 +104,10 @@ impl self::bridge::job::log::Host for HostState {
     }
 }
 
-/// Keep only allow-listed keys; values are cut to 100 characters.
+/// Keep only keys a job may log (`telemetry::ALLOWED_FIELDS`); values are
+/// cut to 100 characters.
 pub fn scrub_fields(fields: &[(String, String)]) -> String {
-    fields
-        .iter()
-        .filter(|(k, _)| ALLOWED_LOG_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={}", v.chars().take(100).collect::<String>()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::telemetry::scrub_job_fields(fields).0
 }
 
 #[cfg(test)]

@@ -213,6 +213,7 @@ impl JobRuntime {
                 job: name.to_string(),
                 reason: e.to_string(),
             })?;
+        crate::telemetry::metrics().component_load(name, load_time.as_secs_f64(), job.from_cache);
         tracing::info!(
             job = name,
             version = %job.info.version,

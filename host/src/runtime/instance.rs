@@ -114,10 +114,12 @@ impl JobInstance {
             today: ctx.today.clone(),
             dry_run: ctx.dry_run,
         };
+        let started = Instant::now();
         let result = live
             .bindings
             .call_run(&mut live.store, &wit_ctx, &record.to_string())
             .await;
+        crate::telemetry::metrics().job_call(&job.name, started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(Outcome::Emit(json))) => {
                 if json.len() > MAX_OUTPUT_BYTES {

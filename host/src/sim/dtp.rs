@@ -24,12 +24,12 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -47,6 +47,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::ping::SimIntervention;
+use super::primero::{hangup_response, InFlight};
 use crate::connectors::dtp::{der_thumbprint, DtpEndpoint, DtpUrls, SUBSCRIPTION_KEY_HEADER};
 
 pub const DEFAULT_BASE_PATH: &str = "/primero-uat";
@@ -251,9 +252,28 @@ pub struct DtpRequest {
     pub status: u16,
 }
 
+/// An injected failure (the same shape as the PING simulator's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer with this status (and `Retry-After` seconds) without processing.
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Answer this status with this body verbatim, without processing.
+    Body { status: u16, body: String },
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+    /// Close the connection without a complete answer; not processed.
+    Hangup,
+    /// Process (record) the request, then close the connection without a
+    /// complete answer.
+    HangupAfter,
+}
+
 struct Fault {
     path_prefix: String,
-    status: u16,
+    kind: FaultKind,
     remaining: usize,
 }
 
@@ -262,25 +282,27 @@ struct SimState {
     latency: Duration,
     received: Vec<DtpReceived>,
     requests: Vec<DtpRequest>,
+    arrivals: Vec<Instant>,
     faults: Vec<Fault>,
 }
 
 impl SimState {
-    fn take_fault(&mut self, path: &str) -> Option<u16> {
+    fn take_fault(&mut self, path: &str) -> Option<FaultKind> {
         let fault = self
             .faults
             .iter_mut()
             .find(|f| f.remaining > 0 && path.starts_with(&f.path_prefix))?;
         fault.remaining -= 1;
-        let status = fault.status;
+        let kind = fault.kind.clone();
         self.faults.retain(|f| f.remaining > 0);
-        Some(status)
+        Some(kind)
     }
 }
 
 struct Inner {
     config: DtpSimConfig,
     state: Mutex<SimState>,
+    in_flight: InFlight,
 }
 
 /// Handle to the simulator's state. Cheap to clone.
@@ -303,6 +325,7 @@ impl DtpSim {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(SimState::default()),
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -473,10 +496,22 @@ impl DtpSim {
     /// The next `count` requests whose path starts with `path_prefix` are
     /// answered with `status` and not recorded as received.
     pub fn fail_next(&self, path_prefix: &str, status: u16, count: usize) {
+        self.inject_fault(
+            path_prefix,
+            FaultKind::Status {
+                status,
+                retry_after: None,
+            },
+            count,
+        );
+    }
+
+    /// Apply `kind` to the next `count` requests whose path starts with `path_prefix`.
+    pub fn inject_fault(&self, path_prefix: &str, kind: FaultKind, count: usize) {
         if count > 0 {
             self.lock().faults.push(Fault {
                 path_prefix: path_prefix.to_string(),
-                status,
+                kind,
                 remaining: count,
             });
         }
@@ -484,6 +519,22 @@ impl DtpSim {
 
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// The most requests ever handled at the same time (since the last reset).
+    pub fn max_in_flight_seen(&self) -> usize {
+        self.inner.in_flight.max_seen()
+    }
+
+    /// Forget the in-flight high-water mark and the arrival times.
+    pub fn reset_in_flight(&self) {
+        self.inner.in_flight.reset();
+        self.lock().arrivals.clear();
+    }
+
+    /// When each request arrived (after the TLS handshake), in order.
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.lock().arrivals.clone()
     }
 }
 
@@ -689,20 +740,47 @@ async fn accept_tls(
 
 /// Latency, injected faults and the request log, for every path.
 async fn edge(State(sim): State<DtpSim>, req: Request, next: Next) -> Response {
+    let _in_flight = sim.inner.in_flight.enter();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let (latency, fault) = {
         let mut st = sim.lock();
+        st.arrivals.push(Instant::now());
         (st.latency, st.take_fault(&path))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let code =
+        |status: u16| StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let response = match fault {
-        Some(status) => apim_error(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            "Injected fault",
-        ),
+        Some(FaultKind::Status {
+            status,
+            retry_after,
+        }) => {
+            let mut response = apim_error(code(status), "Injected fault");
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        Some(FaultKind::Body { status, body }) => (
+            code(status),
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Some(FaultKind::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Some(FaultKind::Hangup) => hangup_response(),
+        Some(FaultKind::HangupAfter) => {
+            let _ = next.run(req).await;
+            hangup_response()
+        }
         None => next.run(req).await,
     };
     let status = response.status().as_u16();

@@ -17,7 +17,11 @@
 //! - Sync ingestion answers 200 with
 //!   `{"SPHTransactionId", "ErrorMessage": null, "RecordCount", "Data": [{"ExternalId", "Status": "Success"|"Failed", "Message"}]}`;
 //!   a record that names an unknown key is `Failed`, the others still apply.
-//! - Check status answers `{"Data": "<malformed string>"}` exactly as example 19.
+//! - Check status answers `{"Data": "<malformed string>"}` exactly as example 19
+//!   (other shapes PING sends: [`FaultKind::CheckStatus`]).
+//!
+//! Fault knobs ([`FaultKind`]) apply to the next N requests on a path prefix,
+//! in the same shape as the Primero and DTP simulators'.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,6 +37,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::Extension;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -41,6 +46,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::people::Person;
+use super::primero::{hangup_response, truncate_response, InFlight};
 
 /// A row as PING returns it.
 pub type Row = Map<String, Value>;
@@ -376,7 +382,7 @@ pub struct ReceivedRequest {
     pub status: u16,
 }
 
-/// An injected failure.
+/// An injected failure (the same shape as the Primero simulator's `Fault`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FaultKind {
     /// Answer with this status (and `Retry-After` seconds) without processing.
@@ -384,6 +390,47 @@ pub enum FaultKind {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// Answer this status with this body verbatim, without processing.
+    Body { status: u16, body: String },
+    /// Wait this long, then handle the request normally.
+    Delay(Duration),
+    /// Close the connection without a complete answer; not processed.
+    Hangup,
+    /// Process the request, then close the connection without a complete answer.
+    HangupAfter,
+    /// Process the request, then answer with the body cut in half.
+    Truncate,
+    /// Retrieve continuation: serve the previous page again, with the paging
+    /// cookie the client just sent (paging does not advance).
+    RepeatPage,
+    /// Retrieve: leave out the first `n` rows of the page; they are never seen.
+    SkipRows(usize),
+    /// Retrieve: answer `Data: "No Data Available"` whatever matches.
+    NoData,
+    /// Check status: process normally, write the answer in this shape.
+    CheckStatus(StatusShape),
+    /// Expire every issued token, then handle the request (answered 401).
+    ExpireTokens,
+}
+
+/// Shapes of a check-status answer PING has been seen to send (spec §1.B
+/// 2.1 step 6, example 19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusShape {
+    /// `{"Data": "<array as a string, inner Data unescaped>"}` (example 19, the default).
+    Example19,
+    /// `{"Data": [{"Status", "Data": "<escaped JSON string>", "Message"}]}`.
+    WellFormed,
+    /// A bare array of items whose inner `Data` is an object.
+    BareArray,
+    /// Not JSON at all: the outer `Data` string is not escaped either.
+    UnescapedTwice,
+    /// `{"Data": "No Data Available"}`.
+    NoData,
+    /// `{"ErrorMessage": "<message>", "Data": null}`.
+    ErrorMessage(String),
+    /// Bytes no parser can read.
+    Garbage,
 }
 
 struct Fault {
@@ -450,6 +497,7 @@ struct SimState {
     ingestions: Vec<ReceivedIngestion>,
     bodies: Vec<ReceivedBody>,
     requests: Vec<ReceivedRequest>,
+    arrivals: Vec<Instant>,
     faults: Vec<Fault>,
     /// Messages for the next async records that proGres refuses (check status `Failed`).
     async_refusals: Vec<String>,
@@ -477,6 +525,7 @@ impl SimState {
 struct Inner {
     config: PingSimConfig,
     state: Mutex<SimState>,
+    in_flight: InFlight,
 }
 
 /// Handle to a simulator's shared state. Cheap to clone.
@@ -519,6 +568,7 @@ impl PingSim {
             ingestions: Vec::new(),
             bodies: Vec::new(),
             requests: Vec::new(),
+            arrivals: Vec::new(),
             faults: Vec::new(),
             async_refusals: Vec::new(),
         };
@@ -526,6 +576,7 @@ impl PingSim {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(state),
+                in_flight: InFlight::default(),
             }),
         }
     }
@@ -787,6 +838,22 @@ impl PingSim {
         self.lock().faults.clear();
     }
 
+    /// The most requests ever handled at the same time (since the last reset).
+    pub fn max_in_flight_seen(&self) -> usize {
+        self.inner.in_flight.max_seen()
+    }
+
+    /// Forget the in-flight high-water mark and the arrival times.
+    pub fn reset_in_flight(&self) {
+        self.inner.in_flight.reset();
+        self.lock().arrivals.clear();
+    }
+
+    /// When each request arrived, in order (for rate-limit checks).
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.lock().arrivals.clone()
+    }
+
     /// proGres refuses the next `count` async ingestion records: the
     /// ingestion is accepted (a transaction id is returned) but check status
     /// reports `Failed` with `message`, and no interoperability referral is created.
@@ -871,17 +938,46 @@ impl Drop for RunningPingSim {
 // ---------------------------------------------------------------------------
 
 /// Latency, injected faults and the request log, for every path.
-async fn edge(State(sim): State<PingSim>, req: Request, next: Next) -> Response {
+async fn edge(State(sim): State<PingSim>, mut req: Request, next: Next) -> Response {
+    let _in_flight = sim.inner.in_flight.enter();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let (latency, fault) = {
         let mut st = sim.lock();
+        st.arrivals.push(Instant::now());
         (st.latency, st.take_fault(&path))
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let response = match fault {
+        Some(FaultKind::Body { status, body }) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Some(FaultKind::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Some(FaultKind::Hangup) => hangup_response(),
+        Some(FaultKind::HangupAfter) => {
+            let _ = next.run(req).await;
+            hangup_response()
+        }
+        Some(FaultKind::Truncate) => truncate_response(next.run(req).await).await,
+        Some(FaultKind::ExpireTokens) => {
+            sim.lock().tokens.clear();
+            next.run(req).await
+        }
+        Some(
+            fault @ (FaultKind::RepeatPage
+            | FaultKind::SkipRows(_)
+            | FaultKind::NoData
+            | FaultKind::CheckStatus(_)),
+        ) => {
+            req.extensions_mut().insert(HandlerFault(fault));
+            next.run(req).await
+        }
         Some(FaultKind::Status {
             status,
             retry_after,
@@ -1235,7 +1331,23 @@ fn check_ids(sim: &PingSim, partner_id: &str, interop_id: &str) -> Result<(), Re
 // Retrieve
 // ---------------------------------------------------------------------------
 
-async fn retrieve(State(sim): State<PingSim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn retrieve(
+    State(sim): State<PingSim>,
+    fault: Option<Extension<HandlerFault>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fault = fault.map(|Extension(HandlerFault(f))| f);
+    if fault == Some(FaultKind::NoData) {
+        return Json(json!({
+            "Data": NO_DATA,
+            "ErrorMessage": null,
+            "RecordCount": null,
+            "SPHTransactionId": new_guid(),
+            "PagingSummary": {"PagingCookie": null, "PageNumber": 0, "IsMoreRecordsAvailable": false},
+        }))
+        .into_response();
+    }
     let req: RetrieveBody = match decode(&headers, &body) {
         Ok(req) => req,
         Err(rejection) => return rejection.into_response(),
@@ -1256,7 +1368,30 @@ async fn retrieve(State(sim): State<PingSim>, headers: HeaderMap, body: Bytes) -
         .or(req.paging_summary.as_ref().and_then(|s| s.page_number));
 
     let mut st = sim.lock();
-    let (rows, offset, page_number) = match cookie.filter(|c| !c.is_empty()) {
+    let cookie = cookie.filter(|c| !c.is_empty());
+    if let (Some(FaultKind::RepeatPage), Some(cookie)) = (&fault, &cookie) {
+        if let Some(cursor) = st.paging.get(cookie) {
+            let start = cursor.offset.saturating_sub(st.page_size);
+            let page: Vec<Value> = cursor.rows[start..cursor.offset]
+                .iter()
+                .cloned()
+                .map(Value::Object)
+                .collect();
+            return Json(json!({
+                "Data": page,
+                "ErrorMessage": null,
+                "RecordCount": page.len(),
+                "SPHTransactionId": new_guid(),
+                "PagingSummary": {
+                    "PagingCookie": cookie,
+                    "PageNumber": cursor.page_number - 1,
+                    "IsMoreRecordsAvailable": true,
+                },
+            }))
+            .into_response();
+        }
+    }
+    let (rows, offset, page_number) = match cookie {
         Some(cookie) => {
             let Some(cursor) = st.paging.get(&cookie) else {
                 return ping_error(StatusCode::BAD_REQUEST, "Invalid PagingCookie");
@@ -1322,7 +1457,11 @@ async fn retrieve(State(sim): State<PingSim>, headers: HeaderMap, body: Bytes) -
     };
 
     let end = (offset + st.page_size).min(rows.len());
-    let page: Vec<Value> = rows[offset..end]
+    let first = match fault {
+        Some(FaultKind::SkipRows(n)) => offset.saturating_add(n).min(end),
+        _ => offset,
+    };
+    let page: Vec<Value> = rows[first..end]
         .iter()
         .cloned()
         .map(Value::Object)
@@ -1745,7 +1884,12 @@ async fn ingest_async(
     Json(json!({"SPHTransactionId": transaction_id, "ErrorMessage": null})).into_response()
 }
 
-async fn check_status(State(sim): State<PingSim>, headers: HeaderMap, body: Bytes) -> Response {
+async fn check_status(
+    State(sim): State<PingSim>,
+    fault: Option<Extension<HandlerFault>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     record_body(&sim, CHECK_STATUS_PATH, &body);
     let req: CheckStatusBody = match decode(&headers, &body) {
         Ok(req) => req,
@@ -1764,8 +1908,54 @@ async fn check_status(State(sim): State<PingSim>, headers: HeaderMap, body: Byte
     let Some(items) = st.transactions.get(&req.sph_transaction_id) else {
         return ping_error(StatusCode::BAD_REQUEST, "SPHTransactionId not found");
     };
-    Json(json!({"Data": malformed_status_text(items)})).into_response()
+    let shape = match fault {
+        Some(Extension(HandlerFault(FaultKind::CheckStatus(shape)))) => shape,
+        _ => StatusShape::Example19,
+    };
+    status_body(&shape, items)
 }
+
+/// A check-status answer in one of the shapes PING sends.
+fn status_body(shape: &StatusShape, items: &[TransactionItem]) -> Response {
+    let json_body = |v: Value| Json(v).into_response();
+    let raw_body = |text: String| {
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response()
+    };
+    match shape {
+        StatusShape::Example19 => json_body(json!({"Data": malformed_status_text(items)})),
+        StatusShape::WellFormed => json_body(json!({"Data": items
+            .iter()
+            .map(|i| json!({
+                "Status": i.status,
+                "Data": Value::Object(i.data.clone()).to_string(),
+                "Message": i.message,
+            }))
+            .collect::<Vec<_>>()})),
+        StatusShape::BareArray => json_body(Value::Array(
+            items
+                .iter()
+                .map(|i| json!({"Status": i.status, "Data": i.data, "Message": i.message}))
+                .collect(),
+        )),
+        StatusShape::UnescapedTwice => {
+            raw_body(format!("{{\"Data\":\"{}\"}}", malformed_status_text(items)))
+        }
+        StatusShape::NoData => json_body(json!({"Data": NO_DATA})),
+        StatusShape::ErrorMessage(message) => {
+            json_body(json!({"ErrorMessage": message, "Data": null}))
+        }
+        StatusShape::Garbage => raw_body("{\"Data\": [{\"Status\": ".to_string()),
+    }
+}
+
+/// A fault the handler applies itself (paging, shapes).
+#[derive(Clone)]
+struct HandlerFault(FaultKind);
 
 /// The check-status `Data` string as PING writes it (example 19): a JSON
 /// array whose items' inner `Data` object is embedded without escaping.

@@ -1,7 +1,11 @@
 //! In-memory simulator of the Primero v2 API (the parts the flows use, spec
 //! §2): Basic and token auth, case query/create/patch with subform merge,
 //! referrals with their state machine, users, plus knobs for tests (request
-//! counters, injected faults, latency).
+//! counters, latency, an in-flight high-water mark, arrival times, a write
+//! hook, and per-endpoint faults for the next N matching requests: statuses
+//! with or without `Retry-After`, raw bodies, stalls, hangups before or after
+//! processing, truncated answers, repeated or skipped pages, no-op PATCHes,
+//! token expiry).
 //!
 //! Records are kept as JSON objects because Primero's case schema is open
 //! (every deployment adds fields); the simulator only interprets the fields
@@ -9,10 +13,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -245,21 +250,46 @@ impl SimUser {
     }
 }
 
-/// What an injected fault does to a matching request.
+/// What an injected fault does to a matching request. The same shape is
+/// used by the PING and DTP simulators (their `FaultKind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// Answer this status with a Primero error body (and `Retry-After` seconds).
+    /// Answer this status with a Primero error body (and `Retry-After`
+    /// seconds), without processing the request.
     Status {
         status: u16,
         retry_after: Option<u64>,
     },
     /// Answer this status with this body verbatim (`application/json`), e.g.
-    /// a malformed 200.
+    /// a malformed 200, without processing the request.
     Body { status: u16, body: String },
-    /// Wait this long, then handle the request normally.
+    /// Wait this long, then handle the request normally (longer than the
+    /// client's timeout: a stalled answer).
     Delay(Duration),
+    /// Close the connection without a complete answer; not processed.
+    Hangup,
+    /// Process the request, then close the connection without a complete
+    /// answer (the client cannot know whether it was applied).
+    HangupAfter,
+    /// Process the request, then answer its status with the body cut in half
+    /// (truncated JSON).
+    Truncate,
+    /// Case listing: answer page k with the rows of page k-1 (page 1 is
+    /// served normally); the rows of page k are never seen.
+    RepeatPage,
+    /// Case listing: leave out the first `n` rows of the page; they are never seen.
+    SkipRows(usize),
+    /// `PATCH` of a case or a referral: answer 200 with the record as it is
+    /// and change nothing (as Primero does for a referral already decided).
+    NoopWrite,
+    /// Expire every issued bearer token, then handle the request (a token
+    /// expiring mid-run: the request is answered 401).
+    ExpireTokens,
 }
+
+/// Called after a write has been applied, before its answer is sent.
+pub type WriteHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// A fault applied to the next `remaining` requests that match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,8 +357,10 @@ struct SimState {
     tokens: HashMap<String, IssuedToken>,
     clock: Clock,
     requests: BTreeMap<String, u64>,
+    arrivals: Vec<Instant>,
     faults: Vec<FaultRule>,
     latency: Duration,
+    write_hook: Option<WriteHook>,
 }
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
@@ -337,6 +369,7 @@ struct SimState {
 #[derive(Clone)]
 pub struct PrimeroSim {
     state: Arc<Mutex<SimState>>,
+    in_flight: Arc<InFlight>,
 }
 
 impl std::fmt::Debug for PrimeroSim {
@@ -427,9 +460,12 @@ impl PrimeroSim {
                 tokens: HashMap::new(),
                 clock,
                 requests: BTreeMap::new(),
+                arrivals: Vec::new(),
                 faults: Vec::new(),
                 latency: Duration::ZERO,
+                write_hook: None,
             })),
+            in_flight: Arc::new(InFlight::default()),
         }
     }
 
@@ -639,6 +675,50 @@ impl PrimeroSim {
     /// Add a fault rule; rules are tried in the order added.
     pub fn add_fault(&self, rule: FaultRule) {
         self.lock().faults.push(rule);
+    }
+
+    /// Apply `fault` to the next `count` requests whose method is `method`
+    /// (`"*"` for any) and whose path starts with `path_prefix`.
+    pub fn inject_fault(&self, method: &str, path_prefix: &str, fault: Fault, count: usize) {
+        self.add_fault(FaultRule {
+            method: Some(method.to_string()),
+            path_prefix: path_prefix.to_string(),
+            fault,
+            remaining: count,
+        });
+    }
+
+    /// The most requests ever handled at the same time (since the last reset).
+    pub fn max_in_flight_seen(&self) -> usize {
+        self.in_flight.max_seen()
+    }
+
+    /// Forget the in-flight high-water mark and the arrival times.
+    pub fn reset_in_flight(&self) {
+        self.in_flight.reset();
+        self.lock().arrivals.clear();
+    }
+
+    /// When each request arrived, in order (for rate-limit checks).
+    pub fn arrival_times(&self) -> Vec<Instant> {
+        self.lock().arrivals.clone()
+    }
+
+    /// Call `hook(method, path)` after every case create/update and referral
+    /// create/decision has been applied, before its answer is sent.
+    pub fn set_write_hook(&self, hook: WriteHook) {
+        self.lock().write_hook = Some(hook);
+    }
+
+    pub fn clear_write_hook(&self) {
+        self.lock().write_hook = None;
+    }
+
+    fn after_write(&self, method: &str, path: &str) {
+        let hook = self.lock().write_hook.clone();
+        if let Some(hook) = hook {
+            hook(method, path);
+        }
     }
 
     pub fn clear_faults(&self) {
@@ -1144,7 +1224,12 @@ async fn count_request(State(sim): State<PrimeroSim>, req: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "<unmatched>".to_string());
     let key = format!("{} {}", req.method(), template);
-    *sim.lock().requests.entry(key).or_insert(0) += 1;
+    {
+        let mut st = sim.lock();
+        *st.requests.entry(key).or_insert(0) += 1;
+        st.arrivals.push(Instant::now());
+    }
+    let _in_flight = sim.in_flight.enter();
     next.run(req).await
 }
 
@@ -1161,6 +1246,21 @@ async fn inject_faults(State(sim): State<PrimeroSim>, req: Request, next: Next) 
         None => next.run(req).await,
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Some(Fault::Hangup) => hangup_response(),
+        Some(Fault::HangupAfter) => {
+            let _ = next.run(req).await;
+            hangup_response()
+        }
+        Some(Fault::Truncate) => truncate_response(next.run(req).await).await,
+        Some(Fault::ExpireTokens) => {
+            sim.lock().tokens.clear();
+            next.run(req).await
+        }
+        Some(fault @ (Fault::RepeatPage | Fault::SkipRows(_) | Fault::NoopWrite)) => {
+            let mut req = req;
+            req.extensions_mut().insert(HandlerFault(fault));
             next.run(req).await
         }
         Some(Fault::Status {
@@ -1425,7 +1525,11 @@ fn page_bounds(total: usize, page: usize, per: usize) -> (usize, usize) {
     (start, start.saturating_add(per).min(total))
 }
 
-async fn list_cases(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) -> Response {
+async fn list_cases(
+    State(sim): State<PrimeroSim>,
+    fault: Option<Extension<HandlerFault>>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let st = sim.lock();
     let filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
         Ok(f) => f,
@@ -1449,7 +1553,14 @@ async fn list_cases(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) ->
         hits.reverse();
     }
     let total = hits.len();
-    let (start, end) = page_bounds(total, filter.page, filter.per);
+    let (mut start, mut end) = page_bounds(total, filter.page, filter.per);
+    match fault.map(|Extension(HandlerFault(f))| f) {
+        Some(Fault::RepeatPage) if filter.page > 1 => {
+            (start, end) = page_bounds(total, filter.page - 1, filter.per);
+        }
+        Some(Fault::SkipRows(n)) => start = start.saturating_add(n).min(end),
+        _ => {}
+    }
     let data: Vec<Value> = hits[start..end]
         .iter()
         .map(|(_, _, c)| Value::Object((*c).clone()))
@@ -1473,14 +1584,17 @@ async fn create_case(
     };
     let client_id = data.get("id").is_some_and(Value::is_string);
     let mut st = sim.lock();
-    match st.create_case(data, &user) {
+    let response = match st.create_case(data, &user) {
         Ok(_) if client_id => StatusCode::NO_CONTENT.into_response(),
         Ok(id) => {
             let case = st.case(&id).cloned().unwrap_or_default();
             Json(json!({ "data": case })).into_response()
         }
-        Err(e) => e.into_response(RESOURCE),
-    }
+        Err(e) => return e.into_response(RESOURCE),
+    };
+    drop(st);
+    sim.after_write("POST", RESOURCE);
+    response
 }
 
 async fn get_case(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Response {
@@ -1493,6 +1607,7 @@ async fn get_case(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Resp
 
 async fn patch_case(
     State(sim): State<PrimeroSim>,
+    fault: Option<Extension<HandlerFault>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
@@ -1505,7 +1620,10 @@ async fn patch_case(
         Ok(d) => d,
         Err(e) => return e.into_response(&resource),
     };
-    match st.patch_case(&id, data) {
+    if matches!(fault, Some(Extension(HandlerFault(Fault::NoopWrite)))) {
+        return Json(json!({ "data": { "id": id } })).into_response();
+    }
+    let response = match st.patch_case(&id, data) {
         Ok(touched) => {
             // Primero answers with the id and the fields the update changed.
             let case = st.case(&id).cloned().unwrap_or_default();
@@ -1518,8 +1636,11 @@ async fn patch_case(
             }
             Json(json!({ "data": changed })).into_response()
         }
-        Err(e) => e.into_response(&resource),
-    }
+        Err(e) => return e.into_response(&resource),
+    };
+    drop(st);
+    sim.after_write("PATCH", &resource);
+    response
 }
 
 fn referral_view(mut r: SimReferral, user: &str) -> SimReferral {
@@ -1566,15 +1687,19 @@ async fn create_referral(
         }
     };
     let mut st = sim.lock();
-    match st.create_referral(&id, request, &user) {
+    let response = match st.create_referral(&id, request, &user) {
         Ok(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
-        Err(e) => e.into_response(&resource),
-    }
+        Err(e) => return e.into_response(&resource),
+    };
+    drop(st);
+    sim.after_write("POST", &resource);
+    response
 }
 
 async fn patch_referral(
     State(sim): State<PrimeroSim>,
     Extension(ApiUser(user)): Extension<ApiUser>,
+    fault: Option<Extension<HandlerFault>>,
     Path((id, referral_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
@@ -1592,10 +1717,24 @@ async fn patch_referral(
         rejection_note: take("rejection_note"),
     };
     let mut st = sim.lock();
-    match st.decide_referral(&id, &referral_id, decision) {
-        Ok(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
-        Err(e) => e.into_response(&resource),
+    if matches!(fault, Some(Extension(HandlerFault(Fault::NoopWrite)))) {
+        let current = st
+            .referrals
+            .get(&id)
+            .and_then(|rs| rs.iter().find(|r| r.id == referral_id))
+            .cloned();
+        return match current {
+            Some(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
+            None => SimError::ReferralNotFound.into_response(&resource),
+        };
     }
+    let response = match st.decide_referral(&id, &referral_id, decision) {
+        Ok(r) => Json(json!({ "data": referral_view(r, &user) })).into_response(),
+        Err(e) => return e.into_response(&resource),
+    };
+    drop(st);
+    sim.after_write("PATCH", &resource);
+    response
 }
 
 async fn list_users(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) -> Response {
@@ -1618,6 +1757,70 @@ async fn list_users(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) ->
         "metadata": { "total": total, "per": per, "page": page, "total_enabled": total_enabled },
     }))
     .into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Fault helpers shared by the simulators
+// ---------------------------------------------------------------------------
+
+/// A fault the handler applies itself (paging, no-op writes).
+#[derive(Clone)]
+struct HandlerFault(Fault);
+
+/// A 200 whose body fails at once: the server closes the connection without
+/// a complete answer, so the client sees a transport error.
+pub(crate) fn hangup_response() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected hangup",
+        ))
+    });
+    (StatusCode::OK, Body::from_stream(stream)).into_response()
+}
+
+/// The same answer with its body cut in half (a truncated JSON document).
+pub(crate) async fn truncate_response(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let cut = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(cut))
+}
+
+/// Requests being handled now, and the most ever at once.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+/// Leaves the count when dropped (also when the client goes away).
+pub(crate) struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    pub(crate) fn enter(&self) -> InFlightGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+
+    pub(crate) fn max_seen(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn reset(&self) {
+        self.max
+            .store(self.now.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

@@ -176,8 +176,14 @@ pub trait Store: Send + Sync {
     async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError>;
 
     /// Count one more failed attempt; returns the count so far.
-    async fn attempt_failed(&self, flow: &str, source_id: &str, code: &str)
-        -> Result<i64, StoreError>;
+    async fn attempt_failed(
+        &self,
+        flow: &str,
+        source_id: &str,
+        code: &str,
+    ) -> Result<i64, StoreError>;
+    /// Every record of the flow with failed attempts, with the count.
+    async fn attempts_all(&self, flow: &str) -> Result<Vec<(String, i64)>, StoreError>;
     /// Consecutive failed attempts so far (0 when none).
     async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError>;
     /// The record succeeded (or was replayed): forget its failures.
@@ -208,6 +214,6 @@ pub trait Store: Send + Sync {
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
-pub(crate) fn now() -> String {
+pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -323,6 +323,14 @@ impl Store for SqliteStore {
         Ok(row.get(0))
     }
 
+    async fn attempts_all(&self, flow: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT source_id, attempts FROM attempts WHERE flow = ?")
+            .bind(flow)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT attempts FROM attempts WHERE flow = ? AND source_id = ?")
             .bind(flow)
@@ -423,7 +431,8 @@ impl Store for SqliteStore {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
+const RUN_COLUMNS: &str =
+    "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
     skipped, failed, dead_lettered, outcome, aborted_reason FROM runs";
 
 fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {

@@ -1,0 +1,108 @@
+//! The operator endpoints of `bridge run`:
+//!
+//! - `GET /metrics`: [`super::metrics()`] in the OpenMetrics text format.
+//! - `GET /healthz`: `200 ok` while the process runs.
+//! - `GET /readyz`: `200 {"ready":true}` once the service is ready (catalog
+//!   loaded, store open), else `503 {"ready":false,"reason":"…"}`.
+
+use std::sync::{Arc, RwLock};
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+/// Content type of `/metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Readiness, shared between the service (which flips it) and the router.
+/// Cheap to clone; starts not ready ("starting").
+#[derive(Clone, Debug)]
+pub struct Health {
+    /// `None` when ready; else why not.
+    not_ready: Arc<RwLock<Option<String>>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self {
+            not_ready: Arc::new(RwLock::new(Some("starting".to_string()))),
+        }
+    }
+
+    /// Ready, or not ready for an unspecified reason.
+    pub fn set_ready(&self, ready: bool) {
+        self.set(if ready {
+            None
+        } else {
+            Some("not ready".to_string())
+        });
+    }
+
+    /// Not ready, with a reason shown by `/readyz` (no personal data).
+    pub fn set_not_ready(&self, reason: impl Into<String>) {
+        self.set(Some(reason.into()));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.reason().is_none()
+    }
+
+    /// Why the service is not ready; `None` when ready.
+    pub fn reason(&self) -> Option<String> {
+        match self.not_ready.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, value: Option<String>) {
+        match self.not_ready.write() {
+            Ok(mut g) => *g = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+    }
+}
+
+/// The router serving `/metrics`, `/healthz` and `/readyz`.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let health = health.clone();
+                async move { readyz(&health) }
+            }),
+        )
+}
+
+async fn metrics_handler() -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        super::metrics().encode(),
+    )
+        .into_response()
+}
+
+fn readyz(health: &Health) -> Response {
+    match health.reason() {
+        None => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"ready": true})),
+        )
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ready": false, "reason": reason})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,404 @@
+//! Durable operation (issue 5): a crash between the Primero write and the
+//! acknowledgement creates no duplicate and loses no referral; partners
+//! that fail a few times are retried; a record that keeps failing goes to
+//! the dead letter and comes back on replay; nothing personal is at rest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bridge::app::{App, ReplaySelection};
+use bridge::flows::ledger::DeliveryPolicy;
+use bridge::runtime::{JobRuntime, RuntimeConfig};
+use bridge::sim::people::{PeopleGenerator, Person};
+use bridge::sim::ping::SimIntervention;
+use bridge::sim::scenario::Simulators;
+use bridge::store::{SqliteStore, Store, Trigger};
+use bridge::toolchain::ProjectDirs;
+
+const FLOW: &str = "ping-1.1";
+const TODAY: &str = "2025-06-01";
+
+fn project() -> ProjectDirs {
+    let project = ProjectDirs::locate().expect("project folder");
+    project
+        .build_jobs(&["progres-referral-to-primero".to_string()])
+        .expect("jobs build");
+    project
+}
+
+/// Interventions for `people`: one each, and a second one for the first
+/// `twice` of them (same individual: must land on one case).
+fn seed(sims: &Simulators, people: &[Person], twice: usize, base: u64) -> Vec<SimIntervention> {
+    let mut all = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        all.push(SimIntervention::for_person(p.clone(), base + i as u64));
+    }
+    for (i, p) in people.iter().take(twice).enumerate() {
+        all.push(SimIntervention::for_person(
+            p.clone(),
+            base + 500 + i as u64,
+        ));
+    }
+    for iv in &all {
+        sims.ping_sim().add_intervention(iv.clone());
+    }
+    all
+}
+
+/// Every individual has exactly one case, every intervention exactly one
+/// service on it, and proGres was told about each. Returns (duplicates, lost).
+fn audit(
+    sims: &Simulators,
+    people: &[Person],
+    interventions: &[SimIntervention],
+) -> (usize, usize) {
+    let primero = sims.primero_sim();
+    let mut duplicates = 0;
+    let mut lost = 0;
+    for p in people {
+        let cases = primero.find_by_individual_no(&p.progres_id);
+        duplicates += cases.len().saturating_sub(1);
+        lost += usize::from(cases.is_empty());
+    }
+    for iv in interventions {
+        let cases = primero.find_by_individual_no(&iv.person.progres_id);
+        let services: usize = cases
+            .iter()
+            .filter_map(|id| primero.case(id))
+            .map(|case| {
+                case["services_section"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .filter(|s| {
+                                s["progres_interventionnumber"]
+                                    .as_str()
+                                    .and_then(|n| n.split(',').next())
+                                    == Some(iv.intervention_number.as_str())
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        duplicates += services.saturating_sub(1);
+        lost += usize::from(services == 0);
+        let state = sims
+            .ping_sim()
+            .intervention_state(&iv.lpinterventionid)
+            .expect("intervention");
+        lost += usize::from(state.pending || state.transfer_status.is_none());
+    }
+    (duplicates, lost)
+}
+
+fn config(sims: &Simulators, project: &ProjectDirs, dir: &Path, extra: &str) -> PathBuf {
+    let file = dir.join("bridge.toml");
+    let text = sims.config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"));
+    std::fs::write(&file, format!("{text}\n{extra}\n")).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_and_loses_nothing() {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(77);
+        (0..10).map(|_| g.person()).collect()
+    };
+    // One child is already known to Primero.
+    sims.primero_sim().seed_person(&people[9], vec![]);
+    let interventions = seed(&sims, &people, 4, 7000);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(
+        &sims,
+        &project,
+        tmp.path(),
+        "[delivery]\nrecord_concurrency = 4",
+    );
+
+    let pid = Arc::new(AtomicU32::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let kill_at = Arc::new(AtomicUsize::new(0));
+    {
+        let (pid, writes, kill_at) = (pid.clone(), writes.clone(), kill_at.clone());
+        sims.primero_sim()
+            .set_write_hook(Arc::new(move |method, path| {
+                if !(path.starts_with("/api/v2/cases") && (method == "POST" || method == "PATCH")) {
+                    return;
+                }
+                let n = writes.fetch_add(1, Ordering::SeqCst) + 1;
+                let target = pid.load(Ordering::SeqCst);
+                if n == kill_at.load(Ordering::SeqCst) && target != 0 {
+                    // The write is applied; its answer has not left yet.
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &target.to_string()])
+                        .status();
+                }
+            }));
+    }
+
+    let run = |env: Vec<(&'static str, String)>, config: PathBuf, pid: Arc<AtomicU32>| {
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+                .args(["flow", "run", FLOW, "--today", TODAY, "--config"])
+                .arg(&config)
+                .envs(env)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            pid.store(child.id(), Ordering::SeqCst);
+            let status = child.wait().unwrap();
+            pid.store(0, Ordering::SeqCst);
+            status
+        })
+    };
+
+    let mut kills = 0;
+    for point in [1, 3, 6] {
+        writes.store(0, Ordering::SeqCst);
+        kill_at.store(point, Ordering::SeqCst);
+        let status = run(sims.secret_env(), config.clone(), pid.clone())
+            .await
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(9) {
+            kills += 1;
+        }
+    }
+    assert!(
+        kills >= 2,
+        "the bridge was killed mid-run only {kills} times"
+    );
+    sims.primero_sim().clear_write_hook();
+    kill_at.store(0, Ordering::SeqCst);
+
+    // Restarted runs finish the work.
+    let mut clean = false;
+    for _ in 0..3 {
+        let status = run(sims.secret_env(), config.clone(), pid.clone())
+            .await
+            .unwrap();
+        if status.success() {
+            clean = true;
+            break;
+        }
+    }
+    let (duplicates, lost) = audit(&sims, &people, &interventions);
+    eprintln!(
+        "crash test: {} referrals of {} children, {kills} SIGKILLs between write and acknowledgement, {duplicates} duplicates, {lost} lost",
+        interventions.len(),
+        people.len()
+    );
+    assert!(
+        clean,
+        "a run after the crashes still had undelivered records"
+    );
+    assert_eq!(duplicates, 0);
+    assert_eq!(lost, 0);
+    assert!(sims.ping_sim().pending_intervention_ids().is_empty());
+}
+
+async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) -> App {
+    let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
+    let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
+    App::new(
+        store,
+        runtime,
+        sims.primero_client_config(),
+        Some(sims.ping_client_config()),
+        &jobs,
+        &project.mappings("kenya-dadaab"),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_failing_twice_is_retried_inside_the_run() {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(78);
+        (0..3).map(|_| g.person()).collect()
+    };
+    let interventions = seed(&sims, &people, 0, 7100);
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let app = app(&sims, &project, store.clone()).await;
+    // The case search (a GET) fails twice, then answers.
+    sims.primero_sim().fail_next("GET", "/api/v2/cases", 503, 2);
+    let report = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(report.count("created"), 3, "{report}");
+    let runs = store.runs(Some(FLOW), 10).await.unwrap();
+    assert_eq!(runs[0].outcome, "ok");
+    assert_eq!(runs[0].failed, 0);
+    assert_eq!(audit(&sims, &people, &interventions), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_keeps_failing_is_dead_lettered_then_replayed() {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(79);
+        vec![g.person()]
+    };
+    let interventions = seed(&sims, &people, 0, 7200);
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let mut app = app(&sims, &project, store.clone()).await;
+    app.delivery = DeliveryPolicy { max_attempts: 2 };
+    app.record_concurrency = 1;
+    // Case creation fails twice (a 500 on a POST is not retried in the
+    // run: it may have been applied).
+    let primero = sims.primero_sim();
+    let posts = || primero.request_count("POST /api/v2/cases");
+    primero.fail_next("POST", "/api/v2/cases", 500, 2);
+
+    let r1 = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(r1.count("failed"), 1, "{r1}");
+    let r2 = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(r2.count("dead-lettered"), 1, "{r2}");
+    let dead = store.dead_letters(Some(FLOW)).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(dead[0].reason_code, "partner-unavailable");
+
+    // Later runs leave it alone: no further attempt at Primero.
+    let before = posts();
+    let r3 = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(r3.count("in dead letter"), 1, "{r3}");
+    assert_eq!(posts(), before);
+
+    // The operator replays it: written, acknowledged, out of the dead letter.
+    let reports = app.replay(ReplaySelection::One(dead[0].id)).await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].count("created"), 1, "{}", reports[0]);
+    assert!(store.dead_letters(None).await.unwrap().is_empty());
+    assert!(app.replay(ReplaySelection::One(dead[0].id)).await.is_err());
+    assert_eq!(audit(&sims, &people, &interventions), (0, 0));
+
+    // The runs and record outcomes are kept, with attempts and reason codes.
+    let runs = store.runs(Some(FLOW), 10).await.unwrap();
+    assert_eq!(runs.len(), 4);
+    assert_eq!(runs[0].trigger, "replay");
+    let first = runs.last().unwrap();
+    let records = store.run_records(&first.id).await.unwrap();
+    let failed = records.iter().find(|r| r.status == "failed").unwrap();
+    assert_eq!(failed.attempt, 1);
+    assert_eq!(failed.reason_code.as_deref(), Some("partner-unavailable"));
+}
+
+/// Every text a seeded person could leave behind.
+fn personal_data() -> Vec<String> {
+    let mut out = Vec::new();
+    // The demo's seeds: workflow 1.1, design B and design A round trips.
+    for seed in [1u64, 2024, 1991] {
+        let mut g = PeopleGenerator::new(seed);
+        for _ in 0..30 {
+            let p = g.person();
+            out.extend([
+                p.given_name.clone(),
+                p.family_name.clone(),
+                p.date_of_birth.clone(),
+                p.phone.clone(),
+                format!("{} {}", p.given_name, p.family_name),
+            ]);
+        }
+    }
+    out.retain(|s| s.len() >= 4);
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn no_personal_data_in_the_state_databases_or_the_logs_of_a_full_demo() {
+    let _ = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args([
+            "--log",
+            "debug",
+            "--log-format",
+            "json",
+            "demo",
+            "--today",
+            TODAY,
+        ])
+        .arg("--state-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let logs = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}",
+        String::from_utf8_lossy(&logs)
+    );
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(tmp.path()).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+    assert!(
+        files.len() >= 3,
+        "state databases: {files:?}",
+        files = files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    files.push(("demo output and logs".into(), logs));
+    let needles = personal_data();
+    let mut hits = Vec::new();
+    for (name, bytes) in &files {
+        for needle in &needles {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(format!("{needle:?} in {name}"));
+            }
+        }
+    }
+    let log_lines = String::from_utf8_lossy(&files.last().unwrap().1)
+        .lines()
+        .count();
+    eprintln!(
+        "PII scan: {} values of {} people in {} state files and {log_lines} log lines: {} hits",
+        needles.len(),
+        90,
+        files.len() - 1,
+        hits.len()
+    );
+    assert!(
+        hits.is_empty(),
+        "personal data at rest or in logs: {hits:?}"
+    );
+
+    // The inbox keeps nothing once its messages are synced.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&tmp.path().join("design-a.db"))
+            .await
+            .unwrap();
+        assert!(store.inbox_states().await.unwrap().is_empty());
+        let runs = SqliteStore::open(&tmp.path().join("demo-1.1.db"))
+            .await
+            .unwrap()
+            .runs(None, 10)
+            .await
+            .unwrap();
+        assert_eq!(runs.len(), 2, "the demo's two recorded runs");
+    });
+}
