@@ -9,6 +9,8 @@
 //!   [`CursorTracker`] allows (records written or dead-lettered).
 //! - A replay reads from its own starting point and leaves the cursor alone.
 //! - On shutdown the scan stops between cases; what was visited counts.
+//! - A page with fewer rows than the listing's total implies stops the run
+//!   without moving the cursor past it: a skipped row is read next run.
 
 use std::collections::HashMap;
 
@@ -105,6 +107,21 @@ impl CaseScan<'_> {
                     return;
                 }
             };
+            // A page shorter than its total implies means rows went missing
+            // on the way: stop, and keep the cursor where this page began.
+            let expected = page.per.min(
+                page.total
+                    .saturating_sub(page.page.saturating_sub(1) * page.per),
+            );
+            if (page.data.len() as u64) < expected {
+                st.tracker.hold(from);
+                st.report.aborted = Some(format!(
+                    "Primero listing page {} served {} of the {expected} rows its total implies; the cursor stays",
+                    page.page,
+                    page.data.len()
+                ));
+                return;
+            }
             let more = page.has_next();
             let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
             for case in page.data {

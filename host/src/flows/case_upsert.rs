@@ -116,6 +116,21 @@ pub enum UpsertError {
     NoService,
     #[error(transparent)]
     Partner(#[from] ConnectorError),
+    /// Primero answered the append but the case does not hold the service
+    /// (a silent no-op): not reported as delivered, tried again.
+    #[error("Primero accepted the service on case {case_id} but does not hold it")]
+    NotApplied { case_id: String },
+}
+
+/// Reason code of a write Primero answered but did not apply.
+pub const NOT_APPLIED: &str = "write-not-applied";
+
+fn holds(case: &Case, number: &str) -> bool {
+    case.services_section.iter().any(|s| {
+        s.progres_interventionnumber
+            .as_deref()
+            .is_some_and(|n| same_intervention(n, number))
+    })
 }
 
 /// Create the case, append the service, or recognise it is already there.
@@ -137,18 +152,27 @@ pub async fn upsert_case(
             Ok(Upserted::Created(primero.create_case(&body).await?))
         }
         [case] => {
-            let present = case.services_section.iter().any(|s| {
-                s.progres_interventionnumber
-                    .as_deref()
-                    .is_some_and(|n| same_intervention(n, &referral.intervention_number))
-            });
-            if present {
+            if holds(case, &referral.intervention_number) {
                 return Ok(Upserted::AlreadyPresent(case.clone()));
             }
             // Only the service: an existing case's demographics are Primero's.
             let mut body = Map::new();
             body.insert("services_section".into(), Value::Array(vec![service]));
-            primero.patch_case(&case.id, &body).await?;
+            let answered = primero.patch_case(&case.id, &body).await?;
+            // Trust but verify: the answer (or, when it carries no services,
+            // a fresh read) must hold the intervention.
+            let applied = holds(&answered, &referral.intervention_number)
+                || (answered.services_section.is_empty()
+                    && primero
+                        .list_cases(&query)
+                        .await?
+                        .iter()
+                        .any(|c| c.id == case.id && holds(c, &referral.intervention_number)));
+            if !applied {
+                return Err(UpsertError::NotApplied {
+                    case_id: case.id.clone(),
+                });
+            }
             Ok(Upserted::Appended(case.clone()))
         }
         several => Ok(Upserted::Ambiguous {

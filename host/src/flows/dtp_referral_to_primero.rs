@@ -541,6 +541,10 @@ impl Handler {
                 format!("job {JOB} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner(&e),
+            // Tried again with the message: DTP is not told yet.
+            Err(e @ UpsertError::NotApplied { .. }) => Delivery::Transient {
+                outcome: super::report::failed(super::case_upsert::NOT_APPLIED, e.to_string()),
+            },
         }
     }
 }

@@ -17,6 +17,12 @@ use chrono::{DateTime, Utc};
 use super::report::RecordOutcome;
 use crate::store::{Store, StoreError};
 
+/// Reason code of a write that may or may not have been applied (the answer
+/// was lost or unreadable) and cannot be checked: sending it again could
+/// duplicate it, so it goes to the dead letter at once for an operator to
+/// look in the target system and replay only if it is not there.
+pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
+
 /// How often a failing record is tried before it is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPolicy {
@@ -148,7 +154,7 @@ impl<'a> Ledger<'a> {
             .attempt_failed(&self.flow, source_id, code)
             .await?;
         self.lock().insert(source_id.to_string(), n);
-        if n < i64::from(self.policy.max_attempts) {
+        if n < i64::from(self.policy.max_attempts) && code != OUTCOME_UNKNOWN {
             tracing::info!(code = %code, attempt = n, "record failed; retried next run");
             return Ok(None);
         }

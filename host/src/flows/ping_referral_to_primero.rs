@@ -278,6 +278,9 @@ impl Ping11<'_> {
                 format!("job {JOB} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner_failure(&e),
+            Err(e @ UpsertError::NotApplied { .. }) => {
+                failed(super::case_upsert::NOT_APPLIED, e.to_string())
+            }
         }
     }
 }

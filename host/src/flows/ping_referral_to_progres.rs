@@ -12,12 +12,15 @@
 //! `submitted` + transaction id) and asked about again next run instead of
 //! being sent twice; only a confirmed one is `delivered`.
 
+use super::ledger::OUTCOME_UNKNOWN;
 use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
 };
-use super::report::{RecordOutcome, RunReport};
+use super::report::{failed, RecordOutcome, RunReport};
 use crate::connectors::ping::{AsyncIngestionRecord, IngestionStatus, PingClient};
 use crate::connectors::primero::PrimeroClient;
+use crate::connectors::retry::{may_retry, CallKind};
+use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::store::{Delivery, Store};
 use serde::Deserialize;
@@ -117,6 +120,17 @@ struct PingDelivery<'a> {
     shipping_process: String,
 }
 
+/// Whether a failed ingestion may still have been applied by PING: the
+/// answer was lost after sending, or was a 2xx that could not be read.
+fn maybe_applied(e: &ConnectorError) -> bool {
+    match e {
+        ConnectorError::Auth { .. } => false,
+        ConnectorError::Protocol { .. } => true,
+        ConnectorError::Status { status, .. } if *status < 500 => false,
+        _ => !may_retry(e, CallKind::NonIdempotent),
+    }
+}
+
 impl PingDelivery<'_> {
     async fn remember(&self, key: &str, state: &str, target: Option<&str>) -> Result<(), String> {
         self.store
@@ -177,6 +191,14 @@ impl PingDelivery<'_> {
                 // rather than risk a duplicate in proGres (the client warned).
                 self.remember(key, FP_DELIVERED, None).await?;
                 return Ok(RecordOutcome::Sent { target_id: None });
+            }
+            Err(e) if maybe_applied(&e) => {
+                // PING may hold it (no transaction id to ask about): another
+                // send could make a second proGres referral.
+                return Ok(failed(
+                    OUTCOME_UNKNOWN,
+                    format!("{e}; check proGres before replaying"),
+                ));
             }
             Err(e) => return Ok(partner_failure(&e)),
         };
