@@ -82,8 +82,10 @@ async fn harness_for(flow: &'static str, job: &str, country: &str) -> Harness {
         dtp = Some(sim);
     }
     // These tests follow a failed call across runs: no retries inside a run
-    // (tests/durable.rs and host/tests/partner_faults.rs cover those).
-    toml.push_str("\n[retry]\nmax_attempts = 1\n");
+    // (tests/durable.rs and host/tests/partner_faults.rs cover those), and
+    // one delivery at a time, so "refuse the next record" picks a known one
+    // (concurrent delivery: tests/fault_matrix, `bridge bench`).
+    toml.push_str("\n[retry]\nmax_attempts = 1\n\n[delivery]\nrecord_concurrency = 1\n");
     let config = tmp.path().join("bridge.toml");
     std::fs::write(&config, toml).unwrap();
     Harness {

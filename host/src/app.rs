@@ -387,6 +387,7 @@ impl App {
                     catalog: &self.catalog,
                     ledger,
                     stop,
+                    concurrency: self.record_concurrency,
                 }
                 .run(run_id, today)
                 .await)
@@ -403,6 +404,7 @@ impl App {
                     catalog: &self.catalog,
                     ledger,
                     stop,
+                    concurrency: self.record_concurrency,
                 }
                 .run(run_id, today)
                 .await)

@@ -30,6 +30,10 @@ pub trait CaseVisitor {
     /// Handle one case: push its records to `st.report`, hold `st.tracker`
     /// for any record that must be read again.
     async fn visit(&mut self, case: &Case, st: &mut ScanState);
+
+    /// Every case of a page was visited (also before the scan stops): the
+    /// moment to finish work collected from its cases.
+    async fn end_page(&mut self, _st: &mut ScanState) {}
 }
 
 /// What the scan and its visitor share during a run.
@@ -128,6 +132,7 @@ impl CaseScan<'_> {
                 if self.stop.is_cancelled() {
                     tracing::info!("shutting down: scan stopped between cases");
                     st.report.stopped = true;
+                    visitor.end_page(st).await;
                     return;
                 }
                 if seen.get(&case.id) == Some(&case.last_updated_at) {
@@ -139,6 +144,7 @@ impl CaseScan<'_> {
                 let span = tracing::info_span!("case", case = %case.id);
                 visitor.visit(&case, st).instrument(span).await;
             }
+            visitor.end_page(st).await;
             if !more {
                 return;
             }

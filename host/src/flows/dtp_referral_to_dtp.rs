@@ -33,6 +33,8 @@ pub struct Dtp21<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::flows::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Deliveries handed to the partner at once.
+    pub concurrency: usize,
 }
 
 /// The DTP part of what the job emits: the flat body of example 10.
@@ -104,6 +106,7 @@ impl Dtp21<'_> {
             catalog: self.catalog,
             ledger: self.ledger,
             stop: self.stop,
+            concurrency: self.concurrency,
             associated_user: Some(unhcr_user),
             deliver: DtpDelivery {
                 dtp: self.dtp,

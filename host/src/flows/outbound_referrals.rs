@@ -38,6 +38,7 @@ use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
 use crate::store::{Delivery, Store};
+use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 /// Skip code of a service that is not a new UNHCR referral (jobs/lib/outbound-referral.js).
@@ -94,6 +95,16 @@ pub struct OutboundRun<'a, D> {
     pub deliver: D,
     pub ledger: &'a Ledger<'a>,
     pub stop: &'a CancellationToken,
+    /// Deliveries of one page of cases handed to the partner at once.
+    pub concurrency: usize,
+}
+
+/// A referral mapped and ready to hand to the partner at the end of its page.
+struct Pending<P> {
+    service_id: String,
+    item: EmittedReferral<P>,
+    previous: Option<Delivery>,
+    needs: Option<DateTime<Utc>>,
 }
 
 /// The record bundle handed to the job (jobs/lib/outbound-referral.js).
@@ -214,17 +225,23 @@ fn earliest_referral(
 }
 
 /// Per-run state of the job side: one instance, the users once.
-struct Visitor<'r, 'a, D> {
+struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
     /// Primero users by user name, loaded at most once per run.
     users: Option<HashMap<String, User>>,
+    /// Mapped referrals of the current page, delivered together.
+    pending: Vec<Pending<D::Payload>>,
 }
 
 impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
     async fn visit(&mut self, case: &Case, st: &mut ScanState) {
         self.one_case(st, case).await
+    }
+
+    async fn end_page(&mut self, st: &mut ScanState) {
+        self.deliver_pending(st).await
     }
 }
 
@@ -251,6 +268,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 dry_run: false,
             },
             users: None,
+            pending: Vec::new(),
         };
         let user = self.associated_user.clone();
         let query = move |from| query(user.as_deref(), from);
@@ -442,8 +460,58 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 needs,
             ));
         }
-        let outcome = self.run.deliver.deliver(&item, previous.as_ref()).await;
-        Some((outcome, needs))
+        // Handed to the partner with the rest of the page (see `deliver_pending`).
+        self.pending.push(Pending {
+            service_id: service_id.to_string(),
+            item,
+            previous,
+            needs,
+        });
+        None
+    }
+
+    /// Deliver the page's referrals, at most `concurrency` at once (the
+    /// client bounds each partner further), then settle them in order.
+    async fn deliver_pending(&mut self, st: &mut ScanState) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let run = self.run;
+        let pending = &pending;
+        // By index: a closure over `&Pending` items trips the compiler's
+        // higher-ranked lifetime check once the future must be `Send`.
+        let outcomes: Vec<RecordOutcome> = stream::iter(0..pending.len())
+            .map(|i| async move {
+                let p = &pending[i];
+                let span = tracing::info_span!("record", record = %p.service_id);
+                run.deliver
+                    .deliver(&p.item, p.previous.as_ref())
+                    .instrument(span)
+                    .await
+            })
+            .buffered(run.concurrency.max(1))
+            .collect()
+            .await;
+        for (p, outcome) in pending.iter().zip(outcomes) {
+            let span = tracing::info_span!("record", record = %p.service_id);
+            let outcome = run
+                .ledger
+                .settle(
+                    &p.service_id,
+                    outcome,
+                    p.needs.map(format_cursor).as_deref(),
+                )
+                .instrument(span.clone())
+                .await;
+            if outcome.holds_cursor() {
+                st.tracker.hold(p.needs);
+            }
+            span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
+            st.report
+                .records
+                .push(report_record(&p.service_id, outcome));
+        }
     }
 }
 

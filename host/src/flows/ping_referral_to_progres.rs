@@ -42,6 +42,8 @@ pub struct Ping21<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::flows::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Deliveries handed to the partner at once.
+    pub concurrency: usize,
 }
 
 /// The PING part of what the job emits.
@@ -261,6 +263,7 @@ impl Ping21<'_> {
             catalog: self.catalog,
             ledger: self.ledger,
             stop: self.stop,
+            concurrency: self.concurrency,
             associated_user: None,
             deliver: PingDelivery {
                 ping: self.ping,
