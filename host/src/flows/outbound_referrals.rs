@@ -30,11 +30,11 @@ use tracing::Instrument;
 
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::ledger::Ledger;
+pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
-use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
 use crate::store::{Delivery, Store};
@@ -187,16 +187,6 @@ impl CursorTracker {
             _ => Some(candidate),
         }
     }
-}
-
-/// A failed partner call: `partner-unavailable` when retrying may help.
-pub fn partner_failure(e: &ConnectorError) -> RecordOutcome {
-    let code = if e.is_transient() {
-        "partner-unavailable"
-    } else {
-        "partner-error"
-    };
-    failed(code, e.to_string())
 }
 
 fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {

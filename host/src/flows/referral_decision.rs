@@ -17,11 +17,11 @@
 
 use serde::Deserialize;
 
+pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome};
 use crate::connectors::primero::{
     CaseQuery, PrimeroClient, Referral, ReferralStatus, ReferralUpdate,
 };
-use crate::connectors::ConnectorError;
 
 /// Reason code of a record held because several cases or referrals match.
 pub const AMBIGUOUS_MATCH: &str = "ambiguous-match";
@@ -57,17 +57,6 @@ impl ServiceMatch<'_> {
             }
         }
     }
-}
-
-/// The per-record outcome of a failed partner call: `partner-unavailable`
-/// when retrying may help, else `partner-error`.
-pub fn partner_failure(e: &ConnectorError) -> RecordOutcome {
-    let code = if e.is_transient() {
-        "partner-unavailable"
-    } else {
-        "partner-error"
-    };
-    failed(code, e.to_string())
 }
 
 /// Whether an outcome is worth another attempt later.

@@ -56,10 +56,8 @@ impl FlowRunner for AppRunner {
         let span = tracing::info_span!("scheduled_run", flow, trigger = trigger.as_str());
         async {
             match self.app.run_recorded(flow, trigger).await {
-                Ok(report) => {
-                    log_report(&report, trigger);
-                    update_dead_letter_gauge(&self.app, flow).await;
-                }
+                // `run_recorded` updates the metrics, dead-letter size included.
+                Ok(report) => log_report(&report, trigger),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "run could not start")
                 }
@@ -155,15 +153,12 @@ fn preflight(
     Ok((entries, inbox))
 }
 
-/// The App for a config, with `[delivery]` applied.
+/// The App for a config (`App::from_config` applies `[delivery]`).
 pub(crate) async fn open_app(
     config: &BridgeConfig,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<App> {
-    let mut app = App::from_config(config, cache_dir).await?;
-    app.delivery.max_attempts = config.delivery.max_attempts;
-    app.record_concurrency = config.delivery.record_concurrency;
-    Ok(app)
+    App::from_config(config, cache_dir).await
 }
 
 /// Run the service until `shutdown` completes (or, with `once`, until every
