@@ -48,6 +48,9 @@ const mappings = JSON.parse(readFileSync(mappingsFile, 'utf8'));
 const source = readFileSync(join(here, 'jobs', `${job}.js`), 'utf8');
 
 const options = {
+  // The bridge's jobs hand their output over as UTF-8 bytes (the WIT
+  // contract's json-bytes); the runtime's sandbox has no text codecs of its own.
+  globals: { TextEncoder, TextDecoder },
   linker: {
     modules: {
       '@openfn/language-common': { path: join(here, 'node_modules/@openfn/language-common') },

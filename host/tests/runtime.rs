@@ -133,7 +133,7 @@ fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
   (export $unmapped-value "unmapped-value" (type $unmapped-value'))
   (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
   (export $context "context" (type $context'))
-  (type $outcome' (variant (case "emit" string) (case "skip" string)))
+  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
   (export $outcome "outcome" (type $outcome'))
   (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
   (export $job-error "job-error" (type $job-error'))

@@ -222,7 +222,7 @@ fn logging_job_wat() -> String {
   (core instance $memi (instantiate $mem))
   (alias core export $memi "memory" (core memory $memory))
 
-  (import "bridge:job/log@0.1.0" (instance $log
+  (import "bridge:job/log@0.2.0" (instance $log
     (type $level' (enum "debug" "info" "warn" "error"))
     (export "level" (type $level (eq $level')))
     (type $pair (tuple string string))
@@ -263,7 +263,7 @@ fn logging_job_wat() -> String {
   (export $unmapped-value "unmapped-value" (type $unmapped-value'))
   (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
   (export $context "context" (type $context'))
-  (type $outcome' (variant (case "emit" string) (case "skip" string)))
+  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
   (export $outcome "outcome" (type $outcome'))
   (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
   (export $job-error "job-error" (type $job-error'))

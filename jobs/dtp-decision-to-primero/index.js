@@ -13,7 +13,7 @@
 // Better than the original: an unknown review decision or rejection reason
 // code is `unmapped` (the original wrote it into Primero raw); a malformed
 // progres_orgreferralid is `bad-input` instead of a search for "undefined".
-import { defineJob, emit, log } from '../lib/job.js';
+import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
 import { lookup } from '../lib/mapping.js';
 import { requireFields, text } from '../lib/fields.js';
@@ -60,7 +60,6 @@ export const { describe, configure, run } = defineJob({
     const rejectedReason = reason !== null ? (comment !== null ? `${reason}: ${comment}` : reason) : comment;
 
     const interopId = text(row[K.interopId]);
-    log('info', 'decision mapped', { referral_id: interopId, status });
     return emit({
       case_id: caseId,
       service_suffix: suffix,

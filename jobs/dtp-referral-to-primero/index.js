@@ -80,7 +80,6 @@ export const { describe, configure, run } = defineJob({
       caseId: text(row[K.primeroId]),
     });
 
-    env.log('info', 'mapped DTP referral', { intervention_id: text(row[K.lpInterventionId]) ?? undefined });
     return emit(payload);
   },
 });

@@ -14,7 +14,7 @@
 //   Error escaping a component export would trap the instance).
 // - `configure` receives the host's JSON:
 //   { "deployment": {…}, "shipping_processes": {…}, "tables": { "<name>": { description, default?, map } } }
-import { emit as hostLog } from 'bridge:job/log@0.1.0';
+import { emit as hostLog } from 'bridge:job/log@0.2.0';
 import { badInput, fatal, isJobError } from './errors.js';
 
 const LEVELS = new Set(['debug', 'info', 'warn', 'error']);
@@ -28,9 +28,15 @@ export function log(level, message, fields = {}) {
   hostLog(lvl, String(message), pairs);
 }
 
-/** Outcome: send `payload` (any JSON value) to the target. */
+const UTF8 = new TextEncoder();
+
+/**
+ * Outcome: send `payload` (any JSON value) to the target. The contract takes
+ * the JSON as UTF-8 bytes: the component's bindings copy bytes in one go but
+ * walk a returned string character by character.
+ */
 export function emit(payload) {
-  return { tag: 'emit', val: JSON.stringify(payload) };
+  return { tag: 'emit', val: UTF8.encode(JSON.stringify(payload)) };
 }
 
 /** Outcome: deliberately not sent. `code` is short and machine-readable; `text` has no personal data. */
@@ -85,7 +91,8 @@ export function defineJob(spec) {
         throw badInput('(record)', 'record is not valid JSON');
       }
       const outcome = map(record, { ctx, log, ...env });
-      if (!outcome || (outcome.tag !== 'emit' && outcome.tag !== 'skip') || typeof outcome.val !== 'string') {
+      const valid = outcome && (outcome.tag === 'emit' ? outcome.val instanceof Uint8Array : outcome.tag === 'skip' && typeof outcome.val === 'string');
+      if (!valid) {
         throw fatal('map() must return emit(payload) or skip(code, text)');
       }
       return outcome;

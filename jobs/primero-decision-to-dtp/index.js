@@ -16,7 +16,7 @@
 // Better than the original: an unknown status is `unmapped` instead of being
 // sent as "Pending Acknowledgement"; a service without an intervention
 // number is `bad-input` instead of a body proGres cannot match.
-import { defineJob, emit, log } from '../lib/job.js';
+import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
 import { OUTBOUND_DECISION_TABLE, primeroDecision } from '../lib/decisions.js';
 
@@ -37,7 +37,6 @@ export const { describe, configure, run } = defineJob({
     if (!number) {
       throw badInput('service.progres_interventionnumber', 'required field missing or empty: proGres cannot match the decision without it');
     }
-    log('info', 'decision mapped', { case_id: d.caseRecordId, service_id: d.serviceId, status: d.status });
     return emit({
       service_id: d.serviceId,
       intervention_number: number,

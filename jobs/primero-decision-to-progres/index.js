@@ -15,7 +15,7 @@
 // workflow 1.1 wrote it) is a `bad-input` error the host reports, not a
 // silent drop; an unknown status is `unmapped` instead of the "unknown"
 // transfer status 125080001.
-import { defineJob, emit, log } from '../lib/job.js';
+import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
 import { lookup } from '../lib/mapping.js';
 import { OUTBOUND_DECISION_TABLE, primeroDecision } from '../lib/decisions.js';
@@ -65,9 +65,6 @@ export const { describe, configure, run } = defineJob({
         { Name: 'progres_primerocaseworker', Value: d.owner },
       ],
     };
-    log('info', 'decision mapped', {
-      case_id: d.caseRecordId, service_id: d.serviceId, intervention_id: lpInterventionId, status: transferStatus,
-    });
     return emit({
       service_id: d.serviceId,
       intervention_id: lpInterventionId,

@@ -45,7 +45,7 @@ export const { describe, configure, run } = defineJob({
     return { admin: adminContact(deployment, ['position', 'email', 'phone', 'name']) };
   },
 
-  map(bundle, { tables, settings, log }) {
+  map(bundle, { tables, settings }) {
     const selected = selectReferral(bundle);
     if (!selected) return notReferred();
     const { kase, service, referral } = selected;
@@ -86,7 +86,6 @@ export const { describe, configure, run } = defineJob({
       id: `${caseId}#${serviceId.slice(-12)}`,
     };
 
-    log('info', 'mapped Primero referral', { case_id: caseId, service_id: serviceId, referral_id: text(referral.id) });
     return emit({ ...envelope(selected, adminFields), body });
   },
 });

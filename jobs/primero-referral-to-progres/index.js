@@ -46,7 +46,7 @@ export const { describe, configure, run } = defineJob({
     return { businessUnit, organisationFrom, admin: adminContact(deployment, ['position', 'email', 'phone']) };
   },
 
-  map(bundle, { tables, settings, log }) {
+  map(bundle, { tables, settings }) {
     const selected = selectReferral(bundle);
     if (!selected) return notReferred();
     const { kase, service, referral } = selected;
@@ -88,7 +88,6 @@ export const { describe, configure, run } = defineJob({
       ['progres_offlineid', caseId],
     ].map(([Name, Value]) => ({ Name, Value }));
 
-    log('info', 'mapped Primero referral', { case_id: caseId, service_id: serviceId, referral_id: text(referral.id) });
     return emit({
       ...envelope(selected, adminFields),
       record: { ExternalId: caseId, ExternalGUID: id, Fields: fields },

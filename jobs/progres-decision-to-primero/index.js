@@ -15,7 +15,7 @@
 // original's statusText made it "accepted"); progres_reviewdecision, read
 // only when the row has no status, has its own table with the proGres
 // review-decision meaning (the original took 125080001 for an acceptance).
-import { defineJob, emit, log } from '../lib/job.js';
+import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
 import { requireFields, text } from '../lib/fields.js';
 import { referralStatus } from '../lib/decisions.js';
@@ -65,7 +65,6 @@ export const { describe, configure, run } = defineJob({
       : null;
 
     const id = text(row[K.id]);
-    log('info', 'decision mapped', { referral_id: id, status });
     return emit({
       interop_referral_id: id,
       case_id: text(row[K.caseId]),

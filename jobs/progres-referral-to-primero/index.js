@@ -74,7 +74,6 @@ export const { describe, configure, run } = defineJob({
       [K.lpInterventionId]: firstText(delivery, [K.lpInterventionId]) ?? text(iv[K.lpInterventionId]),
       [K.businessUnit]: text(iv[K.businessUnit]) ?? text(delivery[K.businessUnit]),
     };
-    const interventionId = row[K.lpInterventionId] ?? undefined;
 
     const payload = mapInboundReferral(row, K, env, {
       required: REQUIRED,
@@ -86,7 +85,6 @@ export const { describe, configure, run } = defineJob({
       caseId: firstText(iv, [K.primeroId]) ?? firstText(delivery, [K.primeroId]),
     });
 
-    env.log('info', 'mapped proGres referral', { intervention_id: interventionId });
     return emit(payload);
   },
 });

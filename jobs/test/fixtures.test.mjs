@@ -1,7 +1,7 @@
 // Runs every jobs/<job>/fixtures/<case>.record.json through jobs/<job>/index.js
 // in plain node and compares with <case>.expected.json, in the format of
 // `bridge job run --expect`. No component build needed: the job's only import,
-// bridge:job/log@0.1.0, is mapped to a stub by ./hooks.mjs.
+// bridge:job/log@0.2.0, is mapped to a stub by ./hooks.mjs.
 import { register } from 'node:module';
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';

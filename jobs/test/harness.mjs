@@ -109,10 +109,10 @@ export function runReport(job, ctx, record) {
     if (e?.tag === 'fatal' && isStr(v)) return { outcome: 'error', kind: 'fatal', message: v };
     return { outcome: 'error', kind: 'trap', message: `run threw something that is not a job-error: ${e?.stack ?? e}` };
   }
-  if (result?.tag === 'emit' && isStr(result.val)) {
+  if (result?.tag === 'emit' && result.val instanceof Uint8Array) {
     let payload;
     try {
-      payload = JSON.parse(result.val);
+      payload = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(result.val));
     } catch {
       return { outcome: 'error', kind: 'trap', message: 'emit payload is not valid JSON' };
     }

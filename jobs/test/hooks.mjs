@@ -1,5 +1,5 @@
 // Module-resolution hooks for running jobs in plain node (see fixtures.test.mjs).
-// - `bridge:job/log@0.1.0` (the only import a component gets) → log-stub.mjs.
+// - `bridge:job/log@0.2.0` (the only import a component gets) → log-stub.mjs.
 // - Job code (jobs/<name>/ and jobs/lib/) may import only relative files and
 //   that interface, as in the component: node builtins, npm packages and other
 //   `bridge:` interfaces are refused here so a job cannot pass in node and
@@ -9,7 +9,7 @@ import { dirname, join, sep } from 'node:path';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const jobsDir = dirname(here);
-const LOG = 'bridge:job/log@0.1.0';
+const LOG = 'bridge:job/log@0.2.0';
 const stub = new URL('./log-stub.mjs', import.meta.url).href;
 
 function isJobCode(parentURL) {

@@ -1,4 +1,4 @@
-// Stand-in for the host's `bridge:job/log@0.1.0` interface in node tests:
+// Stand-in for the host's `bridge:job/log@0.2.0` interface in node tests:
 // records every call in globalThis.__bridgeJobLog for the test to inspect.
 const calls = (globalThis.__bridgeJobLog ??= []);
 

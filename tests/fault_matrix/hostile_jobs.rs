@@ -153,7 +153,7 @@ pub fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
   (export $unmapped-value "unmapped-value" (type $unmapped-value'))
   (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
   (export $context "context" (type $context'))
-  (type $outcome' (variant (case "emit" string) (case "skip" string)))
+  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
   (export $outcome "outcome" (type $outcome'))
   (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
   (export $job-error "job-error" (type $job-error'))
@@ -305,8 +305,11 @@ async fn import_rows(tmp: &Path, rows: &mut Vec<Row>) {
         ("make an HTTP call", "wasi:http/outgoing-handler@0.2.0"),
         ("read an environment variable", "wasi:cli/environment@0.2.0"),
         ("read its arguments or stdin", "wasi:cli/stdin@0.2.0"),
-        ("read a credential", "bridge:job/secrets@0.1.0"),
-        ("use another version of the log", "bridge:job/log@0.2.0"),
+        ("read a credential", "bridge:job/secrets@0.2.0"),
+        (
+            "use an older version of the log (built for contract 0.1.0)",
+            "bridge:job/log@0.1.0",
+        ),
     ] {
         let wat = job_wat(1, &format!("(import \"{import}\" (instance))"), &[]);
         let bytes = wat::parse_str(&wat).unwrap();

@@ -2,10 +2,12 @@
 // `configure(...); each(...)`-style job code): the bridge job primero-referral-to-progres's own
 // mapping code, loaded through the runtime's linker from
 // ../linked/primero-referral-to-progres (which points at jobs/primero-referral-to-progres/index.js), run on every record of
-// state.data.records. Input and output cross the job boundary as JSON text,
-// as they do between the bridge host and its WebAssembly component.
+// state.data.records. Input crosses the job boundary as JSON text and output
+// as UTF-8 JSON bytes, as they do between the bridge host and its component.
 import { fn } from '@openfn/language-common';
 import { configure, run } from 'primero-referral-to-progres';
+
+const UTF8 = new TextDecoder();
 
 export default [
   fn((state) => {
@@ -19,7 +21,7 @@ export default [
       let out;
       try {
         const outcome = run(ctx, JSON.stringify(record));
-        out = outcome.tag === 'emit' ? { outcome: 'emit', payload: JSON.parse(outcome.val) } : { outcome: 'skip', reason: outcome.val };
+        out = outcome.tag === 'emit' ? { outcome: 'emit', payload: JSON.parse(UTF8.decode(outcome.val)) } : { outcome: 'skip', reason: outcome.val };
       } catch (e) {
         out = { outcome: 'error', kind: e?.tag ?? 'fatal' };
       }

@@ -12,7 +12,7 @@ use super::bindings::{self, HostState, JobInfo, JobPre};
 use super::cache::{CacheOutcome, PrecompileCache};
 use super::error::LoadError;
 use super::instance::JobInstance;
-use super::policy::{inspect_component, ALLOWED_IMPORTS};
+use super::policy::{allowed_imports_text, inspect_component};
 
 /// Per-call limits for job code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,10 @@ impl JobRuntime {
             .epoch_interruption(true)
             // Copy-on-write linear memory images make instantiation cheap.
             .memory_init_cow(true);
+        // For profiling job code with `perf`: names the compiled wasm functions.
+        if std::env::var_os("BRIDGE_WASM_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Cache {
             path: config.cache_dir.clone(),
             reason: format!("engine: {e:#}"),
@@ -172,7 +176,7 @@ impl JobRuntime {
             return Err(LoadError::ForbiddenImport {
                 job: name.to_string(),
                 import: import.clone(),
-                allowed: ALLOWED_IMPORTS.join(", "),
+                allowed: allowed_imports_text(import),
             });
         }
         if !report.missing_exports.is_empty() {

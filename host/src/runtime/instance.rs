@@ -132,7 +132,7 @@ impl JobInstance {
                         ),
                     });
                 }
-                serde_json::from_str(&json)
+                serde_json::from_slice(&json)
                     .map(JobOutcome::Emit)
                     .map_err(|e| JobFailure::InvalidOutput {
                         job: job.name.clone(),

@@ -7,7 +7,23 @@ use wasmtime::Engine;
 
 /// The only imports a job component may have: the structured log and the
 /// type-only interface of the contract. No WASI of any kind.
-pub const ALLOWED_IMPORTS: &[&str] = &["bridge:job/log@0.1.0", "bridge:job/types@0.1.0"];
+pub const ALLOWED_IMPORTS: &[&str] = &["bridge:job/log@0.2.0", "bridge:job/types@0.2.0"];
+
+/// How the allowed imports are named in a refusal: with a hint to rebuild when
+/// `import` is another version of this contract (a job built for an older host).
+pub fn allowed_imports_text(import: &str) -> String {
+    let allowed = ALLOWED_IMPORTS.join(", ");
+    let other_version = import.starts_with("bridge:job/")
+        && !ALLOWED_IMPORTS.contains(&import)
+        && ALLOWED_IMPORTS
+            .iter()
+            .any(|a| a.split('@').next() == import.split('@').next());
+    if other_version {
+        format!("{allowed} (it was built against another version of the job contract wit/job.wit: rebuild it with `node jobs/build.mjs`)")
+    } else {
+        allowed
+    }
+}
 
 /// The exports the host calls.
 pub const REQUIRED_EXPORTS: &[&str] = &["describe", "configure", "run"];
