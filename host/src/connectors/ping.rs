@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use super::limits::{CallPermit, Limiter, PartnerLimits};
+use super::limits::{Limiter, PartnerLimits};
 use super::retry::{self, AttemptError, CallKind, RetryPolicy};
 use super::{ConnectorError, System};
 
@@ -616,25 +616,19 @@ impl PingClient {
             page_number: cursor.and_then(|c| c.page_number),
         };
         let url = self.url_for(&[RETRIEVE_PATH]);
-        let payload = serde_json::to_vec(&body).map_err(|_| ConnectorError::Protocol {
-            system: System::Ping,
-            endpoint: endpoint.clone(),
-            reason: "request body could not be encoded".to_string(),
+        let bytes = self
+            .post_api(url, &endpoint, &body, CallKind::Idempotent)
+            .await?;
+        // Parsed in one pass, keeping only the columns asked for; the body is
+        // dropped right after.
+        let page = parse_retrieve_page_with(&bytes, columns).map_err(|reason| {
+            ConnectorError::Protocol {
+                system: System::Ping,
+                endpoint: endpoint.clone(),
+                reason: self.scrub(&reason),
+            }
         })?;
-        let parsed = retry::run(
-            &self.retry,
-            "ping",
-            &endpoint,
-            CallKind::Idempotent,
-            Some(&self.limiter),
-            || self.retrieve_once(&url, &endpoint, &payload, columns),
-        )
-        .await?;
-        let page = parsed.map_err(|reason| ConnectorError::Protocol {
-            system: System::Ping,
-            endpoint: endpoint.clone(),
-            reason: self.scrub(&reason),
-        })?;
+        drop(bytes);
         tracing::debug!(
             shipping_process = shipping_process_id,
             rows = page.rows.len(),
@@ -799,106 +793,40 @@ impl PingClient {
         endpoint: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, AttemptError> {
-        let (response, _permit) = self.send_once(url, endpoint, payload).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
-        Ok(bytes.to_vec())
-    }
-
-    /// One attempt of a retrieve page. The answer is parsed as it arrives
-    /// (on a blocking thread, keeping only the columns asked for), so a page
-    /// of thousands of rows is never held whole, neither as text nor as JSON
-    /// values. A body that is not a retrieve answer is `Ok(Err(reason))`:
-    /// final, like any protocol error.
-    async fn retrieve_once(
-        &self,
-        url: &url::Url,
-        endpoint: &str,
-        payload: &[u8],
-        columns: Option<&[String]>,
-    ) -> Result<Result<RetrievePage, String>, AttemptError> {
-        let (mut response, _permit) = self.send_once(url, endpoint, payload).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let columns: Option<Vec<String>> = columns.map(<[String]>::to_vec);
-        let parser = tokio::task::spawn_blocking(move || {
-            let reader = std::io::BufReader::new(ChunkReader {
-                rx,
-                current: None,
-                at: 0,
-            });
-            parse_retrieve_page_from(reader, columns.as_deref())
-        });
-        let mut failure = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if tx.send(chunk).await.is_err() {
-                        // The parser gave up on the body: no use reading on.
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(ConnectorError::transport(System::Ping, endpoint, &e));
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let parsed = parser.await.map_err(|_| {
-            AttemptError::Final(ConnectorError::Protocol {
-                system: System::Ping,
-                endpoint: endpoint.to_string(),
-                reason: "the retrieve answer's parser stopped".to_string(),
-            })
-        })?;
-        match failure {
-            // Cut off mid-body: a transport error (retried), whatever the parser made of it.
-            Some(e) => Err(AttemptError::Call(e)),
-            None => Ok(parsed),
-        }
-    }
-
-    /// Send one request, logging in again once on a 401, until a 2xx
-    /// answer whose body is not read yet; the call permit is held until the
-    /// caller drops it (after reading the body). A non-2xx answer is an error.
-    async fn send_once(
-        &self,
-        url: &url::Url,
-        endpoint: &str,
-        payload: &[u8],
-    ) -> Result<(reqwest::Response, CallPermit<'_>), AttemptError> {
         let mut rejected: Option<u64> = None;
         loop {
             let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
-            let permit = self.limiter.acquire().await;
-            let response = self
-                .http
-                .post(url.clone())
-                .bearer_auth(&token)
-                .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(payload.to_vec())
-                .send()
-                .await
-                .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
-            let status = response.status();
+            let (status, retry_after, bytes) = {
+                let _permit = self.limiter.acquire().await;
+                let response = self
+                    .http
+                    .post(url.clone())
+                    .bearer_auth(&token)
+                    .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(payload.to_vec())
+                    .send()
+                    .await
+                    .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                let status = response.status();
+                let retry_after = parse_retry_after(response.headers());
+                if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
+                    (status, retry_after, Default::default())
+                } else {
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                    (status, retry_after, bytes)
+                }
+            };
             if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
-                drop(permit);
                 // Token revoked or expired early on the server: one fresh login.
                 tracing::debug!(endpoint, "PING answered 401; logging in again");
                 rejected = Some(generation);
                 continue;
             }
             if !status.is_success() {
-                let retry_after = parse_retry_after(response.headers());
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
-                drop(permit);
                 return Err(AttemptError::Call(ConnectorError::Status {
                     system: System::Ping,
                     endpoint: endpoint.to_string(),
@@ -907,7 +835,7 @@ impl PingClient {
                     retry_after,
                 }));
             }
-            return Ok((response, permit));
+            return Ok(bytes.to_vec());
         }
     }
 
@@ -1038,37 +966,6 @@ impl PingClient {
     }
 }
 
-/// The chunks of a body arriving from the async side, as a blocking reader
-/// (used on a blocking thread only).
-struct ChunkReader<B> {
-    rx: tokio::sync::mpsc::Receiver<B>,
-    current: Option<B>,
-    at: usize,
-}
-
-impl<B: AsRef<[u8]>> std::io::Read for ChunkReader<B> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if let Some(chunk) = &self.current {
-                let rest = &chunk.as_ref()[self.at..];
-                if !rest.is_empty() {
-                    let n = rest.len().min(buf.len());
-                    buf[..n].copy_from_slice(&rest[..n]);
-                    self.at += n;
-                    return Ok(n);
-                }
-            }
-            match self.rx.blocking_recv() {
-                Some(chunk) => {
-                    self.current = Some(chunk);
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-    }
-}
-
 /// Page-at-a-time retrieve; see [`PingClient::pages`].
 pub struct RetrievePager<'c> {
     client: &'c PingClient,
@@ -1184,20 +1081,11 @@ fn parse_retrieve_page(bytes: &[u8]) -> Result<RetrievePage, String> {
 }
 
 /// A retrieve page, keeping every column of its rows (`None`) or only these.
-#[cfg(test)]
 fn parse_retrieve_page_with(
     bytes: &[u8],
     columns: Option<&[String]>,
 ) -> Result<RetrievePage, String> {
-    parse_retrieve_page_from(bytes, columns)
-}
-
-/// [`parse_retrieve_page_with`] from a reader (the body as it arrives).
-fn parse_retrieve_page_from(
-    reader: impl std::io::Read,
-    columns: Option<&[String]>,
-) -> Result<RetrievePage, String> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let response = ResponseSeed(columns)
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
