@@ -402,3 +402,124 @@ fn no_personal_data_in_the_state_databases_or_the_logs_of_a_full_demo() {
         assert_eq!(runs.len(), 2, "the demo's two recorded runs");
     });
 }
+
+/// Workflow 1.1 works on the pending list one page at a time (issue 7). With
+/// two rows a page, seven referrals (one that fails to map, in the middle)
+/// are all reached once: six written and acknowledged exactly once, the bad
+/// one left pending and not acknowledged; the next run reads only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing() {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    sims.ping_sim().set_page_size(2);
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(80);
+        (0..7).map(|_| g.person()).collect()
+    };
+    let mut interventions = Vec::new();
+    for (i, p) in people.iter().enumerate() {
+        let mut iv = SimIntervention::for_person(p.clone(), 7300 + i as u64);
+        if i == 3 {
+            // The job refuses it (required field missing): fails alone.
+            iv.business_unit = String::new();
+        }
+        sims.ping_sim().add_intervention(iv.clone());
+        interventions.push(iv);
+    }
+    let bad = interventions[3].lpinterventionid.clone();
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let mut app = app(&sims, &project, store.clone()).await;
+    app.record_concurrency = 3;
+
+    let report = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(report.fetched, 7, "{report}");
+    assert_eq!(report.records.len(), 7, "{report}");
+    assert_eq!(report.count("created"), 6, "{report}");
+    assert_eq!(report.count("failed"), 1, "{report}");
+    assert_eq!(report.acknowledged(), 6, "{report}");
+    assert!(!report.stopped && report.aborted.is_none(), "{report}");
+    // Every referral reported once, in listing order.
+    let reported: Vec<&str> = report
+        .records
+        .iter()
+        .map(|r| r.source_id.as_str())
+        .collect();
+    let seeded: Vec<&str> = interventions
+        .iter()
+        .map(|iv| iv.lpinterventionid.as_str())
+        .collect();
+    assert_eq!(reported, seeded);
+    for r in &report.records {
+        assert_eq!(r.acknowledged, r.source_id != bad, "{report}");
+    }
+    // Four pages of the pending list were read, plus one SHP-2358 details
+    // call per referral.
+    let retrieves = sims
+        .ping_sim()
+        .requests()
+        .iter()
+        .filter(|r| r.path == bridge::connectors::ping::RETRIEVE_PATH)
+        .count();
+    assert_eq!(retrieves, 4 + 7);
+    // The transfer statuses (SHP-2748) were written once the listing was
+    // read: writing one takes the referral out of the queue being paged.
+    let requests = sims.ping_sim().requests();
+    let last_retrieve = requests
+        .iter()
+        .rposition(|r| r.path == bridge::connectors::ping::RETRIEVE_PATH);
+    let first_ingestion = requests
+        .iter()
+        .position(|r| r.path.starts_with("/api/ingestion/"));
+    assert!(
+        first_ingestion > last_retrieve && last_retrieve.is_some(),
+        "{requests:?}"
+    );
+
+    let status_writes = |sims: &Simulators| -> Vec<usize> {
+        interventions
+            .iter()
+            .map(|iv| {
+                sims.ping_sim()
+                    .intervention_state(&iv.lpinterventionid)
+                    .unwrap()
+                    .status_writes
+            })
+            .collect()
+    };
+    assert_eq!(status_writes(&sims), vec![1, 1, 1, 0, 1, 1, 1]);
+    assert_eq!(
+        sims.ping_sim().pending_intervention_ids(),
+        vec![bad.clone()]
+    );
+    let good: Vec<Person> = people
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, p)| p.clone())
+        .collect();
+    let good_ivs: Vec<SimIntervention> = interventions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, iv)| iv.clone())
+        .collect();
+    assert_eq!(audit(&sims, &good, &good_ivs), (0, 0));
+    assert!(sims
+        .primero_sim()
+        .find_by_individual_no(&people[3].progres_id)
+        .is_empty());
+
+    // The next run reads only the one left pending; nothing is written twice.
+    let again = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(again.fetched, 1, "{again}");
+    assert_eq!(again.count("failed"), 1, "{again}");
+    assert_eq!(again.acknowledged(), 0, "{again}");
+    assert_eq!(status_writes(&sims), vec![1, 1, 1, 0, 1, 1, 1]);
+    assert_eq!(audit(&sims, &good, &good_ivs), (0, 0));
+}

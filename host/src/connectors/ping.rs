@@ -13,7 +13,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, COOKIE, RETRY_AFTER};
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -124,25 +124,129 @@ struct QueryParameter<'a> {
     value: &'a str,
 }
 
-#[derive(Deserialize)]
+/// A retrieve answer. Parsed by [`ResponseSeed`] straight from the bytes:
+/// `Data` is either rows or a text, and an untagged enum would first buffer
+/// the whole page in serde's generic tree (a second copy of a 5,000-row page).
+#[derive(Default)]
 struct RetrieveResponse {
-    #[serde(rename = "Data", default)]
     data: Option<RetrieveData>,
-    #[serde(rename = "ErrorMessage", default)]
     error_message: Option<Value>,
-    #[serde(rename = "RecordCount", default)]
     record_count: Option<Value>,
-    #[serde(rename = "SPHTransactionId", default)]
     sph_transaction_id: Option<String>,
-    #[serde(rename = "PagingSummary", default)]
     paging_summary: Option<PagingSummary>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RetrieveData {
     Rows(Vec<Row>),
     Text(String),
+}
+
+/// Parses a [`RetrieveResponse`], keeping every column of a row or only these.
+struct ResponseSeed<'k>(Option<&'k [String]>);
+
+impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
+    type Value = RetrieveResponse;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ResponseSeed<'_> {
+    type Value = RetrieveResponse;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a PING retrieve answer")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = RetrieveResponse::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "Data" => out.data = map.next_value_seed(DataSeed(self.0))?,
+                "ErrorMessage" => out.error_message = map.next_value()?,
+                "RecordCount" => out.record_count = map.next_value()?,
+                "SPHTransactionId" => out.sph_transaction_id = map.next_value()?,
+                "PagingSummary" => out.paging_summary = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `Data`: rows, a text ("No Data Available") or null.
+struct DataSeed<'k>(Option<&'k [String]>);
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
+    type Value = Option<RetrieveData>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_> {
+    type Value = Option<RetrieveData>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of rows or a text")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Some(RetrieveData::Text(text.to_string())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(row) = seq.next_element_seed(RowSeed(self.0))? {
+            rows.push(row);
+        }
+        Ok(Some(RetrieveData::Rows(rows)))
+    }
+}
+
+/// One row, without the columns nobody asked for (their values are skipped
+/// unparsed).
+struct RowSeed<'k>(Option<&'k [String]>);
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Row;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Row;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut row = Row::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if self.0.is_none_or(|keep| keep.contains(&key)) {
+                let value: Value = map.next_value()?;
+                row.insert(key, value);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(row)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -471,6 +575,7 @@ impl PingClient {
             done: false,
             seen_cookies: HashSet::new(),
             pages: 0,
+            columns: None,
         }
     }
 
@@ -480,6 +585,19 @@ impl PingClient {
         shipping_process_id: &str,
         params: &[(&str, &str)],
         cursor: Option<&PageCursor>,
+    ) -> Result<RetrievePage, ConnectorError> {
+        self.retrieve_page_with(shipping_process_id, params, cursor, None)
+            .await
+    }
+
+    /// [`retrieve_page`](Self::retrieve_page), keeping only these columns of
+    /// each row when `columns` is `Some` (the others are skipped unparsed).
+    async fn retrieve_page_with(
+        &self,
+        shipping_process_id: &str,
+        params: &[(&str, &str)],
+        cursor: Option<&PageCursor>,
+        columns: Option<&[String]>,
     ) -> Result<RetrievePage, ConnectorError> {
         let endpoint = format!("POST {RETRIEVE_PATH} {shipping_process_id}");
         let body = RetrieveRequest {
@@ -501,11 +619,16 @@ impl PingClient {
         let bytes = self
             .post_api(url, &endpoint, &body, CallKind::Idempotent)
             .await?;
-        let page = parse_retrieve_page(&bytes).map_err(|reason| ConnectorError::Protocol {
-            system: System::Ping,
-            endpoint: endpoint.clone(),
-            reason: self.scrub(&reason),
+        // Parsed in one pass, keeping only the columns asked for; the body is
+        // dropped right after.
+        let page = parse_retrieve_page_with(&bytes, columns).map_err(|reason| {
+            ConnectorError::Protocol {
+                system: System::Ping,
+                endpoint: endpoint.clone(),
+                reason: self.scrub(&reason),
+            }
         })?;
+        drop(bytes);
         tracing::debug!(
             shipping_process = shipping_process_id,
             rows = page.rows.len(),
@@ -852,9 +975,22 @@ pub struct RetrievePager<'c> {
     done: bool,
     seen_cookies: HashSet<String>,
     pages: usize,
+    columns: Option<Vec<String>>,
 }
 
 impl RetrievePager<'_> {
+    /// Whether the last page was read (or paging failed for good).
+    pub fn finished(&self) -> bool {
+        self.done
+    }
+
+    /// Keep only these columns of each row (a long listing then costs only
+    /// what the caller uses; the other values are skipped unparsed).
+    pub fn only_columns(mut self, columns: &[&str]) -> Self {
+        self.columns = Some(columns.iter().map(|c| c.to_string()).collect());
+        self
+    }
+
     /// The next page's rows, or `None` after the last page.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Row>>, ConnectorError> {
         if self.done {
@@ -867,7 +1003,12 @@ impl RetrievePager<'_> {
             .collect();
         let page = self
             .client
-            .retrieve_page(&self.shipping_process_id, &params, self.cursor.as_ref())
+            .retrieve_page_with(
+                &self.shipping_process_id,
+                &params,
+                self.cursor.as_ref(),
+                self.columns.as_deref(),
+            )
             .await?;
         self.pages += 1;
         match page.next {
@@ -898,16 +1039,14 @@ fn parse_http_url(text: &str) -> Option<url::Url> {
     (matches!(url.scheme(), "http" | "https") && url.has_host()).then_some(url)
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        // serde's message can quote a value; keep only its category and position.
-        format!(
-            "response is not the expected JSON ({:?} at line {} column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })
+fn json_error(e: &serde_json::Error) -> String {
+    // serde's message can quote a value; keep only its category and position.
+    format!(
+        "response is not the expected JSON ({:?} at line {} column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// A non-empty `ErrorMessage` as text.
@@ -936,8 +1075,21 @@ fn lenient_i64(value: Option<&Value>) -> Option<i64> {
     }
 }
 
+#[cfg(test)]
 fn parse_retrieve_page(bytes: &[u8]) -> Result<RetrievePage, String> {
-    let response: RetrieveResponse = parse_json(bytes)?;
+    parse_retrieve_page_with(bytes, None)
+}
+
+/// A retrieve page, keeping every column of its rows (`None`) or only these.
+fn parse_retrieve_page_with(
+    bytes: &[u8],
+    columns: Option<&[String]>,
+) -> Result<RetrievePage, String> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let response = ResponseSeed(columns)
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r))
+        .map_err(|e| json_error(&e))?;
     if let Some(message) = error_message_text(response.error_message.as_ref()) {
         return Err(format!(
             "ErrorMessage: {}",
@@ -1430,6 +1582,29 @@ mod tests {
         assert!(parse_retrieve_page(no_cookie.to_string().as_bytes()).is_err());
         assert!(parse_retrieve_page(b"<html>").is_err());
         assert!(parse_retrieve_page(json!({"Data": "oops"}).to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn retrieve_page_keeps_only_the_columns_asked_for() {
+        let body = json!({"Data": [{"a": 1, "b": {"deep": [1, 2]}, "c": "x"}, {"c": null}],
+            "ErrorMessage": null, "Extra": {"ignored": true},
+            "PagingSummary": {"PagingCookie": null, "PageNumber": 0, "IsMoreRecordsAvailable": false}});
+        let bytes = body.to_string();
+        let all = parse_retrieve_page(bytes.as_bytes()).unwrap();
+        assert_eq!(all.rows[0].len(), 3);
+        let keep = ["a".to_string(), "c".to_string()];
+        let some = parse_retrieve_page_with(bytes.as_bytes(), Some(&keep)).unwrap();
+        assert_eq!(some.rows.len(), 2);
+        assert_eq!(
+            Value::Object(some.rows[0].clone()),
+            json!({"a": 1, "c": "x"})
+        );
+        assert_eq!(Value::Object(some.rows[1].clone()), json!({"c": null}));
+        // A row that is not an object, or trailing garbage, is still refused.
+        let bad = json!({"Data": [1]}).to_string();
+        assert!(parse_retrieve_page_with(bad.as_bytes(), Some(&keep)).is_err());
+        assert!(parse_retrieve_page(b"{\"Data\": []} x").is_err());
+        assert!(parse_retrieve_page(b"[]").is_err());
     }
 
     #[test]

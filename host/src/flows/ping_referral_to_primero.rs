@@ -5,6 +5,10 @@
 //! `unhcr_individual_no` (shared with DTP 1-1: [`super::case_upsert`]) →
 //! transfer status (SHP-2748) for each intervention Primero now holds.
 //!
+//! The pending list is worked on one page at a time (only the columns the
+//! flow and its job read are kept), so memory does not grow with the queue;
+//! the transfer statuses are written once the listing has been read.
+//!
 //! Better than the original (spec README): a bad intervention fails alone and
 //! the others proceed; a service already present (exact intervention number)
 //! is not appended again; several matching cases hold the record
@@ -43,6 +47,26 @@ pub struct Ping11<'a> {
     /// Interventions worked on at once (partner calls are further bounded
     /// per partner by the clients).
     pub concurrency: usize,
+}
+
+/// The SHP-2747 columns this flow and its job read (the job takes the
+/// intervention id, business unit and Primero id from the delivery row). The
+/// rest of a pending row (names, dates) is skipped while the page is parsed,
+/// so a page of thousands of rows stays small.
+pub const DELIVERY_COLUMNS: &[&str] = &[
+    "progres_lpinterventionid",
+    "progres_intervention",
+    "progres_interventionname",
+    "progres_businessunit",
+    "progres_primeroid",
+];
+
+/// A delivered record waiting for its transfer status: its place in the
+/// report and what the status write needs.
+struct Ack {
+    index: usize,
+    id: String,
+    business_unit: String,
 }
 
 /// What the records of one run share.
@@ -99,15 +123,6 @@ impl Ping11<'_> {
                 return report;
             }
         };
-        let deliveries = match self.ping.retrieve(pending_sp, &[]).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                report.aborted = Some(e.to_string());
-                return report;
-            }
-        };
-        report.fetched = deliveries.len();
-        tracing::info!(pending = deliveries.len(), "pending proGres referrals");
         let shared = RunShared {
             instance: tokio::sync::Mutex::new(instance),
             ctx: JobContext {
@@ -121,38 +136,45 @@ impl Ping11<'_> {
             status_sp,
             today,
         };
-        let shared = &shared;
-        // Records run concurrently, results kept in list order.
-        let deliveries = &deliveries;
-        // By index: a closure over `&Row` items trips the compiler's
-        // higher-ranked lifetime check once the future must be `Send`.
-        let records: Vec<Option<RecordReport>> = stream::iter(0..deliveries.len())
-            .map(|i| async move {
-                let delivery = &deliveries[i];
-                if self.stop.is_cancelled() {
-                    // Not started: stays pending in proGres for the next run.
-                    return None;
+        // One page of the pending list at a time, dropped once its records are
+        // done. The transfer statuses wait until the listing is read: writing
+        // one takes the intervention out of the SHP-2747 queue, which could
+        // shift the rows of the pages not read yet (a crash before they are
+        // sent is safe: the next run finds the service already present and
+        // acknowledges it then).
+        let mut pager = self
+            .ping
+            .pages(pending_sp, &[])
+            .only_columns(DELIVERY_COLUMNS);
+        let mut acks: Vec<Ack> = Vec::new();
+        let mut pages = 0usize;
+        loop {
+            if self.stop.is_cancelled() && !pager.finished() {
+                // Not started: stays pending in proGres for the next run.
+                report.stopped = true;
+                break;
+            }
+            let page = match pager.next_page().await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(e) => {
+                    // The pages already worked on still count (and are acknowledged).
+                    report.aborted = Some(e.to_string());
+                    break;
                 }
-                let id = text(delivery, "progres_lpinterventionid")
-                    .or_else(|| text(delivery, "progres_intervention"))
-                    .unwrap_or_default();
-                if let Some(parked) = self.ledger.parked(&id) {
-                    return Some(RecordReport {
-                        source_id: id,
-                        outcome: parked,
-                        acknowledged: false,
-                        ack_error: None,
-                    });
-                }
-                let span = tracing::info_span!("record", record = %id);
-                Some(self.one(shared, delivery, &id).instrument(span).await)
-            })
-            .buffered(self.concurrency.max(1))
-            .collect()
-            .await;
-        report.stopped = records.iter().any(Option::is_none);
-        report.records = records.into_iter().flatten().collect();
+            };
+            pages += 1;
+            report.fetched += page.len();
+            tracing::info!(
+                page = pages,
+                pending = page.len(),
+                "page of pending proGres referrals"
+            );
+            self.work_page(&shared, &page, &mut report, &mut acks).await;
+        }
+        self.acknowledge(&shared, acks, &mut report).await;
         tracing::info!(
+            pending = report.fetched,
             created = report.count("created"),
             updated = report.count("updated"),
             already_present = report.count("already present"),
@@ -164,11 +186,130 @@ impl Ping11<'_> {
         report
     }
 
-    async fn one(&self, shared: &RunShared<'_>, delivery: &Row, id: &str) -> RecordReport {
+    /// Deliver one page's records, concurrently, results kept in list order;
+    /// the delivered ones are queued for their transfer status.
+    async fn work_page(
+        &self,
+        shared: &RunShared<'_>,
+        deliveries: &[Row],
+        report: &mut RunReport,
+        acks: &mut Vec<Ack>,
+    ) {
+        // By index: a closure over `&Row` items trips the compiler's
+        // higher-ranked lifetime check once the future must be `Send`.
+        let records: Vec<Option<(RecordReport, Option<Ack>)>> = stream::iter(0..deliveries.len())
+            .map(|i| async move {
+                let delivery = &deliveries[i];
+                if self.stop.is_cancelled() {
+                    // Not started: stays pending in proGres for the next run.
+                    return None;
+                }
+                let id = text(delivery, "progres_lpinterventionid")
+                    .or_else(|| text(delivery, "progres_intervention"))
+                    .unwrap_or_default();
+                if let Some(parked) = self.ledger.parked(&id) {
+                    let record = RecordReport {
+                        source_id: id,
+                        outcome: parked,
+                        acknowledged: false,
+                        ack_error: None,
+                    };
+                    return Some((record, None));
+                }
+                let span = tracing::info_span!("record", record = %id);
+                Some(self.one(shared, delivery, &id).instrument(span).await)
+            })
+            .buffered(self.concurrency.max(1))
+            .collect()
+            .await;
+        for record in records {
+            match record {
+                None => report.stopped = true,
+                Some((record, ack)) => {
+                    if let Some(mut ack) = ack {
+                        ack.index = report.records.len();
+                        acks.push(ack);
+                    }
+                    report.records.push(record);
+                }
+            }
+        }
+    }
+
+    /// Write the transfer status (SHP-2748) of every delivered record.
+    async fn acknowledge(&self, shared: &RunShared<'_>, acks: Vec<Ack>, report: &mut RunReport) {
+        if acks.is_empty() {
+            return;
+        }
+        tracing::info!(records = acks.len(), "writing transfer statuses");
+        let results: Vec<(usize, Result<(), String>)> = stream::iter(acks)
+            .map(|ack| async move {
+                let span = tracing::info_span!("ack", record = %ack.id);
+                let result = self.ack(shared, &ack).instrument(span).await;
+                (ack.index, result)
+            })
+            .buffered(self.concurrency.max(1))
+            .collect()
+            .await;
+        for (index, result) in results {
+            let record = &mut report.records[index];
+            match result {
+                Ok(()) => record.acknowledged = true,
+                Err(e) => record.ack_error = Some(e),
+            }
+        }
+    }
+
+    /// Tell proGres that Primero holds the intervention.
+    async fn ack(&self, shared: &RunShared<'_>, ack: &Ack) -> Result<(), String> {
+        let record = IngestionRecord {
+            external_id: ack.id.clone(),
+            attachments: None,
+            fields: vec![
+                Field::new("progres_lpinterventionid", ack.id.as_str()),
+                Field::new("progres_businessunit", ack.business_unit.as_str()),
+                Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
+                Field::new("progres_primerotransferstatusdate", shared.today),
+            ],
+        };
+        let result = match self.ping.ingest(shared.status_sp, &[record]).await {
+            Ok(resp) if resp.failures().is_empty() => Ok(()),
+            Ok(resp) => Err(format!(
+                "PING refused the transfer status: {}",
+                resp.failures()
+                    .iter()
+                    .filter_map(|f| f.status.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        tracing::info!(acknowledged = result.is_ok(), "transfer status written");
+        result
+    }
+
+    async fn one(
+        &self,
+        shared: &RunShared<'_>,
+        delivery: &Row,
+        id: &str,
+    ) -> (RecordReport, Option<Ack>) {
         let outcome = self.deliver(shared, delivery, id).await;
         let outcome = self.ledger.settle(id, outcome, None).await;
-        let (status_sp, today) = (shared.status_sp, shared.today);
-        let mut record = RecordReport {
+        if outcome.is_delivered() {
+            tracing::info!(outcome = outcome.label(), "record delivered");
+        } else {
+            tracing::info!(
+                outcome = outcome.label(),
+                "record not delivered; stays pending in proGres"
+            );
+        }
+        let ack = outcome.is_delivered().then(|| Ack {
+            index: 0,
+            id: id.to_string(),
+            business_unit: text(delivery, "progres_businessunit").unwrap_or_default(),
+        });
+        let record = RecordReport {
             source_id: if id.is_empty() {
                 "(no intervention id)".into()
             } else {
@@ -178,45 +319,7 @@ impl Ping11<'_> {
             acknowledged: false,
             ack_error: None,
         };
-        match &record.outcome {
-            o if o.is_delivered() => {
-                let business_unit = text(delivery, "progres_businessunit").unwrap_or_default();
-                let ack = IngestionRecord {
-                    external_id: id.to_string(),
-                    attachments: None,
-                    fields: vec![
-                        Field::new("progres_lpinterventionid", id),
-                        Field::new("progres_businessunit", business_unit),
-                        Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
-                        Field::new("progres_primerotransferstatusdate", today),
-                    ],
-                };
-                match self.ping.ingest(status_sp, &[ack]).await {
-                    Ok(resp) if resp.failures().is_empty() => record.acknowledged = true,
-                    Ok(resp) => {
-                        record.ack_error = Some(format!(
-                            "PING refused the transfer status: {}",
-                            resp.failures()
-                                .iter()
-                                .filter_map(|f| f.status.as_deref())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    }
-                    Err(e) => record.ack_error = Some(e.to_string()),
-                }
-                tracing::info!(
-                    outcome = o.label(),
-                    acknowledged = record.acknowledged,
-                    "record delivered"
-                );
-            }
-            o => tracing::info!(
-                outcome = o.label(),
-                "record not delivered; stays pending in proGres"
-            ),
-        }
-        record
+        (record, ack)
     }
 
     /// Fetch, map and write one intervention.

@@ -491,6 +491,9 @@ struct SimState {
     tokens: HashMap<String, Instant>,
     tokens_issued: usize,
     interventions: Vec<StoredIntervention>,
+    /// `lpinterventionid` → position in `interventions` (only ever pushed to
+    /// or replaced in place), so a lookup does not scan thousands of them.
+    intervention_index: HashMap<String, usize>,
     interop_referrals: Vec<InteropReferralState>,
     transactions: HashMap<String, Vec<TransactionItem>>,
     paging: HashMap<String, PagingCursor>,
@@ -515,10 +518,17 @@ impl SimState {
         Some(kind)
     }
 
+    fn intervention(&self, id: &str) -> Option<&StoredIntervention> {
+        self.intervention_index
+            .get(id)
+            .map(|&i| &self.interventions[i])
+    }
+
     fn intervention_mut(&mut self, id: &str) -> Option<&mut StoredIntervention> {
-        self.interventions
-            .iter_mut()
-            .find(|i| i.spec.lpinterventionid == id)
+        match self.intervention_index.get(id) {
+            Some(&i) => Some(&mut self.interventions[i]),
+            None => None,
+        }
     }
 }
 
@@ -562,6 +572,7 @@ impl PingSim {
             tokens: HashMap::new(),
             tokens_issued: 0,
             interventions: Vec::new(),
+            intervention_index: HashMap::new(),
             interop_referrals: Vec::new(),
             transactions: HashMap::new(),
             paging: HashMap::new(),
@@ -661,7 +672,11 @@ impl PingSim {
         let mut st = self.lock();
         match st.intervention_mut(&id) {
             Some(existing) => *existing = stored,
-            None => st.interventions.push(stored),
+            None => {
+                let at = st.interventions.len();
+                st.intervention_index.insert(id.clone(), at);
+                st.interventions.push(stored);
+            }
         }
         id
     }
@@ -680,10 +695,8 @@ impl PingSim {
     }
 
     pub fn intervention_state(&self, lpinterventionid: &str) -> Option<InterventionState> {
-        let st = self.lock();
-        st.interventions
-            .iter()
-            .find(|i| i.spec.lpinterventionid == lpinterventionid)
+        self.lock()
+            .intervention(lpinterventionid)
             .map(StoredIntervention::state)
     }
 
@@ -1553,11 +1566,7 @@ fn pending_delivery_rows(st: &SimState) -> Vec<Row> {
 
 /// SHP-2358: the keys of example 15, one row per language × specific need.
 fn intervention_detail_rows(st: &SimState, id: &str) -> Vec<Row> {
-    let Some(i) = st
-        .interventions
-        .iter()
-        .find(|i| i.spec.lpinterventionid == id)
-    else {
+    let Some(i) = st.intervention(id) else {
         return Vec::new();
     };
     let s = &i.spec;

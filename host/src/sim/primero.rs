@@ -351,6 +351,12 @@ struct SimState {
     /// Creation order; `case_index` maps record id → position.
     cases: Vec<Map<String, Value>>,
     case_index: HashMap<String, usize>,
+    /// `unhcr_individual_no` → positions of the cases that carry (or once
+    /// carried) it, so a search by individual does not scan every case. A
+    /// hint: the filter still checks each candidate. Cases handed out by
+    /// `case_mut` are re-read into it before the next search (`individual_dirty`).
+    individual_index: HashMap<String, Vec<usize>>,
+    individual_dirty: Vec<usize>,
     /// Referrals by case record id.
     referrals: HashMap<String, Vec<SimReferral>>,
     users: Vec<SimUser>,
@@ -455,6 +461,8 @@ impl PrimeroSim {
                 config,
                 cases: Vec::new(),
                 case_index: HashMap::new(),
+                individual_index: HashMap::new(),
+                individual_dirty: Vec::new(),
                 referrals: HashMap::new(),
                 users: vec![api_user],
                 tokens: HashMap::new(),
@@ -918,9 +926,49 @@ impl SimState {
 
     fn case_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
         match self.case_index.get(id) {
-            Some(&i) => Some(&mut self.cases[i]),
+            Some(&i) => {
+                // The caller may change `unhcr_individual_no`.
+                self.individual_dirty.push(i);
+                Some(&mut self.cases[i])
+            }
             None => None,
         }
+    }
+
+    /// Record the current `unhcr_individual_no` of the case at `position`.
+    fn index_individual(&mut self, position: usize) {
+        if let Some(no) = str_field(&self.cases[position], "unhcr_individual_no") {
+            let positions = self.individual_index.entry(no.to_string()).or_default();
+            if !positions.contains(&position) {
+                positions.push(position);
+            }
+        }
+    }
+
+    /// Bring `individual_index` up to date with the cases edited since.
+    fn refresh_individual_index(&mut self) {
+        for position in std::mem::take(&mut self.individual_dirty) {
+            self.index_individual(position);
+        }
+    }
+
+    /// Positions of the cases a search may match: all, or only those the
+    /// individual index names when the filter asks for individual numbers.
+    fn candidates(&mut self, filter: &CaseFilter) -> Vec<usize> {
+        if filter.individual_nos.is_empty() {
+            return (0..self.cases.len()).collect();
+        }
+        self.refresh_individual_index();
+        let mut positions: Vec<usize> = filter
+            .individual_nos
+            .iter()
+            .filter_map(|no| self.individual_index.get(no))
+            .flatten()
+            .copied()
+            .collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions
     }
 
     fn create_case(
@@ -966,6 +1014,7 @@ impl SimState {
         recompute_associated(&mut case);
         self.case_index.insert(id.clone(), self.cases.len());
         self.cases.push(case);
+        self.index_individual(self.cases.len() - 1);
         Ok(id)
     }
 
@@ -1530,14 +1579,16 @@ async fn list_cases(
     fault: Option<Extension<HandlerFault>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let st = sim.lock();
+    let mut st = sim.lock();
     let filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
         Ok(f) => f,
         Err(e) => return e.into_response("/api/v2/cases"),
     };
-    let mut hits: Vec<(SortKey, &str, &Map<String, Value>)> = st
-        .cases
-        .iter()
+    let candidates = st.candidates(&filter);
+    let st = &*st;
+    let mut hits: Vec<(SortKey, &str, &Map<String, Value>)> = candidates
+        .into_iter()
+        .map(|i| &st.cases[i])
         .filter(|c| filter.matches(c))
         .map(|c| {
             (
