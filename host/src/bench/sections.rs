@@ -128,6 +128,50 @@ async fn warm_per_record(
     })
 }
 
+/// The floor of a JavaScript job: bench/floor-job (parses the record, emits
+/// `{}`) on the WF 1.1 records, as a row of the per-record table. `None` when
+/// it cannot be built (node or componentize-js missing).
+async fn floor_row(
+    b: &Bench,
+    rt: &JobRuntime,
+    mappings: Arc<String>,
+    n: usize,
+) -> Option<Vec<String>> {
+    let wasm = b.tmp.join("bench-floor.wasm");
+    let script = b
+        .project
+        .root
+        .join("bench")
+        .join("floor-job")
+        .join("build.mjs");
+    let built = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&wasm)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await;
+    if !matches!(built, Ok(s) if s.success()) {
+        return None;
+    }
+    let job = Arc::new(rt.load_file(&wasm).await.ok()?);
+    let recs: Vec<String> = records::for_job(&b.project.jobs_src(), INBOUND_JOB, n, 11)
+        .ok()?
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    let w = warm_per_record(&job, mappings, &recs).await.ok()?;
+    b.say(format!("floor job: {:.1} µs/record mean", w.mean_us));
+    Some(vec![
+        "floor (bench/floor-job)".into(),
+        "none: parses the record, emits {} (the WF 1.1 records)".into(),
+        n.to_string(),
+        num(w.mean_us, 1),
+        num(w.p50_us, 1),
+        num(w.p99_us, 1),
+        counts_text(w.counts),
+    ])
+}
+
 /// Instantiate times from the job's `InstancePre` (µs), after a few warm-ups.
 async fn instantiate_times(job: &Arc<LoadedJob>, iterations: usize) -> anyhow::Result<Vec<f64>> {
     for _ in 0..5 {
@@ -186,7 +230,8 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         intro: vec![format!(
             "The two real mappings on {n} varied records each (invented people in the shapes of spec examples 15 and 18, mappings/{}), \
              one warm instance per job, in this process. Times are per call of `JobInstance::run` (record JSON in, \
-             output JSON parsed). Outcomes: emit / skip / error.",
+             output JSON parsed). Outcomes: emit / skip / error. The floor row is a JavaScript component that only \
+             parses the record and emits `{{}}`: what any job built with componentize-js pays per call before its mapping.",
             super::COUNTRY
         )],
         ..Section::default()
@@ -246,6 +291,13 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             num(percentile(&s, 50.0), 1),
             num(percentile(&s, 99.0), 1),
         ]);
+    }
+    if let Some(row) = floor_row(b, &rt, mappings.clone(), n).await {
+        per_record.row(row);
+    } else {
+        section.notes.push(
+            "The floor job (bench/floor-job) could not be built, so its row is missing.".into(),
+        );
     }
     report.target(
         "per-record job cost ≤ 100 µs warm, real mappings (mean, worst job)",
