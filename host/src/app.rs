@@ -146,6 +146,9 @@ impl App {
         if let Some(mib) = config.jobs.memory_mib {
             rc.limits.memory_bytes = mib * 1024 * 1024;
         }
+        if let Some(n) = config.jobs.recycle_after_records {
+            rc.limits.recycle_after_calls = n;
+        }
         let mappings_dir = config.resolve(&config.jobs.mappings);
         let mappings = MappingSet::load_dir(&mappings_dir)?;
         let ping = match &config.ping {

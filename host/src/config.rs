@@ -103,6 +103,9 @@ pub struct JobsSection {
     /// Per-instance memory cap of a job.
     #[serde(default)]
     pub memory_mib: Option<usize>,
+    /// Records one job instance maps before a fresh one replaces it (0 = never).
+    #[serde(default)]
+    pub recycle_after_records: Option<u32>,
     /// `bridge run`: how often to look for changed job components and
     /// mappings (seconds; 0 turns hot reload off).
     #[serde(default = "default_reload_secs")]

@@ -289,6 +289,7 @@ async fn memory_bomb_is_stopped_by_the_cap() {
     let limits = Limits {
         call_timeout: Duration::from_secs(10),
         memory_bytes: 16 * 1024 * 1024,
+        ..Limits::default()
     };
     let rt = runtime_in(tmp.path(), limits);
     let mut inst = instance(&rt, 1).await;
@@ -298,6 +299,39 @@ async fn memory_bomb_is_stopped_by_the_cap() {
         "{err}"
     );
     assert!(inst.run(&ctx(), "r-next", "{}").await.is_ok());
+}
+
+#[tokio::test]
+async fn an_instance_is_replaced_after_its_share_of_records_and_configured_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        recycle_after_calls: 3,
+        ..Limits::default()
+    };
+    let rt = runtime_in(tmp.path(), limits);
+    let mut inst = instance(&rt, 4).await;
+    inst.configure(Arc::new("{}".to_string())).await.unwrap();
+    for i in 0..7 {
+        let out = inst.run(&ctx(), &format!("r{i}"), "{}").await.unwrap();
+        assert_eq!(
+            out,
+            JobOutcome::Emit(serde_json::json!({"v": 4})),
+            "record {i}"
+        );
+    }
+    // Records 1-3 on the first instance, 4-6 on the second, 7 on the third.
+    assert_eq!(inst.instances_started(), 3);
+
+    let never = Limits {
+        recycle_after_calls: 0,
+        ..Limits::default()
+    };
+    let rt = runtime_in(&tmp.path().join("never"), never);
+    let mut inst = instance(&rt, 4).await;
+    for i in 0..7 {
+        inst.run(&ctx(), &format!("r{i}"), "{}").await.unwrap();
+    }
+    assert_eq!(inst.instances_started(), 1);
 }
 
 #[tokio::test]

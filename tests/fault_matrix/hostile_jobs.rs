@@ -239,6 +239,7 @@ async fn limits_rows(tmp: &Path, rows: &mut Vec<Row>) {
     let limits = Limits {
         call_timeout: Duration::from_millis(300),
         memory_bytes: 32 * 1024 * 1024,
+        ..Limits::default()
     };
     let rt = runtime_in(tmp, limits);
     let job = rt

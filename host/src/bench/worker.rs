@@ -86,8 +86,64 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Run a worker command; its result is printed as one JSON line on stdout.
+/// The private memory of this process in bytes: `RssAnon` + `RssShmem` of
+/// /proc/self/status (the heap and the jobs' linear memories). Unlike VmHWM
+/// it leaves out file-backed pages (the mapped compiled code), whose residency
+/// follows the page cache's state rather than the work done.
+fn private_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+    };
+    Some((kb("RssAnon:")? + kb("RssShmem:").unwrap_or(0)) * 1024)
+}
+
+/// Peak of [`private_bytes`], sampled every 5 ms on a thread of its own (the
+/// kernel keeps no high-water mark of it).
+struct PrivatePeak {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl PrivatePeak {
+    fn start() -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            loop {
+                peak = peak.max(private_bytes().unwrap_or(0));
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// Run a worker command; its result is printed as one JSON line on stdout,
+/// with `peak_private_bytes` added (see [`PrivatePeak`]).
 pub async fn run(cmd: WorkerCommand, cache_dir: Option<PathBuf>) -> anyhow::Result<Value> {
+    let peak = PrivatePeak::start();
+    let mut out = run_command(cmd, cache_dir).await?;
+    if let Value::Object(map) = &mut out {
+        map.insert("peak_private_bytes".into(), json!(peak.finish()));
+    }
+    Ok(out)
+}
+
+async fn run_command(cmd: WorkerCommand, cache_dir: Option<PathBuf>) -> anyhow::Result<Value> {
     match cmd {
         WorkerCommand::Map {
             job,

@@ -21,6 +21,13 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Linear memory cap per instance.
     pub memory_bytes: usize,
+    /// Calls of `run` one instance serves before a fresh one (from
+    /// `InstancePre`, configured again) replaces it; 0 = never. A job's
+    /// garbage-collected heap grows in steps within an instance and linear
+    /// memory never shrinks, so without this an instance's memory follows
+    /// the number of records it has seen (measured: the WF 1.1 job at 9 MiB
+    /// after 1,000 records, 25 MiB after 10,000, 64 MiB after 30,000).
+    pub recycle_after_calls: u32,
 }
 
 impl Default for Limits {
@@ -28,6 +35,9 @@ impl Default for Limits {
         Self {
             call_timeout: Duration::from_secs(5),
             memory_bytes: 256 * 1024 * 1024,
+            // A replacement costs one instantiate and configure (about 1 ms),
+            // so 1 µs a record.
+            recycle_after_calls: 1000,
         }
     }
 }

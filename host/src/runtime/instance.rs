@@ -37,12 +37,16 @@ pub enum JobOutcome {
 struct Live {
     store: Store<HostState>,
     bindings: Job,
+    /// `run` calls served (see `Limits::recycle_after_calls`).
+    calls: u32,
 }
 
 pub struct JobInstance {
     job: Arc<LoadedJob>,
     live: Option<Live>,
     mappings: Option<Arc<String>>,
+    /// Wasm instances created so far (1 + replacements after a trap or recycling).
+    started: u32,
 }
 
 impl JobInstance {
@@ -53,7 +57,14 @@ impl JobInstance {
             job,
             live: Some(live),
             mappings: None,
+            started: 1,
         })
+    }
+
+    /// Wasm instances created so far: 1, plus one per replacement after a
+    /// trap or after `Limits::recycle_after_calls` records.
+    pub fn instances_started(&self) -> u32 {
+        self.started
     }
 
     /// The job version this instance runs: a record in flight finishes on it
@@ -100,6 +111,7 @@ impl JobInstance {
     ) -> Result<JobOutcome, JobFailure> {
         if self.live.is_none() {
             self.live = Some(instantiate(&self.job).await?);
+            self.started += 1;
             if let Some(m) = self.mappings.clone() {
                 self.configure(m).await?;
             }
@@ -120,38 +132,45 @@ impl JobInstance {
             .call_run(&mut live.store, &wit_ctx, &record.to_string())
             .await;
         crate::telemetry::metrics().job_call(&job.name, started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(Outcome::Emit(json))) => {
-                if json.len() > MAX_OUTPUT_BYTES {
-                    return Err(JobFailure::InvalidOutput {
-                        job: job.name.clone(),
-                        reason: format!(
-                            "output of {} bytes exceeds the {} byte limit",
-                            json.len(),
-                            MAX_OUTPUT_BYTES
-                        ),
-                    });
-                }
-                serde_json::from_slice(&json)
-                    .map(JobOutcome::Emit)
-                    .map_err(|e| JobFailure::InvalidOutput {
-                        job: job.name.clone(),
-                        reason: e.to_string(),
-                    })
+        live.calls += 1;
+        let recycle = job.limits.recycle_after_calls;
+        let worn_out = recycle > 0 && live.calls >= recycle;
+        let outcome = match result {
+            Ok(Ok(Outcome::Emit(json))) if json.len() > MAX_OUTPUT_BYTES => {
+                Err(JobFailure::InvalidOutput {
+                    job: job.name.clone(),
+                    reason: format!(
+                        "output of {} bytes exceeds the {} byte limit",
+                        json.len(),
+                        MAX_OUTPUT_BYTES
+                    ),
+                })
             }
+            Ok(Ok(Outcome::Emit(json))) => serde_json::from_slice(&json)
+                .map(JobOutcome::Emit)
+                .map_err(|e| JobFailure::InvalidOutput {
+                    job: job.name.clone(),
+                    reason: e.to_string(),
+                }),
             Ok(Ok(Outcome::Skip(reason))) => Ok(JobOutcome::Skip(reason)),
             Ok(Err(e)) => Err(job_error(&job, e)),
             Err(e) => {
                 let failure = classify_trap(&job, &live.store, e);
                 self.live = None;
-                Err(failure)
+                return Err(failure);
             }
+        };
+        if worn_out {
+            // The next call gets a fresh instance, configured the same way.
+            self.live = None;
         }
+        outcome
     }
 
     async fn live(&mut self) -> Result<&mut Live, JobFailure> {
         if self.live.is_none() {
             self.live = Some(instantiate(&self.job).await?);
+            self.started += 1;
         }
         Ok(self.live.as_mut().expect("instantiated above"))
     }
@@ -179,7 +198,11 @@ async fn instantiate(job: &LoadedJob) -> Result<Live, JobFailure> {
         .instantiate_async(&mut store)
         .await
         .map_err(|e| classify_trap(job, &store, e))?;
-    Ok(Live { store, bindings })
+    Ok(Live {
+        store,
+        bindings,
+        calls: 0,
+    })
 }
 
 /// Reset the per-call deadline and memory flag.
