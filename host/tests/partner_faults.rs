@@ -245,10 +245,11 @@ async fn hangups_are_transport_errors_retried_only_when_safe() {
 /// even for a POST, then a transport error.
 #[tokio::test]
 async fn a_closed_port_is_a_connect_failure_for_every_client() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound but never listening: connections are refused, and no other
+    // test's server can take the port while this test runs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let client = PrimeroClient::new(primero_config(base.clone(), false)).unwrap();
     let err = client.create_case(&new_case()).await.unwrap_err();
