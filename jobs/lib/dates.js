@@ -1,12 +1,13 @@
 // Dates as strings. A job has no clock: "today" is ctx.today (YYYY-MM-DD, the
 // deployment's time zone). String arithmetic only, so results never depend
-// on a time zone.
+// on a time zone. Unary + rather than Number() and no array literals in
+// hot paths: each call and allocation counts in the component's interpreter.
 
 const DATE = /^(\d{4})-(\d{2})-(\d{2})/;
 
 function daysIn(year, month) {
   if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
-  return [4, 6, 9, 11].includes(month) ? 30 : 31;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
 /** [year, month, day] of a string starting with a valid calendar date, else null. */
@@ -14,7 +15,9 @@ export function parseDate(value) {
   if (typeof value !== 'string') return null;
   const m = DATE.exec(value.trim());
   if (!m) return null;
-  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const y = +m[1];
+  const mo = +m[2];
+  const d = +m[3];
   if (mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo)) return null;
   return [y, mo, d];
 }
@@ -35,9 +38,17 @@ export function datePart(value) {
  * 29 February turns a year older on 1 March in common years. Null when a date
  * is invalid; negative when `from` is after `to`.
  */
+// `to` is the call context's today, the same for every record of a run.
+let lastTo = null;
+let lastToParsed = null;
+
 export function wholeYears(from, to) {
   const a = parseDate(from);
-  const b = parseDate(to);
+  if (to !== lastTo) {
+    lastToParsed = parseDate(to);
+    lastTo = to;
+  }
+  const b = lastToParsed;
   if (!a || !b) return null;
   let years = b[0] - a[0];
   if (b[1] < a[1] || (b[1] === a[1] && b[2] < a[2])) years -= 1;
@@ -52,6 +63,8 @@ export function compareDates(x, y) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const BARE_DATE = /^\d{4}-\d{2}-\d{2}$/;
+const UTC_OFFSET = /^[+-]00:?00$/;
 const DATETIME = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/;
 
 /**
@@ -63,13 +76,15 @@ const DATETIME = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z
 export function isoDateTime(value) {
   if (typeof value !== 'string') return null;
   const s = value.trim();
-  if (/^\d{4}-\d{2}-\d{2}$/.test(s)) return parseDate(s) ? `${s}T00:00:00Z` : null;
+  if (BARE_DATE.test(s)) return parseDate(s) ? `${s}T00:00:00Z` : null;
   const m = DATETIME.exec(s);
   if (!m || !parseDate(m[1])) return null;
-  const [hh, mm, ss] = [Number(m[2]), Number(m[3]), Number(m[4] ?? 0)];
+  const hh = +m[2];
+  const mm = +m[3];
+  const ss = m[4] === undefined ? 0 : +m[4];
   if (hh > 23 || mm > 59 || ss > 59) return null;
   const zone = m[6];
-  if (!zone || zone === 'Z' || /^[+-]00:?00$/.test(zone)) {
+  if (!zone || zone === 'Z' || UTC_OFFSET.test(zone)) {
     return `${m[1]}T${m[2]}:${m[3]}:${m[4] ?? '00'}Z`;
   }
   // A real offset: let Date do the arithmetic (parsing is deterministic here).

@@ -13,8 +13,11 @@ export function isMissing(value) {
  * first missing key, the reason lists all of them (names only, never values).
  */
 export function requireFields(source, keys, what = 'required field') {
-  const missing = keys.filter((k) => isMissing(source?.[k]));
-  if (missing.length > 0) {
+  let missing = null;
+  for (let i = 0; i < keys.length; i++) {
+    if (isMissing(source?.[keys[i]])) (missing ??= []).push(keys[i]);
+  }
+  if (missing !== null) {
     const plural = missing.length > 1 ? 's' : '';
     throw badInput(missing[0], `${what}${plural} missing or empty: ${missing.join(', ')}`);
   }
@@ -22,15 +25,18 @@ export function requireFields(source, keys, what = 'required field') {
 
 /** The value as a trimmed string, or null when missing. Numbers become strings. */
 export function text(value) {
-  if (isMissing(value)) return null;
-  if (typeof value === 'object') return null;
+  if (typeof value === 'string') {
+    const t = value.trim();
+    return t === '' ? null : t;
+  }
+  if (value === undefined || value === null || typeof value === 'object') return null;
   return String(value).trim();
 }
 
 /** The first of `keys` that is present in `source`, as text(); else null. */
 export function firstText(source, keys) {
-  for (const k of keys) {
-    const v = text(source?.[k]);
+  for (let i = 0; i < keys.length; i++) {
+    const v = text(source?.[keys[i]]);
     if (v !== null) return v;
   }
   return null;

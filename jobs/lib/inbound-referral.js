@@ -78,17 +78,28 @@ function levelKeys(prefixes) {
  * present of `prefixes` per level, non-empty only, joined by a space; else null.
  */
 export function locationAddress(row, prefixes) {
-  const parts = [];
-  for (const keys of levelKeys(prefixes)) {
-    for (const key of keys) {
-      const value = row[key];
+  const levels = levelKeys(prefixes);
+  let out = null;
+  for (let l = 0; l < levels.length; l++) {
+    const keys = levels[l];
+    for (let k = 0; k < keys.length; k++) {
+      const value = row[keys[k]];
       if (value === undefined || value === null) continue;
       const name = text(lookupName(value));
-      if (name) parts.push(name);
+      if (name) out = out === null ? name : `${out} ${name}`;
       break;
     }
   }
-  return parts.length ? parts.join(' ') : null;
+  return out;
+}
+
+/** An optional date field of `row`: null when empty, `convert`ed, bad-input when malformed. */
+function dateField(row, key, convert, what) {
+  const value = row[key];
+  if (text(value) === null) return null;
+  const v = convert(String(value));
+  if (v === null) throw badInput(key, `not an ISO ${what}`);
+  return v;
 }
 
 /**
@@ -111,21 +122,17 @@ export function mapInboundReferral(row, K, { ctx, tables, settings }, opts) {
   if (age === null) throw fatal('context.today is not a YYYY-MM-DD date');
   if (age < 0) throw badInput(K.dateOfBirth, 'date of birth is after today');
 
-  const dateField = (key, convert, what) => {
-    if (text(row[key]) === null) return null;
-    const v = convert(String(row[key]));
-    if (v === null) throw badInput(key, `not an ISO ${what}`);
-    return v;
-  };
-  const responseDayTime = dateField(opts.responseDayTimeKey, isoDateTime, 'date or date-time');
-  const appointmentDate = opts.appointmentDateKey ? dateField(opts.appointmentDateKey, datePart, 'date') : undefined;
+  const responseDayTime = dateField(row, opts.responseDayTimeKey, isoDateTime, 'date or date-time');
+  const appointmentDate = opts.appointmentDateKey ? dateField(row, opts.appointmentDateKey, datePart, 'date') : undefined;
 
   const sex = lookup(tables, T_SEX, text(row[K.sex]));
   const language = lookupDistinct(tables, T_LANGUAGE, opts.languageNames ?? []);
 
-  const service = { service_response_day_time: responseDayTime };
-  if (appointmentDate !== undefined) service.service_appointment_date = appointmentDate;
-  Object.assign(service, {
+  // One literal (no Object.assign): an undefined appointment date is left
+  // out by JSON.stringify, as the design without one expects.
+  const service = {
+    service_response_day_time: responseDayTime,
+    service_appointment_date: appointmentDate,
     service_request_external: true,
     service_request_title: text(row[K.userTitle]) ?? '',
     service_request_agency: opts.requestAgency,
@@ -138,7 +145,7 @@ export function mapInboundReferral(row, K, { ctx, tables, settings }, opts) {
     service_referral: 'external_referral',
     unhcr_referral_status: 'pending',
     progres_interventionnumber: opts.serviceInterventionNumber,
-  });
+  };
 
   const individualNo = text(row[K.individualId]);
   const kase = {

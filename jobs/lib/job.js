@@ -75,7 +75,7 @@ export function defineJob(spec) {
       const missing = tables.filter((t) => !isObject(config.tables[t]) || !isObject(config.tables[t].map));
       if (missing.length) throw fatal(`mappings: missing table${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
       const settings = setup ? setup({ deployment, shippingProcesses: config.shipping_processes ?? {}, tables: config.tables }) : undefined;
-      env = { tables: config.tables, deployment, settings };
+      env = { ctx: null, log, tables: config.tables, deployment, settings };
     } catch (e) {
       throw asFatal(e, 'configure');
     }
@@ -90,7 +90,9 @@ export function defineJob(spec) {
       } catch {
         throw badInput('(record)', 'record is not valid JSON');
       }
-      const outcome = map(record, { ctx, log, ...env });
+      // One env object for every call (no copy per record); map() reads ctx from it.
+      env.ctx = ctx;
+      const outcome = map(record, env);
       const valid = outcome && (outcome.tag === 'emit' ? outcome.val instanceof Uint8Array : outcome.tag === 'skip' && typeof outcome.val === 'string');
       if (!valid) {
         throw fatal('map() must return emit(payload) or skip(code, text)');

@@ -35,7 +35,9 @@ export function isListed(tables, table, value) {
  */
 export function lookupDistinct(tables, table, values) {
   const out = [];
-  for (const v of values ?? []) {
+  const list = values ?? [];
+  for (let i = 0; i < list.length; i++) {
+    const v = list[i];
     if (v === null || v === undefined || String(v).trim() === '') continue;
     const mapped = lookup(tables, table, v);
     if (!out.includes(mapped)) out.push(mapped);

@@ -49,7 +49,11 @@ export function selectReferral(bundle) {
     throw badInput('referrals', 'must be a list of referrals');
   }
   const services = Array.isArray(kase.services_section) ? kase.services_section : [];
-  const service = services.find((s) => isObject(s) && text(s.unique_id) === serviceId);
+  let service;
+  for (let i = 0; i < services.length && service === undefined; i++) {
+    const s = services[i];
+    if (isObject(s) && text(s.unique_id) === serviceId) service = s;
+  }
   if (!service) throw badInput('service_id', 'no service of the case has this unique_id');
   if (service.service_implementing_agency !== UNHCR_AGENCY) return null;
 
@@ -60,7 +64,9 @@ export function selectReferral(bundle) {
   }
   let chosen = null;
   let chosenAt = null;
-  for (const r of bundle.referrals ?? []) {
+  const referrals = bundle.referrals ?? [];
+  for (let i = 0; i < referrals.length; i++) {
+    const r = referrals[i];
     if (!isObject(r) || text(r.service_record_id) !== serviceId) continue;
     const at = instant(r.created_at);
     if (at === null) continue;
@@ -106,7 +112,9 @@ const USER_KEY = { email: 'email', name: 'full_name', position: 'position', phon
 export function referrerContact(owner, admin) {
   const values = {};
   const adminFields = [];
-  for (const k of Object.keys(admin)) {
+  const keys = Object.keys(admin);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
     const own = isObject(owner) ? text(owner[USER_KEY[k]]) : null;
     if (own !== null) {
       values[k] = own;
@@ -122,8 +130,12 @@ export function referrerContact(owner, admin) {
 export function caseIds(kase) {
   const id = text(kase.id);
   const caseId = text(kase.case_id);
-  const missing = [!id && 'id', !caseId && 'case_id'].filter(Boolean);
-  if (missing.length) throw badInput(missing[0], `case field${missing.length > 1 ? 's' : ''} missing or empty: ${missing.join(', ')}`);
+  if (!id || !caseId) {
+    const missing = [];
+    if (!id) missing.push('id');
+    if (!caseId) missing.push('case_id');
+    throw badInput(missing[0], `case field${missing.length > 1 ? 's' : ''} missing or empty: ${missing.join(', ')}`);
+  }
   return { id, caseId };
 }
 

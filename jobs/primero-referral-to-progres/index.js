@@ -26,7 +26,9 @@ const ORG_REFERRED_BY = 'Primero CP';
 
 /** Category GUID of the first protection concern the table lists, else null (§4.4). */
 function needCategory(tables, concerns) {
-  for (const c of Array.isArray(concerns) ? concerns : []) {
+  const list = Array.isArray(concerns) ? concerns : [];
+  for (let i = 0; i < list.length; i++) {
+    const c = list[i];
     if (isListed(tables, T_CONCERN, c)) return lookup(tables, T_CONCERN, c);
   }
   return null;
@@ -60,37 +62,38 @@ export const { describe, configure, run } = defineJob({
     const referred = referralDate(referral);
     const { values: contact, adminFields } = referrerContact(bundle.owner, settings.admin);
 
+    // Name/Value objects written out (no pairs mapped by a callback: the
+    // component's interpreter pays for every callback and destructuring).
     const fields = [
-      ['progres_externalguid', id],
-      ['progres_externalid', caseId],
-      ['progres_businessunit', settings.businessUnit],
-      ['progres_organizationfrom', settings.organisationFrom],
-      ['progres_orgreferredby', ORG_REFERRED_BY],
-      ['progres_orgposition', contact.position],
-      ['progres_orgemail', contact.email],
-      ['progres_orgphonenumber', contact.phone],
-      ['progres_orgreferralid', serviceId],
-      ['progres_referraldate', referred],
-      ['progres_otherrequestedservices', text(service.service_type_other)],
-      ['progres_requestedservice', requested],
-      ['progres_spneedcategory', needCategory(tables, kase.protection_concerns)],
-      ['progres_reasonforreferral', text(service.service_referral_notes) ?? DEFAULT_REFERRAL_NOTES],
-      ['progres_pocphonenumber', asText(kase.telephone_current)],
-      ['progres_pocaddress', text(kase.address_current)],
-      ['progres_pocotheridnumber', text(kase.unhcr_id_no)],
-      ['progres_pocdateofbirth', birth],
-      ['progres_pocsex', sex],
-      ['progres_poclastname', text(kase.name_last)],
-      ['progres_pocmiddlename', text(kase.name_middle)],
-      ['progres_pocfirstname', text(kase.name_first)],
-      ['progres_unhcrid', text(kase.unhcr_individual_no) ?? text(kase.unhcr_id_no)],
+      { Name: 'progres_externalguid', Value: id },
+      { Name: 'progres_externalid', Value: caseId },
+      { Name: 'progres_businessunit', Value: settings.businessUnit },
+      { Name: 'progres_organizationfrom', Value: settings.organisationFrom },
+      { Name: 'progres_orgreferredby', Value: ORG_REFERRED_BY },
+      { Name: 'progres_orgposition', Value: contact.position },
+      { Name: 'progres_orgemail', Value: contact.email },
+      { Name: 'progres_orgphonenumber', Value: contact.phone },
+      { Name: 'progres_orgreferralid', Value: serviceId },
+      { Name: 'progres_referraldate', Value: referred },
+      { Name: 'progres_otherrequestedservices', Value: text(service.service_type_other) },
+      { Name: 'progres_requestedservice', Value: requested },
+      { Name: 'progres_spneedcategory', Value: needCategory(tables, kase.protection_concerns) },
+      { Name: 'progres_reasonforreferral', Value: text(service.service_referral_notes) ?? DEFAULT_REFERRAL_NOTES },
+      { Name: 'progres_pocphonenumber', Value: asText(kase.telephone_current) },
+      { Name: 'progres_pocaddress', Value: text(kase.address_current) },
+      { Name: 'progres_pocotheridnumber', Value: text(kase.unhcr_id_no) },
+      { Name: 'progres_pocdateofbirth', Value: birth },
+      { Name: 'progres_pocsex', Value: sex },
+      { Name: 'progres_poclastname', Value: text(kase.name_last) },
+      { Name: 'progres_pocmiddlename', Value: text(kase.name_middle) },
+      { Name: 'progres_pocfirstname', Value: text(kase.name_first) },
+      { Name: 'progres_unhcrid', Value: text(kase.unhcr_individual_no) ?? text(kase.unhcr_id_no) },
       // Read back by workflow 2.2 as the Primero case key.
-      ['progres_offlineid', caseId],
-    ].map(([Name, Value]) => ({ Name, Value }));
+      { Name: 'progres_offlineid', Value: caseId },
+    ];
 
-    return emit({
-      ...envelope(selected, adminFields),
-      record: { ExternalId: caseId, ExternalGUID: id, Fields: fields },
-    });
+    const out = envelope(selected, adminFields);
+    out.record = { ExternalId: caseId, ExternalGUID: id, Fields: fields };
+    return emit(out);
   },
 });

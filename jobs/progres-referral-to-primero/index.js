@@ -11,7 +11,7 @@
 // The host decides create vs append (idempotency on `intervention_number`).
 import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
-import { text, firstText } from '../lib/fields.js';
+import { text } from '../lib/fields.js';
 import { INBOUND_TABLES, inboundSettings, mapInboundReferral, personRequired } from '../lib/inbound-referral.js';
 
 // SHP-2358 keys (PING column of §4.9).
@@ -66,14 +66,12 @@ export const { describe, configure, run } = defineJob({
     if (bundle.languages !== undefined && bundle.languages !== null && !Array.isArray(bundle.languages)) {
       throw badInput('languages', 'must be a list of language names');
     }
-    const iv = bundle.intervention;
-    // The flat view checked and read below: the intervention row, plus the two
-    // delivery-row values the composite intervention number needs.
-    const row = {
-      ...iv,
-      [K.lpInterventionId]: firstText(delivery, [K.lpInterventionId]) ?? text(iv[K.lpInterventionId]),
-      [K.businessUnit]: text(iv[K.businessUnit]) ?? text(delivery[K.businessUnit]),
-    };
+    // The flat view checked and read below: the intervention row (parsed for
+    // this call only, so it is completed in place rather than copied), with
+    // the two delivery-row values the composite intervention number needs.
+    const row = bundle.intervention;
+    row[K.lpInterventionId] = text(delivery[K.lpInterventionId]) ?? text(row[K.lpInterventionId]);
+    row[K.businessUnit] = text(row[K.businessUnit]) ?? text(delivery[K.businessUnit]);
 
     const payload = mapInboundReferral(row, K, env, {
       required: REQUIRED,
@@ -82,7 +80,7 @@ export const { describe, configure, run } = defineJob({
       appointmentDateKey: K.startDate,
       requestAgency: 'UNHCR',
       serviceInterventionNumber: `${text(row[K.interventionNumber])},${row[K.lpInterventionId]},${row[K.businessUnit]}`,
-      caseId: firstText(iv, [K.primeroId]) ?? firstText(delivery, [K.primeroId]),
+      caseId: text(row[K.primeroId]) ?? text(delivery[K.primeroId]),
     });
 
     return emit(payload);

@@ -41,6 +41,39 @@ test('stripHtml', () => {
   assert.equal(joinText(['', null]), null);
 });
 
+// The regex definition stripHtml implements with indexOf (lib/html.js says why).
+function stripHtmlByRegex(value) {
+  if (value === null || value === undefined) return '';
+  const NAMED = { nbsp: ' ', amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+  const decode = (match, body) => {
+    if (body[0] === '#') {
+      const code = body[1] === 'x' || body[1] === 'X' ? parseInt(body.slice(2), 16) : parseInt(body.slice(1), 10);
+      const ok = Number.isFinite(code) && code > 0 && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff);
+      return ok ? String.fromCodePoint(code) : match;
+    }
+    return Object.prototype.hasOwnProperty.call(NAMED, body) ? NAMED[body] : match;
+  };
+  return String(value)
+    .replace(/<!--[\s\S]*?-->/g, ' ')
+    .replace(/<[^>]*>/g, ' ')
+    .replace(/&(#[0-9]+|#[xX][0-9a-fA-F]+|[a-zA-Z]+);/g, decode)
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+test('stripHtml equals its regex definition on random fragments', () => {
+  const pieces = ['<', '>', '<!--', '-->', '-', '!', '&', ';', '#', 'x', 'X', '0', '9', 'a', 'F', 'g', 'amp', 'nbsp', 'lt',
+    '#65', '#x41', '#xZZ', '#0', '#55296', ' ', '  ', '\t', '\n', '\u00a0', 'é', '<p>', '</p>', '<br/>', 'word'];
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  for (let n = 0; n < 20000; n++) {
+    let s = '';
+    const len = Math.floor(next() * 12);
+    for (let i = 0; i < len; i++) s += pieces[Math.floor(next() * pieces.length)];
+    assert.equal(stripHtml(s), stripHtmlByRegex(s), JSON.stringify(s));
+  }
+});
+
 test('dates', () => {
   assert.equal(datePart('2012-03-15T00:00:00Z'), '2012-03-15');
   assert.equal(datePart('2012-02-30'), null);
