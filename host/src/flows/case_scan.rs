@@ -29,6 +29,10 @@ use crate::store::Store;
 pub trait CaseVisitor {
     /// Handle one case: push its records to `st.report`, hold `st.tracker`
     /// for any record that must be read again.
+    /// A page of cases was read; called before its first `visit`, so a
+    /// visitor can prefetch what its cases need concurrently.
+    async fn begin_page(&mut self, _cases: &[Case]) {}
+
     async fn visit(&mut self, case: &Case, st: &mut ScanState);
 
     /// Every case of a page was visited (also before the scan stops): the
@@ -128,6 +132,7 @@ impl CaseScan<'_> {
             }
             let more = page.has_next();
             let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
+            visitor.begin_page(&page.data).await;
             for case in page.data {
                 if self.stop.is_cancelled() {
                     tracing::info!("shutting down: scan stopped between cases");

@@ -35,6 +35,7 @@ use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
+use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobContext, JobInstance, JobOutcome};
 use crate::store::{Delivery, Store};
@@ -223,9 +224,39 @@ struct Visitor<'r, 'a, D: Deliver> {
     users: Option<HashMap<String, User>>,
     /// Mapped referrals of the current page, delivered together.
     pending: Vec<Pending<D::Payload>>,
+    /// Each case's referrals, read for the whole page at once (see `begin_page`).
+    referrals: HashMap<String, Result<Vec<Referral>, ConnectorError>>,
 }
 
 impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
+    /// Read the referrals of the page's cases concurrently (at most
+    /// `concurrency` at once, the client bounds Primero further): one at a
+    /// time, these reads were the run's pace. Reads only, so nothing is
+    /// written out of order; `visit` takes each case's answer.
+    async fn begin_page(&mut self, cases: &[Case]) {
+        let (primero, ledger) = (self.run.primero, self.run.ledger);
+        // Owned ids: a closure over borrowed ones trips the compiler's
+        // higher-ranked lifetime check once the future must be `Send`.
+        let wanted: Vec<String> = cases
+            .iter()
+            .filter(|c| {
+                c.services_section
+                    .iter()
+                    .filter_map(|s| s.unique_id.as_deref())
+                    .any(|id| ledger.selects(id))
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        self.referrals = stream::iter(wanted)
+            .map(|id| async move {
+                let read = primero.list_referrals(&id).await;
+                (id, read)
+            })
+            .buffer_unordered(self.run.concurrency.max(1))
+            .collect()
+            .await;
+    }
+
     async fn visit(&mut self, case: &Case, st: &mut ScanState) {
         self.one_case(st, case).await
     }
@@ -259,6 +290,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             },
             users: None,
             pending: Vec::new(),
+            referrals: HashMap::new(),
         };
         let user = self.associated_user.clone();
         let query = move |from| query(user.as_deref(), from);
@@ -313,7 +345,11 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         if service_ids.is_empty() {
             return;
         }
-        let referrals = match run.primero.list_referrals(&case.id).await {
+        let read = match self.referrals.remove(&case.id) {
+            Some(read) => read,
+            None => run.primero.list_referrals(&case.id).await,
+        };
+        let referrals = match read {
             Ok(r) => r,
             Err(e) => {
                 // Recorded under the case id: no service was reached.
