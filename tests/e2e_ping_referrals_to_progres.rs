@@ -505,6 +505,41 @@ async fn every_page_is_read_beyond_primeros_1000_cap() {
     assert_no_personal_data(&[&out1], &people[..3], &[]);
 }
 
+/// With `record_concurrency` above one, the referrals of a page's cases are
+/// read concurrently: one at a time, these reads were workflow 2.1's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pages_case_referrals_are_read_concurrently() {
+    let h = harness().await;
+    let toml = std::fs::read_to_string(&h.config).unwrap();
+    let toml = toml.replace("record_concurrency = 1", "record_concurrency = 8");
+    std::fs::write(&h.config, toml).unwrap();
+    let primero = h.sims.primero_sim();
+    let ping = h.sims.ping_sim();
+    let mut gen = PeopleGenerator::new(31);
+    caseworker(primero, "cw_full", true);
+    let mut people = Vec::new();
+    let mut services = Vec::new();
+    for _ in 0..8 {
+        let p = gen.person();
+        let (id, _, service) = case_with_service(primero, &p, "cw_full", "medical", "UNHCR");
+        refer(primero, &id, &service, UNHCR_USER);
+        people.push(p);
+        services.push(service);
+    }
+    // Enough latency for concurrent reads to overlap at the simulator.
+    primero.set_latency(std::time::Duration::from_millis(50));
+    primero.reset_in_flight();
+
+    let (report, out) = run_flow(&h, 0).await;
+    let sent: Vec<(&str, &str, &str)> = services.iter().map(|s| (s.as_str(), "sent", "")).collect();
+    assert_eq!(outcomes(&report), expect(&sent));
+    assert_eq!(ping.interop_referrals().len(), 8);
+    assert_eq!(primero.request_count("GET /api/v2/cases/{id}/referrals"), 8);
+    let seen = primero.max_in_flight_seen();
+    assert!(seen > 1, "{seen} Primero call(s) in flight at once");
+    assert_no_personal_data(&[&out], &people, &[]);
+}
+
 /// Keys of the DTP referral body, in the order of spec example 10.
 const DTP_BODY_KEYS: &[&str] = &[
     "primero_user",
