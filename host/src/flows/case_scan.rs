@@ -27,12 +27,12 @@ use crate::store::Store;
 /// What a cursor flow does with each changed case.
 #[allow(async_fn_in_trait)]
 pub trait CaseVisitor {
-    /// Handle one case: push its records to `st.report`, hold `st.tracker`
-    /// for any record that must be read again.
     /// A page of cases was read; called before its first `visit`, so a
     /// visitor can prefetch what its cases need concurrently.
     async fn begin_page(&mut self, _cases: &[Case]) {}
 
+    /// Handle one case: push its records to `st.report`, hold `st.tracker`
+    /// for any record that must be read again.
     async fn visit(&mut self, case: &Case, st: &mut ScanState);
 
     /// Every case of a page was visited (also before the scan stops): the
