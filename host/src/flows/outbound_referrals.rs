@@ -215,6 +215,13 @@ fn earliest_referral(
         .min()
 }
 
+/// The ids of a case's services (a service without one cannot be referred).
+fn service_ids(case: &Case) -> impl Iterator<Item = &str> {
+    case.services_section
+        .iter()
+        .filter_map(|s| s.unique_id.as_deref())
+}
+
 /// Per-run state of the job side: one instance, the users once.
 struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
@@ -239,12 +246,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
         // higher-ranked lifetime check once the future must be `Send`.
         let wanted: Vec<String> = cases
             .iter()
-            .filter(|c| {
-                c.services_section
-                    .iter()
-                    .filter_map(|s| s.unique_id.as_deref())
-                    .any(|id| ledger.selects(id))
-            })
+            .filter(|c| service_ids(c).any(|id| ledger.selects(id)))
             .map(|c| c.id.clone())
             .collect();
         self.referrals = stream::iter(wanted)
@@ -337,11 +339,7 @@ fn query(associated_user: Option<&str>, from: Option<DateTime<Utc>>) -> CaseQuer
 impl<D: Deliver> Visitor<'_, '_, D> {
     async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
         let run = self.run;
-        let service_ids: Vec<&str> = case
-            .services_section
-            .iter()
-            .filter_map(|s| s.unique_id.as_deref())
-            .collect();
+        let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
             return;
         }
