@@ -26,7 +26,7 @@ const NOT_JOBS = new Set(['lib', 'node_modules', 'dist', 'test']);
 // What the component may use: no WASI stdio, random, clocks or HTTP; its only
 // imports are bridge:job/log and bridge:job/types (the host refuses any other).
 const BUILD_OPTIONS = {
-  worldName: 'job',
+  worldName: 'batch-job',
   disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
 };
 

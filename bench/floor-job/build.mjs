@@ -19,7 +19,7 @@ const { componentize } = await import(
 // componentize-js reads sources under the current folder only.
 process.chdir(here);
 const { component } = await componentize({
-  worldName: 'job',
+  worldName: 'batch-job',
   disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'],
   sourcePath: join(here, 'index.js'),
   witPath: join(root, 'wit'),

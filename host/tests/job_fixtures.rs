@@ -10,7 +10,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bridge::mappings::MappingSet;
-use bridge::runtime::{outcome_report, JobContext, JobInstance, JobRuntime, RuntimeConfig};
+use bridge::runtime::{
+    outcome_report, JobContext, JobInstance, JobRuntime, RuntimeConfig, SharedInstance,
+};
 use bridge::toolchain::ProjectDirs;
 
 const FIXTURE_TODAY: &str = "2025-06-01";
@@ -99,6 +101,100 @@ async fn every_fixture_of_every_job_matches() {
         mismatches.join("\n")
     );
     assert!(checked >= 5, "only {checked} fixtures found");
+}
+
+/// Every job maps its fixtures in one `run-batch` call to exactly what one
+/// call per record gives (the flows batch whatever queues up for the job).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_job_maps_its_fixtures_the_same_in_one_batch() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let mut mismatches = Vec::new();
+    for job in project.job_names().unwrap() {
+        let job_dir = project.jobs_src().join(&job);
+        let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
+        let loaded = Arc::new(runtime.load_file(&project.job_wasm(&job)).await.unwrap());
+        assert!(loaded.maps_in_batches(), "{job} has no run-batch export");
+        let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+        instance.configure(mappings.job_json()).await.unwrap();
+        let ctx = JobContext {
+            flow: loaded.info.flow.clone(),
+            run_id: "fixture".into(),
+            today: FIXTURE_TODAY.into(),
+            dry_run: true,
+        };
+        let cases: Vec<(String, String, serde_json::Value)> = fixtures(&job_dir)
+            .into_iter()
+            .map(|(name, record, expected)| {
+                (name, read_json(&record).to_string(), read_json(&expected))
+            })
+            .collect();
+        let items: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(name, record, _)| (name.as_str(), record.as_str()))
+            .collect();
+        // Twice over: the second round runs on an instance that has mapped.
+        let doubled: Vec<(&str, &str)> = items.iter().chain(&items).copied().collect();
+        let results = instance.run_batch(&ctx, &doubled).await;
+        assert_eq!(results.len(), doubled.len(), "{job}");
+        for (i, result) in results.iter().enumerate() {
+            let (name, _, expected) = &cases[i % cases.len()];
+            let actual = outcome_report(result);
+            if &actual != expected {
+                mismatches.push(format!(
+                    "{job}/{name} in a batch:\n{}",
+                    serde_json::to_string_pretty(&actual).unwrap()
+                ));
+            }
+        }
+        // One instance served the whole batch: nothing trapped.
+        assert_eq!(instance.instances_started(), 1, "{job}");
+    }
+    assert!(
+        mismatches.is_empty(),
+        "batch mismatches:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+/// Records that reach a shared instance while it is busy are mapped together,
+/// each with its own answer. On one thread, so all 24 are queued before the
+/// instance's task first runs.
+#[tokio::test]
+async fn records_queued_for_a_shared_instance_are_mapped_in_batches() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let job = "progres-referral-to-primero";
+    let job_dir = project.jobs_src().join(job);
+    let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
+    let loaded = Arc::new(runtime.load_file(&project.job_wasm(job)).await.unwrap());
+    let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+    instance.configure(mappings.job_json()).await.unwrap();
+    let ctx = JobContext {
+        flow: loaded.info.flow.clone(),
+        run_id: "fixture".into(),
+        today: FIXTURE_TODAY.into(),
+        dry_run: true,
+    };
+    let shared = SharedInstance::spawn(instance, ctx, 8);
+    let cases: Vec<(String, String, serde_json::Value)> = fixtures(&job_dir)
+        .into_iter()
+        .map(|(name, record, expected)| {
+            (name, read_json(&record).to_string(), read_json(&expected))
+        })
+        .collect();
+    let rounds: Vec<&(String, String, serde_json::Value)> = cases.iter().cycle().take(24).collect();
+    // All queued before the instance's task gets to them.
+    let answers = futures::future::join_all(
+        rounds
+            .iter()
+            .map(|(name, record, _)| shared.run(name, record.clone())),
+    )
+    .await;
+    for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
+        assert_eq!(&outcome_report(answer), expected, "{name}");
+    }
+    assert_eq!(shared.calls(), 3, "24 queued records in batches of up to 8");
 }
 
 #[test]

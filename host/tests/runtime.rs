@@ -6,6 +6,8 @@
 //! canonical ABI. Their `run` looks at the first byte of the record:
 //! `b` traps, `l` loops forever, `m` grows memory without bound, `e` returns a
 //! bad-input error, `j` emits invalid JSON; anything else emits `{"v":N}`.
+//! A `run-batch` export, when a test adds one, traps (so a batch falls back
+//! to one call per record).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -150,6 +152,28 @@ fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     (canon lift (core func $i "run") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
   (export "run" (func $run))
 )"#
+    )
+}
+
+/// `wat` (from [`job_wat`]) with a `run-batch` export (world `batch-job`)
+/// that always traps, as a job whose batch call fails would.
+fn with_trapping_batch(wat: String) -> String {
+    let core = "(core instance $i (instantiate $m))";
+    let wat = wat.replacen(
+        core,
+        &format!(
+            "(core module $b (func (export \"run-batch\") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32) unreachable))\n  (core instance $bi (instantiate $b))\n  {core}"
+        ),
+        1,
+    );
+    let end = wat.rfind(')').expect("component end");
+    format!(
+        r#"{}
+  (func $run-batch (param "ctx" $context) (param "records" (list string)) (result (list (result $outcome (error $job-error))))
+    (canon lift (core func $bi "run-batch") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (export "run-batch" (func $run-batch))
+)"#,
+        &wat[..end]
     )
 }
 
@@ -354,6 +378,57 @@ async fn trap_and_job_errors_are_per_record() {
     let err = inst.run(&ctx(), "r-j", "json").await.unwrap_err();
     assert!(matches!(err, JobFailure::InvalidOutput { .. }), "{err}");
     assert!(inst.run(&ctx(), "r-ok", "{}").await.is_ok());
+}
+
+/// Records of every kind in one batch: `b` traps, `e` is a job error.
+const MIXED_BATCH: &[(&str, &str)] = &[
+    ("r1", "{}"),
+    ("r-b", "boom"),
+    ("r-e", "error"),
+    ("r2", "{}"),
+];
+
+fn assert_mixed_batch(results: &[Result<JobOutcome, JobFailure>], version: u32) {
+    assert_eq!(results.len(), MIXED_BATCH.len());
+    let emitted = JobOutcome::Emit(serde_json::json!({ "v": version }));
+    assert_eq!(results[0], Ok(emitted.clone()));
+    assert!(
+        matches!(results[1], Err(JobFailure::Trap { .. })),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Err(JobFailure::BadInput { .. })),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(results[3], Ok(emitted));
+}
+
+#[tokio::test]
+async fn a_batch_call_that_traps_is_mapped_again_one_record_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_in(tmp.path(), Limits::default());
+    let bytes = wat::parse_str(with_trapping_batch(job_wat(2, "", &["services"]))).unwrap();
+    let job = rt.load_bytes("test-job", &bytes).await.unwrap();
+    assert!(job.maps_in_batches());
+    let mut inst = JobInstance::new(Arc::new(job)).await.unwrap();
+    let results = inst.run_batch(&ctx(), MIXED_BATCH).await;
+    // Only the record that traps alone fails; the others keep their answers.
+    assert_mixed_batch(&results, 2);
+    // The first instance went with the batch's trap, the second with `boom`.
+    assert_eq!(inst.instances_started(), 3);
+}
+
+#[tokio::test]
+async fn a_component_without_run_batch_maps_a_batch_one_call_per_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime_in(tmp.path(), Limits::default());
+    let mut inst = instance(&rt, 3).await;
+    assert!(!inst.job().maps_in_batches());
+    let results = inst.run_batch(&ctx(), MIXED_BATCH).await;
+    assert_mixed_batch(&results, 3);
+    assert_eq!(inst.instances_started(), 2);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ const SUFFIX_LENGTH = 12;
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'dtp-decision-to-primero',
   version: '0.1.0',
   flow: 'dtp-2.3',

@@ -53,7 +53,7 @@ const REQUIRED = [...personRequired(K), K.interventionNumber];
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'dtp-referral-to-primero',
   version: '0.1.0',
   flow: 'dtp-1.1',

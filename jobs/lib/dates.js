@@ -10,8 +10,14 @@ function daysIn(year, month) {
   return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
 }
 
+// The last date datePart() returned, with its parts: a job that takes a
+// date's part and then an age from it (every inbound referral) parses once.
+let lastDate = null;
+let lastDateParts = null;
+
 /** [year, month, day] of a string starting with a valid calendar date, else null. */
 export function parseDate(value) {
+  if (value === lastDate) return lastDateParts;
   if (typeof value !== 'string') return null;
   const m = DATE.exec(value.trim());
   if (!m) return null;
@@ -29,7 +35,11 @@ export function parseDate(value) {
  */
 export function datePart(value) {
   const p = parseDate(value);
-  return p ? value.trim().slice(0, 10) : null;
+  if (!p) return null;
+  const date = value.trim().slice(0, 10);
+  lastDate = date;
+  lastDateParts = p;
+  return date;
 }
 
 /**

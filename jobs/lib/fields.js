@@ -15,7 +15,9 @@ export function isMissing(value) {
 export function requireFields(source, keys, what = 'required field') {
   let missing = null;
   for (let i = 0; i < keys.length; i++) {
-    if (isMissing(source?.[keys[i]])) (missing ??= []).push(keys[i]);
+    // isMissing() inline: this loop runs for every required field of every record.
+    const v = source?.[keys[i]];
+    if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) (missing ??= []).push(keys[i]);
   }
   if (missing !== null) {
     const plural = missing.length > 1 ? 's' : '';

@@ -1,8 +1,8 @@
-// defineJob: the three WIT exports (describe, configure, run) around a job's
+// defineJob: the WIT exports (describe, configure, run, run-batch) around a job's
 // own mapping function, so a job file holds only its mapping logic.
 //
 //   import { defineJob, emit } from '../lib/job.js';
-//   export const { describe, configure, run } = defineJob({
+//   export const { describe, configure, run, runBatch } = defineJob({
 //     name: 'my-job', version: '0.1.0', flow: 'ping-1.1',
 //     tables: ['inbound-sex'],            // checked in configure()
 //     setup(config) { … return settings },   // optional: validate deployment values once
@@ -19,12 +19,20 @@ import { badInput, fatal, isJobError } from './errors.js';
 
 const LEVELS = new Set(['debug', 'info', 'warn', 'error']);
 
+/** Log field naming the record's position during `run-batch` (wit/job.wit). */
+export const BATCH_INDEX_FIELD = 'batch_index';
+// Position of the record being mapped by runBatch, -1 outside a batch.
+let batchIndex = -1;
+
 /** Structured log line; `fields` is an object of ids/codes only (never personal data). */
 export function log(level, message, fields = {}) {
   const lvl = LEVELS.has(level) ? level : 'info';
   const pairs = Object.entries(fields)
     .filter(([, v]) => v !== undefined && v !== null)
     .map(([k, v]) => [String(k), String(v)]);
+  // Within `run-batch` the host knows the batch's record ids, not which one
+  // is being mapped: the position tells it (the host takes the field out).
+  if (batchIndex >= 0) pairs.push([BATCH_INDEX_FIELD, String(batchIndex)]);
   hostLog(lvl, String(message), pairs);
 }
 
@@ -81,7 +89,8 @@ export function defineJob(spec) {
     }
   }
 
-  function run(ctx, recordJson) {
+  // One record: the outcome, or throws a job error (never anything else).
+  function runOne(recordJson) {
     try {
       if (!env) throw fatal('run called before configure');
       let record;
@@ -90,8 +99,6 @@ export function defineJob(spec) {
       } catch {
         throw badInput('(record)', 'record is not valid JSON');
       }
-      // One env object for every call (no copy per record); map() reads ctx from it.
-      env.ctx = ctx;
       const outcome = map(record, env);
       const valid = outcome && (outcome.tag === 'emit' ? outcome.val instanceof Uint8Array : outcome.tag === 'skip' && typeof outcome.val === 'string');
       if (!valid) {
@@ -103,5 +110,28 @@ export function defineJob(spec) {
     }
   }
 
-  return { describe, configure, run };
+  function run(ctx, recordJson) {
+    // One env object for every call (no copy per record); map() reads ctx from it.
+    if (env) env.ctx = ctx;
+    return runOne(recordJson);
+  }
+
+  // The WIT `run-batch`: each record's result as the bindings lower a
+  // `result<outcome, job-error>` (a thrown job error becomes `err`).
+  function runBatch(ctx, records) {
+    if (env) env.ctx = ctx;
+    const results = new Array(records.length);
+    for (let i = 0; i < records.length; i++) {
+      batchIndex = i;
+      try {
+        results[i] = { tag: 'ok', val: runOne(records[i]) };
+      } catch (e) {
+        results[i] = { tag: 'err', val: e };
+      }
+    }
+    batchIndex = -1;
+    return results;
+  }
+
+  return { describe, configure, run, runBatch };
 }

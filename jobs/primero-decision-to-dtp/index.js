@@ -22,7 +22,7 @@ import { OUTBOUND_DECISION_TABLE, primeroDecision } from '../lib/decisions.js';
 
 const REQUEST_TYPE = 'ReceiveDecisionOutgoingReferral';
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'primero-decision-to-dtp',
   version: '0.1.0',
   flow: 'dtp-1.2',

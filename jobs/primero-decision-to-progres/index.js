@@ -29,7 +29,7 @@ function compositeIds(number) {
   return [parts[1], parts[2]];
 }
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'primero-decision-to-progres',
   version: '0.1.0',
   flow: 'ping-1.2',

@@ -35,7 +35,7 @@ function languages(tables, keys) {
   return typeof fallback === 'string' ? fallback : null;
 }
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'primero-referral-to-dtp',
   version: '0.1.0',
   flow: 'dtp-2.1',

@@ -34,7 +34,7 @@ function needCategory(tables, concerns) {
   return null;
 }
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'primero-referral-to-progres',
   version: '0.1.0',
   flow: 'ping-2.1',

@@ -43,7 +43,7 @@ const NO_COMMENT = 'No comment provided';
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'progres-decision-to-primero',
   version: '0.1.0',
   flow: 'ping-2.2',

@@ -49,7 +49,7 @@ const REQUIRED = [...personRequired(K), K.interventionNumber, K.lpInterventionId
 
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 
-export const { describe, configure, run } = defineJob({
+export const { describe, configure, run, runBatch } = defineJob({
   name: 'progres-referral-to-primero',
   version: '0.1.0',
   flow: 'ping-1.1',

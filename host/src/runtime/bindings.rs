@@ -12,12 +12,21 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::bridge::job::log::Level;
+
+/// The optional export of world `batch-job` (wit/job.wit).
+pub const RUN_BATCH_EXPORT: &str = "run-batch";
+
+/// Log field a job adds inside `run-batch`: the position of the record being
+/// mapped, which the host turns back into its record id (jobs/lib/job.js).
+pub const BATCH_INDEX_FIELD: &str = "batch_index";
 pub use self::bridge::job::types::{FieldError, UnmappedValue};
 
 /// Per-store state: limits, deadline, and where job logs go.
 pub struct HostState {
     pub(crate) job: String,
     pub(crate) record_id: String,
+    /// Record ids of the `run-batch` call in progress, in order.
+    pub(crate) batch_ids: Vec<String>,
     pub(crate) limits: MemoryGuard,
     pub(crate) deadline: Option<Instant>,
 }
@@ -27,6 +36,7 @@ impl HostState {
         Self {
             job: job.to_string(),
             record_id: String::new(),
+            batch_ids: Vec::new(),
             limits: MemoryGuard::new(memory_bytes),
             deadline: None,
         }
@@ -80,8 +90,27 @@ impl ResourceLimiter for MemoryGuard {
 
 impl self::bridge::job::types::Host for HostState {}
 
+impl HostState {
+    /// The id of the record a job log line is about: within `run-batch`,
+    /// the one at the position the job names (that field is taken out).
+    fn logging_record(&self, fields: &mut Vec<(String, String)>) -> String {
+        let at = fields.iter().position(|(k, _)| k == BATCH_INDEX_FIELD);
+        let Some(at) = at else {
+            return self.record_id.clone();
+        };
+        let (_, index) = fields.remove(at);
+        index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.batch_ids.get(i))
+            .cloned()
+            .unwrap_or_else(|| self.record_id.clone())
+    }
+}
+
 impl self::bridge::job::log::Host for HostState {
-    fn emit(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+    fn emit(&mut self, level: Level, message: String, mut fields: Vec<(String, String)>) {
+        let record = self.logging_record(&mut fields);
         // Only keys of `telemetry::ALLOWED_FIELDS` open to jobs are kept, so a
         // job cannot leak personal data through `fields`.
         let (kept, dropped) = crate::telemetry::scrub_job_fields(&fields);
@@ -89,16 +118,16 @@ impl self::bridge::job::log::Host for HostState {
         let message: String = message.chars().take(200).collect();
         match level {
             Level::Debug => {
-                tracing::debug!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+                tracing::debug!(job = %self.job, record = %record, fields = %kept, dropped, "job: {message}")
             }
             Level::Info => {
-                tracing::info!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+                tracing::info!(job = %self.job, record = %record, fields = %kept, dropped, "job: {message}")
             }
             Level::Warn => {
-                tracing::warn!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+                tracing::warn!(job = %self.job, record = %record, fields = %kept, dropped, "job: {message}")
             }
             Level::Error => {
-                tracing::error!(job = %self.job, record = %self.record_id, fields = %kept, dropped, "job: {message}")
+                tracing::error!(job = %self.job, record = %record, fields = %kept, dropped, "job: {message}")
             }
         }
     }
@@ -113,6 +142,27 @@ pub fn scrub_fields(fields: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_inside_a_batch_names_the_record_at_its_position() {
+        let mut state = HostState::new("job", 1 << 20);
+        state.batch_ids = vec!["case-1".into(), "case-2".into()];
+        let mut fields = vec![
+            ("intervention_id".to_string(), "abc".to_string()),
+            (BATCH_INDEX_FIELD.to_string(), "1".to_string()),
+        ];
+        assert_eq!(state.logging_record(&mut fields), "case-2");
+        assert_eq!(
+            fields,
+            vec![("intervention_id".to_string(), "abc".to_string())]
+        );
+        // Outside a batch, or a position the batch does not have: the call's record.
+        state.record_id = "one".into();
+        state.batch_ids.clear();
+        let mut fields = vec![(BATCH_INDEX_FIELD.to_string(), "0".to_string())];
+        assert_eq!(state.logging_record(&mut fields), "one");
+        assert!(fields.is_empty());
+    }
 
     #[test]
     fn scrubber_drops_unknown_keys() {

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, HostState, JobInfo, JobPre};
+use super::bindings::{self, HostState, JobIndices, JobInfo, JobPre};
 use super::cache::{CacheOutcome, PrecompileCache};
 use super::error::LoadError;
 use super::instance::JobInstance;
@@ -88,7 +89,19 @@ pub struct LoadedJob {
     /// Time to get from bytes to a ready `InstancePre` (cache load or compile).
     pub load_time: Duration,
     pub(crate) pre: JobPre<HostState>,
+    /// Where the `job` world's exports are in an instance.
+    pub(crate) indices: JobIndices,
+    /// The `run-batch` export (world `batch-job`), when the component has
+    /// one of the right type.
+    pub(crate) run_batch: Option<ComponentExportIndex>,
     pub(crate) limits: Limits,
+}
+
+impl LoadedJob {
+    /// Whether the component maps several records per call (`run-batch`).
+    pub fn maps_in_batches(&self) -> bool {
+        self.run_batch.is_some()
+    }
 }
 
 impl std::fmt::Debug for LoadedJob {
@@ -203,6 +216,8 @@ impl JobRuntime {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
+        let indices = JobIndices::new(&instance_pre).map_err(wrong_world)?;
+        let run_batch = batch_export(&component, name);
         let pre = JobPre::new(instance_pre).map_err(wrong_world)?;
         let load_time = started.elapsed();
         let content_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
@@ -219,6 +234,8 @@ impl JobRuntime {
             from_cache: outcome == CacheOutcome::Hit,
             load_time,
             pre,
+            indices,
+            run_batch,
             limits: self.limits,
         };
         job.info = JobInstance::describe(&job)
@@ -237,4 +254,26 @@ impl JobRuntime {
         );
         Ok(job)
     }
+}
+
+/// The component's `run-batch` export, if it has one. Its type is checked at
+/// each call; a function under that name of another type is ignored here
+/// (with a warning) and the job runs one record per call.
+fn batch_export(component: &Component, job: &str) -> Option<ComponentExportIndex> {
+    let (item, index) = component.get_export(None, bindings::RUN_BATCH_EXPORT)?;
+    let ComponentItem::ComponentFunc(func) = item else {
+        tracing::warn!(
+            job,
+            "export run-batch is not a function; mapping one record per call"
+        );
+        return None;
+    };
+    if func.params().len() != 2 || func.results().len() != 1 {
+        tracing::warn!(
+            job,
+            "export run-batch has an unexpected signature; mapping one record per call"
+        );
+        return None;
+    }
+    Some(index)
 }

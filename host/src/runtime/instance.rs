@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use wasmtime::component::Func;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Context, HostState, Job, JobError, JobInfo, Outcome};
@@ -37,9 +38,16 @@ pub enum JobOutcome {
 struct Live {
     store: Store<HostState>,
     bindings: Job,
-    /// `run` calls served (see `Limits::recycle_after_calls`).
+    /// The `run-batch` export, when the component has one (wit/job.wit,
+    /// world `batch-job`).
+    run_batch: Option<Func>,
+    /// Records mapped (see `Limits::recycle_after_calls`).
     calls: u32,
 }
+
+/// `run-batch`'s signature, checked when the function is called.
+type RunBatchParams<'a> = (&'a Context, &'a [&'a str]);
+type RunBatchResults = (Vec<Result<Outcome, JobError>>,);
 
 pub struct JobInstance {
     job: Arc<LoadedJob>,
@@ -109,6 +117,129 @@ impl JobInstance {
         record_id: &str,
         record: &str,
     ) -> Result<JobOutcome, JobFailure> {
+        let job = self.job.clone();
+        let live = self.configured_live().await?;
+        record_id.clone_into(&mut live.store.data_mut().record_id);
+        arm(&mut live.store, &job, "run");
+        let started = Instant::now();
+        let result = live
+            .bindings
+            // The generated binding takes `&String`.
+            .call_run(&mut live.store, &wit_context(ctx), &record.to_string())
+            .await;
+        crate::telemetry::metrics().job_call(&job.name, started.elapsed().as_secs_f64());
+        live.calls += 1;
+        let outcome = match result {
+            Ok(result) => job_outcome(&job, result),
+            Err(e) => {
+                let failure = classify_trap(&job, &live.store, e);
+                self.live = None;
+                return Err(failure);
+            }
+        };
+        self.recycle_if_worn_out();
+        outcome
+    }
+
+    /// Map several records (`(record id, record JSON)`) under one context:
+    /// one result per record, in order, each what [`run`](Self::run) returns
+    /// for it. A job built with jobs/lib maps them in one call into the
+    /// component (its `run-batch` export), which spares each record the
+    /// call's fixed cost; other components get one call per record.
+    ///
+    /// A trap (timeout, memory cap, crash) fails the whole call, so the
+    /// batch's records are then mapped one at a time on a fresh instance:
+    /// only the record that trapped fails, under the per-call limits. The
+    /// batch as a whole gets one record's time budget; a batch that needs
+    /// more is finished the same way, one record at a time.
+    pub async fn run_batch(
+        &mut self,
+        ctx: &JobContext,
+        items: &[(&str, &str)],
+    ) -> Vec<Result<JobOutcome, JobFailure>> {
+        match self.try_batch(ctx, items).await {
+            Some(results) => results,
+            None => {
+                let mut results = Vec::with_capacity(items.len());
+                for (id, record) in items {
+                    results.push(self.run(ctx, id, record).await);
+                }
+                results
+            }
+        }
+    }
+
+    /// One `run-batch` call, or `None` when the records must go one at a
+    /// time: no such export, fewer than two records, or the call trapped.
+    async fn try_batch(
+        &mut self,
+        ctx: &JobContext,
+        items: &[(&str, &str)],
+    ) -> Option<Vec<Result<JobOutcome, JobFailure>>> {
+        if items.len() < 2 {
+            return None;
+        }
+        let job = self.job.clone();
+        let live = match self.configured_live().await {
+            Ok(live) => live,
+            // Each record reports the failure on its own.
+            Err(_) => return None,
+        };
+        let func = live.run_batch?;
+        let typed = func
+            .typed::<RunBatchParams<'_>, RunBatchResults>(&live.store)
+            .ok()?;
+        let data = live.store.data_mut();
+        data.record_id.clear();
+        data.batch_ids = items.iter().map(|(id, _)| id.to_string()).collect();
+        arm(&mut live.store, &job, "run-batch");
+        let records: Vec<&str> = items.iter().map(|(_, r)| *r).collect();
+        let started = Instant::now();
+        let result = typed
+            .call_async(&mut live.store, (&wit_context(ctx), &records))
+            .await;
+        let per_record = started.elapsed().as_secs_f64() / items.len() as f64;
+        live.store.data_mut().batch_ids.clear();
+        let results = match result {
+            Ok((results,)) => results,
+            Err(e) => {
+                let failure = classify_trap(&job, &live.store, e);
+                tracing::warn!(job = %job.name, records = items.len(), error = %failure,
+                    "batch call trapped; mapping its records one at a time");
+                self.live = None;
+                return None;
+            }
+        };
+        let metrics = crate::telemetry::metrics();
+        for _ in items {
+            metrics.job_call(&job.name, per_record);
+        }
+        live.calls = live.calls.saturating_add(items.len() as u32);
+        let outcomes = if results.len() == items.len() {
+            results.into_iter().map(|r| job_outcome(&job, r)).collect()
+        } else {
+            let reason = format!(
+                "run-batch returned {} results for {} records",
+                results.len(),
+                items.len()
+            );
+            items
+                .iter()
+                .map(|_| {
+                    Err(JobFailure::InvalidOutput {
+                        job: job.name.clone(),
+                        reason: reason.clone(),
+                    })
+                })
+                .collect()
+        };
+        self.recycle_if_worn_out();
+        Some(outcomes)
+    }
+
+    /// The live instance, instantiated and configured again when a trap or
+    /// recycling discarded the previous one.
+    async fn configured_live(&mut self) -> Result<&mut Live, JobFailure> {
         if self.live.is_none() {
             self.live = Some(instantiate(&self.job).await?);
             self.started += 1;
@@ -116,55 +247,16 @@ impl JobInstance {
                 self.configure(m).await?;
             }
         }
-        let job = self.job.clone();
-        let live = self.live().await?;
-        record_id.clone_into(&mut live.store.data_mut().record_id);
-        arm(&mut live.store, &job, "run");
-        let wit_ctx = Context {
-            flow: ctx.flow.clone(),
-            run_id: ctx.run_id.clone(),
-            today: ctx.today.clone(),
-            dry_run: ctx.dry_run,
-        };
-        let started = Instant::now();
-        let result = live
-            .bindings
-            .call_run(&mut live.store, &wit_ctx, &record.to_string())
-            .await;
-        crate::telemetry::metrics().job_call(&job.name, started.elapsed().as_secs_f64());
-        live.calls += 1;
-        let recycle = job.limits.recycle_after_calls;
-        let worn_out = recycle > 0 && live.calls >= recycle;
-        let outcome = match result {
-            Ok(Ok(Outcome::Emit(json))) if json.len() > MAX_OUTPUT_BYTES => {
-                Err(JobFailure::InvalidOutput {
-                    job: job.name.clone(),
-                    reason: format!(
-                        "output of {} bytes exceeds the {} byte limit",
-                        json.len(),
-                        MAX_OUTPUT_BYTES
-                    ),
-                })
-            }
-            Ok(Ok(Outcome::Emit(json))) => serde_json::from_slice(&json)
-                .map(JobOutcome::Emit)
-                .map_err(|e| JobFailure::InvalidOutput {
-                    job: job.name.clone(),
-                    reason: e.to_string(),
-                }),
-            Ok(Ok(Outcome::Skip(reason))) => Ok(JobOutcome::Skip(reason)),
-            Ok(Err(e)) => Err(job_error(&job, e)),
-            Err(e) => {
-                let failure = classify_trap(&job, &live.store, e);
-                self.live = None;
-                return Err(failure);
-            }
-        };
-        if worn_out {
-            // The next call gets a fresh instance, configured the same way.
+        self.live().await
+    }
+
+    /// After `Limits::recycle_after_calls` records the next call gets a
+    /// fresh instance, configured the same way.
+    fn recycle_if_worn_out(&mut self) {
+        let recycle = self.job.limits.recycle_after_calls;
+        if recycle > 0 && self.live.as_ref().is_some_and(|l| l.calls >= recycle) {
             self.live = None;
         }
-        outcome
     }
 
     async fn live(&mut self) -> Result<&mut Live, JobFailure> {
@@ -193,16 +285,64 @@ async fn instantiate(job: &LoadedJob) -> Result<Live, JobFailure> {
         })
     });
     arm(&mut store, job, "instantiate");
-    let bindings = job
+    let instance = job
         .pre
+        .instance_pre()
         .instantiate_async(&mut store)
         .await
         .map_err(|e| classify_trap(job, &store, e))?;
+    let bindings = job
+        .indices
+        .load(&mut store, &instance)
+        .map_err(|e| classify_trap(job, &store, e))?;
+    let run_batch = job
+        .run_batch
+        .as_ref()
+        .and_then(|index| instance.get_func(&mut store, index));
     Ok(Live {
         store,
         bindings,
+        run_batch,
         calls: 0,
     })
+}
+
+fn wit_context(ctx: &JobContext) -> Context {
+    Context {
+        flow: ctx.flow.clone(),
+        run_id: ctx.run_id.clone(),
+        today: ctx.today.clone(),
+        dry_run: ctx.dry_run,
+    }
+}
+
+/// A record's result as the job returned it, checked.
+fn job_outcome(
+    job: &LoadedJob,
+    result: Result<Outcome, JobError>,
+) -> Result<JobOutcome, JobFailure> {
+    match result {
+        Ok(Outcome::Emit(json)) if json.len() > MAX_OUTPUT_BYTES => {
+            Err(JobFailure::InvalidOutput {
+                job: job.name.clone(),
+                reason: format!(
+                    "output of {} bytes exceeds the {} byte limit",
+                    json.len(),
+                    MAX_OUTPUT_BYTES
+                ),
+            })
+        }
+        Ok(Outcome::Emit(json)) => {
+            serde_json::from_slice(&json)
+                .map(JobOutcome::Emit)
+                .map_err(|e| JobFailure::InvalidOutput {
+                    job: job.name.clone(),
+                    reason: e.to_string(),
+                })
+        }
+        Ok(Outcome::Skip(reason)) => Ok(JobOutcome::Skip(reason)),
+        Err(e) => Err(job_error(job, e)),
+    }
 }
 
 /// Reset the per-call deadline and memory flag.

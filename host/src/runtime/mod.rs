@@ -9,9 +9,11 @@ mod error;
 mod instance;
 mod policy;
 pub mod reload;
+mod shared;
 
 pub use cache::PrecompileCache;
 pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
 pub use error::{JobFailure, LoadError};
 pub use instance::{outcome_report, JobContext, JobInstance, JobOutcome};
 pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};
+pub use shared::SharedInstance;
