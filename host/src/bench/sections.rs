@@ -12,7 +12,7 @@ use super::report::{mb, num, Report, Section, Table, TITLES};
 use super::worker::percentile;
 use super::{Bench, Part};
 use crate::runtime::{
-    outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
+    JobContext, JobFailure, JobInstance, JobOutcome, JobRuntime, LoadedJob, RuntimeConfig,
 };
 use crate::sim::people::PeopleGenerator;
 use crate::sim::ping::SimIntervention;
@@ -88,35 +88,58 @@ fn counts_text(c: [usize; 3]) -> String {
     format!("{} / {} / {}", c[0], c[1], c[2])
 }
 
-fn count(result: &Value, counts: &mut [usize; 3]) {
-    match result["outcome"].as_str() {
-        Some("emit") => counts[0] += 1,
-        Some("skip") => counts[1] += 1,
-        _ => counts[2] += 1,
+fn count(result: &Result<JobOutcome, JobFailure>, counts: &mut [usize; 3]) {
+    match result {
+        Ok(JobOutcome::Emit(_)) => counts[0] += 1,
+        Ok(JobOutcome::Skip(_)) => counts[1] += 1,
+        Err(_) => counts[2] += 1,
     }
 }
 
-/// Per-record cost on a configured instance, after a warm-up.
+/// Records per call in the batched rows: the default record concurrency of
+/// a run (`[delivery] record_concurrency`), so the most a WF 1.1 run with
+/// default settings maps in one call; WF 2.1 hands whole pages.
+pub(crate) const BATCH: usize = 8;
+
+/// Per-record cost on a configured instance, after a warm-up: `per_call`
+/// records per call (1: `JobInstance::run`; more: `run_batch`, each record
+/// timed as its share of its call).
 async fn warm_per_record(
     job: &Arc<LoadedJob>,
     mappings: Arc<String>,
     records: &[String],
+    per_call: usize,
 ) -> anyhow::Result<Warm> {
     let ctx = ctx(job);
     let mut instance = JobInstance::new(job.clone()).await?;
     instance.configure(mappings).await?;
-    for (i, r) in records.iter().take(200).enumerate() {
-        let _ = instance.run(&ctx, &i.to_string(), r).await;
+    let ids: Vec<String> = (0..records.len()).map(|i| i.to_string()).collect();
+    let items: Vec<(&str, &str)> = ids
+        .iter()
+        .zip(records)
+        .map(|(id, r)| (id.as_str(), r.as_str()))
+        .collect();
+    let per_call = per_call.max(1);
+    let warm_up = &items[..items.len().min(200)];
+    for chunk in warm_up.chunks(per_call) {
+        let _ = instance.run_batch(&ctx, chunk).await;
     }
     let mut samples = Vec::with_capacity(records.len());
     let mut counts = [0; 3];
-    let ids: Vec<String> = (0..records.len()).map(|i| i.to_string()).collect();
     let t = Instant::now();
-    for (r, id) in records.iter().zip(&ids) {
+    for chunk in items.chunks(per_call) {
         let s = Instant::now();
-        let result = instance.run(&ctx, id, r).await;
-        samples.push(s.elapsed().as_secs_f64() * 1e6);
-        count(&outcome_report(&result), &mut counts);
+        let results = if per_call == 1 {
+            let (id, r) = chunk[0];
+            vec![instance.run(&ctx, id, r).await]
+        } else {
+            instance.run_batch(&ctx, chunk).await
+        };
+        let share = s.elapsed().as_secs_f64() * 1e6 / chunk.len() as f64;
+        samples.extend(std::iter::repeat_n(share, chunk.len()));
+        for r in &results {
+            count(r, &mut counts);
+        }
     }
     let mean_us = t.elapsed().as_secs_f64() * 1e6 / records.len().max(1) as f64;
     samples.sort_by(f64::total_cmp);
@@ -136,7 +159,7 @@ async fn floor_row(
     rt: &JobRuntime,
     mappings: Arc<String>,
     n: usize,
-) -> Option<Vec<String>> {
+) -> Option<Vec<Vec<String>>> {
     let wasm = b.tmp.join("bench-floor.wasm");
     let script = b
         .project
@@ -159,17 +182,27 @@ async fn floor_row(
         .iter()
         .map(Value::to_string)
         .collect();
-    let w = warm_per_record(&job, mappings, &recs).await.ok()?;
-    b.say(format!("floor job: {:.1} µs/record mean", w.mean_us));
-    Some(vec![
-        "floor (bench/floor-job)".into(),
-        "none: parses the record, emits {} (the WF 1.1 records)".into(),
-        n.to_string(),
-        num(w.mean_us, 1),
-        num(w.p50_us, 1),
-        num(w.p99_us, 1),
-        counts_text(w.counts),
-    ])
+    let mut rows = Vec::new();
+    for per_call in [1, BATCH] {
+        let w = warm_per_record(&job, mappings.clone(), &recs, per_call)
+            .await
+            .ok()?;
+        b.say(format!(
+            "floor job, {per_call} per call: {:.1} µs/record mean",
+            w.mean_us
+        ));
+        rows.push(vec![
+            "floor (bench/floor-job)".into(),
+            "none: parses the record, emits {} (the WF 1.1 records)".into(),
+            per_call.to_string(),
+            n.to_string(),
+            num(w.mean_us, 1),
+            num(w.p50_us, 1),
+            num(w.p99_us, 1),
+            counts_text(w.counts),
+        ]);
+    }
+    Some(rows)
 }
 
 /// Instantiate times from the job's `InstancePre` (µs), after a few warm-ups.
@@ -229,9 +262,12 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
     let mut section = Section {
         intro: vec![format!(
             "The two real mappings on {n} varied records each (invented people in the shapes of spec examples 15 and 18, mappings/{}), \
-             one warm instance per job, in this process. Times are per call of `JobInstance::run` (record JSON in, \
-             output JSON parsed). Outcomes: emit / skip / error. The floor row is a JavaScript component that only \
-             parses the record and emits `{{}}`: what any job built with componentize-js pays per call before its mapping.",
+             one warm instance per job, in this process, record JSON in and output JSON parsed. Each job is timed with one record \
+             per call (`JobInstance::run`) and with {BATCH} per call (`JobInstance::run_batch`, the component's `run-batch` \
+             export: what a run does when records reach the job faster than it maps them, and for a page of Primero cases); \
+             a batched record's time is its share of its call. Outcomes: emit / skip / error. The floor rows are a \
+             JavaScript component that only parses the record and emits `{{}}`: what any job built with componentize-js \
+             pays per record before its mapping.",
             super::COUNTRY
         )],
         ..Section::default()
@@ -248,10 +284,18 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
     }
 
     let mut per_record = Table::new(&[
-        "job", "mapping", "records", "mean µs", "p50 µs", "p99 µs", "outcomes",
+        "job",
+        "mapping",
+        "records per call",
+        "records",
+        "mean µs",
+        "p50 µs",
+        "p99 µs",
+        "outcomes",
     ]);
     let mut inst = Table::new(&["job", "instantiations", "mean µs", "p50 µs", "p99 µs"]);
     let mut worst_record: f64 = 0.0;
+    let mut worst_single: f64 = 0.0;
     let mut worst_inst: f64 = 0.0;
     for (name, what) in JOBS {
         let job = Arc::new(rt.load_file(&b.project.job_wasm(name)).await?);
@@ -259,24 +303,31 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             .iter()
             .map(Value::to_string)
             .collect();
-        let w = warm_per_record(&job, mappings.clone(), &recs).await?;
-        b.say(format!(
-            "{name}: {:.1} µs/record mean, p50 {:.1}, p99 {:.1} ({})",
-            w.mean_us,
-            w.p50_us,
-            w.p99_us,
-            counts_text(w.counts)
-        ));
-        worst_record = worst_record.max(w.mean_us);
-        per_record.row(vec![
-            name.into(),
-            what.into(),
-            n.to_string(),
-            num(w.mean_us, 1),
-            num(w.p50_us, 1),
-            num(w.p99_us, 1),
-            counts_text(w.counts),
-        ]);
+        for per_call in [1, BATCH] {
+            let w = warm_per_record(&job, mappings.clone(), &recs, per_call).await?;
+            b.say(format!(
+                "{name}, {per_call} per call: {:.1} µs/record mean, p50 {:.1}, p99 {:.1} ({})",
+                w.mean_us,
+                w.p50_us,
+                w.p99_us,
+                counts_text(w.counts)
+            ));
+            if per_call == 1 {
+                worst_single = worst_single.max(w.mean_us);
+            } else {
+                worst_record = worst_record.max(w.mean_us);
+            }
+            per_record.row(vec![
+                name.into(),
+                what.into(),
+                per_call.to_string(),
+                n.to_string(),
+                num(w.mean_us, 1),
+                num(w.p50_us, 1),
+                num(w.p99_us, 1),
+                counts_text(w.counts),
+            ]);
+        }
         let s = instantiate_times(&job, iterations).await?;
         let m = mean(&s);
         b.say(format!(
@@ -292,16 +343,18 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             num(percentile(&s, 99.0), 1),
         ]);
     }
-    if let Some(row) = floor_row(b, &rt, mappings.clone(), n).await {
-        per_record.row(row);
+    if let Some(rows) = floor_row(b, &rt, mappings.clone(), n).await {
+        for row in rows {
+            per_record.row(row);
+        }
     } else {
         section.notes.push(
             "The floor job (bench/floor-job) could not be built, so its row is missing.".into(),
         );
     }
     report.target(
-        "per-record job cost ≤ 100 µs warm, real mappings (mean, worst job)",
-        format!("{worst_record:.1} µs"),
+        &format!("per-record job cost ≤ 100 µs warm, real mappings (mean, worst job; {BATCH} records per call, as a busy run maps them)"),
+        format!("{worst_record:.1} µs (one record per call: {worst_single:.1} µs)"),
         Some(worst_record <= 100.0),
     );
     report.target(
@@ -551,7 +604,7 @@ async fn openfn(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         let of_run = v["per_run_ms"].as_f64().unwrap_or(f64::NAN);
         let job = Arc::new(rt.load_file(&wasm).await?);
         let strings: Vec<String> = recs.iter().map(Value::to_string).collect();
-        let w = warm_per_record(&job, mappings.clone(), &strings).await?;
+        let w = warm_per_record(&job, mappings.clone(), &strings, 1).await?;
         let runs = v["single_runs"].as_u64().unwrap_or(200) as usize;
         let br_run = one_record_runs(&job, &mappings, &strings, runs).await?;
         b.say(format!(

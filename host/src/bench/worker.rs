@@ -21,7 +21,7 @@ use crate::config::BridgeConfig;
 use crate::connectors::primero::PrimeroClient;
 use crate::connectors::PartnerLimits;
 use crate::mappings::MappingSet;
-use crate::runtime::{outcome_report, JobContext, JobInstance, JobRuntime, RuntimeConfig};
+use crate::runtime::{JobContext, JobFailure, JobInstance, JobOutcome, JobRuntime, RuntimeConfig};
 
 /// What a worker process does.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -37,6 +37,13 @@ pub enum WorkerCommand {
         mappings: PathBuf,
         #[arg(long)]
         records: Option<usize>,
+        /// Records per call into the job (`run-batch`); 1 = one call per record.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Map the records this many times (for profiling the mapping
+        /// rather than the loading).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
     /// Load every component of a folder from the precompile cache, start and
     /// configure one instance of each, report load times and peak RSS.
@@ -150,7 +157,9 @@ async fn run_command(cmd: WorkerCommand, cache_dir: Option<PathBuf>) -> anyhow::
             input,
             mappings,
             records,
-        } => map(&job, &input, &mappings, records, cache_dir).await,
+            batch,
+            repeat,
+        } => map(&job, &input, &mappings, records, (batch, repeat), cache_dir).await,
         WorkerCommand::LoadAll { jobs, mappings } => load_all(&jobs, &mappings, cache_dir).await,
         WorkerCommand::Flow {
             config,
@@ -177,6 +186,7 @@ async fn map(
     input: &Path,
     mappings: &Path,
     records: Option<usize>,
+    (batch, repeat): (usize, usize),
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
@@ -197,19 +207,34 @@ async fn map(
         dry_run: true,
     };
     let (mut emit, mut skip, mut error) = (0usize, 0usize, 0usize);
+    let mut tally = |result: &Result<JobOutcome, JobFailure>| match result {
+        Ok(JobOutcome::Emit(_)) => emit += 1,
+        Ok(JobOutcome::Skip(_)) => skip += 1,
+        Err(_) => error += 1,
+    };
+    let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let texts: Vec<String> = all.iter().take(n).map(Value::to_string).collect();
+    let items: Vec<(&str, &str)> = ids
+        .iter()
+        .zip(&texts)
+        .map(|(id, r)| (id.as_str(), r.as_str()))
+        .collect();
     let t = Instant::now();
-    for (i, record) in all.iter().take(n).enumerate() {
-        let result = instance
-            .run(&ctx, &i.to_string(), &record.to_string())
-            .await;
-        match outcome_report(&result)["outcome"].as_str() {
-            Some("emit") => emit += 1,
-            Some("skip") => skip += 1,
-            _ => error += 1,
+    for _ in 0..repeat.max(1) {
+        if batch <= 1 {
+            for (id, record) in &items {
+                tally(&instance.run(&ctx, id, record).await);
+            }
+        } else {
+            for chunk in items.chunks(batch) {
+                for result in instance.run_batch(&ctx, chunk).await {
+                    tally(&result);
+                }
+            }
         }
     }
     Ok(json!({
-        "records": n,
+        "records": n * repeat.max(1),
         "counts": {"emit": emit, "skip": skip, "error": error},
         "ready_ms": ms(ready),
         "from_cache": loaded.from_cache,

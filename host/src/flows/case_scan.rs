@@ -28,8 +28,9 @@ use crate::store::Store;
 #[allow(async_fn_in_trait)]
 pub trait CaseVisitor {
     /// A page of cases was read; called before its first `visit`, so a
-    /// visitor can prefetch what its cases need concurrently.
-    async fn begin_page(&mut self, _cases: &[Case]) {}
+    /// visitor can prefetch what its cases need concurrently (or map them
+    /// in one job call).
+    async fn begin_page(&mut self, _cases: &[Case], _st: &ScanState) {}
 
     /// Handle one case: push its records to `st.report`, hold `st.tracker`
     /// for any record that must be read again.
@@ -132,7 +133,7 @@ impl CaseScan<'_> {
             }
             let more = page.has_next();
             let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
-            visitor.begin_page(&page.data).await;
+            visitor.begin_page(&page.data, st).await;
             for case in page.data {
                 if self.stop.is_cancelled() {
                     tracing::info!("shutting down: scan stopped between cases");

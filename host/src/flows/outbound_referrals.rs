@@ -37,7 +37,7 @@ use crate::connectors::primero::{
 };
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
-use crate::runtime::{JobContext, JobInstance, JobOutcome};
+use crate::runtime::{JobContext, JobFailure, JobInstance, JobOutcome};
 use crate::store::{Delivery, Store};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -233,6 +233,20 @@ struct Visitor<'r, 'a, D: Deliver> {
     pending: Vec<Pending<D::Payload>>,
     /// Each case's referrals, read for the whole page at once (see `begin_page`).
     referrals: HashMap<String, Result<Vec<Referral>, ConnectorError>>,
+    /// The job's answer per service of the page, mapped in one call (see
+    /// `map_page`); a service not in it is mapped on its own.
+    mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
+    /// Why `map_page` could not load the users: the next case that needs
+    /// them reports it rather than asking Primero again at once.
+    users_failure: Option<ConnectorError>,
+}
+
+/// Whether any referral of a case is recent enough to make a service new:
+/// only a referral since the cursor can (the job decides which).
+fn has_recent_referral(referrals: &[Referral], since: Option<DateTime<Utc>>) -> bool {
+    referrals.iter().any(|r| {
+        r.service_record_id.is_some() && since.is_none_or(|s| r.created_at.is_some_and(|t| t >= s))
+    })
 }
 
 impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
@@ -240,7 +254,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
     /// `concurrency` at once, the client bounds Primero further): one at a
     /// time, these reads were the run's pace. Reads only, so nothing is
     /// written out of order; `visit` takes each case's answer.
-    async fn begin_page(&mut self, cases: &[Case]) {
+    async fn begin_page(&mut self, cases: &[Case], st: &ScanState) {
         let (primero, ledger) = (self.run.primero, self.run.ledger);
         // Owned ids: a closure over borrowed ones trips the compiler's
         // higher-ranked lifetime check once the future must be `Send`.
@@ -257,6 +271,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
             .buffer_unordered(self.run.concurrency.max(1))
             .collect()
             .await;
+        self.map_page(cases, st.since).await;
     }
 
     async fn visit(&mut self, case: &Case, st: &mut ScanState) {
@@ -264,6 +279,9 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
     }
 
     async fn end_page(&mut self, st: &mut ScanState) {
+        // What a case skipped by the scan left unused.
+        self.mapped.clear();
+        self.users_failure = None;
         self.deliver_pending(st).await
     }
 }
@@ -293,6 +311,8 @@ impl<D: Deliver> OutboundRun<'_, D> {
             users: None,
             pending: Vec::new(),
             referrals: HashMap::new(),
+            mapped: HashMap::new(),
+            users_failure: None,
         };
         let user = self.associated_user.clone();
         let query = move |from| query(user.as_deref(), from);
@@ -336,7 +356,80 @@ fn query(associated_user: Option<&str>, from: Option<DateTime<Utc>>) -> CaseQuer
     q
 }
 
+/// The job's input for one service of a case.
+fn bundle_json(
+    case: &Case,
+    service_id: &str,
+    referrals: &[Referral],
+    since: Option<DateTime<Utc>>,
+    owner: Option<&User>,
+) -> serde_json::Result<String> {
+    serde_json::to_string(&Bundle {
+        case,
+        service_id,
+        referrals,
+        since: since.map(format_cursor),
+        owner,
+    })
+}
+
 impl<D: Deliver> Visitor<'_, '_, D> {
+    /// Map every service of the page that `one_case` would map, in one job
+    /// call (`JobInstance::run_batch`): the same bundles, so the same
+    /// answers, without each paying the call's fixed cost. Needs the page's
+    /// referrals and the users; what cannot be prepared here (a failed read)
+    /// is left to `one_case`, which reports it.
+    async fn map_page(&mut self, cases: &[Case], since: Option<DateTime<Utc>>) {
+        self.mapped.clear();
+        let ledger = self.run.ledger;
+        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
+        if !cases.iter().any(recent) {
+            return;
+        }
+        if self.users.is_none() {
+            if let Err(e) = self.load_users().await {
+                self.users_failure = Some(e);
+                return;
+            }
+        }
+        let mut items: Vec<(String, String)> = Vec::new();
+        for case in cases {
+            let referrals = match self.referrals.get(&case.id) {
+                Some(Ok(r)) if has_recent_referral(r, since) => r,
+                _ => continue,
+            };
+            let owner = self.owner(case);
+            for service_id in service_ids(case) {
+                if !ledger.selects(service_id) || ledger.parked(service_id).is_some() {
+                    continue;
+                }
+                if let Ok(json) = bundle_json(case, service_id, referrals, since, owner.as_ref()) {
+                    items.push((service_id.to_string(), json));
+                }
+            }
+        }
+        let batch: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(id, json)| (id.as_str(), json.as_str()))
+            .collect();
+        let results = self.instance.run_batch(&self.ctx, &batch).await;
+        self.mapped = items.into_iter().map(|(id, _)| id).zip(results).collect();
+    }
+
+    /// Load the Primero users once per run.
+    async fn load_users(&mut self) -> Result<(), ConnectorError> {
+        let list = self.run.primero.list_users().await?;
+        tracing::debug!(users = list.len(), "Primero users loaded");
+        self.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
+        Ok(())
+    }
+
+    /// The case owner's user record, when the users are loaded and know them.
+    fn owner(&self, case: &Case) -> Option<User> {
+        let owner = case.owned_by.as_deref()?;
+        self.users.as_ref()?.get(owner).cloned()
+    }
+
     async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
         let run = self.run;
         let service_ids: Vec<&str> = service_ids(case).collect();
@@ -357,22 +450,17 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 return;
             }
         };
-        // Only a referral since the cursor can make a service new; the job
-        // decides which (agency, service, date).
         let since = st.since;
-        let recent = referrals.iter().any(|r| {
-            r.service_record_id.is_some()
-                && since.is_none_or(|s| r.created_at.is_some_and(|t| t >= s))
-        });
-        if !recent {
+        if !has_recent_referral(&referrals, since) {
             return;
         }
         if self.users.is_none() {
-            match run.primero.list_users().await {
-                Ok(list) => {
-                    tracing::debug!(users = list.len(), "Primero users loaded");
-                    self.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
-                }
+            let loaded = match self.users_failure.take() {
+                Some(e) => Err(e),
+                None => self.load_users().await,
+            };
+            match loaded {
+                Ok(()) => {}
                 Err(e) => {
                     let needs = service_ids
                         .iter()
@@ -386,11 +474,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 }
             }
         }
-        let owner = case
-            .owned_by
-            .as_deref()
-            .and_then(|o| self.users.as_ref().and_then(|u| u.get(o)));
-        let owner = owner.cloned();
+        let owner = self.owner(case);
         for service_id in service_ids {
             if !run.ledger.selects(service_id) {
                 continue;
@@ -430,18 +514,17 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         referrals: &[Referral],
         owner: Option<&User>,
     ) -> Option<(RecordOutcome, Option<DateTime<Utc>>)> {
-        let bundle = Bundle {
-            case,
-            service_id,
-            referrals,
-            since: st.since.map(format_cursor),
-            owner,
+        let result = match self.mapped.remove(service_id) {
+            Some(result) => result,
+            None => {
+                let json = match bundle_json(case, service_id, referrals, st.since, owner) {
+                    Ok(j) => j,
+                    Err(e) => return Some((failed("internal", e.to_string()), None)),
+                };
+                self.instance.run(&self.ctx, service_id, &json).await
+            }
         };
-        let json = match serde_json::to_string(&bundle) {
-            Ok(j) => j,
-            Err(e) => return Some((failed("internal", e.to_string()), None)),
-        };
-        let item = match self.instance.run(&self.ctx, service_id, &json).await {
+        let item = match result {
             Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_REFERRED) => {
                 return None
             }

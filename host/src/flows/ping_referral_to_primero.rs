@@ -27,7 +27,7 @@ use super::rows::{bundle_for_delivery, Row};
 use crate::connectors::ping::{Field, IngestionRecord, PingClient};
 use crate::connectors::primero::PrimeroClient;
 use crate::runtime::reload::Catalog;
-use crate::runtime::{JobContext, JobInstance, JobOutcome};
+use crate::runtime::{JobContext, JobOutcome, SharedInstance};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
@@ -71,9 +71,9 @@ struct Ack {
 
 /// What the records of one run share.
 struct RunShared<'a> {
-    /// One instance for the run; a job call is short, so records take turns.
-    instance: tokio::sync::Mutex<JobInstance>,
-    ctx: JobContext,
+    /// One instance for the run, in a task of its own; records that reach
+    /// the job while it is busy are mapped together in one call.
+    instance: SharedInstance,
     locks: IndividualLocks,
     details_sp: &'a str,
     status_sp: &'a str,
@@ -123,14 +123,14 @@ impl Ping11<'_> {
                 return report;
             }
         };
+        let ctx = JobContext {
+            flow: FLOW.into(),
+            run_id: run_id.into(),
+            today: today.into(),
+            dry_run: false,
+        };
         let shared = RunShared {
-            instance: tokio::sync::Mutex::new(instance),
-            ctx: JobContext {
-                flow: FLOW.into(),
-                run_id: run_id.into(),
-                today: today.into(),
-                dry_run: false,
-            },
+            instance: SharedInstance::spawn(instance, ctx, self.concurrency),
             locks: IndividualLocks::default(),
             details_sp,
             status_sp,
@@ -349,12 +349,7 @@ impl Ping11<'_> {
             Ok(j) => j,
             Err(e) => return failed("internal", e.to_string()),
         };
-        let result = shared
-            .instance
-            .lock()
-            .await
-            .run(&shared.ctx, id, &bundle_json)
-            .await;
+        let result = shared.instance.run(id, bundle_json).await;
         let referral = match result {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
