@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
+use crate::flows::ping_referral_to_primero::DELIVERY_COLUMNS;
 use crate::sim::people::PeopleGenerator;
 
 /// proGres referral (SHP-2358 bundle) → Primero case.
@@ -42,7 +43,7 @@ fn set(v: &mut Value, key: &str, value: Value) {
     }
 }
 
-/// `n` SHP-2358 bundles shaped like `example-15`.
+/// `n` SHP-2358 bundles shaped like `example-15`, as WF 1.1 builds them.
 pub fn inbound(jobs_src: &Path, n: usize, seed: u64) -> anyhow::Result<Vec<Value>> {
     let base = template(jobs_src, INBOUND_JOB, "example-15")?;
     let mut people = PeopleGenerator::new(seed);
@@ -135,6 +136,11 @@ pub fn inbound(jobs_src: &Path, n: usize, seed: u64) -> anyhow::Result<Vec<Value
             json!(langs[0]),
         );
         set(&mut r, "languages", json!(langs));
+        // What the flow hands the job: the delivery row keeps only the
+        // columns WF 1.1 reads from the pending list.
+        if let Some(d) = r["delivery"].as_object_mut() {
+            d.retain(|k, _| DELIVERY_COLUMNS.contains(&k.as_str()));
+        }
         out.push(r);
     }
     Ok(out)
