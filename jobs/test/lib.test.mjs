@@ -63,10 +63,11 @@ function stripHtmlByRegex(value) {
 
 test('stripHtml equals its regex definition on random fragments', () => {
   const pieces = ['<', '>', '<!--', '-->', '-', '!', '&', ';', '#', 'x', 'X', '0', '9', 'a', 'F', 'g', 'amp', 'nbsp', 'lt',
-    '#65', '#x41', '#xZZ', '#0', '#55296', ' ', '  ', '\t', '\n', '\u00a0', 'é', '<p>', '</p>', '<br/>', 'word'];
+    '#65', '#x41', '#xZZ', '#0', '#55296', ' ', '  ', '\t', '\n', '\u00a0', 'é', '<p>', '</p>', '<br/>', 'word',
+    'apos', 'quot', 'gt', 'copy', '#X4F', '#x1F600', '#1114112', '&amp;', '&nbsp;', '&#X41;', '&apos;', 'a b'];
   let seed = 7;
   const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
-  for (let n = 0; n < 20000; n++) {
+  for (let n = 0; n < 50000; n++) {
     let s = '';
     const len = Math.floor(next() * 12);
     for (let i = 0; i < len; i++) s += pieces[Math.floor(next() * pieces.length)];
