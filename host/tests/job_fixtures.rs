@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use bridge::mappings::MappingSet;
 use bridge::runtime::{
-    outcome_report, JobContext, JobInstance, JobRuntime, RuntimeConfig, SharedInstance,
+    outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig, SharedInstance,
+    MAX_RECORDS_PER_CALL,
 };
 use bridge::toolchain::ProjectDirs;
 
@@ -54,6 +55,36 @@ fn mapping_dir(project: &ProjectDirs, job_dir: &Path) -> PathBuf {
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture: its name, the record JSON and the expected outcome.
+type Case = (String, String, serde_json::Value);
+
+/// A configured instance of `job` (its fixtures' mappings, today =
+/// [`FIXTURE_TODAY`]), the call context and the job's fixtures.
+async fn fixture_instance(
+    project: &ProjectDirs,
+    runtime: &JobRuntime,
+    job: &str,
+) -> (Arc<LoadedJob>, JobInstance, JobContext, Vec<Case>) {
+    let job_dir = project.jobs_src().join(job);
+    let mappings = MappingSet::load_dir(&mapping_dir(project, &job_dir)).unwrap();
+    let loaded = Arc::new(runtime.load_file(&project.job_wasm(job)).await.unwrap());
+    let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+    instance.configure(mappings.job_json()).await.unwrap();
+    let ctx = JobContext {
+        flow: loaded.info.flow.clone(),
+        run_id: "fixture".into(),
+        today: FIXTURE_TODAY.into(),
+        dry_run: true,
+    };
+    let cases = fixtures(&job_dir)
+        .into_iter()
+        .map(|(name, record, expected)| {
+            (name, read_json(&record).to_string(), read_json(&expected))
+        })
+        .collect();
+    (loaded, instance, ctx, cases)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,40 +134,30 @@ async fn every_fixture_of_every_job_matches() {
     assert!(checked >= 5, "only {checked} fixtures found");
 }
 
-/// Every job maps its fixtures in one `run-batch` call to exactly what one
+/// Every job maps its fixtures in `run-batch` calls to exactly what one
 /// call per record gives (the flows batch whatever queues up for the job).
 #[tokio::test(flavor = "multi_thread")]
-async fn every_job_maps_its_fixtures_the_same_in_one_batch() {
+async fn every_job_maps_its_fixtures_the_same_in_batches() {
     let project = project();
     let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
     let mut mismatches = Vec::new();
     for job in project.job_names().unwrap() {
-        let job_dir = project.jobs_src().join(&job);
-        let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
-        let loaded = Arc::new(runtime.load_file(&project.job_wasm(&job)).await.unwrap());
+        let (loaded, mut instance, ctx, cases) = fixture_instance(&project, &runtime, &job).await;
         assert!(loaded.maps_in_batches(), "{job} has no run-batch export");
-        let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
-        instance.configure(mappings.job_json()).await.unwrap();
-        let ctx = JobContext {
-            flow: loaded.info.flow.clone(),
-            run_id: "fixture".into(),
-            today: FIXTURE_TODAY.into(),
-            dry_run: true,
-        };
-        let cases: Vec<(String, String, serde_json::Value)> = fixtures(&job_dir)
-            .into_iter()
-            .map(|(name, record, expected)| {
-                (name, read_json(&record).to_string(), read_json(&expected))
-            })
-            .collect();
         let items: Vec<(&str, &str)> = cases
             .iter()
             .map(|(name, record, _)| (name.as_str(), record.as_str()))
             .collect();
-        // Twice over: the second round runs on an instance that has mapped.
-        let doubled: Vec<(&str, &str)> = items.iter().chain(&items).copied().collect();
-        let results = instance.run_batch(&ctx, &doubled).await;
-        assert_eq!(results.len(), doubled.len(), "{job}");
+        // Round and round, past one call's worth: several calls, the later
+        // ones on an instance that has mapped already.
+        let rounds: Vec<(&str, &str)> = items
+            .iter()
+            .cycle()
+            .take(2 * MAX_RECORDS_PER_CALL + 5)
+            .copied()
+            .collect();
+        let results = instance.run_batch(&ctx, &rounds).await;
+        assert_eq!(results.len(), rounds.len(), "{job}");
         for (i, result) in results.iter().enumerate() {
             let (name, _, expected) = &cases[i % cases.len()];
             let actual = outcome_report(result);
@@ -164,26 +185,10 @@ async fn every_job_maps_its_fixtures_the_same_in_one_batch() {
 async fn records_queued_for_a_shared_instance_are_mapped_in_batches() {
     let project = project();
     let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
-    let job = "progres-referral-to-primero";
-    let job_dir = project.jobs_src().join(job);
-    let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
-    let loaded = Arc::new(runtime.load_file(&project.job_wasm(job)).await.unwrap());
-    let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
-    instance.configure(mappings.job_json()).await.unwrap();
-    let ctx = JobContext {
-        flow: loaded.info.flow.clone(),
-        run_id: "fixture".into(),
-        today: FIXTURE_TODAY.into(),
-        dry_run: true,
-    };
+    let (_, instance, ctx, cases) =
+        fixture_instance(&project, &runtime, "progres-referral-to-primero").await;
     let shared = SharedInstance::spawn(instance, ctx, 8);
-    let cases: Vec<(String, String, serde_json::Value)> = fixtures(&job_dir)
-        .into_iter()
-        .map(|(name, record, expected)| {
-            (name, read_json(&record).to_string(), read_json(&expected))
-        })
-        .collect();
-    let rounds: Vec<&(String, String, serde_json::Value)> = cases.iter().cycle().take(24).collect();
+    let rounds: Vec<&Case> = cases.iter().cycle().take(24).collect();
     // All queued before the instance's task gets to them.
     let answers = futures::future::join_all(
         rounds

@@ -96,6 +96,51 @@ fn count(result: &Result<JobOutcome, JobFailure>, counts: &mut [usize; 3]) {
     }
 }
 
+/// A row of the per-record table.
+fn per_record_row(label: String, what: &str, per_call: usize, n: usize, w: &Warm) -> Vec<String> {
+    vec![
+        label,
+        what.into(),
+        per_call.to_string(),
+        n.to_string(),
+        num(w.mean_us, 1),
+        num(w.p50_us, 1),
+        num(w.p99_us, 1),
+        counts_text(w.counts),
+    ]
+}
+
+/// `job` timed one record per call and [`BATCH`] per call, a row each
+/// (labelled `label`); the two means.
+async fn time_both_ways(
+    b: &Bench,
+    (job, label, what): (&Arc<LoadedJob>, &str, &str),
+    mappings: &Arc<String>,
+    records: &[String],
+    table: &mut Table,
+) -> anyhow::Result<[f64; 2]> {
+    let mut means = [0.0; 2];
+    for (slot, per_call) in [1, BATCH].into_iter().enumerate() {
+        let w = warm_per_record(job, mappings.clone(), records, per_call).await?;
+        b.say(format!(
+            "{label}, {per_call} per call: {:.1} µs/record mean, p50 {:.1}, p99 {:.1} ({})",
+            w.mean_us,
+            w.p50_us,
+            w.p99_us,
+            counts_text(w.counts)
+        ));
+        means[slot] = w.mean_us;
+        table.row(per_record_row(
+            label.into(),
+            what,
+            per_call,
+            records.len(),
+            &w,
+        ));
+    }
+    Ok(means)
+}
+
 /// Records per call in the batched rows: the default record concurrency of
 /// a run (`[delivery] record_concurrency`), so the most a WF 1.1 run with
 /// default settings maps in one call; WF 2.1 hands whole pages.
@@ -152,14 +197,15 @@ async fn warm_per_record(
 }
 
 /// The floor of a JavaScript job: bench/floor-job (parses the record, emits
-/// `{}`) on the WF 1.1 records, as a row of the per-record table. `None` when
+/// `{}`) on the WF 1.1 records, as rows of the per-record table. `None` when
 /// it cannot be built (node or componentize-js missing).
-async fn floor_row(
+async fn floor_rows(
     b: &Bench,
     rt: &JobRuntime,
-    mappings: Arc<String>,
+    mappings: &Arc<String>,
     n: usize,
-) -> Option<Vec<Vec<String>>> {
+    table: &mut Table,
+) -> Option<()> {
     let wasm = b.tmp.join("bench-floor.wasm");
     let script = b
         .project
@@ -182,27 +228,10 @@ async fn floor_row(
         .iter()
         .map(Value::to_string)
         .collect();
-    let mut rows = Vec::new();
-    for per_call in [1, BATCH] {
-        let w = warm_per_record(&job, mappings.clone(), &recs, per_call)
-            .await
-            .ok()?;
-        b.say(format!(
-            "floor job, {per_call} per call: {:.1} µs/record mean",
-            w.mean_us
-        ));
-        rows.push(vec![
-            "floor (bench/floor-job)".into(),
-            "none: parses the record, emits {} (the WF 1.1 records)".into(),
-            per_call.to_string(),
-            n.to_string(),
-            num(w.mean_us, 1),
-            num(w.p50_us, 1),
-            num(w.p99_us, 1),
-            counts_text(w.counts),
-        ]);
-    }
-    Some(rows)
+    let what = "none: parses the record, emits {} (the WF 1.1 records)";
+    let job = (&job, "floor (bench/floor-job)", what);
+    time_both_ways(b, job, mappings, &recs, table).await.ok()?;
+    Some(())
 }
 
 /// weval, which `node jobs/build.mjs --aot` needs: `$BRIDGE_WEVAL` or what
@@ -365,31 +394,10 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             .iter()
             .map(Value::to_string)
             .collect();
-        for per_call in [1, BATCH] {
-            let w = warm_per_record(&job, mappings.clone(), &recs, per_call).await?;
-            b.say(format!(
-                "{name}, {per_call} per call: {:.1} µs/record mean, p50 {:.1}, p99 {:.1} ({})",
-                w.mean_us,
-                w.p50_us,
-                w.p99_us,
-                counts_text(w.counts)
-            ));
-            if per_call == 1 {
-                worst_single = worst_single.max(w.mean_us);
-            } else {
-                worst_record = worst_record.max(w.mean_us);
-            }
-            per_record.row(vec![
-                name.into(),
-                what.into(),
-                per_call.to_string(),
-                n.to_string(),
-                num(w.mean_us, 1),
-                num(w.p50_us, 1),
-                num(w.p99_us, 1),
-                counts_text(w.counts),
-            ]);
-        }
+        let [single, batched] =
+            time_both_ways(b, (&job, name, what), &mappings, &recs, &mut per_record).await?;
+        worst_single = worst_single.max(single);
+        worst_record = worst_record.max(batched);
         let s = instantiate_times(&job, iterations).await?;
         let m = mean(&s);
         b.say(format!(
@@ -419,26 +427,11 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
                     .collect();
                 let check = &recs[..recs.len().min(1000)];
                 identical &= same_outcomes(&plain, &job, &mappings, check).await?;
-                for per_call in [1, BATCH] {
-                    let w = warm_per_record(&job, mappings.clone(), &recs, per_call).await?;
-                    b.say(format!(
-                        "{name} (AOT), {per_call} per call: {:.1} µs/record mean, p50 {:.1}",
-                        w.mean_us, w.p50_us
-                    ));
-                    if per_call == BATCH {
-                        worst_aot = Some(worst_aot.unwrap_or(0.0).max(w.mean_us));
-                    }
-                    per_record.row(vec![
-                        format!("{name} (AOT)"),
-                        what.into(),
-                        per_call.to_string(),
-                        n.to_string(),
-                        num(w.mean_us, 1),
-                        num(w.p50_us, 1),
-                        num(w.p99_us, 1),
-                        counts_text(w.counts),
-                    ]);
-                }
+                let label = format!("{name} (AOT)");
+                let [_, batched] =
+                    time_both_ways(b, (&job, &label, what), &mappings, &recs, &mut per_record)
+                        .await?;
+                worst_aot = Some(worst_aot.unwrap_or(0.0).max(batched));
             }
             section.notes.push(format!(
                 "(AOT) rows: the same jobs built with `node jobs/build.mjs --aot` (componentize-js's AOT mode: weval \
@@ -450,11 +443,10 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         }
         Err(why) => section.notes.push(format!("No (AOT) rows: {why}.")),
     }
-    if let Some(rows) = floor_row(b, &rt, mappings.clone(), n).await {
-        for row in rows {
-            per_record.row(row);
-        }
-    } else {
+    if floor_rows(b, &rt, &mappings, n, &mut per_record)
+        .await
+        .is_none()
+    {
         section.notes.push(
             "The floor job (bench/floor-job) could not be built, so its row is missing.".into(),
         );

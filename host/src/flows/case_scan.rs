@@ -28,13 +28,14 @@ use crate::store::Store;
 #[allow(async_fn_in_trait)]
 pub trait CaseVisitor {
     /// A page of cases was read; called before its first `visit`, so a
-    /// visitor can prefetch what its cases need concurrently (or map them
-    /// in one job call).
-    async fn begin_page(&mut self, _cases: &[Case], _st: &ScanState) {}
+    /// visitor can prefetch what its cases need concurrently.
+    async fn begin_page(&mut self, _cases: &[Case]) {}
 
     /// Handle one case: push its records to `st.report`, hold `st.tracker`
-    /// for any record that must be read again.
-    async fn visit(&mut self, case: &Case, st: &mut ScanState);
+    /// for any record that must be read again. `ahead`: the cases after it
+    /// on the page (some may be skipped as already handled), for a visitor
+    /// that works on several at once.
+    async fn visit(&mut self, case: &Case, ahead: &[Case], st: &mut ScanState);
 
     /// Every case of a page was visited (also before the scan stops): the
     /// moment to finish work collected from its cases.
@@ -133,8 +134,9 @@ impl CaseScan<'_> {
             }
             let more = page.has_next();
             let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
-            visitor.begin_page(&page.data, st).await;
-            for case in page.data {
+            visitor.begin_page(&page.data).await;
+            for (i, case) in page.data.iter().enumerate() {
+                let ahead = &page.data[i + 1..];
                 if self.stop.is_cancelled() {
                     tracing::info!("shutting down: scan stopped between cases");
                     st.report.stopped = true;
@@ -148,7 +150,7 @@ impl CaseScan<'_> {
                 st.report.fetched += 1;
                 st.tracker.saw(case.last_updated_at);
                 let span = tracing::info_span!("case", case = %case.id);
-                visitor.visit(&case, st).instrument(span).await;
+                visitor.visit(case, ahead, st).instrument(span).await;
             }
             visitor.end_page(st).await;
             if !more {

@@ -37,7 +37,7 @@ use crate::connectors::primero::{
 };
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
-use crate::runtime::{JobContext, JobFailure, JobInstance, JobOutcome};
+use crate::runtime::{JobContext, JobFailure, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL};
 use crate::store::{Delivery, Store};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -233,12 +233,9 @@ struct Visitor<'r, 'a, D: Deliver> {
     pending: Vec<Pending<D::Payload>>,
     /// Each case's referrals, read for the whole page at once (see `begin_page`).
     referrals: HashMap<String, Result<Vec<Referral>, ConnectorError>>,
-    /// The job's answer per service of the page, mapped in one call (see
-    /// `map_page`); a service not in it is mapped on its own.
+    /// The job's answers for the services about to be visited, mapped
+    /// together (see `map_window`).
     mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
-    /// Why `map_page` could not load the users: the next case that needs
-    /// them reports it rather than asking Primero again at once.
-    users_failure: Option<ConnectorError>,
 }
 
 /// Whether any referral of a case is recent enough to make a service new:
@@ -254,7 +251,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
     /// `concurrency` at once, the client bounds Primero further): one at a
     /// time, these reads were the run's pace. Reads only, so nothing is
     /// written out of order; `visit` takes each case's answer.
-    async fn begin_page(&mut self, cases: &[Case], st: &ScanState) {
+    async fn begin_page(&mut self, cases: &[Case]) {
         let (primero, ledger) = (self.run.primero, self.run.ledger);
         // Owned ids: a closure over borrowed ones trips the compiler's
         // higher-ranked lifetime check once the future must be `Send`.
@@ -271,17 +268,15 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
             .buffer_unordered(self.run.concurrency.max(1))
             .collect()
             .await;
-        self.map_page(cases, st.since).await;
     }
 
-    async fn visit(&mut self, case: &Case, st: &mut ScanState) {
-        self.one_case(st, case).await
+    async fn visit(&mut self, case: &Case, ahead: &[Case], st: &mut ScanState) {
+        self.one_case(st, case, ahead).await
     }
 
     async fn end_page(&mut self, st: &mut ScanState) {
         // What a case skipped by the scan left unused.
         self.mapped.clear();
-        self.users_failure = None;
         self.deliver_pending(st).await
     }
 }
@@ -312,7 +307,6 @@ impl<D: Deliver> OutboundRun<'_, D> {
             pending: Vec::new(),
             referrals: HashMap::new(),
             mapped: HashMap::new(),
-            users_failure: None,
         };
         let user = self.associated_user.clone();
         let query = move |from| query(user.as_deref(), from);
@@ -374,37 +368,51 @@ fn bundle_json(
 }
 
 impl<D: Deliver> Visitor<'_, '_, D> {
-    /// Map every service of the page that `one_case` would map, in one job
-    /// call (`JobInstance::run_batch`): the same bundles, so the same
-    /// answers, without each paying the call's fixed cost. Needs the page's
-    /// referrals and the users; what cannot be prepared here (a failed read)
-    /// is left to `one_case`, which reports it.
-    async fn map_page(&mut self, cases: &[Case], since: Option<DateTime<Utc>>) {
-        self.mapped.clear();
+    /// Map `service_id` of `case` together with the services visited after
+    /// it (the rest of this case's, then those of the cases `ahead`), up to
+    /// one job call's worth (`MAX_RECORDS_PER_CALL`): the bundles
+    /// `one_service` would build, so the same answers, without each paying
+    /// a call's fixed cost. A window rather than the whole page keeps the
+    /// bundles and answers held at once few. Needs the users loaded; a case
+    /// whose referral read failed is left to `one_case`, which reports it.
+    async fn map_window(
+        &mut self,
+        st: &ScanState,
+        (case, service_id, referrals): (&Case, &str, &[Referral]),
+        ahead: &[Case],
+    ) {
         let ledger = self.run.ledger;
-        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
-        if !cases.iter().any(recent) {
-            return;
-        }
-        if self.users.is_none() {
-            if let Err(e) = self.load_users().await {
-                self.users_failure = Some(e);
-                return;
+        let wanted = |id: &str| ledger.selects(id) && ledger.parked(id).is_none();
+        let mut items: Vec<(String, String)> = Vec::new();
+        let add = |items: &mut Vec<_>,
+                   c: &Case,
+                   id: &str,
+                   referrals: &[Referral],
+                   owner: Option<&User>| {
+            if let Ok(json) = bundle_json(c, id, referrals, st.since, owner) {
+                items.push((id.to_string(), json));
+            }
+        };
+        let owner = self.owner(case);
+        for id in service_ids(case).skip_while(|id| *id != service_id) {
+            if wanted(id) {
+                add(&mut items, case, id, referrals, owner.as_ref());
             }
         }
-        let mut items: Vec<(String, String)> = Vec::new();
-        for case in cases {
-            let referrals = match self.referrals.get(&case.id) {
-                Some(Ok(r)) if has_recent_referral(r, since) => r,
-                _ => continue,
+        'cases: for next in ahead {
+            let Some(Ok(referrals)) = self.referrals.get(&next.id) else {
+                continue;
             };
-            let owner = self.owner(case);
-            for service_id in service_ids(case) {
-                if !ledger.selects(service_id) || ledger.parked(service_id).is_some() {
-                    continue;
+            if !has_recent_referral(referrals, st.since) {
+                continue;
+            }
+            let owner = self.owner(next);
+            for id in service_ids(next) {
+                if items.len() >= MAX_RECORDS_PER_CALL {
+                    break 'cases;
                 }
-                if let Ok(json) = bundle_json(case, service_id, referrals, since, owner.as_ref()) {
-                    items.push((service_id.to_string(), json));
+                if wanted(id) {
+                    add(&mut items, next, id, referrals, owner.as_ref());
                 }
             }
         }
@@ -412,8 +420,9 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             .iter()
             .map(|(id, json)| (id.as_str(), json.as_str()))
             .collect();
-        let results = self.instance.run_batch(&self.ctx, &batch).await;
-        self.mapped = items.into_iter().map(|(id, _)| id).zip(results).collect();
+        let answers = self.instance.run_batch(&self.ctx, &batch).await;
+        self.mapped
+            .extend(items.into_iter().map(|(id, _)| id).zip(answers));
     }
 
     /// Load the Primero users once per run.
@@ -430,7 +439,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         self.users.as_ref()?.get(owner).cloned()
     }
 
-    async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
+    async fn one_case(&mut self, st: &mut ScanState, case: &Case, ahead: &[Case]) {
         let run = self.run;
         let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
@@ -455,11 +464,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             return;
         }
         if self.users.is_none() {
-            let loaded = match self.users_failure.take() {
-                Some(e) => Err(e),
-                None => self.load_users().await,
-            };
-            match loaded {
+            match self.load_users().await {
                 Ok(()) => {}
                 Err(e) => {
                     let needs = service_ids
@@ -485,7 +490,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             }
             let span = tracing::info_span!("record", record = %service_id);
             let outcome = self
-                .one_service(st, case, service_id, &referrals, owner.as_ref())
+                .one_service(st, (case, service_id, &referrals), owner.as_ref(), ahead)
                 .instrument(span.clone())
                 .await;
             if let Some((outcome, needs)) = outcome {
@@ -509,13 +514,17 @@ impl<D: Deliver> Visitor<'_, '_, D> {
     async fn one_service(
         &mut self,
         st: &ScanState,
-        case: &Case,
-        service_id: &str,
-        referrals: &[Referral],
+        (case, service_id, referrals): (&Case, &str, &[Referral]),
         owner: Option<&User>,
+        ahead: &[Case],
     ) -> Option<(RecordOutcome, Option<DateTime<Utc>>)> {
+        if !self.mapped.contains_key(service_id) {
+            self.map_window(st, (case, service_id, referrals), ahead)
+                .await;
+        }
         let result = match self.mapped.remove(service_id) {
             Some(result) => result,
+            // Its bundle could not be built in the window: alone, to report why.
             None => {
                 let json = match bundle_json(case, service_id, referrals, st.since, owner) {
                     Ok(j) => j,

@@ -153,7 +153,7 @@ struct Visitor<'r, 'a, S> {
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
-    async fn visit(&mut self, case: &Case, st: &mut ScanState) {
+    async fn visit(&mut self, case: &Case, _ahead: &[Case], st: &mut ScanState) {
         self.one_case(st, case).await
     }
 }
