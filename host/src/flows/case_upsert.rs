@@ -39,20 +39,49 @@ impl CaseReferral {
 /// worked on at once would otherwise both find no case and both create one.
 #[derive(Default)]
 pub struct IndividualLocks {
-    locks:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    locks: std::sync::Mutex<LockMap>,
 }
 
+type LockMap = std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>;
+
 impl IndividualLocks {
-    pub async fn lock(&self, unhcr_individual_no: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub async fn lock(&self, unhcr_individual_no: &str) -> IndividualGuard<'_> {
         let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .map()
             .entry(unhcr_individual_no.to_string())
             .or_default()
             .clone();
-        lock.lock_owned().await
+        IndividualGuard {
+            locks: self,
+            key: unhcr_individual_no.to_string(),
+            _held: lock.lock_owned().await,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, LockMap> {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One individual's lock, held. Dropping it lets the next writer in, and
+/// forgets the lock when nobody waits for it, so a run keeps no entry per
+/// individual it has written.
+pub struct IndividualGuard<'a> {
+    locks: &'a IndividualLocks,
+    key: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for IndividualGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.locks.map();
+        // Held by the map and this guard only: no other writer waits.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| std::sync::Arc::strong_count(l) == 2)
+        {
+            map.remove(&self.key);
+        }
     }
 }
 
@@ -183,7 +212,27 @@ pub async fn upsert_case(
 
 #[cfg(test)]
 mod tests {
-    use super::same_intervention;
+    use super::{same_intervention, IndividualLocks};
+
+    #[tokio::test]
+    async fn one_writer_per_individual_and_no_lock_kept_after() {
+        let locks = IndividualLocks::default();
+        let first = locks.lock("803-1").await;
+        let other = locks.lock("803-2").await;
+        // A second writer for 803-1 waits until the first lets go.
+        let waiting = locks.lock("803-1");
+        tokio::pin!(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(first);
+        let second = waiting.await;
+        assert_eq!(locks.map().len(), 2);
+        drop(second);
+        drop(other);
+        assert!(
+            locks.map().is_empty(),
+            "locks kept after their writers left"
+        );
+    }
 
     #[test]
     fn intervention_match_is_exact_not_prefix() {
