@@ -234,29 +234,10 @@ async fn floor_rows(
     Some(())
 }
 
-/// weval, which `node jobs/build.mjs --aot` needs: `$BRIDGE_WEVAL` or what
-/// `npm run install-weval` put in jobs/.tools.
-fn weval(b: &Bench) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("BRIDGE_WEVAL")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            b.project
-                .jobs_src()
-                .join(".tools")
-                .join("bin")
-                .join("weval")
-        });
-    path.is_file().then_some(path)
-}
-
 /// The two real jobs compiled ahead of time (`build.mjs --aot`) into the
-/// scratch folder; `Err` says why not.
+/// scratch folder; `Err` says why not (build.mjs names what is missing, e.g.
+/// weval when `npm run install-weval` was not run).
 async fn build_aot(b: &Bench) -> Result<std::path::PathBuf, String> {
-    if weval(b).is_none() {
-        return Err(
-            "weval is not installed (`npm run install-weval` in jobs/, ~13 min once)".into(),
-        );
-    }
     let out = b.tmp.join("aot");
     let script = b.project.jobs_src().join("build.mjs");
     let built = tokio::process::Command::new("node")
@@ -266,11 +247,18 @@ async fn build_aot(b: &Bench) -> Result<std::path::PathBuf, String> {
         .arg(&out)
         .args(JOBS.iter().map(|(name, _)| *name))
         .stdout(std::process::Stdio::null())
-        .status()
+        .output()
         .await;
     match built {
-        Ok(s) if s.success() => Ok(out),
-        Ok(s) => Err(format!("`node jobs/build.mjs --aot` failed ({s})")),
+        Ok(o) if o.status.success() => Ok(out),
+        Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let why = stderr.trim().lines().last().unwrap_or_default();
+            Err(format!(
+                "`node jobs/build.mjs --aot` failed ({}): {why}",
+                o.status
+            ))
+        }
         Err(e) => Err(format!("cannot run node: {e}")),
     }
 }
@@ -388,6 +376,8 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
     let mut worst_record: f64 = 0.0;
     let mut worst_single: f64 = 0.0;
     let mut worst_inst: f64 = 0.0;
+    // Each real job with its records, timed again below when built AOT.
+    let mut real = Vec::new();
     for (name, what) in JOBS {
         let job = Arc::new(rt.load_file(&b.project.job_wasm(name)).await?);
         let recs: Vec<String> = records::for_job(&b.project.jobs_src(), name, n, 11)?
@@ -412,24 +402,20 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             num(percentile(&s, 50.0), 1),
             num(percentile(&s, 99.0), 1),
         ]);
+        real.push((name, what, job, recs));
     }
     // The same jobs compiled ahead of time, when weval is at hand.
     let mut worst_aot: Option<f64> = None;
     match build_aot(b).await {
         Ok(dir) => {
             let mut identical = true;
-            for (name, what) in JOBS {
-                let plain = Arc::new(rt.load_file(&b.project.job_wasm(name)).await?);
+            for (name, what, plain, recs) in &real {
                 let job = Arc::new(rt.load_file(&dir.join(format!("{name}.wasm"))).await?);
-                let recs: Vec<String> = records::for_job(&b.project.jobs_src(), name, n, 11)?
-                    .iter()
-                    .map(Value::to_string)
-                    .collect();
                 let check = &recs[..recs.len().min(1000)];
-                identical &= same_outcomes(&plain, &job, &mappings, check).await?;
+                identical &= same_outcomes(plain, &job, &mappings, check).await?;
                 let label = format!("{name} (AOT)");
                 let [_, batched] =
-                    time_both_ways(b, (&job, &label, what), &mappings, &recs, &mut per_record)
+                    time_both_ways(b, (&job, &label, what), &mappings, recs, &mut per_record)
                         .await?;
                 worst_aot = Some(worst_aot.unwrap_or(0.0).max(batched));
             }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::{self, HostState, JobIndices, JobInfo, JobPre};
+use super::bindings::{self, HostState, JobIndices, JobInfo};
 use super::cache::{CacheOutcome, PrecompileCache};
 use super::error::LoadError;
 use super::instance::JobInstance;
@@ -88,8 +88,9 @@ pub struct LoadedJob {
     pub from_cache: bool,
     /// Time to get from bytes to a ready `InstancePre` (cache load or compile).
     pub load_time: Duration,
-    pub(crate) pre: JobPre<HostState>,
-    /// Where the `job` world's exports are in an instance.
+    pub(crate) pre: InstancePre<HostState>,
+    /// Where the `job` world's exports are in an instance (checked against
+    /// the world when the job is loaded).
     pub(crate) indices: JobIndices,
     /// The `run-batch` export (world `batch-job`), when the component has
     /// one of the right type.
@@ -218,7 +219,6 @@ impl JobRuntime {
             .map_err(wrong_world)?;
         let indices = JobIndices::new(&instance_pre).map_err(wrong_world)?;
         let run_batch = batch_export(&component, name);
-        let pre = JobPre::new(instance_pre).map_err(wrong_world)?;
         let load_time = started.elapsed();
         let content_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
 
@@ -233,7 +233,7 @@ impl JobRuntime {
             content_hash,
             from_cache: outcome == CacheOutcome::Hit,
             load_time,
-            pre,
+            pre: instance_pre,
             indices,
             run_batch,
             limits: self.limits,

@@ -297,7 +297,6 @@ async fn instantiate(job: &LoadedJob) -> Result<Live, JobFailure> {
     arm(&mut store, job, "instantiate");
     let instance = job
         .pre
-        .instance_pre()
         .instantiate_async(&mut store)
         .await
         .map_err(|e| classify_trap(job, &store, e))?;
