@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn example_20_list_selects_the_rejected_one_only() {
         let text = include_str!(
-            "../../../../shared/spec/examples/20_ping_decisions_SHP-2795_2796_and_synced_SHP-2284.json"
+            "../../../tests/fixtures/examples/20_ping_decisions_SHP-2795_2796_and_synced_SHP-2284.json"
         );
         let example: Value = serde_json::from_str(text).unwrap();
         let rows: Vec<Row> = example["list_response"]["Data"]

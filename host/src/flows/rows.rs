@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn spec_example_15_dedupes_to_one_intervention_with_two_languages() {
         let text = include_str!(
-            "../../../../shared/spec/examples/15_ping_intervention_details_SHP-2358.json"
+            "../../../tests/fixtures/examples/15_ping_intervention_details_SHP-2358.json"
         );
         let example: Value = serde_json::from_str(text).unwrap();
         let rows: Vec<Row> = example["response"]["Data"]

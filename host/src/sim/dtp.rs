@@ -965,10 +965,10 @@ mod tests {
     use crate::sim::people::PeopleGenerator;
 
     const EXAMPLE_01: &str = include_str!(
-        "../../../../shared/spec/examples/01_dtp_inbound_progres_referral_flowA-1-1.json"
+        "../../../tests/fixtures/examples/01_dtp_inbound_progres_referral_flowA-1-1.json"
     );
     const EXAMPLE_11: &str =
-        include_str!("../../../../shared/spec/examples/11_dtp_decision_to_primero_flowA-2-3.json");
+        include_str!("../../../tests/fixtures/examples/11_dtp_decision_to_primero_flowA-2-3.json");
 
     fn keys(v: &Value) -> Vec<String> {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
