@@ -739,12 +739,10 @@ fn client_config(pki: &TestPki, sim: &bridge::sim::dtp::RunningDtpSim) -> DtpCon
 
 const EXAMPLE_04: &str =
     include_str!("fixtures/examples/04_dtp_success_notification_flowA-1-4.json");
-const EXAMPLE_05: &str =
-    include_str!("fixtures/examples/05_dtp_error_notification_flowA-1-3.json");
+const EXAMPLE_05: &str = include_str!("fixtures/examples/05_dtp_error_notification_flowA-1-3.json");
 const EXAMPLE_07: &str =
     include_str!("fixtures/examples/07_dtp_decision_from_primero_flowA-1-2.json");
-const EXAMPLE_10: &str =
-    include_str!("fixtures/examples/10_dtp_outbound_referral_flowA-2-2.json");
+const EXAMPLE_10: &str = include_str!("fixtures/examples/10_dtp_outbound_referral_flowA-2-2.json");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtp_client_with_the_pinned_certificate_reaches_every_endpoint() {
@@ -1016,7 +1014,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     std::fs::write(
         &config,
         format!(
-            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"{}\"\nauth = \"token\"\nuser_name = \"{}\"\npassword = {{ env = \"BRIDGE_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"{}\"\n\n{}\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = {{ env = \"BRIDGE_INBOX_API_KEY\" }}\nseal_key = {{ env = \"BRIDGE_INBOX_SEAL_KEY\" }}\n",
+            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"{}\"\nauth = \"basic\"\nuser_name = \"{}\"\npassword = {{ env = \"BRIDGE_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"{}\"\n\n{}\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = {{ env = \"BRIDGE_INBOX_API_KEY\" }}\nseal_key = {{ env = \"BRIDGE_INBOX_SEAL_KEY\" }}\n",
             primero.base_url(),
             primero_config.user_name,
             project.mappings("ethiopia-gambella").display(),
