@@ -379,7 +379,12 @@ async fn truncated_and_malformed_json_are_protocol_errors_not_retried() {
 #[tokio::test]
 async fn primero_paging_faults_repeat_and_skip_rows() {
     let sim = primero_sim().await;
-    seed(&sim, 6);
+    // One second each: cases sharing a second have no stable order.
+    let start: chrono::DateTime<chrono::Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
+    for i in 0..6 {
+        sim.pin_clock(Some(start + chrono::Duration::seconds(i)));
+        seed(&sim, 1);
+    }
     let client = primero(&sim);
     let ids = |page: &[bridge::connectors::primero::Case]| -> Vec<String> {
         page.iter().map(|c| c.id.clone()).collect()
