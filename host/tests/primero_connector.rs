@@ -293,7 +293,7 @@ async fn filters_by_individual_case_id_and_update_range() {
         .iter()
         .map(|p| sim.seed_person(p, Vec::new()))
         .collect();
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
 
     let hits = client
         .list_cases(&CaseQuery::new().unhcr_individual_no(&persons[4].progres_id))
@@ -446,7 +446,7 @@ async fn referral_state_machine_through_the_client() {
         services[0]["unique_id"].as_str().unwrap().to_string(),
         services[1]["unique_id"].as_str().unwrap().to_string(),
     );
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
 
     // As the caseworker would: one through the client, one directly.
     let r1 = client
@@ -596,7 +596,7 @@ async fn users_follow_pages_as_primero_reports_them() {
 async fn injected_503_is_transient_with_retry_after() {
     let sim = start(sim_config()).await;
     seed(&sim, 1, 9);
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
     sim.add_fault(FaultRule {
         method: Some("GET".into()),
         path_prefix: "/api/v2/cases".into(),
