@@ -289,9 +289,15 @@ async fn filters_by_individual_case_id_and_update_range() {
     let sim = start(sim_config()).await;
     let mut people = PeopleGenerator::new(7);
     let persons: Vec<_> = (0..10).map(|_| people.person()).collect();
+    // One second each: the range test needs distinct whole-second stamps.
+    let start_at: DateTime<Utc> = "2031-02-01T00:00:00Z".parse().unwrap();
     let ids: Vec<String> = persons
         .iter()
-        .map(|p| sim.seed_person(p, Vec::new()))
+        .enumerate()
+        .map(|(i, p)| {
+            sim.pin_clock(Some(start_at + chrono::Duration::seconds(i as i64)));
+            sim.seed_person(p, Vec::new())
+        })
         .collect();
     let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
 
