@@ -601,7 +601,7 @@ path = "state.db"
 
 [primero]
 base_url = "{primero}"
-auth = "token"
+auth = "basic"
 user_name = "{user}"
 password = {{ env = "BRIDGE_PRIMERO_PASSWORD" }}
 

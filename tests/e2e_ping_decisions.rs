@@ -832,7 +832,7 @@ async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
         Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap()),
         PrimeroConfig::new(
             sims.primero.base_url(),
-            PrimeroAuth::Token {
+            PrimeroAuth::Basic {
                 user_name: cfg.user_name.clone(),
                 password: cfg.password.clone(),
             },

@@ -46,9 +46,9 @@ pub struct SecretRef {
 #[serde(deny_unknown_fields)]
 pub struct PrimeroSection {
     pub base_url: String,
-    /// `basic` or `token`.
-    #[serde(default = "default_auth")]
-    pub auth: String,
+    /// `basic` (default) or `v2.10-token`; see docs/operator/primero-auth.md.
+    #[serde(default)]
+    pub auth: PrimeroAuthMode,
     pub user_name: String,
     pub password: SecretRef,
     #[serde(default = "default_timeout")]
@@ -61,8 +61,35 @@ pub struct PrimeroSection {
     pub rate_per_sec: Option<f64>,
 }
 
-fn default_auth() -> String {
-    "basic".into()
+/// `primero.auth`: how the bridge proves who it is to Primero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PrimeroAuthMode {
+    /// `"basic"`: HTTP Basic with a dedicated API user; every Primero v2.
+    #[default]
+    Basic,
+    /// `"v2.10-token"`: the JWT of `POST /api/v2/tokens`; Primero v2.10 and older.
+    V210Token,
+}
+
+impl<'de> Deserialize<'de> for PrimeroAuthMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = String::deserialize(d)?;
+        match value.as_str() {
+            "basic" => Ok(Self::Basic),
+            "v2.10-token" => Ok(Self::V210Token),
+            // The old name: it promised a token that Primero v2.11+ never
+            // sends; say what to use instead rather than guess.
+            "token" => Err(D::Error::custom(
+                "`token` is no longer an auth mode: Primero v2.11 and later have no tokens; \
+                 use auth = \"basic\" with a dedicated API user (or \"v2.10-token\" for \
+                 Primero v2.10 and older)",
+            )),
+            other => Err(D::Error::custom(format!(
+                "`{other}` is not an auth mode: use \"basic\" (or \"v2.10-token\" for Primero v2.10 and older)"
+            ))),
+        }
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -536,22 +563,15 @@ impl BridgeConfig {
         let s = &self.primero;
         let password = self.secret("primero.password", &s.password)?;
         let user_name = s.user_name.clone();
-        let auth = match s.auth.as_str() {
-            "basic" => PrimeroAuth::Basic {
+        let auth = match s.auth {
+            PrimeroAuthMode::Basic => PrimeroAuth::Basic {
                 user_name,
                 password,
             },
-            "token" => PrimeroAuth::Token {
+            PrimeroAuthMode::V210Token => PrimeroAuth::V210Token {
                 user_name,
                 password,
             },
-            other => {
-                return Err(ConfigError::Key {
-                    file: self.file.clone(),
-                    key: "primero.auth".into(),
-                    message: format!("`{other}` is not an auth mode: use \"basic\" or \"token\""),
-                })
-            }
         };
         let mut config = PrimeroConfig::new(&s.base_url, auth);
         config.timeout = Duration::from_secs(s.timeout_secs);
@@ -887,6 +907,49 @@ mod service_tests {
         assert!(c.dtp.is_some() && c.inbox.is_some() && c.ping.is_some());
         assert_eq!(c.schedule.len(), 6);
         assert_eq!(c.jobs.call_timeout_ms, Some(5000));
+    }
+
+    #[test]
+    fn auth_defaults_to_basic_and_the_old_token_mode_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BridgeConfig::load(&write(dir.path(), "")).unwrap();
+        assert_eq!(c.primero.auth, PrimeroAuthMode::Basic);
+
+        let with_auth = |mode: &str| {
+            let file = dir.path().join("bridge.toml");
+            std::fs::write(
+                &file,
+                BASE.replace("[jobs]", &format!("auth = \"{mode}\"\n[jobs]")),
+            )
+            .unwrap();
+            file
+        };
+        let c = BridgeConfig::load(&with_auth("v2.10-token")).unwrap();
+        assert_eq!(c.primero.auth, PrimeroAuthMode::V210Token);
+
+        // `auth` is line 5 of the file; the message names file, line, key and
+        // what to use instead.
+        let file = with_auth("token");
+        let e = BridgeConfig::load(&file).unwrap_err().to_string();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("line 5") && e.contains("primero.auth"), "{e}");
+        assert!(
+            e.contains("v2.11") && e.contains(r#"auth = "basic""#),
+            "{e}"
+        );
+        let report = crate::service::check::check_config(&file);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("no longer an auth mode")),
+            "{report:?}"
+        );
+
+        let e = BridgeConfig::load(&with_auth("jwt"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`jwt` is not an auth mode"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use bridge::sim::ping::{
     TOKEN_PATH,
 };
 use bridge::sim::primero::{
-    Fault, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim,
+    Fault, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim, SimPrimeroVersion,
 };
 use serde_json::{json, Map, Value};
 
@@ -59,7 +59,7 @@ async fn primero_sim() -> RunningPrimeroSim {
 fn primero_config(base_url: String, token: bool) -> PrimeroConfig {
     let sim = PrimeroSimConfig::default();
     let auth = if token {
-        PrimeroAuth::Token {
+        PrimeroAuth::V210Token {
             user_name: sim.user_name,
             password: sim.password,
         }
@@ -379,7 +379,12 @@ async fn truncated_and_malformed_json_are_protocol_errors_not_retried() {
 #[tokio::test]
 async fn primero_paging_faults_repeat_and_skip_rows() {
     let sim = primero_sim().await;
-    seed(&sim, 6);
+    // One second each: cases sharing a second have no stable order.
+    let start: chrono::DateTime<chrono::Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
+    for i in 0..6 {
+        sim.pin_clock(Some(start + chrono::Duration::seconds(i)));
+        seed(&sim, 1);
+    }
     let client = primero(&sim);
     let ids = |page: &[bridge::connectors::primero::Case]| -> Vec<String> {
         page.iter().map(|c| c.id.clone()).collect()
@@ -452,6 +457,8 @@ async fn a_noop_patch_answers_200_and_changes_nothing() {
 #[tokio::test]
 async fn a_token_expiring_mid_run_costs_one_login() {
     let sim = primero_sim().await;
+    // Tokens exist up to Primero v2.10.
+    sim.set_version(SimPrimeroVersion::V2_10);
     let ids = seed(&sim, 1);
     let client = PrimeroClient::new(primero_config(sim.base_url(), true)).unwrap();
     client.get_case(&ids[0]).await.unwrap();
@@ -465,6 +472,8 @@ async fn a_token_expiring_mid_run_costs_one_login() {
 #[tokio::test]
 async fn a_failing_login_is_retried_then_the_call_goes_through() {
     let sim = primero_sim().await;
+    // Tokens exist up to Primero v2.10.
+    sim.set_version(SimPrimeroVersion::V2_10);
     let ids = seed(&sim, 1);
     let client = PrimeroClient::new(primero_config(sim.base_url(), true)).unwrap();
     sim.fail_next("POST", "/api/v2/tokens", 503, 2);
@@ -577,6 +586,8 @@ async fn a_rate_limit_spaces_calls_at_the_partner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_with_a_stale_token_share_one_login() {
     let sim = primero_sim().await;
+    // Tokens exist up to Primero v2.10.
+    sim.set_version(SimPrimeroVersion::V2_10);
     let ids = seed(&sim, 1);
     sim.set_latency(Duration::from_millis(20));
     let client = PrimeroClient::new(primero_config(sim.base_url(), true)).unwrap();

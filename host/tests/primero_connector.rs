@@ -10,7 +10,8 @@ use bridge::connectors::primero::{
 use bridge::connectors::{ConnectorError, RetryPolicy, System};
 use bridge::sim::people::PeopleGenerator;
 use bridge::sim::primero::{
-    Fault, FaultRule, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim, SimUser,
+    Fault, FaultRule, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim,
+    SimPrimeroVersion, SimUser,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -20,11 +21,20 @@ const PASSWORD: &str = "pw-Zq81-not-real";
 const TOKENS: &str = "POST /api/v2/tokens";
 const LIST_CASES: &str = "GET /api/v2/cases";
 
+/// Primero v2.11+ (the simulator's default): no tokens.
 fn sim_config() -> PrimeroSimConfig {
     PrimeroSimConfig {
         user_name: USER.to_string(),
         password: PASSWORD.to_string(),
         ..PrimeroSimConfig::default()
+    }
+}
+
+/// Primero v2.10 and older: JWT tokens from the login.
+fn v2_10_config() -> PrimeroSimConfig {
+    PrimeroSimConfig {
+        version: SimPrimeroVersion::V2_10,
+        ..sim_config()
     }
 }
 
@@ -45,7 +55,7 @@ fn client_with(sim: &RunningPrimeroSim, auth: PrimeroAuth, lifetime: Duration) -
 }
 
 fn token_auth(password: &str) -> PrimeroAuth {
-    PrimeroAuth::Token {
+    PrimeroAuth::V210Token {
         user_name: USER.to_string(),
         password: password.to_string(),
     }
@@ -79,8 +89,8 @@ fn ts(case: &Value) -> DateTime<Utc> {
 }
 
 #[tokio::test]
-async fn basic_and_token_login_both_read_cases() {
-    let sim = start(sim_config()).await;
+async fn basic_and_v2_10_token_login_both_read_cases() {
+    let sim = start(v2_10_config()).await;
     let ids = seed(&sim, 3, 1);
 
     let basic = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
@@ -101,7 +111,7 @@ async fn basic_and_token_login_both_read_cases() {
 
 #[tokio::test]
 async fn concurrent_calls_share_one_login() {
-    let sim = start(sim_config()).await;
+    let sim = start(v2_10_config()).await;
     seed(&sim, 2, 2);
     let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
     let calls: Vec<_> = (0..8)
@@ -118,7 +128,7 @@ async fn concurrent_calls_share_one_login() {
 
 #[tokio::test]
 async fn bad_password_is_auth_error_without_the_password() {
-    let sim = start(sim_config()).await;
+    let sim = start(v2_10_config()).await;
     let wrong = "Wr0ng-Passw0rd-xyz";
 
     let token = client_with(&sim, token_auth(wrong), Duration::from_secs(3600));
@@ -147,19 +157,40 @@ async fn bad_password_is_auth_error_without_the_password() {
 }
 
 #[tokio::test]
+async fn v2_11_login_is_an_auth_error_that_says_to_use_basic() {
+    // v2.11+ answers the login with a session cookie and no token.
+    let sim = start(sim_config()).await;
+    seed(&sim, 1, 9);
+    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let err = client.list_cases(&CaseQuery::new()).await.unwrap_err();
+    match &err {
+        ConnectorError::Auth {
+            endpoint, reason, ..
+        } => {
+            assert_eq!(endpoint, TOKENS);
+            assert!(reason.contains("v2.11"), "{reason}");
+            assert!(reason.contains(r#"auth = "basic""#), "{reason}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    assert!(!format!("{err:?}").contains(PASSWORD));
+    assert_eq!(sim.request_count(TOKENS), 1, "not retried");
+    assert_eq!(sim.request_count(LIST_CASES), 0);
+    // Basic works on the same Primero.
+    let basic = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
+    assert_eq!(basic.list_cases(&CaseQuery::new()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn expired_token_relogs_once_and_retries() {
-    let sim = start(PrimeroSimConfig {
-        token_ttl: Duration::from_millis(1200),
-        ..sim_config()
-    })
-    .await;
+    let sim = start(v2_10_config()).await;
     let ids = seed(&sim, 1, 3);
-    // The client believes tokens live an hour; only the 401 tells it otherwise.
     let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
     client.get_case(&ids[0]).await.unwrap();
     assert_eq!(sim.request_count(TOKENS), 1);
 
-    tokio::time::sleep(Duration::from_millis(1400)).await;
+    // Primero forgot the token (a restart with a new secret): only the 401 says so.
+    sim.revoke_all_tokens();
     let case = client.get_case(&ids[0]).await.unwrap();
     assert_eq!(case.id, ids[0]);
     assert_eq!(sim.request_count(TOKENS), 2, "exactly one re-login");
@@ -172,7 +203,7 @@ async fn expired_token_relogs_once_and_retries() {
 
 #[tokio::test]
 async fn repeated_401_after_relogin_is_auth_error() {
-    let sim = start(sim_config()).await;
+    let sim = start(v2_10_config()).await;
     let ids = seed(&sim, 1, 4);
     let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
     client.get_case(&ids[0]).await.unwrap();
@@ -184,11 +215,16 @@ async fn repeated_401_after_relogin_is_auth_error() {
 }
 
 #[tokio::test]
-async fn token_is_refreshed_before_expiry() {
-    let sim = start(sim_config()).await;
+async fn token_is_refreshed_before_its_jwt_expires() {
+    let sim = start(PrimeroSimConfig {
+        token_ttl: Duration::from_secs(1),
+        ..v2_10_config()
+    })
+    .await;
     let ids = seed(&sim, 1, 5);
-    // Lifetime 1 s → refresh 100 ms before, i.e. after 900 ms.
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(1));
+    // The JWT says 1 s (`exp` − `iat`), whatever the client was configured
+    // with → refresh 100 ms before, i.e. after 900 ms.
+    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
     client.get_case(&ids[0]).await.unwrap();
     client.get_case(&ids[0]).await.unwrap();
     assert_eq!(sim.request_count(TOKENS), 1, "still fresh");
@@ -212,9 +248,16 @@ async fn paging_past_the_cap_returns_every_case_once() {
     })
     .await;
     let mut people = PeopleGenerator::new(6);
+    // One second each: ties have no order in Primero, and this test is
+    // about the page size (ties: case_scan's tests).
+    let start_at: DateTime<Utc> = "2031-01-01T00:00:00Z".parse().unwrap();
     let seeded: HashSet<String> = (0..2345)
-        .map(|_| sim.seed_person(&people.person(), Vec::new()))
+        .map(|i| {
+            sim.pin_clock(Some(start_at + chrono::Duration::seconds(i)));
+            sim.seed_person(&people.person(), Vec::new())
+        })
         .collect();
+    sim.pin_clock(None);
     let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
     let query = CaseQuery::new()
         .per(5000)
@@ -246,11 +289,17 @@ async fn filters_by_individual_case_id_and_update_range() {
     let sim = start(sim_config()).await;
     let mut people = PeopleGenerator::new(7);
     let persons: Vec<_> = (0..10).map(|_| people.person()).collect();
+    // One second each: the range test needs distinct whole-second stamps.
+    let start_at: DateTime<Utc> = "2031-02-01T00:00:00Z".parse().unwrap();
     let ids: Vec<String> = persons
         .iter()
-        .map(|p| sim.seed_person(p, Vec::new()))
+        .enumerate()
+        .map(|(i, p)| {
+            sim.pin_clock(Some(start_at + chrono::Duration::seconds(i as i64)));
+            sim.seed_person(p, Vec::new())
+        })
         .collect();
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
 
     let hits = client
         .list_cases(&CaseQuery::new().unhcr_individual_no(&persons[4].progres_id))
@@ -307,7 +356,7 @@ async fn filters_by_individual_case_id_and_update_range() {
 #[tokio::test]
 async fn create_and_patch_merge_services() {
     let sim = start(sim_config()).await;
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
     let body = obj(json!({
         "unhcr_individual_no": "803-100009999",
         "module_id": "primeromodule-cp",
@@ -343,7 +392,8 @@ async fn create_and_patch_merge_services() {
     }));
     let echoed = client.patch_case(&created.id, &patch).await.unwrap();
     assert_eq!(echoed.id, created.id);
-    assert!(echoed.last_updated_at.unwrap() > created_at);
+    // Whole seconds: the patch may share the create's second.
+    assert!(echoed.last_updated_at.unwrap() >= created_at);
 
     let case = client.get_case(&created.id).await.unwrap();
     assert_eq!(case.services_section.len(), 2, "one updated, one appended");
@@ -360,7 +410,14 @@ async fn create_and_patch_merge_services() {
     let second_uid = second.unique_id.clone().unwrap();
     assert_ne!(second_uid, uid);
 
-    let delete = obj(json!({"services_section": [{"unique_id": uid, "_delete": true}]}));
+    // `_delete` is no Primero key: dropped unread, nothing removed.
+    let not_delete = obj(json!({"services_section": [{"unique_id": uid, "_delete": true}]}));
+    client.patch_case(&created.id, &not_delete).await.unwrap();
+    let case = client.get_case(&created.id).await.unwrap();
+    assert_eq!(case.services_section.len(), 2);
+    assert!(!case.services_section[0].extra.contains_key("_delete"));
+
+    let delete = obj(json!({"services_section": [{"unique_id": uid, "_destroy": true}]}));
     client.patch_case(&created.id, &delete).await.unwrap();
     let case = client.get_case(&created.id).await.unwrap();
     assert_eq!(case.services_section.len(), 1);
@@ -395,7 +452,7 @@ async fn referral_state_machine_through_the_client() {
         services[0]["unique_id"].as_str().unwrap().to_string(),
         services[1]["unique_id"].as_str().unwrap().to_string(),
     );
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
 
     // As the caseworker would: one through the client, one directly.
     let r1 = client
@@ -545,7 +602,7 @@ async fn users_follow_pages_as_primero_reports_them() {
 async fn injected_503_is_transient_with_retry_after() {
     let sim = start(sim_config()).await;
     seed(&sim, 1, 9);
-    let client = client_with(&sim, token_auth(PASSWORD), Duration::from_secs(3600));
+    let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
     sim.add_fault(FaultRule {
         method: Some("GET".into()),
         path_prefix: "/api/v2/cases".into(),
@@ -645,10 +702,9 @@ async fn validation_error_carries_primero_message() {
         .unwrap_err();
     match err {
         ConnectorError::Status { status, reason, .. } => {
+            // ErrorService: "Invalid Record JSON" and the JSON pointers.
             assert_eq!(status, 422);
-            assert!(reason.contains("valid format"), "{reason}");
-            assert!(reason.contains("date_of_birth"), "{reason}");
-            assert!(!reason.contains("15/03/2012"), "{reason}");
+            assert_eq!(reason, "Invalid Record JSON (detail: /date_of_birth)");
         }
         other => panic!("expected Status, got {other:?}"),
     }

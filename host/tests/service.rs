@@ -372,7 +372,7 @@ path = "state.db"
 
 [primero]
 base_url = "http://127.0.0.1:1"
-auth = "token"
+auth = "basic"
 user_name = "bridge"
 password = {{ env = "BRIDGE_TEST_PRIMERO_PASSWORD" }}
 

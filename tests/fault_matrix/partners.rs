@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use bridge::app::{App, ReplaySelection};
 use bridge::connectors::ping::PingConfig;
-use bridge::connectors::primero::PrimeroConfig;
+use bridge::connectors::primero::{PrimeroAuth, PrimeroConfig};
 use bridge::flows::ledger::DeliveryPolicy;
 use bridge::flows::RunReport;
 use bridge::runtime::{JobRuntime, RuntimeConfig};
 use bridge::sim::people::{PeopleGenerator, Person};
 use bridge::sim::ping::{FaultKind, SimIntervention, RETRIEVE_PATH};
-use bridge::sim::primero::Fault;
+use bridge::sim::primero::{Fault, SimPrimeroVersion};
 use bridge::sim::scenario::Simulators;
 use bridge::store::{SqliteStore, Store, Trigger};
 use bridge::toolchain::ProjectDirs;
@@ -102,6 +102,8 @@ enum Clients {
     PrimeroRefused,
     /// PING (API and token) at a loopback port nobody listens on.
     PingRefused,
+    /// Primero v2.10 with its JWT login (the other rows use Basic).
+    PrimeroV210Token,
 }
 
 struct Scenario {
@@ -279,14 +281,16 @@ fn scenarios() -> Vec<Scenario> {
                     .inject_fault("PATCH", "/api/v2/cases/", Fault::NoopWrite, 1)
             },
         ),
-        sc(
-            "Primero token: expires mid-run (401 on a case search)",
-            Expect::InRun,
-            |s| {
+        Scenario {
+            case: "Primero v2.10 token: expires mid-run (401 on a case search)",
+            expect: Expect::InRun,
+            clients: Clients::PrimeroV210Token,
+            inject: |s| {
                 s.primero_sim()
                     .inject_fault("GET", CASES, Fault::ExpireTokens, 1)
             },
-        ),
+            faulted_runs: 1,
+        },
         // ---- PING pending list (retrieve, first call of the run).
         sc("PING pending list retrieve: HTTP 500", Expect::InRun, |s| {
             ping_status(RETRIEVE_PATH, 500, None, 1, s)
@@ -573,6 +577,13 @@ fn client_configs(sims: &Simulators, clients: Clients) -> (PrimeroConfig, PingCo
             ping.timeout = Duration::from_secs(1);
         }
         Clients::PrimeroRefused => primero.base_url = refused_url(),
+        Clients::PrimeroV210Token => {
+            sims.primero_sim().set_version(SimPrimeroVersion::V2_10);
+            primero.auth = PrimeroAuth::V210Token {
+                user_name: sims.primero_config.user_name.clone(),
+                password: sims.primero_config.password.clone(),
+            };
+        }
         Clients::PingRefused => {
             let url = refused_url();
             ping.token_url = format!("{url}/oauth2/v2.0/token");
@@ -970,8 +981,8 @@ fn scenarios_21() -> Vec<Scenario21> {
             },
         },
         Scenario21 {
-            clients: Clients::Normal,
-            case: "Primero token: expires mid-run (401 on a referrals GET)",
+            clients: Clients::PrimeroV210Token,
+            case: "Primero v2.10 token: expires mid-run (401 on a referrals GET)",
             expect: Expect::InRun,
             inject: |s| {
                 s.primero_sim()

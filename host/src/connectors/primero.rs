@@ -1,7 +1,10 @@
 //! Client for the Primero v2 API (spec §2): cases, services, referrals, users.
 //!
-//! Auth is HTTP Basic or a token from `POST /api/v2/tokens`; a token is
-//! refreshed before it expires and once more on a 401. Paging follows
+//! Auth is HTTP Basic (every Primero v2 version; the production mode) or,
+//! for Primero up to v2.10 only, the JWT that `POST /api/v2/tokens` hands out
+//! in its `Authorization` answer header; a token is refreshed before it
+//! expires (its `exp` claim) and once more on a 401. v2.11 removed tokens: a
+//! login answered without one is an auth error saying to use Basic. Paging follows
 //! `metadata` until `page >= ceil(total / per)` with `per` ≤ 1000 (Primero's
 //! cap), so no record is lost above the cap.
 //!
@@ -50,16 +53,19 @@ const EP_LIST_USERS: &str = "GET /api/v2/users";
 /// How the client authenticates.
 #[derive(Clone)]
 pub enum PrimeroAuth {
-    /// `Authorization: Basic` on every call (no session, no expiry).
+    /// `Authorization: Basic` on every call (no session, no expiry, exempt
+    /// from CSRF). Works on every Primero v2 version.
     Basic { user_name: String, password: String },
-    /// Log in at `POST /api/v2/tokens` and send `Authorization: Bearer`.
-    Token { user_name: String, password: String },
+    /// Primero v2.10 and older: log in at `POST /api/v2/tokens`, take the JWT
+    /// from the `Authorization` answer header and send it as `Bearer`.
+    /// v2.11 and later have no tokens (the login opens a cookie session).
+    V210Token { user_name: String, password: String },
 }
 
 impl PrimeroAuth {
     pub fn user_name(&self) -> &str {
         match self {
-            PrimeroAuth::Basic { user_name, .. } | PrimeroAuth::Token { user_name, .. } => {
+            PrimeroAuth::Basic { user_name, .. } | PrimeroAuth::V210Token { user_name, .. } => {
                 user_name
             }
         }
@@ -71,7 +77,7 @@ impl fmt::Debug for PrimeroAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (name, user_name) = match self {
             PrimeroAuth::Basic { user_name, .. } => ("Basic", user_name),
-            PrimeroAuth::Token { user_name, .. } => ("Token", user_name),
+            PrimeroAuth::V210Token { user_name, .. } => ("V210Token", user_name),
         };
         f.debug_struct(name)
             .field("user_name", user_name)
@@ -88,7 +94,8 @@ pub struct PrimeroConfig {
     pub auth: PrimeroAuth,
     /// Per-request timeout.
     pub timeout: Duration,
-    /// How long a token from `POST /api/v2/tokens` lives (token mode only).
+    /// How long a token from `POST /api/v2/tokens` lives when its JWT does
+    /// not say (`exp` − `iat`); v2.10 token mode only.
     pub token_lifetime: Duration,
     /// Retry of one call inside a run (default on).
     pub retry: RetryPolicy,
@@ -546,12 +553,6 @@ struct LoginUser<'a> {
 }
 
 #[derive(Deserialize)]
-struct LoginResponse {
-    #[serde(default)]
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
     errors: Option<Vec<ErrorItem>>,
@@ -642,7 +643,7 @@ impl PrimeroClient {
                 header.set_sensitive(true);
                 Some(header)
             }
-            PrimeroAuth::Token { .. } => None,
+            PrimeroAuth::V210Token { .. } => None,
         };
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -748,7 +749,8 @@ impl PrimeroClient {
     }
 
     /// Update a case with Primero's merge semantics (subforms merge by
-    /// `unique_id`, `"_delete": true` removes). Returns what Primero echoes:
+    /// `unique_id`, `"_destroy": true` in an entry removes it; `_delete` is
+    /// not a Primero key and is dropped unread). Returns what Primero echoes:
     /// the `id` and the fields the update changed, not the whole case.
     pub async fn patch_case<B>(&self, id: &str, data: &B) -> Result<Case, ConnectorError>
     where
@@ -987,7 +989,7 @@ impl PrimeroClient {
                     generation: None,
                 });
             }
-            PrimeroAuth::Token {
+            PrimeroAuth::V210Token {
                 user_name,
                 password,
             } => (user_name, password),
@@ -1005,10 +1007,11 @@ impl PrimeroClient {
         }
         state.current = None;
         let obtained = Instant::now();
-        let mut header = self.login(user_name, password).await?;
+        let token = self.login(user_name, password).await?;
+        let mut header = token.header;
         header.set_sensitive(true);
         state.generation += 1;
-        let lifetime = self.inner.config.token_lifetime;
+        let lifetime = token.lifetime.unwrap_or(self.inner.config.token_lifetime);
         let generation = state.generation;
         state.current = Some(CachedToken {
             header: header.clone(),
@@ -1023,7 +1026,7 @@ impl PrimeroClient {
 
     /// `POST /api/v2/tokens`, retried like an idempotent call (a login
     /// changes nothing); returns the ready `Bearer …` header.
-    async fn login(&self, user_name: &str, password: &str) -> Result<HeaderValue, ConnectorError> {
+    async fn login(&self, user_name: &str, password: &str) -> Result<LoginToken, ConnectorError> {
         retry::run(
             &self.inner.config.retry,
             "primero",
@@ -1043,7 +1046,7 @@ impl PrimeroClient {
         &self,
         user_name: &str,
         password: &str,
-    ) -> Result<HeaderValue, ConnectorError> {
+    ) -> Result<LoginToken, ConnectorError> {
         let span = tracing::debug_span!(
             "primero_call",
             endpoint = EP_TOKENS,
@@ -1078,36 +1081,71 @@ impl PrimeroClient {
                 });
             }
             let answer = check_status(EP_TOKENS, answer)?;
-            let from_body = serde_json::from_slice::<LoginResponse>(&answer.body)
-                .ok()
-                .and_then(|r| r.token)
-                .filter(|t| !t.trim().is_empty());
-            let token = match from_body {
-                Some(token) => token,
-                None => answer
-                    .headers
-                    .get(AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| ConnectorError::Protocol {
-                        system: System::Primero,
-                        endpoint: EP_TOKENS.to_string(),
-                        reason: "login answer carried no token".to_string(),
-                    })?,
-            };
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ConnectorError::Protocol {
-                    system: System::Primero,
-                    endpoint: EP_TOKENS.to_string(),
-                    reason: "token is not a valid header value".to_string(),
-                }
-            })
+            token_from_login(&answer.headers)
         }
         .instrument(span)
         .await
     }
+}
+
+/// A token from a v2.10 login: the ready header and, when its JWT says, how
+/// long it lives.
+struct LoginToken {
+    header: HeaderValue,
+    lifetime: Option<Duration>,
+}
+
+/// Up to v2.10 devise-jwt puts the JWT in the `Authorization` answer header
+/// of a successful login. From v2.11 the login opens a cookie session and
+/// no header comes: there is nothing to refresh, and only Basic works for an
+/// API client (sessions need CSRF tokens for every write).
+fn token_from_login(headers: &HeaderMap) -> Result<LoginToken, ConnectorError> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ConnectorError::Auth {
+            system: System::Primero,
+            endpoint: EP_TOKENS.to_string(),
+            reason: "login answered without a token: this Primero (v2.11 or later) has no \
+                     tokens; set auth = \"basic\" in [primero] with a dedicated API user"
+                .to_string(),
+        })?;
+    let header = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        ConnectorError::Protocol {
+            system: System::Primero,
+            endpoint: EP_TOKENS.to_string(),
+            reason: "token is not a valid header value".to_string(),
+        }
+    })?;
+    Ok(LoginToken {
+        header,
+        lifetime: jwt_lifetime(token),
+    })
+}
+
+/// `exp − iat` of a JWT (devise-jwt sets both), read without checking the
+/// signature: it only decides when to log in again. Differences of clocks
+/// between Primero and us do not matter this way.
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Claims {
+        iat: Option<i64>,
+        exp: Option<i64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let secs = claims.exp?.checked_sub(claims.iat?)?;
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }
 
 /// Pages of a case query, fetched on demand.
@@ -1204,20 +1242,60 @@ fn check_status(endpoint: &str, answer: Answer) -> Result<Answer, ConnectorError
     })
 }
 
-/// `errors[0].message` (+ `detail`, a field name) or `error`; otherwise the
-/// status's canonical reason. Never the raw body.
+/// Primero's own words: `{"errors":[{status, resource, message, detail}]}`
+/// (ErrorService; `message` may be an array, `detail` a field name or, for
+/// "Invalid Record JSON", an array of JSON pointers) or Devise's
+/// `{"error": …}`; otherwise the status's canonical reason. Messages and
+/// pointers name fields, never their values; the raw body is never shown.
+/// Bounded: a few errors, a few pointers each, [`REASON_MAX_CHARS`] in all.
 fn error_reason(status: StatusCode, body: &[u8]) -> String {
-    let text = |v: &Option<Value>| v.as_ref().and_then(Value::as_str).map(str::to_string);
+    const MAX_ERRORS: usize = 3;
+    const MAX_POINTERS: usize = 5;
+    /// A string, or the strings of an array, joined; `None` when neither.
+    fn words(v: Option<&Value>, sep: &str, max: usize) -> Option<String> {
+        match v? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Array(items) => {
+                let texts: Vec<&str> = items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if texts.is_empty() {
+                    return None;
+                }
+                let mut joined = texts[..texts.len().min(max)].join(sep);
+                if texts.len() > max {
+                    joined.push_str(&format!(" (+{} more)", texts.len() - max));
+                }
+                Some(joined)
+            }
+            _ => None,
+        }
+    }
     let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
     let from_body = parsed.and_then(|b| {
-        let first = b.errors.as_ref().and_then(|e| e.first());
-        match first.and_then(|e| text(&e.message)) {
-            Some(message) => match first.and_then(|e| text(&e.detail)) {
-                Some(detail) => Some(format!("{message} (detail: {detail})")),
-                None => Some(message),
-            },
-            None => text(&b.error),
+        let items: Vec<String> = b
+            .errors
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                let message = words(e.message.as_ref(), "; ", MAX_POINTERS)?;
+                Some(match words(e.detail.as_ref(), ", ", MAX_POINTERS) {
+                    Some(detail) => format!("{message} (detail: {detail})"),
+                    None => message,
+                })
+            })
+            .collect();
+        if items.is_empty() {
+            return words(b.error.as_ref(), "; ", MAX_POINTERS);
         }
+        let mut joined = items[..items.len().min(MAX_ERRORS)].join("; ");
+        if items.len() > MAX_ERRORS {
+            joined.push_str(&format!("; +{} more errors", items.len() - MAX_ERRORS));
+        }
+        Some(joined)
     });
     let reason =
         from_body.unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
@@ -1270,10 +1348,11 @@ fn parse<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, Connecto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn debug_hides_password() {
-        let auth = PrimeroAuth::Token {
+        let auth = PrimeroAuth::V210Token {
             user_name: "api".into(),
             password: "s3cret-pw".into(),
         };
@@ -1281,6 +1360,43 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("s3cret-pw"), "{printed}");
         assert!(printed.contains("***"));
+    }
+
+    fn jwt(claims: &str) -> String {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", enc(r#"{"alg":"HS256"}"#), enc(claims))
+    }
+
+    #[test]
+    fn v2_10_login_token_comes_from_the_authorization_header() {
+        let token = jwt(r#"{"sub":"1","scp":"user","iat":1700000000,"exp":1700003600,"jti":"x"}"#);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let login = token_from_login(&headers).unwrap();
+        assert_eq!(login.header.to_str().unwrap(), format!("Bearer {token}"));
+        assert_eq!(login.lifetime, Some(Duration::from_secs(3600)));
+        // Not a JWT (or no claims): the configured lifetime applies.
+        assert_eq!(jwt_lifetime("opaque"), None);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":5}"#)), None);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"iat":9,"exp":5}"#)), None);
+    }
+
+    #[test]
+    fn v2_11_login_without_token_says_to_use_basic() {
+        // v2.11+ answers {id, user_name, group_permission} and a cookie.
+        let err = token_from_login(&HeaderMap::new()).err().unwrap();
+        match &err {
+            ConnectorError::Auth { reason, .. } => {
+                assert!(reason.contains("v2.11"), "{reason}");
+                assert!(reason.contains(r#"auth = "basic""#), "{reason}");
+            }
+            other => panic!("expected Auth, got {other:?}"),
+        }
+        assert!(!err.is_transient());
     }
 
     #[test]
@@ -1333,6 +1449,33 @@ mod tests {
             error_reason(StatusCode::BAD_GATEWAY, b"<html>Amina Example</html>"),
             "Bad Gateway"
         );
+        // ErrorService's shape for an invalid record: pointers, not values.
+        let body = br#"{"errors":[{"status":422,"resource":"/api/v2/cases/x","detail":["/date_of_birth","/services_section/0/_destroy"],"message":"Invalid Record JSON"}]}"#;
+        assert_eq!(
+            error_reason(StatusCode::UNPROCESSABLE_ENTITY, body),
+            "Invalid Record JSON (detail: /date_of_birth, /services_section/0/_destroy)"
+        );
+        // ActiveRecord::RecordInvalid: one error per field, message an array.
+        let body = br#"{"errors":[{"status":422,"resource":"/api/v2/cases","detail":"name","message":["can't be blank","is too short"]},{"status":422,"resource":"/api/v2/cases","detail":"age","message":["must be a number"]}]}"#;
+        assert_eq!(
+            error_reason(StatusCode::UNPROCESSABLE_ENTITY, body),
+            "can't be blank; is too short (detail: name); must be a number (detail: age)"
+        );
+        // Bounded however many pointers and errors come.
+        let pointers: Vec<String> = (0..400).map(|i| format!("/f{i}")).collect();
+        let body = json!({"errors": [{"status": 422, "message": "Invalid Record JSON", "detail": pointers}]});
+        let reason = error_reason(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(
+            reason,
+            "Invalid Record JSON (detail: /f0, /f1, /f2, /f3, /f4 (+395 more))"
+        );
+        // Non-text details (objects) are left out rather than dumped.
+        let body =
+            br#"{"errors":[{"status":404,"message":"Not Found","detail":{"name":"Amina"}}]}"#;
+        assert_eq!(error_reason(StatusCode::NOT_FOUND, body), "Not Found");
         let long = format!(r#"{{"error":"{}"}}"#, "x".repeat(500));
         assert_eq!(
             error_reason(StatusCode::BAD_REQUEST, long.as_bytes()).len(),

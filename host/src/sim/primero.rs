@@ -1,5 +1,7 @@
 //! In-memory simulator of the Primero v2 API (the parts the flows use, spec
-//! §2): Basic and token auth, case query/create/patch with subform merge,
+//! §2): Basic auth, and a login that behaves as the configured version's
+//! ([`SimPrimeroVersion`]: v2.10's JWT or v2.11's cookie session with CSRF),
+//! case query/create/patch with subform merge,
 //! referrals with their state machine, users, plus knobs for tests (request
 //! counters, latency, an in-flight high-water mark, arrival times, a write
 //! hook, and per-endpoint faults for the next N matching requests: statuses
@@ -38,9 +40,35 @@ use super::people::Person;
 pub const CP_MODULE: &str = "primeromodule-cp";
 const DEFAULT_PER: usize = 20;
 const LOGIN_FAILED: &str = "Invalid User name or password.";
-const DATE_FORMAT_MESSAGE: &str = "Please enter the date in a valid format (dd-mmm-yyyy)";
-/// Date fields Primero validates on write (a 422 names the field in `detail`).
+/// Devise's answer to a request without valid credentials.
+const UNAUTHENTICATED: &str = "You need to sign in or sign up before continuing.";
+/// ErrorService's message when a record fails its JSON schema.
+const INVALID_RECORD_JSON: &str = "Invalid Record JSON";
+/// Rails' message when a session write lacks its CSRF token.
+const CSRF_REFUSED: &str = "Can't verify CSRF token authenticity.";
+/// Primero's session cookie (config/initializers/session_store.rb) and the
+/// cookie / header of its CSRF token (concerns/csrf_protection.rb).
+const SESSION_COOKIE: &str = "_app_session";
+const CSRF_COOKIE: &str = "CSRF-TOKEN";
+const CSRF_HEADER: &str = "x-csrf-token";
+/// A native session lives this long without use (PRIMERO_NATIVE_SESSION_TIMEOUT).
+const SESSION_TTL: Duration = Duration::from_secs(60 * 60);
+/// Date fields Primero validates on write (a 422 points at the field in `detail`).
 const DATE_FIELDS: &[&str] = &["date_of_birth", "registration_date"];
+
+/// Which Primero's login the simulator plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SimPrimeroVersion {
+    /// Up to v2.10: `POST /api/v2/tokens` answers `{id, user_name, token}`
+    /// and the JWT (`iat`/`exp`, `token_ttl`) in the `Authorization` header
+    /// (devise-jwt); Bearer and Basic are accepted.
+    V2_10,
+    /// v2.11 and later: no tokens. The login answers `{id, user_name,
+    /// group_permission}` with a session cookie (writes through it need the
+    /// CSRF token); Bearer is refused, Basic accepted (and exempt from CSRF).
+    #[default]
+    V2_11,
+}
 
 /// Settings of one simulated Primero instance.
 #[derive(Clone)]
@@ -52,6 +80,8 @@ pub struct PrimeroSimConfig {
     pub token_ttl: Duration,
     /// Cap on `per`; larger values are silently lowered, as Primero does.
     pub max_per: usize,
+    /// The Primero version whose login and auth rules apply.
+    pub version: SimPrimeroVersion,
 }
 
 impl Default for PrimeroSimConfig {
@@ -61,6 +91,7 @@ impl Default for PrimeroSimConfig {
             password: "sim-password".to_string(),
             token_ttl: Duration::from_secs(60 * 60),
             max_per: 1000,
+            version: SimPrimeroVersion::default(),
         }
     }
 }
@@ -73,6 +104,7 @@ impl std::fmt::Debug for PrimeroSimConfig {
             .field("password", &"***")
             .field("token_ttl", &self.token_ttl)
             .field("max_per", &self.max_per)
+            .field("version", &self.version)
             .finish()
     }
 }
@@ -86,8 +118,15 @@ pub enum SimError {
     ReferralNotFound,
     #[error("a record with this id already exists")]
     Conflict,
+    /// A model validation (ActiveRecord::RecordInvalid): one message about a field.
     #[error("invalid field {field}: {message}")]
     Invalid { field: String, message: String },
+    /// The body fails the record's JSON schema: JSON pointers of the bad values.
+    #[error("invalid record JSON at {}", pointers.join(", "))]
+    InvalidJson { pointers: Vec<String> },
+    /// A required request parameter is missing (ActionController::ParameterMissing).
+    #[error("param is missing or the value is empty: {0}")]
+    ParamMissing(String),
 }
 
 impl SimError {
@@ -98,23 +137,41 @@ impl SimError {
         }
     }
 
+    fn invalid_json(pointer: String) -> Self {
+        SimError::InvalidJson {
+            pointers: vec![pointer],
+        }
+    }
+
+    /// ErrorService's answer (app/services/error_service.rb).
     fn into_response(self, resource: &str) -> Response {
+        let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
         match self {
             SimError::CaseNotFound | SimError::ReferralNotFound => {
-                primero_error(StatusCode::NOT_FOUND, resource, "Not Found", None)
+                primero_error(StatusCode::NOT_FOUND, resource, json!("Not Found"), None)
             }
             SimError::Conflict => primero_error(
                 StatusCode::CONFLICT,
                 resource,
-                "Conflict: A record with this ID already exists",
+                json!("Conflict: A record with this id already exists"),
                 None,
             ),
+            // `errors.messages` of the model: an array of messages per field.
             SimError::Invalid { field, message } => primero_error(
-                StatusCode::UNPROCESSABLE_ENTITY,
+                unprocessable,
                 resource,
-                &message,
-                Some(&field),
+                json!([message]),
+                Some(json!(field)),
             ),
+            SimError::InvalidJson { pointers } => primero_error(
+                unprocessable,
+                resource,
+                json!(INVALID_RECORD_JSON),
+                Some(json!(pointers)),
+            ),
+            e @ SimError::ParamMissing(_) => {
+                primero_error(unprocessable, resource, json!(e.to_string()), None)
+            }
         }
     }
 }
@@ -318,21 +375,27 @@ struct IssuedToken {
     expires_at: Instant,
 }
 
-/// Timestamps for `created_at` / `last_updated_at`: millisecond precision and
-/// strictly increasing, so a cursor on `last_updated_at` never sees two
-/// writes at the same instant.
+/// A v2.11 cookie session: its user, CSRF token and idle expiry.
+struct Session {
+    user_name: String,
+    csrf: String,
+    expires_at: Instant,
+}
+
+/// Timestamps for `created_at` / `last_updated_at`: whole seconds, as
+/// Primero v2.11+ compares and sorts them, so several writes share a second
+/// (and a listing orders them arbitrarily). Never goes backwards. Tests may
+/// pin it to one second ([`PrimeroSim::pin_clock`]).
 #[derive(Default)]
 struct Clock {
     last: Option<DateTime<Utc>>,
+    pinned: Option<DateTime<Utc>>,
 }
 
 impl Clock {
     fn tick(&mut self) -> DateTime<Utc> {
-        let now = Utc::now().trunc_subsecs(3);
-        let next = match self.last {
-            Some(last) if now <= last => last + chrono::Duration::milliseconds(1),
-            _ => now,
-        };
+        let now = self.pinned.unwrap_or_else(Utc::now).trunc_subsecs(0);
+        let next = self.last.map_or(now, |last| last.max(now));
         self.last = Some(next);
         next
     }
@@ -361,6 +424,8 @@ struct SimState {
     referrals: HashMap<String, Vec<SimReferral>>,
     users: Vec<SimUser>,
     tokens: HashMap<String, IssuedToken>,
+    /// v2.11 sessions by cookie value.
+    sessions: HashMap<String, Session>,
     clock: Clock,
     requests: BTreeMap<String, u64>,
     arrivals: Vec<Instant>,
@@ -466,6 +531,7 @@ impl PrimeroSim {
                 referrals: HashMap::new(),
                 users: vec![api_user],
                 tokens: HashMap::new(),
+                sessions: HashMap::new(),
                 clock,
                 requests: BTreeMap::new(),
                 arrivals: Vec::new(),
@@ -747,6 +813,19 @@ impl PrimeroSim {
     pub fn revoke_all_tokens(&self) {
         self.lock().tokens.clear();
     }
+
+    /// Play another Primero version's login from now on.
+    pub fn set_version(&self, version: SimPrimeroVersion) {
+        self.lock().config.version = version;
+    }
+
+    /// Stamp every write from now on with this second (`None`: the real
+    /// clock again), so tests can put many cases on one `last_updated_at`.
+    /// The clock never goes backwards: an earlier pin reads as the latest
+    /// stamp given.
+    pub fn pin_clock(&self, at: Option<DateTime<Utc>>) {
+        self.lock().clock.pinned = at;
+    }
 }
 
 /// Realistic case fields for a generated person (an intake as created from
@@ -792,13 +871,24 @@ fn truthy(v: &Value) -> bool {
     matches!(v, Value::Bool(true)) || v.as_str() == Some("true")
 }
 
+/// The subform delete flag (RecordMergeDataHashService drops merged entries
+/// that carry it; the schema allows only `true`, `false` or `null`).
+const DESTROY: &str = "_destroy";
+
+/// Keys Primero's strong parameters drop unread: `_destroy` outside a
+/// subform entry, and `_delete`, which Primero does not know at all.
+fn dropped_key(key: &str) -> bool {
+    key == DESTROY || key == "_delete"
+}
+
 /// Apply a `PATCH` body to a record: top-level fields overwrite, subform
 /// arrays merge by `unique_id` (recursively). An empty or scalar array
-/// replaces, as in Primero. Returns the keys it touched.
+/// replaces, as in Primero. Returns the keys it touched. The body must have
+/// passed [`validate_record`].
 pub fn merge_record(target: &mut Map<String, Value>, patch: Map<String, Value>) -> Vec<String> {
     let mut touched = Vec::with_capacity(patch.len());
     for (key, value) in patch {
-        if key == "_delete" {
+        if dropped_key(&key) {
             continue;
         }
         match value {
@@ -827,15 +917,15 @@ pub fn merge_record(target: &mut Map<String, Value>, patch: Map<String, Value>) 
 }
 
 /// Merge subform entries: a known `unique_id` updates field by field (or
-/// removes, with `"_delete": true`); any other entry is appended, keeping a
+/// removes, with `"_destroy": true`); any other entry is appended, keeping a
 /// client-chosen `unique_id` (Primero's own UI generates them) or getting a
-/// new one.
+/// new one. `_delete` is no Primero key: dropped, it deletes nothing.
 pub fn merge_subform(existing: &mut Vec<Value>, incoming: Vec<Value>) {
     for entry in incoming {
         let Value::Object(mut entry) = entry else {
             continue;
         };
-        let delete = entry.remove("_delete").is_some_and(|v| truthy(&v));
+        let delete = entry.remove(DESTROY) == Some(Value::Bool(true));
         let position = entry
             .get("unique_id")
             .and_then(Value::as_str)
@@ -899,7 +989,11 @@ fn recompute_associated(case: &mut Map<String, Value>) {
     case.insert("associated_user_names".into(), json!(names));
 }
 
-fn validate_dates(data: &Map<String, Value>) -> Result<(), SimError> {
+/// The part of Primero's record JSON schema the simulator checks (date
+/// fields, the subform `_destroy` flag); a failure lists the JSON pointer
+/// of every bad value, as RecordJsonValidatorService does.
+fn validate_record(data: &Map<String, Value>) -> Result<(), SimError> {
+    let mut pointers = Vec::new();
     for field in DATE_FIELDS {
         if let Some(v) = data.get(*field) {
             let ok = match v {
@@ -908,11 +1002,29 @@ fn validate_dates(data: &Map<String, Value>) -> Result<(), SimError> {
                 _ => false,
             };
             if !ok {
-                return Err(SimError::invalid(field, DATE_FORMAT_MESSAGE));
+                pointers.push(format!("/{field}"));
             }
         }
     }
-    Ok(())
+    for (key, value) in data {
+        let Value::Array(items) = value else { continue };
+        if !is_subform(items) {
+            continue;
+        }
+        for (i, item) in items.iter().enumerate() {
+            let bad = item
+                .get(DESTROY)
+                .is_some_and(|v| !matches!(v, Value::Bool(_) | Value::Null));
+            if bad {
+                pointers.push(format!("/{key}/{i}/{DESTROY}"));
+            }
+        }
+    }
+    if pointers.is_empty() {
+        Ok(())
+    } else {
+        Err(SimError::InvalidJson { pointers })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -976,7 +1088,7 @@ impl SimState {
         data: Map<String, Value>,
         api_user: &str,
     ) -> Result<String, SimError> {
-        validate_dates(&data)?;
+        validate_record(&data)?;
         let id = match data.get("id") {
             Some(Value::String(id)) if !id.is_empty() => {
                 if self.case_index.contains_key(id) {
@@ -985,7 +1097,7 @@ impl SimState {
                 id.clone()
             }
             Some(Value::Null) | None => new_uuid(),
-            Some(_) => return Err(SimError::invalid("id", "id must be a UUID string")),
+            Some(_) => return Err(SimError::invalid_json("/id".to_string())),
         };
         let mut case = Map::new();
         merge_record(&mut case, data);
@@ -1024,7 +1136,7 @@ impl SimState {
         id: &str,
         mut patch: Map<String, Value>,
     ) -> Result<Vec<String>, SimError> {
-        validate_dates(&patch)?;
+        validate_record(&patch)?;
         // The record id is the key; Primero ignores attempts to change it.
         patch.remove("id");
         let now = self.clock.tick_string();
@@ -1203,31 +1315,82 @@ impl SimState {
         Some(fault)
     }
 
-    fn authenticate(&mut self, headers: &HeaderMap) -> Option<String> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, credentials) = value.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(credentials.trim())
-                .ok()?;
-            let decoded = String::from_utf8(decoded).ok()?;
-            let (user, password) = decoded.split_once(':')?;
-            (user == self.config.user_name && password == self.config.password)
-                .then(|| user.to_string())
-        } else if scheme.eq_ignore_ascii_case("bearer") {
-            let token = credentials.trim();
-            match self.tokens.get(token) {
-                Some(t) if Instant::now() < t.expires_at => Some(t.user_name.clone()),
-                Some(_) => {
-                    self.tokens.remove(token);
-                    None
-                }
-                None => None,
+    /// Who a request is, and how: Basic (both versions), a Bearer JWT
+    /// (v2.10 only) or a session cookie (v2.11 only).
+    fn authenticate(&mut self, headers: &HeaderMap) -> Option<Caller> {
+        let version = self.config.version;
+        if let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let (scheme, credentials) = value.split_once(' ')?;
+            if scheme.eq_ignore_ascii_case("basic") {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(credentials.trim())
+                    .ok()?;
+                let decoded = String::from_utf8(decoded).ok()?;
+                let (user, password) = decoded.split_once(':')?;
+                return (user == self.config.user_name && password == self.config.password)
+                    .then(|| Caller::Basic(user.to_string()));
             }
-        } else {
-            None
+            if scheme.eq_ignore_ascii_case("bearer") && version == SimPrimeroVersion::V2_10 {
+                let token = credentials.trim();
+                return match self.tokens.get(token) {
+                    Some(t) if Instant::now() < t.expires_at => {
+                        Some(Caller::Token(t.user_name.clone()))
+                    }
+                    Some(_) => {
+                        self.tokens.remove(token);
+                        None
+                    }
+                    None => None,
+                };
+            }
+            return None;
         }
+        if version != SimPrimeroVersion::V2_11 {
+            return None;
+        }
+        let id = cookie(headers, SESSION_COOKIE)?;
+        let session = self.sessions.get_mut(&id)?;
+        if Instant::now() >= session.expires_at {
+            self.sessions.remove(&id);
+            return None;
+        }
+        session.expires_at = Instant::now() + SESSION_TTL;
+        Some(Caller::Session {
+            user_name: session.user_name.clone(),
+            csrf: session.csrf.clone(),
+        })
     }
+}
+
+/// How a request authenticated.
+enum Caller {
+    Basic(String),
+    Token(String),
+    /// A v2.11 session; its writes must send `csrf` in `X-CSRF-Token`.
+    Session {
+        user_name: String,
+        csrf: String,
+    },
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
 }
 
 // ---------------------------------------------------------------------------
@@ -1237,25 +1400,39 @@ impl SimState {
 #[derive(Clone)]
 struct ApiUser(String);
 
+/// An error as Primero's ErrorService renders it
+/// (app/views/api/v2/errors/_error.json.jbuilder): `status`, `resource`,
+/// `detail` when present, `message` (a string, or an array of them).
 fn primero_error(
     status: StatusCode,
     resource: &str,
-    message: &str,
-    detail: Option<&str>,
+    message: Value,
+    detail: Option<Value>,
 ) -> Response {
     let mut error = Map::new();
-    error.insert("code".into(), json!(status.as_u16()));
+    error.insert("status".into(), json!(status.as_u16()));
     error.insert("resource".into(), json!(resource));
-    error.insert("message".into(), json!(message));
     if let Some(detail) = detail {
-        error.insert("detail".into(), json!(detail));
+        error.insert("detail".into(), detail);
     }
+    error.insert("message".into(), message);
     (status, Json(json!({ "errors": [error] }))).into_response()
+}
+
+/// Devise's refusal of a request or login: `{"error": …}`, not ErrorService's shape.
+fn devise_refusal(message: &str) -> Response {
+    let mut response =
+        (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Primero\""),
+    );
+    response
 }
 
 /// `{"data": {...}}` → the inner object; anything else is Primero's 422.
 fn parse_data(body: &[u8]) -> Result<Map<String, Value>, SimError> {
-    let missing = || SimError::invalid("data", "A data object is required");
+    let missing = || SimError::ParamMissing("data".to_string());
     let value: Value = serde_json::from_slice(body).map_err(|_| missing())?;
     match value {
         Value::Object(mut envelope) => match envelope.remove("data") {
@@ -1318,7 +1495,7 @@ async fn inject_faults(State(sim): State<PrimeroSim>, req: Request, next: Next) 
         }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = status.canonical_reason().unwrap_or("Error");
-            let mut response = primero_error(status, &path, message, None);
+            let mut response = primero_error(status, &path, json!(message), None);
             if let Some(secs) = retry_after {
                 response
                     .headers_mut()
@@ -1334,30 +1511,37 @@ async fn inject_faults(State(sim): State<PrimeroSim>, req: Request, next: Next) 
 }
 
 async fn require_auth(State(sim): State<PrimeroSim>, mut req: Request, next: Next) -> Response {
-    let user = sim.lock().authenticate(req.headers());
-    match user {
-        Some(user) => {
-            req.extensions_mut().insert(ApiUser(user));
-            next.run(req).await
+    let caller = sim.lock().authenticate(req.headers());
+    let user = match caller {
+        None => return devise_refusal(UNAUTHENTICATED),
+        Some(Caller::Basic(user) | Caller::Token(user)) => user,
+        Some(Caller::Session { user_name, csrf }) => {
+            // protect_from_forgery: a session's writes need its CSRF token
+            // (Basic is exempt, which is why the bridge uses Basic).
+            let safe = matches!(req.method().as_str(), "GET" | "HEAD");
+            let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !safe && sent != Some(csrf.as_str()) {
+                return primero_error(
+                    StatusCode::FORBIDDEN,
+                    req.uri().path(),
+                    json!(CSRF_REFUSED),
+                    None,
+                );
+            }
+            user_name
         }
-        None => {
-            let mut response = primero_error(
-                StatusCode::UNAUTHORIZED,
-                req.uri().path(),
-                "Unauthorized",
-                None,
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"Primero\""),
-            );
-            response
-        }
-    }
+    };
+    req.extensions_mut().insert(ApiUser(user));
+    next.run(req).await
 }
 
 async fn not_found(req: Request) -> Response {
-    primero_error(StatusCode::NOT_FOUND, req.uri().path(), "Not Found", None)
+    primero_error(
+        StatusCode::NOT_FOUND,
+        req.uri().path(),
+        json!("Not Found"),
+        None,
+    )
 }
 
 #[derive(Deserialize)]
@@ -1372,36 +1556,86 @@ struct LoginUser {
 }
 
 async fn login(State(sim): State<PrimeroSim>, body: Bytes) -> Response {
-    let refused = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": LOGIN_FAILED })),
-        )
-            .into_response()
-    };
     let Ok(body) = serde_json::from_slice::<LoginBody>(&body) else {
-        return refused();
+        return devise_refusal(LOGIN_FAILED);
     };
     let mut st = sim.lock();
     if body.user.user_name != st.config.user_name || body.user.password != st.config.password {
-        return refused();
+        return devise_refusal(LOGIN_FAILED);
     }
-    let bytes: [u8; 32] = rand::rng().random();
-    let token = hex::encode(bytes);
-    let expires_at = Instant::now() + st.config.token_ttl;
-    st.tokens.insert(
-        token.clone(),
-        IssuedToken {
-            user_name: body.user.user_name.clone(),
-            expires_at,
-        },
-    );
-    let mut response =
-        Json(json!({ "user_name": body.user.user_name, "token": token })).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        response.headers_mut().insert(header::AUTHORIZATION, v);
+    let user_name = body.user.user_name;
+    let id = st
+        .users
+        .iter()
+        .find(|u| u.user_name == user_name)
+        .map_or(1, |u| u.id);
+    match st.config.version {
+        SimPrimeroVersion::V2_10 => {
+            let ttl = st.config.token_ttl;
+            let token = jwt(id, ttl);
+            st.tokens.insert(
+                token.clone(),
+                IssuedToken {
+                    user_name: user_name.clone(),
+                    expires_at: Instant::now() + ttl,
+                },
+            );
+            // tokens_controller renders the token in the body too; devise-jwt
+            // adds the header.
+            let mut response =
+                Json(json!({ "id": id, "user_name": user_name, "token": token })).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                response.headers_mut().insert(header::AUTHORIZATION, v);
+            }
+            response
+        }
+        SimPrimeroVersion::V2_11 => {
+            let session = random_hex();
+            let csrf = random_hex();
+            st.sessions.insert(
+                session.clone(),
+                Session {
+                    user_name: user_name.clone(),
+                    csrf: csrf.clone(),
+                    expires_at: Instant::now() + SESSION_TTL,
+                },
+            );
+            let mut response = Json(json!({
+                "id": id,
+                "user_name": user_name,
+                "group_permission": "self",
+            }))
+            .into_response();
+            let cookies = [
+                format!("{SESSION_COOKIE}={session}; path=/; HttpOnly; SameSite=Lax"),
+                format!("{CSRF_COOKIE}={csrf}; path=/; SameSite=Strict"),
+            ];
+            for c in cookies {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    response.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
+            response
+        }
     }
-    response
+}
+
+/// A JWT shaped as devise-jwt issues it (`sub`, `scp`, `iat`, `exp`, `jti`);
+/// the signature is random, the simulator only looks tokens up.
+fn jwt(user_id: u64, ttl: Duration) -> String {
+    let enc = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let iat = Utc::now().timestamp();
+    let exp = iat + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let header = json!({"alg": "HS256"});
+    let claims = json!({
+        "sub": user_id.to_string(),
+        "scp": "user",
+        "aud": null,
+        "iat": iat,
+        "exp": exp,
+        "jti": new_uuid(),
+    });
+    format!("{}.{}.{}", enc(&header), enc(&claims), random_hex())
 }
 
 async fn logout(State(sim): State<PrimeroSim>, headers: HeaderMap) -> Response {
@@ -1411,8 +1645,12 @@ async fn logout(State(sim): State<PrimeroSim>, headers: HeaderMap) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .map(str::to_string);
+    let mut st = sim.lock();
     if let Some(token) = token {
-        sim.lock().tokens.remove(&token);
+        st.tokens.remove(&token);
+    }
+    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+        st.sessions.remove(&session);
     }
     Json(json!({})).into_response()
 }
@@ -1526,8 +1764,12 @@ impl CaseFilter {
             else {
                 return false;
             };
-            if self.updated_from.is_some_and(|from| t < from)
-                || self.updated_to.is_some_and(|to| t > to)
+            // v2.11+ SQL search compares whole seconds (`Time#iso8601`).
+            let second = |t: DateTime<Utc>| t.trunc_subsecs(0);
+            if self
+                .updated_from
+                .is_some_and(|from| second(t) < second(from))
+                || self.updated_to.is_some_and(|to| second(t) > second(to))
             {
                 return false;
             }
@@ -1586,20 +1828,17 @@ async fn list_cases(
     };
     let candidates = st.candidates(&filter);
     let st = &*st;
-    let mut hits: Vec<(SortKey, &str, &Map<String, Value>)> = candidates
+    let mut hits: Vec<(SortKey, &Map<String, Value>)> = candidates
         .into_iter()
         .map(|i| &st.cases[i])
         .filter(|c| filter.matches(c))
-        .map(|c| {
-            (
-                sort_key(c, &filter.order_by),
-                str_field(c, "id").unwrap_or(""),
-                c,
-            )
-        })
+        .map(|c| (sort_key(c, &filter.order_by), c))
         .collect();
-    // Record id breaks ties so pages never overlap or skip.
-    hits.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    // No tie-breaker, as in Primero's SQL search: rows sharing a sort value
+    // come in an order that may differ from one request to the next, so
+    // paging through ties by page number can repeat some and skip others.
+    rand::seq::SliceRandom::shuffle(hits.as_mut_slice(), &mut rand::rng());
+    hits.sort_by(|a, b| a.0.cmp(&b.0));
     if filter.descending {
         hits.reverse();
     }
@@ -1614,7 +1853,7 @@ async fn list_cases(
     }
     let data: Vec<Value> = hits[start..end]
         .iter()
-        .map(|(_, _, c)| Value::Object((*c).clone()))
+        .map(|(_, c)| Value::Object((*c).clone()))
         .collect();
     Json(json!({
         "data": data,
@@ -1876,6 +2115,8 @@ impl Drop for InFlightGuard<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::sim::people::PeopleGenerator;
 
@@ -1910,10 +2151,10 @@ mod tests {
                 "language": ["c"],
                 "services_section": [
                     {"unique_id": "s1", "unhcr_referral_status": "accepted"},
-                    {"unique_id": "s2", "_delete": true},
+                    {"unique_id": "s2", "_destroy": true},
                     {"service_type": "health"},
                     {"unique_id": "client-chosen", "service_type": "education"},
-                    {"unique_id": "unknown", "_delete": true}
+                    {"unique_id": "unknown", "_destroy": true}
                 ]
             })),
         );
@@ -1933,7 +2174,58 @@ mod tests {
         let new_uid = s[1]["unique_id"].as_str().unwrap();
         assert!(uuid::Uuid::parse_str(new_uid).is_ok(), "{new_uid}");
         assert_eq!(s[2]["unique_id"], "client-chosen");
-        assert!(s.iter().all(|e| e.get("_delete").is_none()));
+        assert!(s.iter().all(|e| e.get("_destroy").is_none()));
+    }
+
+    #[test]
+    fn delete_is_no_primero_key_and_destroy_must_be_a_boolean() {
+        let sim = PrimeroSim::default();
+        let id = sim
+            .insert_case(obj(json!({"services_section": [
+                {"unique_id": "s1", "service_type": "x"},
+                {"unique_id": "s2", "service_type": "y"}
+            ]})))
+            .unwrap();
+        // `_delete` is dropped unread: the entry stays, without the key.
+        let after = sim
+            .update_case(
+                &id,
+                obj(json!({"services_section": [{"unique_id": "s1", "_delete": true}]})),
+            )
+            .unwrap();
+        assert_eq!(services(&after).len(), 2);
+        assert!(services(&after)[0].get("_delete").is_none());
+        // `_destroy: false` keeps; anything but a boolean or null is refused
+        // with a pointer to it, and nothing changes.
+        let kept = sim
+            .update_case(
+                &id,
+                obj(json!({"services_section": [{"unique_id": "s1", "_destroy": false}]})),
+            )
+            .unwrap();
+        assert_eq!(services(&kept).len(), 2);
+        let bad = sim.update_case(
+            &id,
+            obj(json!({"services_section": [
+                {"unique_id": "s2", "_destroy": true},
+                {"unique_id": "s1", "_destroy": "yes"}
+            ]})),
+        );
+        assert_eq!(
+            bad,
+            Err(SimError::InvalidJson {
+                pointers: vec!["/services_section/1/_destroy".into()]
+            })
+        );
+        assert_eq!(services(&sim.case(&id).unwrap()).len(), 2);
+        let gone = sim
+            .update_case(
+                &id,
+                obj(json!({"services_section": [{"unique_id": "s2", "_destroy": true}]})),
+            )
+            .unwrap();
+        assert_eq!(services(&gone).len(), 1);
+        assert_eq!(services(&gone)[0]["unique_id"], "s1");
     }
 
     #[test]
@@ -1963,9 +2255,10 @@ mod tests {
         assert_eq!(after["id"], json!(id));
         assert_eq!(services(&after).len(), 1);
         assert_eq!(services(&after)[0]["service_type"], "y");
+        // Whole seconds: the patch may share its second with the insert.
         assert!(
             after["last_updated_at"].as_str().unwrap()
-                > before["last_updated_at"].as_str().unwrap()
+                >= before["last_updated_at"].as_str().unwrap()
         );
         assert_eq!(after["created_at"], before["created_at"]);
         assert_eq!(
@@ -1993,14 +2286,29 @@ mod tests {
         let dup = sim.insert_case(obj(json!({"id": id})));
         assert_eq!(dup, Err(SimError::Conflict));
         let bad = sim.insert_case(obj(json!({"date_of_birth": "15/03/2012"})));
-        assert!(matches!(bad, Err(SimError::Invalid { field, .. }) if field == "date_of_birth"));
+        assert_eq!(
+            bad,
+            Err(SimError::InvalidJson {
+                pointers: vec!["/date_of_birth".into()]
+            })
+        );
     }
 
     #[test]
-    fn clock_is_strictly_increasing() {
+    fn clock_gives_whole_seconds_that_never_go_back() {
         let mut clock = Clock::default();
         let stamps: Vec<String> = (0..500).map(|_| clock.tick_string()).collect();
-        assert!(stamps.windows(2).all(|w| w[0] < w[1]));
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
+        assert!(stamps.iter().all(|s| s.ends_with(".000Z")), "{stamps:?}");
+        // 500 ticks take far less than a second: most share one.
+        assert!(stamps.windows(2).any(|w| w[0] == w[1]));
+        let pinned = DateTime::parse_from_rfc3339("2031-01-01T10:00:00.700Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        clock.pinned = Some(pinned);
+        assert_eq!(clock.tick_string(), "2031-01-01T10:00:00.000Z");
+        clock.pinned = Some(pinned - chrono::Duration::days(1));
+        assert_eq!(clock.tick_string(), "2031-01-01T10:00:00.000Z");
     }
 
     fn referred_case(sim: &PrimeroSim) -> (String, String, SimReferral) {
@@ -2237,9 +2545,223 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(missing.status(), 404);
+        assert_eq!(
+            missing.json::<Value>().await.unwrap(),
+            json!({"errors": [{"status": 404, "resource": "/api/v2/cases/nope", "message": "Not Found"}]})
+        );
         assert_eq!(running.request_count("GET /api/v2/cases"), 2);
         assert_eq!(running.request_count("POST /api/v2/tokens"), 1);
         assert_eq!(running.request_count("GET /api/v2/cases/{id}"), 1);
+        running.shutdown().await;
+    }
+
+    async fn login(http: &reqwest::Client, base: &str) -> reqwest::Response {
+        http.post(format!("{base}/api/v2/tokens"))
+            .json(&json!({"user": {"user_name": "bridge_api", "password": "sim-password"}}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+        response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next()?.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+
+    #[tokio::test]
+    async fn v2_11_login_opens_a_session_and_refuses_bearer() {
+        let running = PrimeroSim::default()
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let base = running.base_url();
+        let http = reqwest::Client::new();
+        let answer = login(&http, &base).await;
+        assert_eq!(answer.status(), 200);
+        assert!(answer.headers().get(header::AUTHORIZATION).is_none());
+        let session = set_cookie(&answer, SESSION_COOKIE).expect("session cookie");
+        let csrf = set_cookie(&answer, CSRF_COOKIE).expect("csrf cookie");
+        assert_eq!(
+            answer.json::<Value>().await.unwrap(),
+            json!({"id": 1, "user_name": "bridge_api", "group_permission": "self"})
+        );
+        let cases = format!("{base}/api/v2/cases");
+        // A bearer token (any) is refused, in Devise's shape.
+        let bearer = http.get(&cases).bearer_auth("abc").send().await.unwrap();
+        assert_eq!(bearer.status(), 401);
+        assert_eq!(
+            bearer.json::<Value>().await.unwrap(),
+            json!({"error": UNAUTHENTICATED})
+        );
+        // The session reads; its writes need the CSRF token; Basic needs none.
+        let with_session = |req: reqwest::RequestBuilder| {
+            req.header(header::COOKIE, format!("{SESSION_COOKIE}={session}"))
+        };
+        let read = with_session(http.get(&cases)).send().await.unwrap();
+        assert_eq!(read.status(), 200);
+        let body = json!({"data": {"status": "open"}});
+        let refused = with_session(http.post(&cases))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+        assert_eq!(
+            refused.json::<Value>().await.unwrap()["errors"][0]["message"],
+            CSRF_REFUSED
+        );
+        let written = with_session(http.post(&cases))
+            .header(CSRF_HEADER, &csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(written.status(), 200);
+        let basic = http
+            .post(&cases)
+            .basic_auth("bridge_api", Some("sim-password"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status(), 200);
+        assert_eq!(running.case_count(), 2);
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn v2_10_login_hands_out_a_jwt_in_the_authorization_header() {
+        let running = PrimeroSim::new(PrimeroSimConfig {
+            version: SimPrimeroVersion::V2_10,
+            token_ttl: Duration::from_secs(3600),
+            ..PrimeroSimConfig::default()
+        })
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+        let base = running.base_url();
+        let http = reqwest::Client::new();
+        let answer = login(&http, &base).await;
+        assert_eq!(answer.status(), 200);
+        assert!(set_cookie(&answer, SESSION_COOKIE).is_none());
+        let header = answer.headers()[header::AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let token = header.strip_prefix("Bearer ").unwrap().to_string();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            3600
+        );
+        let body = answer.json::<Value>().await.unwrap();
+        assert_eq!(
+            body["token"],
+            json!(token),
+            "v2.10 renders it in the body too"
+        );
+        let read = http
+            .get(format!("{base}/api/v2/cases"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        running.revoke_all_tokens();
+        let refused = http
+            .get(format!("{base}/api/v2/cases"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn errors_are_in_primero_shape() {
+        let running = PrimeroSim::default()
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let post = |body: Value| {
+            http.post(format!("{}/api/v2/cases", running.base_url()))
+                .basic_auth("bridge_api", Some("sim-password"))
+                .json(&body)
+                .send()
+        };
+        let invalid = post(json!({"data": {"date_of_birth": "15/03/2012", "services_section": [{"_destroy": "yes"}]}}))
+            .await
+            .unwrap();
+        assert_eq!(invalid.status(), 422);
+        assert_eq!(
+            invalid.json::<Value>().await.unwrap(),
+            json!({"errors": [{
+                "status": 422,
+                "resource": "/api/v2/cases",
+                "detail": ["/date_of_birth", "/services_section/0/_destroy"],
+                "message": "Invalid Record JSON"
+            }]})
+        );
+        let missing = post(json!({"nodata": {}})).await.unwrap();
+        assert_eq!(
+            missing.json::<Value>().await.unwrap()["errors"][0]["message"],
+            "param is missing or the value is empty: data"
+        );
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn ties_on_last_updated_at_come_in_varying_order() {
+        let sim = PrimeroSim::default();
+        sim.pin_clock(Some(
+            DateTime::parse_from_rfc3339("2031-05-05T05:05:05.555Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        ));
+        for _ in 0..30 {
+            sim.insert_case(Map::new()).unwrap();
+        }
+        let running = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let http = reqwest::Client::new();
+        let mut orders = HashSet::new();
+        for _ in 0..5 {
+            // The bound is compared at whole seconds: .999 still matches .000.
+            let body: Value = http
+                .get(format!(
+                    "{}/api/v2/cases?order_by=last_updated_at&order=asc&per=100&last_updated_at=2031-05-05T05:05:05.999Z..",
+                    running.base_url()
+                ))
+                .basic_auth("bridge_api", Some("sim-password"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let ids: Vec<String> = body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids.len(), 30);
+            orders.insert(ids);
+        }
+        assert!(orders.len() > 1, "ties must not have a stable order");
         running.shutdown().await;
     }
 }

@@ -60,7 +60,7 @@ path = "state.db"
 
 [primero]
 base_url = "{primero}"
-auth = "token"
+auth = "basic"
 user_name = "{primero_user}"
 password = {{ env = "BRIDGE_PRIMERO_PASSWORD" }}
 
@@ -87,11 +87,11 @@ mappings = "{mappings}"
         )
     }
 
-    /// A Primero client for the simulator (token login).
+    /// A Primero client for the simulator (Basic, as in production).
     pub fn primero_client_config(&self) -> crate::connectors::primero::PrimeroConfig {
         crate::connectors::primero::PrimeroConfig::new(
             self.primero.base_url(),
-            crate::connectors::primero::PrimeroAuth::Token {
+            crate::connectors::primero::PrimeroAuth::Basic {
                 user_name: self.primero_config.user_name.clone(),
                 password: self.primero_config.password.clone(),
             },
