@@ -36,6 +36,9 @@ use tokio::task::JoinHandle;
 
 use super::people::Person;
 
+mod role;
+pub use role::SimRole;
+
 /// The module the bridge creates cases in.
 pub const CP_MODULE: &str = "primeromodule-cp";
 const DEFAULT_PER: usize = 20;
@@ -82,6 +85,9 @@ pub struct PrimeroSimConfig {
     pub max_per: usize,
     /// The Primero version whose login and auth rules apply.
     pub version: SimPrimeroVersion,
+    /// The API user's role: what it may read (filter on), write, and which
+    /// referrals it sees. Changed at run time with [`PrimeroSim::set_role`].
+    pub role: SimRole,
 }
 
 impl Default for PrimeroSimConfig {
@@ -92,6 +98,7 @@ impl Default for PrimeroSimConfig {
             token_ttl: Duration::from_secs(60 * 60),
             max_per: 1000,
             version: SimPrimeroVersion::default(),
+            role: SimRole::default(),
         }
     }
 }
@@ -105,6 +112,7 @@ impl std::fmt::Debug for PrimeroSimConfig {
             .field("token_ttl", &self.token_ttl)
             .field("max_per", &self.max_per)
             .field("version", &self.version)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -432,6 +440,8 @@ struct SimState {
     faults: Vec<FaultRule>,
     latency: Duration,
     write_hook: Option<WriteHook>,
+    /// Option lists of the select fields checked on HTTP writes.
+    lookups: BTreeMap<String, Vec<String>>,
 }
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
@@ -538,6 +548,7 @@ impl PrimeroSim {
                 faults: Vec::new(),
                 latency: Duration::ZERO,
                 write_hook: None,
+                lookups: role::default_lookups(),
             })),
             in_flight: Arc::new(InFlight::default()),
         }
@@ -804,6 +815,28 @@ impl PrimeroSim {
         self.lock().latency = latency;
     }
 
+    /// Change the API user's role from the next request on (see [`SimRole`]).
+    pub fn set_role(&self, role: SimRole) {
+        self.lock().config.role = role;
+    }
+
+    pub fn role(&self) -> SimRole {
+        self.lock().config.role.clone()
+    }
+
+    /// The options of a select field checked on HTTP writes
+    /// (`services_section.<field>` for a service field); `None` stops
+    /// checking it. Defaults: `status`, `sex`, and the service's
+    /// `service_response_type`, `service_implemented`, `service_referral`,
+    /// `unhcr_referral_status`.
+    pub fn set_lookup(&self, field: &str, options: Option<Vec<String>>) {
+        let mut st = self.lock();
+        match options {
+            Some(options) => st.lookups.insert(field.to_string(), options),
+            None => st.lookups.remove(field),
+        };
+    }
+
     /// Lifetime of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.lock().config.token_ttl = ttl;
@@ -1067,14 +1100,14 @@ impl SimState {
     /// Positions of the cases a search may match: all, or only those the
     /// individual index names when the filter asks for individual numbers.
     fn candidates(&mut self, filter: &CaseFilter) -> Vec<usize> {
-        if filter.individual_nos.is_empty() {
+        let Some(no) = &filter.individual_no else {
             return (0..self.cases.len()).collect();
-        }
+        };
         self.refresh_individual_index();
-        let mut positions: Vec<usize> = filter
-            .individual_nos
-            .iter()
-            .filter_map(|no| self.individual_index.get(no))
+        let mut positions: Vec<usize> = self
+            .individual_index
+            .get(no)
+            .into_iter()
             .flatten()
             .copied()
             .collect();
@@ -1305,6 +1338,24 @@ impl SimState {
             case.insert("last_updated_at".into(), json!(now));
             recompute_associated(case);
         }
+    }
+
+    /// A case as the API user's role is shown it.
+    fn shown(&self, mut case: Map<String, Value>) -> Value {
+        self.config.role.redact(&mut case);
+        Value::Object(case)
+    }
+
+    /// What Primero keeps of a write by the API user: refused (422) when a
+    /// value does not fit the form, else without the fields its role may
+    /// not write.
+    fn api_write(&self, mut data: Map<String, Value>) -> Result<Map<String, Value>, SimError> {
+        let pointers = role::invalid_pointers(&data, &self.lookups);
+        if !pointers.is_empty() {
+            return Err(SimError::InvalidJson { pointers });
+        }
+        self.config.role.strip_unwritable(&mut data);
+        Ok(data)
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
@@ -1658,11 +1709,15 @@ async fn logout(State(sim): State<PrimeroSim>, headers: HeaderMap) -> Response {
 /// Query parameters of `GET /api/v2/cases` after parsing.
 #[derive(Default)]
 struct CaseFilter {
-    individual_nos: Vec<String>,
-    case_ids: Vec<String>,
+    /// Id fields are exact matches on one value: not split on commas.
+    individual_no: Option<String>,
+    case_id: Option<String>,
     updated_from: Option<DateTime<Utc>>,
     updated_to: Option<DateTime<Utc>>,
     associated: Vec<String>,
+    /// The search raised an error; Primero catches it and answers an empty
+    /// page (`search_records` rescues `ActiveRecord::StatementInvalid`).
+    failed: bool,
     page: usize,
     per: usize,
     order_by: String,
@@ -1701,7 +1756,13 @@ fn parse_bound(raw: &str, end: bool) -> Result<Option<DateTime<Utc>>, ()> {
     Err(())
 }
 
-fn parse_case_filter(query: Option<&str>, max_per: usize) -> Result<CaseFilter, SimError> {
+/// Parse the query of `GET /api/v2/cases` as Primero v2.11 does: a filter
+/// on a field the role may not read is dropped; a `last_updated_at` range
+/// without a (valid) lower bound is dropped (`SearchFilterService` builds no
+/// range without a `from` date); an upper bound or a single value that is not
+/// a date fails the SQL search. `remote`, `fields`, `query` and unknown keys
+/// are ignored.
+fn parse_case_filter(query: Option<&str>, max_per: usize, role: &SimRole) -> CaseFilter {
     let mut f = CaseFilter {
         page: 1,
         per: DEFAULT_PER,
@@ -1711,20 +1772,34 @@ fn parse_case_filter(query: Option<&str>, max_per: usize) -> Result<CaseFilter, 
     };
     let pairs = url::form_urlencoded::parse(query.unwrap_or("").as_bytes());
     for (key, value) in pairs {
+        let field = key.split('[').next().unwrap_or_default();
+        if !role.can_read(field) && !EXCLUDED_PARAMS.contains(&field) {
+            continue;
+        }
         match key.as_ref() {
-            "unhcr_individual_no" => f.individual_nos.extend(split_list(&value)),
-            "case_id" => f.case_ids.extend(split_list(&value)),
+            // Rails keeps the last of repeated keys.
+            "unhcr_individual_no" => f.individual_no = Some(value.into_owned()),
+            "case_id" => f.case_id = Some(value.into_owned()),
             "last_updated_at" => {
-                let bad = || SimError::invalid("last_updated_at", "Invalid date range");
                 let (from, to) = match value.split_once("..") {
-                    Some((from, to)) => (
-                        parse_bound(from, false).map_err(|_| bad())?,
-                        parse_bound(to, true).map_err(|_| bad())?,
-                    ),
-                    None => {
-                        let at = parse_bound(&value, false).map_err(|_| bad())?;
-                        (at, at)
-                    }
+                    Some((from, to)) => match parse_bound(from, false) {
+                        Ok(Some(from)) => match parse_bound(to, true) {
+                            Ok(to) => (Some(from), to),
+                            Err(()) => {
+                                f.failed = true;
+                                (None, None)
+                            }
+                        },
+                        // No lower bound: no filter at all.
+                        Ok(None) | Err(()) => (None, None),
+                    },
+                    None => match parse_bound(&value, false) {
+                        Ok(at) => (at, at),
+                        Err(()) => {
+                            f.failed = true;
+                            (None, None)
+                        }
+                    },
                 };
                 f.updated_from = from;
                 f.updated_to = to;
@@ -1736,24 +1811,43 @@ fn parse_case_filter(query: Option<&str>, max_per: usize) -> Result<CaseFilter, 
             k if k == "associated_user_names" || k.starts_with("associated_user_names[") => {
                 f.associated.extend(split_list(&value))
             }
-            // `remote`, `fields`, `query` and unknown keys are accepted and ignored.
             _ => {}
         }
     }
     f.per = f.per.min(max_per.max(1));
-    Ok(f)
+    f
 }
+
+/// Query keys that are not record fields (`SearchFilterService::EXCLUDED`),
+/// so not subject to field permissions.
+const EXCLUDED_PARAMS: &[&str] = &[
+    "format",
+    "controller",
+    "action",
+    "page",
+    "per",
+    "order",
+    "order_by",
+    "fields",
+    "id_search",
+];
 
 impl CaseFilter {
     fn matches(&self, case: &Map<String, Value>) -> bool {
-        if !self.individual_nos.is_empty()
-            && !str_field(case, "unhcr_individual_no")
-                .is_some_and(|v| self.individual_nos.iter().any(|n| n == v))
+        if self.failed {
+            return false;
+        }
+        if self
+            .individual_no
+            .as_ref()
+            .is_some_and(|no| str_field(case, "unhcr_individual_no") != Some(no))
         {
             return false;
         }
-        if !self.case_ids.is_empty()
-            && !str_field(case, "case_id").is_some_and(|v| self.case_ids.iter().any(|n| n == v))
+        if self
+            .case_id
+            .as_ref()
+            .is_some_and(|id| str_field(case, "case_id") != Some(id))
         {
             return false;
         }
@@ -1822,10 +1916,7 @@ async fn list_cases(
     RawQuery(query): RawQuery,
 ) -> Response {
     let mut st = sim.lock();
-    let filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
-        Ok(f) => f,
-        Err(e) => return e.into_response("/api/v2/cases"),
-    };
+    let filter = parse_case_filter(query.as_deref(), st.config.max_per, &st.config.role);
     let candidates = st.candidates(&filter);
     let st = &*st;
     let mut hits: Vec<(SortKey, &Map<String, Value>)> = candidates
@@ -1853,7 +1944,7 @@ async fn list_cases(
     }
     let data: Vec<Value> = hits[start..end]
         .iter()
-        .map(|(_, c)| Value::Object((*c).clone()))
+        .map(|(_, c)| st.shown((*c).clone()))
         .collect();
     Json(json!({
         "data": data,
@@ -1874,11 +1965,15 @@ async fn create_case(
     };
     let client_id = data.get("id").is_some_and(Value::is_string);
     let mut st = sim.lock();
+    let data = match st.api_write(data) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(RESOURCE),
+    };
     let response = match st.create_case(data, &user) {
         Ok(_) if client_id => StatusCode::NO_CONTENT.into_response(),
         Ok(id) => {
             let case = st.case(&id).cloned().unwrap_or_default();
-            Json(json!({ "data": case })).into_response()
+            Json(json!({ "data": st.shown(case) })).into_response()
         }
         Err(e) => return e.into_response(RESOURCE),
     };
@@ -1890,7 +1985,7 @@ async fn create_case(
 async fn get_case(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Response {
     let st = sim.lock();
     match st.case(&id) {
-        Some(case) => Json(json!({ "data": case })).into_response(),
+        Some(case) => Json(json!({ "data": st.shown(case.clone()) })).into_response(),
         None => SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}")),
     }
 }
@@ -1913,10 +2008,18 @@ async fn patch_case(
     if matches!(fault, Some(Extension(HandlerFault(Fault::NoopWrite)))) {
         return Json(json!({ "data": { "id": id } })).into_response();
     }
+    let data = match st.api_write(data) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(&resource),
+    };
     let response = match st.patch_case(&id, data) {
         Ok(touched) => {
             // Primero answers with the id and the fields the update changed.
             let case = st.case(&id).cloned().unwrap_or_default();
+            let case = match st.shown(case) {
+                Value::Object(c) => c,
+                _ => Map::new(),
+            };
             let mut changed = Map::new();
             changed.insert("id".into(), json!(id));
             for key in touched {
@@ -1945,14 +2048,27 @@ async fn list_referrals(
     Path(id): Path<String>,
 ) -> Response {
     let st = sim.lock();
-    if st.case(&id).is_none() {
+    let Some(case) = st.case(&id) else {
         return SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}/referrals"));
-    }
+    };
+    // `Transitionable#referrals_for_user`: the owner sees every referral;
+    // a role that may not view others' referrals sees only the open ones
+    // made to itself.
+    let sees_all =
+        st.config.role.sees_others_referrals() || str_field(case, "owned_by") == Some(&user);
     let data: Vec<SimReferral> = st
         .referrals
         .get(&id)
         .into_iter()
         .flatten()
+        .filter(|r| {
+            sees_all
+                || (r.transitioned_to == user
+                    && matches!(
+                        r.status,
+                        ReferralStatus::InProgress | ReferralStatus::Accepted
+                    ))
+        })
         .map(|r| referral_view(r.clone(), &user))
         .collect();
     Json(json!({ "data": data })).into_response()
@@ -2031,19 +2147,27 @@ async fn list_users(State(sim): State<PrimeroSim>, RawQuery(query): RawQuery) ->
     let st = sim.lock();
     let mut page = 1usize;
     let mut per = DEFAULT_PER;
+    let mut user_name = None;
     for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
         match key.as_ref() {
             "page" => page = value.trim().parse().unwrap_or(1).max(1),
             "per" => per = value.trim().parse().unwrap_or(DEFAULT_PER).max(1),
+            // `PermittedUsersService`: `where(user_name: …)`, exact.
+            "user_name" if !value.is_empty() => user_name = Some(value.into_owned()),
             _ => {}
         }
     }
     per = per.min(st.config.max_per.max(1));
-    let total = st.users.len();
+    let users: Vec<&SimUser> = st
+        .users
+        .iter()
+        .filter(|u| user_name.as_ref().is_none_or(|n| *n == u.user_name))
+        .collect();
+    let total = users.len();
     let (start, end) = page_bounds(total, page, per);
-    let total_enabled = st.users.iter().filter(|u| !u.disabled).count();
+    let total_enabled = users.iter().filter(|u| !u.disabled).count();
     Json(json!({
-        "data": &st.users[start..end],
+        "data": &users[start..end],
         "metadata": { "total": total, "per": per, "page": page, "total_enabled": total_enabled },
     }))
     .into_response()
@@ -2476,25 +2600,186 @@ mod tests {
 
     #[test]
     fn case_filter_parses_ranges_and_caps_per() {
+        let role = SimRole::default();
         let f = parse_case_filter(
             Some("per=5000&page=2&last_updated_at=2024-05-01T00:00:00.000Z..&associated_user_names%5B0%5D=u1&order=asc&order_by=last_updated_at"),
             1000,
-        )
-        .unwrap();
+            &role,
+        );
         assert_eq!(f.per, 1000);
         assert_eq!(f.page, 2);
         assert!(f.updated_from.is_some() && f.updated_to.is_none());
         assert_eq!(f.associated, vec!["u1"]);
         assert!(!f.descending);
         assert_eq!(f.order_by, "last_updated_at");
-        let f = parse_case_filter(Some("last_updated_at=..2024-05-01"), 1000).unwrap();
+        let f = parse_case_filter(
+            Some("last_updated_at=2024-05-01T00:00:00Z..2024-05-01"),
+            1000,
+            &role,
+        );
         assert_eq!(
             f.updated_to.map(format_ts).as_deref(),
             Some("2024-05-01T23:59:59.999Z")
         );
-        assert!(parse_case_filter(Some("last_updated_at=yesterday.."), 1000).is_err());
-        let f = parse_case_filter(None, 1000).unwrap();
+        // No lower bound, or one that is not a date: the range is dropped.
+        for q in [
+            "last_updated_at=..2024-05-01",
+            "last_updated_at=yesterday..2024-05-01",
+        ] {
+            let f = parse_case_filter(Some(q), 1000, &role);
+            assert!(
+                f.updated_from.is_none() && f.updated_to.is_none() && !f.failed,
+                "{q}"
+            );
+        }
+        // A bad upper bound or value fails the search (an empty answer).
+        for q in [
+            "last_updated_at=2024-05-01..soon",
+            "last_updated_at=yesterday",
+        ] {
+            assert!(parse_case_filter(Some(q), 1000, &role).failed, "{q}");
+        }
+        // Id filters are one exact value; `remote` is not a parameter.
+        let f = parse_case_filter(
+            Some("remote=true&unhcr_individual_no=803-100000519,803-100000520&case_id=a&case_id=b"),
+            1000,
+            &role,
+        );
+        assert_eq!(
+            f.individual_no.as_deref(),
+            Some("803-100000519,803-100000520")
+        );
+        assert_eq!(f.case_id.as_deref(), Some("b"));
+        // A filter on a field the role may not read is dropped.
+        let blind = SimRole::bridge()
+            .without_read("unhcr_individual_no")
+            .without_read("associated_user_names");
+        let f = parse_case_filter(
+            Some("unhcr_individual_no=803-100000519&associated_user_names%5B0%5D=u1&per=5"),
+            1000,
+            &blind,
+        );
+        assert!(f.individual_no.is_none() && f.associated.is_empty());
+        assert_eq!(f.per, 5);
+        let f = parse_case_filter(None, 1000, &role);
         assert_eq!((f.per, f.page, f.descending), (20, 1, true));
+    }
+
+    #[tokio::test]
+    async fn http_role_knobs_and_validations() {
+        let running = PrimeroSim::default()
+            .start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut people = PeopleGenerator::new(11);
+        let (a, b) = (people.person(), people.person());
+        let case_a = running.seed_person(&a, Vec::new());
+        running.seed_person(&b, Vec::new());
+        let http = reqwest::Client::new();
+        let base = running.base_url();
+        let get = |path: String| {
+            let http = http.clone();
+            async move {
+                http.get(path)
+                    .basic_auth("bridge_api", Some("sim-password"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let by_no = format!("{base}/api/v2/cases?unhcr_individual_no={}", a.progres_id);
+        assert_eq!(get(by_no.clone()).await["metadata"]["total"], 1);
+
+        // Unreadable: the filter is dropped and the field not shown.
+        running.set_role(SimRole::bridge().without_read("unhcr_individual_no"));
+        let all = get(by_no.clone()).await;
+        assert_eq!(all["metadata"]["total"], 2);
+        assert!(all["data"][0].get("unhcr_individual_no").is_none());
+        running.set_role(SimRole::default());
+
+        // Unwritable: stripped silently, 200.
+        running.set_role(
+            SimRole::bridge().without_write("services_section.progres_interventionnumber"),
+        );
+        let answer = http
+            .patch(format!("{base}/api/v2/cases/{case_a}"))
+            .basic_auth("bridge_api", Some("sim-password"))
+            .json(&json!({"data": {"services_section": [
+                {"service_type": "legal_support", "progres_interventionnumber": "803-24-PRTITV-1"}
+            ]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let service = &services(&running.case(&case_a).unwrap())[0];
+        assert_eq!(service["service_type"], "legal_support");
+        assert!(service.get("progres_interventionnumber").is_none());
+        running.set_role(SimRole::default());
+
+        // Validations: upper-case id, a value outside a lookup.
+        let refused = http
+            .post(format!("{base}/api/v2/cases"))
+            .basic_auth("bridge_api", Some("sim-password"))
+            .json(&json!({"data": {
+                "id": "3E2D1C0B-BBBB-4CCC-9DDD-0000000000B2",
+                "sex": "intersex_x",
+                "services_section": [{"unique_id": "svc-1"}]
+            }}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422);
+        assert_eq!(
+            refused.json::<Value>().await.unwrap(),
+            json!({"errors": [{
+                "code": 422,
+                "resource": "/api/v2/cases",
+                "message": "Invalid Record JSON",
+                "detail": ["/id", "/sex", "/services_section/0/unique_id"]
+            }]})
+        );
+        assert_eq!(running.case_count(), 2);
+
+        // A search error is an empty 200; `remote` changes nothing.
+        let failed = get(format!(
+            "{base}/api/v2/cases?last_updated_at=2024-01-01..soon"
+        ))
+        .await;
+        assert_eq!(failed["metadata"]["total"], 0);
+        let remote = get(format!("{base}/api/v2/cases?remote=true")).await;
+        assert_eq!(remote["metadata"]["total"], 2);
+
+        // Referrals to others are hidden from a role without that view.
+        let referral = running
+            .add_referral(
+                &case_a,
+                NewSimReferral {
+                    transitioned_to: "unhcr_cw".into(),
+                    ..NewSimReferral::default()
+                },
+            )
+            .unwrap();
+        running
+            .update_case(&case_a, obj(json!({"owned_by": "cp_worker"})))
+            .unwrap();
+        let listed = format!("{base}/api/v2/cases/{case_a}/referrals");
+        assert_eq!(
+            get(listed.clone()).await["data"][0]["id"],
+            json!(referral.id)
+        );
+        running.set_role(SimRole::bridge().without_others_referrals());
+        assert_eq!(get(listed).await["data"], json!([]));
+
+        // Users by user_name, exact.
+        running.add_user(SimUser::new("unhcr_cw"));
+        running.add_user(SimUser::new("unhcr_cw2"));
+        let one = get(format!("{base}/api/v2/users?user_name=unhcr_cw")).await;
+        assert_eq!(one["metadata"]["total"], 1);
+        assert_eq!(one["data"][0]["user_name"], "unhcr_cw");
+        running.shutdown().await;
     }
 
     #[tokio::test]
