@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bridge::sim::ping::TRANSFER_STATUS_PENDING;
+use bridge::sim::ping::{PendingRowShape, TRANSFER_STATUS_PENDING};
 use bridge::sim::scenario::{seed_workflow_1_1, Seed11, Simulators};
 use bridge::toolchain::ProjectDirs;
 use serde_json::Value;
@@ -261,6 +261,48 @@ async fn workflow_1_1_end_to_end_creates_appends_and_never_duplicates() {
             "a credential leaked into the output"
         );
     }
+}
+
+/// PING serving SHP-2747 rows as OpenFn/ping-primero's sample shows them
+/// (the intervention id only as `progres_intervention`): the referrals are
+/// delivered and acknowledged, not failed as bad input for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_1_1_takes_pending_rows_without_lpinterventionid() {
+    let h = harness(14).await;
+    let ping = h.sims.ping_sim();
+    ping.set_pending_row_shape(PendingRowShape::Sample2023);
+
+    let (report, _) = run_flow(&h).await;
+    let cases = h.sims.primero_sim().cases();
+    for (i, id) in h.seed.created_ids.iter().enumerate() {
+        let rec = outcome_of(&report, id);
+        assert_eq!(rec["outcome"]["outcome"], "created", "{rec:#}");
+        assert_eq!(rec["acknowledged"], true, "{rec:#}");
+        let case = case_by_individual(&cases, &h.seed.people[i].progres_id)[0];
+        let number = services(case)[0]["progres_interventionnumber"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Workflow 1.2 reads the intervention id back from this number.
+        assert_eq!(number.split(',').nth(1), Some(id.as_str()), "{number}");
+        assert_eq!(
+            ping.transfer_status(id).as_deref(),
+            Some(TRANSFER_STATUS_PENDING)
+        );
+    }
+    assert_eq!(
+        outcome_of(&report, &h.seed.updated_id)["outcome"]["outcome"],
+        "updated"
+    );
+    let record = ping
+        .ingestion_records()
+        .into_iter()
+        .find(|r| r.external_id == h.seed.created_ids[0])
+        .expect("transfer status of the first referral");
+    assert_eq!(
+        record.field("progres_lpinterventionid"),
+        Some(&Value::from(h.seed.created_ids[0].as_str()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

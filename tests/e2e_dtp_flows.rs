@@ -294,6 +294,103 @@ async fn created_appended_and_a_resent_intervention_is_not_duplicated() {
     );
 }
 
+/// DTP sends one row per language of an intervention (the shape of
+/// OpenFn/primero-progres `sampleData/flow1__progresReferralToUNICEF.json`):
+/// one service with both languages, one notification.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_row_per_language_gives_one_service_and_one_notification() {
+    let h = Harness::start().await;
+    let handler = h.handler();
+    let text = include_str!("fixtures/samples/dtp-1-1_one-row-per-language.json");
+    let message: Value = serde_json::from_str(text).unwrap();
+    let report = handle(&handler, "r-lang", &message).await.unwrap();
+    assert_eq!(report.records.len(), 1, "{report}");
+    assert_eq!(report.count("created"), 1, "{report}");
+    let cases = h.cases_of("803-100001091");
+    assert_eq!(cases.len(), 1);
+    assert_eq!(service_numbers(&cases[0]), ["803-24-PRTITV-1000391"]);
+    assert_eq!(cases[0]["language"], json!(["language2", "language6"]));
+    assert_eq!(
+        h.notifications(),
+        [success(&cases[0], INTAKE_USER, "803-24-PRTITV-1000391")]
+    );
+}
+
+/// A referral for a child whose case is closed reopens the case and flags
+/// it for its owner, keeping the caseworker's data; the report says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_referral_for_a_closed_case_reopens_and_flags_it() {
+    let h = Harness::start().await;
+    let handler = h.handler();
+    let person = "803-100001092";
+    handle(
+        &handler,
+        "r-c1",
+        &message(vec![row("803-24-PRTITV-1000392", person)]),
+    )
+    .await
+    .unwrap();
+    let record_id = h.cases_of(person)[0]["id"].as_str().unwrap().to_string();
+    let edit = json!({"owned_by": "cw_gambella_2", "name_first": "Corrected", "status": "closed"});
+    h.primero
+        .sim()
+        .update_case(&record_id, edit.as_object().unwrap().clone())
+        .unwrap();
+
+    let report = handle(
+        &handler,
+        "r-c2",
+        &message(vec![row("803-24-PRTITV-1000393", person)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.count("updated"), 1, "{report}");
+    let case = h.primero.sim().case(&record_id).unwrap();
+    assert_eq!(case["status"], "open");
+    assert_eq!(case["case_status_reopened"], true);
+    assert_eq!(case["workflow"], "reopened");
+    assert_eq!(case["reopened_logs"].as_array().unwrap().len(), 1);
+    assert_eq!(case["owned_by"], "cw_gambella_2");
+    assert_eq!(case["name_first"], "Corrected");
+    assert_eq!(
+        service_numbers(&case),
+        ["803-24-PRTITV-1000392", "803-24-PRTITV-1000393"]
+    );
+    let flags = h.primero.sim().flags(&record_id);
+    assert_eq!(flags.len(), 1);
+    assert!(flags[0].message.contains("803-24-PRTITV-1000393"));
+    assert_eq!(flags[0].date, TODAY);
+    assert_eq!(case["flagged"], true);
+    let notes = serde_json::to_value(&report.notes).unwrap();
+    assert_eq!(
+        notes,
+        json!([{
+            "source_id": "803-24-PRTITV-1000393",
+            "level": "info",
+            "note": "closed-case",
+            "case_id": record_id,
+            "reopened": true,
+            "flag_id": flags[0].id.to_string(),
+        }])
+    );
+    assert_eq!(
+        h.notifications()[1],
+        success(&case, "cw_gambella_2", "803-24-PRTITV-1000393")
+    );
+
+    // Re-sent: already present, no second flag.
+    let again = handle(
+        &handler,
+        "r-c3",
+        &message(vec![row("803-24-PRTITV-1000393", person)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.count("already present"), 1, "{again}");
+    assert!(again.notes.is_empty());
+    assert_eq!(h.primero.sim().flags(&record_id).len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn several_matching_cases_hold_the_record_and_dtp_is_told() {
     let h = Harness::start().await;

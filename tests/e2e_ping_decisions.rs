@@ -445,6 +445,52 @@ async fn workflow_1_2_sends_each_decision_once_and_a_changed_one_again() {
     }
 }
 
+/// A decision on a case without an owner leaves `progres_primerocaseworker`
+/// out: `"Value": null` would blank the caseworker proGres already holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_1_2_leaves_out_a_field_without_a_value() {
+    let h = harness(&[JOB_12], "kenya-dadaab").await;
+    let primero = h.sims.primero_sim();
+    let ping = h.sims.ping_sim();
+    let mut gen = PeopleGenerator::new(126);
+    let r = referred(&h.sims, gen.person(), 1261);
+    decide(primero, &r.id, &r.service_id, "accepted", None);
+    let env = h.sims.secret_env();
+    let run1 = run_flow(&h.config, "ping-1.2", env.clone()).await;
+    assert_eq!(run1.outcome(&r.source()), "sent", "{:#}", run1.report);
+    let owner = primero.case(&r.id).unwrap()["owned_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = |ping: &bridge::sim::ping::PingSim| {
+        ping.intervention_state(&r.lpinterventionid)
+            .unwrap()
+            .primero_caseworker
+    };
+    assert_eq!(held(ping).as_deref(), Some(owner.as_str()));
+
+    // The case loses its owner, then the caseworker's decision changes.
+    primero
+        .update_case(&r.id, obj(json!({"owned_by": ""})))
+        .unwrap();
+    decide(primero, &r.id, &r.service_id, "rejected", Some(REASON));
+    let run2 = run_flow(&h.config, "ping-1.2", env).await;
+    assert_eq!(run2.outcome(&r.source()), "sent", "{:#}", run2.report);
+    let state = ping.intervention_state(&r.lpinterventionid).unwrap();
+    assert_eq!(state.status_writes, 2);
+    assert_eq!(
+        held(ping).as_deref(),
+        Some(owner.as_str()),
+        "proGres lost the caseworker"
+    );
+    let last = ping.ingestion_records().pop().unwrap();
+    assert_eq!(last.field("progres_primerocaseworker"), None);
+    assert_eq!(
+        last.field("progres_primerotransferstatus"),
+        Some(&json!("125080004"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_1_2_reads_every_page_of_more_than_1000_changed_cases() {
     let h = harness(&[JOB_12], "kenya-dadaab").await;
@@ -818,13 +864,12 @@ async fn dtp_1_2_posts_each_decision_once_and_a_changed_one_again() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
+/// The DTP 2-3 inbox handler against the Primero simulator (Gambella mappings).
+async fn dtp_23_handler(sims: &Simulators) -> DecisionHandler {
     let project = ProjectDirs::locate().expect("project folder");
     project
         .build_jobs(&[JOB_DTP_23.to_string()])
         .expect("jobs build");
-    let sims = Simulators::start_loopback().await.unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let cfg = &sims.primero_config;
     let app = App::new(
@@ -843,7 +888,71 @@ async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
     )
     .await
     .unwrap();
-    let handler = DecisionHandler::new(&app);
+    DecisionHandler::new(&app)
+}
+
+/// A rejection-reason code the mapping does not list does not hold the
+/// decision back: it is delivered with the raw code as its reason, and the
+/// run report warns of the mapping gap (table and code only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtp_2_3_delivers_a_decision_whose_reason_code_is_unmapped_and_warns() {
+    let sims = Simulators::start_loopback().await.unwrap();
+    let handler = dtp_23_handler(&sims).await;
+    let primero = sims.primero_sim();
+    let mut gen = PeopleGenerator::new(231);
+    let service = uuid::Uuid::new_v4().to_string();
+    let (case, case_id, refs) = referred_to_unhcr(primero, &gen.person(), &[service.clone()]);
+    let suffix = &service[service.len() - 12..];
+    let body = decision_message(&[SimDecision {
+        org_referral_id: format!("{case_id}#{suffix}"),
+        review_decision: "125080001".into(),
+        rejection_reason: Some("125080009".into()),
+        rejection_comment: Some(COMMENT.into()),
+        referral_number: "REF-IOP-DAD-000000778".into(),
+    }]);
+    let report = handler
+        .handle(
+            InboxKind::PrimeroIncomingReferralDecision,
+            "receipt-gap",
+            &body,
+            TODAY,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.records[0].outcome, RecordOutcome::Updated { .. }),
+        "{report:?}"
+    );
+    assert_eq!(
+        referral_status(primero, &case, &refs[0]),
+        (
+            ReferralStatus::Rejected,
+            Some(format!("125080009: {COMMENT}"))
+        )
+    );
+    let notes = serde_json::to_value(&report.notes).unwrap();
+    assert_eq!(
+        notes,
+        json!([{
+            "source_id": report.records[0].source_id,
+            "level": "warning",
+            "note": "mapping-gap",
+            "table": "inbound-rejection-reasons",
+            "code": "125080009",
+        }])
+    );
+    let text = report.to_string();
+    assert!(
+        text.contains("mapping gap: table inbound-rejection-reasons has no entry for 125080009"),
+        "{text}"
+    );
+    assert!(!text.contains(COMMENT), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
+    let sims = Simulators::start_loopback().await.unwrap();
+    let handler = dtp_23_handler(&sims).await;
 
     let primero = sims.primero_sim();
     let mut gen = PeopleGenerator::new(230);

@@ -327,6 +327,14 @@ async fn referrals_go_once_refusals_and_unmapped_are_retried_edits_are_not_resen
     // Nothing went out for C or D (the original sent C as legal support).
     let ingested = ping.ingestion_records();
     assert_eq!(ingested.len(), 3);
+    // A field without a value (no other requested service here) is left
+    // out, as the original's undefined values: never sent as null.
+    for r in &ingested {
+        for (name, value) in &r.fields {
+            assert!(!value.is_null(), "{name} sent as null");
+        }
+        assert_eq!(r.field("progres_otherrequestedservices"), None);
+    }
     assert!(!ingested
         .iter()
         .any(|r| r.external_id == c.1 || r.external_id == d.1));

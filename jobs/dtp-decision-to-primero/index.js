@@ -6,16 +6,20 @@
 // Record: one item of the message's `interventions` list.
 // Emits:
 //   { "case_id" (Primero case_id), "service_suffix" (last 12 characters of the service unique_id),
-//     "interop_referral_id" (or null), "status": "accepted" | "rejected", "rejected_reason": "…" | null }
+//     "interop_referral_id" (or null), "status": "accepted" | "rejected", "rejected_reason": "…" | null,
+//     "mapping_gaps": [{ "table", "code" }]   // only when a rejection reason code is not in the table }
 // The host finds the case by case_id and the referral whose
 // service_record_id ends with service_suffix, then updates it.
 //
-// Better than the original: an unknown review decision or rejection reason
-// code is `unmapped` (the original wrote it into Primero raw); a malformed
-// progres_orgreferralid is `bad-input` instead of a search for "undefined".
+// Better than the original: an unknown review decision is `unmapped` (the
+// original wrote it into Primero raw); a malformed progres_orgreferralid is
+// `bad-input` instead of a search for "undefined". An unknown rejection
+// reason code goes as the raw code (as the original), but is reported as a
+// mapping gap so the host warns of it: the decision is what matters, and
+// holding it back for a reason text would leave the referral open.
 import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
-import { lookup } from '../lib/mapping.js';
+import { lookupOrRaw } from '../lib/mapping.js';
 import { requireFields, text } from '../lib/fields.js';
 import { referralStatus } from '../lib/decisions.js';
 
@@ -54,18 +58,23 @@ export const { describe, configure, run, runBatch } = defineJob({
 
     const status = referralStatus(tables, T_DECISION, text(row[K.decision]));
     const reasonCode = text(row[K.reason]);
-    const reason = reasonCode === null ? null : lookup(tables, T_REASON, reasonCode);
+    const mappedReason = reasonCode === null ? null : lookupOrRaw(tables, T_REASON, reasonCode);
+    const reason = mappedReason === null ? null : mappedReason.value;
     const comment = text(row[K.comment]);
     // "<reason>: <comment>" whenever a reason is present, as the original (even on an acceptance).
     const rejectedReason = reason !== null ? (comment !== null ? `${reason}: ${comment}` : reason) : comment;
 
     const interopId = text(row[K.interopId]);
-    return emit({
+    const payload = {
       case_id: caseId,
       service_suffix: suffix,
       interop_referral_id: interopId,
       status,
       rejected_reason: rejectedReason,
-    });
+    };
+    if (mappedReason !== null && mappedReason.gap) {
+      payload.mapping_gaps = [{ table: T_REASON, code: reasonCode }];
+    }
+    return emit(payload);
   },
 });

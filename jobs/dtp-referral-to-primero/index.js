@@ -4,10 +4,16 @@
 // (lib/inbound-referral.js); this file holds the DTP row's keys and the
 // design A differences.
 //
-// Record: one element of the message's `interventions` array, a flattened
-// Dynamics FetchXML row (example 01): own attributes plain, linked entities
-// prefixed (`individuals.`, `user.`, `languages.`, `interventiontype.` …),
-// lookups as objects {Id, KeyAttributes, LogicalName, Name, RowVersion}.
+// Record: one intervention of the message, as the host groups it:
+//   { "intervention": <its first row>, "languages": ["French", "English"] }
+// DTP sends one `interventions` row per language of an intervention (a
+// FetchXML join; OpenFn/primero-progres sampleData/flow1__progresReferralToUNICEF.json),
+// so one service carries the languages of all its rows. A plain row (one
+// element of `interventions`, e.g. with `bridge job run`) is an intervention
+// with its one language. A row is a flattened Dynamics FetchXML row
+// (example 01): own attributes plain, linked entities prefixed
+// (`individuals.`, `user.`, `languages.`, `interventiontype.` …), lookups as
+// objects {Id, KeyAttributes, LogicalName, Name, RowVersion}.
 // Emits:
 //   { "unhcr_individual_no": "…", "intervention_number": "…", "case": { …, "services_section": [service] } }
 // The host decides create vs append (idempotency on `intervention_number`)
@@ -64,14 +70,18 @@ export const { describe, configure, run, runBatch } = defineJob({
     return inboundSettings(deployment, { requireIntakeUser: true });
   },
 
-  map(intervention, env) {
-    if (!isObject(intervention)) throw badInput('(record)', 'intervention must be a JSON object');
+  map(record, env) {
+    if (!isObject(record)) throw badInput('(record)', 'intervention must be a JSON object');
+    const grouped = isObject(record.intervention);
+    if (grouped && record.languages !== undefined && record.languages !== null && !Array.isArray(record.languages)) {
+      throw badInput('languages', 'must be a list of language names');
+    }
     // Lookup objects are read by their Name, so an empty Name counts as missing.
-    const row = flattenLookups(intervention);
+    const row = flattenLookups(grouped ? record.intervention : record);
 
     const payload = mapInboundReferral(row, K, env, {
       required: REQUIRED,
-      languageNames: [row[K.language]],
+      languageNames: grouped ? (record.languages ?? []) : [row[K.language]],
       responseDayTimeKey: K.startDate,
       // Design A: the partner organisation of the proGres user, else UNHCR.
       requestAgency: text(row[K.userPartner]) ?? 'UNHCR',

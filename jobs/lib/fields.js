@@ -43,3 +43,18 @@ export function firstText(source, keys) {
   }
   return null;
 }
+
+/**
+ * The `{Name, Value}` pairs of a PING ingestion record that carry a value.
+ * A pair sent as `"Value": null` clears the proGres column when the record
+ * updates one; the original jobs left such values `undefined`, which JSON
+ * drops, so a field without a value is left out.
+ */
+export function valuedFields(pairs) {
+  const out = [];
+  for (let i = 0; i < pairs.length; i++) {
+    const v = pairs[i].Value;
+    if (v !== null && v !== undefined) out.push(pairs[i]);
+  }
+  return out;
+}

@@ -45,6 +45,22 @@ export function lookup(tables, table, value) {
   throw unmapped(table, key);
 }
 
+/**
+ * Like `lookup`, but a value neither listed nor covered by a `default` comes
+ * back as itself, with `gap` set: for a text where delivering the record with
+ * the raw code beats holding it back. The job must report the gap (the host
+ * warns of it in the run report); `value` is the key as matched.
+ */
+export function lookupOrRaw(tables, table, value) {
+  const t = tableIndex(tables, table);
+  if (t === null) throw fatal(`mapping table ${table} is not loaded`);
+  const key = typeof value === 'string' ? value : value === null || value === undefined ? '' : String(value);
+  const mapped = t.index.get(key);
+  if (mapped !== undefined || t.index.has(key)) return { value: mapped, gap: false };
+  if (t.fallback !== null) return { value: t.fallback, gap: false };
+  return { value: key, gap: true };
+}
+
 /** True when `value` has its own entry in `table` (the default does not count). */
 export function isListed(tables, table, value) {
   const t = tableIndex(tables, table);

@@ -18,6 +18,7 @@
 import { defineJob, emit } from '../lib/job.js';
 import { badInput } from '../lib/errors.js';
 import { lookup } from '../lib/mapping.js';
+import { valuedFields } from '../lib/fields.js';
 import { OUTBOUND_DECISION_TABLE, primeroDecision } from '../lib/decisions.js';
 
 const T_TRANSFER_STATUS = 'decision-transfer-status';
@@ -56,14 +57,16 @@ export const { describe, configure, run, runBatch } = defineJob({
     const record = {
       ExternalId: d.caseId,
       Attachments: [{ Comment: comment }],
-      Fields: [
+      // A case without an owner leaves progres_primerocaseworker out: a null
+      // would blank the caseworker proGres already holds.
+      Fields: valuedFields([
         { Name: 'progres_lpinterventionid', Value: lpInterventionId },
         { Name: 'progres_businessunit', Value: businessUnit },
         { Name: 'progres_primerotransferstatus', Value: transferStatus },
         { Name: 'progres_primerotransferstatusdate', Value: ctx.today },
         { Name: 'progres_primeroid', Value: d.caseId },
         { Name: 'progres_primerocaseworker', Value: d.owner },
-      ],
+      ]),
     };
     return emit({
       service_id: d.serviceId,

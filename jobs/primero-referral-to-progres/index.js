@@ -10,7 +10,7 @@
 import { defineJob, emit } from '../lib/job.js';
 import { fatal } from '../lib/errors.js';
 import { isListed, lookup } from '../lib/mapping.js';
-import { text } from '../lib/fields.js';
+import { text, valuedFields } from '../lib/fields.js';
 import {
   DEFAULT_REFERRAL_NOTES, adminContact, asText, caseIds, dateOfBirth, envelope, notReferred,
   referralDate, referrerContact, selectReferral,
@@ -93,7 +93,8 @@ export const { describe, configure, run, runBatch } = defineJob({
     ];
 
     const out = envelope(selected, adminFields);
-    out.record = { ExternalId: caseId, ExternalGUID: id, Fields: fields };
+    // Fields without a value are left out (the original's undefined values).
+    out.record = { ExternalId: caseId, ExternalGUID: id, Fields: valuedFields(fields) };
     return emit(out);
   },
 });

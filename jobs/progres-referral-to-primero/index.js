@@ -30,6 +30,9 @@ const K = {
   language: 'progres_language.progres_languagecodeidname',
   interventionNumber: 'progres_interventionnumber',
   lpInterventionId: 'progres_lpinterventionid',
+  // SHP-2747 rows as OpenFn/ping-primero's sample shows them name the
+  // intervention only here (no progres_lpinterventionid).
+  deliveryIntervention: 'progres_intervention',
   businessUnit: 'progres_businessunit',
   transferStatusDate: 'progres_primerotransferstatusdate',
   startDate: 'progres_interventionstartdate',
@@ -69,8 +72,13 @@ export const { describe, configure, run, runBatch } = defineJob({
     // The flat view checked and read below: the intervention row (parsed for
     // this call only, so it is completed in place rather than copied), with
     // the two delivery-row values the composite intervention number needs.
+    // The intervention id is the one the host fetched the details with and
+    // acknowledges: the delivery's progres_lpinterventionid, else its
+    // progres_intervention (flows/ping_referral_to_primero.rs reads the same).
     const row = bundle.intervention;
-    row[K.lpInterventionId] = text(delivery[K.lpInterventionId]) ?? text(row[K.lpInterventionId]);
+    row[K.lpInterventionId] = text(delivery[K.lpInterventionId])
+      ?? text(delivery[K.deliveryIntervention])
+      ?? text(row[K.lpInterventionId]);
     row[K.businessUnit] = text(row[K.businessUnit]) ?? text(delivery[K.businessUnit]);
 
     const payload = mapInboundReferral(row, K, env, {

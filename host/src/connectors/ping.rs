@@ -335,6 +335,27 @@ pub struct IngestionRecord {
     pub fields: Vec<Field>,
 }
 
+impl IngestionRecord {
+    /// The record without the fields that have no value. The original jobs
+    /// left an empty value `undefined`, which JSON drops; a `null` would
+    /// blank what proGres holds.
+    pub fn without_empty_fields(&self) -> Self {
+        Self {
+            external_id: self.external_id.clone(),
+            attachments: self.attachments.clone(),
+            fields: valued(&self.fields),
+        }
+    }
+}
+
+fn valued(fields: &[Field]) -> Vec<Field> {
+    fields
+        .iter()
+        .filter(|f| f.value.is_some())
+        .cloned()
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     #[serde(rename = "Comment")]
@@ -342,7 +363,9 @@ pub struct Attachment {
 }
 
 /// One `{Name, Value}` pair. proGres takes every value as a string; `None`
-/// sends an explicit `null` (as the original does for empty optional fields).
+/// sends an explicit `null`, which clears the column when the ingestion
+/// updates a record: records of the workflows leave such fields out
+/// ([`IngestionRecord::without_empty_fields`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     #[serde(rename = "Name")]
@@ -376,6 +399,18 @@ pub struct AsyncIngestionRecord {
     pub external_guid: String,
     #[serde(rename = "Fields")]
     pub fields: Vec<Field>,
+}
+
+impl AsyncIngestionRecord {
+    /// The record without the fields that have no value (see
+    /// [`IngestionRecord::without_empty_fields`]).
+    pub fn without_empty_fields(&self) -> Self {
+        Self {
+            external_id: self.external_id.clone(),
+            external_guid: self.external_guid.clone(),
+            fields: valued(&self.fields),
+        }
+    }
 }
 
 /// What PING answered to a sync ingestion. The real success body is not

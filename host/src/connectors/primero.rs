@@ -45,6 +45,7 @@ const EP_LIST_REFERRALS: &str = "GET /api/v2/cases/{id}/referrals";
 const EP_CREATE_REFERRAL: &str = "POST /api/v2/cases/{id}/referrals";
 const EP_PATCH_REFERRAL: &str = "PATCH /api/v2/cases/{id}/referrals/{referral_id}";
 const EP_LIST_USERS: &str = "GET /api/v2/users";
+const EP_CREATE_FLAG: &str = "POST /api/v2/cases/{id}/flags";
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -307,6 +308,39 @@ impl fmt::Debug for User {
         f.debug_struct("User")
             .field("user_name", &self.user_name)
             .finish_non_exhaustive()
+    }
+}
+
+/// A flag to set on a case (`POST /api/v2/cases/:id/flags`,
+/// `app/controllers/api/v2/flags_controller.rb`: only `message` and `date`
+/// are read). It shows in the case list and on its owner's dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewFlag {
+    pub message: String,
+    /// `YYYY-MM-DD`; Primero takes today when empty.
+    pub date: String,
+}
+
+/// A flag as Primero answers it; only the id is kept (an integer in Primero).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Flag {
+    #[serde(deserialize_with = "id_as_text")]
+    pub id: String,
+}
+
+fn id_as_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "flag id is not a number or a string: {}",
+            match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Array(_) => "an array",
+                _ => "an object",
+            }
+        ))),
     }
 }
 
@@ -773,6 +807,23 @@ impl PrimeroClient {
             });
         }
         let env: DataEnvelope<Case> = parse(EP_PATCH_CASE, &answer.body)?;
+        Ok(env.data)
+    }
+
+    /// Flag a case for its users. Not retried once sent (a POST): a lost
+    /// answer leaves at most one flag.
+    pub async fn flag_case(&self, id: &str, flag: &NewFlag) -> Result<Flag, ConnectorError> {
+        let body = encode_data(EP_CREATE_FLAG, flag)?;
+        let answer = self
+            .call(
+                Method::POST,
+                EP_CREATE_FLAG,
+                &["cases", id, "flags"],
+                &[],
+                Some(body),
+            )
+            .await?;
+        let env: DataEnvelope<Flag> = parse(EP_CREATE_FLAG, &answer.body)?;
         Ok(env.data)
     }
 

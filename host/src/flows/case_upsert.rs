@@ -7,13 +7,16 @@
 //! match on the intervention number (design A had none, design B a prefix
 //! match); several matching cases hold the record (`ambiguous-match`)
 //! instead of writing to the first; an existing case receives only the new
-//! service — its demographics, owner and status are Primero's.
+//! service — its demographics and owner are Primero's. A closed case is
+//! either left to Primero (which itself reopens an enabled closed case that
+//! gets a new service: `Reopenable#reopen_record`) or, for DTP 1-1, reopened
+//! explicitly and flagged for its owner ([`ClosedCase`]).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::report::RecordOutcome;
-use crate::connectors::primero::{Case, CaseQuery, PrimeroClient};
+use super::report::{Note, RecordOutcome};
+use crate::connectors::primero::{Case, CaseQuery, NewFlag, PrimeroClient};
 use crate::connectors::ConnectorError;
 
 /// What an inbound referral job emits for one intervention.
@@ -105,14 +108,42 @@ pub enum Upserted {
     AlreadyPresent(Case),
     /// Several cases carry the individual id: nothing was written.
     Ambiguous { candidates: Vec<String> },
+    /// The service was appended to this case, which was closed: asked to
+    /// reopen it (`reopened`: Primero now has it open) and flagged it
+    /// (the flag id, or why not).
+    Reopened {
+        case: Case,
+        reopened: bool,
+        flag: Result<String, String>,
+    },
 }
 
 impl Upserted {
     /// The Primero case now holding the service, if any.
     pub fn case(&self) -> Option<&Case> {
         match self {
-            Upserted::Created(c) | Upserted::Appended(c) | Upserted::AlreadyPresent(c) => Some(c),
+            Upserted::Created(c)
+            | Upserted::Appended(c)
+            | Upserted::AlreadyPresent(c)
+            | Upserted::Reopened { case: c, .. } => Some(c),
             Upserted::Ambiguous { .. } => None,
+        }
+    }
+
+    /// What the run report should say besides the outcome.
+    pub fn note(&self) -> Option<Note> {
+        match self {
+            Upserted::Reopened {
+                case,
+                reopened,
+                flag,
+            } => Some(Note::ClosedCase {
+                case_id: case.id.clone(),
+                reopened: *reopened,
+                flag_id: flag.as_ref().ok().cloned(),
+                flag_error: flag.as_ref().err().cloned(),
+            }),
+            _ => None,
         }
     }
 
@@ -121,7 +152,7 @@ impl Upserted {
             Upserted::Created(c) => RecordOutcome::Created {
                 case_id: c.id.clone(),
             },
-            Upserted::Appended(c) => RecordOutcome::Updated {
+            Upserted::Appended(c) | Upserted::Reopened { case: c, .. } => RecordOutcome::Updated {
                 case_id: c.id.clone(),
             },
             Upserted::AlreadyPresent(c) => RecordOutcome::AlreadyPresent {
@@ -154,6 +185,33 @@ pub enum UpsertError {
 /// Reason code of a write Primero answered but did not apply.
 pub const NOT_APPLIED: &str = "write-not-applied";
 
+/// What to do when the one case of the individual is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedCase<'a> {
+    /// Append the service only (PING 1.1, as its original).
+    Append,
+    /// Append the service, reopen the case (`status` open with
+    /// `case_status_reopened`, as Primero's own reopen action sends) and flag
+    /// it for its owner, dated `date` (YYYY-MM-DD): DTP 1-1, whose original
+    /// reopened it and handed it to the intake user.
+    ReopenAndFlag { date: &'a str },
+}
+
+/// Primero's `status` of a closed case.
+const STATUS_CLOSED: &str = "closed";
+const STATUS_OPEN: &str = "open";
+
+fn status(case: &Case) -> Option<&str> {
+    case.extra.get("status").and_then(Value::as_str)
+}
+
+/// The flag's message: ids only (Primero shows it to the case's users).
+fn flag_message(intervention_number: &str) -> String {
+    format!(
+        "New proGres referral {intervention_number} added while the case was closed (referral bridge)"
+    )
+}
+
 fn holds(case: &Case, number: &str) -> bool {
     case.services_section.iter().any(|s| {
         s.progres_interventionnumber
@@ -166,6 +224,7 @@ fn holds(case: &Case, number: &str) -> bool {
 pub async fn upsert_case(
     primero: &PrimeroClient,
     referral: &CaseReferral,
+    on_closed: ClosedCase<'_>,
 ) -> Result<Upserted, UpsertError> {
     let service = referral
         .new_service()
@@ -187,22 +246,55 @@ pub async fn upsert_case(
             // Only the service: an existing case's demographics are Primero's.
             let mut body = Map::new();
             body.insert("services_section".into(), Value::Array(vec![service]));
+            let reopen = match on_closed {
+                ClosedCase::ReopenAndFlag { date } if status(case) == Some(STATUS_CLOSED) => {
+                    body.insert("status".into(), Value::from(STATUS_OPEN));
+                    body.insert("case_status_reopened".into(), Value::Bool(true));
+                    Some(date)
+                }
+                _ => None,
+            };
             let answered = primero.patch_case(&case.id, &body).await?;
             // Trust but verify: the answer (or, when it carries no services,
             // a fresh read) must hold the intervention.
-            let applied = holds(&answered, &referral.intervention_number)
-                || (answered.services_section.is_empty()
-                    && primero
-                        .list_cases(&query)
-                        .await?
-                        .iter()
-                        .any(|c| c.id == case.id && holds(c, &referral.intervention_number)));
-            if !applied {
+            let fresh;
+            let now = if answered.services_section.is_empty() {
+                fresh = primero
+                    .list_cases(&query)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.id == case.id);
+                fresh.as_ref()
+            } else {
+                Some(&answered)
+            };
+            if !now.is_some_and(|c| holds(c, &referral.intervention_number)) {
                 return Err(UpsertError::NotApplied {
                     case_id: case.id.clone(),
                 });
             }
-            Ok(Upserted::Appended(case.clone()))
+            let Some(date) = reopen else {
+                return Ok(Upserted::Appended(case.clone()));
+            };
+            // The answer carries the status when the update changed it; a
+            // role that may not write it leaves the case closed (silently).
+            let reopened = now.and_then(status) == Some(STATUS_OPEN);
+            let flag = primero
+                .flag_case(
+                    &case.id,
+                    &NewFlag {
+                        message: flag_message(&referral.intervention_number),
+                        date: date.to_string(),
+                    },
+                )
+                .await
+                .map(|f| f.id)
+                .map_err(|e| e.to_string());
+            Ok(Upserted::Reopened {
+                case: case.clone(),
+                reopened,
+                flag,
+            })
         }
         several => Ok(Upserted::Ambiguous {
             candidates: several.iter().map(|c| c.id.clone()).collect(),

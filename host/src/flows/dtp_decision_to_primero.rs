@@ -8,8 +8,11 @@
 //! ([`super::referral_decision`]).
 //!
 //! Better than the original (spec README): every item is handled on its own
-//! (the original failed the whole message on the first error); unknown codes
-//! fail the item instead of being written raw; several matching cases or open
+//! (the original failed the whole message on the first error); an unknown
+//! review decision fails the item instead of being written raw; an unknown
+//! rejection-reason code does not hold the decision back: it goes with the
+//! raw code as its reason and the run report warns of the mapping gap
+//! (`mapping-gap`, table and code); several matching cases or open
 //! referrals hold the item (`ambiguous-match`); a decision Primero will not
 //! take is held (`decision-conflict`). When Primero is unreachable the
 //! message is kept ([`HandlerError::Retryable`]); handling it again is safe
@@ -24,7 +27,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch};
-use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use super::report::{failed, MappingGap, RecordNote, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::primero::PrimeroClient;
 use crate::inbox::{HandlerError, InboxHandler, InboxKind};
@@ -43,6 +46,9 @@ pub struct DtpDecision {
     pub interop_referral_id: Option<String>,
     #[serde(flatten)]
     pub decision: InboundDecision,
+    /// Codes the job passed raw because its tables do not list them.
+    #[serde(default)]
+    pub mapping_gaps: Vec<MappingGap>,
 }
 
 /// The inbox handler of `PrimeroIncomingReferralDecision` messages.
@@ -99,11 +105,18 @@ impl Handler {
             let source_id =
                 interop_id.unwrap_or_else(|| format!("(item {index} without a referral id)"));
             let span = tracing::info_span!("record", record = %source_id, index);
-            let outcome = self
+            let (outcome, gaps) = self
                 .one(&mut instance, &ctx, &source_id, item)
-                .instrument(span)
+                .instrument(span.clone())
                 .await;
-            tracing::info!(outcome = outcome.label(), index, "decision handled");
+            tracing::info!(parent: &span, outcome = outcome.label(), index, "decision handled");
+            for gap in gaps {
+                let note = gap.note();
+                if let super::report::Note::MappingGap { table, code } = &note {
+                    tracing::warn!(parent: &span, table = %table, code = %code, "mapping gap: the raw code was sent");
+                }
+                report.notes.push(RecordNote::new(source_id.clone(), note));
+            }
             let acknowledged = outcome.is_delivered();
             report.records.push(RecordReport {
                 source_id,
@@ -133,30 +146,29 @@ impl Handler {
         ctx: &JobContext,
         source_id: &str,
         item: &Value,
-    ) -> RecordOutcome {
+    ) -> (RecordOutcome, Vec<MappingGap>) {
         let json = match serde_json::to_string(item) {
             Ok(j) => j,
-            Err(e) => return failed("internal", e.to_string()),
+            Err(e) => return (failed("internal", e.to_string()), Vec::new()),
         };
         let decision = match instance.run(ctx, source_id, &json).await {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<DtpDecision>(value) {
                 Ok(d) => d,
                 Err(e) => {
-                    return failed(
-                        "job-invalid-output",
-                        format!("job {JOB} emitted an unexpected shape: {e}"),
-                    )
+                    let why = format!("job {JOB} emitted an unexpected shape: {e}");
+                    return (failed("job-invalid-output", why), Vec::new());
                 }
             },
-            Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
-            Err(e) => return failed(e.code(), e.to_string()),
+            Ok(JobOutcome::Skip(reason)) => return (RecordOutcome::Skipped { reason }, Vec::new()),
+            Err(e) => return (failed(e.code(), e.to_string()), Vec::new()),
         };
-        apply_decision(
+        let outcome = apply_decision(
             &self.primero,
             &decision.decision,
             ServiceMatch::Suffix(&decision.service_suffix),
         )
-        .await
+        .await;
+        (outcome, decision.mapping_gaps)
     }
 }
 

@@ -6,6 +6,19 @@
 //! `dtp-referral-to-primero` → upsert by `unhcr_individual_no` (shared with
 //! PING 1.1: [`super::case_upsert`]) → one notification to DTP.
 //!
+//! DTP sends one `interventions` row per language of an intervention (a
+//! FetchXML join, OpenFn/primero-progres `sampleData/`): the rows of one
+//! intervention number are one intervention, as in PING 1.1 — one service
+//! with every language, one notification. Rows of one number that name
+//! different individuals are not guessed between: `Delivery Fail`
+//! (`invalid-data`).
+//!
+//! A referral for a child whose only case is closed reopens the case and
+//! flags it for its owner (the original set it `open` and gave it to the
+//! intake user, overwriting the caseworker's data; here only the service,
+//! the status and a flag are written). The run report says so (note
+//! `closed-case`).
+//!
 //! Better than the original (spec README, §5.2, §5.13): every intervention of
 //! a message is handled and answered on its own (the original used only
 //! `interventions[0]`); a re-sent intervention does not add a second service;
@@ -30,8 +43,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::case_upsert::{upsert_case, CaseReferral, UpsertError, Upserted};
-use super::report::{partner_failure, RecordOutcome, RecordReport, RunReport};
+use super::case_upsert::{upsert_case, CaseReferral, ClosedCase, UpsertError, Upserted};
+use super::report::{partner_failure, Note, RecordNote, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::dtp::{DtpClient, DtpEndpoint};
 use crate::connectors::primero::{Case, PrimeroClient};
@@ -217,6 +230,8 @@ enum Delivery {
     Delivered {
         case: Box<Case>,
         outcome: RecordOutcome,
+        /// What the report should say besides the outcome.
+        note: Option<Note>,
     },
     /// Given up on: DTP gets a `Delivery Fail`.
     Failed {
@@ -314,34 +329,38 @@ impl Handler {
             today: today.into(),
             dry_run: false,
         };
+        let grouped = group_interventions(interventions);
         let mut report = RunReport {
             flow: FLOW.into(),
             run_id: receipt_id.into(),
-            fetched: interventions.len(),
+            fetched: grouped.len(),
             ..RunReport::default()
         };
         let mut retry = false;
-        for (index, row) in interventions.iter().enumerate() {
-            let number = intervention_number(row);
+        for intervention in &grouped {
             let span = tracing::info_span!(
                 "record",
-                record = number.as_deref().unwrap_or("(none)"),
-                index
+                record = intervention.number.as_deref().unwrap_or("(none)"),
+                index = intervention.index,
+                rows = intervention.rows.len()
             );
-            let (record, again) = self
+            let (record, again, note) = self
                 .one(
                     &mut instance,
                     &ctx,
                     &reasons,
                     receipt_id,
-                    index,
-                    row,
-                    number,
+                    intervention,
                     last_attempt,
                 )
                 .instrument(span)
                 .await;
             retry |= again;
+            if let Some(note) = note {
+                report
+                    .notes
+                    .push(RecordNote::new(record.source_id.clone(), note));
+            }
             report.records.push(record);
         }
         tracing::info!(
@@ -384,21 +403,22 @@ impl Handler {
         Ok(report)
     }
 
-    /// Deliver one intervention and tell DTP. Returns the record report and
-    /// whether the message needs another attempt for it.
-    #[allow(clippy::too_many_arguments)]
+    /// Deliver one intervention and tell DTP. Returns the record report,
+    /// whether the message needs another attempt for it, and a note for the
+    /// report.
     async fn one(
         &self,
         instance: &mut JobInstance,
         ctx: &JobContext,
         reasons: &ClosureReasons,
         receipt_id: &str,
-        index: usize,
-        row: &Value,
-        number: Option<String>,
+        intervention: &Intervention<'_>,
         last_attempt: bool,
-    ) -> (RecordReport, bool) {
-        let delivery = self.deliver(instance, ctx, row, number.as_deref()).await;
+    ) -> (RecordReport, bool, Option<Note>) {
+        let index = intervention.index;
+        let number = intervention.number.clone();
+        let delivery = self.deliver(instance, ctx, intervention).await;
+        let mut record_note = None;
         let failure = |class: FailureClass| {
             let body = FailureNotification::new(number.as_deref(), reasons.get(class));
             (Notification::Failure(body), class.code(), None)
@@ -415,11 +435,16 @@ impl Handler {
                     acknowledged: false,
                     ack_error: None,
                 };
-                return (record, true);
+                return (record, true, None);
             }
             Delivery::Transient { outcome } => (outcome, failure(FailureClass::PartnerUnavailable)),
             Delivery::Failed { class, outcome } => (outcome, failure(class)),
-            Delivery::Delivered { case, outcome } => {
+            Delivery::Delivered {
+                case,
+                outcome,
+                note: delivered_note,
+            } => {
+                record_note = delivered_note;
                 let body = SuccessNotification::new(&case, number.as_deref().unwrap_or_default());
                 (
                     outcome,
@@ -439,7 +464,7 @@ impl Handler {
                 // Told in an earlier attempt of this message.
                 record.acknowledged = true;
                 tracing::info!(outcome = record.outcome.label(), "DTP already told");
-                return (record, false);
+                return (record, false, record_note);
             }
             Ok(None) => {}
             // A possible second notification beats none.
@@ -474,7 +499,7 @@ impl Handler {
             notified = record.acknowledged,
             "record handled"
         );
-        (record, again)
+        (record, again, record_note)
     }
 
     /// Map and write one intervention.
@@ -482,9 +507,9 @@ impl Handler {
         &self,
         instance: &mut JobInstance,
         ctx: &JobContext,
-        row: &Value,
-        number: Option<&str>,
+        intervention: &Intervention<'_>,
     ) -> Delivery {
+        let number = intervention.number.as_deref();
         let failed = |class: FailureClass, code: &str, reason: String| Delivery::Failed {
             class,
             outcome: RecordOutcome::Failed {
@@ -492,7 +517,17 @@ impl Handler {
                 reason,
             },
         };
-        let json = match serde_json::to_string(row) {
+        if intervention.individuals_disagree() {
+            return failed(
+                FailureClass::InvalidData,
+                "bad-input",
+                format!(
+                    "the {} rows of the intervention name different individuals.progres_id",
+                    intervention.rows.len()
+                ),
+            );
+        }
+        let json = match serde_json::to_string(&intervention.record()) {
             Ok(j) => j,
             Err(e) => return failed(FailureClass::InternalError, "internal", e.to_string()),
         };
@@ -519,9 +554,25 @@ impl Handler {
                 return failed(class, class.code(), e.to_string());
             }
         };
-        match upsert_case(&self.primero, &referral).await {
+        let on_closed = ClosedCase::ReopenAndFlag { date: &ctx.today };
+        match upsert_case(&self.primero, &referral, on_closed).await {
             Ok(done) => {
                 let outcome = done.outcome();
+                let note = done.note();
+                if let Some(Note::ClosedCase {
+                    case_id,
+                    reopened,
+                    flag_id,
+                    ..
+                }) = &note
+                {
+                    tracing::info!(
+                        case = %case_id,
+                        reopened,
+                        flag = flag_id.as_deref().unwrap_or("none"),
+                        "the case was closed"
+                    );
+                }
                 match done {
                     Upserted::Ambiguous { .. } => Delivery::Failed {
                         class: FailureClass::AmbiguousMatch,
@@ -529,9 +580,11 @@ impl Handler {
                     },
                     Upserted::Created(case)
                     | Upserted::Appended(case)
-                    | Upserted::AlreadyPresent(case) => Delivery::Delivered {
+                    | Upserted::AlreadyPresent(case)
+                    | Upserted::Reopened { case, .. } => Delivery::Delivered {
                         case: Box::new(case),
                         outcome,
+                        note,
                     },
                 }
             }
@@ -581,6 +634,67 @@ fn source_id(number: Option<&str>, index: usize) -> String {
         || format!("(intervention {index} without a number)"),
         str::to_string,
     )
+}
+
+/// One intervention of a message: DTP sends a row per language of it.
+struct Intervention<'a> {
+    /// Index of its first row: names it in the report and keys its
+    /// notification (as before rows were grouped).
+    index: usize,
+    number: Option<String>,
+    rows: Vec<&'a Value>,
+}
+
+/// Key of the language lookup of a DTP row.
+const LANGUAGE: &str = "languages.progres_languagecodeid";
+const INDIVIDUAL: &str = "individuals.progres_id";
+
+impl Intervention<'_> {
+    /// The job's record: the first row and the languages of all rows (by
+    /// their lookup `Name`, distinct, in row order).
+    fn record(&self) -> Value {
+        let mut languages: Vec<&str> = Vec::new();
+        for row in &self.rows {
+            let name = match row.get(LANGUAGE) {
+                Some(Value::Object(lookup)) => lookup.get("Name").and_then(Value::as_str),
+                Some(Value::String(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
+                if !languages.contains(&name) {
+                    languages.push(name);
+                }
+            }
+        }
+        serde_json::json!({ "intervention": self.rows[0], "languages": languages })
+    }
+
+    /// Whether its rows name different individuals (then none is trusted).
+    fn individuals_disagree(&self) -> bool {
+        let first = self.rows[0].get(INDIVIDUAL);
+        self.rows[1..].iter().any(|r| r.get(INDIVIDUAL) != first)
+    }
+}
+
+/// The message's rows grouped by intervention number, in first-seen order.
+/// A row without a number is an intervention of its own.
+fn group_interventions(rows: &[Value]) -> Vec<Intervention<'_>> {
+    let mut groups: Vec<Intervention<'_>> = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        let number = intervention_number(row);
+        match groups
+            .iter_mut()
+            .find(|g| number.is_some() && g.number == number)
+        {
+            Some(group) => group.rows.push(row),
+            None => groups.push(Intervention {
+                index,
+                number,
+                rows: vec![row],
+            }),
+        }
+    }
+    groups
 }
 
 fn notified_key(receipt_id: &str, index: usize) -> String {
@@ -726,6 +840,47 @@ mod tests {
             "Intervention type value shared is not one of the 4 accepted interagency referral service types. Please see the mapping specifications.",
         );
         assert_eq!(serde_json::to_string(&failure).unwrap(), EXAMPLE_05);
+    }
+
+    #[test]
+    fn rows_of_one_intervention_are_grouped_with_their_languages() {
+        let lang = |name: &str| serde_json::json!({"Id": "x", "Name": name});
+        let rows = vec![
+            serde_json::json!({"progres_interventionnumber": "N-1", INDIVIDUAL: "803-1", LANGUAGE: lang("French")}),
+            serde_json::json!({"progres_interventionnumber": "N-2", INDIVIDUAL: "803-2", LANGUAGE: lang("Nuer")}),
+            serde_json::json!({"progres_interventionnumber": "N-1", INDIVIDUAL: "803-1", LANGUAGE: lang("English")}),
+            serde_json::json!({"progres_interventionnumber": "N-1", INDIVIDUAL: "803-1", LANGUAGE: lang("French")}),
+            serde_json::json!({"progres_interventionnumber": " ", INDIVIDUAL: "803-3"}),
+            serde_json::json!({INDIVIDUAL: "803-4"}),
+        ];
+        let groups = group_interventions(&rows);
+        let shape: Vec<(usize, Option<&str>, usize)> = groups
+            .iter()
+            .map(|g| (g.index, g.number.as_deref(), g.rows.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (0, Some("N-1"), 3),
+                (1, Some("N-2"), 1),
+                (4, None, 1),
+                (5, None, 1)
+            ]
+        );
+        let record = groups[0].record();
+        assert_eq!(
+            record["languages"],
+            serde_json::json!(["French", "English"])
+        );
+        assert_eq!(record["intervention"], rows[0]);
+        assert!(!groups[0].individuals_disagree());
+        let mixed = vec![rows[0].clone(), rows[1].clone()];
+        let one = Intervention {
+            index: 0,
+            number: Some("N-1".into()),
+            rows: mixed.iter().collect(),
+        };
+        assert!(one.individuals_disagree());
     }
 
     #[test]

@@ -38,10 +38,11 @@ impl SendDecision for PingSender<'_> {
     type Payload = ProgresDecision;
 
     async fn send(&self, item: &EmittedDecision<ProgresDecision>) -> Sent {
-        let record = &item.payload.record;
+        // A field without a value is left out: `null` would blank it in proGres.
+        let record = item.payload.record.without_empty_fields();
         match self
             .ping
-            .ingest(&self.shipping_process, std::slice::from_ref(record))
+            .ingest(&self.shipping_process, std::slice::from_ref(&record))
             .await
         {
             Ok(resp) if resp.failures().is_empty() => Sent::Delivered {

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use super::case_upsert::{same_intervention, CaseReferral};
-use super::case_upsert::{upsert_case, IndividualLocks, UpsertError};
+use super::case_upsert::{upsert_case, ClosedCase, IndividualLocks, UpsertError};
 use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
@@ -86,6 +86,13 @@ fn text(row: &Row, key: &str) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The intervention a pending delivery names: `progres_lpinterventionid`,
+/// else `progres_intervention` (the only one in the SHP-2747 rows of
+/// OpenFn/ping-primero's sample). The job reads the same keys.
+pub fn intervention_id(delivery: &Row) -> Option<String> {
+    text(delivery, "progres_lpinterventionid").or_else(|| text(delivery, "progres_intervention"))
 }
 
 impl Ping11<'_> {
@@ -204,9 +211,7 @@ impl Ping11<'_> {
                     // Not started: stays pending in proGres for the next run.
                     return None;
                 }
-                let id = text(delivery, "progres_lpinterventionid")
-                    .or_else(|| text(delivery, "progres_intervention"))
-                    .unwrap_or_default();
+                let id = intervention_id(delivery).unwrap_or_default();
                 if let Some(parked) = self.ledger.parked(&id) {
                     let record = RecordReport {
                         source_id: id,
@@ -369,7 +374,7 @@ impl Ping11<'_> {
 
     /// Create the case, append the service, or recognise it is already there.
     async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
-        match upsert_case(self.primero, referral).await {
+        match upsert_case(self.primero, referral, ClosedCase::Append).await {
             Ok(done) => done.outcome(),
             Err(UpsertError::NoService) => failed(
                 "job-invalid-output",
@@ -379,6 +384,27 @@ impl Ping11<'_> {
             Err(e @ UpsertError::NotApplied { .. }) => {
                 failed(super::case_upsert::NOT_APPLIED, e.to_string())
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_s_pending_rows_name_their_intervention() {
+        let text = include_str!(
+            "../../../tests/fixtures/samples/ping-1-1_SHP-2747_rows-without-lpinterventionid.json"
+        );
+        let sample: Value = serde_json::from_str(text).unwrap();
+        for row in sample["Data"].as_array().unwrap() {
+            let row = row.as_object().unwrap();
+            assert!(!row.contains_key("progres_lpinterventionid"));
+            assert_eq!(
+                intervention_id(row).as_deref(),
+                row["progres_intervention"].as_str()
+            );
         }
     }
 }

@@ -179,12 +179,11 @@ impl PingDelivery<'_> {
 
     async fn send(&self, item: &EmittedReferral<PingPayload>) -> Result<RecordOutcome, String> {
         let key = item.service_id.as_str();
+        // A field without a value is left out, as the original's undefined values.
+        let record = item.payload.record.without_empty_fields();
         let txn = match self
             .ping
-            .ingest_async(
-                &self.shipping_process,
-                std::slice::from_ref(&item.payload.record),
-            )
+            .ingest_async(&self.shipping_process, std::slice::from_ref(&record))
             .await
         {
             Ok(Some(txn)) => txn,

@@ -130,6 +130,138 @@ pub struct RecordReport {
     pub ack_error: Option<String>,
 }
 
+/// What an operator should know about a record besides its outcome. Ids
+/// and codes only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "note", rename_all = "kebab-case")]
+pub enum Note {
+    /// A code has no entry in a mapping table: the record went with the raw
+    /// code. A warning: someone should add the code to the table.
+    MappingGap { table: String, code: String },
+    /// The new service went onto a closed case: `reopened` when Primero now
+    /// has it open, `flag_id` when the case was flagged for its owner.
+    ClosedCase {
+        case_id: String,
+        reopened: bool,
+        flag_id: Option<String>,
+        /// Why the flag could not be set.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        flag_error: Option<String>,
+    },
+}
+
+impl Note {
+    pub fn level(&self) -> NoteLevel {
+        match self {
+            Note::MappingGap { .. } => NoteLevel::Warning,
+            Note::ClosedCase {
+                reopened, flag_id, ..
+            } if *reopened && flag_id.is_some() => NoteLevel::Info,
+            Note::ClosedCase { .. } => NoteLevel::Warning,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoteLevel {
+    Info,
+    Warning,
+}
+
+/// A job's report that it passed a value its mapping table does not list
+/// (`{"table", "code"}` in the emitted payload's `mapping_gaps`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct MappingGap {
+    pub table: String,
+    pub code: String,
+}
+
+/// The longest value reported as a code.
+const MAX_CODE_LEN: usize = 40;
+
+impl MappingGap {
+    /// The warning for the run report. The value came from a partner: only
+    /// something shaped like a code (an option-set number, a key) is
+    /// repeated, never free text that might be personal data.
+    pub fn note(&self) -> Note {
+        let is_code = |v: &str| {
+            !v.is_empty()
+                && v.len() <= MAX_CODE_LEN
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        };
+        let shaped = |v: &str| {
+            if is_code(v) {
+                v.to_string()
+            } else {
+                format!("(a value of {} characters, not a code)", v.chars().count())
+            }
+        };
+        Note::MappingGap {
+            table: shaped(&self.table),
+            code: shaped(&self.code),
+        }
+    }
+}
+
+/// A [`Note`] on one source record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordNote {
+    pub source_id: String,
+    pub level: NoteLevel,
+    #[serde(flatten)]
+    pub note: Note,
+}
+
+impl RecordNote {
+    pub fn new(source_id: impl Into<String>, note: Note) -> Self {
+        Self {
+            source_id: source_id.into(),
+            level: note.level(),
+            note,
+        }
+    }
+}
+
+impl fmt::Display for RecordNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.level {
+            NoteLevel::Info => "note",
+            NoteLevel::Warning => "warning",
+        };
+        write!(f, "{level:<8}{}: ", self.source_id)?;
+        match &self.note {
+            Note::MappingGap { table, code } => write!(
+                f,
+                "mapping gap: table {table} has no entry for {code}; sent as the raw code"
+            ),
+            Note::ClosedCase {
+                case_id,
+                reopened,
+                flag_id,
+                flag_error,
+            } => {
+                write!(f, "case {case_id} was closed: ")?;
+                write!(
+                    f,
+                    "{}",
+                    if *reopened {
+                        "reopened"
+                    } else {
+                        "still closed (Primero kept the status)"
+                    }
+                )?;
+                match (flag_id, flag_error) {
+                    (Some(id), _) => write!(f, ", flagged (flag {id})"),
+                    (None, Some(e)) => write!(f, ", not flagged: {e}"),
+                    (None, None) => write!(f, ", not flagged"),
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunReport {
     pub flow: String,
@@ -142,6 +274,9 @@ pub struct RunReport {
     /// was not reached is read again next run.
     #[serde(default)]
     pub stopped: bool,
+    /// Warnings and notes on records, besides their outcomes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<RecordNote>,
 }
 
 impl RunReport {
@@ -214,6 +349,9 @@ impl fmt::Display for RunReport {
             if let Some(e) = &r.ack_error {
                 writeln!(f, "  not acknowledged {}: {e}", r.source_id)?;
             }
+        }
+        for note in &self.notes {
+            writeln!(f, "  {note}")?;
         }
         Ok(())
     }

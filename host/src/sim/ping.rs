@@ -173,6 +173,20 @@ impl fmt::Debug for PingSimConfig {
     }
 }
 
+/// Which columns an SHP-2747 pending-delivery row carries: the shipping
+/// process's column list is PING configuration and has changed over time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PendingRowShape {
+    /// Example 14: the intervention GUID under both `progres_intervention`
+    /// and `progres_lpinterventionid`.
+    #[default]
+    Current,
+    /// OpenFn/ping-primero `sample-data/referral-from-progres.json`: the GUID
+    /// only under `progres_intervention`, plus
+    /// `progres_lpintervention.progres_individualname`.
+    Sample2023,
+}
+
 /// A proGres specific need attached to an intervention's individual.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecificNeed {
@@ -504,6 +518,7 @@ struct SimState {
     faults: Vec<Fault>,
     /// Messages for the next async records that proGres refuses (check status `Failed`).
     async_refusals: Vec<String>,
+    pending_row_shape: PendingRowShape,
 }
 
 impl SimState {
@@ -582,6 +597,7 @@ impl PingSim {
             arrivals: Vec::new(),
             faults: Vec::new(),
             async_refusals: Vec::new(),
+            pending_row_shape: PendingRowShape::default(),
         };
         Self {
             inner: Arc::new(Inner {
@@ -812,6 +828,11 @@ impl PingSim {
     /// `expires_in` of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.lock().token_ttl = ttl;
+    }
+
+    /// The columns of the SHP-2747 rows served from now on.
+    pub fn set_pending_row_shape(&self, shape: PendingRowShape) {
+        self.lock().pending_row_shape = shape;
     }
 
     /// Rows per page for retrieves started from now on.
@@ -1531,15 +1552,17 @@ fn sex_name(code: u32) -> &'static str {
     }
 }
 
-/// SHP-2747: the keys of example 14, in its order.
+/// SHP-2747: the keys of example 14, in its order (or of the 2023 sample,
+/// see [`PendingRowShape`]).
 fn pending_delivery_rows(st: &SimState) -> Vec<Row> {
+    let shape = st.pending_row_shape;
     st.interventions
         .iter()
         .filter_map(|i| {
             let delivery = i.delivery.as_ref()?;
             let s = &i.spec;
             let p = &s.person;
-            Some(into_row(json!({
+            let mut row = into_row(json!({
                 "progres_statusdate": delivery.status_date,
                 "progres_individual.indiv.progres_sex": p.sex_code,
                 "progres_individual.progres_sexname": sex_name(p.sex_code),
@@ -1559,7 +1582,15 @@ fn pending_delivery_rows(st: &SimState) -> Vec<Row> {
                 "progres_interventionname": s.intervention_number,
                 "progres_lpinterventionid": s.lpinterventionid,
                 "progres_lpintervention.int.progres_individual": s.individual_guid,
-            })))
+            }));
+            if shape == PendingRowShape::Sample2023 {
+                row.shift_remove("progres_lpinterventionid");
+                row.insert(
+                    "progres_lpintervention.progres_individualname".into(),
+                    json!(p.progres_id),
+                );
+            }
+            Some(row)
         })
         .collect()
 }
@@ -1706,6 +1737,11 @@ fn text_field<'a>(record: &'a ReceivedIngestion, name: &str) -> Result<Option<&'
     }
 }
 
+/// Whether the record carries `name` with an explicit `null` value.
+fn sent_null(record: &ReceivedIngestion, name: &str) -> bool {
+    matches!(record.field(name), Some(Value::Null))
+}
+
 async fn ingest_sync(
     State(sim): State<PingSim>,
     Path(partner_id): Path<String>,
@@ -1779,11 +1815,13 @@ fn apply_transfer_status(st: &mut SimState, record: &ReceivedIngestion) -> Resul
         intervention.transfer_status_date = date.map(str::to_string);
         intervention.delivery = None;
     }
-    if let Some(primero_id) = primero_id {
-        intervention.primero_id = Some(primero_id.to_string());
+    // Dataverse writes what it is given: `"Value": null` clears the column,
+    // a field left out keeps it.
+    if primero_id.is_some() || sent_null(record, "progres_primeroid") {
+        intervention.primero_id = primero_id.map(str::to_string);
     }
-    if let Some(caseworker) = caseworker {
-        intervention.primero_caseworker = Some(caseworker.to_string());
+    if caseworker.is_some() || sent_null(record, "progres_primerocaseworker") {
+        intervention.primero_caseworker = caseworker.map(str::to_string);
     }
     intervention
         .comments
@@ -1986,6 +2024,26 @@ fn malformed_status_text(items: &[TransactionItem]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_2023_pending_rows_have_the_sample_s_keys() {
+        let text = include_str!(
+            "../../../tests/fixtures/samples/ping-1-1_SHP-2747_rows-without-lpinterventionid.json"
+        );
+        let sample: Value = serde_json::from_str(text).unwrap();
+        // The sample's first row has no middle name, as the seeded one.
+        let want: Vec<&String> = sample["Data"][0].as_object().unwrap().keys().collect();
+        let sim = PingSim::new(PingSimConfig::default());
+        let mut people = super::super::people::PeopleGenerator::new(7);
+        sim.add_intervention(SimIntervention::for_person(people.person(), 1));
+        sim.set_pending_row_shape(PendingRowShape::Sample2023);
+        let rows = pending_delivery_rows(&sim.lock());
+        let got: Vec<&String> = rows[0].keys().collect();
+        assert_eq!(got, want);
+        sim.set_pending_row_shape(PendingRowShape::Current);
+        let rows = pending_delivery_rows(&sim.lock());
+        assert!(rows[0].contains_key("progres_lpinterventionid"));
+    }
     use crate::sim::people::PeopleGenerator;
 
     async fn started(config: PingSimConfig) -> (RunningPingSim, reqwest::Client, String) {

@@ -442,6 +442,8 @@ struct SimState {
     write_hook: Option<WriteHook>,
     /// Option lists of the select fields checked on HTTP writes.
     lookups: BTreeMap<String, Vec<String>>,
+    /// Flags of all cases, in creation order (ids are their position + 1).
+    flags: Vec<SimFlag>,
 }
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
@@ -549,6 +551,7 @@ impl PrimeroSim {
                 latency: Duration::ZERO,
                 write_hook: None,
                 lookups: role::default_lookups(),
+                flags: Vec::new(),
             })),
             in_flight: Arc::new(InFlight::default()),
         }
@@ -573,6 +576,10 @@ impl PrimeroSim {
                 patch(patch_referral),
             )
             .route("/api/v2/users", get(list_users))
+            .route(
+                "/api/v2/cases/{id}/flags",
+                get(list_flags).post(create_flag),
+            )
             .route_layer(middleware::from_fn_with_state(self.clone(), require_auth));
         Router::new()
             .route("/api/v2/tokens", post(login).delete(logout))
@@ -666,6 +673,16 @@ impl PrimeroSim {
             .case(id)
             .map(|c| Value::Object(c.clone()))
             .unwrap_or(Value::Null))
+    }
+
+    /// The flags of a case, oldest first.
+    pub fn flags(&self, case_id: &str) -> Vec<SimFlag> {
+        self.lock()
+            .flags
+            .iter()
+            .filter(|f| f.record_id == case_id)
+            .cloned()
+            .collect()
     }
 
     // ---- referrals ------------------------------------------------------
@@ -1173,8 +1190,11 @@ impl SimState {
         // The record id is the key; Primero ignores attempts to change it.
         patch.remove("id");
         let now = self.clock.tick_string();
+        let user = self.config.user_name.clone();
         let case = self.case_mut(id).ok_or(SimError::CaseNotFound)?;
+        let before = BeforeSave::of(case);
         let mut touched = merge_record(case, patch);
+        touched.extend(before.reopenable(case, &user, &now));
         case.insert("last_updated_at".into(), json!(now));
         recompute_associated(case);
         touched.push("last_updated_at".to_string());
@@ -2033,6 +2053,220 @@ async fn patch_case(
     };
     drop(st);
     sim.after_write("PATCH", &resource);
+    response
+}
+
+// ---- closing, reopening and flags ----------------------------------------
+
+const STATUS_OPEN: &str = "open";
+const STATUS_CLOSED: &str = "closed";
+
+/// What Primero's save callbacks compare a case with before a save
+/// (`app/models/concerns/reopenable.rb`, `workflow.rb`, `serviceable.rb`).
+struct BeforeSave {
+    status: Option<String>,
+    services: usize,
+    reopened: Option<Value>,
+}
+
+fn services_count(case: &Map<String, Value>) -> usize {
+    case.get("services_section")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+impl BeforeSave {
+    fn of(case: &Map<String, Value>) -> Self {
+        Self {
+            status: str_field(case, "status").map(str::to_string),
+            services: services_count(case),
+            reopened: case.get("case_status_reopened").cloned(),
+        }
+    }
+
+    /// Primero's callbacks on an update, in its order; returns the keys they
+    /// changed. A closed, enabled case that gets a new service is reopened
+    /// (`reopen_record`, `services_section_added?`); a case newly closed gets
+    /// its `date_closure`; closed → open with `case_status_reopened` logs who
+    /// reopened it when (`reopened_logs`, newest first); a reopened case's
+    /// workflow is `reopened`.
+    fn reopenable(&self, case: &mut Map<String, Value>, user: &str, now: &str) -> Vec<String> {
+        let mut touched = Vec::new();
+        let enabled = case.get("record_state").is_none_or(truthy);
+        if str_field(case, "status") == Some(STATUS_CLOSED)
+            && enabled
+            && services_count(case) > self.services
+        {
+            case.insert("status".into(), json!(STATUS_OPEN));
+            case.insert("case_status_reopened".into(), json!(true));
+            touched.extend(["status".to_string(), "case_status_reopened".to_string()]);
+        }
+        let status = str_field(case, "status").map(str::to_string);
+        let was = self.status.as_deref();
+        if was == Some(STATUS_OPEN)
+            && status.as_deref() == Some(STATUS_CLOSED)
+            && case.get("date_closure").is_none_or(Value::is_null)
+        {
+            case.insert("date_closure".into(), json!(&now[..10]));
+            touched.push("date_closure".into());
+        }
+        let reopened = case.get("case_status_reopened").is_some_and(truthy);
+        if reopened && was == Some(STATUS_CLOSED) && status.as_deref() == Some(STATUS_OPEN) {
+            let log = json!({"reopened_date": now, "reopened_user": user});
+            match case.get_mut("reopened_logs") {
+                Some(Value::Array(logs)) => logs.insert(0, log),
+                _ => {
+                    case.insert("reopened_logs".into(), json!([log]));
+                }
+            }
+            touched.push("reopened_logs".into());
+        }
+        let changed =
+            was != status.as_deref() || self.reopened.as_ref() != case.get("case_status_reopened");
+        if changed && reopened && status.as_deref() == Some(STATUS_OPEN) {
+            case.insert("workflow".into(), json!("reopened"));
+            touched.push("workflow".into());
+        }
+        touched
+    }
+}
+
+/// A flag on a case (`app/models/flag.rb`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimFlag {
+    pub id: u64,
+    pub record_id: String,
+    pub record_type: String,
+    pub date: String,
+    pub message: String,
+    pub flagged_by: String,
+    pub removed: bool,
+    pub unflag_message: Option<String>,
+    pub created_at: String,
+    pub system_generated_followup: bool,
+    pub unflagged_by: Option<String>,
+    pub unflagged_date: Option<String>,
+}
+
+impl SimState {
+    /// `Flaggable#add_flag!`: the flag, then the case saved with `flagged`
+    /// recalculated. `message` and `date` are required (`Flag` validations);
+    /// an empty date is today.
+    fn add_flag(
+        &mut self,
+        case_id: &str,
+        data: &Map<String, Value>,
+        user: &str,
+    ) -> Result<SimFlag, SimError> {
+        if self.case(case_id).is_none() {
+            return Err(SimError::CaseNotFound);
+        }
+        let message = str_field(data, "message").unwrap_or_default().trim();
+        if message.is_empty() {
+            return Err(SimError::invalid("message", "errors.models.flags.message"));
+        }
+        let now = self.clock.tick_string();
+        let date = match str_field(data, "date").map(str::trim) {
+            None | Some("") => now[..10].to_string(),
+            Some(d) if NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok() => d.to_string(),
+            Some(_) => return Err(SimError::invalid("date", "errors.models.flags.date")),
+        };
+        let flag = SimFlag {
+            id: self.flags.len() as u64 + 1,
+            record_id: case_id.to_string(),
+            record_type: "cases".to_string(),
+            date,
+            message: message.to_string(),
+            flagged_by: user.to_string(),
+            removed: false,
+            unflag_message: None,
+            created_at: now.clone(),
+            system_generated_followup: false,
+            unflagged_by: None,
+            unflagged_date: None,
+        };
+        self.flags.push(flag.clone());
+        let count = self
+            .flags
+            .iter()
+            .filter(|f| f.record_id == case_id && !f.removed)
+            .count();
+        self.touch_case(case_id, &now, |case| {
+            case.insert("flagged".into(), json!(count > 0));
+            case.insert("flag_count".into(), json!(count));
+        });
+        Ok(flag)
+    }
+}
+
+/// `app/views/api/v2/flags/_flag.json.jbuilder`: the flag, a little of its
+/// record, and the record's changed fields.
+fn flag_view(flag: &SimFlag, case: &Map<String, Value>) -> Value {
+    let mut view = serde_json::to_value(flag).unwrap_or_default();
+    if let Value::Object(v) = &mut view {
+        for key in ["short_id", "owned_by", "owned_by_agency_id"] {
+            v.insert(key.into(), case.get(key).cloned().unwrap_or(Value::Null));
+        }
+        v.insert(
+            "name".into(),
+            case.get("name").cloned().unwrap_or(Value::Null),
+        );
+        v.insert("record_access_denied".into(), json!(false));
+        v.insert(
+            "record".into(),
+            json!({
+                "id": flag.record_id,
+                "flag_count": case.get("flag_count"),
+                "flagged": case.get("flagged"),
+                "last_updated_at": case.get("last_updated_at"),
+            }),
+        );
+    }
+    view
+}
+
+async fn list_flags(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Response {
+    let st = sim.lock();
+    let Some(case) = st.case(&id) else {
+        return SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}/flags"));
+    };
+    let data: Vec<Value> = st
+        .flags
+        .iter()
+        .filter(|f| f.record_id == id)
+        .map(|f| flag_view(f, case))
+        .collect();
+    Json(json!({ "data": data })).into_response()
+}
+
+async fn create_flag(
+    State(sim): State<PrimeroSim>,
+    Extension(ApiUser(user)): Extension<ApiUser>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let resource = format!("/api/v2/cases/{id}/flags");
+    let mut st = sim.lock();
+    if st.case(&id).is_none() {
+        return SimError::CaseNotFound.into_response(&resource);
+    }
+    let data = match parse_data(&body) {
+        Ok(d) => d,
+        Err(e) => return e.into_response(&resource),
+    };
+    let flag = match st.add_flag(&id, &data, &user) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(&resource),
+    };
+    // FlagsController#status: 204 (no body) when the client sent an id.
+    let response = if data.get("id").is_some_and(|v| !v.is_null()) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let case = st.case(&id).cloned().unwrap_or_default();
+        Json(json!({ "data": flag_view(&flag, &case) })).into_response()
+    };
+    drop(st);
+    sim.after_write("POST", &resource);
     response
 }
 
