@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::str::FromStr as _;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::connectors::dtp::{DtpConfig, DtpUrls};
@@ -110,6 +111,11 @@ pub struct JobsSection {
     /// mappings (seconds; 0 turns hot reload off).
     #[serde(default = "default_reload_secs")]
     pub reload_secs: u64,
+    /// Accept mapping values still marked `CHANGE-ME:` (the shipped
+    /// examples). Only for the simulators, the demo and tests: a real
+    /// deployment must not go live with placeholders.
+    #[serde(default)]
+    pub allow_placeholders: bool,
 }
 
 fn default_reload_secs() -> u64 {
@@ -268,6 +274,25 @@ fn default_retry_secs() -> u64 {
     30
 }
 
+/// An RFC 3339 date-time (with its offset) in UTC.
+pub fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `[flows."<flow>"]`: settings of one flow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSection {
+    /// Cursor flows: where the first run reads from when the state database
+    /// holds no cursor yet (RFC 3339, e.g. the last run of the OpenFn job
+    /// this flow replaces). Without it, and without a stored cursor, the
+    /// flow refuses to run rather than send every historic record again.
+    #[serde(default)]
+    pub initial_cursor: Option<toml::Spanned<String>>,
+}
+
 /// A partner's `max_in_flight` / `rate_per_sec` over the clients' defaults.
 pub fn partner_limits(
     max_in_flight: Option<usize>,
@@ -322,6 +347,9 @@ pub struct BridgeConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Per-flow settings: `[flows."ping-1.2"]`.
+    #[serde(default)]
+    pub flows: std::collections::BTreeMap<String, FlowSection>,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -336,7 +364,12 @@ impl BridgeConfig {
     /// whoever needs them.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let config = Self::parse(file)?;
-        match config.schedule_problems().into_iter().next() {
+        let first = config
+            .schedule_problems()
+            .into_iter()
+            .chain(config.flow_problems())
+            .next();
+        match first {
             Some(e) => Err(e),
             None => Ok(config),
         }
@@ -428,6 +461,63 @@ impl BridgeConfig {
             }
         }
         problems
+    }
+
+    /// Every problem of the `[flows]` sections: unknown flows, an
+    /// `initial_cursor` on a flow that reads no cursor or that is not an
+    /// RFC 3339 date-time.
+    pub fn flow_problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        for (flow, section) in &self.flows {
+            let key = |k: &str| format!("flows.\"{flow}\"{k}");
+            if !crate::app::FLOWS.contains(&flow.as_str()) {
+                let line = self
+                    .text
+                    .find(&format!("\"{flow}\""))
+                    .map(|at| self.line_of(at))
+                    .unwrap_or(1);
+                problems.push(ConfigError::KeyAt {
+                    file: self.file.clone(),
+                    line,
+                    key: key(""),
+                    message: format!("unknown flow; flows are: {}", crate::app::FLOWS.join(", ")),
+                });
+                continue;
+            }
+            let Some(raw) = &section.initial_cursor else {
+                continue;
+            };
+            let at = |message: String| ConfigError::KeyAt {
+                file: self.file.clone(),
+                line: self.line_of(raw.span().start),
+                key: key(".initial_cursor"),
+                message,
+            };
+            if !crate::app::CURSOR_FLOWS.contains(&flow.as_str()) {
+                problems.push(at(format!(
+                    "flow {flow} reads no cursor (the partner's queue says what is pending); initial_cursor applies to {}",
+                    crate::app::CURSOR_FLOWS.join(", ")
+                )));
+            } else if parse_rfc3339(raw.get_ref()).is_none() {
+                problems.push(at(format!(
+                    "`{}` is not an RFC 3339 date-time with a time zone, e.g. \"2026-11-30T00:00:00Z\"",
+                    raw.get_ref()
+                )));
+            }
+        }
+        problems
+    }
+
+    /// The valid `initial_cursor` of each cursor flow that has one.
+    pub fn initial_cursors(&self) -> std::collections::BTreeMap<String, DateTime<Utc>> {
+        self.flows
+            .iter()
+            .filter(|(flow, _)| crate::app::CURSOR_FLOWS.contains(&flow.as_str()))
+            .filter_map(|(flow, s)| {
+                let at = parse_rfc3339(s.initial_cursor.as_ref()?.get_ref())?;
+                Some((flow.clone(), at))
+            })
+            .collect()
     }
 
     /// `[delivery]` and `[retry]` values that cannot work.

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch};
+use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch, Apply};
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::primero::PrimeroClient;
@@ -110,6 +110,7 @@ impl Handler {
                 outcome,
                 acknowledged,
                 ack_error: None,
+                would_acknowledge: None,
             });
         }
         let transient: Vec<String> = report
@@ -155,6 +156,7 @@ impl Handler {
             &self.primero,
             &decision.decision,
             ServiceMatch::Suffix(&decision.service_suffix),
+            Apply::Write,
         )
         .await
     }

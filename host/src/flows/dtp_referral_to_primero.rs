@@ -414,6 +414,7 @@ impl Handler {
                     outcome,
                     acknowledged: false,
                     ack_error: None,
+                    would_acknowledge: None,
                 };
                 return (record, true);
             }
@@ -432,6 +433,7 @@ impl Handler {
             outcome,
             acknowledged: false,
             ack_error: None,
+            would_acknowledge: None,
         };
         let key = notified_key(receipt_id, index);
         match self.store.delivery(FLOW, &key).await {
