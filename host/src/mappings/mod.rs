@@ -409,7 +409,12 @@ impl MappingSet {
                 }
                 let mut table: Table = parse_toml(file, &text)?;
                 for (key, value) in table.map.iter_mut() {
-                    placeholders.extend(unmark(file, &text, (key, format!("map.{key}")), value));
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        (key.as_str(), format!("map.{key}")),
+                        value,
+                    ));
                 }
                 if let Some(default) = table.default.as_mut() {
                     placeholders.extend(unmark(file, &text, ("default", "default".into()), default));

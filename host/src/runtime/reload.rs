@@ -184,10 +184,12 @@ impl Catalog {
                         .load(std::sync::atomic::Ordering::Relaxed)
                         .then(|| new.placeholder_refusal())
                         .flatten();
-                    for watched in self.jobs.values().filter(|_| refusal.is_none()) {
-                        if let Err(e) = validate(&watched.current.load(), &new).await {
-                            refusal = Some(e.to_string());
-                            break;
+                    if refusal.is_none() {
+                        for watched in self.jobs.values() {
+                            if let Err(e) = validate(&watched.current.load(), &new).await {
+                                refusal = Some(e.to_string());
+                                break;
+                            }
                         }
                     }
                     match refusal {
