@@ -211,7 +211,11 @@ async fn dry_runs_write_nothing_report_the_records_and_a_real_run_still_delivers
     // A state file to compare: one real run of each flow with nothing to do.
     for flow in ["ping-1.1", "ping-1.2", "ping-2.1"] {
         let out = bridge(&h, flow, &[]).await;
-        assert!(out.status.code() == Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.code() == Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // 1.1: a pending intervention; 1.2: a decision; 2.1: a referral to UNHCR.
     let iv = SimIntervention::for_person(gen.person(), 7);
@@ -257,7 +261,11 @@ async fn dry_runs_write_nothing_report_the_records_and_a_real_run_still_delivers
     assert!(!before.is_empty());
     let expected = [
         ("ping-1.1", pending.clone(), "create-case"),
-        ("ping-1.2", format!("{case}/{service}"), "ingest-transfer-status"),
+        (
+            "ping-1.2",
+            format!("{case}/{service}"),
+            "ingest-transfer-status",
+        ),
         ("ping-2.1", referred_service.clone(), "ingest-referral"),
     ];
     for (flow, source, action) in &expected {
@@ -278,10 +286,17 @@ async fn dry_runs_write_nothing_report_the_records_and_a_real_run_still_delivers
             assert_eq!(record["would_acknowledge"], "transfer-status", "{r:#}");
         }
         assert_eq!(writes(&h.sims), writes_before, "{flow}: a write went out");
-        assert!(state_bytes(&h.state) == before, "{flow}: the state file changed");
+        assert!(
+            state_bytes(&h.state) == before,
+            "{flow}: the state file changed"
+        );
     }
     assert_eq!(writes(&h.sims), (0, 0), "no partner write in any dry run");
-    assert!(h.sims.ping_sim().pending_intervention_ids().contains(&pending));
+    assert!(h
+        .sims
+        .ping_sim()
+        .pending_intervention_ids()
+        .contains(&pending));
 
     // The real runs still deliver what the dry runs reported.
     for (flow, source, _) in &expected {

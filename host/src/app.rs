@@ -13,9 +13,9 @@ use crate::connectors::ping::{PingClient, PingConfig};
 use crate::connectors::primero::{PrimeroClient, PrimeroConfig};
 use crate::flows::case_scan::missing_cursor;
 use crate::flows::dtp_decision_to_dtp::{self, Dtp12};
-use crate::flows::outbound_referrals::read_cursor;
 use crate::flows::dtp_referral_to_dtp::{self, Dtp21};
 use crate::flows::ledger::{DeliveryPolicy, Ledger, Replay};
+use crate::flows::outbound_referrals::read_cursor;
 use crate::flows::ping_decision_to_primero::{self, Ping22};
 use crate::flows::ping_decision_to_progres::{self, Ping12};
 use crate::flows::ping_referral_to_primero::{self, Ping11};
@@ -249,7 +249,10 @@ impl App {
             app.dry_run = true;
             app.primero = app.primero.read_only();
             app.ping = app.ping.take().map(PingClient::read_only);
-            app.dtp = app.dtp.take().map(crate::connectors::dtp::DtpClient::read_only);
+            app.dtp = app
+                .dtp
+                .take()
+                .map(crate::connectors::dtp::DtpClient::read_only);
             return Ok(app);
         }
         if config.inbox.is_some() {

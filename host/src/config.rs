@@ -980,6 +980,43 @@ mod service_tests {
     }
 
     #[test]
+    fn initial_cursors_are_rfc3339_on_cursor_flows_and_errors_name_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-1.2\"]\ninitial_cursor = \"2026-11-30T00:00:00Z\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.initial_cursors().get("ping-1.2").map(|t| t.to_rfc3339()),
+            Some("2026-11-30T00:00:00+00:00".to_string())
+        );
+        let e = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-2.1\"]\ninitial_cursor = \"30/11/2026\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":9:")
+                && e.contains("flows.\"ping-2.1\".initial_cursor")
+                && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-1.1\"]\ninitial_cursor = \"2026-11-30T00:00:00Z\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reads no cursor"), "{e}");
+        let e = BridgeConfig::load(&write(dir.path(), "[flows.\"ping-9.9\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown flow") && e.contains(":8:"), "{e}");
+    }
+
+    #[test]
     fn new_sections_have_defaults_and_refuse_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
         let c = BridgeConfig::load(&write(dir.path(), "")).unwrap();

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::app::{new_run_id, today, App, Mode};
-use crate::flows::RecordOutcome;
 use crate::config::BridgeConfig;
+use crate::flows::RecordOutcome;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FlowCommand {

@@ -237,8 +237,13 @@ impl DtpClient {
         payload: &[u8],
     ) -> Result<(), AttemptError> {
         // Every DTP call is a write.
-        super::guard(self.read_only, super::Effect::Write, System::Dtp, endpoint_name)
-            .map_err(AttemptError::Final)?;
+        super::guard(
+            self.read_only,
+            super::Effect::Write,
+            System::Dtp,
+            endpoint_name,
+        )
+        .map_err(AttemptError::Final)?;
         let _permit = self.limiter.acquire().await;
         let response = self
             .http

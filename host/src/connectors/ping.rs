@@ -667,7 +667,13 @@ impl PingClient {
         };
         let url = self.ingestion_url("data");
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::NonIdempotent, Effect::Write)
+            .post_api(
+                url,
+                &endpoint,
+                &body,
+                CallKind::NonIdempotent,
+                Effect::Write,
+            )
             .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {
@@ -702,7 +708,13 @@ impl PingClient {
         };
         let url = self.ingestion_url("asyncdata");
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::NonIdempotent, Effect::Write)
+            .post_api(
+                url,
+                &endpoint,
+                &body,
+                CallKind::NonIdempotent,
+                Effect::Write,
+            )
             .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {

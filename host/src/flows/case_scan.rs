@@ -119,7 +119,9 @@ impl CaseScan<'_> {
         }
         if self.dry_run {
             match st.tracker.next() {
-                Some(next) => tracing::info!(cursor = %format_cursor(next), "dry run: the cursor would move here; it stays"),
+                Some(next) => {
+                    tracing::info!(cursor = %format_cursor(next), "dry run: the cursor would move here; it stays")
+                }
                 None => tracing::info!("dry run: the cursor would stay"),
             }
             return report;

@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch, Apply};
+use super::referral_decision::{
+    apply_decision, is_transient, Apply, InboundDecision, ServiceMatch,
+};
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::primero::PrimeroClient;

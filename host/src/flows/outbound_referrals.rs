@@ -655,8 +655,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 
 /// Hand a page's referrals to the partner, at most `concurrency` at once.
 async fn deliver_all<D: Deliver>(
-run: &OutboundRun<'_, D>,
-pending: &[Pending<D::Payload>],
+    run: &OutboundRun<'_, D>,
+    pending: &[Pending<D::Payload>],
 ) -> Vec<RecordOutcome> {
     // By index: a closure over `&Pending` items trips the compiler's
     // higher-ranked lifetime check once the future must be `Send`.
@@ -673,7 +673,6 @@ pending: &[Pending<D::Payload>],
         .collect()
         .await
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -31,9 +31,7 @@ use tracing::Instrument;
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
-use super::report::{
-    failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport,
-};
+use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;

@@ -19,8 +19,8 @@
 use serde_json::Value;
 use tracing::Instrument;
 
-pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::case_upsert::{plan_case, upsert_case, IndividualLocks, UpsertError};
+pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};

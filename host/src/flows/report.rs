@@ -249,7 +249,9 @@ impl fmt::Display for RunReport {
                     "  {} {}{}",
                     o.label(),
                     r.source_id,
-                    o.target_id().map(|t| format!(" -> {t}")).unwrap_or_default()
+                    o.target_id()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default()
                 )?,
                 _ => {}
             }

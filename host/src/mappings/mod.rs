@@ -361,7 +361,12 @@ impl MappingSet {
             if name == DEPLOYMENT_FILE {
                 let mut parsed: DeploymentFile = parse_toml(file, &text)?;
                 for (key, value) in parsed.deployment.values_mut() {
-                    placeholders.extend(unmark(file, &text, (key, format!("deployment.{key}")), value));
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        (key, format!("deployment.{key}")),
+                        value,
+                    ));
                 }
                 for (key, value) in parsed.shipping_processes.values_mut() {
                     placeholders.extend(unmark(
@@ -417,7 +422,12 @@ impl MappingSet {
                     ));
                 }
                 if let Some(default) = table.default.as_mut() {
-                    placeholders.extend(unmark(file, &text, ("default", "default".into()), default));
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        ("default", "default".into()),
+                        default,
+                    ));
                 }
                 for (key, value) in &table.map {
                     if key.trim().is_empty() || value.trim().is_empty() {
@@ -669,5 +679,47 @@ mod tests {
         let e = MappingSet::load_dir(dir.path()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("deployment.design"));
         assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn placeholders_are_named_by_file_line_and_key_and_the_mark_is_taken_off() {
+        let dir = folder(&[(
+            "deployment.toml",
+            "[deployment]\ncountry = \"X\"\ndesign = \"ping\"\nadmin_email = \"CHANGE-ME: notavailable@primero.org\"\n",
+        )]);
+        let set = MappingSet::load_dir(dir.path()).unwrap();
+        assert_eq!(
+            set.deployment.admin_email.as_deref(),
+            Some("notavailable@primero.org")
+        );
+        assert_eq!(set.placeholders.len(), 1);
+        let p = set.placeholders[0].to_string();
+        assert!(
+            p.contains("deployment.toml:4") && p.contains("deployment.admin_email"),
+            "{p}"
+        );
+        assert!(set.placeholder_refusal().is_some());
+    }
+
+    #[test]
+    fn the_shipped_folders_mark_their_admin_contact_as_placeholders() {
+        for country in ["kenya-dadaab", "ethiopia-gambella"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../mappings")
+                .join(country);
+            let set = MappingSet::load_dir(&dir).unwrap();
+            let keys: Vec<String> = set
+                .placeholders
+                .iter()
+                .filter_map(|p| p.key.clone())
+                .collect();
+            for key in ["admin_email", "admin_name", "admin_position", "admin_phone"] {
+                assert!(
+                    keys.contains(&format!("deployment.{key}")),
+                    "{country}: {keys:?}"
+                );
+            }
+            assert!(!set.job_json().contains(PLACEHOLDER_MARK), "{country}");
+        }
     }
 }

@@ -93,7 +93,9 @@ pub fn check_config(file: &Path) -> CheckReport {
         Ok(set) => {
             for p in &set.placeholders {
                 if config.jobs.allow_placeholders {
-                    report.warnings.push(format!("{p} (allowed by jobs.allow_placeholders)"));
+                    report
+                        .warnings
+                        .push(format!("{p} (allowed by jobs.allow_placeholders)"));
                 } else {
                     report.problem(p.to_string());
                 }
