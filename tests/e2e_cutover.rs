@@ -314,3 +314,62 @@ async fn dry_runs_write_nothing_report_the_records_and_a_real_run_still_delivers
     }
     assert!(h.sims.ping_sim().pending_intervention_ids().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_fail_the_checks_and_a_real_run_naming_file_line_and_key() {
+    let h = harness(None).await;
+    let project = ProjectDirs::locate().unwrap();
+    let text = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace("allow_placeholders = true\n", "");
+    std::fs::write(&h.config, text).unwrap();
+    let run = |args: Vec<String>| {
+        let env = h.sims.secret_env();
+        Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap()
+    };
+    let config = h.config.display().to_string();
+    let mappings = project.mappings("kenya-dadaab").display().to_string();
+    for args in [
+        vec!["config".to_string(), "check".into(), config.clone()],
+        vec!["mappings".to_string(), "check".into(), mappings.clone()],
+        vec![
+            "flow".to_string(),
+            "run".into(),
+            "ping-1.1".into(),
+            "--config".into(),
+            config.clone(),
+        ],
+    ] {
+        let out = tokio::task::block_in_place(|| run(args.clone()));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {all}");
+        assert!(
+            all.contains("deployment.toml:") && all.contains("deployment.admin_email"),
+            "{args:?}: {all}"
+        );
+    }
+    // Nothing was read or written by the refused run.
+    assert_eq!(h.sims.ping_sim().requests().len(), 0);
+    // The explicit opt-ins still load the shipped example.
+    let out = tokio::task::block_in_place(|| {
+        run(vec![
+            "mappings".into(),
+            "check".into(),
+            "--allow-placeholders".into(),
+            mappings.clone(),
+        ])
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
