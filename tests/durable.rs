@@ -206,7 +206,7 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
 async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
     let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
-    App::new(
+    let mut app = App::new(
         store,
         runtime,
         sims.primero_client_config(),
@@ -215,7 +215,9 @@ async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) 
         &project.mappings("kenya-dadaab"),
     )
     .await
-    .unwrap()
+    .unwrap();
+    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

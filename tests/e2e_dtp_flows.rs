@@ -711,6 +711,7 @@ seal_key = {{ env = "BRIDGE_INBOX_SEAL_KEY" }}
 [jobs]
 dir = "{jobs}"
 mappings = "{mappings}"
+allow_placeholders = true
 "#,
             primero = h.primero.base_url(),
             user = h.primero_config.user_name,

@@ -1014,7 +1014,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     std::fs::write(
         &config,
         format!(
-            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"{}\"\nauth = \"basic\"\nuser_name = \"{}\"\npassword = {{ env = \"BRIDGE_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"{}\"\n\n{}\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = {{ env = \"BRIDGE_INBOX_API_KEY\" }}\nseal_key = {{ env = \"BRIDGE_INBOX_SEAL_KEY\" }}\n",
+            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"{}\"\nauth = \"basic\"\nuser_name = \"{}\"\npassword = {{ env = \"BRIDGE_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"{}\"\nallow_placeholders = true\n\n{}\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = {{ env = \"BRIDGE_INBOX_API_KEY\" }}\nseal_key = {{ env = \"BRIDGE_INBOX_SEAL_KEY\" }}\n",
             primero.base_url(),
             primero_config.user_name,
             project.mappings("ethiopia-gambella").display(),

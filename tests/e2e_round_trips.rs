@@ -15,7 +15,7 @@ use bridge::toolchain::ProjectDirs;
 async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
     let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
-    App::new(
+    let mut app = App::new(
         Arc::new(SqliteStore::in_memory().await.unwrap()),
         runtime,
         sims.primero_client_config(),
@@ -24,7 +24,9 @@ async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App
         &project.mappings(country),
     )
     .await
-    .unwrap()
+    .unwrap();
+    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

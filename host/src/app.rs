@@ -3,14 +3,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
 use crate::config::{partner_limits, BridgeConfig};
 use crate::connectors::ping::{PingClient, PingConfig};
 use crate::connectors::primero::{PrimeroClient, PrimeroConfig};
+use crate::flows::case_scan::missing_cursor;
 use crate::flows::dtp_decision_to_dtp::{self, Dtp12};
 use crate::flows::dtp_referral_to_dtp::{self, Dtp21};
 use crate::flows::ledger::{DeliveryPolicy, Ledger, Replay};
+use crate::flows::outbound_referrals::read_cursor;
 use crate::flows::ping_decision_to_primero::{self, Ping22};
 use crate::flows::ping_decision_to_progres::{self, Ping12};
 use crate::flows::ping_referral_to_primero::{self, Ping11};
@@ -41,6 +46,23 @@ pub struct App {
     pub stop: CancellationToken,
     /// Design A with an inbox: processes stored messages (replays too).
     pub inbox: Option<Arc<InboxProcessor>>,
+    /// Cursor flows: where the first run reads from when no cursor is
+    /// stored (`[flows."<flow>"] initial_cursor`).
+    pub initial_cursors: BTreeMap<String, DateTime<Utc>>,
+    /// Dry run: read-only clients, a scratch copy of the state, and flows
+    /// that map and report instead of writing.
+    pub dry_run: bool,
+}
+
+/// How [`App::from_config_as`] wires the App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Clients that write, the deployment's state database.
+    Live,
+    /// Writes nothing anywhere: read-only clients (a write is refused before
+    /// it is sent), a scratch copy of the state database (deleted after),
+    /// no inbox, and flows that report what they would write.
+    DryRun,
 }
 
 /// Flows that read Primero from a cursor.
@@ -129,6 +151,8 @@ impl App {
             record_concurrency: 8,
             stop: CancellationToken::new(),
             inbox: None,
+            initial_cursors: BTreeMap::new(),
+            dry_run: false,
         })
     }
 
@@ -136,6 +160,15 @@ impl App {
         config: &BridgeConfig,
         cache_dir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
+        Self::from_config_as(config, cache_dir, Mode::Live).await
+    }
+
+    pub async fn from_config_as(
+        config: &BridgeConfig,
+        cache_dir: Option<PathBuf>,
+        mode: Mode,
+    ) -> anyhow::Result<Self> {
+        let dry_run = mode == Mode::DryRun;
         let mut rc = RuntimeConfig::default();
         if let Some(dir) = cache_dir {
             rc.cache_dir = dir;
@@ -151,6 +184,15 @@ impl App {
         }
         let mappings_dir = config.resolve(&config.jobs.mappings);
         let mappings = MappingSet::load_dir(&mappings_dir)?;
+        if let Some(refusal) = mappings.placeholder_refusal() {
+            if dry_run {
+                // Nothing is written: a dry run may show what they would send.
+                tracing::warn!("{refusal}");
+                eprintln!("warning: {refusal}");
+            } else if !config.jobs.allow_placeholders {
+                anyhow::bail!("{}: key `jobs.mappings`: {refusal}", config.file.display());
+            }
+        }
         let ping = match &config.ping {
             Some(_) => Some(config.ping_client_config(&mappings.deployment)?),
             None => None,
@@ -162,6 +204,9 @@ impl App {
             .with_context(|| format!("{}: [dtp]", config.file.display()))?;
         let jobs = job_files(&config.resolve(&config.jobs.dir))?;
         let store: Arc<dyn Store> = match &config.state {
+            Some(state) if dry_run => {
+                Arc::new(SqliteStore::scratch_copy_of(&config.resolve(&state.path)).await?)
+            }
             Some(state) => Arc::new(SqliteStore::open(&config.resolve(&state.path)).await?),
             None => Arc::new(SqliteStore::in_memory().await?),
         };
@@ -195,6 +240,21 @@ impl App {
             max_attempts: config.delivery.max_attempts.max(1),
         };
         app.record_concurrency = config.delivery.record_concurrency.max(1);
+        app.initial_cursors = config.initial_cursors();
+        if !config.jobs.allow_placeholders {
+            // A hot reload that brings placeholders back is refused too.
+            app.catalog.refuse_placeholders();
+        }
+        if dry_run {
+            app.dry_run = true;
+            app.primero = app.primero.read_only();
+            app.ping = app.ping.take().map(PingClient::read_only);
+            app.dtp = app
+                .dtp
+                .take()
+                .map(crate::connectors::dtp::DtpClient::read_only);
+            return Ok(app);
+        }
         if config.inbox.is_some() {
             let settings = config.inbox_settings()?;
             let dispatcher = crate::inbox::Dispatcher::for_app(&app)?;
@@ -204,6 +264,22 @@ impl App {
             ));
         }
         Ok(app)
+    }
+
+    /// Where a cursor flow reads from next: its stored cursor, else its
+    /// initial cursor; an error saying what to set when it has neither.
+    /// `None` for a flow that reads no cursor.
+    pub async fn lower_bound(&self, flow: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if !CURSOR_FLOWS.contains(&flow) {
+            return Ok(None);
+        }
+        let stored = read_cursor(self.store.as_ref(), flow)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        match stored.or_else(|| self.initial_cursors.get(flow).copied()) {
+            Some(at) => Ok(Some(at)),
+            None => anyhow::bail!(missing_cursor(flow)),
+        }
     }
 
     /// Run one flow once and keep its run and record outcomes in the store.
@@ -233,6 +309,10 @@ impl App {
             "unknown flow `{flow}`; known flows: {}",
             FLOWS.join(", ")
         );
+        if replay.is_none() {
+            // Refused before anything is recorded or read.
+            self.lower_bound(flow).await?;
+        }
         let run_id = new_run_id();
         let started = std::time::Instant::now();
         let mut row = RunRow {
@@ -349,6 +429,7 @@ impl App {
         run_id: &str,
         today: &str,
     ) -> anyhow::Result<RunReport> {
+        self.lower_bound(flow).await?;
         let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, None).await?;
         self.run_flow_in(flow, run_id, today, &ledger).await
     }
@@ -374,6 +455,7 @@ impl App {
                     ledger,
                     stop,
                     concurrency: self.record_concurrency,
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)
@@ -391,6 +473,8 @@ impl App {
                     ledger,
                     stop,
                     concurrency: self.record_concurrency,
+                    initial_cursor: self.initial_cursors.get(flow).copied(),
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)
@@ -408,6 +492,8 @@ impl App {
                     ledger,
                     stop,
                     concurrency: self.record_concurrency,
+                    initial_cursor: self.initial_cursors.get(flow).copied(),
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)
@@ -424,6 +510,8 @@ impl App {
                     catalog: &self.catalog,
                     ledger,
                     stop,
+                    initial_cursor: self.initial_cursors.get(flow).copied(),
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)
@@ -439,6 +527,7 @@ impl App {
                     catalog: &self.catalog,
                     ledger,
                     stop,
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)
@@ -455,6 +544,8 @@ impl App {
                     catalog: &self.catalog,
                     ledger,
                     stop,
+                    initial_cursor: self.initial_cursors.get(flow).copied(),
+                    dry_run: self.dry_run,
                 }
                 .run(run_id, today)
                 .await)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::str::FromStr as _;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::connectors::dtp::{DtpConfig, DtpUrls};
@@ -137,6 +138,11 @@ pub struct JobsSection {
     /// mappings (seconds; 0 turns hot reload off).
     #[serde(default = "default_reload_secs")]
     pub reload_secs: u64,
+    /// Accept mapping values still marked `CHANGE-ME:` (the shipped
+    /// examples). Only for the simulators, the demo and tests: a real
+    /// deployment must not go live with placeholders.
+    #[serde(default)]
+    pub allow_placeholders: bool,
 }
 
 fn default_reload_secs() -> u64 {
@@ -295,6 +301,25 @@ fn default_retry_secs() -> u64 {
     30
 }
 
+/// An RFC 3339 date-time (with its offset) in UTC.
+pub fn parse_rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `[flows."<flow>"]`: settings of one flow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSection {
+    /// Cursor flows: where the first run reads from when the state database
+    /// holds no cursor yet (RFC 3339, e.g. the last run of the OpenFn job
+    /// this flow replaces). Without it, and without a stored cursor, the
+    /// flow refuses to run rather than send every historic record again.
+    #[serde(default)]
+    pub initial_cursor: Option<toml::Spanned<String>>,
+}
+
 /// A partner's `max_in_flight` / `rate_per_sec` over the clients' defaults.
 pub fn partner_limits(
     max_in_flight: Option<usize>,
@@ -349,6 +374,9 @@ pub struct BridgeConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Per-flow settings: `[flows."ping-1.2"]`.
+    #[serde(default)]
+    pub flows: std::collections::BTreeMap<String, FlowSection>,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -363,7 +391,12 @@ impl BridgeConfig {
     /// whoever needs them.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let config = Self::parse(file)?;
-        match config.schedule_problems().into_iter().next() {
+        let first = config
+            .schedule_problems()
+            .into_iter()
+            .chain(config.flow_problems())
+            .next();
+        match first {
             Some(e) => Err(e),
             None => Ok(config),
         }
@@ -455,6 +488,63 @@ impl BridgeConfig {
             }
         }
         problems
+    }
+
+    /// Every problem of the `[flows]` sections: unknown flows, an
+    /// `initial_cursor` on a flow that reads no cursor or that is not an
+    /// RFC 3339 date-time.
+    pub fn flow_problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        for (flow, section) in &self.flows {
+            let key = |k: &str| format!("flows.\"{flow}\"{k}");
+            if !crate::app::FLOWS.contains(&flow.as_str()) {
+                let line = self
+                    .text
+                    .find(&format!("\"{flow}\""))
+                    .map(|at| self.line_of(at))
+                    .unwrap_or(1);
+                problems.push(ConfigError::KeyAt {
+                    file: self.file.clone(),
+                    line,
+                    key: key(""),
+                    message: format!("unknown flow; flows are: {}", crate::app::FLOWS.join(", ")),
+                });
+                continue;
+            }
+            let Some(raw) = &section.initial_cursor else {
+                continue;
+            };
+            let at = |message: String| ConfigError::KeyAt {
+                file: self.file.clone(),
+                line: self.line_of(raw.span().start),
+                key: key(".initial_cursor"),
+                message,
+            };
+            if !crate::app::CURSOR_FLOWS.contains(&flow.as_str()) {
+                problems.push(at(format!(
+                    "flow {flow} reads no cursor (the partner's queue says what is pending); initial_cursor applies to {}",
+                    crate::app::CURSOR_FLOWS.join(", ")
+                )));
+            } else if parse_rfc3339(raw.get_ref()).is_none() {
+                problems.push(at(format!(
+                    "`{}` is not an RFC 3339 date-time with a time zone, e.g. \"2026-11-30T00:00:00Z\"",
+                    raw.get_ref()
+                )));
+            }
+        }
+        problems
+    }
+
+    /// The valid `initial_cursor` of each cursor flow that has one.
+    pub fn initial_cursors(&self) -> std::collections::BTreeMap<String, DateTime<Utc>> {
+        self.flows
+            .iter()
+            .filter(|(flow, _)| crate::app::CURSOR_FLOWS.contains(&flow.as_str()))
+            .filter_map(|(flow, s)| {
+                let at = parse_rfc3339(s.initial_cursor.as_ref()?.get_ref())?;
+                Some((flow.clone(), at))
+            })
+            .collect()
     }
 
     /// `[delivery]` and `[retry]` values that cannot work.
@@ -950,6 +1040,43 @@ mod service_tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`jwt` is not an auth mode"), "{e}");
+    }
+
+    #[test]
+    fn initial_cursors_are_rfc3339_on_cursor_flows_and_errors_name_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-1.2\"]\ninitial_cursor = \"2026-11-30T00:00:00Z\"\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.initial_cursors().get("ping-1.2").map(|t| t.to_rfc3339()),
+            Some("2026-11-30T00:00:00+00:00".to_string())
+        );
+        let e = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-2.1\"]\ninitial_cursor = \"30/11/2026\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(":9:")
+                && e.contains("flows.\"ping-2.1\".initial_cursor")
+                && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = BridgeConfig::load(&write(
+            dir.path(),
+            "[flows.\"ping-1.1\"]\ninitial_cursor = \"2026-11-30T00:00:00Z\"\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("reads no cursor"), "{e}");
+        let e = BridgeConfig::load(&write(dir.path(), "[flows.\"ping-9.9\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown flow") && e.contains(":8:"), "{e}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn offline_config(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &file,
         format!(
-            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = {{ env = \"BRIDGE_TEST_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"mappings\"\n{extra}"
+            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = {{ env = \"BRIDGE_TEST_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"mappings\"\nallow_placeholders = true\n{extra}"
         ),
     )
     .unwrap();
@@ -387,6 +387,7 @@ subscription_key = {{ env = "BRIDGE_TEST_PING_SUBSCRIPTION_KEY" }}
 [jobs]
 dir = "{jobs}"
 mappings = "{mappings}"
+allow_placeholders = true
 
 [schedule]
 {schedule}

@@ -613,6 +613,7 @@ async fn app(
         max_attempts: MAX_ATTEMPTS,
     };
     app.record_concurrency = 2;
+    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
     Ok(app)
 }
 

@@ -319,7 +319,12 @@ pub async fn run() -> Vec<Row> {
         ),
         (
             "`bridge mappings check`".into(),
-            vec!["mappings".into(), "check".into(), p(&mappings)],
+            vec![
+                "mappings".into(),
+                "check".into(),
+                "--allow-placeholders".into(),
+                p(&mappings),
+            ],
             false,
         ),
         (

@@ -147,7 +147,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     println!("\n== round trips (each step checked in the partner simulators)");
     let jobs = crate::app::job_files(&project.jobs_dist())?;
     let sims_b = Simulators::start_loopback().await?;
-    let app_b = App::new(
+    let mut app_b = App::new(
         open_store(state_dir, "design-b.db").await?,
         app.runtime.clone(),
         sims_b.primero_client_config(),
@@ -156,6 +156,8 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
         &mappings,
     )
     .await?;
+    // The demo's own confirmed value: the simulators hold no history.
+    app_b.initial_cursors = crate::sim::scenario::sim_initial_cursors();
     let b = crate::round_trip::design_b(&app_b, &sims_b, &today).await?;
     print!("{b}");
     if !b.ok() {
@@ -171,6 +173,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
         &project.mappings("ethiopia-gambella"),
     )
     .await?;
+    app_a.initial_cursors = crate::sim::scenario::sim_initial_cursors();
     let dtp = crate::round_trip::DtpSide::start().await?;
     app_a.dtp = Some(crate::connectors::dtp::DtpClient::new(dtp.client_config())?);
     let inbox = crate::round_trip::InboxSide::start(&app_a).await?;

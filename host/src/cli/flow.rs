@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::app::{new_run_id, today, App};
+use crate::app::{new_run_id, today, App, Mode};
 use crate::config::BridgeConfig;
+use crate::flows::RecordOutcome;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FlowCommand {
@@ -22,6 +23,14 @@ pub enum FlowCommand {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read from the partners and map every record, then report what a
+        /// real run would write and acknowledge, writing nothing anywhere:
+        /// no partner write (the clients refuse them), no acknowledgement,
+        /// no cursor move, and the state database left as it was (the run
+        /// works on a scratch copy). Exit 0 when every record could be
+        /// mapped, 2 when some would be held, skipped or failed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -32,9 +41,11 @@ pub async fn run(cmd: FlowCommand, cache_dir: Option<PathBuf>) -> anyhow::Result
             config,
             today: date,
             json,
+            dry_run,
         } => {
             let config = BridgeConfig::load(&config)?;
-            let app = App::from_config(&config, cache_dir).await?;
+            let mode = if dry_run { Mode::DryRun } else { Mode::Live };
+            let app = App::from_config_as(&config, cache_dir, mode).await?;
             let report = app
                 .run_flow(&flow, &new_run_id(), &date.unwrap_or_else(today))
                 .await?;
@@ -45,11 +56,14 @@ pub async fn run(cmd: FlowCommand, cache_dir: Option<PathBuf>) -> anyhow::Result
             }
             Ok(if report.aborted.is_some() {
                 ExitCode::FAILURE
-            } else if report
-                .records
-                .iter()
-                .all(|r| r.outcome.is_delivered() && r.acknowledged)
-            {
+            } else if report.records.iter().all(|r| {
+                if dry_run {
+                    r.outcome.is_delivered()
+                        || matches!(r.outcome, RecordOutcome::WouldWrite { .. })
+                } else {
+                    r.outcome.is_delivered() && r.acknowledged
+                }
+            }) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(2)

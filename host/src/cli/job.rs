@@ -59,6 +59,10 @@ pub enum MappingsCommand {
         /// Folder of built job components (default: the project's jobs/dist).
         #[arg(long)]
         jobs: Option<PathBuf>,
+        /// Report values marked `CHANGE-ME:` as warnings instead of errors
+        /// (the shipped example folders; never for a folder going live).
+        #[arg(long)]
+        allow_placeholders: bool,
     },
 }
 
@@ -219,7 +223,11 @@ pub async fn run_mappings_command(
     cmd: MappingsCommand,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let MappingsCommand::Check { dir, jobs } = cmd;
+    let MappingsCommand::Check {
+        dir,
+        jobs,
+        allow_placeholders,
+    } = cmd;
     let set = match MappingSet::load_dir(&dir) {
         Ok(set) => set,
         Err(e) => {
@@ -258,6 +266,13 @@ pub async fn run_mappings_command(
             read.extend(job.info.tables.iter().cloned());
         }
         errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+    }
+    for p in &set.placeholders {
+        if allow_placeholders {
+            eprintln!("warning: {p}");
+        } else {
+            errors.push(p.to_string());
+        }
     }
     if errors.is_empty() {
         println!(

@@ -117,6 +117,8 @@ pub struct DtpClient {
     config: DtpConfig,
     retry: RetryPolicy,
     limiter: Arc<Limiter>,
+    /// Dry run: every post is refused before it is sent.
+    read_only: bool,
 }
 
 impl fmt::Debug for DtpClient {
@@ -168,6 +170,7 @@ impl DtpClient {
             config,
             retry: RetryPolicy::default(),
             limiter: Arc::new(Limiter::new(PartnerLimits::default())),
+            read_only: false,
         })
     }
 
@@ -180,6 +183,12 @@ impl DtpClient {
     }
 
     /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
+    /// A client that refuses every post before it is sent. For dry runs.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
     pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
         self.limiter = Arc::new(Limiter::new(limits));
         self
@@ -227,6 +236,14 @@ impl DtpClient {
         endpoint_name: &str,
         payload: &[u8],
     ) -> Result<(), AttemptError> {
+        // Every DTP call is a write.
+        super::guard(
+            self.read_only,
+            super::Effect::Write,
+            System::Dtp,
+            endpoint_name,
+        )
+        .map_err(AttemptError::Final)?;
         let _permit = self.limiter.acquire().await;
         let response = self
             .http

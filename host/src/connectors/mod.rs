@@ -77,6 +77,35 @@ pub enum ConnectorError {
         endpoint: String,
         reason: String,
     },
+    /// A write refused before it left: the client is read-only (a dry run).
+    #[error("{system} {endpoint} not sent: the client is read-only (dry run)")]
+    ReadOnly { system: System, endpoint: String },
+}
+
+/// Whether a partner call changes anything at the partner. Reads that are
+/// POSTs (PING retrieve and check status) are reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Read,
+    Write,
+}
+
+/// A client's write guard: a read-only client (dry run) refuses every write
+/// before it is sent, whatever the flow asks.
+pub fn guard(
+    read_only: bool,
+    effect: Effect,
+    system: System,
+    endpoint: &str,
+) -> Result<(), ConnectorError> {
+    if read_only && effect == Effect::Write {
+        tracing::error!(%system, endpoint, "write refused: the client is read-only (dry run)");
+        return Err(ConnectorError::ReadOnly {
+            system,
+            endpoint: endpoint.to_string(),
+        });
+    }
+    Ok(())
 }
 
 impl ConnectorError {
@@ -85,7 +114,9 @@ impl ConnectorError {
         match self {
             ConnectorError::Transport { .. } => true,
             ConnectorError::Status { status, .. } => *status >= 500 || *status == 429,
-            ConnectorError::Protocol { .. } | ConnectorError::Auth { .. } => false,
+            ConnectorError::Protocol { .. }
+            | ConnectorError::Auth { .. }
+            | ConnectorError::ReadOnly { .. } => false,
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use super::limits::{Limiter, PartnerLimits};
 use super::retry::{self, AttemptError, CallKind, RetryPolicy};
-use super::{ConnectorError, System};
+use super::{ConnectorError, Effect, System};
 
 /// One retrieved proGres row. Keys are Dynamics-style and depend on the
 /// shipping process, so rows stay dynamic.
@@ -518,6 +518,8 @@ pub struct PingClient {
     token: Mutex<TokenState>,
     retry: RetryPolicy,
     limiter: Limiter,
+    /// Dry run: ingestion is refused before it is sent.
+    read_only: bool,
 }
 
 impl fmt::Debug for PingClient {
@@ -554,6 +556,7 @@ impl PingClient {
             token: Mutex::new(TokenState::default()),
             retry: RetryPolicy::default(),
             limiter: Limiter::new(PartnerLimits::default()),
+            read_only: false,
         })
     }
 
@@ -566,6 +569,13 @@ impl PingClient {
     }
 
     /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
+    /// A client that refuses every write (ingestion) before it is sent:
+    /// retrieve and check status still work. For dry runs.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
     pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
         self.limiter = Limiter::new(limits);
         self
@@ -652,7 +662,7 @@ impl PingClient {
         };
         let url = self.url_for(&[RETRIEVE_PATH]);
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::Idempotent)
+            .post_api(url, &endpoint, &body, CallKind::Idempotent, Effect::Read)
             .await?;
         // Parsed in one pass, keeping only the columns asked for; the body is
         // dropped right after.
@@ -692,7 +702,13 @@ impl PingClient {
         };
         let url = self.ingestion_url("data");
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::NonIdempotent)
+            .post_api(
+                url,
+                &endpoint,
+                &body,
+                CallKind::NonIdempotent,
+                Effect::Write,
+            )
             .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {
@@ -727,7 +743,13 @@ impl PingClient {
         };
         let url = self.ingestion_url("asyncdata");
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::NonIdempotent)
+            .post_api(
+                url,
+                &endpoint,
+                &body,
+                CallKind::NonIdempotent,
+                Effect::Write,
+            )
             .await?;
         let response =
             parse_ingestion_response(&bytes).map_err(|reason| ConnectorError::Protocol {
@@ -761,7 +783,7 @@ impl PingClient {
         let url = self.url_for(&[CHECK_STATUS_PATH]);
         // Asking about a transaction changes nothing.
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::Idempotent)
+            .post_api(url, &endpoint, &body, CallKind::Idempotent, Effect::Read)
             .await?;
         parse_check_status(&bytes).map_err(|e| ConnectorError::Protocol {
             system: System::Ping,
@@ -803,7 +825,9 @@ impl PingClient {
         endpoint: &str,
         body: &B,
         kind: CallKind,
+        effect: Effect,
     ) -> Result<Vec<u8>, ConnectorError> {
+        super::guard(self.read_only, effect, System::Ping, endpoint)?;
         let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
             system: System::Ping,
             endpoint: endpoint.to_string(),

@@ -635,6 +635,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct PrimeroClient {
     inner: Arc<Inner>,
+    /// Dry run: every call but a GET (and the login) is refused before it
+    /// is sent.
+    read_only: bool,
 }
 
 impl fmt::Debug for PrimeroClient {
@@ -693,7 +696,15 @@ impl PrimeroClient {
                 basic,
                 token: Mutex::new(TokenState::default()),
             }),
+            read_only: false,
         })
+    }
+
+    /// A client that refuses every write (anything but GET; the token
+    /// login still works) before it is sent. For dry runs.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     pub fn config(&self) -> &PrimeroConfig {
@@ -943,6 +954,12 @@ impl PrimeroClient {
         query: &[(String, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ConnectorError> {
+        let effect = if method == Method::GET {
+            super::Effect::Read
+        } else {
+            super::Effect::Write
+        };
+        super::guard(self.read_only, effect, System::Primero, endpoint)?;
         let url = self.url(segments, query);
         let span = tracing::debug_span!(
             "primero_call",

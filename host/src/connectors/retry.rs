@@ -120,7 +120,9 @@ pub fn may_retry(err: &ConnectorError, kind: CallKind) -> bool {
         // Maybe processed: only when repeating is harmless.
         ConnectorError::Status { status, .. } => *status >= 500 && kind == CallKind::Idempotent,
         ConnectorError::Transport { .. } => kind == CallKind::Idempotent,
-        ConnectorError::Protocol { .. } | ConnectorError::Auth { .. } => false,
+        ConnectorError::Protocol { .. }
+        | ConnectorError::Auth { .. }
+        | ConnectorError::ReadOnly { .. } => false,
     }
 }
 

@@ -14,6 +14,9 @@
 //!   [`CursorTracker`] allows (records written or dead-lettered).
 //! - A replay reads from its own starting point and leaves the cursor alone.
 //! - On shutdown the scan stops between cases; what was visited counts.
+//! - Never without a lower bound: the first run of a flow reads from its
+//!   configured `initial_cursor`, and a flow with neither a stored nor an
+//!   initial cursor refuses to run (it would send every historic record).
 //! - A page with fewer rows than the listing's total implies stops the run
 //!   without moving the cursor past it: a skipped row is read next run.
 
@@ -68,34 +71,68 @@ pub struct CaseScan<'a> {
     /// The listing query for a lower bound (filters, order by
     /// `last_updated_at` ascending).
     pub query: &'a (dyn Fn(Option<DateTime<Utc>>) -> CaseQuery + Sync),
+    /// Where the first run reads from when no cursor is stored yet
+    /// (`[flows."<flow>"] initial_cursor`).
+    pub initial: Option<DateTime<Utc>>,
+    /// Dry run: read and report, but leave the cursor where it is.
+    pub dry_run: bool,
+}
+
+/// Why a cursor flow with neither a stored nor an initial cursor does not
+/// run, and the two ways to give it one.
+pub fn missing_cursor(flow: &str) -> String {
+    format!(
+        "flow {flow} has no cursor yet and no initial cursor: refusing to read every historic Primero case. \
+         Set `initial_cursor = \"<RFC 3339>\"` under [flows.\"{flow}\"] in bridge.toml (e.g. when the OpenFn job it replaces last ran, \
+         \"2026-11-30T00:00:00Z\"), or store one with `bridge cursor set {flow} <RFC 3339> --config bridge.toml`"
+    )
 }
 
 impl CaseScan<'_> {
     /// Visit every case changed since the cursor, then commit the cursor.
     pub async fn run(&self, mut report: RunReport, visitor: &mut impl CaseVisitor) -> RunReport {
+        let stored = match read_cursor(self.store, self.flow).await {
+            Ok(stored) => stored,
+            Err(why) => {
+                report.aborted = Some(why);
+                return report;
+            }
+        };
         let since = match self.ledger.replay() {
-            Some(replay) => replay.since,
-            None => match read_cursor(self.store, self.flow).await {
-                Ok(since) => since,
-                Err(why) => {
-                    report.aborted = Some(why);
-                    return report;
-                }
-            },
+            // Entries without a hint: from the earliest bound the flow knows.
+            Some(replay) => replay
+                .since
+                .or_else(|| stored.into_iter().chain(self.initial).min()),
+            None => stored.or(self.initial),
+        };
+        let Some(since) = since else {
+            tracing::error!(flow = self.flow, "no cursor and no initial cursor");
+            report.aborted = Some(missing_cursor(self.flow));
+            return report;
         };
         tracing::info!(
-            cursor = since.map(format_cursor).as_deref().unwrap_or("(none)"),
+            cursor = %format_cursor(since),
+            stored = stored.is_some(),
             replay = self.ledger.replay().is_some(),
             "reading cases changed since the cursor"
         );
         let mut st = ScanState {
-            since,
-            tracker: CursorTracker::new(since),
+            since: Some(since),
+            tracker: CursorTracker::new(Some(since)),
             report,
         };
         self.read_cases(&mut st, visitor).await;
         let mut report = st.report;
         if self.ledger.replay().is_some() {
+            return report;
+        }
+        if self.dry_run {
+            match st.tracker.next() {
+                Some(next) => {
+                    tracing::info!(cursor = %format_cursor(next), "dry run: the cursor would move here; it stays")
+                }
+                None => tracing::info!("dry run: the cursor would stay"),
+            }
             return report;
         }
         match st.tracker.next() {
@@ -353,6 +390,8 @@ mod tests {
                 ledger: &ledger,
                 stop: &stop,
                 query: &query,
+                initial: Some(at("2031-03-01T00:00:00Z")),
+                dry_run: false,
             };
             let mut visitor = Collect::default();
             let report = scan.run(RunReport::default(), &mut visitor).await;

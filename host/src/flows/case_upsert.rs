@@ -15,7 +15,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::report::{Note, RecordOutcome};
+use super::report::{would_write, Note, RecordOutcome};
 use crate::connectors::primero::{Case, CaseQuery, NewFlag, PrimeroClient};
 use crate::connectors::ConnectorError;
 
@@ -300,6 +300,28 @@ pub async fn upsert_case(
             candidates: several.iter().map(|c| c.id.clone()).collect(),
         }),
     }
+}
+
+/// Dry run: what [`upsert_case`] would do, from the same search, without
+/// writing (`create-case`, or `append-service` to the one matching case).
+pub async fn plan_case(
+    primero: &PrimeroClient,
+    referral: &CaseReferral,
+) -> Result<RecordOutcome, UpsertError> {
+    referral.new_service().ok_or(UpsertError::NoService)?;
+    let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
+    let matches = primero.list_cases(&query).await?;
+    Ok(match matches.as_slice() {
+        [] => would_write("create-case", None),
+        [case] if holds(case, &referral.intervention_number) => RecordOutcome::AlreadyPresent {
+            case_id: case.id.clone(),
+        },
+        [case] => would_write("append-service", Some(case.id.clone())),
+        several => RecordOutcome::Held {
+            reason: AMBIGUOUS_MATCH.into(),
+            candidates: several.iter().map(|c| c.id.clone()).collect(),
+        },
+    })
 }
 
 #[cfg(test)]

@@ -45,6 +45,11 @@ pub struct DtpSender<'a> {
 
 impl SendDecision for DtpSender<'_> {
     type Payload = DtpDecision;
+    const ACTION: &'static str = "post-decision";
+
+    fn target_id(&self, item: &EmittedDecision<DtpDecision>) -> Option<String> {
+        Some(item.payload.intervention_number.clone())
+    }
 
     async fn send(&self, item: &EmittedDecision<DtpDecision>) -> Sent {
         match self
@@ -56,7 +61,7 @@ impl SendDecision for DtpSender<'_> {
             .await
         {
             Ok(()) => Sent::Delivered {
-                target_id: Some(item.payload.intervention_number.clone()),
+                target_id: self.target_id(item),
             },
             Err(e) => Sent::Failed(e),
         }
@@ -71,6 +76,8 @@ pub struct Dtp12<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::flows::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    pub initial_cursor: Option<chrono::DateTime<chrono::Utc>>,
+    pub dry_run: bool,
 }
 
 impl Dtp12<'_> {
@@ -85,6 +92,8 @@ impl Dtp12<'_> {
             ledger: self.ledger,
             stop: self.stop,
             send: DtpSender { dtp: self.dtp },
+            initial_cursor: self.initial_cursor,
+            dry_run: self.dry_run,
         }
         .run(run_id, today)
         .await

@@ -26,7 +26,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::referral_decision::{apply_decision, is_transient, InboundDecision, ServiceMatch};
+use super::referral_decision::{
+    apply_decision, is_transient, Apply, InboundDecision, ServiceMatch,
+};
 use super::report::{failed, MappingGap, RecordNote, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use crate::connectors::primero::PrimeroClient;
@@ -123,6 +125,7 @@ impl Handler {
                 outcome,
                 acknowledged,
                 ack_error: None,
+                would_acknowledge: None,
             });
         }
         let transient: Vec<String> = report
@@ -166,6 +169,7 @@ impl Handler {
             &self.primero,
             &decision.decision,
             ServiceMatch::Suffix(&decision.service_suffix),
+            Apply::Write,
         )
         .await;
         (outcome, decision.mapping_gaps)

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED,
 };
-use super::report::{RecordOutcome, RunReport};
+use super::report::{would_write, RecordOutcome, RunReport};
 use crate::connectors::dtp::{DtpClient, DtpEndpoint};
 use crate::connectors::primero::PrimeroClient;
 use crate::runtime::reload::Catalog;
@@ -35,6 +35,8 @@ pub struct Dtp21<'a> {
     pub stop: &'a tokio_util::sync::CancellationToken,
     /// Deliveries handed to the partner at once.
     pub concurrency: usize,
+    pub initial_cursor: Option<chrono::DateTime<chrono::Utc>>,
+    pub dry_run: bool,
 }
 
 /// The DTP part of what the job emits: the flat body of example 10.
@@ -63,13 +65,7 @@ impl Deliver for DtpDelivery<'_> {
         {
             return partner_failure(&e);
         }
-        // DTP's correlation id `<case_id>#<last 12 of the service id>`: system ids only.
-        let target = item
-            .payload
-            .body
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let target = correlation_id(item);
         if let Err(e) = self
             .store
             .record_delivery(FLOW, &item.service_id, FP_DELIVERED, target.as_deref())
@@ -82,6 +78,23 @@ impl Deliver for DtpDelivery<'_> {
         }
         RecordOutcome::Sent { target_id: target }
     }
+
+    fn planned(
+        &self,
+        item: &EmittedReferral<DtpPayload>,
+        _previous: Option<&Delivery>,
+    ) -> RecordOutcome {
+        would_write("post-referral", correlation_id(item))
+    }
+}
+
+/// DTP's correlation id `<case_id>#<last 12 of the service id>`: system ids only.
+fn correlation_id(item: &EmittedReferral<DtpPayload>) -> Option<String> {
+    item.payload
+        .body
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 impl Dtp21<'_> {
@@ -107,6 +120,8 @@ impl Dtp21<'_> {
             ledger: self.ledger,
             stop: self.stop,
             concurrency: self.concurrency,
+            initial_cursor: self.initial_cursor,
+            dry_run: self.dry_run,
             associated_user: Some(unhcr_user),
             deliver: DtpDelivery {
                 dtp: self.dtp,

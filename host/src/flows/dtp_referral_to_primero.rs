@@ -434,6 +434,7 @@ impl Handler {
                     outcome,
                     acknowledged: false,
                     ack_error: None,
+                    would_acknowledge: None,
                 };
                 return (record, true, None);
             }
@@ -457,6 +458,7 @@ impl Handler {
             outcome,
             acknowledged: false,
             ack_error: None,
+            would_acknowledge: None,
         };
         let key = notified_key(receipt_id, index);
         match self.store.delivery(FLOW, &key).await {

@@ -82,6 +82,14 @@ pub trait Deliver {
         item: &EmittedReferral<Self::Payload>,
         previous: Option<&Delivery>,
     ) -> RecordOutcome;
+
+    /// Dry run: what `deliver` would write, as a
+    /// [`RecordOutcome::WouldWrite`], without any call.
+    fn planned(
+        &self,
+        item: &EmittedReferral<Self::Payload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome;
 }
 
 /// One run of an outbound referral flow.
@@ -98,6 +106,10 @@ pub struct OutboundRun<'a, D> {
     pub stop: &'a CancellationToken,
     /// Deliveries of one page of cases handed to the partner at once.
     pub concurrency: usize,
+    /// Where the first run reads from when no cursor is stored.
+    pub initial_cursor: Option<DateTime<Utc>>,
+    /// Map and report, deliver nothing, keep the cursor.
+    pub dry_run: bool,
 }
 
 /// A referral mapped and ready to hand to the partner at the end of its page.
@@ -198,6 +210,7 @@ fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {
         outcome,
         acknowledged,
         ack_error: None,
+        would_acknowledge: None,
     }
 }
 
@@ -301,7 +314,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
                 today: today.into(),
-                dry_run: false,
+                dry_run: self.dry_run,
             },
             users: None,
             pending: Vec::new(),
@@ -317,10 +330,13 @@ impl<D: Deliver> OutboundRun<'_, D> {
             ledger: self.ledger,
             stop: self.stop,
             query: &query,
+            initial: self.initial_cursor,
+            dry_run: self.dry_run,
         };
         let report = RunReport {
             flow: self.flow.into(),
             run_id: run_id.into(),
+            dry_run: self.dry_run,
             ..RunReport::default()
         };
         let report = scan.run(report, &mut visitor).await;
@@ -328,6 +344,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             cases = report.fetched,
             sent = report.count("sent"),
             already_sent = report.count("already sent"),
+            would_send = report.count("would write"),
             skipped = report.count("skipped"),
             failed = report.count("failed"),
             "run finished"
@@ -595,20 +612,25 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         }
         let run = self.run;
         let pending = &pending;
-        // By index: a closure over `&Pending` items trips the compiler's
-        // higher-ranked lifetime check once the future must be `Send`.
-        let outcomes: Vec<RecordOutcome> = stream::iter(0..pending.len())
-            .map(|i| async move {
-                let p = &pending[i];
-                let span = tracing::info_span!("record", record = %p.service_id);
-                run.deliver
-                    .deliver(&p.item, p.previous.as_ref())
-                    .instrument(span)
-                    .await
-            })
-            .buffered(run.concurrency.max(1))
-            .collect()
-            .await;
+        let outcomes: Vec<RecordOutcome> = if run.dry_run {
+            pending
+                .iter()
+                .map(|p| run.deliver.planned(&p.item, p.previous.as_ref()))
+                .collect()
+        } else {
+            deliver_all(run, pending).await
+        };
+        self.settle_pending(st, pending, outcomes).await
+    }
+
+    /// Count each outcome's attempt, hold the cursor for what failed, report.
+    async fn settle_pending(
+        &mut self,
+        st: &mut ScanState,
+        pending: &[Pending<D::Payload>],
+        outcomes: Vec<RecordOutcome>,
+    ) {
+        let run = self.run;
         for (p, outcome) in pending.iter().zip(outcomes) {
             let span = tracing::info_span!("record", record = %p.service_id);
             let outcome = run
@@ -629,6 +651,27 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .push(report_record(&p.service_id, outcome));
         }
     }
+}
+
+/// Hand a page's referrals to the partner, at most `concurrency` at once.
+async fn deliver_all<D: Deliver>(
+    run: &OutboundRun<'_, D>,
+    pending: &[Pending<D::Payload>],
+) -> Vec<RecordOutcome> {
+    // By index: a closure over `&Pending` items trips the compiler's
+    // higher-ranked lifetime check once the future must be `Send`.
+    stream::iter(0..pending.len())
+        .map(|i| async move {
+            let p = &pending[i];
+            let span = tracing::info_span!("record", record = %p.service_id);
+            run.deliver
+                .deliver(&p.item, p.previous.as_ref())
+                .instrument(span)
+                .await
+        })
+        .buffered(run.concurrency.max(1))
+        .collect()
+        .await
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use tracing::Instrument;
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
-use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
+use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
 use crate::connectors::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use crate::connectors::ConnectorError;
 use crate::runtime::reload::Catalog;
@@ -86,6 +86,11 @@ pub enum Sent {
 #[allow(async_fn_in_trait)]
 pub trait SendDecision {
     type Payload: DeserializeOwned;
+    /// What `send` writes, as a dry run reports it (e.g. `ingest-transfer-status`).
+    const ACTION: &'static str;
+
+    /// The id the partner knows the decision by (system id), if any.
+    fn target_id(&self, item: &EmittedDecision<Self::Payload>) -> Option<String>;
 
     async fn send(&self, item: &EmittedDecision<Self::Payload>) -> Sent;
 }
@@ -100,6 +105,10 @@ pub struct DecisionRun<'a, S> {
     pub ledger: &'a Ledger<'a>,
     pub stop: &'a CancellationToken,
     pub send: S,
+    /// Where the first run reads from when no cursor is stored.
+    pub initial_cursor: Option<DateTime<Utc>>,
+    /// Map and report, send nothing, keep the cursor.
+    pub dry_run: bool,
 }
 
 /// The case fields a decision job reads (no personal data beyond the service).
@@ -178,7 +187,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
                 today: today.into(),
-                dry_run: false,
+                dry_run: self.dry_run,
             },
         };
         let scan = CaseScan {
@@ -188,10 +197,13 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             ledger: self.ledger,
             stop: self.stop,
             query: &query,
+            initial: self.initial_cursor,
+            dry_run: self.dry_run,
         };
         let report = RunReport {
             flow: self.flow.into(),
             run_id: run_id.into(),
+            dry_run: self.dry_run,
             ..RunReport::default()
         };
         let report = scan.run(report, &mut visitor).await;
@@ -199,6 +211,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             cases = report.fetched,
             sent = report.count("sent"),
             already_sent = report.count("already sent"),
+            would_send = report.count("would write"),
             failed = report.count("failed"),
             "run finished"
         );
@@ -234,6 +247,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                     outcome: parked,
                     acknowledged: false,
                     ack_error: None,
+                    would_acknowledge: None,
                 });
                 continue;
             }
@@ -267,6 +281,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                 outcome: result.outcome,
                 acknowledged,
                 ack_error: None,
+                would_acknowledge: None,
             });
         }
     }
@@ -330,6 +345,10 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             }
             Ok(_) => {}
             Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
+        }
+        if self.run.dry_run {
+            let target = self.run.send.target_id(&item);
+            return Some(ServiceResult::done(would_write(S::ACTION, target)));
         }
         match self.run.send.send(&item).await {
             Sent::Delivered { target_id } => {

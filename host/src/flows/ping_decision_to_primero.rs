@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::referral_decision::{apply_decision, InboundDecision, ServiceMatch};
+use super::referral_decision::{apply_decision, Apply, InboundDecision, ServiceMatch};
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use super::rows::Row;
 use crate::connectors::ping::{IngestionRecord, PingClient};
@@ -54,7 +54,12 @@ pub struct Ping22<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::flows::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Map and report: no Primero write, no synced status.
+    pub dry_run: bool,
 }
+
+/// The acknowledgement a dry run reports instead of writing it.
+pub const ACK_SYNCED: &str = "synced-status";
 
 /// A row value as text (option-set codes arrive as numbers or strings).
 fn code(row: &Row, key: &str) -> Option<String> {
@@ -92,6 +97,7 @@ impl Ping22<'_> {
         let mut report = RunReport {
             flow: FLOW.into(),
             run_id: run_id.into(),
+            dry_run: self.dry_run,
             ..RunReport::default()
         };
         let mappings = self.catalog.mappings();
@@ -142,7 +148,7 @@ impl Ping22<'_> {
             flow: FLOW.into(),
             run_id: run_id.into(),
             today: today.into(),
-            dry_run: false,
+            dry_run: self.dry_run,
         };
         for id in &ids {
             if self.stop.is_cancelled() {
@@ -156,6 +162,7 @@ impl Ping22<'_> {
                     outcome: parked,
                     acknowledged: false,
                     ack_error: None,
+                    would_acknowledge: None,
                 });
                 continue;
             }
@@ -192,8 +199,14 @@ impl Ping22<'_> {
             outcome,
             acknowledged: false,
             ack_error: None,
+            would_acknowledge: None,
         };
         match (&record.outcome, synced) {
+            (o, Some(_)) if self.dry_run => {
+                if o.is_delivered() || matches!(o, RecordOutcome::WouldWrite { .. }) {
+                    record.would_acknowledge = Some(ACK_SYNCED.into());
+                }
+            }
             (o, Some(synced)) if o.is_delivered() => {
                 match self.ping.ingest(synced_sp, &[synced]).await {
                     Ok(resp) if resp.failures().is_empty() => record.acknowledged = true,
@@ -284,6 +297,11 @@ impl Ping22<'_> {
             self.primero,
             &decision.decision,
             ServiceMatch::Exact(&decision.service_id),
+            if self.dry_run {
+                Apply::DryRun
+            } else {
+                Apply::Write
+            },
         )
         .await;
         (outcome, Some(decision.synced))

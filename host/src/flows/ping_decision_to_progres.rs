@@ -36,6 +36,11 @@ pub struct PingSender<'a> {
 
 impl SendDecision for PingSender<'_> {
     type Payload = ProgresDecision;
+    const ACTION: &'static str = "ingest-transfer-status";
+
+    fn target_id(&self, item: &EmittedDecision<ProgresDecision>) -> Option<String> {
+        Some(item.payload.intervention_id.clone())
+    }
 
     async fn send(&self, item: &EmittedDecision<ProgresDecision>) -> Sent {
         // A field without a value is left out: `null` would blank it in proGres.
@@ -46,7 +51,7 @@ impl SendDecision for PingSender<'_> {
             .await
         {
             Ok(resp) if resp.failures().is_empty() => Sent::Delivered {
-                target_id: Some(item.payload.intervention_id.clone()),
+                target_id: self.target_id(item),
             },
             Ok(resp) => Sent::Refused(format!(
                 "PING refused the transfer status ({}; transaction {})",
@@ -70,6 +75,8 @@ pub struct Ping12<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::flows::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    pub initial_cursor: Option<chrono::DateTime<chrono::Utc>>,
+    pub dry_run: bool,
 }
 
 impl Ping12<'_> {
@@ -99,6 +106,8 @@ impl Ping12<'_> {
                 ping: self.ping,
                 shipping_process: sp,
             },
+            initial_cursor: self.initial_cursor,
+            dry_run: self.dry_run,
         }
         .run(run_id, today)
         .await

@@ -19,8 +19,8 @@
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::case_upsert::{plan_case, upsert_case, ClosedCase, IndividualLocks, UpsertError};
 pub use super::case_upsert::{same_intervention, CaseReferral};
-use super::case_upsert::{upsert_case, ClosedCase, IndividualLocks, UpsertError};
 use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
@@ -47,7 +47,12 @@ pub struct Ping11<'a> {
     /// Interventions worked on at once (partner calls are further bounded
     /// per partner by the clients).
     pub concurrency: usize,
+    /// Map and report: no Primero write, no transfer status.
+    pub dry_run: bool,
 }
+
+/// The acknowledgement a dry run reports instead of writing it.
+pub const ACK_TRANSFER_STATUS: &str = "transfer-status";
 
 /// The SHP-2747 columns this flow and its job read (the job takes the
 /// intervention id, business unit and Primero id from the delivery row). The
@@ -107,6 +112,7 @@ impl Ping11<'_> {
         let mut report = RunReport {
             flow: FLOW.into(),
             run_id: run_id.into(),
+            dry_run: self.dry_run,
             ..RunReport::default()
         };
         let mappings = self.catalog.mappings();
@@ -134,7 +140,7 @@ impl Ping11<'_> {
             flow: FLOW.into(),
             run_id: run_id.into(),
             today: today.into(),
-            dry_run: false,
+            dry_run: self.dry_run,
         };
         let shared = RunShared {
             instance: SharedInstance::spawn(instance, ctx, self.concurrency),
@@ -218,6 +224,7 @@ impl Ping11<'_> {
                         outcome: parked,
                         acknowledged: false,
                         ack_error: None,
+                        would_acknowledge: None,
                     };
                     return Some((record, None));
                 }
@@ -244,6 +251,12 @@ impl Ping11<'_> {
     /// Write the transfer status (SHP-2748) of every delivered record.
     async fn acknowledge(&self, shared: &RunShared<'_>, acks: Vec<Ack>, report: &mut RunReport) {
         if acks.is_empty() {
+            return;
+        }
+        if self.dry_run {
+            for ack in acks {
+                report.records[ack.index].would_acknowledge = Some(ACK_TRANSFER_STATUS.into());
+            }
             return;
         }
         tracing::info!(records = acks.len(), "writing transfer statuses");
@@ -309,7 +322,9 @@ impl Ping11<'_> {
                 "record not delivered; stays pending in proGres"
             );
         }
-        let ack = outcome.is_delivered().then(|| Ack {
+        // A dry run reports the transfer status a real run would write.
+        let would = matches!(outcome, RecordOutcome::WouldWrite { .. });
+        let ack = (outcome.is_delivered() || would).then(|| Ack {
             index: 0,
             id: id.to_string(),
             business_unit: text(delivery, "progres_businessunit").unwrap_or_default(),
@@ -323,6 +338,7 @@ impl Ping11<'_> {
             outcome,
             acknowledged: false,
             ack_error: None,
+            would_acknowledge: None,
         };
         (record, ack)
     }
@@ -374,8 +390,15 @@ impl Ping11<'_> {
 
     /// Create the case, append the service, or recognise it is already there.
     async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
-        match upsert_case(self.primero, referral, ClosedCase::Append).await {
-            Ok(done) => done.outcome(),
+        let result = if self.dry_run {
+            plan_case(self.primero, referral).await
+        } else {
+            upsert_case(self.primero, referral, ClosedCase::Append)
+                .await
+                .map(|done| done.outcome())
+        };
+        match result {
+            Ok(outcome) => outcome,
             Err(UpsertError::NoService) => failed(
                 "job-invalid-output",
                 format!("job {JOB} emitted a case without a service"),

@@ -16,7 +16,7 @@ use super::ledger::OUTCOME_UNKNOWN;
 use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
 };
-use super::report::{failed, RecordOutcome, RunReport};
+use super::report::{failed, would_write, RecordOutcome, RunReport};
 use crate::connectors::ping::{AsyncIngestionRecord, IngestionStatus, PingClient};
 use crate::connectors::primero::PrimeroClient;
 use crate::connectors::retry::{may_retry, CallKind};
@@ -44,6 +44,8 @@ pub struct Ping21<'a> {
     pub stop: &'a tokio_util::sync::CancellationToken,
     /// Deliveries handed to the partner at once.
     pub concurrency: usize,
+    pub initial_cursor: Option<chrono::DateTime<chrono::Utc>>,
+    pub dry_run: bool,
 }
 
 /// The PING part of what the job emits.
@@ -238,6 +240,22 @@ impl Deliver for PingDelivery<'_> {
             reason,
         })
     }
+
+    fn planned(
+        &self,
+        _item: &EmittedReferral<PingPayload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome {
+        match previous
+            .filter(|p| p.fingerprint == FP_SUBMITTED)
+            .and_then(|p| p.target_id.clone())
+        {
+            // A real run asks about the earlier transaction first, and sends
+            // again only when proGres refused it.
+            Some(txn) => would_write("check-status-then-ingest-referral", Some(txn)),
+            None => would_write("ingest-referral", None),
+        }
+    }
 }
 
 impl Ping21<'_> {
@@ -263,6 +281,8 @@ impl Ping21<'_> {
             ledger: self.ledger,
             stop: self.stop,
             concurrency: self.concurrency,
+            initial_cursor: self.initial_cursor,
+            dry_run: self.dry_run,
             associated_user: None,
             deliver: PingDelivery {
                 ping: self.ping,

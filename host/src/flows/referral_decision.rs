@@ -110,12 +110,22 @@ pub fn pick<'a>(
     }
 }
 
+/// How [`apply_decision`] ends: by writing, or (a dry run) by reporting
+/// the write it would make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Write,
+    DryRun,
+}
+
 /// Apply `decision` to the referral of `service`. `Updated` / `AlreadyPresent`
-/// (with the case record id) mean Primero now holds the decision.
+/// (with the case record id) mean Primero now holds the decision; a dry run
+/// ends before the PATCH with `WouldWrite` (`decide-referral`, the case id).
 pub async fn apply_decision(
     primero: &PrimeroClient,
     decision: &InboundDecision,
     service: ServiceMatch<'_>,
+    apply: Apply,
 ) -> RecordOutcome {
     if !matches!(
         decision.status,
@@ -172,6 +182,10 @@ pub async fn apply_decision(
             }
         }
     };
+    if apply == Apply::DryRun {
+        tracing::info!(referral = %referral.id, "dry run: the referral would be decided");
+        return super::report::would_write("decide-referral", Some(case.id.clone()));
+    }
     let update = ReferralUpdate {
         status: decision.status,
         rejected_reason: decision.rejected_reason.clone(),

@@ -34,6 +34,12 @@ pub enum RecordOutcome {
     DeadLettered { code: String, reason: String },
     /// Waits in the dead letter from an earlier run: not attempted.
     Parked { dead_letter_id: i64 },
+    /// Dry run: what a real run would write (an action code such as
+    /// `create-case`, and the target's id when known); nothing was written.
+    WouldWrite {
+        action: String,
+        target_id: Option<String>,
+    },
 }
 
 impl RecordOutcome {
@@ -49,6 +55,7 @@ impl RecordOutcome {
             RecordOutcome::AlreadySent { .. } => "already sent",
             RecordOutcome::DeadLettered { .. } => "dead-lettered",
             RecordOutcome::Parked { .. } => "in dead letter",
+            RecordOutcome::WouldWrite { .. } => "would write",
         }
     }
 
@@ -80,9 +87,9 @@ impl RecordOutcome {
             RecordOutcome::Created { case_id }
             | RecordOutcome::Updated { case_id }
             | RecordOutcome::AlreadyPresent { case_id } => Some(case_id),
-            RecordOutcome::Sent { target_id } | RecordOutcome::AlreadySent { target_id } => {
-                target_id.as_deref()
-            }
+            RecordOutcome::Sent { target_id }
+            | RecordOutcome::AlreadySent { target_id }
+            | RecordOutcome::WouldWrite { target_id, .. } => target_id.as_deref(),
             _ => None,
         }
     }
@@ -128,6 +135,18 @@ pub struct RecordReport {
     pub acknowledged: bool,
     /// Why acknowledging failed, when it did.
     pub ack_error: Option<String>,
+    /// Dry run: the acknowledgement a real run would write to the source
+    /// system (e.g. `transfer-status`); nothing was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_acknowledge: Option<String>,
+}
+
+/// Dry run: the planned write of a record, nothing written.
+pub fn would_write(action: &str, target_id: Option<String>) -> RecordOutcome {
+    RecordOutcome::WouldWrite {
+        action: action.to_string(),
+        target_id,
+    }
 }
 
 /// What an operator should know about a record besides its outcome. Ids
@@ -277,6 +296,10 @@ pub struct RunReport {
     /// Warnings and notes on records, besides their outcomes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<RecordNote>,
+
+    /// A dry run: read and mapped, nothing written anywhere.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl RunReport {
@@ -317,6 +340,7 @@ impl fmt::Display for RunReport {
             "already sent",
             "dead-lettered",
             "in dead letter",
+            "would write",
         ] {
             writeln!(f, "  {:<18}{:>6}", label, self.count(label))?;
         }
@@ -326,6 +350,12 @@ impl fmt::Display for RunReport {
         }
         if self.stopped {
             writeln!(f, "  run stopped between records: shutting down")?;
+        }
+        if self.dry_run {
+            writeln!(
+                f,
+                "  dry run: nothing was written to any partner or to the state database"
+            )?;
         }
         for r in &self.records {
             match &r.outcome {
@@ -344,7 +374,25 @@ impl fmt::Display for RunReport {
                 RecordOutcome::DeadLettered { code, reason } => {
                     writeln!(f, "  dead-lettered {}: [{code}] {reason}", r.source_id)?
                 }
+                RecordOutcome::WouldWrite { action, target_id } => writeln!(
+                    f,
+                    "  would {action} {} -> {}",
+                    r.source_id,
+                    target_id.as_deref().unwrap_or("(new)")
+                )?,
+                o if self.dry_run => writeln!(
+                    f,
+                    "  {} {}{}",
+                    o.label(),
+                    r.source_id,
+                    o.target_id()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default()
+                )?,
                 _ => {}
+            }
+            if let Some(ack) = &r.would_acknowledge {
+                writeln!(f, "  would acknowledge {} ({ack})", r.source_id)?;
             }
             if let Some(e) = &r.ack_error {
                 writeln!(f, "  not acknowledged {}: {e}", r.source_id)?;

@@ -24,6 +24,15 @@ use sha2::{Digest, Sha256};
 /// File holding deployment ids rather than a table.
 pub const DEPLOYMENT_FILE: &str = "deployment.toml";
 
+/// Marks a value as a placeholder: `"CHANGE-ME: notavailable@primero.org"`.
+/// The shipped folders mark every value a country must still confirm. The
+/// value after the mark is what the demo and the tests against the
+/// simulators use; `bridge config check`, `bridge mappings check`, `bridge
+/// run` and `bridge flow run` refuse a folder that still holds one unless
+/// placeholders are allowed explicitly (`[jobs] allow_placeholders`,
+/// `--allow-placeholders`), so a real deployment cannot go live with them.
+pub const PLACEHOLDER_MARK: &str = "CHANGE-ME:";
+
 /// A mapping problem, located as precisely as the input allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct MappingError {
@@ -134,7 +143,76 @@ pub struct MappingSet {
     pub tables: BTreeMap<String, Table>,
     /// SHA-256 over file names and contents: the version identity.
     pub content_hash: String,
+    /// Values still marked [`PLACEHOLDER_MARK`], each with its file, line
+    /// and key (the mark is taken off the loaded value).
+    pub placeholders: Vec<MappingError>,
     job_json: Arc<String>,
+}
+
+impl Deployment {
+    /// Every text value with its key.
+    fn values_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut all = vec![("country", &mut self.country), ("design", &mut self.design)];
+        let optional = [
+            ("partner_id", &mut self.partner_id),
+            ("interop_id", &mut self.interop_id),
+            ("module_id", &mut self.module_id),
+            ("intake_user", &mut self.intake_user),
+            ("unhcr_user", &mut self.unhcr_user),
+            ("business_unit", &mut self.business_unit),
+            ("organisation_from", &mut self.organisation_from),
+            ("admin_email", &mut self.admin_email),
+            ("admin_name", &mut self.admin_name),
+            ("admin_position", &mut self.admin_position),
+            ("admin_phone", &mut self.admin_phone),
+        ];
+        all.extend(
+            optional
+                .into_iter()
+                .filter_map(|(k, v)| v.as_mut().map(|v| (k, v))),
+        );
+        all
+    }
+}
+
+impl ShippingProcesses {
+    fn values_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        [
+            ("pending_referrals", &mut self.pending_referrals),
+            ("intervention_details", &mut self.intervention_details),
+            ("transfer_status", &mut self.transfer_status),
+            ("referral_ingestion", &mut self.referral_ingestion),
+            ("decision_list", &mut self.decision_list),
+            ("decision_details", &mut self.decision_details),
+            ("decision_synced", &mut self.decision_synced),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_mut().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// Take the placeholder mark off `value`; when it had one, the problem
+/// (file, line, key) to report.
+fn unmark(
+    file: &Path,
+    text: &str,
+    (line_key, key): (&str, String),
+    value: &mut String,
+) -> Option<MappingError> {
+    let rest = value.trim_start().strip_prefix(PLACEHOLDER_MARK)?;
+    let example = rest.trim().to_string();
+    let problem = MappingError {
+        file: file.to_path_buf(),
+        line: line_of_key(text, line_key),
+        key: Some(key),
+        message: format!(
+            "placeholder `{} {example}`: replace it with this deployment's own value (and drop the mark) before go-live",
+            PLACEHOLDER_MARK
+        ),
+    };
+    *value = example;
+    Some(problem)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -260,6 +338,7 @@ impl MappingSet {
         let mut hasher = Sha256::new();
         let mut deployment = None;
         let mut tables = BTreeMap::new();
+        let mut placeholders = Vec::new();
         for file in &files {
             let name = file
                 .file_name()
@@ -280,7 +359,23 @@ impl MappingSet {
             hasher.update(text.as_bytes());
             hasher.update([0]);
             if name == DEPLOYMENT_FILE {
-                let parsed: DeploymentFile = parse_toml(file, &text)?;
+                let mut parsed: DeploymentFile = parse_toml(file, &text)?;
+                for (key, value) in parsed.deployment.values_mut() {
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        (key, format!("deployment.{key}")),
+                        value,
+                    ));
+                }
+                for (key, value) in parsed.shipping_processes.values_mut() {
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        (key, format!("shipping_processes.{key}")),
+                        value,
+                    ));
+                }
                 for (key, value) in [
                     ("country", &parsed.deployment.country),
                     ("design", &parsed.deployment.design),
@@ -317,7 +412,23 @@ impl MappingSet {
                         "table file names are kebab-case (a-z, 0-9, -)".into(),
                     ));
                 }
-                let table: Table = parse_toml(file, &text)?;
+                let mut table: Table = parse_toml(file, &text)?;
+                for (key, value) in table.map.iter_mut() {
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        (key.as_str(), format!("map.{key}")),
+                        value,
+                    ));
+                }
+                if let Some(default) = table.default.as_mut() {
+                    placeholders.extend(unmark(
+                        file,
+                        &text,
+                        ("default", "default".into()),
+                        default,
+                    ));
+                }
                 for (key, value) in &table.map {
                     if key.trim().is_empty() || value.trim().is_empty() {
                         return Err(MappingError {
@@ -373,8 +484,25 @@ impl MappingSet {
             shipping_processes: deployment.shipping_processes,
             tables,
             content_hash: hex::encode(hasher.finalize()),
+            placeholders,
             job_json: Arc::new(job_json),
         })
+    }
+
+    /// Why this set must not go live, when it still holds placeholders:
+    /// each one (file, line, key) and what to do.
+    pub fn placeholder_refusal(&self) -> Option<String> {
+        if self.placeholders.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = self.placeholders.iter().map(|p| p.to_string()).collect();
+        Some(format!(
+            "{} placeholder value(s) marked `{PLACEHOLDER_MARK}` in {}:\n  {}\nReplace each with the deployment's confirmed value; \
+             only a test or demo against the simulators may allow them (`[jobs] allow_placeholders = true`)",
+            list.len(),
+            self.dir.display(),
+            list.join("\n  ")
+        ))
     }
 
     /// The JSON handed to a job's `configure`.
@@ -551,5 +679,47 @@ mod tests {
         let e = MappingSet::load_dir(dir.path()).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("deployment.design"));
         assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn placeholders_are_named_by_file_line_and_key_and_the_mark_is_taken_off() {
+        let dir = folder(&[(
+            "deployment.toml",
+            "[deployment]\ncountry = \"X\"\ndesign = \"ping\"\nadmin_email = \"CHANGE-ME: notavailable@primero.org\"\n",
+        )]);
+        let set = MappingSet::load_dir(dir.path()).unwrap();
+        assert_eq!(
+            set.deployment.admin_email.as_deref(),
+            Some("notavailable@primero.org")
+        );
+        assert_eq!(set.placeholders.len(), 1);
+        let p = set.placeholders[0].to_string();
+        assert!(
+            p.contains("deployment.toml:4") && p.contains("deployment.admin_email"),
+            "{p}"
+        );
+        assert!(set.placeholder_refusal().is_some());
+    }
+
+    #[test]
+    fn the_shipped_folders_mark_their_admin_contact_as_placeholders() {
+        for country in ["kenya-dadaab", "ethiopia-gambella"] {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../mappings")
+                .join(country);
+            let set = MappingSet::load_dir(&dir).unwrap();
+            let keys: Vec<String> = set
+                .placeholders
+                .iter()
+                .filter_map(|p| p.key.clone())
+                .collect();
+            for key in ["admin_email", "admin_name", "admin_position", "admin_phone"] {
+                assert!(
+                    keys.contains(&format!("deployment.{key}")),
+                    "{country}: {keys:?}"
+                );
+            }
+            assert!(!set.job_json().contains(PLACEHOLDER_MARK), "{country}");
+        }
     }
 }

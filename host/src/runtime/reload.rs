@@ -105,6 +105,8 @@ pub struct Catalog {
     mappings: Watched<MappingSet>,
     /// Serialises reloads; readers never wait on it.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Refuse a reloaded mapping set that holds placeholders (`CHANGE-ME:`).
+    refuse_placeholders: std::sync::atomic::AtomicBool,
 }
 
 impl Catalog {
@@ -132,7 +134,14 @@ impl Catalog {
             jobs,
             mappings: Watched::new(mappings_dir.to_path_buf(), Arc::new(mappings)),
             reload_lock: tokio::sync::Mutex::new(()),
+            refuse_placeholders: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, refuse a reloaded mapping set that holds placeholders.
+    pub fn refuse_placeholders(&self) {
+        self.refuse_placeholders
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The current version of a job.
@@ -170,11 +179,17 @@ impl Catalog {
             match MappingSet::load_dir(&self.mappings.path) {
                 Ok(new) if new.content_hash == old.content_hash => {}
                 Ok(new) => {
-                    let mut refusal = None;
-                    for watched in self.jobs.values() {
-                        if let Err(e) = validate(&watched.current.load(), &new).await {
-                            refusal = Some(e.to_string());
-                            break;
+                    let mut refusal = self
+                        .refuse_placeholders
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .then(|| new.placeholder_refusal())
+                        .flatten();
+                    if refusal.is_none() {
+                        for watched in self.jobs.values() {
+                            if let Err(e) = validate(&watched.current.load(), &new).await {
+                                refusal = Some(e.to_string());
+                                break;
+                            }
                         }
                     }
                     match refusal {

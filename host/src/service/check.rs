@@ -91,6 +91,15 @@ pub fn check_config(file: &Path) -> CheckReport {
     let mut design = None;
     match MappingSet::load_dir(&mappings_dir) {
         Ok(set) => {
+            for p in &set.placeholders {
+                if config.jobs.allow_placeholders {
+                    report
+                        .warnings
+                        .push(format!("{p} (allowed by jobs.allow_placeholders)"));
+                } else {
+                    report.problem(p.to_string());
+                }
+            }
             let d = set.deployment.design.clone();
             for flow in config.schedule.keys() {
                 if crate::app::FLOWS.contains(&flow.as_str()) && serves_other_design(flow, &d) {
@@ -161,6 +170,24 @@ pub fn check_config(file: &Path) -> CheckReport {
             "{}: no [state] section: `bridge run` refuses to start without one",
             config.file.display()
         ));
+    }
+    if config.jobs.allow_placeholders {
+        report.warnings.push(format!(
+            "{}: key `jobs.allow_placeholders` is set: for the simulators, the demo and tests only; a real deployment must not go live with it",
+            config.file.display()
+        ));
+    }
+    for e in config.flow_problems() {
+        report.problem(e.to_string());
+    }
+    let initial = config.initial_cursors();
+    for flow in config.schedule.keys() {
+        if crate::app::CURSOR_FLOWS.contains(&flow.as_str()) && !initial.contains_key(flow) {
+            report.warnings.push(format!(
+                "{}: flow {flow} has no `initial_cursor` under [flows.\"{flow}\"]: it runs only if the state database already holds its cursor (`bridge cursor show`), else it is refused",
+                config.file.display()
+            ));
+        }
     }
     if config.schedule.is_empty() {
         report.warnings.push(format!(

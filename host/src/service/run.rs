@@ -170,6 +170,20 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let (entries, inbox) = preflight(config)?;
     let app = open_app(config, options.cache_dir.clone()).await?;
+    // A scheduled cursor flow without a lower bound would send every
+    // historic record: refuse to start, naming each.
+    let mut unbounded = Vec::new();
+    for entry in &entries {
+        if let Err(e) = app.lower_bound(&entry.flow).await {
+            unbounded.push(format!("{e:#}"));
+        }
+    }
+    anyhow::ensure!(
+        unbounded.is_empty(),
+        "{}: {}",
+        config.file.display(),
+        unbounded.join("\n")
+    );
     let interrupted = app
         .store
         .interrupt_running()

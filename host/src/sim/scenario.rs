@@ -11,6 +11,28 @@ use super::people::{PeopleGenerator, Person};
 use super::ping::{PingSim, PingSimConfig, RunningPingSim, SimIntervention, SpecificNeed};
 use super::primero::{PrimeroSim, PrimeroSimConfig, RunningPrimeroSim};
 
+/// The initial cursor of every cursor flow against the simulators: they hold
+/// no history (every record in them is made after this), so nothing is
+/// older than it. A real deployment sets the moment the OpenFn jobs stopped.
+pub const SIM_INITIAL_CURSOR: &str = "2000-01-01T00:00:00Z";
+
+/// [`SIM_INITIAL_CURSOR`] for each cursor flow, as `App::initial_cursors`.
+pub fn sim_initial_cursors() -> std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> {
+    let at = crate::config::parse_rfc3339(SIM_INITIAL_CURSOR).expect("a valid RFC 3339 constant");
+    crate::app::CURSOR_FLOWS
+        .iter()
+        .map(|flow| (flow.to_string(), at))
+        .collect()
+}
+
+/// `[flows."<flow>"] initial_cursor` sections for [`SIM_INITIAL_CURSOR`].
+pub fn sim_initial_cursor_toml() -> String {
+    crate::app::CURSOR_FLOWS
+        .iter()
+        .map(|flow| format!("[flows.\"{flow}\"]\ninitial_cursor = \"{SIM_INITIAL_CURSOR}\"\n\n"))
+        .collect()
+}
+
 /// The running Primero and PING simulators.
 pub struct Simulators {
     pub primero: RunningPrimeroSim,
@@ -72,10 +94,13 @@ password = {{ env = "BRIDGE_PING_PASSWORD" }}
 client_id = "{client_id}"
 subscription_key = {{ env = "BRIDGE_PING_SUBSCRIPTION_KEY" }}
 
-[jobs]
+{flows}[jobs]
 dir = "{jobs}"
 mappings = "{mappings}"
+# The shipped mapping folders' CHANGE-ME placeholders: fine against the simulators only.
+allow_placeholders = true
 "#,
+            flows = sim_initial_cursor_toml(),
             primero = self.primero.base_url(),
             primero_user = self.primero_config.user_name,
             ping = self.ping.base_url(),

@@ -14,6 +14,31 @@ use super::{now, DeadLetter, Delivery, InboxMessage, RecordRow, RunRow, Store, S
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// A scratch copy's folder, deleted with the last clone of the store.
+    scratch: Option<std::sync::Arc<ScratchDir>>,
+}
+
+/// A private folder removed, with what it holds, when dropped.
+#[derive(Debug)]
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("bridge-dry-run-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl SqliteStore {
@@ -34,6 +59,33 @@ impl SqliteStore {
         Self::with_options(options).await
     }
 
+    /// A private, writable copy of the database at `path`, deleted when the
+    /// store is dropped: what a dry run writes goes there. The original is
+    /// only read (a read-only connection, copied with `VACUUM INTO`, a
+    /// consistent snapshot even while the service writes), never migrated
+    /// or changed. Without a file at `path`: an empty in-memory store.
+    pub async fn scratch_copy_of(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Self::in_memory().await;
+        }
+        let db = |e: std::io::Error| StoreError::Database(format!("scratch copy: {e}"));
+        let dir = ScratchDir::create().map_err(db)?;
+        let copy = dir.0.join("state.db");
+        let source = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let mut conn = sqlx::ConnectOptions::connect(&source).await?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(copy.display().to_string())
+            .execute(&mut conn)
+            .await?;
+        sqlx::Connection::close(conn).await?;
+        let mut store = Self::open(&copy).await?;
+        store.scratch = Some(std::sync::Arc::new(dir));
+        Ok(store)
+    }
+
     /// A private in-memory database (tests, dry runs).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
@@ -51,7 +103,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            scratch: None,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
