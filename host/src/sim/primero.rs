@@ -367,6 +367,11 @@ struct SimState {
     faults: Vec<FaultRule>,
     latency: Duration,
     write_hook: Option<WriteHook>,
+    /// Case fields the API user's role may not read: a filter on one is
+    /// dropped silently (Primero v2.11+) and the field is left out of rows.
+    unreadable_fields: Vec<String>,
+    /// Recipients whose referrals the API user's role does not see.
+    hidden_referral_recipients: Vec<String>,
 }
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
@@ -472,6 +477,8 @@ impl PrimeroSim {
                 faults: Vec::new(),
                 latency: Duration::ZERO,
                 write_hook: None,
+                unreadable_fields: Vec::new(),
+                hidden_referral_recipients: Vec::new(),
             })),
             in_flight: Arc::new(InFlight::default()),
         }
@@ -741,6 +748,22 @@ impl PrimeroSim {
     /// Lifetime of tokens issued from now on.
     pub fn set_token_ttl(&self, ttl: Duration) {
         self.lock().config.token_ttl = ttl;
+    }
+
+    /// The API user's role may not read this case field: like Primero
+    /// v2.11+, a list filter on it is dropped silently (the whole scope comes
+    /// back) and listed rows leave it out.
+    pub fn make_field_unreadable(&self, field: &str) {
+        self.lock().unreadable_fields.push(field.to_string());
+    }
+
+    /// The API user's role does not see referrals made to `user_name` (as
+    /// Primero's `referrals_for_user` hides them from a `self` or unrelated
+    /// `group` scope): they are left out of referral listings.
+    pub fn hide_referrals_to(&self, user_name: &str) {
+        self.lock()
+            .hidden_referral_recipients
+            .push(user_name.to_string());
     }
 
     /// Invalidate every issued bearer token (as a server restart would).
@@ -1580,10 +1603,19 @@ async fn list_cases(
     RawQuery(query): RawQuery,
 ) -> Response {
     let mut st = sim.lock();
-    let filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
+    let mut filter = match parse_case_filter(query.as_deref(), st.config.max_per) {
         Ok(f) => f,
         Err(e) => return e.into_response("/api/v2/cases"),
     };
+    let unreadable = st.unreadable_fields.clone();
+    for field in &unreadable {
+        match field.as_str() {
+            "unhcr_individual_no" => filter.individual_nos.clear(),
+            "case_id" => filter.case_ids.clear(),
+            "associated_user_names" => filter.associated.clear(),
+            _ => {}
+        }
+    }
     let candidates = st.candidates(&filter);
     let st = &*st;
     let mut hits: Vec<(SortKey, &str, &Map<String, Value>)> = candidates
@@ -1614,7 +1646,13 @@ async fn list_cases(
     }
     let data: Vec<Value> = hits[start..end]
         .iter()
-        .map(|(_, _, c)| Value::Object((*c).clone()))
+        .map(|(_, _, c)| {
+            let mut row = (*c).clone();
+            for field in &unreadable {
+                row.remove(field);
+            }
+            Value::Object(row)
+        })
         .collect();
     Json(json!({
         "data": data,
@@ -1714,6 +1752,7 @@ async fn list_referrals(
         .get(&id)
         .into_iter()
         .flatten()
+        .filter(|r| !st.hidden_referral_recipients.contains(&r.transitioned_to))
         .map(|r| referral_view(r.clone(), &user))
         .collect();
     Json(json!({ "data": data })).into_response()
