@@ -441,3 +441,62 @@ async fn dtp_all_green_then_a_certificate_dtp_does_not_accept() {
     assert!(run.findings().iter().all(|f| f["check"] != "dtp.certificate"));
     assert!(dtp.sim().received().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_filter_on_unhcr_individual_no_is_an_error() {
+    let setup = Setup::ping().await;
+    setup.primero.make_field_unreadable("unhcr_individual_no");
+    let run = setup.doctor();
+    let f = run.assert_error("primero.filter.unhcr_individual_no", &["dropped", "4 case(s)"]);
+    assert!(f["fix"].as_str().unwrap().contains("unhcr_individual_no"));
+    assert_eq!(run.severity("primero.filter.case_id"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_filter_on_case_id_is_an_error() {
+    let setup = Setup::ping().await;
+    setup.primero.make_field_unreadable("case_id");
+    let run = setup.doctor();
+    let f = run.assert_error("primero.filter.case_id", &["dropped"]);
+    assert!(f["fix"].as_str().unwrap().contains("`case_id`"));
+    assert_eq!(run.severity("primero.filter.unhcr_individual_no"), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrals_to_the_unhcr_user_that_the_role_cannot_see_are_an_error() {
+    let setup = Setup::ping().await;
+    setup.primero.hide_referrals_to("unhcr_cw");
+    let run = setup.doctor();
+    let f = run.assert_error("primero.referrals.unhcr_user", &["unhcr_cw", "none of their referrals"]);
+    assert!(f["fix"].as_str().unwrap().contains("role of `bridge_api`"));
+}
+
+/// With an empty scope a dropped filter cannot be told from a working one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_scope_cannot_conclude_on_filters() {
+    let mut setup = Setup::ping().await;
+    let empty = PrimeroSim::new(PrimeroSimConfig::default());
+    empty.add_user(SimUser::new("progresv4_primero_intake"));
+    empty.add_user(SimUser::new("unhcr_cw"));
+    setup.primero = empty.start(([127, 0, 0, 1], 0).into()).await.unwrap();
+    setup.primero_url = setup.primero.base_url();
+    let run = setup.doctor();
+    assert_eq!(run.severity("primero.filter.unhcr_individual_no"), "warning", "{run}");
+    assert_eq!(run.severity("primero.filter.case_id"), "warning");
+    assert_eq!(run.output.status.code(), Some(0), "{run}");
+}
+
+/// The transport failure kinds doctor reports come from the error chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_causes_tell_dns_refused_and_a_refused_certificate_apart() {
+    use bridge::connectors::TransportCause;
+    let http = reqwest::Client::new();
+    // `.invalid` never resolves (RFC 2606).
+    let err = http.get("http://bridge-doctor.invalid/").send().await.unwrap_err();
+    assert_eq!(TransportCause::of(&err), TransportCause::Dns, "{err:?}");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/", socket.local_addr().unwrap());
+    let err = http.get(&url).send().await.unwrap_err();
+    assert_eq!(TransportCause::of(&err), TransportCause::Refused, "{err:?}");
+}
