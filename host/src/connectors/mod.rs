@@ -181,9 +181,15 @@ impl TransportCause {
                     tls = Some(Self::of_rustls(r));
                 }
             }
+            let text = e.to_string();
             // hyper-util names a failed lookup so; its cause is the resolver's.
-            if e.to_string() == "dns error" {
+            if text == "dns error" {
                 dns = true;
+            }
+            // A TLS alert read after the handshake (TLS 1.3 refuses a client
+            // certificate so) may reach us only as text.
+            if tls.is_none() && text.contains("received fatal alert") {
+                tls = Some(TransportCause::TlsRefusedByServer);
             }
             current = e.source();
         }

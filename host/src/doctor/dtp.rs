@@ -49,7 +49,9 @@ pub async fn check(config: &BridgeConfig, out: &mut Vec<Finding>) {
             out.push(Finding::error(
                 "dtp.config",
                 e.to_string(),
-                format!("`dtp.client_cert`, `dtp.client_key`, `dtp.extra_root` and the URLs in {file}"),
+                format!(
+                    "`dtp.client_cert`, `dtp.client_key`, `dtp.extra_root` and the URLs in {file}"
+                ),
             ));
             return;
         }
@@ -103,6 +105,16 @@ pub async fn check(config: &BridgeConfig, out: &mut Vec<Finding>) {
             }) => out.push(Finding::error(
                 check,
                 format!("{url}: DTP refused the TLS handshake with the client certificate"),
+                cert_fix.clone(),
+            )),
+            // A server refusing a client certificate under TLS 1.3 alerts
+            // and closes; the client may see only the closed connection.
+            Err(ConnectorError::Transport {
+                cause: TransportCause::Tls | TransportCause::Other,
+                ..
+            }) => out.push(Finding::error(
+                check,
+                format!("{url}: DTP closed the connection in the TLS handshake (most likely it refused the client certificate)"),
                 cert_fix.clone(),
             )),
             Err(ConnectorError::Transport { cause, .. }) => out.push(Finding::error(

@@ -16,13 +16,43 @@ const RECORD_IDS: &str = "{record_ids}";
 /// (deployment.toml key, id, needs `{record_ids}`, is a retrieve)
 fn processes(sp: &ShippingProcesses) -> [(&'static str, Option<&str>, bool, bool); 7] {
     [
-        ("pending_referrals", sp.pending_referrals.as_deref(), false, true),
-        ("intervention_details", sp.intervention_details.as_deref(), true, true),
+        (
+            "pending_referrals",
+            sp.pending_referrals.as_deref(),
+            false,
+            true,
+        ),
+        (
+            "intervention_details",
+            sp.intervention_details.as_deref(),
+            true,
+            true,
+        ),
         ("decision_list", sp.decision_list.as_deref(), false, true),
-        ("decision_details", sp.decision_details.as_deref(), true, true),
-        ("transfer_status", sp.transfer_status.as_deref(), false, false),
-        ("referral_ingestion", sp.referral_ingestion.as_deref(), false, false),
-        ("decision_synced", sp.decision_synced.as_deref(), false, false),
+        (
+            "decision_details",
+            sp.decision_details.as_deref(),
+            true,
+            true,
+        ),
+        (
+            "transfer_status",
+            sp.transfer_status.as_deref(),
+            false,
+            false,
+        ),
+        (
+            "referral_ingestion",
+            sp.referral_ingestion.as_deref(),
+            false,
+            false,
+        ),
+        (
+            "decision_synced",
+            sp.decision_synced.as_deref(),
+            false,
+            false,
+        ),
     ]
 }
 
@@ -73,7 +103,10 @@ pub async fn check(config: &BridgeConfig, mappings: &MappingSet, out: &mut Vec<F
         Err(ConnectorError::Transport { cause, .. }) => {
             out.push(Finding::error(
                 "ping.token",
-                format!("token service not reached: {} at {token_url}", cause.describe()),
+                format!(
+                    "token service not reached: {} at {token_url}",
+                    cause.describe()
+                ),
                 transport_fix(cause, "ping.token_url", &file),
             ));
             return;
@@ -128,7 +161,11 @@ pub async fn check(config: &BridgeConfig, mappings: &MappingSet, out: &mut Vec<F
                     format!(
                         "{id} answered a retrieve ({} row(s) on the first page{})",
                         page.rows.len(),
-                        if details { ", for an id no record has" } else { "" }
+                        if details {
+                            ", for an id no record has"
+                        } else {
+                            ""
+                        }
                     ),
                 ));
             }
@@ -146,7 +183,10 @@ pub async fn check(config: &BridgeConfig, mappings: &MappingSet, out: &mut Vec<F
                 ..
             }) => {
                 let key_refused = reason.to_ascii_lowercase().contains("subscription key");
-                out.push(Finding::ok("ping.reachable", format!("PING answered at {base_url}")));
+                out.push(Finding::ok(
+                    "ping.reachable",
+                    format!("PING answered at {base_url}"),
+                ));
                 out.push(if key_refused {
                     Finding::error(
                         "ping.subscription_key",

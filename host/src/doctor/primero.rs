@@ -42,7 +42,10 @@ fn filter_probes(unhcr_user: Option<&str>) -> Vec<FilterProbe> {
     let individual = "000-000000000".to_string();
     // A fresh v4 UUID: no Primero record has it.
     let case_id = uuid::Uuid::new_v4().to_string();
-    let nobody = format!("bridge-doctor-no-such-user-{}", uuid::Uuid::new_v4().simple());
+    let nobody = format!(
+        "bridge-doctor-no-such-user-{}",
+        uuid::Uuid::new_v4().simple()
+    );
     let mut probes = vec![
         FilterProbe {
             field: "unhcr_individual_no",
@@ -226,7 +229,10 @@ async fn check_filter(
         Err(e) => {
             out.push(Finding::error(
                 check,
-                format!("GET /api/v2/cases filtered on `{}` failed: {e}", probe.field),
+                format!(
+                    "GET /api/v2/cases filtered on `{}` failed: {e}",
+                    probe.field
+                ),
                 format!(
                     "Primero: the role of `{api_user}` must be able to search cases by `{}`",
                     probe.field
@@ -372,7 +378,9 @@ async fn check_user(
             out.push(Finding::error(
                 check,
                 format!("Primero user `{name}` exists but is disabled"),
-                format!("Primero: enable the user `{name}`, or point {where_key} at an enabled one"),
+                format!(
+                    "Primero: enable the user `{name}`, or point {where_key} at an enabled one"
+                ),
             ));
             Some(user)
         }
@@ -426,25 +434,22 @@ fn role_verdict(api: &User, unhcr: &User) -> RoleVerdict {
         .get("role_group_permission")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let case_actions: Option<BTreeSet<String>> =
-        api.extra
-            .get("permissions")
-            .and_then(|p| p.get("list"))
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter(|p| p.get("resource").and_then(Value::as_str) == Some("cases"))
-                    .filter_map(|p| p.get("actions").and_then(Value::as_array))
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            });
+    let case_actions: Option<BTreeSet<String>> = api
+        .extra
+        .get("permissions")
+        .and_then(|p| p.get("list"))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter(|p| p.get("resource").and_then(Value::as_str) == Some("cases"))
+                .filter_map(|p| p.get("actions").and_then(Value::as_array))
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        });
     let can_view_referrals = case_actions.as_ref().map(|actions| {
-        actions.contains("manage")
-            || REFERRAL_VIEW_ACTIONS
-                .iter()
-                .any(|a| actions.contains(*a))
+        actions.contains("manage") || REFERRAL_VIEW_ACTIONS.iter().any(|a| actions.contains(*a))
     });
     match (scope.as_deref(), can_view_referrals) {
         (None, _) => RoleVerdict::Unsure(
@@ -619,9 +624,7 @@ mod tests {
             "unhcr_cw",
             serde_json::json!({"agency_id": 2, "user_group_unique_ids": ["usergroup-unhcr"]}),
         );
-        let perms = |actions: &[&str]| {
-            serde_json::json!({"list": [{"resource": "cases", "actions": actions}]})
-        };
+        let perms = |actions: &[&str]| serde_json::json!({"list": [{"resource": "cases", "actions": actions}]});
         let api = |scope: &str, extra: Value| {
             let mut v = serde_json::json!({"role_group_permission": scope, "agency_id": 1});
             for (k, x) in extra.as_object().unwrap() {
@@ -629,8 +632,14 @@ mod tests {
             }
             user("bridge_api", v)
         };
-        assert!(matches!(role_verdict(&api("all", Value::Null), &unhcr), RoleVerdict::Visible(_)));
-        assert!(matches!(role_verdict(&api("self", Value::Null), &unhcr), RoleVerdict::Hidden(_)));
+        assert!(matches!(
+            role_verdict(&api("all", Value::Null), &unhcr),
+            RoleVerdict::Visible(_)
+        ));
+        assert!(matches!(
+            role_verdict(&api("self", Value::Null), &unhcr),
+            RoleVerdict::Hidden(_)
+        ));
         let group = |groups: &[&str], actions: &[&str]| {
             api(
                 "group",
@@ -638,11 +647,17 @@ mod tests {
             )
         };
         assert!(matches!(
-            role_verdict(&group(&["usergroup-unhcr"], &["read", "receive_referral"]), &unhcr),
+            role_verdict(
+                &group(&["usergroup-unhcr"], &["read", "receive_referral"]),
+                &unhcr
+            ),
             RoleVerdict::Visible(_)
         ));
         assert!(matches!(
-            role_verdict(&group(&["usergroup-other"], &["read", "receive_referral"]), &unhcr),
+            role_verdict(
+                &group(&["usergroup-other"], &["read", "receive_referral"]),
+                &unhcr
+            ),
             RoleVerdict::Hidden(_)
         ));
         assert!(matches!(
@@ -650,7 +665,13 @@ mod tests {
             RoleVerdict::Hidden(_)
         ));
         assert!(matches!(
-            role_verdict(&api("agency", serde_json::json!({"permissions": perms(&["referral"])})), &unhcr),
+            role_verdict(
+                &api(
+                    "agency",
+                    serde_json::json!({"permissions": perms(&["referral"])})
+                ),
+                &unhcr
+            ),
             RoleVerdict::Hidden(_)
         ));
         assert!(matches!(
