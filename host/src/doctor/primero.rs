@@ -627,7 +627,7 @@ mod tests {
         let perms = |actions: &[&str]| serde_json::json!({"list": [{"resource": "cases", "actions": actions}]});
         let api = |scope: &str, extra: Value| {
             let mut v = serde_json::json!({"role_group_permission": scope, "agency_id": 1});
-            for (k, x) in extra.as_object().unwrap() {
+            for (k, x) in extra.as_object().into_iter().flatten() {
                 v[k] = x.clone();
             }
             user("bridge_api", v)
