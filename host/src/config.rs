@@ -72,6 +72,22 @@ pub enum PrimeroAuthMode {
     V210Token,
 }
 
+impl PrimeroAuthMode {
+    /// The value of `primero.auth` that selects this mode.
+    pub fn config_name(self) -> &'static str {
+        match self {
+            Self::Basic => "basic",
+            Self::V210Token => "v2.10-token",
+        }
+    }
+}
+
+impl std::fmt::Display for PrimeroAuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.config_name())
+    }
+}
+
 impl<'de> Deserialize<'de> for PrimeroAuthMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;

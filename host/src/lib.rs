@@ -16,6 +16,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connectors;
+pub mod doctor;
 pub mod flows;
 pub mod inbox;
 pub mod mappings;

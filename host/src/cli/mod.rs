@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod doctor;
 mod dtp;
 mod flow;
 mod job;
@@ -77,6 +78,8 @@ enum Command {
     /// Check a bridge.toml.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
+    /// Preflight against the configured partners, read-only: reachable, credentials, role, users, shipping processes, certificate.
+    Doctor(doctor::DoctorArgs),
     /// Benchmarks: job layer, OpenFn side by side, end to end, scaling; writes bench/results.md.
     Bench(bench::BenchArgs),
 }
@@ -114,6 +117,7 @@ pub fn main() -> ExitCode {
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
+            Command::Doctor(args) => doctor::run(args).await,
             Command::Bench(args) => bench::run(args, cache_dir).await,
         }
     });

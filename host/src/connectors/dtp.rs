@@ -277,6 +277,27 @@ impl DtpClient {
         }))
     }
 
+    /// A harmless `GET` of an endpoint's URL with the client certificate and
+    /// the subscription key: the TLS handshake (mutual) happens as for a
+    /// post, but nothing is sent. DTP's endpoints take only POST, so any HTTP
+    /// answer (typically 404 or 405) means the connection and the
+    /// certificate were accepted. One attempt, no retry. Returns the status
+    /// and the gateway's short message.
+    pub async fn probe(&self, endpoint: DtpEndpoint) -> Result<(u16, String), ConnectorError> {
+        let endpoint_name = format!("GET {}", endpoint.name());
+        let _permit = self.limiter.acquire().await;
+        let response = self
+            .http
+            .get(self.config.urls.get(endpoint))
+            .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
+            .send()
+            .await
+            .map_err(|e| ConnectorError::transport(System::Dtp, &endpoint_name, &e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap_or_default();
+        Ok((status.as_u16(), self.scrub(&error_reason(&bytes, status))))
+    }
+
     /// A partner message must never echo the subscription key into our errors.
     fn scrub(&self, text: &str) -> String {
         let key = &self.config.subscription_key;

@@ -62,6 +62,8 @@ pub enum ConnectorError {
         /// The connection could not be made (refused, DNS, TLS handshake):
         /// the request surely was not processed.
         connect_failed: bool,
+        /// Which failure it was, as far as the transport tells.
+        cause: TransportCause,
     },
     /// The partner answered 2xx with a body we could not understand.
     #[error("{system} {endpoint} sent an unexpected response: {reason}")]
@@ -139,21 +141,130 @@ impl ConnectorError {
     /// Build a transport error from reqwest without its URL (the URL may carry
     /// query values such as an individual id).
     pub fn transport(system: System, endpoint: impl Into<String>, err: &reqwest::Error) -> Self {
-        let reason = if err.is_timeout() {
-            "timed out".to_string()
-        } else if err.is_connect() {
-            "connection failed".to_string()
-        } else if err.is_body() || err.is_decode() {
-            "response body could not be read".to_string()
-        } else {
-            "request failed".to_string()
-        };
+        let cause = TransportCause::of(err);
         ConnectorError::Transport {
             system,
             endpoint: endpoint.into(),
-            reason,
+            reason: cause.describe().to_string(),
             timed_out: err.is_timeout(),
             connect_failed: err.is_connect(),
+            cause,
+        }
+    }
+
+    /// The kind of transport failure, when this is one.
+    pub fn transport_cause(&self) -> Option<TransportCause> {
+        match self {
+            ConnectorError::Transport { cause, .. } => Some(*cause),
+            _ => None,
+        }
+    }
+}
+
+/// Why a call got no answer, from the error's chain of causes: what an
+/// operator must fix differs (DNS entry, firewall, certificate, latency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportCause {
+    /// The host name did not resolve.
+    Dns,
+    /// Nothing listens at that address and port (or a firewall rejects).
+    Refused,
+    /// TLS: the server's certificate is not trusted (unknown CA, wrong host name, expired).
+    TlsServerCertificate,
+    /// TLS: the server ended the handshake with an alert, e.g. it refused
+    /// the client certificate.
+    TlsRefusedByServer,
+    /// Another TLS failure.
+    Tls,
+    /// No answer in time.
+    Timeout,
+    /// The connection could not be made for another reason.
+    Connect,
+    /// The answer's body could not be read.
+    Body,
+    /// The connection broke after it was made.
+    Other,
+}
+
+impl TransportCause {
+    pub fn of(err: &reqwest::Error) -> Self {
+        let mut tls = None;
+        let mut refused = false;
+        let mut dns = false;
+        let mut timed_out = err.is_timeout();
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = current {
+            if let Some(r) = e.downcast_ref::<rustls::Error>() {
+                tls = Some(Self::of_rustls(r));
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => refused = true,
+                    std::io::ErrorKind::TimedOut => timed_out = true,
+                    _ => {}
+                }
+                // `source()` of an io::Error skips the error it wraps.
+                if let Some(r) = io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    tls = Some(Self::of_rustls(r));
+                }
+            }
+            let text = e.to_string();
+            // hyper-util names a failed lookup so; its cause is the resolver's.
+            if text == "dns error" {
+                dns = true;
+            }
+            // A TLS alert read after the handshake (TLS 1.3 refuses a client
+            // certificate so) may reach us only as text.
+            if tls.is_none() && text.contains("received fatal alert") {
+                tls = Some(TransportCause::TlsRefusedByServer);
+            }
+            current = e.source();
+        }
+        if dns {
+            TransportCause::Dns
+        } else if refused {
+            TransportCause::Refused
+        } else if let Some(tls) = tls {
+            tls
+        } else if timed_out {
+            TransportCause::Timeout
+        } else if err.is_connect() {
+            TransportCause::Connect
+        } else if err.is_body() || err.is_decode() {
+            TransportCause::Body
+        } else {
+            TransportCause::Other
+        }
+    }
+
+    fn of_rustls(err: &rustls::Error) -> Self {
+        match err {
+            rustls::Error::InvalidCertificate(_) => TransportCause::TlsServerCertificate,
+            rustls::Error::AlertReceived(_) => TransportCause::TlsRefusedByServer,
+            _ => TransportCause::Tls,
+        }
+    }
+
+    /// A short description, also the `reason` of the transport error.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TransportCause::Dns => "DNS lookup failed",
+            TransportCause::Refused => "connection refused",
+            TransportCause::TlsServerCertificate => {
+                "TLS handshake failed: the server's certificate is not trusted"
+            }
+            TransportCause::TlsRefusedByServer => {
+                "TLS handshake refused by the server (alert received)"
+            }
+            TransportCause::Tls => "TLS handshake failed",
+            TransportCause::Timeout => "timed out",
+            TransportCause::Connect => "connection failed",
+            TransportCause::Body => "response body could not be read",
+            TransportCause::Other => "request failed",
         }
     }
 }

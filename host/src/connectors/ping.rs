@@ -593,6 +593,12 @@ impl PingClient {
         &self.config
     }
 
+    /// Obtain (or reuse) the access token without calling the API: tells a
+    /// token-service problem apart from an API one.
+    pub async fn authenticate(&self) -> Result<(), ConnectorError> {
+        self.bearer(None).await.map(|_| ())
+    }
+
     /// Every row of a retrieve, following all pages.
     pub async fn retrieve(
         &self,

@@ -227,6 +227,7 @@ mod tests {
             reason: String::new(),
             timed_out,
             connect_failed,
+            cause: crate::connectors::TransportCause::Other,
         }
     }
 
