@@ -28,12 +28,14 @@ fn repo_deployment(country: &str) -> String {
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-/// The deployment's `key = "value"` under `[deployment]`.
+/// The deployment's `key = "value"` under `[deployment]`, as the bridge
+/// reads it (a `CHANGE-ME: <example>` placeholder gives its example).
 fn deployment_value(text: &str, key: &str) -> String {
     text.lines()
         .find_map(|l| {
             let (k, v) = l.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            let v = v.trim().trim_matches('"');
+            (k.trim() == key).then(|| v.trim_start_matches("CHANGE-ME:").trim().to_string())
         })
         .unwrap_or_else(|| panic!("deployment.toml has no {key}"))
 }
@@ -50,9 +52,11 @@ async fn primero_for(deployment: &str) -> RunningPrimeroSim {
         sim.insert_case(case_for_person(&people.person(), Vec::new()))
             .unwrap();
     }
-    let referred = sim
-        .insert_case(case_for_person(&people.person(), Vec::new()))
-        .unwrap();
+    // Owned by a caseworker, as a real referred case is (an owner sees
+    // every referral of its cases, whatever its role).
+    let mut case = case_for_person(&people.person(), Vec::new());
+    case.insert("owned_by".into(), Value::from("cp_worker"));
+    let referred = sim.insert_case(case).unwrap();
     sim.add_referral(
         &referred,
         NewSimReferral {
@@ -138,7 +142,7 @@ impl Setup {
         std::fs::create_dir_all(&mappings).unwrap();
         std::fs::write(mappings.join("deployment.toml"), &self.deployment).unwrap();
         let mut config = format!(
-            "[primero]\nbase_url = \"{}\"\nauth = \"token\"\nuser_name = \"{}\"\npassword = {{ env = \"{PRIMERO_PASSWORD_ENV}\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"mappings\"\n\n",
+            "[primero]\nbase_url = \"{}\"\nauth = \"basic\"\nuser_name = \"{}\"\npassword = {{ env = \"{PRIMERO_PASSWORD_ENV}\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"mappings\"\n\n",
             self.primero_url,
             PrimeroSimConfig::default().user_name,
         );
@@ -312,8 +316,8 @@ async fn doctor_makes_no_write_request() {
     }
     assert_eq!(
         counts.get("POST /api/v2/tokens"),
-        Some(&1),
-        "one login: {counts:?}"
+        None,
+        "HTTP Basic: no login call: {counts:?}"
     );
     assert_eq!(setup.primero.cases(), cases_before);
     for (case, before) in cases_before.iter().zip(&referrals_before) {
@@ -369,8 +373,10 @@ async fn a_wrong_primero_password_is_an_auth_error_naming_the_secret() {
         "{fix}"
     );
     assert!(!run.to_string().contains("not-the-password"), "{run}");
-    // One login attempt only: Primero locks an account after six.
-    assert_eq!(setup.primero.request_count("POST /api/v2/tokens"), 1);
+    // One attempt only (HTTP Basic: the first read), not retried: Primero
+    // locks an account after six failed logins.
+    assert_eq!(setup.primero.request_count("POST /api/v2/tokens"), 0);
+    assert_eq!(setup.primero.request_count("GET /api/v2/cases"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +384,7 @@ async fn a_missing_intake_user_is_named_with_its_deployment_key() {
     let mut setup = Setup::ping().await;
     setup.deployment = setup
         .deployment
-        .replace("\"progresv4_primero_intake\"", "\"progresv4_intake_typo\"");
+        .replace("progresv4_primero_intake\"", "progresv4_intake_typo\"");
     let run = setup.doctor();
     let f = run.assert_error("primero.user.intake_user", &["progresv4_intake_typo"]);
     assert!(f["fix"]

@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bridge::sim::ping::{PendingRowShape, TRANSFER_STATUS_PENDING};
+use bridge::sim::people::PeopleGenerator;
+use bridge::sim::ping::{PendingRowShape, SimIntervention, TRANSFER_STATUS_PENDING};
+use bridge::sim::primero::SimRole;
 use bridge::sim::scenario::{seed_workflow_1_1, Seed11, Simulators};
 use bridge::toolchain::ProjectDirs;
 use serde_json::Value;
@@ -26,9 +28,20 @@ struct Harness {
 }
 
 async fn harness(seed: u64) -> Harness {
+    let (sims, config, tmp) = simulators().await;
+    let seed = seed_workflow_1_1(&sims, seed);
+    Harness {
+        sims,
+        seed,
+        config,
+        _tmp: tmp,
+    }
+}
+
+/// The simulators, empty, and a bridge config for them.
+async fn simulators() -> (Simulators, PathBuf, tempfile::TempDir) {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
-    let seed = seed_workflow_1_1(&sims, seed);
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("bridge.toml");
     std::fs::write(
@@ -36,12 +49,7 @@ async fn harness(seed: u64) -> Harness {
         sims.config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab")),
     )
     .unwrap();
-    Harness {
-        sims,
-        seed,
-        config,
-        _tmp: tmp,
-    }
+    (sims, config, tmp)
 }
 
 /// Run the binary off the async runtime's threads (the simulators live on them).
@@ -61,28 +69,30 @@ async fn bridge(args: Vec<String>, env: Vec<(&'static str, String)>, cwd: &Path)
 }
 
 async fn run_flow(h: &Harness) -> (Value, String) {
+    let (report, output, code) = run_ping_11(&h.sims, &h.config).await;
+    // Some records are held/failed by design: exit 2, not 1.
+    assert_eq!(code, Some(2), "{output}");
+    (report, output)
+}
+
+/// The report, what the binary printed, and its exit code.
+async fn run_ping_11(sims: &Simulators, config: &Path) -> (Value, String, Option<i32>) {
     let args = vec![
         "flow".into(),
         "run".into(),
         "ping-1.1".into(),
         "--config".into(),
-        h.config.display().to_string(),
+        config.display().to_string(),
         "--today".into(),
         "2025-06-01".into(),
         "--json".into(),
     ];
-    let out = bridge(args, h.sims.secret_env(), &std::env::temp_dir()).await;
+    let out = bridge(args, sims.secret_env(), &std::env::temp_dir()).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // Some records are held/failed by design: exit 2, not 1.
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
     let report: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stdout}\n{stderr}"));
-    (report, format!("{stdout}\n{stderr}"))
+    (report, format!("{stdout}\n{stderr}"), out.status.code())
 }
 
 fn outcome_of<'a>(report: &'a Value, source_id: &str) -> &'a Value {
@@ -303,6 +313,95 @@ async fn workflow_1_1_takes_pending_rows_without_lpinterventionid() {
         record.field("progres_lpinterventionid"),
         Some(&Value::from(h.seed.created_ids[0].as_str()))
     );
+}
+
+/// Primero v2.11+ drops a filter on a field the API user's role may not
+/// read and answers its whole scope. With one other child's case in scope,
+/// the bridge used to append the referral to that child's case; it must hold
+/// the referral and say why, writing nothing and acknowledging nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_filter_on_the_individual_number_holds_the_referral() {
+    let (sims, config, _tmp) = simulators().await;
+    let primero = sims.primero_sim();
+    let ping = sims.ping_sim();
+    let mut people = PeopleGenerator::new(31);
+    let other_child = people.person();
+    primero.seed_person(&other_child, Vec::new());
+    let referred = people.person();
+    let id = ping.add_intervention(SimIntervention::for_person(referred, 31_001));
+    primero.set_role(SimRole::bridge().without_read("unhcr_individual_no"));
+    let before = primero.cases();
+
+    let (report, output, _) = run_ping_11(&sims, &config).await;
+    let rec = outcome_of(&report, &id);
+    assert_eq!(rec["outcome"]["outcome"], "held", "{rec:#}");
+    let reason = rec["outcome"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("filter-not-applied") && reason.contains("unhcr_individual_no"),
+        "{reason}"
+    );
+    assert_eq!(rec["acknowledged"], false, "{rec:#}");
+    assert_eq!(primero.cases(), before, "Primero was written to");
+    assert!(ping.ingestion_records().is_empty());
+    assert!(output.contains("Primero ignored a case filter"), "{output}");
+
+    // Once the role may read the field, the referral goes to a new case.
+    primero.set_role(SimRole::bridge());
+    let (report, _, _) = run_ping_11(&sims, &config).await;
+    assert_eq!(outcome_of(&report, &id)["outcome"]["outcome"], "created");
+    assert_eq!(primero.cases().len(), before.len() + 1);
+}
+
+/// A role that may not write the intervention number: Primero creates the
+/// case without it and answers 200. The bridge must see it, not call it
+/// delivered, and not send it again (every re-send would create another
+/// case): dead-lettered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_loses_the_intervention_number_is_dead_lettered_not_repeated() {
+    let (sims, config, _tmp) = simulators().await;
+    let primero = sims.primero_sim();
+    let ping = sims.ping_sim();
+    let mut people = PeopleGenerator::new(32);
+    let id = ping.add_intervention(SimIntervention::for_person(people.person(), 32_001));
+    primero
+        .set_role(SimRole::bridge().without_write("services_section.progres_interventionnumber"));
+
+    let (report, _, _) = run_ping_11(&sims, &config).await;
+    let rec = outcome_of(&report, &id);
+    assert_eq!(rec["outcome"]["outcome"], "dead-lettered", "{rec:#}");
+    assert_eq!(rec["outcome"]["code"], "write-incomplete", "{rec:#}");
+    assert_eq!(rec["acknowledged"], false);
+    assert_eq!(primero.cases().len(), 1);
+
+    let (report, _, _) = run_ping_11(&sims, &config).await;
+    assert_eq!(
+        outcome_of(&report, &id)["outcome"]["outcome"],
+        "parked",
+        "{report:#}"
+    );
+    assert_eq!(primero.cases().len(), 1, "a second case was created");
+}
+
+/// An individual number that is not a proGres number is refused before it
+/// reaches Primero's search (which would answer a malformed value with an
+/// empty 200, and the bridge would create a case), and the reason does not
+/// repeat the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_individual_number_is_refused_before_searching() {
+    let (sims, config, _tmp) = simulators().await;
+    let primero = sims.primero_sim();
+    let ping = sims.ping_sim();
+    let mut people = PeopleGenerator::new(33);
+    let mut person = people.person();
+    person.progres_id = "803-1000\")] || $.x == (\"1".to_string();
+    let id = ping.add_intervention(SimIntervention::for_person(person.clone(), 33_001));
+
+    let (report, _, _) = run_ping_11(&sims, &config).await;
+    let rec = outcome_of(&report, &id);
+    assert_eq!(rec["outcome"]["code"], "malformed-id", "{rec:#}");
+    assert!(!rec.to_string().contains("$.x"), "{rec:#}");
+    assert!(primero.cases().is_empty());
+    assert_eq!(primero.request_count("GET /api/v2/cases"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,13 +181,22 @@ async fn with_an_initial_cursor_a_historic_decision_is_not_sent() {
     let mut gen = PeopleGenerator::new(302);
     // Seed the historic decision first, then take the cut-over moment.
     let h0 = harness(None).await;
+    // Primero stamps whole seconds: the history, the cut-over and the new
+    // decision each on a second of their own.
+    let primero = h0.sims.primero_sim();
+    let t0 = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let at = |s: i64| {
+        chrono::DurationRound::duration_trunc(t0, chrono::Duration::seconds(1)).unwrap()
+            + chrono::Duration::seconds(s)
+    };
+    primero.pin_clock(Some(at(0)));
     let (old_case, old_service) = referred(&h0.sims, gen.person(), 1);
-    decide(h0.sims.primero_sim(), &old_case, &old_service);
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let cutover = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    decide(primero, &old_case, &old_service);
+    let cutover = at(1).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    primero.pin_clock(Some(at(2)));
     let (new_case, new_service) = referred(&h0.sims, gen.person(), 2);
-    decide(h0.sims.primero_sim(), &new_case, &new_service);
+    decide(primero, &new_case, &new_service);
+    primero.pin_clock(None);
     let text = std::fs::read_to_string(&h0.config).unwrap().replace(
         &sim_initial_cursor_toml(),
         &format!("[flows.\"ping-1.2\"]\ninitial_cursor = \"{cutover}\"\n\n"),

@@ -22,7 +22,9 @@ use bridge::runtime::{JobRuntime, RuntimeConfig};
 use bridge::sim::dtp::{decision_message, DtpSim, DtpSimConfig, SimDecision, TestPki};
 use bridge::sim::people::{PeopleGenerator, Person};
 use bridge::sim::ping::SimIntervention;
-use bridge::sim::primero::{NewSimReferral, PrimeroSim, ReferralStatus, SimReferralDecision};
+use bridge::sim::primero::{
+    NewSimReferral, PrimeroSim, ReferralStatus, SimReferralDecision, SimRole,
+};
 use bridge::sim::scenario::Simulators;
 use bridge::store::{SqliteStore, Store};
 use bridge::toolchain::ProjectDirs;
@@ -524,10 +526,13 @@ async fn workflow_1_2_reads_every_page_of_more_than_1000_changed_cases() {
             "{id}"
         );
     }
-    // A second run finds only the case on the cursor, already sent.
+    // A second run reads only the cases of the cursor's second (Primero
+    // stamps whole seconds, so that can be many), each already sent.
     let again = run_flow(&h.config, "ping-1.2", h.sims.secret_env()).await;
     assert_eq!(again.count("sent"), 0);
-    assert_eq!(again.report["fetched"], 1);
+    let fetched = again.report["fetched"].as_u64().unwrap();
+    assert!((1..=CASES).contains(&fetched), "{fetched}");
+    assert_eq!(again.count("already-sent") as u64, fetched);
     assert_eq!(ping.ingestion_records().len(), CASES as usize);
 }
 
@@ -768,6 +773,47 @@ async fn workflow_2_2_applies_decisions_to_the_exact_referral_and_marks_them_syn
     }
 }
 
+/// Primero v2.11+ drops a `case_id` filter the API user's role may not
+/// read and answers its whole scope: a proGres decision must then be held
+/// with the reason, not applied to whichever case came back, nor reported
+/// to proGres as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_2_2_holds_a_decision_when_the_role_cannot_filter_on_case_id() {
+    let h = harness(&[JOB_22], "kenya-dadaab").await;
+    let primero = h.sims.primero_sim();
+    let ping = h.sims.ping_sim();
+    let mut gen = PeopleGenerator::new(221);
+    let service = uuid::Uuid::new_v4().to_string();
+    let (case, case_id, refs) =
+        referred_to_unhcr(primero, &gen.person(), std::slice::from_ref(&service));
+    // Another child's referred case in the same scope.
+    let other_service = uuid::Uuid::new_v4().to_string();
+    referred_to_unhcr(primero, &gen.person(), std::slice::from_ref(&other_service));
+    let decision = ping.add_interop_referral(&case_id, &service);
+    ping.decide_interop_referral(&decision, 125_080_001, None, None);
+    primero.set_role(SimRole::bridge().without_read("case_id"));
+
+    let run = run_flow(&h.config, "ping-2.2", h.sims.secret_env()).await;
+    let rec = run.record(&decision);
+    assert_eq!(rec["outcome"]["outcome"], "held", "{rec:#}");
+    assert!(
+        rec["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("filter-not-applied"),
+        "{rec:#}"
+    );
+    assert_eq!(rec["acknowledged"], false);
+    assert_eq!(
+        referral_status(primero, &case, &refs[0]).0,
+        ReferralStatus::InProgress
+    );
+    assert_eq!(
+        ping.interop_referral(&decision).unwrap().status,
+        125_080_001
+    );
+}
+
 // ---------------------------------------------------------------------------
 // DTP flows 1-2 and 2-3
 // ---------------------------------------------------------------------------
@@ -901,7 +947,8 @@ async fn dtp_2_3_delivers_a_decision_whose_reason_code_is_unmapped_and_warns() {
     let primero = sims.primero_sim();
     let mut gen = PeopleGenerator::new(231);
     let service = uuid::Uuid::new_v4().to_string();
-    let (case, case_id, refs) = referred_to_unhcr(primero, &gen.person(), &[service.clone()]);
+    let (case, case_id, refs) =
+        referred_to_unhcr(primero, &gen.person(), std::slice::from_ref(&service));
     let suffix = &service[service.len() - 12..];
     let body = decision_message(&[SimDecision {
         org_referral_id: format!("{case_id}#{suffix}"),

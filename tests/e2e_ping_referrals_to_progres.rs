@@ -223,6 +223,7 @@ fn case_with_service(
         "protection_concerns".into(),
         json!(["psychosocial_distress", "separated", "child_labour"]),
     );
+    next_second(primero);
     let id = primero.insert_case(data).unwrap();
     let case = primero.case(&id).unwrap();
     (
@@ -235,7 +236,23 @@ fn case_with_service(
     )
 }
 
+/// Primero stamps whole seconds and orders ties arbitrarily; these tests
+/// follow records across runs in a known order, so each change they make
+/// gets a second of its own (the same-second case is tested in
+/// `flows::case_scan` and `e2e_ping_decisions`).
+fn next_second(primero: &PrimeroSim) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static NEXT: AtomicI64 = AtomicI64::new(0);
+    let now = chrono::Utc::now().timestamp();
+    let step = |last: i64| last.max(now) + 1;
+    let last = NEXT
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(step(last)))
+        .unwrap_or_else(|last| last);
+    primero.pin_clock(chrono::DateTime::from_timestamp(step(last), 0));
+}
+
 fn refer(primero: &PrimeroSim, case: &str, service: &str, to: &str) -> String {
+    next_second(primero);
     primero
         .add_referral(
             case,
@@ -430,6 +447,7 @@ async fn referrals_go_once_refusals_and_unmapped_are_retried_edits_are_not_resen
     assert_eq!(ping.interop_referrals().len(), 4);
 
     // Run 4: B's service is edited (no new referral) and F is referred: only F goes.
+    next_second(primero);
     primero
         .update_case(
             &b.0,
@@ -534,6 +552,11 @@ async fn a_pages_case_referrals_are_read_concurrently() {
         people.push(p);
         services.push(service);
     }
+    // An instance with many users: the owner is looked up by name, not
+    // found by paging through all of them.
+    for i in 0..1500 {
+        primero.add_user(SimUser::new(format!("other_user_{i}")));
+    }
     // Enough latency for concurrent reads to overlap at the simulator.
     primero.set_latency(std::time::Duration::from_millis(50));
     primero.reset_in_flight();
@@ -543,6 +566,11 @@ async fn a_pages_case_referrals_are_read_concurrently() {
     assert_eq!(outcomes(&report), expect(&sent));
     assert_eq!(ping.interop_referrals().len(), 8);
     assert_eq!(primero.request_count("GET /api/v2/cases/{id}/referrals"), 8);
+    assert_eq!(
+        primero.request_count("GET /api/v2/users"),
+        1,
+        "one look-up of the one owner"
+    );
     let seen = primero.max_in_flight_seen();
     assert!(seen > 1, "{seen} Primero call(s) in flight at once");
     assert_no_personal_data(&[&out], &people, &[]);

@@ -261,7 +261,6 @@ async fn paging_past_the_cap_returns_every_case_once() {
     let client = client_with(&sim, basic_auth(PASSWORD), Duration::from_secs(3600));
     let query = CaseQuery::new()
         .per(5000)
-        .remote(true)
         .order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
     let cases = client.list_cases(&query).await.unwrap();
     assert_eq!(cases.len(), 2345);

@@ -357,7 +357,7 @@ fn bridge_run_refuses_an_inbox_without_a_seal_key() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(
-        all.contains("schedule.\"ping-9.9\"") && all.contains(":14:"),
+        all.contains("schedule.\"ping-9.9\"") && all.contains(":15:"),
         "{all}"
     );
 }
@@ -484,7 +484,7 @@ fn config_check_names_every_problem_and_passes_a_good_config() {
     ] {
         assert!(all.contains(needle), "`{needle}` missing:\n{all}");
     }
-    assert!(all.contains(":23:"), "line of the bad cron:\n{all}");
+    assert!(all.contains(":24:"), "line of the bad cron:\n{all}");
     assert!(!all.contains(secret), "a secret was printed:\n{all}");
 }
 

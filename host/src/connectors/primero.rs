@@ -423,14 +423,14 @@ pub enum SortOrder {
 }
 
 /// Filters of `GET /api/v2/cases`, built fluently:
-/// `CaseQuery::new().updated_since(t).remote(true).per(1000)`.
+/// `CaseQuery::new().updated_since(t).per(1000)`. There is no `remote`:
+/// it is not a filter of Primero's case index (the OpenFn jobs sent it for nothing).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CaseQuery {
     pub unhcr_individual_no: Option<String>,
     pub case_id: Option<String>,
     pub updated_from: Option<DateTime<Utc>>,
     pub updated_to: Option<DateTime<Utc>>,
-    pub remote: bool,
     pub associated_user_names: Vec<String>,
     /// Requested page size; clamped to 1..=1000 (default 1000).
     pub per: Option<u32>,
@@ -465,11 +465,6 @@ impl CaseQuery {
         self
     }
 
-    pub fn remote(mut self, remote: bool) -> Self {
-        self.remote = remote;
-        self
-    }
-
     pub fn associated_user_name(mut self, user_name: impl Into<String>) -> Self {
         self.associated_user_names.push(user_name.into());
         self
@@ -494,9 +489,6 @@ impl CaseQuery {
     fn to_pairs(&self, page: u64) -> Vec<(String, String)> {
         let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
         let mut pairs = Vec::new();
-        if self.remote {
-            pairs.push(("remote".to_string(), "true".to_string()));
-        }
         if let Some(v) = &self.unhcr_individual_no {
             pairs.push(("unhcr_individual_no".to_string(), v.clone()));
         }
@@ -504,7 +496,9 @@ impl CaseQuery {
             pairs.push(("case_id".to_string(), v.clone()));
         }
         if self.updated_from.is_some() || self.updated_to.is_some() {
-            let from = self.updated_from.as_ref().map(ts).unwrap_or_default();
+            // Primero drops a range without a lower bound (and then answers
+            // every case): an upper bound alone is sent from the epoch.
+            let from = ts(&self.updated_from.unwrap_or(DateTime::UNIX_EPOCH));
             let to = self.updated_to.as_ref().map(ts).unwrap_or_default();
             pairs.push(("last_updated_at".to_string(), format!("{from}..{to}")));
         }
@@ -1508,16 +1502,22 @@ mod tests {
             .with_timezone(&Utc);
         let q = CaseQuery::new()
             .updated_since(from)
-            .remote(true)
             .associated_user_name("unhcr_cw")
             .per(5000);
         let pairs = q.to_pairs(2);
         let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("per"), Some("1000"));
         assert_eq!(get("page"), Some("2"));
-        assert_eq!(get("remote"), Some("true"));
+        assert_eq!(get("remote"), None, "not a Primero filter");
         assert_eq!(get("last_updated_at"), Some("2024-05-01T10:00:00.000Z.."));
         assert_eq!(get("associated_user_names[0]"), Some("unhcr_cw"));
+        // An upper bound alone gets a lower one: Primero drops open-below ranges.
+        let pairs = CaseQuery::new().updated_until(from).to_pairs(1);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(
+            get("last_updated_at"),
+            Some("1970-01-01T00:00:00.000Z..2024-05-01T10:00:00.000Z")
+        );
         assert_eq!(CaseQuery::new().per(0).effective_per(), 1);
     }
 

@@ -15,8 +15,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::case_lookup::{find_cases, CaseKey, LookupError};
 use super::report::{would_write, Note, RecordOutcome};
-use crate::connectors::primero::{Case, CaseQuery, NewFlag, PrimeroClient};
+use crate::connectors::primero::{Case, NewFlag, PrimeroClient};
 use crate::connectors::ConnectorError;
 
 /// What an inbound referral job emits for one intervention.
@@ -176,11 +177,37 @@ pub enum UpsertError {
     NoService,
     #[error(transparent)]
     Partner(#[from] ConnectorError),
+    /// The individual number is malformed, or Primero's answer to the
+    /// search cannot be trusted: nothing was written.
+    #[error(transparent)]
+    Lookup(LookupError),
     /// Primero answered the append but the case does not hold the service
     /// (a silent no-op): not reported as delivered, tried again.
     #[error("Primero accepted the service on case {case_id} but does not hold it")]
     NotApplied { case_id: String },
+    /// Primero created the case without the individual number or the
+    /// intervention number (fields the API user's role may not write are
+    /// stripped, answered 200): sending again would create or append again,
+    /// so the record goes to the dead letter at once.
+    #[error(
+        "{WRITE_INCOMPLETE}: Primero created case {case_id} without the individual number or the \
+         intervention number: the API user's role may not write unhcr_individual_no or \
+         services_section.progres_interventionnumber (docs/operator/primero-role.md); \
+         complete or delete the case before replaying"
+    )]
+    Incomplete { case_id: String },
 }
+
+impl From<LookupError> for UpsertError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::Partner(e) => UpsertError::Partner(e),
+            other => UpsertError::Lookup(other),
+        }
+    }
+}
+
+pub use super::ledger::WRITE_INCOMPLETE;
 
 /// Reason code of a write Primero answered but did not apply.
 pub const NOT_APPLIED: &str = "write-not-applied";
@@ -230,14 +257,23 @@ pub async fn upsert_case(
         .new_service()
         .cloned()
         .ok_or(UpsertError::NoService)?;
-    let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
-    let matches = primero.list_cases(&query).await?;
+    let key = CaseKey::IndividualNo(&referral.unhcr_individual_no);
+    let matches = find_cases(primero, key).await?;
     match matches.as_slice() {
         [] => {
             let mut body = referral.case.clone();
             // Primero generates its own case_id for a new case.
             body.remove("case_id");
-            Ok(Upserted::Created(primero.create_case(&body).await?))
+            let created = primero.create_case(&body).await?;
+            // The next run finds the case by the individual number and knows
+            // the service by its intervention number: both must have stuck,
+            // or every re-send would create or append again.
+            if !(key.matches(&created) && holds(&created, &referral.intervention_number)) {
+                return Err(UpsertError::Incomplete {
+                    case_id: created.id,
+                });
+            }
+            Ok(Upserted::Created(created))
         }
         [case] => {
             if holds(case, &referral.intervention_number) {
@@ -259,8 +295,7 @@ pub async fn upsert_case(
             // a fresh read) must hold the intervention.
             let fresh;
             let now = if answered.services_section.is_empty() {
-                fresh = primero
-                    .list_cases(&query)
+                fresh = find_cases(primero, key)
                     .await?
                     .into_iter()
                     .find(|c| c.id == case.id);
@@ -309,8 +344,11 @@ pub async fn plan_case(
     referral: &CaseReferral,
 ) -> Result<RecordOutcome, UpsertError> {
     referral.new_service().ok_or(UpsertError::NoService)?;
-    let query = CaseQuery::default().unhcr_individual_no(&referral.unhcr_individual_no);
-    let matches = primero.list_cases(&query).await?;
+    let matches = find_cases(
+        primero,
+        CaseKey::IndividualNo(&referral.unhcr_individual_no),
+    )
+    .await?;
     Ok(match matches.as_slice() {
         [] => would_write("create-case", None),
         [case] if holds(case, &referral.intervention_number) => RecordOutcome::AlreadyPresent {

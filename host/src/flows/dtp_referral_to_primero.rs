@@ -43,6 +43,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::case_lookup::LookupError;
 use super::case_upsert::{upsert_case, CaseReferral, ClosedCase, UpsertError, Upserted};
 use super::report::{partner_failure, Note, RecordNote, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
@@ -600,6 +601,21 @@ impl Handler {
             Err(e @ UpsertError::NotApplied { .. }) => Delivery::Transient {
                 outcome: super::report::failed(super::case_upsert::NOT_APPLIED, e.to_string()),
             },
+            // DTP's data is wrong: DTP hears it.
+            Err(UpsertError::Lookup(e @ LookupError::Malformed { .. })) => Delivery::Failed {
+                class: FailureClass::InvalidData,
+                outcome: e.outcome(),
+            },
+            // The role needs fixing: tried again with the message, DTP is not told.
+            Err(UpsertError::Lookup(e)) => Delivery::Transient {
+                outcome: e.outcome(),
+            },
+            // Not sent again (it would create another case); the operator
+            // completes the case in Primero.
+            Err(e @ UpsertError::Incomplete { .. }) => Delivery::Failed {
+                class: FailureClass::PartnerError,
+                outcome: super::report::failed(super::case_upsert::WRITE_INCOMPLETE, e.to_string()),
+            },
         }
     }
 }
@@ -876,7 +892,7 @@ mod tests {
         );
         assert_eq!(record["intervention"], rows[0]);
         assert!(!groups[0].individuals_disagree());
-        let mixed = vec![rows[0].clone(), rows[1].clone()];
+        let mixed = [rows[0].clone(), rows[1].clone()];
         let one = Intervention {
             index: 0,
             number: Some("N-1".into()),

@@ -23,6 +23,14 @@ use crate::store::{Store, StoreError};
 /// look in the target system and replay only if it is not there.
 pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
 
+/// Reason code of a write the target applied only in part (a case created
+/// without the fields it is found by next time): sending it again would
+/// duplicate it, so it too goes to the dead letter at once.
+pub const WRITE_INCOMPLETE: &str = "write-incomplete";
+
+/// Codes whose record is dead-lettered on the first failure.
+const NOT_RETRIED: [&str; 2] = [OUTCOME_UNKNOWN, WRITE_INCOMPLETE];
+
 /// How often a failing record is tried before it is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPolicy {
@@ -154,7 +162,7 @@ impl<'a> Ledger<'a> {
             .attempt_failed(&self.flow, source_id, code)
             .await?;
         self.lock().insert(source_id.to_string(), n);
-        if n < i64::from(self.policy.max_attempts) && code != OUTCOME_UNKNOWN {
+        if n < i64::from(self.policy.max_attempts) && !NOT_RETRIED.contains(&code.as_str()) {
             tracing::info!(code = %code, attempt = n, "record failed; retried next run");
             return Ok(None);
         }

@@ -2,6 +2,7 @@
 //! acknowledge), one module per flow. Flows own no transform logic: that is
 //! the job's. They own the order of side effects and the per-record outcome.
 
+pub mod case_lookup;
 pub mod case_scan;
 pub mod case_upsert;
 pub mod dtp_decision_to_dtp;

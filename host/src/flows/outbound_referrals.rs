@@ -1,6 +1,7 @@
 //! Primero referrals → proGres, the part both designs share (PING workflow
 //! 2.1, DTP flow 2-1/2-2): cases changed since the cursor → their referrals →
-//! the users (once per run, only when a case has a referral since the cursor)
+//! the case owners (each looked up by user name once per run, only when a
+//! case has a referral since the cursor)
 //! → the job, once per service (it decides which services are new UNHCR
 //! referrals and builds the partner payload) → a design-specific
 //! [`Deliver`]er.
@@ -240,8 +241,9 @@ struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
-    /// Primero users by user name, loaded at most once per run.
-    users: Option<HashMap<String, User>>,
+    /// Case owners by user name, each looked up at most once per run
+    /// (`None`: Primero shows the API user no such user).
+    users: HashMap<String, Option<User>>,
     /// Mapped referrals of the current page, delivered together.
     pending: Vec<Pending<D::Payload>>,
     /// Each case's referrals, read for the whole page at once (see `begin_page`).
@@ -316,7 +318,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
                 today: today.into(),
                 dry_run: self.dry_run,
             },
-            users: None,
+            users: HashMap::new(),
             pending: Vec::new(),
             referrals: HashMap::new(),
             mapped: HashMap::new(),
@@ -353,11 +355,9 @@ impl<D: Deliver> OutboundRun<'_, D> {
     }
 }
 
-/// Remote cases changed since `from`, oldest change first.
+/// Cases changed since `from`, oldest change first.
 fn query(associated_user: Option<&str>, from: Option<DateTime<Utc>>) -> CaseQuery {
-    let mut q = CaseQuery::new()
-        .remote(true)
-        .order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
+    let mut q = CaseQuery::new().order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
     if let Some(user) = associated_user {
         q = q.associated_user_name(user.to_string());
     }
@@ -442,18 +442,39 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             .extend(items.into_iter().map(|(id, _)| id).zip(answers));
     }
 
-    /// Load the Primero users once per run.
-    async fn load_users(&mut self) -> Result<(), ConnectorError> {
-        let list = self.run.primero.list_users().await?;
-        tracing::debug!(users = list.len(), "Primero users loaded");
-        self.users = Some(list.into_iter().map(|u| (u.user_name.clone(), u)).collect());
+    /// Look up the owners of `case` and of the cases `ahead` with a recent
+    /// referral (those `map_window` may map), by user name: one call per
+    /// owner a run, not every user of the instance page by page.
+    async fn load_owners(
+        &mut self,
+        case: &Case,
+        ahead: &[Case],
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), ConnectorError> {
+        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
+        let names: Vec<String> = std::iter::once(case)
+            .chain(ahead.iter().filter(|c| recent(c)))
+            .filter_map(|c| c.owned_by.clone())
+            .filter(|name| !self.users.contains_key(name))
+            .collect();
+        for name in names {
+            if self.users.contains_key(&name) {
+                continue;
+            }
+            let page = self.run.primero.users_named(&name, false).await?;
+            // Only the row of exactly this name: a server that ignores the
+            // filter answers every user.
+            let user = page.data.into_iter().find(|u| u.user_name == name);
+            tracing::debug!(found = user.is_some(), "case owner looked up");
+            self.users.insert(name, user);
+        }
         Ok(())
     }
 
-    /// The case owner's user record, when the users are loaded and know them.
+    /// The case owner's user record, when Primero knows them.
     fn owner(&self, case: &Case) -> Option<User> {
         let owner = case.owned_by.as_deref()?;
-        self.users.as_ref()?.get(owner).cloned()
+        self.users.get(owner).cloned().flatten()
     }
 
     async fn one_case(&mut self, st: &mut ScanState, case: &Case, ahead: &[Case]) {
@@ -480,21 +501,16 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         if !has_recent_referral(&referrals, since) {
             return;
         }
-        if self.users.is_none() {
-            match self.load_users().await {
-                Ok(()) => {}
-                Err(e) => {
-                    let needs = service_ids
-                        .iter()
-                        .filter_map(|id| earliest_referral(&referrals, id, since))
-                        .min();
-                    st.tracker.hold(needs);
-                    st.report
-                        .records
-                        .push(report_record(&case.id, partner_failure(&e)));
-                    return;
-                }
-            }
+        if let Err(e) = self.load_owners(case, ahead, since).await {
+            let needs = service_ids
+                .iter()
+                .filter_map(|id| earliest_referral(&referrals, id, since))
+                .min();
+            st.tracker.hold(needs);
+            st.report
+                .records
+                .push(report_record(&case.id, partner_failure(&e)));
+            return;
         }
         let owner = self.owner(case);
         for service_id in service_ids {

@@ -407,6 +407,10 @@ impl Ping11<'_> {
             Err(e @ UpsertError::NotApplied { .. }) => {
                 failed(super::case_upsert::NOT_APPLIED, e.to_string())
             }
+            Err(UpsertError::Lookup(e)) => e.outcome(),
+            Err(e @ UpsertError::Incomplete { .. }) => {
+                failed(super::case_upsert::WRITE_INCOMPLETE, e.to_string())
+            }
         }
     }
 }

@@ -17,11 +17,10 @@
 
 use serde::Deserialize;
 
+use super::case_lookup::{find_cases, CaseKey};
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome};
-use crate::connectors::primero::{
-    CaseQuery, PrimeroClient, Referral, ReferralStatus, ReferralUpdate,
-};
+use crate::connectors::primero::{PrimeroClient, Referral, ReferralStatus, ReferralUpdate};
 
 /// Reason code of a record held because several cases or referrals match.
 pub const AMBIGUOUS_MATCH: &str = "ambiguous-match";
@@ -136,10 +135,9 @@ pub async fn apply_decision(
             "a proGres decision must be accepted or rejected",
         );
     }
-    let query = CaseQuery::new().case_id(&decision.case_id);
-    let cases = match primero.list_cases(&query).await {
+    let cases = match find_cases(primero, CaseKey::CaseId(&decision.case_id)).await {
         Ok(c) => c,
-        Err(e) => return partner_failure(&e),
+        Err(e) => return e.outcome(),
     };
     let case = match cases.as_slice() {
         [] => return failed("not-found", "no Primero case has this case_id"),

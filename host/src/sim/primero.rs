@@ -2969,7 +2969,7 @@ mod tests {
         assert_eq!(
             refused.json::<Value>().await.unwrap(),
             json!({"errors": [{
-                "code": 422,
+                "status": 422,
                 "resource": "/api/v2/cases",
                 "message": "Invalid Record JSON",
                 "detail": ["/id", "/sex", "/services_section/0/unique_id"]

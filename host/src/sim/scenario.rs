@@ -77,7 +77,7 @@ impl Simulators {
     pub fn config_toml(&self, jobs_dir: &std::path::Path, mappings: &std::path::Path) -> String {
         format!(
             r#"# Generated for the built-in simulators.
-[state]
+{flows}[state]
 path = "state.db"
 
 [primero]
@@ -94,7 +94,7 @@ password = {{ env = "BRIDGE_PING_PASSWORD" }}
 client_id = "{client_id}"
 subscription_key = {{ env = "BRIDGE_PING_SUBSCRIPTION_KEY" }}
 
-{flows}[jobs]
+[jobs]
 dir = "{jobs}"
 mappings = "{mappings}"
 # The shipped mapping folders' CHANGE-ME placeholders: fine against the simulators only.
