@@ -942,6 +942,11 @@ pub fn merge_record(target: &mut Map<String, Value>, patch: Map<String, Value>) 
             continue;
         }
         match value {
+            // RecordMergeDataHashService: `[]` counts as an array of hashes,
+            // so over a subform it merges nothing and keeps every entry.
+            Value::Array(items)
+                if items.is_empty()
+                    && matches!(target.get(&key), Some(Value::Array(old)) if is_subform(old)) => {}
             Value::Array(items) if is_subform(&items) => {
                 let slot = target
                     .entry(key.clone())
@@ -2587,10 +2592,17 @@ mod tests {
     }
 
     #[test]
-    fn empty_array_replaces_subform() {
-        let mut case = obj(json!({"services_section": [{"unique_id": "s1"}]}));
-        merge_record(&mut case, obj(json!({"services_section": []})));
-        assert_eq!(case["services_section"], json!([]));
+    fn empty_array_keeps_a_subform_and_empties_a_list() {
+        let mut case = obj(json!({
+            "services_section": [{"unique_id": "s1"}],
+            "language": ["language1"],
+        }));
+        merge_record(
+            &mut case,
+            obj(json!({"services_section": [], "language": []})),
+        );
+        assert_eq!(case["services_section"], json!([{"unique_id": "s1"}]));
+        assert_eq!(case["language"], json!([]));
     }
 
     #[test]
