@@ -61,6 +61,17 @@ const SHIPPING_KEYS = [
  * host/src/mappings: deployment.toml's [deployment] and [shipping_processes],
  * every other .toml a table named by its file stem; .md and dotfiles ignored).
  */
+/** `"CHANGE-ME: <example>"` reads as its example, as the host gives it to jobs when placeholders are allowed. */
+const PLACEHOLDER_MARK = 'CHANGE-ME:';
+const unmark = (v) => {
+  if (typeof v === 'string' && v.trimStart().startsWith(PLACEHOLDER_MARK)) {
+    return v.trimStart().slice(PLACEHOLDER_MARK.length).trim();
+  }
+  if (Array.isArray(v)) return v.map(unmark);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unmark(x)]));
+  return v;
+};
+
 export function loadMappings(country) {
   const dir = join(rootDir, 'mappings', country);
   const out = { deployment: null, shipping_processes: null, tables: {} };
@@ -70,12 +81,12 @@ export function loadMappings(country) {
     if (!file.endsWith('.toml')) throw new Error(`${path}: a mapping folder holds only .toml and .md files`);
     const doc = parseToml(readFileSync(path, 'utf8'));
     if (file === 'deployment.toml') {
-      out.deployment = doc.deployment;
+      out.deployment = unmark(doc.deployment);
       const sp = doc.shipping_processes ?? {};
       out.shipping_processes = Object.fromEntries(SHIPPING_KEYS.map((k) => [k, sp[k] ?? null]));
     } else {
-      const table = { description: doc.description, map: doc.map ?? {} };
-      if (doc.default !== undefined) table.default = doc.default;
+      const table = { description: doc.description, map: unmark(doc.map ?? {}) };
+      if (doc.default !== undefined) table.default = unmark(doc.default);
       if (doc.values !== undefined) table.values = doc.values;
       for (const k of Object.keys(doc)) {
         if (!['description', 'default', 'values', 'map'].includes(k)) throw new Error(`${path}: unknown key ${k}`);
