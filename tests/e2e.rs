@@ -64,6 +64,7 @@ async fn run_flow(h: &Harness) -> (Value, String) {
     let args = vec![
         "flow".into(),
         "run".into(),
+        "--init".into(),
         "ping-1.1".into(),
         "--config".into(),
         h.config.display().to_string(),
@@ -271,6 +272,7 @@ async fn flow_run_with_a_bad_config_names_the_problem() {
         vec![
             "flow".into(),
             "run".into(),
+            "--init".into(),
             "ping-1.1".into(),
             "--config".into(),
             h.config.display().to_string(),

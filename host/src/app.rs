@@ -21,7 +21,9 @@ use crate::inbox::InboxProcessor;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobRuntime, RuntimeConfig};
-use crate::store::{RecordRow, RunRow, SqliteStore, Store, Trigger};
+use crate::store::{
+    Holder, Monitored, OpenMode, RecordRow, RunRow, SqliteStore, Store, Trigger, WriterLease,
+};
 use tokio_util::sync::CancellationToken;
 
 pub struct App {
@@ -41,6 +43,9 @@ pub struct App {
     pub stop: CancellationToken,
     /// Design A with an inbox: processes stored messages (replays too).
     pub inbox: Option<Arc<InboxProcessor>>,
+    /// This process is the state database's only writer while it is held
+    /// (`App::from_config`; an App built with `App::new` is given a store).
+    writer: Option<WriterLease>,
 }
 
 /// Flows that read Primero from a cursor.
@@ -129,12 +134,17 @@ impl App {
             record_concurrency: 8,
             stop: CancellationToken::new(),
             inbox: None,
+            writer: None,
         })
     }
 
+    /// The App of a deployment: opens its state database (`mode`: whether
+    /// it may be created) and becomes its only writer, refusing to start
+    /// while another process writes it.
     pub async fn from_config(
         config: &BridgeConfig,
         cache_dir: Option<PathBuf>,
+        mode: OpenMode,
     ) -> anyhow::Result<Self> {
         let mut rc = RuntimeConfig::default();
         if let Some(dir) = cache_dir {
@@ -162,9 +172,14 @@ impl App {
             .with_context(|| format!("{}: [dtp]", config.file.display()))?;
         let jobs = job_files(&config.resolve(&config.jobs.dir))?;
         let store: Arc<dyn Store> = match &config.state {
-            Some(state) => Arc::new(SqliteStore::open(&config.resolve(&state.path)).await?),
-            None => Arc::new(SqliteStore::in_memory().await?),
+            Some(state) => Arc::new(Monitored::new(
+                SqliteStore::open(&config.resolve(&state.path), mode).await?,
+            )),
+            None => Arc::new(Monitored::new(SqliteStore::in_memory().await?)),
         };
+        // Before the slow part (compiling the jobs): a second process is
+        // refused at once.
+        let writer = store.acquire_writer(&Holder::current()).await?;
         let mut app = Self::new(
             store,
             Arc::new(JobRuntime::new(rc)?),
@@ -174,6 +189,7 @@ impl App {
             &mappings_dir,
         )
         .await?;
+        app.writer = Some(writer);
         app.dtp = dtp;
         // `[retry]` and the per-partner limits (the Primero client takes them
         // through its config).

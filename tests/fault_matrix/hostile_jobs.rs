@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bridge::app::App;
 use bridge::config::BridgeConfig;
+use bridge::store::OpenMode;
 use bridge::runtime::reload::{Catalog, ReloadEvent};
 use bridge::runtime::{
     inspect_component, outcome_report, JobContext, JobInstance, JobOutcome, JobRuntime, Limits,
@@ -676,7 +677,7 @@ async fn flow_rows(rows: &mut Vec<Row>) {
         let config_file = config_file.clone();
         async move {
             let config = BridgeConfig::load(&config_file).map_err(|e| e.to_string())?;
-            let app = App::from_config(&config, None)
+            let app = App::from_config(&config, None, OpenMode::Init)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             app.run_flow(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::app::{new_run_id, today, App};
 use crate::config::BridgeConfig;
+use crate::store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FlowCommand {
@@ -22,6 +23,10 @@ pub enum FlowCommand {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Create the state database when it does not exist (first run of a
+        /// new deployment).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -32,9 +37,10 @@ pub async fn run(cmd: FlowCommand, cache_dir: Option<PathBuf>) -> anyhow::Result
             config,
             today: date,
             json,
+            init,
         } => {
             let config = BridgeConfig::load(&config)?;
-            let app = App::from_config(&config, cache_dir).await?;
+            let app = App::from_config(&config, cache_dir, OpenMode::from_init(init)).await?;
             let report = app
                 .run_flow(&flow, &new_run_id(), &date.unwrap_or_else(today))
                 .await?;
