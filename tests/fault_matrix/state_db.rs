@@ -187,7 +187,7 @@ impl Service {
     }
 
     /// SIGTERM (SIGKILL when it does not stop); its stderr.
-    async fn stop(mut self, sig: &str) -> String {
+    async fn stop(self, sig: &str) -> String {
         self.signal(sig);
         let mut child = self.child;
         let _ = tokio::task::spawn_blocking(move || {
