@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use bridge::app::App;
 use bridge::config::BridgeConfig;
-use bridge::store::OpenMode;
 use bridge::runtime::reload::{Catalog, ReloadEvent};
 use bridge::runtime::{
     inspect_component, outcome_report, JobContext, JobInstance, JobOutcome, JobRuntime, Limits,
     LoadError, RuntimeConfig, ALLOWED_IMPORTS,
 };
 use bridge::sim::scenario::{seed_workflow_1_1, Simulators};
+use bridge::store::OpenMode;
 use bridge::toolchain::ProjectDirs;
 
 use crate::support::short;

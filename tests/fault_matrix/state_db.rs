@@ -28,9 +28,7 @@ const IN_USE: &str = "is in use by another bridge process";
 
 pub async fn run() -> Vec<Row> {
     let project = ProjectDirs::locate().expect("project folder");
-    project
-        .build_jobs(&[JOB.to_string()])
-        .expect("jobs build");
+    project.build_jobs(&[JOB.to_string()]).expect("jobs build");
     let sims = Simulators::start_loopback().await.expect("simulators");
     vec![
         two_flow_runs_at_once(&sims, &project).await,
@@ -169,7 +167,11 @@ impl Service {
     }
 
     /// `/readyz` until `want(status, body)` or the time is up; the last answer.
-    async fn readyz_until(&self, limit: Duration, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    async fn readyz_until(
+        &self,
+        limit: Duration,
+        want: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
         let deadline = Instant::now() + limit;
         loop {
             let (status, body) = self.get("/readyz").await;
@@ -325,7 +327,14 @@ async fn a_running_service_keeps_other_writers_out(
     let cursor = output(bridge(
         None,
         tmp.path(),
-        &["cursor", "set", "ping-2.1", "2025-06-01T00:00:00Z", "--config", &c],
+        &[
+            "cursor",
+            "set",
+            "ping-2.1",
+            "2025-06-01T00:00:00Z",
+            "--config",
+            &c,
+        ],
     ))
     .await;
     let names_holder = |o: &Output| {
@@ -344,7 +353,12 @@ async fn a_running_service_keeps_other_writers_out(
         &["dead-letter", "list", "--config", &c],
     ))
     .await;
-    let show = output(bridge(None, tmp.path(), &["cursor", "show", "--config", &c])).await;
+    let show = output(bridge(
+        None,
+        tmp.path(),
+        &["cursor", "show", "--config", &c],
+    ))
+    .await;
     let readers_ok = [&runs, &dead, &show].iter().all(|o| o.status.success());
     service.stop("-KILL").await;
     let after = output(bridge(
@@ -503,7 +517,14 @@ async fn missing_database_without_init(sims: &Simulators, project: &ProjectDirs)
     for args in [
         vec!["run", "--once", "--config", &c],
         vec!["flow", "run", "ping-1.1", "--config", &c],
-        vec!["cursor", "set", "ping-2.1", "2025-06-01T00:00:00Z", "--config", &c],
+        vec![
+            "cursor",
+            "set",
+            "ping-2.1",
+            "2025-06-01T00:00:00Z",
+            "--config",
+            &c,
+        ],
         vec!["runs", "--config", &c],
     ] {
         let out = output(bridge(Some(sims), tmp.path(), &args)).await;
@@ -540,7 +561,15 @@ async fn truncated_database() -> Row {
     let init = output(bridge(
         None,
         tmp.path(),
-        &["cursor", "set", "--init", "ping-2.1", "2025-06-01T00:00:00Z", "--config", &c],
+        &[
+            "cursor",
+            "set",
+            "--init",
+            "ping-2.1",
+            "2025-06-01T00:00:00Z",
+            "--config",
+            &c,
+        ],
     ))
     .await;
     let refused = |o: &Output| o.status.code() == Some(1) && stderr(o).contains("empty file");
@@ -632,7 +661,9 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
     let first = output(bridge(
         Some(sims),
         tmp.path(),
-        &["flow", "run", "--init", "ping-1.1", "--today", TODAY, "--config", &c],
+        &[
+            "flow", "run", "--init", "ping-1.1", "--today", TODAY, "--config", &c,
+        ],
     ))
     .await;
     if !matches!(first.status.code(), Some(0) | Some(2)) {

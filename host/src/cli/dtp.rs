@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use crate::app::App;
 use crate::config::BridgeConfig;
 use crate::connectors::dtp::sha1_thumbprint;
-use crate::store::OpenMode;
 use crate::inbox::{serve, Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+use crate::store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DtpCommand {

@@ -249,8 +249,7 @@ pub async fn dead_letter(
                 (None, true) => ReplaySelection::All,
                 _ => anyhow::bail!("give an entry id or --all"),
             };
-            let app =
-                crate::service::run::open_app(&config, cache_dir, OpenMode::Existing).await?;
+            let app = crate::service::run::open_app(&config, cache_dir, OpenMode::Existing).await?;
             let pending = match selection {
                 ReplaySelection::One(id) => {
                     let entry = app

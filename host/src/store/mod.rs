@@ -40,7 +40,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0} is an empty file, not a bridge state database (truncated?): {RESTORE_HINT}")]
     Empty(PathBuf),
-    #[error("{path} is not a bridge state database ({why}): check `state.path`, or {RESTORE_HINT}")]
+    #[error(
+        "{path} is not a bridge state database ({why}): check `state.path`, or {RESTORE_HINT}"
+    )]
     Foreign { path: PathBuf, why: String },
     /// The file at the configured path is no longer the one this process
     /// opened (deleted, replaced or moved away): writes would be lost.

@@ -128,8 +128,11 @@ impl<S: Store> Store for Monitored<S> {
         fingerprint: &str,
         target_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.write(self.inner.record_delivery(flow, key, fingerprint, target_id))
-            .await
+        self.write(
+            self.inner
+                .record_delivery(flow, key, fingerprint, target_id),
+        )
+        .await
     }
 
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
@@ -236,7 +239,8 @@ impl<S: Store> Store for Monitored<S> {
         flow: &str,
         source_id: &str,
     ) -> Result<Option<DeadLetter>, StoreError> {
-        self.read(self.inner.dead_letter_find(flow, source_id)).await
+        self.read(self.inner.dead_letter_find(flow, source_id))
+            .await
     }
 
     async fn dead_letter_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {

@@ -66,7 +66,12 @@ impl OpenFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(replaced("was deleted"))
             }
-            Err(e) => return Err(StoreError::Database(format!("{}: {e}", self.path.display()))),
+            Err(e) => {
+                return Err(StoreError::Database(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )))
+            }
         };
         if (now.dev(), now.ino()) != (opened.dev(), opened.ino()) {
             return Err(replaced("was replaced by another file"));
@@ -248,12 +253,12 @@ async fn check_contents(
         }
         true
     } else {
-        LEGACY_MARKERS
-            .iter()
-            .all(|m| tables.iter().any(|t| t == m))
+        LEGACY_MARKERS.iter().all(|m| tables.iter().any(|t| t == m))
     };
     if !ours {
-        return Err(foreign("a SQLite database without the bridge's tables".into()));
+        return Err(foreign(
+            "a SQLite database without the bridge's tables".into(),
+        ));
     }
     sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
         .execute(&mut *conn)
