@@ -14,7 +14,7 @@ use bridge::runtime::{JobRuntime, RuntimeConfig};
 use bridge::sim::people::{PeopleGenerator, Person};
 use bridge::sim::ping::SimIntervention;
 use bridge::sim::scenario::Simulators;
-use bridge::store::{SqliteStore, Store, Trigger};
+use bridge::store::{OpenMode, SqliteStore, Store, Trigger};
 use bridge::toolchain::ProjectDirs;
 
 const FLOW: &str = "ping-1.1";
@@ -144,7 +144,7 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
     let run = |env: Vec<(&'static str, String)>, config: PathBuf, pid: Arc<AtomicU32>| {
         tokio::task::spawn_blocking(move || {
             let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-                .args(["flow", "run", FLOW, "--today", TODAY, "--config"])
+                .args(["flow", "run", "--init", FLOW, "--today", TODAY, "--config"])
                 .arg(&config)
                 .envs(env)
                 .stdout(Stdio::null())
@@ -391,11 +391,11 @@ fn no_personal_data_in_the_state_databases_or_the_logs_of_a_full_demo() {
     // The inbox keeps nothing once its messages are synced.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = SqliteStore::open(&tmp.path().join("design-a.db"))
+        let store = SqliteStore::open(&tmp.path().join("design-a.db"), OpenMode::Existing)
             .await
             .unwrap();
         assert!(store.inbox_states().await.unwrap().is_empty());
-        let runs = SqliteStore::open(&tmp.path().join("demo-1.1.db"))
+        let runs = SqliteStore::open(&tmp.path().join("demo-1.1.db"), OpenMode::Existing)
             .await
             .unwrap()
             .runs(None, 10)

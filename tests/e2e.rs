@@ -80,6 +80,7 @@ async fn run_ping_11(sims: &Simulators, config: &Path) -> (Value, String, Option
     let args = vec![
         "flow".into(),
         "run".into(),
+        "--init".into(),
         "ping-1.1".into(),
         "--config".into(),
         config.display().to_string(),
@@ -412,6 +413,7 @@ async fn flow_run_with_a_bad_config_names_the_problem() {
         vec![
             "flow".into(),
             "run".into(),
+            "--init".into(),
             "ping-1.1".into(),
             "--config".into(),
             h.config.display().to_string(),

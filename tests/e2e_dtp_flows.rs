@@ -723,7 +723,7 @@ allow_placeholders = true
     .unwrap();
     let api_key = "inbox-key-for-the-e2e-test-0123456789";
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["inbox", "serve", "--config"])
+        .args(["inbox", "serve", "--init", "--config"])
         .arg(&config)
         .args(["--today", TODAY])
         .env("BRIDGE_LOG", "debug")

@@ -25,7 +25,7 @@ use bridge::sim::dtp::{
 };
 use bridge::sim::people::{PeopleGenerator, Person};
 use bridge::sim::ping::SimIntervention;
-use bridge::store::{Sealer, SqliteStore, Store};
+use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
 use serde_json::{json, Value};
 use sha1::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,7 +51,7 @@ struct Inbox {
 async fn inbox() -> Inbox {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("state.db");
-    let store = Arc::new(SqliteStore::open(&db).await.unwrap());
+    let store = Arc::new(SqliteStore::open(&db, OpenMode::Init).await.unwrap());
     let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
     let state = InboxState::new(
         store.clone(),
@@ -595,7 +595,7 @@ async fn wait_until_inbox_empty(store: &SqliteStore) {
 async fn serving_processes_on_arrival_retries_and_finishes_the_message_in_flight() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteStore::open(&tmp.path().join("state.db"))
+        SqliteStore::open(&tmp.path().join("state.db"), OpenMode::Init)
             .await
             .unwrap(),
     );
@@ -691,7 +691,7 @@ impl InboxHandler for Panics {
 async fn a_dead_worker_stops_the_inbox_instead_of_hoarding_messages() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteStore::open(&tmp.path().join("state.db"))
+        SqliteStore::open(&tmp.path().join("state.db"), OpenMode::Init)
             .await
             .unwrap(),
     );
@@ -969,7 +969,7 @@ async fn bridge_inbox_serve_refuses_to_start_without_a_seal_key() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["inbox", "serve", "--config"])
+        .args(["inbox", "serve", "--init", "--config"])
         .arg(&config)
         .env("BRIDGE_TEST_INBOX_API_KEY", API_KEY)
         .env_remove("BRIDGE_TEST_INBOX_SEAL_KEY_UNSET")
@@ -1024,7 +1024,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     .unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["inbox", "serve", "--today", TODAY, "--config"])
+        .args(["inbox", "serve", "--init", "--today", TODAY, "--config"])
         .arg(&config)
         .env("BRIDGE_LOG", "debug")
         .env("BRIDGE_PRIMERO_PASSWORD", &primero_config.password)
@@ -1121,7 +1121,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     assert_eq!(cases.len(), 1, "one case for the referred child");
 
     // Processed messages leave the inbox.
-    let store = SqliteStore::open(&tmp.path().join("state.db"))
+    let store = SqliteStore::open(&tmp.path().join("state.db"), OpenMode::Existing)
         .await
         .unwrap();
     wait_until_inbox_empty(&store).await;

@@ -26,7 +26,7 @@ use bridge::sim::primero::{
     NewSimReferral, PrimeroSim, ReferralStatus, SimReferralDecision, SimRole,
 };
 use bridge::sim::scenario::Simulators;
-use bridge::store::{SqliteStore, Store};
+use bridge::store::{OpenMode, SqliteStore, Store};
 use bridge::toolchain::ProjectDirs;
 use serde_json::{json, Map, Value};
 
@@ -86,6 +86,7 @@ async fn run_flow(config: &Path, flow: &str, env: Vec<(&'static str, String)>) -
     let args = vec![
         "flow".to_string(),
         "run".into(),
+        "--init".into(),
         flow.into(),
         "--config".into(),
         config.display().to_string(),
@@ -240,7 +241,7 @@ fn last_updated_at(primero: &PrimeroSim, id: &str) -> String {
 }
 
 async fn cursor(state: &Path, flow: &str) -> Option<String> {
-    SqliteStore::open(state)
+    SqliteStore::open(state, OpenMode::Existing)
         .await
         .unwrap()
         .cursor(flow)

@@ -138,6 +138,7 @@ async fn run_flow(h: &Harness, exit: i32) -> (Value, String) {
     let args = vec![
         "flow".into(),
         "run".into(),
+        "--init".into(),
         h.flow.into(),
         "--config".into(),
         h.config.display().to_string(),

@@ -26,7 +26,9 @@ use crate::inbox::InboxProcessor;
 use crate::mappings::MappingSet;
 use crate::runtime::reload::Catalog;
 use crate::runtime::{JobRuntime, RuntimeConfig};
-use crate::store::{RecordRow, RunRow, SqliteStore, Store, Trigger};
+use crate::store::{
+    Holder, Monitored, OpenMode, RecordRow, RunRow, SqliteStore, Store, Trigger, WriterLease,
+};
 use tokio_util::sync::CancellationToken;
 
 pub struct App {
@@ -52,6 +54,9 @@ pub struct App {
     /// Dry run: read-only clients, a scratch copy of the state, and flows
     /// that map and report instead of writing.
     pub dry_run: bool,
+    /// This process is the state database's only writer while it is held
+    /// (`App::from_config`; an App built with `App::new` is given a store).
+    writer: Option<WriterLease>,
 }
 
 /// How [`App::from_config_as`] wires the App.
@@ -153,20 +158,29 @@ impl App {
             inbox: None,
             initial_cursors: BTreeMap::new(),
             dry_run: false,
+            writer: None,
         })
     }
 
+    /// The App of a deployment: opens its state database (`mode`: whether
+    /// it may be created) and becomes its only writer, refusing to start
+    /// while another process writes it.
     pub async fn from_config(
         config: &BridgeConfig,
         cache_dir: Option<PathBuf>,
+        open: OpenMode,
     ) -> anyhow::Result<Self> {
-        Self::from_config_as(config, cache_dir, Mode::Live).await
+        Self::from_config_as(config, cache_dir, Mode::Live, open).await
     }
 
+    /// [`App::from_config`] in a [`Mode`]. A dry run works on a scratch copy
+    /// of the state database and does not become its writer: it runs beside
+    /// the service.
     pub async fn from_config_as(
         config: &BridgeConfig,
         cache_dir: Option<PathBuf>,
         mode: Mode,
+        open: OpenMode,
     ) -> anyhow::Result<Self> {
         let dry_run = mode == Mode::DryRun;
         let mut rc = RuntimeConfig::default();
@@ -204,11 +218,20 @@ impl App {
             .with_context(|| format!("{}: [dtp]", config.file.display()))?;
         let jobs = job_files(&config.resolve(&config.jobs.dir))?;
         let store: Arc<dyn Store> = match &config.state {
-            Some(state) if dry_run => {
-                Arc::new(SqliteStore::scratch_copy_of(&config.resolve(&state.path)).await?)
-            }
-            Some(state) => Arc::new(SqliteStore::open(&config.resolve(&state.path)).await?),
-            None => Arc::new(SqliteStore::in_memory().await?),
+            Some(state) if dry_run => Arc::new(Monitored::new(
+                SqliteStore::scratch_copy_of(&config.resolve(&state.path)).await?,
+            )),
+            Some(state) => Arc::new(Monitored::new(
+                SqliteStore::open(&config.resolve(&state.path), open).await?,
+            )),
+            None => Arc::new(Monitored::new(SqliteStore::in_memory().await?)),
+        };
+        // Before the slow part (compiling the jobs): a second process is
+        // refused at once.
+        let writer = if dry_run {
+            None
+        } else {
+            Some(store.acquire_writer(&Holder::current()).await?)
         };
         let mut app = Self::new(
             store,
@@ -219,6 +242,7 @@ impl App {
             &mappings_dir,
         )
         .await?;
+        app.writer = writer;
         app.dtp = dtp;
         // `[retry]` and the per-partner limits (the Primero client takes them
         // through its config).

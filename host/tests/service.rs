@@ -131,7 +131,7 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
     let env = sims.secret_env();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args(["run", "--config"])
+        .args(["run", "--init", "--config"])
         .arg(&config)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("BRIDGE_LOG", "info")
@@ -503,6 +503,7 @@ fn cursor_set_and_show_round_trip_and_refuse_bad_input() {
         &[
             "cursor",
             "set",
+            "--init",
             "ping-2.1",
             "2025-06-01T10:00:00+02:00",
             "--config",

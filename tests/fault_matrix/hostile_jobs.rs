@@ -23,6 +23,7 @@ use bridge::runtime::{
     LoadError, RuntimeConfig, ALLOWED_IMPORTS,
 };
 use bridge::sim::scenario::{seed_workflow_1_1, Simulators};
+use bridge::store::OpenMode;
 use bridge::toolchain::ProjectDirs;
 
 use crate::support::short;
@@ -676,7 +677,7 @@ async fn flow_rows(rows: &mut Vec<Row>) {
         let config_file = config_file.clone();
         async move {
             let config = BridgeConfig::load(&config_file).map_err(|e| e.to_string())?;
-            let app = App::from_config(&config, None)
+            let app = App::from_config(&config, None, OpenMode::Init)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             app.run_flow(

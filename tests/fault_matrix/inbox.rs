@@ -8,7 +8,7 @@ use axum::body::Body;
 use bridge::inbox::validate::required_fields;
 use bridge::inbox::{router, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
 use bridge::sim::people::PeopleGenerator;
-use bridge::store::{Sealer, SqliteStore, Store};
+use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
 use serde_json::{json, Value};
 
 use crate::support::{contains_bytes, short};
@@ -33,7 +33,7 @@ impl Harness {
     async fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let db = tmp.path().join("state.db");
-        let store = Arc::new(SqliteStore::open(&db).await.unwrap());
+        let store = Arc::new(SqliteStore::open(&db, OpenMode::Init).await.unwrap());
         let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
         let state = InboxState::new(store.clone(), sealer, API_KEY, DEFAULT_MAX_BODY_BYTES);
         Self {

@@ -15,6 +15,7 @@ mod mappings;
 mod partners;
 mod properties;
 mod secrets;
+mod state_db;
 mod support;
 
 use std::fmt::Write as _;
@@ -109,6 +110,10 @@ fn fault_matrix() {
         ("Property tests (no panic on any input)", properties::run()),
         ("Hostile or broken jobs", rt.block_on(hostile_jobs::run())),
         ("Secrets (canary)", rt.block_on(secrets::run())),
+        (
+            "State database: one writer; lost, empty, foreign or full",
+            rt.block_on(state_db::run()),
+        ),
     ];
 
     let doc = render(&sections);

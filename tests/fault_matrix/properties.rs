@@ -12,7 +12,7 @@ use bridge::inbox::validate::{required_fields, validate};
 use bridge::inbox::InboxKind;
 use bridge::inbox::{router, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
 use bridge::mappings::MappingSet;
-use bridge::store::{Sealer, SqliteStore, Store};
+use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::Value;
@@ -258,7 +258,7 @@ fn inbox_router() -> Row {
         .expect("runtime");
     let tmp = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        rt.block_on(SqliteStore::open(&tmp.path().join("s.db")))
+        rt.block_on(SqliteStore::open(&tmp.path().join("s.db"), OpenMode::Init))
             .unwrap(),
     );
     let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();

@@ -230,6 +230,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-1.1".into(),
                 "--config".into(),
                 p(&inbox_file),
@@ -251,6 +252,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-1.1".into(),
                 "--config".into(),
                 p(&env_file),
@@ -264,6 +266,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-2.1".into(),
                 "--config".into(),
                 p(&env_file),
@@ -277,6 +280,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-2.1".into(),
                 "--config".into(),
                 p(&file_file),
@@ -289,6 +293,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-1.1".into(),
                 "--config".into(),
                 p(&dead_file),
@@ -300,6 +305,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-2.1".into(),
                 "--config".into(),
                 p(&dead_file),
@@ -311,6 +317,7 @@ pub async fn run() -> Vec<Row> {
             vec![
                 "flow".into(),
                 "run".into(),
+                "--init".into(),
                 "ping-1.1".into(),
                 "--config".into(),
                 p(&broken_file),

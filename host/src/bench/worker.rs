@@ -365,7 +365,8 @@ async fn run_flow(
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
     let config = BridgeConfig::load(config_path)?;
-    let mut app = App::from_config(&config, cache_dir).await?;
+    // A bench run works on a fresh folder of its own.
+    let mut app = App::from_config(&config, cache_dir, crate::store::OpenMode::Init).await?;
     let limits = PartnerLimits {
         max_in_flight: max_in_flight.max(1),
         rate_per_sec: None,

@@ -33,7 +33,10 @@ async fn open_store(
     name: &str,
 ) -> anyhow::Result<Arc<crate::store::SqliteStore>> {
     Ok(Arc::new(match dir {
-        Some(dir) => crate::store::SqliteStore::open(&dir.join(name)).await?,
+        // The demo's own databases: created on first use.
+        Some(dir) => {
+            crate::store::SqliteStore::open(&dir.join(name), crate::store::OpenMode::Init).await?
+        }
         None => crate::store::SqliteStore::in_memory().await?,
     }))
 }

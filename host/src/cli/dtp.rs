@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::config::BridgeConfig;
 use crate::connectors::dtp::sha1_thumbprint;
 use crate::inbox::{serve, Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+use crate::store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DtpCommand {
@@ -32,6 +33,10 @@ pub enum InboxCommand {
         /// Today's date for the jobs (YYYY-MM-DD); default: the machine's date.
         #[arg(long)]
         today: Option<String>,
+        /// Create the state database when it does not exist (first start of
+        /// a new deployment).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -53,7 +58,11 @@ pub async fn run_inbox_command(
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
-        InboxCommand::Serve { config, today } => {
+        InboxCommand::Serve {
+            config,
+            today,
+            init,
+        } => {
             let config = BridgeConfig::load(&config)?;
             // Secrets first: refuse to start without a seal key before doing any work.
             let settings = config.inbox_settings()?;
@@ -62,7 +71,7 @@ pub async fn run_inbox_command(
                 "{}: the inbox needs a [state] section: accepted messages must survive a restart",
                 config.file.display()
             );
-            let app = App::from_config(&config, cache_dir).await?;
+            let app = App::from_config(&config, cache_dir, OpenMode::from_init(init)).await?;
             let dispatcher = Dispatcher::for_app(&app)?;
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await

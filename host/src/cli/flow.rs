@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use crate::app::{new_run_id, today, App, Mode};
 use crate::config::BridgeConfig;
 use crate::flows::RecordOutcome;
+use crate::store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum FlowCommand {
@@ -31,6 +32,10 @@ pub enum FlowCommand {
         /// mapped, 2 when some would be held, skipped or failed.
         #[arg(long)]
         dry_run: bool,
+        /// Create the state database when it does not exist (first run of a
+        /// new deployment).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -42,10 +47,12 @@ pub async fn run(cmd: FlowCommand, cache_dir: Option<PathBuf>) -> anyhow::Result
             today: date,
             json,
             dry_run,
+            init,
         } => {
             let config = BridgeConfig::load(&config)?;
             let mode = if dry_run { Mode::DryRun } else { Mode::Live };
-            let app = App::from_config_as(&config, cache_dir, mode).await?;
+            let app =
+                App::from_config_as(&config, cache_dir, mode, OpenMode::from_init(init)).await?;
             let report = app
                 .run_flow(&flow, &new_run_id(), &date.unwrap_or_else(today))
                 .await?;

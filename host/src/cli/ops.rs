@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::app::{ReplaySelection, FLOWS};
 use crate::config::BridgeConfig;
 use crate::flows::outbound_referrals::format_cursor;
-use crate::store::{SqliteStore, Store};
+use crate::store::{Holder, OpenMode, SqliteStore, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -76,6 +76,10 @@ pub enum CursorCommand {
         timestamp: String,
         #[arg(long)]
         config: PathBuf,
+        /// Create the state database when it does not exist (a new
+        /// deployment that should start reading from this point).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -85,8 +89,9 @@ pub enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-/// The state database a config names. `must_exist`: refuse to create one.
-async fn open_store(config: &Path, must_exist: bool) -> anyhow::Result<SqliteStore> {
+/// The state database a config names (`Init`: create it when missing).
+/// Reading needs no lease: these commands work while the service runs.
+async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<SqliteStore> {
     let config = BridgeConfig::parse(config)?;
     let state = config.state.as_ref().with_context(|| {
         format!(
@@ -95,13 +100,7 @@ async fn open_store(config: &Path, must_exist: bool) -> anyhow::Result<SqliteSto
         )
     })?;
     let path = config.resolve(&state.path);
-    if must_exist && !path.exists() {
-        anyhow::bail!(
-            "no state database at {} (key `state.path`): the bridge has not run with this config yet",
-            path.display()
-        );
-    }
-    Ok(SqliteStore::open(&path).await?)
+    Ok(SqliteStore::open(&path, mode).await?)
 }
 
 fn known_flow(flow: &str) -> anyhow::Result<()> {
@@ -122,7 +121,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
         .config
         .as_deref()
         .context("--config <bridge.toml> is required")?;
-    let store = open_store(config, true).await?;
+    let store = open_store(config, OpenMode::Existing).await?;
     match args.command {
         None => {
             if let Some(flow) = &args.flow {
@@ -221,7 +220,7 @@ pub async fn dead_letter(
             if let Some(flow) = &flow {
                 known_flow(flow)?;
             }
-            let store = open_store(&config, true).await?;
+            let store = open_store(&config, OpenMode::Existing).await?;
             let entries = store.dead_letters(flow.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -250,7 +249,7 @@ pub async fn dead_letter(
                 (None, true) => ReplaySelection::All,
                 _ => anyhow::bail!("give an entry id or --all"),
             };
-            let app = crate::service::run::open_app(&config, cache_dir).await?;
+            let app = crate::service::run::open_app(&config, cache_dir, OpenMode::Existing).await?;
             let pending = match selection {
                 ReplaySelection::One(id) => {
                     let entry = app
@@ -305,7 +304,7 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => FLOWS.to_vec(),
             };
-            let store = open_store(&config, true).await?;
+            let store = open_store(&config, OpenMode::Existing).await?;
             for f in flows {
                 let value = store.cursor(f).await?;
                 println!("{f:<9}  {}", value.as_deref().unwrap_or("(none)"));
@@ -316,6 +315,7 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
             flow,
             timestamp,
             config,
+            init,
         } => {
             known_flow(&flow)?;
             let at: DateTime<Utc> = DateTime::parse_from_rfc3339(timestamp.trim())
@@ -331,7 +331,9 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
                     format_cursor(at)
                 );
             }
-            let store = open_store(&config, false).await?;
+            let store = open_store(&config, OpenMode::from_init(init)).await?;
+            // A writer like the service: refused while it runs.
+            let _lease = store.acquire_writer(&Holder::current()).await?;
             let old = store.cursor(&flow).await?;
             let new = format_cursor(at);
             store.set_cursor(&flow, &new).await?;

@@ -14,6 +14,10 @@ pub struct RunArgs {
     /// not start or stopped early).
     #[arg(long)]
     once: bool,
+    /// Create the state database when it does not exist (first start of a
+    /// new deployment).
+    #[arg(long)]
+    init: bool,
 }
 
 pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -23,6 +27,7 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
         RunOptions {
             cache_dir,
             once: args.once,
+            init: args.init,
         },
         service::shutdown::signal(),
     )

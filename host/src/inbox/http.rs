@@ -164,6 +164,20 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
             "the message could not be stored; send it again",
         )
     })?;
+    // Checked first: a message put into a deleted or replaced database
+    // would be acknowledged and then lost.
+    state
+        .store
+        .verify()
+        .await
+        .map_err(|e| {
+            tracing::error!(receipt = %receipt_id, code = e.code(), error = %e, "inbox refused a message: state database unusable");
+            Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the message could not be stored; send it again",
+            )
+        })?;
     state
         .store
         .inbox_put(&receipt_id, kind.request_type(), &sealed)

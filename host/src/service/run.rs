@@ -18,7 +18,36 @@ use crate::app::App;
 use crate::config::BridgeConfig;
 use crate::flows::RunReport;
 use crate::inbox::{Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
-use crate::store::Trigger;
+use crate::store::{OpenMode, Store, Trigger};
+use crate::telemetry::http::Health;
+
+/// How often `bridge run` checks its state database (still the file it
+/// opened; no failure since the last successful write).
+const STORE_CHECK: Duration = Duration::from_secs(1);
+
+/// Keep `/readyz` in step with the state database: not ready, with its
+/// reason code, while it is deleted, replaced or failing.
+async fn watch_store(store: Arc<dyn Store>, health: Health) {
+    let mut last = None;
+    loop {
+        let checked = store.verify().await;
+        let fault = store.fault();
+        if fault != last {
+            match (fault, &checked) {
+                (Some(code), Err(e)) => {
+                    tracing::error!(code, error = %e, "state database unusable: not ready")
+                }
+                (Some(code), Ok(())) => {
+                    tracing::error!(code, "state database failing: not ready")
+                }
+                (None, _) => tracing::info!("state database works again"),
+            }
+        }
+        health.set_store_fault(fault);
+        last = fault;
+        tokio::time::sleep(STORE_CHECK).await;
+    }
+}
 
 /// How `bridge run` runs.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +56,8 @@ pub struct RunOptions {
     pub cache_dir: Option<PathBuf>,
     /// Run every scheduled flow once, then return.
     pub once: bool,
+    /// Create the state database when it does not exist (`--init`).
+    pub init: bool,
 }
 
 /// How the service ended.
@@ -153,12 +184,14 @@ fn preflight(
     Ok((entries, inbox))
 }
 
-/// The App for a config (`App::from_config` applies `[delivery]`).
+/// The App for a config (`App::from_config` applies `[delivery]` and takes
+/// the writer lease).
 pub(crate) async fn open_app(
     config: &BridgeConfig,
     cache_dir: Option<PathBuf>,
+    mode: OpenMode,
 ) -> anyhow::Result<App> {
-    App::from_config(config, cache_dir).await
+    App::from_config(config, cache_dir, mode).await
 }
 
 /// Run the service until `shutdown` completes (or, with `once`, until every
@@ -169,7 +202,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunSummary> {
     let (entries, inbox) = preflight(config)?;
-    let app = open_app(config, options.cache_dir.clone()).await?;
+    let app = open_app(
+        config,
+        options.cache_dir.clone(),
+        OpenMode::from_init(options.init),
+    )
+    .await?;
     // A scheduled cursor flow without a lower bound would send every
     // historic record: refuse to start, naming each.
     let mut unbounded = Vec::new();
@@ -206,7 +244,8 @@ pub async fn run(
     let mut stdout_lines = Vec::new();
 
     // Metrics and health: up first, not ready until everything started.
-    let health = crate::telemetry::http::Health::new();
+    let health = Health::new();
+    let store_watch = tokio::spawn(watch_store(app.store.clone(), health.clone()));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| {
@@ -340,6 +379,7 @@ pub async fn run(
     if let Some(reload) = reload {
         reload.abort();
     }
+    store_watch.abort();
     metrics_stop.cancel();
     if let Ok(Err(e)) = metrics_task.await {
         tracing::warn!(error = %e, "the metrics endpoint ended with an error");

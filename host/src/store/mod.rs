@@ -5,25 +5,115 @@
 //! Only system ids, fingerprints, statuses and timestamps are stored; inbox
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
+mod lease;
+mod monitor;
 mod seal;
 mod sqlite;
 
+pub use lease::{Holder, WriterLease};
+pub use monitor::Monitored;
 pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
+
+/// How to restore a lost database; part of every message about one.
+const RESTORE_HINT: &str = "restore the database from a backup (see docs/operator/state.md), \
+     or start a new deployment with `--init`";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database: {0}")]
     Database(String),
+    /// SQLite's SQLITE_FULL: the disk (or the file size limit) is full.
+    #[error("state database: the disk is full: {0}")]
+    Full(String),
     #[error("state database migration: {0}")]
     Migration(String),
+    #[error(
+        "no state database at {0} (key `state.path`): a new deployment creates it with `--init` \
+         (e.g. `bridge run --init --config bridge.toml`); if this deployment ran before, its \
+         database is lost: restore it from a backup (see docs/operator/state.md)"
+    )]
+    Missing(PathBuf),
+    #[error("{0} is an empty file, not a bridge state database (truncated?): {RESTORE_HINT}")]
+    Empty(PathBuf),
+    #[error(
+        "{path} is not a bridge state database ({why}): check `state.path`, or {RESTORE_HINT}"
+    )]
+    Foreign { path: PathBuf, why: String },
+    /// The file at the configured path is no longer the one this process
+    /// opened (deleted, replaced or moved away): writes would be lost.
+    #[error("the state database {path} {why} since this process opened it: stop the bridge and {RESTORE_HINT}")]
+    Replaced { path: PathBuf, why: &'static str },
+    /// Another process holds the writer lock.
+    #[error(
+        "the state database {database} is in use by another bridge process ({}): only one \
+         process may write it; stop that one first (read-only commands such as `bridge runs` \
+         work meanwhile)",
+        .holder.as_ref().map_or_else(|| "holder not recorded yet".to_string(), |h| h.to_string())
+    )]
+    Locked {
+        database: String,
+        holder: Option<Holder>,
+    },
 }
+
+impl StoreError {
+    /// A stable reason code for `/readyz`, metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Database(_) => "store-error",
+            StoreError::Full(_) => "store-full",
+            StoreError::Migration(_) => "store-migration",
+            StoreError::Missing(_) => "store-missing",
+            StoreError::Empty(_) => "store-empty",
+            StoreError::Foreign { .. } => "store-foreign",
+            StoreError::Replaced { .. } => "store-replaced",
+            StoreError::Locked { .. } => "store-locked",
+        }
+    }
+}
+
+/// SQLite's primary result code for a full database or disk.
+const SQLITE_FULL: i64 = 13;
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e.to_string())
+        // SQLite reports extended codes; the primary code is the low byte.
+        let full = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| c & 0xff == SQLITE_FULL);
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+/// Whether opening a database may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The database must exist and be a bridge database.
+    Existing,
+    /// `--init`: create it when missing (an existing one must still be a
+    /// bridge database).
+    Init,
+}
+
+impl OpenMode {
+    /// The mode a command's `--init` flag asks for.
+    pub fn from_init(init: bool) -> Self {
+        if init {
+            OpenMode::Init
+        } else {
+            OpenMode::Existing
+        }
     }
 }
 
@@ -126,6 +216,22 @@ pub struct Delivery {
 
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Become the only writer of this database, until the lease is dropped
+    /// (or the process dies). Refused with [`StoreError::Locked`], naming
+    /// the holder, while another process holds it. SQLite: an OS lock on a
+    /// sidecar file; a shared server database would make it a renewed lease.
+    async fn acquire_writer(&self, holder: &Holder) -> Result<WriterLease, StoreError>;
+    /// The database is still the one opened and can be used; checked
+    /// periodically and before accepting anything that must be kept.
+    async fn verify(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The reason code of the last store failure not yet followed by a
+    /// successful write (see [`Monitored`]); `None` when healthy.
+    fn fault(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The flow's cursor, if one was committed.
     async fn cursor(&self, flow: &str) -> Result<Option<String>, StoreError>;
     /// Commit a cursor. Callers only do this once every record up to it is

@@ -1,19 +1,44 @@
 //! The embedded SQLite store.
+//!
+//! A database is created only when asked (`--init`); an existing file must
+//! be a bridge database (its `application_id`, or for databases from before
+//! the id, the bridge's tables). The open file is remembered by device and
+//! inode so a database deleted or replaced under a running process is
+//! noticed ([`Store::verify`]). The writer lease is an OS lock on the
+//! sidecar `<db>.lock`, released by the OS when the holder dies.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{Connection as _, Row};
 
-use super::{now, DeadLetter, Delivery, InboxMessage, RecordRow, RunRow, Store, StoreError};
+use super::{
+    now, DeadLetter, Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store,
+    StoreError, WriterLease,
+};
+
+/// `PRAGMA application_id` of a bridge database ("BRDG").
+pub const APPLICATION_ID: u32 = 0x4252_4447;
+/// Tables that mark a bridge database created before the application id.
+const LEGACY_MARKERS: [&str; 2] = ["_sqlx_migrations", "cursors"];
+/// The first bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `None` for an in-memory database.
+    file: Option<Arc<OpenFile>>,
     /// A scratch copy's folder, deleted with the last clone of the store.
     scratch: Option<std::sync::Arc<ScratchDir>>,
 }
@@ -41,22 +66,102 @@ impl Drop for ScratchDir {
     }
 }
 
+/// The database file as opened: its path, and the file itself kept open so
+/// its identity can be compared with whatever is at the path later.
+#[derive(Debug)]
+struct OpenFile {
+    path: PathBuf,
+    handle: File,
+    /// The file had content once: a later size of 0 means it was truncated.
+    had_content: AtomicBool,
+}
+
+impl OpenFile {
+    fn check(&self) -> Result<(), StoreError> {
+        let replaced = |why| StoreError::Replaced {
+            path: self.path.clone(),
+            why,
+        };
+        let opened = self
+            .handle
+            .metadata()
+            .map_err(|e| StoreError::Database(format!("{}: {e}", self.path.display())))?;
+        let now = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(replaced("was deleted"))
+            }
+            Err(e) => {
+                return Err(StoreError::Database(format!(
+                    "{}: {e}",
+                    self.path.display()
+                )))
+            }
+        };
+        if (now.dev(), now.ino()) != (opened.dev(), opened.ino()) {
+            return Err(replaced("was replaced by another file"));
+        }
+        if opened.len() > 0 {
+            self.had_content.store(true, Ordering::Relaxed);
+        } else if self.had_content.load(Ordering::Relaxed) {
+            return Err(replaced("was truncated to 0 bytes"));
+        }
+        Ok(())
+    }
+}
+
 impl SqliteStore {
-    /// Open (creating if needed) the database file and run migrations.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Database(format!("{}: {e}", parent.display())))?;
+    /// Open the bridge database at `path` and run migrations. `Init`
+    /// creates it when missing; an empty or foreign file is refused either way.
+    pub async fn open(path: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+        let existed = match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(StoreError::Foreign {
+                    path: path.to_path_buf(),
+                    why: "not a regular file".into(),
+                })
+            }
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(e)),
+        };
+        if existed {
+            check_header(path)?;
+        } else {
+            if mode == OpenMode::Existing {
+                return Err(StoreError::Missing(path.to_path_buf()));
+            }
+            if let Some(parent) = path.parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StoreError::Database(format!("{}: {e}", parent.display())))?;
+                }
             }
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(!existed)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        // Identify the file on a plain connection before anything (such as
+        // switching to WAL) writes to it.
+        {
+            let mut conn = SqliteConnection::connect_with(&base).await?;
+            check_contents(&mut conn, path, existed).await?;
+            conn.close().await?;
+        }
+        let options = base
             .journal_mode(SqliteJournalMode::Wal)
             // A committed cursor must survive a crash or power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        Self::with_options(options).await
+            .synchronous(SqliteSynchronous::Full);
+        let mut store = Self::with_options(options).await?;
+        store.file = Some(Arc::new(OpenFile {
+            path: path.to_path_buf(),
+            handle: File::open(path).map_err(io)?,
+            had_content: AtomicBool::new(false),
+        }));
+        store.verify().await?;
+        Ok(store)
     }
 
     /// A private, writable copy of the database at `path`, deleted when the
@@ -81,7 +186,7 @@ impl SqliteStore {
             .execute(&mut conn)
             .await?;
         sqlx::Connection::close(conn).await?;
-        let mut store = Self::open(&copy).await?;
+        let mut store = Self::open(&copy, OpenMode::Existing).await?;
         store.scratch = Some(std::sync::Arc::new(dir));
         Ok(store)
     }
@@ -105,6 +210,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Migration(e.to_string()))?;
         Ok(Self {
             pool,
+            file: None,
             scratch: None,
         })
     }
@@ -112,10 +218,156 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// The recorded writer, if any.
+    async fn writer(&self) -> Result<Option<Holder>, StoreError> {
+        let row = sqlx::query("SELECT pid, host, command, since FROM writer WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Holder {
+            pid: r.get::<i64, _>(0).try_into().unwrap_or_default(),
+            host: r.get(1),
+            command: r.get(2),
+            since: r.get(3),
+        }))
+    }
+}
+
+/// `<db>.lock` beside the database.
+fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    db.with_file_name(name)
+}
+
+/// What the file's first bytes say, before SQLite touches it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+    let mut header = Vec::with_capacity(100);
+    File::open(path)
+        .map_err(io)?
+        .take(100)
+        .read_to_end(&mut header)
+        .map_err(io)?;
+    if header.is_empty() {
+        // Pages written since the last checkpoint live in `<db>-wal`: a
+        // database killed before its first checkpoint may have an empty
+        // main file and still be whole.
+        let mut wal = path.as_os_str().to_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Ok(());
+        }
+        return Err(StoreError::Empty(path.to_path_buf()));
+    }
+    let foreign = |why: String| StoreError::Foreign {
+        path: path.to_path_buf(),
+        why,
+    };
+    if header.len() < 100 || !header.starts_with(SQLITE_MAGIC) {
+        return Err(foreign("not a SQLite database".into()));
+    }
+    let id = u32::from_be_bytes([header[68], header[69], header[70], header[71]]);
+    if id != 0 && id != APPLICATION_ID {
+        return Err(foreign(format!(
+            "a SQLite database of another application: application_id {id:#x}"
+        )));
+    }
+    Ok(())
+}
+
+/// The application id and tables: a bridge database, a new one, or not ours.
+async fn check_contents(
+    conn: &mut SqliteConnection,
+    path: &Path,
+    existed: bool,
+) -> Result<(), StoreError> {
+    let id: i64 = sqlx::query_scalar("PRAGMA application_id")
+        .fetch_one(&mut *conn)
+        .await?;
+    if id == i64::from(APPLICATION_ID) {
+        return Ok(());
+    }
+    let foreign = |why: String| StoreError::Foreign {
+        path: path.to_path_buf(),
+        why,
+    };
+    if id != 0 {
+        return Err(foreign(format!(
+            "a SQLite database of another application: application_id {id:#x}"
+        )));
+    }
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut *conn)
+            .await?;
+    let ours = if tables.is_empty() {
+        // A file we just created is new; an existing one without tables
+        // is an empty database, not this deployment's state.
+        if existed {
+            return Err(StoreError::Empty(path.to_path_buf()));
+        }
+        true
+    } else {
+        LEGACY_MARKERS.iter().all(|m| tables.iter().any(|t| t == m))
+    };
+    if !ours {
+        return Err(foreign(
+            "a SQLite database without the bridge's tables".into(),
+        ));
+    }
+    sqlx::query(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn acquire_writer(&self, holder: &Holder) -> Result<WriterLease, StoreError> {
+        let Some(file) = &self.file else {
+            // A private in-memory database has no other writer.
+            return Ok(WriterLease::new(holder.clone(), None));
+        };
+        let path = lock_path(&file.path);
+        let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    database: file.path.display().to_string(),
+                    holder: self.writer().await.ok().flatten(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        sqlx::query(
+            "INSERT INTO writer (id, pid, host, command, since) VALUES (1, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, host = excluded.host,
+               command = excluded.command, since = excluded.since",
+        )
+        .bind(i64::from(holder.pid))
+        .bind(&holder.host)
+        .bind(&holder.command)
+        .bind(&holder.since)
+        .execute(&self.pool)
+        .await?;
+        Ok(WriterLease::new(holder.clone(), Some(Box::new(lock))))
+    }
+
+    async fn verify(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(file) => file.check(),
+            None => Ok(()),
+        }
+    }
+
     async fn cursor(&self, flow: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT value FROM cursors WHERE flow = ?")
             .bind(flow)
@@ -534,7 +786,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         {
-            let s = SqliteStore::open(&path).await.unwrap();
+            let s = SqliteStore::open(&path, OpenMode::Init).await.unwrap();
             assert_eq!(s.cursor("f").await.unwrap(), None);
             s.set_cursor("f", "2025-01-01T00:00:00.000Z").await.unwrap();
             s.set_cursor("f", "2025-01-02T00:00:00.000Z").await.unwrap();
@@ -546,7 +798,7 @@ mod tests {
                 .unwrap();
             s.inbox_failed("m1", "partner-unavailable").await.unwrap();
         }
-        let s = SqliteStore::open(&path).await.unwrap();
+        let s = SqliteStore::open(&path, OpenMode::Existing).await.unwrap();
         assert_eq!(
             s.cursor("f").await.unwrap().as_deref(),
             Some("2025-01-02T00:00:00.000Z")

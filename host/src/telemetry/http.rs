@@ -3,7 +3,9 @@
 //! - `GET /metrics`: [`super::metrics()`] in the OpenMetrics text format.
 //! - `GET /healthz`: `200 ok` while the process runs.
 //! - `GET /readyz`: `200 {"ready":true}` once the service is ready (catalog
-//!   loaded, store open), else `503 {"ready":false,"reason":"…"}`.
+//!   loaded, store open), else `503 {"ready":false,"reason":"…"}`; while the
+//!   state database fails (deleted, replaced, disk full, write errors) the
+//!   reason is its code, e.g. `store-full`.
 
 use std::sync::{Arc, RwLock};
 
@@ -21,6 +23,8 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub struct Health {
     /// `None` when ready; else why not.
     not_ready: Arc<RwLock<Option<String>>>,
+    /// The state database's fault code, if any: not ready while it lasts.
+    store_fault: Arc<RwLock<Option<&'static str>>>,
 }
 
 impl Default for Health {
@@ -33,6 +37,7 @@ impl Health {
     pub fn new() -> Self {
         Self {
             not_ready: Arc::new(RwLock::new(Some("starting".to_string()))),
+            store_fault: Arc::new(RwLock::new(None)),
         }
     }
 
@@ -54,12 +59,27 @@ impl Health {
         self.reason().is_none()
     }
 
+    /// The state database's fault (a reason code), or `None` once it
+    /// works again. Kept apart from the lifecycle reason so that a store
+    /// that recovers does not make a service that is stopping ready again.
+    pub fn set_store_fault(&self, code: Option<&'static str>) {
+        match self.store_fault.write() {
+            Ok(mut g) => *g = code,
+            Err(poisoned) => *poisoned.into_inner() = code,
+        }
+    }
+
     /// Why the service is not ready; `None` when ready.
     pub fn reason(&self) -> Option<String> {
-        match self.not_ready.read() {
+        let lifecycle = match self.not_ready.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        };
+        let store = match self.store_fault.read() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        lifecycle.or_else(|| store.map(str::to_string))
     }
 
     fn set(&self, value: Option<String>) {

@@ -10,6 +10,7 @@
 //! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
 //! | `bridge_component_load_seconds` | histogram | `job`, `source` (`cache` \| `compiled`) |
 //! | `bridge_inbox_pending` | gauge | — |
+//! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -37,6 +38,11 @@ struct FlowLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SystemLabel {
     system: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +86,7 @@ pub struct Metrics {
     job_call: HistogramFamily<JobLabel>,
     component_load: HistogramFamily<LoadLabels>,
     inbox_pending: Gauge,
+    store_errors: Family<CodeLabel, Counter>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -100,6 +107,7 @@ impl Metrics {
         let component_load: HistogramFamily<LoadLabels> =
             Family::new_with_constructor(component_load_histogram);
         let inbox_pending = Gauge::default();
+        let store_errors = Family::<CodeLabel, Counter>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -143,6 +151,11 @@ impl Metrics {
             "Inbox messages received and not yet processed",
             inbox_pending.clone(),
         );
+        registry.register(
+            "bridge_store_errors",
+            "Failed uses of the state database, by reason code",
+            store_errors.clone(),
+        );
         Self {
             registry,
             records,
@@ -153,6 +166,7 @@ impl Metrics {
             job_call,
             component_load,
             inbox_pending,
+            store_errors,
         }
     }
 
@@ -225,6 +239,15 @@ impl Metrics {
         self.inbox_pending.set(n);
     }
 
+    /// One failed use of the state database: `bridge_store_errors_total{code}`.
+    pub fn store_error(&self, code: &str) {
+        self.store_errors
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
     /// The text exposition (OpenMetrics), ending with `# EOF`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -249,6 +272,7 @@ mod tests {
         m.job_call("progres-referral-to-primero", 0.00002);
         m.component_load("progres-referral-to-primero", 0.2, true);
         m.set_inbox_pending(4);
+        m.store_error("store-full");
         let text = m.encode();
         for needle in [
             "bridge_records_total{flow=\"ping-1.1\",outcome=\"created\"} 2",
@@ -259,6 +283,7 @@ mod tests {
             "bridge_job_call_seconds_bucket{le=\"0.00004\",job=\"progres-referral-to-primero\"} 1",
             "bridge_component_load_seconds_count{job=\"progres-referral-to-primero\",source=\"cache\"} 1",
             "bridge_inbox_pending 4",
+            "bridge_store_errors_total{code=\"store-full\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
