@@ -53,7 +53,9 @@ async fn harness(initial: Option<&str>) -> Harness {
 }
 
 async fn bridge(h: &Harness, flow: &str, extra: &[&str]) -> Output {
-    let mut args: Vec<String> = ["flow", "run", flow, "--config"]
+    // `--init`: the first run of these fresh deployments creates the state
+    // database (a dry run never creates or changes it).
+    let mut args: Vec<String> = ["flow", "run", flow, "--init", "--config"]
         .iter()
         .map(|s| s.to_string())
         .collect();

@@ -31,8 +31,9 @@
 //! used up is it answered `Delivery Fail` (`partner-unavailable`).
 //!
 //! Retries re-run the whole message. That is safe: the upsert is idempotent,
-//! and each notification is sent once per (message, intervention) — the
-//! store remembers which were sent (key `<receipt id>/<index>`), and counts
+//! and each notification is sent once per intervention and outcome, however
+//! often DTP posts the message — the store remembers which were sent (key
+//! `notified/<intervention number>/<outcome>`), and counts
 //! the message's attempts (key `attempts/<receipt id>`). Only system ids,
 //! outcome codes and counts are stored.
 
@@ -461,7 +462,7 @@ impl Handler {
             ack_error: None,
             would_acknowledge: None,
         };
-        let key = notified_key(receipt_id, index);
+        let key = notified_key(receipt_id, index, number.as_deref(), fingerprint);
         match self.store.delivery(FLOW, &key).await {
             Ok(Some(_)) => {
                 // Told in an earlier attempt of this message.
@@ -715,8 +716,15 @@ fn group_interventions(rows: &[Value]) -> Vec<Intervention<'_>> {
     groups
 }
 
-fn notified_key(receipt_id: &str, index: usize) -> String {
-    format!("{receipt_id}/{index}")
+/// What a sent notification is remembered by: the intervention and the
+/// outcome told, so the same message posted again (or another message for
+/// the same intervention with the same outcome) is not told twice. An
+/// intervention without a number is known only by its message and place.
+fn notified_key(receipt_id: &str, index: usize, number: Option<&str>, outcome: &str) -> String {
+    match number {
+        Some(number) => format!("notified/{number}/{outcome}"),
+        None => format!("{receipt_id}/{index}"),
+    }
 }
 
 fn attempts_key(receipt_id: &str) -> String {

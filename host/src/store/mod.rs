@@ -226,6 +226,12 @@ pub trait Store: Send + Sync {
     async fn verify(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Why the database cannot grow, when it cannot: the disk is (nearly)
+    /// full, or the file reached the process's file size limit. SQLite
+    /// reports the second as a plain I/O error, so a failed write asks.
+    fn space_problem(&self) -> Option<String> {
+        None
+    }
     /// The reason code of the last store failure not yet followed by a
     /// successful write (see [`Monitored`]); `None` when healthy.
     fn fault(&self) -> Option<&'static str> {

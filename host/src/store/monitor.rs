@@ -63,6 +63,15 @@ impl<S: Store> Monitored<S> {
             Ok(()) => op.await,
             Err(e) => Err(e),
         };
+        // A write that failed with a plain I/O error on a disk (or file
+        // size limit) that is full is a full store: say so.
+        let result = match result {
+            Err(StoreError::Database(e)) if write => match self.inner.space_problem() {
+                Some(why) => Err(StoreError::Full(format!("{why}: {e}"))),
+                None => Err(StoreError::Database(e)),
+            },
+            other => other,
+        };
         match &result {
             Err(e) => {
                 crate::telemetry::metrics().store_error(e.code());

@@ -233,6 +233,57 @@ impl SqliteStore {
     }
 }
 
+/// Below this many free bytes the disk counts as full (SQLite needs room
+/// for a page, its journal and the WAL).
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Why the database at `path` cannot grow, if it cannot: the file system
+/// has (nearly) no space left for this user, or the database or its WAL
+/// reached the process's file size limit (`ulimit -f`).
+fn space_problem(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c_dir` is a valid NUL-terminated path and `stat` a plain
+    // struct statvfs fills.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_dir.as_ptr(), &mut stat) } == 0 {
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        if free < MIN_FREE_BYTES {
+            return Some(format!(
+                "{free} bytes free on the file system of {}",
+                dir.display()
+            ));
+        }
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a plain struct getrlimit fills.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        let mut wal = path.as_os_str().to_os_string();
+        wal.push("-wal");
+        for file in [path.as_os_str(), wal.as_os_str()] {
+            let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            // Within a page of the limit: the next write does not fit.
+            if size.saturating_add(8 * 1024) >= limit.rlim_cur {
+                return Some(format!(
+                    "{} reached the process's file size limit of {} bytes (ulimit -f)",
+                    Path::new(file).display(),
+                    limit.rlim_cur
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// `<db>.lock` beside the database.
 fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
@@ -359,6 +410,11 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(WriterLease::new(holder.clone(), Some(Box::new(lock))))
+    }
+
+    fn space_problem(&self) -> Option<String> {
+        let file = self.file.as_ref()?;
+        space_problem(&file.path)
     }
 
     async fn verify(&self) -> Result<(), StoreError> {
