@@ -65,7 +65,7 @@ export const { describe, configure, run, runBatch } = defineJob({
   },
 
   map(intervention, env) {
-    if (!isObject(intervention)) throw badInput('(record)', 'intervention must be a JSON object');
+    if (!isObject(intervention)) throw badInput('record', 'intervention must be a JSON object');
     // Lookup objects are read by their Name, so an empty Name counts as missing.
     const row = flattenLookups(intervention);
 
