@@ -739,12 +739,10 @@ fn client_config(pki: &TestPki, sim: &bridge::sim::dtp::RunningDtpSim) -> DtpCon
 
 const EXAMPLE_04: &str =
     include_str!("fixtures/examples/04_dtp_success_notification_flowA-1-4.json");
-const EXAMPLE_05: &str =
-    include_str!("fixtures/examples/05_dtp_error_notification_flowA-1-3.json");
+const EXAMPLE_05: &str = include_str!("fixtures/examples/05_dtp_error_notification_flowA-1-3.json");
 const EXAMPLE_07: &str =
     include_str!("fixtures/examples/07_dtp_decision_from_primero_flowA-1-2.json");
-const EXAMPLE_10: &str =
-    include_str!("fixtures/examples/10_dtp_outbound_referral_flowA-2-2.json");
+const EXAMPLE_10: &str = include_str!("fixtures/examples/10_dtp_outbound_referral_flowA-2-2.json");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtp_client_with_the_pinned_certificate_reaches_every_endpoint() {

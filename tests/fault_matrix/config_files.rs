@@ -312,7 +312,10 @@ fn service_cases() -> Vec<(FileCase, Vec<(&'static str, &'static str)>)> {
         (
             FileCase::new(
                 "primero.timeout_secs = 0",
-                edit("user_name = \"u\"\n", "user_name = \"u\"\ntimeout_secs = 0\n"),
+                edit(
+                    "user_name = \"u\"\n",
+                    "user_name = \"u\"\ntimeout_secs = 0\n",
+                ),
                 "primero.timeout_secs",
                 Some("timeout_secs"),
             ),
@@ -485,12 +488,20 @@ pub fn run() -> Vec<Row> {
         let named: Vec<&String> = report
             .problems
             .iter()
-            .filter(|p| p.contains(&format!("`{}`", case.key)) || p.contains(&format!(".{}`", case.key)) || p.contains(&format!("\"{}\"", case.key)))
+            .filter(|p| {
+                p.contains(&format!("`{}`", case.key))
+                    || p.contains(&format!(".{}`", case.key))
+                    || p.contains(&format!("\"{}\"", case.key))
+            })
             .collect();
         rows.push(match named.first() {
             None if report.ok() => row.observed("accepted (config OK)", false),
             None => row.observed(
-                format!("no problem names `{}`: {}", case.key, short(&report.problems.join("; "), 140)),
+                format!(
+                    "no problem names `{}`: {}",
+                    case.key,
+                    short(&report.problems.join("; "), 140)
+                ),
                 false,
             ),
             Some(problem) => {

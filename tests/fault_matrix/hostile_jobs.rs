@@ -779,7 +779,10 @@ fn leaking_job_wat() -> String {
     seg(620, esc(b"given_name"));
     seg(640, esc(b"services"));
     // fields: [(status, record), (given_name, record)]; values stored at run.
-    seg(800, [le(600), le(6), le(0), le(0), le(620), le(10), le(0), le(0)].concat());
+    seg(
+        800,
+        [le(600), le(6), le(0), le(0), le(620), le(10), le(0), le(0)].concat(),
+    );
     let ansi = ANSI.len();
     let a = 22 * 1024 * 1024; // escapes + record
     let b = 1024 * 1024; // the huge text
@@ -979,7 +982,8 @@ async fn leak_rows(rows: &mut Vec<Row>) {
     let job_lines = text.lines().filter(|l| l.contains("job: ")).count();
     let reported = text.contains("job log lines beyond");
     let records = seed.first_run.fetched;
-    let ran = text.contains("leaky-job") || text.contains(bridge::flows::ping_referral_to_primero::JOB);
+    let ran =
+        text.contains("leaky-job") || text.contains(bridge::flows::ping_referral_to_primero::JOB);
     let bounded_lines = job_lines <= 20 * records.max(1);
     let pass = in_output == 0
         && in_db == 0

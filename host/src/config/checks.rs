@@ -11,7 +11,8 @@ use super::{BridgeConfig, ConfigError, SecretRef};
 
 /// What every refusal of a secret written in the file says: where to put it
 /// instead. It names neither the value nor its type's rendering of it.
-const INLINE_SECRET: &str = "a secret is never written in the file: give { env = \"VARIABLE\" } or { file = \"path\" }";
+const INLINE_SECRET: &str =
+    "a secret is never written in the file: give { env = \"VARIABLE\" } or { file = \"path\" }";
 
 impl<'de> serde::Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -182,7 +183,11 @@ impl BridgeConfig {
             zero("jobs.memory_mib", mib as u64, "MiB");
         }
         zero("retry.budget_secs", self.retry.budget_secs, "seconds");
-        zero("retry.max_delay_ms", self.retry.max_delay_ms, "milliseconds");
+        zero(
+            "retry.max_delay_ms",
+            self.retry.max_delay_ms,
+            "milliseconds",
+        );
 
         for (flow, expr) in &self.schedule {
             let Ok(schedule) = cron::Schedule::from_str(expr.get_ref()) else {

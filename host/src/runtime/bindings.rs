@@ -250,7 +250,10 @@ mod tests {
         // The next call has its own budget.
         state.begin_call(&["{}"]);
         state.emit(Level::Info, "line".into(), Vec::new());
-        assert_eq!((state.log_budget, state.log_dropped), (MAX_LOG_LINES_PER_RECORD - 1, 0));
+        assert_eq!(
+            (state.log_budget, state.log_dropped),
+            (MAX_LOG_LINES_PER_RECORD - 1, 0)
+        );
     }
 
     #[test]

@@ -182,10 +182,24 @@ mod tests {
 
     #[test]
     fn code_shape_is_exactly_the_documented_one() {
-        for ok in ["a", "not-referred", "case.case_id", "a:b/c#d_e", &"x".repeat(64)] {
+        for ok in [
+            "a",
+            "not-referred",
+            "case.case_id",
+            "a:b/c#d_e",
+            &"x".repeat(64),
+        ] {
             assert!(is_code(ok), "{ok}");
         }
-        for bad in ["", "a b", "é", "a\u{1b}[31m", "\"x\"", "(record)", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a b",
+            "é",
+            "a\u{1b}[31m",
+            "\"x\"",
+            "(record)",
+            &"x".repeat(65),
+        ] {
             assert!(!is_code(bad), "{bad}");
         }
     }
@@ -213,11 +227,17 @@ mod tests {
             "required fields missing or empty: a.b, c.d"
         );
         assert_eq!(text("composite a,b,c; x", &none), "composite a,b,c; x");
-        assert_eq!(text("\u{1b}[2J\u{1b}[31mred\nnext", &none), "<redacted> next");
+        assert_eq!(
+            text("\u{1b}[2J\u{1b}[31mred\nnext", &none),
+            "<redacted> next"
+        );
         assert_eq!(text("not \"<x>#<y>\" ok", &none), "not <redacted> ok");
         let huge = "word ".repeat(4 << 20);
         let t = text(&huge, &none);
-        assert!(t.len() <= TEXT_MAX_CHARS + '…'.len_utf8() && t.ends_with('…'), "{t}");
+        assert!(
+            t.len() <= TEXT_MAX_CHARS + '…'.len_utf8() && t.ends_with('…'),
+            "{t}"
+        );
         assert_eq!(code(&"x".repeat(20 << 20), &none), REDACTED);
     }
 }
