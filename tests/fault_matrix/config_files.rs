@@ -152,16 +152,6 @@ pub fn config_cases() -> Vec<FileCase> {
         )
         .secret("8675309123"),
         FileCase::new(
-            "a secret in place of a variable name: password = { env = \"<secret>\" }",
-            edit(
-                "{ env = \"BRIDGE_FAULT_MATRIX_PRIMERO_PASSWORD\" }",
-                "{ env = \"hunter2 s3cret\" }",
-            ),
-            "password",
-            Some("password"),
-        )
-        .secret("hunter2 s3cret"),
-        FileCase::new(
             "inline secret: ping.password",
             format!("{BASE}\n{PING}").replace(
                 "password = { env = \"BRIDGE_FAULT_MATRIX_PING_PASSWORD\" }",
@@ -300,6 +290,20 @@ fn service_cases() -> Vec<(FileCase, Vec<(&'static str, &'static str)>)> {
         env
     };
     vec![
+        (
+            // Refused where the secret is read, without quoting it.
+            FileCase::new(
+                "a secret in place of a variable name: password = { env = \"<secret>\" }",
+                edit(
+                    "{ env = \"BRIDGE_FAULT_MATRIX_PRIMERO_PASSWORD\" }",
+                    "{ env = \"hunter2 s3cret\" }",
+                ),
+                "primero.password",
+                Some("password ="),
+            )
+            .secret("hunter2 s3cret"),
+            good_env.clone(),
+        ),
         (
             FileCase::new(
                 "inbox.retry_secs = 0 (a message answered Delivery Fail seconds after its 202)",
