@@ -35,9 +35,12 @@ pub enum ConfigError {
     },
 }
 
+mod checks;
+
 /// A secret named in the config: the value comes from the environment or a file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Its `Deserialize` (in `checks`) refuses a value written in the file
+/// without quoting it.
+#[derive(Debug, Clone)]
 pub struct SecretRef {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
@@ -650,18 +653,23 @@ impl BridgeConfig {
     }
 
     fn secret(&self, key: &str, secret: &SecretRef) -> Result<String, ConfigError> {
-        let err = |message: String| ConfigError::Key {
-            file: self.file.clone(),
-            key: key.to_string(),
-            message,
-        };
-        match (&secret.env, &secret.file) {
+        let err = |message: String| self.key_error_at(key, message);
+        let value = match (&secret.env, &secret.file) {
+            // A name that cannot be a variable's may be the secret itself.
+            (Some(var), None) if !checks::is_env_name(var) => Err(err(
+                "`env` must name an environment variable (letters, digits, _), not hold the secret"
+                    .into(),
+            )),
             (Some(var), None) => std::env::var(var)
                 .map_err(|_| err(format!("environment variable {var} is not set"))),
             (None, Some(path)) => std::fs::read_to_string(self.resolve(path))
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| err(format!("cannot read secret file {}: {e}", path.display()))),
             _ => Err(err("give exactly one of `env` or `file`".into())),
+        }?;
+        match checks::secret_value_problem(key, &value) {
+            Some(problem) => Err(err(problem.into())),
+            None => Ok(value),
         }
     }
 

@@ -47,13 +47,13 @@ export const { describe, configure, run, runBatch } = defineJob({
   tables: [T_DECISION, T_REASON],
 
   map(row, { tables }) {
-    if (!isObject(row)) throw badInput('(record)', 'record must be one item of interventions (a JSON object)');
+    if (!isObject(row)) throw badInput('record', 'record must be one item of interventions, a JSON object');
     requireFields(row, [K.orgReferralId, K.decision]);
 
     const parts = text(row[K.orgReferralId]).split('#');
     const [caseId, suffix] = parts.map((p) => p.trim());
     if (parts.length !== 2 || !caseId || suffix.length !== SUFFIX_LENGTH) {
-      throw badInput(K.orgReferralId, `not "<case_id>#<last ${SUFFIX_LENGTH} characters of the service unique_id>"`);
+      throw badInput(K.orgReferralId, `not case_id#suffix: the case_id, # and the last ${SUFFIX_LENGTH} characters of the service unique_id`);
     }
 
     const status = referralStatus(tables, T_DECISION, text(row[K.decision]));

@@ -71,7 +71,7 @@ export const { describe, configure, run, runBatch } = defineJob({
   },
 
   map(record, env) {
-    if (!isObject(record)) throw badInput('(record)', 'intervention must be a JSON object');
+    if (!isObject(record)) throw badInput('record', 'intervention must be a JSON object');
     const grouped = isObject(record.intervention);
     if (grouped && record.languages !== undefined && record.languages !== null && !Array.isArray(record.languages)) {
       throw badInput('languages', 'must be a list of language names');

@@ -53,7 +53,7 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
  * composite, or null).
  */
 export function primeroDecision(bundle, tables) {
-  if (!isObject(bundle)) throw badInput('(record)', 'record bundle must be a JSON object');
+  if (!isObject(bundle)) throw badInput('record', 'record bundle must be a JSON object');
   if (!isObject(bundle.case)) throw badInput('case', 'bundle has no case');
   if (!isObject(bundle.service)) throw badInput('service', 'bundle has no service');
   const kase = bundle.case;
@@ -102,7 +102,7 @@ export function primeroDecision(bundle, tables) {
 export function referralStatus(tables, table, code) {
   const status = lookup(tables, table, code);
   if (!REFERRAL_DECISIONS.has(status)) {
-    throw fatal(`mapping table ${table} maps a code to "${status}", which is not a referral decision (accepted, rejected)`);
+    throw fatal(`mapping table ${table} maps a code to ${status}, which is not a referral decision: accepted, rejected`);
   }
   return status;
 }

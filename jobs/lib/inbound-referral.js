@@ -117,7 +117,7 @@ export function mapInboundReferral(row, K, { ctx, tables, settings }, opts) {
   const serviceType = lookup(tables, T_SERVICE, text(row[K.description]));
 
   const dateOfBirth = datePart(String(row[K.dateOfBirth]));
-  if (!dateOfBirth) throw badInput(K.dateOfBirth, 'not an ISO date (YYYY-MM-DD…)');
+  if (!dateOfBirth) throw badInput(K.dateOfBirth, 'not an ISO date: YYYY-MM-DD');
   const age = wholeYears(dateOfBirth, ctx.today);
   if (age === null) throw fatal('context.today is not a YYYY-MM-DD date');
   if (age < 0) throw badInput(K.dateOfBirth, 'date of birth is after today');

@@ -78,7 +78,7 @@ export function defineJob(spec) {
       } catch {
         throw fatal('mappings: not valid JSON');
       }
-      if (!isObject(config) || !isObject(config.tables)) throw fatal('mappings: expected an object with "tables"');
+      if (!isObject(config) || !isObject(config.tables)) throw fatal('mappings: expected an object with tables');
       const deployment = isObject(config.deployment) ? config.deployment : {};
       const missing = tables.filter((t) => !isObject(config.tables[t]) || !isObject(config.tables[t].map));
       if (missing.length) throw fatal(`mappings: missing table${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`);
@@ -97,12 +97,12 @@ export function defineJob(spec) {
       try {
         record = JSON.parse(recordJson);
       } catch {
-        throw badInput('(record)', 'record is not valid JSON');
+        throw badInput('record', 'record is not valid JSON');
       }
       const outcome = map(record, env);
       const valid = outcome && (outcome.tag === 'emit' ? outcome.val instanceof Uint8Array : outcome.tag === 'skip' && typeof outcome.val === 'string');
       if (!valid) {
-        throw fatal('map() must return emit(payload) or skip(code, text)');
+        throw fatal('map must return emit or skip');
       }
       return outcome;
     } catch (e) {

@@ -40,7 +40,7 @@ function instant(value) {
  * re-sent). With several such referrals the most recent one counts.
  */
 export function selectReferral(bundle) {
-  if (!isObject(bundle)) throw badInput('(record)', 'record bundle must be a JSON object');
+  if (!isObject(bundle)) throw badInput('record', 'record bundle must be a JSON object');
   const kase = bundle.case;
   if (!isObject(kase)) throw badInput('case', 'bundle has no Primero case');
   const serviceId = text(bundle.service_id);

@@ -45,8 +45,8 @@ export const { describe, configure, run, runBatch } = defineJob({
     if (!ids) {
       throw badInput(
         'service.progres_interventionnumber',
-        'legacy intervention number: not the composite "<number>,<lpinterventionid>,<businessunit>" '
-          + '(service created before workflow 1.1 wrote it), so proGres cannot be told; '
+        'legacy intervention number: not the composite number,lpinterventionid,businessunit '
+          + 'that workflow 1.1 writes, so proGres cannot be told; '
           + 'update the service in Primero or the intervention in proGres by hand',
       );
     }

@@ -50,7 +50,7 @@ export const { describe, configure, run, runBatch } = defineJob({
   tables: [T_STATUS, T_REVIEW],
 
   map(row, { tables }) {
-    if (!isObject(row)) throw badInput('(record)', 'record must be the SHP-2796 row (a JSON object)');
+    if (!isObject(row)) throw badInput('record', 'record must be the SHP-2796 row, a JSON object');
     requireFields(row, [K.id, K.caseId, K.serviceId]);
 
     const statusCode = text(row[K.status]);
@@ -58,7 +58,7 @@ export const { describe, configure, run, runBatch } = defineJob({
     let status;
     if (statusCode !== null) status = referralStatus(tables, T_STATUS, statusCode);
     else if (reviewCode !== null) status = referralStatus(tables, T_REVIEW, reviewCode);
-    else throw badInput(K.status, `required field missing or empty (and no ${K.review})`);
+    else throw badInput(K.status, `required field missing or empty, and no ${K.review}`);
 
     const rejectedReason = status === 'rejected'
       ? `${text(row[K.reasonName]) ?? NO_REASON} — ${text(row[K.comment]) ?? NO_COMMENT}`

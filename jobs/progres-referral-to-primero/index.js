@@ -63,7 +63,7 @@ export const { describe, configure, run, runBatch } = defineJob({
   },
 
   map(bundle, env) {
-    if (!isObject(bundle)) throw badInput('(record)', 'record bundle must be a JSON object');
+    if (!isObject(bundle)) throw badInput('record', 'record bundle must be a JSON object');
     if (!isObject(bundle.intervention)) throw badInput('intervention', 'bundle has no SHP-2358 intervention row');
     const delivery = isObject(bundle.delivery) ? bundle.delivery : {};
     if (bundle.languages !== undefined && bundle.languages !== null && !Array.isArray(bundle.languages)) {

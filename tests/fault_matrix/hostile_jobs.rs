@@ -26,7 +26,7 @@ use bridge::sim::scenario::{seed_workflow_1_1, Simulators};
 use bridge::store::OpenMode;
 use bridge::toolchain::ProjectDirs;
 
-use crate::support::short;
+use crate::support::{contains_bytes, short};
 use crate::{Kind, Row};
 
 const SECTION: &str = "jobs";
@@ -468,6 +468,129 @@ async fn hot_reload_row(tmp: &Path, rows: &mut Vec<Row>) {
     );
 }
 
+/// Another job's valid component copied over a job file is not swapped in:
+/// a replacement must describe the same job name and flow. The old version
+/// keeps serving.
+async fn replacement_rows(tmp: &Path, rows: &mut Vec<Row>) {
+    let name_seg = format!("(data (i32.const 100) \"{}\")", esc(b"test-job"));
+    let flow_seg = format!("(data (i32.const 130) \"{}\")", esc(b"test"));
+    let other_name = job_wat(2, "", &["services"]).replacen(
+        &name_seg,
+        &format!("(data (i32.const 100) \"{}\")", esc(b"other-jb")),
+        1,
+    );
+    let other_flow = job_wat(2, "", &["services"]).replacen(
+        &flow_seg,
+        &format!("(data (i32.const 130) \"{}\")", esc(b"tost")),
+        1,
+    );
+    assert!(other_name.contains(&esc(b"other-jb")) && other_flow.contains(&esc(b"tost")));
+    for (what, wat) in [
+        ("describes another job (`other-jb`)", other_name),
+        ("serves another flow (`tost`)", other_flow),
+    ] {
+        let dir = tmp.join(format!("replace-{}", what.len()));
+        let rt = runtime_in(&dir, Limits::default());
+        let jobs = dir.join("jobs");
+        std::fs::create_dir_all(&jobs).unwrap();
+        let job_file = jobs.join("test-job.wasm");
+        std::fs::write(&job_file, component(1)).unwrap();
+        let mappings = dir.join("mappings");
+        std::fs::create_dir_all(&mappings).unwrap();
+        std::fs::write(
+            mappings.join("deployment.toml"),
+            "[deployment]\ncountry = \"T\"\ndesign = \"ping\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            mappings.join("services.toml"),
+            "description = \"t\"\n[map]\n\"a\" = \"b\"\n",
+        )
+        .unwrap();
+        let catalog = Catalog::open(rt, std::slice::from_ref(&job_file), &mappings)
+            .await
+            .expect("catalog");
+        write_changed(&job_file, &wat::parse_str(&wat).unwrap());
+        let events = catalog.poll().await;
+        let refused = matches!(&events[..], [ReloadEvent::JobRefused { .. }]);
+        let serving = match catalog.instance("test-job").await {
+            Ok(mut inst) => inst.run(&ctx(), "r", "{}").await.ok(),
+            Err(_) => None,
+        };
+        let still_v1 = serving == Some(JobOutcome::Emit(serde_json::json!({"v": 1})));
+        let said = match &events[..] {
+            [ReloadEvent::JobRefused { error, .. }] => short(error, 120),
+            other => format!("{other:?}"),
+        };
+        rows.push(
+            Row::new(
+                SECTION,
+                Kind::HostileJob,
+                format!("hot reload: a valid component that {what} copied over the job file"),
+                "refused (same job name and flow required); the previous version keeps serving",
+            )
+            .observed(
+                format!(
+                    "{}: {said}; {}",
+                    if refused { "refused" } else { "NOT refused" },
+                    if still_v1 {
+                        "version 1 serves"
+                    } else {
+                        "version 1 NOT serving"
+                    }
+                ),
+                refused && still_v1,
+            )
+            .lost(u32::from(!still_v1)),
+        );
+    }
+}
+
+/// `bridge job inspect` and loading agree on a component whose allowed
+/// `types` import declares a function the host does not provide.
+async fn inspect_agrees_with_load_row(tmp: &Path, rows: &mut Vec<Row>) {
+    let file = tmp.join("extra-types-func.wasm");
+    let wat = job_wat(
+        1,
+        "(import \"bridge:job/types@0.2.0\" (instance (export \"extra\" (func))))",
+        &[],
+    );
+    let bytes = wat::parse_str(&wat).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    let rt = runtime_in(&tmp.join("agree"), Limits::default());
+    let loaded = rt.load_bytes("extra-types-func", &bytes).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(["job", "inspect"])
+        .arg(&file)
+        .env("BRIDGE_CACHE_DIR", tmp.join("cli-cache"))
+        .output()
+        .expect("run bridge");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let inspect_accepts = out.status.code() == Some(0) && stdout.contains("accepted: yes");
+    let load_accepts = loaded.is_ok();
+    let pass = inspect_accepts == load_accepts && !load_accepts;
+    rows.push(
+        Row::new(
+            SECTION,
+            Kind::HostileJob,
+            "`bridge job inspect` on a component whose `bridge:job/types` import declares an extra function",
+            "the same verdict as loading: refused (exit 1)",
+        )
+        .observed(
+            format!(
+                "inspect: {} (exit {}); load: {}",
+                if inspect_accepts { "accepted" } else { "refused" },
+                out.status.code().unwrap_or(-1),
+                match &loaded {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => format!("refused: {}", short(&e.to_string(), 100)),
+                }
+            ),
+            pass,
+        ),
+    );
+}
+
 /// Every built job imports only what the host allows.
 async fn built_jobs_rows(rows: &mut Vec<Row>) -> Option<(PathBuf, PathBuf)> {
     let project = match ProjectDirs::locate() {
@@ -499,13 +622,14 @@ async fn built_jobs_rows(rows: &mut Vec<Row>) -> Option<(PathBuf, PathBuf)> {
         match rt.cache().load(rt.engine(), &name, &bytes) {
             Ok((component, _)) => {
                 let report = inspect_component(rt.engine(), &component);
+                let links = rt.link(&name, &component).is_ok();
                 let imports: Vec<&str> = report
                     .imports
                     .iter()
                     .map(|i| i.split(' ').next().unwrap_or(""))
                     .collect();
                 let only_allowed = imports.iter().all(|i| ALLOWED_IMPORTS.contains(i));
-                ok_all &= report.accepted() && only_allowed;
+                ok_all &= report.names_allowed() && links && only_allowed;
                 if !only_allowed {
                     detail.push(format!("{name} imports {}", imports.join(", ")));
                 }
@@ -623,6 +747,276 @@ fn inspect_rows(tmp: &Path, rows: &mut Vec<Row>) {
             ),
         );
     }
+}
+
+/// Log lines the leaking job writes per record.
+const LEAK_LOG_LINES: u32 = 2000;
+/// Size of the text the leaking job returns as a fatal message.
+const LEAK_HUGE_BYTES: u32 = 20 * 1024 * 1024;
+const ANSI: &[u8] = b"\x1b[2J\x1b[31m";
+
+/// A job that tries to get the record it was given (names, dates of birth,
+/// phone numbers) into logs, the state database and the CLI output: every
+/// call logs [`LEAK_LOG_LINES`] lines whose message is terminal escapes plus
+/// the whole record, with the record as the value of an allowed field
+/// (`status`) and of another one; then returns, by turns, a skip reason
+/// (escapes + record), a fatal error (the record), an unmapped value (the
+/// record), a bad-input field and reason (the record), and a fatal message of
+/// [`LEAK_HUGE_BYTES`].
+fn leaking_job_wat() -> String {
+    let mut data = String::new();
+    let mut seg =
+        |at: u32, bytes: String| data.push_str(&format!("(data (i32.const {at}) \"{bytes}\")\n"));
+    seg(100, esc(b"leaky-job"));
+    seg(120, esc(b"1.0.0"));
+    seg(130, esc(b"test"));
+    seg(
+        200,
+        [le(100), le(9), le(120), le(5), le(130), le(4), le(0), le(0)].concat(),
+    );
+    seg(240, le(0));
+    seg(500, esc(ANSI));
+    seg(600, esc(b"status"));
+    seg(620, esc(b"given_name"));
+    seg(640, esc(b"services"));
+    // fields: [(status, record), (given_name, record)]; values stored at run.
+    seg(
+        800,
+        [le(600), le(6), le(0), le(0), le(620), le(10), le(0), le(0)].concat(),
+    );
+    let ansi = ANSI.len();
+    let a = 22 * 1024 * 1024; // escapes + record
+    let b = 1024 * 1024; // the huge text
+    format!(
+        r#"(component
+  (core module $mem (memory (export "memory") 1))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "memory" (core memory $memory))
+
+  (import "bridge:job/log@0.2.0" (instance $log
+    (type $level' (enum "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $level')))
+    (type $pair (tuple string string))
+    (type $fields (list $pair))
+    (export "emit" (func (param "level" $level) (param "message" string) (param "fields" $fields)))
+  ))
+  (alias export $log "emit" (func $emit))
+  (core func $emit_core (canon lower (func $emit) (memory $memory)))
+  (core instance $env (export "memory" (memory $memory)))
+  (core instance $logc (export "emit" (func $emit_core)))
+
+  (core module $m
+    (import "env" "memory" (memory 1))
+    (import "log" "emit" (func $emit (param i32 i32 i32 i32 i32)))
+    (global $bump (mut i32) (i32.const 4096))
+    (global $n (mut i32) (i32.const 0))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and
+        (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+        (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (block $ok
+        (br_if $ok (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+        (drop (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))))
+      (local.get $p))
+    {data}
+    (func (export "describe") (result i32) (i32.const 200))
+    (func (export "configure") (param i32 i32) (result i32) (i32.const 240))
+    (func (export "run") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (local $i i32) (local $k i32) (local $alen i32)
+      (if (i32.lt_u (memory.size) (i32.const 420))
+        (then (drop (memory.grow (i32.sub (i32.const 420) (memory.size))))))
+      (memory.fill (i32.const {b}) (i32.const 65) (i32.const {huge}))
+      (memory.copy (i32.const {a}) (i32.const 500) (i32.const {ansi}))
+      (memory.copy (i32.const {a_rec}) (local.get 7) (local.get 8))
+      (local.set $alen (i32.add (local.get 8) (i32.const {ansi})))
+      (i32.store (i32.const 808) (local.get 7))
+      (i32.store (i32.const 812) (local.get 8))
+      (i32.store (i32.const 824) (local.get 7))
+      (i32.store (i32.const 828) (local.get 8))
+      (block $done (loop $again
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {logs})))
+        (call $emit (i32.const 3) (i32.const {a}) (local.get $alen) (i32.const 800) (i32.const 2))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $again)))
+      (local.set $k (i32.rem_u (global.get $n) (i32.const 5)))
+      (global.set $n (i32.add (global.get $n) (i32.const 1)))
+      (i32.store (i32.const 3000) (i32.const 1))
+      (i32.store (i32.const 3004) (i32.const 2))
+      (i32.store (i32.const 3008) (local.get 7))
+      (i32.store (i32.const 3012) (local.get 8))
+      (if (i32.eq (local.get $k) (i32.const 0)) (then
+        (i32.store (i32.const 3000) (i32.const 0))
+        (i32.store (i32.const 3004) (i32.const 1))
+        (i32.store (i32.const 3008) (i32.const {a}))
+        (i32.store (i32.const 3012) (local.get $alen))))
+      (if (i32.eq (local.get $k) (i32.const 2)) (then
+        (i32.store (i32.const 3004) (i32.const 1))
+        (i32.store (i32.const 3008) (i32.const 640))
+        (i32.store (i32.const 3012) (i32.const 8))
+        (i32.store (i32.const 3016) (local.get 7))
+        (i32.store (i32.const 3020) (local.get 8))))
+      (if (i32.eq (local.get $k) (i32.const 3)) (then
+        (i32.store (i32.const 3004) (i32.const 0))
+        (i32.store (i32.const 3016) (local.get 7))
+        (i32.store (i32.const 3020) (local.get 8))))
+      (if (i32.eq (local.get $k) (i32.const 4)) (then
+        (i32.store (i32.const 3008) (i32.const {b}))
+        (i32.store (i32.const 3012) (i32.const {huge}))))
+      (i32.const 3000))
+  )
+  (core instance $i (instantiate $m (with "env" (instance $env)) (with "log" (instance $logc))))
+
+  (type $field-error' (record (field "field" string) (field "reason" string)))
+  (export $field-error "field-error" (type $field-error'))
+  (type $unmapped-value' (record (field "table" string) (field "value" string)))
+  (export $unmapped-value "unmapped-value" (type $unmapped-value'))
+  (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
+  (export $context "context" (type $context'))
+  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
+  (export $outcome "outcome" (type $outcome'))
+  (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
+  (export $job-error "job-error" (type $job-error'))
+  (type $job-info' (record (field "name" string) (field "version" string) (field "flow" string) (field "tables" (list string))))
+  (export $job-info "job-info" (type $job-info'))
+
+  (func $describe (result $job-info)
+    (canon lift (core func $i "describe") (memory $memory) (realloc (core func $i "realloc"))))
+  (export "describe" (func $describe))
+  (func $configure (param "mappings" string) (result (result (error $job-error)))
+    (canon lift (core func $i "configure") (memory $memory) (realloc (core func $i "realloc"))))
+  (export "configure" (func $configure))
+  (func $run (param "ctx" $context) (param "record" string) (result (result $outcome (error $job-error)))
+    (canon lift (core func $i "run") (memory $memory) (realloc (core func $i "realloc"))))
+  (export "run" (func $run))
+)"#,
+        a_rec = a + ansi,
+        huge = LEAK_HUGE_BYTES,
+        logs = LEAK_LOG_LINES,
+    )
+}
+
+/// A flow run (`bridge flow run ping-1.1`, trace logs) with [`leaking_job_wat`]
+/// in place of the real job: no name, date of birth or phone number of the
+/// simulators' people in the CLI output, the logs or the state database, no
+/// escape character in the output, output and database bounded, and the
+/// dropped log lines counted and reported.
+async fn leak_rows(rows: &mut Vec<Row>) {
+    let case = "flow ping-1.1 with a job that puts names and dates of birth in every text it returns, logs in a loop, returns 20 MiB and escape sequences";
+    let fail = |rows: &mut Vec<Row>, why: String| {
+        rows.push(Row::new(SECTION, Kind::HostileJob, case, "set up").observed(why, false));
+    };
+    let project = match ProjectDirs::locate() {
+        Ok(p) => p,
+        Err(e) => return fail(rows, e.to_string()),
+    };
+    let sims = match Simulators::start_loopback().await {
+        Ok(s) => s,
+        Err(e) => return fail(rows, e.to_string()),
+    };
+    let seed = seed_workflow_1_1(&sims, 62);
+    let tmp = tempfile::tempdir().unwrap();
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let real_jobs = match bridge::app::job_files(&project.jobs_dist()) {
+        Ok(j) => j,
+        Err(e) => return fail(rows, e.to_string()),
+    };
+    let target = format!("{}.wasm", bridge::flows::ping_referral_to_primero::JOB);
+    for job in &real_jobs {
+        let name = job.file_name().unwrap().to_string_lossy().into_owned();
+        if name != target {
+            std::os::unix::fs::symlink(job, jobs.join(&name)).unwrap();
+        }
+    }
+    std::fs::write(
+        jobs.join(&target),
+        wat::parse_str(leaking_job_wat()).expect("leaking job WAT"),
+    )
+    .unwrap();
+    let config_file = tmp.path().join("bridge.toml");
+    std::fs::write(
+        &config_file,
+        sims.config_toml(&jobs, &project.mappings("kenya-dadaab"))
+            + "call_timeout_ms = 20000\n\n[retry]\nmax_attempts = 1\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    cmd.args(["flow", "run", "ping-1.1", "--config"])
+        .arg(&config_file)
+        .args(["--today", "2025-06-01", "--log", "trace"])
+        .current_dir(tmp.path());
+    for (k, v) in sims.secret_env() {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::block_in_place(|| cmd.output()).expect("run bridge");
+    let mut output = out.stdout;
+    output.extend(out.stderr);
+    let mut db = Vec::new();
+    for entry in std::fs::read_dir(tmp.path()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().contains(".db") {
+            db.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+    }
+    let text = String::from_utf8_lossy(&output);
+    // Personal data of everyone in the simulators (ids are system ids).
+    let personal: Vec<&str> = seed
+        .people
+        .iter()
+        .flat_map(|p| {
+            [
+                p.given_name.as_str(),
+                p.family_name.as_str(),
+                p.date_of_birth.as_str(),
+                p.phone.as_str(),
+            ]
+        })
+        .filter(|s| s.len() >= 3)
+        .collect();
+    let in_output = personal
+        .iter()
+        .filter(|s| contains_bytes(&output, s))
+        .count();
+    let in_db = personal.iter().filter(|s| contains_bytes(&db, s)).count();
+    let escapes = output.iter().filter(|b| **b == 0x1b).count();
+    let job_lines = text.lines().filter(|l| l.contains("job: ")).count();
+    let reported = text.contains("job log lines beyond");
+    let records = seed.first_run.fetched;
+    let ran =
+        text.contains("leaky-job") || text.contains(bridge::flows::ping_referral_to_primero::JOB);
+    let bounded_lines = job_lines <= 20 * records.max(1);
+    let pass = in_output == 0
+        && in_db == 0
+        && escapes == 0
+        && output.len() < 2 * 1024 * 1024
+        && db.len() < 4 * 1024 * 1024
+        && bounded_lines
+        && reported
+        && ran
+        && !db.is_empty();
+    rows.push(
+        Row::new(SECTION, Kind::HostileJob, case,
+            format!("none of the {} names, dates of birth and phone numbers in the output, logs or database; no escape character; output < 2 MiB, database < 4 MiB; at most 20 job log lines a record, the rest counted and reported", personal.len()))
+        .observed(
+            format!(
+                "exit {}; {} records; output {} bytes with {} of them, {} escape characters, {} job log lines{}; database {} bytes with {} of them",
+                out.status.code().unwrap_or(-1),
+                records,
+                output.len(),
+                in_output,
+                escapes,
+                job_lines,
+                if reported { ", the dropped lines reported" } else { ", NO report of dropped lines" },
+                db.len(),
+                in_db
+            ),
+            pass,
+        )
+        .tried(records as u64),
+    );
+    sims.primero.shutdown().await;
+    sims.ping.shutdown().await;
 }
 
 /// A whole flow run with a job that loops forever on every record: each
@@ -812,8 +1206,11 @@ pub async fn run() -> Vec<Row> {
     limits_rows(tmp.path(), &mut rows).await;
     import_rows(tmp.path(), &mut rows).await;
     hot_reload_row(&tmp.path().join("reload"), &mut rows).await;
+    replacement_rows(tmp.path(), &mut rows).await;
     inspect_rows(tmp.path(), &mut rows);
+    inspect_agrees_with_load_row(tmp.path(), &mut rows).await;
     flow_rows(&mut rows).await;
+    leak_rows(&mut rows).await;
     if let Some((job, record)) = built_jobs_rows(&mut rows).await {
         crate::secrets::job_canary_row(&job, &record, &mut rows).await;
     }

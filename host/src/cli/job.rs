@@ -191,17 +191,29 @@ pub async fn run_job_command(
             for e in &report.exports {
                 println!("  {e}");
             }
-            if report.accepted() {
-                println!("accepted: yes (imports only the bridge:job log and types)");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for i in &report.forbidden_imports {
-                    println!("refused: imports `{i}`, which the host does not provide");
+            // The verdict is loading itself: linking, `describe` and its checks.
+            let name = component
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job".to_string());
+            match runtime.load_bytes(&name, &bytes).await {
+                Ok(job) => {
+                    println!(
+                        "accepted: yes (imports only the bridge:job log and types): job {} {} for flow {}",
+                        job.info.name, job.info.version, job.info.flow
+                    );
+                    Ok(ExitCode::SUCCESS)
                 }
-                for e in &report.missing_exports {
-                    println!("refused: does not export `{e}`");
+                Err(e) => {
+                    for i in &report.forbidden_imports {
+                        println!("refused: imports `{i}`, which the host does not provide");
+                    }
+                    for e in &report.missing_exports {
+                        println!("refused: does not export `{e}`");
+                    }
+                    println!("refused: {e}");
+                    Ok(ExitCode::FAILURE)
                 }
-                Ok(ExitCode::FAILURE)
             }
         }
     }

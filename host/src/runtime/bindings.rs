@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
+use super::job_text::{self, RecordTerms, MAX_LOG_LINES_PER_RECORD};
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "job",
@@ -29,6 +31,13 @@ pub struct HostState {
     pub(crate) batch_ids: Vec<String>,
     pub(crate) limits: MemoryGuard,
     pub(crate) deadline: Option<Instant>,
+    /// The records of the call in progress, to redact from its log lines.
+    inputs: Vec<String>,
+    /// Their terms, computed at the first log line of the call.
+    terms: Option<RecordTerms>,
+    /// Log lines the call may still write, and how many it wrote beyond.
+    log_budget: u32,
+    log_dropped: u32,
 }
 
 impl HostState {
@@ -39,6 +48,46 @@ impl HostState {
             batch_ids: Vec::new(),
             limits: MemoryGuard::new(memory_bytes),
             deadline: None,
+            inputs: Vec::new(),
+            terms: None,
+            log_budget: MAX_LOG_LINES_PER_RECORD,
+            log_dropped: 0,
+        }
+    }
+
+    /// A call into the job begins: its records (none for `describe` and
+    /// `configure`) and a log budget of [`MAX_LOG_LINES_PER_RECORD`] each.
+    pub(crate) fn begin_call(&mut self, records: &[&str]) {
+        self.inputs = records.iter().map(|r| r.to_string()).collect();
+        self.terms = None;
+        self.log_budget = MAX_LOG_LINES_PER_RECORD.saturating_mul(records.len().max(1) as u32);
+        self.log_dropped = 0;
+    }
+
+    /// The call ended: report the log lines it wrote beyond its budget.
+    pub(crate) fn end_call(&mut self) {
+        if self.log_dropped > 0 {
+            let records = self.inputs.len().max(1);
+            crate::telemetry::metrics().job_log_lines_dropped(&self.job, self.log_dropped);
+            tracing::warn!(
+                job = %self.job,
+                record = %self.call_record(),
+                records,
+                dropped = self.log_dropped,
+                "job log lines beyond {MAX_LOG_LINES_PER_RECORD} a record were dropped"
+            );
+        }
+        self.log_dropped = 0;
+        self.inputs.clear();
+        self.terms = None;
+    }
+
+    /// The record of a one-record call, or the first of a batch.
+    fn call_record(&self) -> &str {
+        if self.record_id.is_empty() {
+            self.batch_ids.first().map(String::as_str).unwrap_or("")
+        } else {
+            &self.record_id
         }
     }
 }
@@ -108,14 +157,37 @@ impl HostState {
     }
 }
 
+/// Fields of one job log line the host looks at; the rest are dropped.
+const MAX_LOG_FIELDS: usize = 16;
+
 impl self::bridge::job::log::Host for HostState {
     fn emit(&mut self, level: Level, message: String, mut fields: Vec<(String, String)>) {
+        // Bounded per record, so a job logging in a loop cannot flood the log.
+        if self.log_budget == 0 {
+            self.log_dropped = self.log_dropped.saturating_add(1);
+            return;
+        }
+        self.log_budget -= 1;
         let record = self.logging_record(&mut fields);
-        // Only keys of `telemetry::ALLOWED_FIELDS` open to jobs are kept, so a
-        // job cannot leak personal data through `fields`.
+        let inputs = &self.inputs;
+        let terms = self
+            .terms
+            .get_or_insert_with(|| RecordTerms::of_records(inputs.iter().map(String::as_str)));
+        // Keys: only those of `telemetry::ALLOWED_FIELDS` open to jobs are
+        // kept. Message and values: codes the record does not hold (see
+        // `job_text`), so no personal data or escape sequence reaches a log.
+        let over = fields.len().saturating_sub(MAX_LOG_FIELDS);
+        fields.truncate(MAX_LOG_FIELDS);
+        let fields: Vec<(String, String)> = fields
+            .into_iter()
+            .map(|(k, v)| {
+                let v = job_text::code(&v, terms);
+                (k, v)
+            })
+            .collect();
         let (kept, dropped) = crate::telemetry::scrub_job_fields(&fields);
-        // Job messages are bounded so a job cannot flood the log.
-        let message: String = message.chars().take(200).collect();
+        let dropped = dropped + over;
+        let message = job_text::text(&message, terms);
         match level {
             Level::Debug => {
                 tracing::debug!(job = %self.job, record = %record, fields = %kept, dropped, "job: {message}")
@@ -162,6 +234,26 @@ mod tests {
         let mut fields = vec![(BATCH_INDEX_FIELD.to_string(), "0".to_string())];
         assert_eq!(state.logging_record(&mut fields), "one");
         assert!(fields.is_empty());
+    }
+
+    #[test]
+    fn job_log_lines_are_bounded_per_record_and_the_rest_counted() {
+        use self::bridge::job::log::Host as _;
+        let mut state = HostState::new("job", 1 << 20);
+        state.begin_call(&["{}", "{}"]);
+        for _ in 0..(2 * MAX_LOG_LINES_PER_RECORD + 7) {
+            state.emit(Level::Info, "line".into(), Vec::new());
+        }
+        assert_eq!(state.log_dropped, 7);
+        state.end_call();
+        assert_eq!(state.log_dropped, 0);
+        // The next call has its own budget.
+        state.begin_call(&["{}"]);
+        state.emit(Level::Info, "line".into(), Vec::new());
+        assert_eq!(
+            (state.log_budget, state.log_dropped),
+            (MAX_LOG_LINES_PER_RECORD - 1, 0)
+        );
     }
 
     #[test]

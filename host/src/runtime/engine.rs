@@ -195,29 +195,7 @@ impl JobRuntime {
     pub async fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadedJob, LoadError> {
         let started = Instant::now();
         let (component, outcome) = self.cache.load(&self.engine, name, bytes)?;
-        let report = inspect_component(&self.engine, &component);
-        if let Some(import) = report.forbidden_imports.first() {
-            return Err(LoadError::ForbiddenImport {
-                job: name.to_string(),
-                import: import.clone(),
-                allowed: allowed_imports_text(import),
-            });
-        }
-        if !report.missing_exports.is_empty() {
-            return Err(LoadError::WrongWorld {
-                job: name.to_string(),
-                reason: format!("missing exports: {}", report.missing_exports.join(", ")),
-            });
-        }
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            job: name.to_string(),
-            reason: format!("{e:#}"),
-        };
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
-        let indices = JobIndices::new(&instance_pre).map_err(wrong_world)?;
+        let (instance_pre, indices) = self.link(name, &component)?;
         let run_batch = batch_export(&component, name);
         let load_time = started.elapsed();
         let content_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
@@ -244,6 +222,7 @@ impl JobRuntime {
                 job: name.to_string(),
                 reason: e.to_string(),
             })?;
+        check_info(name, &job.info)?;
         crate::telemetry::metrics().component_load(name, load_time.as_secs_f64(), job.from_cache);
         tracing::info!(
             job = name,
@@ -253,6 +232,69 @@ impl JobRuntime {
             "job loaded"
         );
         Ok(job)
+    }
+}
+
+impl JobRuntime {
+    /// Whether the host can link `component`: only allowed imports, each of
+    /// the type the host provides (an allowed interface that declares more
+    /// than the contract fails here), and the world's exports. What loading
+    /// checks, and what `bridge job inspect` reports.
+    pub fn link(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<(InstancePre<HostState>, JobIndices), LoadError> {
+        let report = inspect_component(&self.engine, component);
+        if let Some(import) = report.forbidden_imports.first() {
+            return Err(LoadError::ForbiddenImport {
+                job: name.to_string(),
+                import: import.clone(),
+                allowed: allowed_imports_text(import),
+            });
+        }
+        if !report.missing_exports.is_empty() {
+            return Err(LoadError::WrongWorld {
+                job: name.to_string(),
+                reason: format!("missing exports: {}", report.missing_exports.join(", ")),
+            });
+        }
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            job: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        let indices = JobIndices::new(&instance_pre).map_err(wrong_world)?;
+        Ok((instance_pre, indices))
+    }
+}
+
+/// What `describe` returned must be codes (`job_text::is_code`): the name,
+/// version and flow are logged and compared at hot reload, the tables
+/// looked up.
+fn check_info(name: &str, info: &JobInfo) -> Result<(), LoadError> {
+    let fields = [
+        ("name", &info.name),
+        ("version", &info.version),
+        ("flow", &info.flow),
+    ];
+    let bad = fields
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(info.tables.iter().map(|t| ("tables", t.as_str())))
+        .find(|(_, v)| !super::job_text::is_code(v));
+    match bad {
+        Some((field, _)) => Err(LoadError::Describe {
+            job: name.to_string(),
+            reason: format!(
+                "`{field}` is not a code (letters, digits and _.:/#-, at most {} characters)",
+                super::job_text::CODE_MAX_CHARS
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -27,6 +27,8 @@ pub enum LoadError {
     MissingTable { job: String, table: String },
     #[error("job {job}: refused the mappings: {reason}")]
     Configure { job: String, reason: String },
+    #[error("job {job}: refused as a new version: {reason}; the serving version stays")]
+    NotAReplacement { job: String, reason: String },
     #[error("job {job} is not loaded (no such component, or it serves the other design)")]
     NotLoaded { job: String },
     #[error("precompile cache {path}: {reason}")]

@@ -13,6 +13,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::bindings::{Context, HostState, Job, JobError, JobInfo, Outcome};
 use super::engine::LoadedJob;
 use super::error::JobFailure;
+use super::job_text::{self, RecordTerms};
 
 /// Largest JSON a job may return for one record; beyond it the output is
 /// refused rather than held in memory and forwarded to a partner.
@@ -91,7 +92,9 @@ impl JobInstance {
     pub(crate) async fn describe(job: &LoadedJob) -> Result<JobInfo, JobFailure> {
         let mut live = instantiate(job).await?;
         arm(&mut live.store, job, "describe");
+        live.store.data_mut().begin_call(&[]);
         let result = live.bindings.call_describe(&mut live.store).await;
+        live.store.data_mut().end_call();
         result.map_err(|e| classify_trap(job, &live.store, e))
     }
 
@@ -102,13 +105,16 @@ impl JobInstance {
         let job = self.job.clone();
         let live = self.live().await?;
         arm(&mut live.store, &job, "configure");
+        live.store.data_mut().begin_call(&[]);
         let result = live
             .bindings
             .call_configure(&mut live.store, &mappings)
             .await;
+        live.store.data_mut().end_call();
         match result {
+            // The mappings hold no personal data: codes only, no record.
+            Ok(Err(e)) => Err(job_error(&job, e, &RecordTerms::default())),
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(job_error(&job, e)),
             Err(e) => {
                 let failure = classify_trap(&job, &live.store, e);
                 self.live = None;
@@ -128,6 +134,7 @@ impl JobInstance {
         let live = self.configured_live().await?;
         record_id.clone_into(&mut live.store.data_mut().record_id);
         arm(&mut live.store, &job, "run");
+        live.store.data_mut().begin_call(&[record]);
         let started = Instant::now();
         let result = live
             .bindings
@@ -135,9 +142,10 @@ impl JobInstance {
             .call_run(&mut live.store, &wit_context(ctx), &record.to_string())
             .await;
         crate::telemetry::metrics().job_call(&job.name, started.elapsed().as_secs_f64());
+        live.store.data_mut().end_call();
         live.calls += 1;
         let outcome = match result {
-            Ok(result) => job_outcome(&job, result),
+            Ok(result) => job_outcome(&job, result, record),
             Err(e) => {
                 let failure = classify_trap(&job, &live.store, e);
                 self.live = None;
@@ -204,11 +212,13 @@ impl JobInstance {
         data.batch_ids = items.iter().map(|(id, _)| id.to_string()).collect();
         arm(&mut live.store, &job, "run-batch");
         let records: Vec<&str> = items.iter().map(|(_, r)| *r).collect();
+        live.store.data_mut().begin_call(&records);
         let started = Instant::now();
         let result = typed
             .call_async(&mut live.store, (&wit_context(ctx), &records))
             .await;
         let per_record = started.elapsed().as_secs_f64() / items.len() as f64;
+        live.store.data_mut().end_call();
         live.store.data_mut().batch_ids.clear();
         let results = match result {
             Ok((results,)) => results,
@@ -226,7 +236,11 @@ impl JobInstance {
         }
         live.calls = live.calls.saturating_add(items.len() as u32);
         let outcomes = if results.len() == items.len() {
-            results.into_iter().map(|r| job_outcome(&job, r)).collect()
+            results
+                .into_iter()
+                .zip(items)
+                .map(|(r, (_, record))| job_outcome(&job, r, record))
+                .collect()
         } else {
             let reason = format!(
                 "run-batch returned {} results for {} records",
@@ -325,10 +339,12 @@ fn wit_context(ctx: &JobContext) -> Context {
     }
 }
 
-/// A record's result as the job returned it, checked.
+/// A record's result as the job returned it, checked; its texts made safe
+/// to store and log against the record the job was given (`job_text`).
 fn job_outcome(
     job: &LoadedJob,
     result: Result<Outcome, JobError>,
+    record: &str,
 ) -> Result<JobOutcome, JobFailure> {
     match result {
         Ok(Outcome::Emit(json)) if json.len() > MAX_OUTPUT_BYTES => {
@@ -349,8 +365,11 @@ fn job_outcome(
                     reason: e.to_string(),
                 })
         }
-        Ok(Outcome::Skip(reason)) => Ok(JobOutcome::Skip(reason)),
-        Err(e) => Err(job_error(job, e)),
+        Ok(Outcome::Skip(reason)) => Ok(JobOutcome::Skip(job_text::text(
+            &reason,
+            &RecordTerms::of_record(record),
+        ))),
+        Err(e) => Err(job_error(job, e, &RecordTerms::of_record(record))),
     }
 }
 
@@ -362,20 +381,24 @@ fn arm(store: &mut Store<HostState>, job: &LoadedJob, _what: &str) {
     store.set_epoch_deadline(1);
 }
 
-fn job_error(job: &LoadedJob, e: JobError) -> JobFailure {
+/// A job's error, its texts reduced to codes the record does not hold.
+fn job_error(job: &LoadedJob, e: JobError, terms: &RecordTerms) -> JobFailure {
     let name = job.name.clone();
     match e {
         JobError::BadInput(f) => JobFailure::BadInput {
             job: name,
-            field: f.field,
-            reason: f.reason,
+            field: job_text::code(&f.field, terms),
+            reason: job_text::text(&f.reason, terms),
         },
         JobError::Unmapped(u) => JobFailure::Unmapped {
             job: name,
-            table: u.table,
-            value: u.value,
+            table: job_text::code(&u.table, terms),
+            value: job_text::code(&u.value, terms),
         },
-        JobError::Fatal(message) => JobFailure::Fatal { job: name, message },
+        JobError::Fatal(message) => JobFailure::Fatal {
+            job: name,
+            message: job_text::text(&message, terms),
+        },
     }
 }
 

@@ -7,6 +7,7 @@ mod cache;
 mod engine;
 mod error;
 mod instance;
+pub mod job_text;
 mod policy;
 pub mod reload;
 mod shared;

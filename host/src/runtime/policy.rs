@@ -40,7 +40,11 @@ pub struct ComponentReport {
 }
 
 impl ComponentReport {
-    pub fn accepted(&self) -> bool {
+    /// Whether the import and export *names* are the host's. Not the
+    /// verdict: an allowed import may still declare what the host does not
+    /// provide. `JobRuntime::link` (used by loading and `bridge job inspect`)
+    /// decides.
+    pub fn names_allowed(&self) -> bool {
         self.forbidden_imports.is_empty() && self.missing_exports.is_empty()
     }
 }

@@ -222,7 +222,10 @@ impl Catalog {
                     // Keep the name the catalog knows the job by.
                     job.name = name.clone();
                     let job = Arc::new(job);
-                    validate(&job, &mappings).await.map(|()| job)
+                    match replaces(&old, &job) {
+                        Ok(()) => validate(&job, &mappings).await.map(|()| job),
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -293,6 +296,33 @@ pub fn serves_other_design(flow: &str, design: &str) -> bool {
     ["ping", "dtp"]
         .iter()
         .any(|d| *d != design && flow.starts_with(&format!("{d}-")))
+}
+
+/// Whether `new` is another version of the job `old` is: the same job name
+/// and flow, as each describes itself. Another job's component copied over
+/// the file would fail every record of the next runs and burn a delivery
+/// attempt for each. (The contract version is the same for both: a
+/// component built against another one is refused at load, by its imports.)
+fn replaces(old: &LoadedJob, new: &LoadedJob) -> Result<(), LoadError> {
+    let refuse = |reason: String| {
+        Err(LoadError::NotAReplacement {
+            job: old.name.clone(),
+            reason,
+        })
+    };
+    if new.info.name != old.info.name {
+        return refuse(format!(
+            "it describes job `{}`, the serving version job `{}`",
+            new.info.name, old.info.name
+        ));
+    }
+    if new.info.flow != old.info.flow {
+        return refuse(format!(
+            "it serves flow `{}`, the serving version flow `{}`",
+            new.info.flow, old.info.flow
+        ));
+    }
+    Ok(())
 }
 
 /// A job fits a mapping set when every table it reads exists and its

@@ -68,6 +68,10 @@ pub fn check_config(file: &Path) -> CheckReport {
     for e in config.limit_problems() {
         report.problem(e.to_string());
     }
+    for e in config.service_problems() {
+        report.problem(e.to_string());
+    }
+    report.warnings.extend(config.listener_warnings());
 
     // Primero's auth mode (its password is already checked above).
     if secrets_ok.contains("primero.password") {

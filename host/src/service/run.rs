@@ -168,7 +168,12 @@ fn preflight(
         .into_iter()
         .map(|(flow, schedule)| Entry { flow, schedule })
         .collect::<Vec<_>>();
-    if let Some(e) = config.limit_problems().into_iter().next() {
+    if let Some(e) = config
+        .limit_problems()
+        .into_iter()
+        .chain(config.service_problems())
+        .next()
+    {
         return Err(e.into());
     }
     anyhow::ensure!(

@@ -8,6 +8,7 @@
 //! | `bridge_partner_retries_total` | counter | `system` |
 //! | `bridge_dead_letter_size` | gauge | `flow` |
 //! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
+//! | `bridge_job_log_lines_dropped_total` | counter | `job` |
 //! | `bridge_component_load_seconds` | histogram | `job`, `source` (`cache` \| `compiled`) |
 //! | `bridge_inbox_pending` | gauge | — |
 //! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
@@ -84,6 +85,7 @@ pub struct Metrics {
     retries: Family<SystemLabel, Counter>,
     dead_letter: Family<FlowLabel, Gauge>,
     job_call: HistogramFamily<JobLabel>,
+    job_log_dropped: Family<JobLabel, Counter>,
     component_load: HistogramFamily<LoadLabels>,
     inbox_pending: Gauge,
     store_errors: Family<CodeLabel, Counter>,
@@ -104,6 +106,7 @@ impl Metrics {
         let retries = Family::<SystemLabel, Counter>::default();
         let dead_letter = Family::<FlowLabel, Gauge>::default();
         let job_call: HistogramFamily<JobLabel> = Family::new_with_constructor(job_call_histogram);
+        let job_log_dropped = Family::<JobLabel, Counter>::default();
         let component_load: HistogramFamily<LoadLabels> =
             Family::new_with_constructor(component_load_histogram);
         let inbox_pending = Gauge::default();
@@ -142,6 +145,11 @@ impl Metrics {
             job_call.clone(),
         );
         registry.register(
+            "bridge_job_log_lines_dropped",
+            "Job log lines dropped beyond the per-record limit",
+            job_log_dropped.clone(),
+        );
+        registry.register(
             "bridge_component_load_seconds",
             "Time to load a job component, from the precompile cache or compiled",
             component_load.clone(),
@@ -164,6 +172,7 @@ impl Metrics {
             retries,
             dead_letter,
             job_call,
+            job_log_dropped,
             component_load,
             inbox_pending,
             store_errors,
@@ -221,6 +230,16 @@ impl Metrics {
                 job: job.to_string(),
             })
             .observe(secs);
+    }
+
+    /// Job log lines dropped over the per-record limit:
+    /// `bridge_job_log_lines_dropped_total{job}`.
+    pub fn job_log_lines_dropped(&self, job: &str, n: u32) {
+        self.job_log_dropped
+            .get_or_create(&JobLabel {
+                job: job.to_string(),
+            })
+            .inc_by(u64::from(n));
     }
 
     /// One component load: `bridge_component_load_seconds{job,source}`,
