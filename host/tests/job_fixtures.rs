@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bridge::mappings::MappingSet;
 use bridge::runtime::{
-    outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig, SharedInstance,
-    MAX_RECORDS_PER_CALL,
+    as_received, outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
+    SharedInstance, MAX_RECORDS_PER_CALL,
 };
 use bridge::toolchain::ProjectDirs;
 
@@ -81,7 +81,9 @@ async fn fixture_instance(
     let cases = fixtures(&job_dir)
         .into_iter()
         .map(|(name, record, expected)| {
-            (name, read_json(&record).to_string(), read_json(&expected))
+            let record = read_json(&record).to_string();
+            let expected = as_received(&read_json(&expected), &record);
+            (name, record, expected)
         })
         .collect();
     (loaded, instance, ctx, cases)
@@ -117,7 +119,8 @@ async fn every_fixture_of_every_job_matches() {
                 .run(&ctx, &name, &read_json(&record).to_string())
                 .await;
             let actual = outcome_report(&result);
-            if actual != read_json(&expected) {
+            let record_json = read_json(&record).to_string();
+            if actual != as_received(&read_json(&expected), &record_json) {
                 mismatches.push(format!(
                     "{job}/{name}:\n{}",
                     serde_json::to_string_pretty(&actual).unwrap()

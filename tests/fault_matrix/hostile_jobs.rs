@@ -943,7 +943,7 @@ async fn leak_rows(rows: &mut Vec<Row>) {
     )
     .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
-    cmd.args(["flow", "run", "ping-1.1", "--config"])
+    cmd.args(["flow", "run", "ping-1.1", "--init", "--config"])
         .arg(&config_file)
         .args(["--today", "2025-06-01", "--log", "trace"])
         .current_dir(tmp.path());

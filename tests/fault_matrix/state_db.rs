@@ -39,6 +39,7 @@ pub async fn run() -> Vec<Row> {
         truncated_database().await,
         foreign_files().await,
         disk_full(&sims, &project).await,
+        signals(&sims, &project).await,
     ]
 }
 
@@ -646,7 +647,7 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
     let row = Row::new(
         SECTION,
         Kind::Fault,
-        "The disk fills under `bridge run` (a run every second; file size limit: `ulimit -f 128`)",
+        "The disk fills under `bridge run` (a run every second; file size limit `ulimit -f` at the database's size + 32 KiB)",
         "/readyz 503 `store-full` and bridge_store_errors_total{code=\"store-full\"} counts",
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -669,11 +670,17 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
     if !matches!(first.status.code(), Some(0) | Some(2)) {
         return row.observed(format!("first run failed: {}", error_line(&first)), false);
     }
-    // Writes past the limit fail (SIGXFSZ ignored) as on a full disk.
+    // Writes past the limit fail (SIGXFSZ ignored) as on a full disk. The
+    // limit leaves the database as it is room to start, then the WAL fills
+    // it within seconds (`sh` counts 512-byte blocks).
+    let db = tmp.path().join("state.db");
+    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let blocks = (size + 32 * 1024).max(64 * 1024) / 512;
+    let limit = format!("ulimit -f {blocks} && trap '' XFSZ && exec \"$0\" \"$@\"");
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -f 128 && trap '' XFSZ && exec \"$0\" \"$@\"",
+        &limit,
         env!("CARGO_BIN_EXE_bridge"),
         "run",
         "--config",
@@ -709,4 +716,124 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
         ),
         status == 503 && body.contains("store-full") && !counted.is_empty(),
     )
+}
+
+// ---------------------------------------------------------------------------
+// §7 Signals
+
+/// A loopback port free right now (for a listener that must keep its port
+/// across a reload).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+async fn signals(sims: &Simulators, project: &ProjectDirs) -> Row {
+    let row = Row::new(
+        "signals",
+        Kind::Fault,
+        "SIGUSR1, SIGHUP (twice: a good configuration, then a broken one), then SIGQUIT to `bridge run` with a run every second",
+        "alive after USR1 and both HUPs (the good one reloaded, the broken one refused and logged); SIGQUIT stops it cleanly: exit 0, no run left `running`",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let file = config(
+        sims,
+        project,
+        tmp.path(),
+        &format!("[schedule]\n\"ping-1.1\" = \"* * * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\""),
+    );
+    let c = file.to_str().unwrap().to_string();
+    let mut cmd = bridge(Some(sims), tmp.path(), &["run", "--init", "--config", &c]);
+    cmd.env("BRIDGE_LOG", "info");
+    let service = match Service::start(cmd) {
+        Ok(s) => s,
+        Err(e) => return row.observed(e, false),
+    };
+    let alive = |service: &Service| {
+        let mut probe = Command::new("kill");
+        probe.args(["-0", &service.pid().to_string()]);
+        probe.status().is_ok_and(|s| s.success())
+    };
+    let mut notes = Vec::new();
+    let mut ok = true;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.signal("-USR1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after_usr1 = alive(&service) && service.get("/healthz").await.0 == 200;
+    notes.push(format!(
+        "after USR1: {}",
+        if after_usr1 { "running" } else { "GONE" }
+    ));
+    ok &= after_usr1;
+
+    service.signal("-HUP");
+    // The runs in flight finish, then the service starts again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, _) = service
+        .readyz_until(Duration::from_secs(30), |s, _| s == 200)
+        .await;
+    let after_hup = alive(&service) && status == 200;
+    notes.push(format!(
+        "after HUP: {}",
+        if after_hup { "running" } else { "GONE" }
+    ));
+    ok &= after_hup;
+
+    // A broken configuration is refused; the service keeps the one it has.
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        good.replace("[schedule]", "[schedule]\n\"ping-1.1\" = \"never\""),
+    )
+    .unwrap();
+    service.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_bad_hup = alive(&service) && service.get("/healthz").await.0 == 200;
+    notes.push(format!(
+        "after a broken HUP: {}",
+        if after_bad_hup { "running" } else { "GONE" }
+    ));
+    ok &= after_bad_hup;
+    std::fs::write(&file, good).unwrap();
+
+    service.signal("-QUIT");
+    let mut child = service.child;
+    let code = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+    .await
+    .unwrap_or(None);
+    let log = service.stderr.join().unwrap_or_default();
+    notes.push(format!("QUIT: exit {code:?}"));
+    ok &= code == Some(0);
+    let reloaded = log.contains("starting again with the reloaded configuration");
+    let refused = log.contains("keeping the current one");
+    notes.push(format!(
+        "reload logged: {reloaded}; broken config refused: {refused}"
+    ));
+    ok &= reloaded && refused;
+    let running = match SqliteStore::open(&tmp.path().join("state.db"), OpenMode::Existing).await {
+        Ok(store) => {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM runs WHERE outcome = 'running'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap_or(-1)
+        }
+        Err(_) => -1,
+    };
+    notes.push(format!("runs left running: {running}"));
+    ok &= running == 0;
+    row.observed(notes.join("; "), ok)
 }

@@ -94,33 +94,16 @@ pub async fn run_inbox_command(
             println!("inbox listening on http://{addr}{INBOX_PATH}");
             std::io::stdout().flush()?;
             tracing::info!(%addr, "inbox listening");
-            serve(listener, state, processor, options, shutdown_signal()).await?;
+            serve(
+                listener,
+                state,
+                processor,
+                options,
+                crate::service::shutdown::signal(),
+            )
+            .await?;
             println!("inbox stopped");
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// SIGTERM (service managers) or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -110,10 +110,13 @@ pub async fn run_job_command(
         } => {
             let component = resolve_job(&job)?;
             let record_value = read_json(&record, "record")?;
+            // The job's expected outcome as the host receives it (texts
+            // reduced to codes, record values redacted).
             let expected = expect
                 .as_deref()
                 .map(|p| read_json(p, "expected outcome"))
-                .transpose()?;
+                .transpose()?
+                .map(|e| crate::runtime::as_received(&e, &record_value.to_string()));
             let mappings = MappingSet::load_dir(&mappings)?;
             let runtime = super::job_runtime(cache_dir)?;
             let loaded = Arc::new(runtime.load_file(&component).await?);

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use crate::config::BridgeConfig;
+use crate::service::shutdown::Stop;
 use crate::service::{self, RunOptions};
 
 #[derive(Debug, clap::Args)]
@@ -21,29 +24,56 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = BridgeConfig::load(&args.config)?;
-    let summary = service::run(
-        &config,
-        RunOptions {
-            cache_dir,
-            once: args.once,
-            init: args.init,
-        },
-        service::shutdown::signal(),
-    )
-    .await?;
-    if !args.once {
-        return Ok(ExitCode::SUCCESS);
+    let mut init = args.init;
+    let mut next: Option<BridgeConfig> = None;
+    loop {
+        let config = match next.take() {
+            Some(checked) => checked,
+            None => BridgeConfig::load(&args.config)?,
+        };
+        let reload: Arc<Mutex<Option<BridgeConfig>>> = Arc::default();
+        let wait = service::shutdown::signal_or_reload(
+            args.config.clone(),
+            service::check::check_reload,
+        );
+        let slot = reload.clone();
+        let shutdown = async move {
+            if let Stop::Reload(config) = wait.await {
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(*config);
+            }
+        };
+        let summary = service::run(
+            &config,
+            RunOptions {
+                cache_dir: cache_dir.clone(),
+                once: args.once,
+                init,
+            },
+            shutdown,
+        )
+        .await?;
+        let reloaded = reload.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (false, Some(config)) = (args.once, reloaded) {
+            // The runs in flight finished and the state database was let
+            // go: start again with the new configuration and credentials.
+            tracing::info!("starting again with the reloaded configuration");
+            init = false;
+            next = Some(config);
+            continue;
+        }
+        if !args.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        for report in &summary.reports {
+            print!("{report}");
+        }
+        for (flow, why) in &summary.failed {
+            println!("flow {flow}: could not start: {why}");
+        }
+        return Ok(if summary.all_ran() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
-    for report in &summary.reports {
-        print!("{report}");
-    }
-    for (flow, why) in &summary.failed {
-        println!("flow {flow}: could not start: {why}");
-    }
-    Ok(if summary.all_ran() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -393,7 +393,7 @@ fn job_error(job: &LoadedJob, e: JobError, terms: &RecordTerms) -> JobFailure {
         JobError::Unmapped(u) => JobFailure::Unmapped {
             job: name,
             table: job_text::code(&u.table, terms),
-            value: job_text::code(&u.value, terms),
+            value: job_text::lookup_value(&u.value, terms),
         },
         JobError::Fatal(message) => JobFailure::Fatal {
             job: name,
@@ -428,6 +428,42 @@ fn classify_trap(job: &LoadedJob, store: &Store<HostState>, e: wasmtime::Error) 
             .take(300)
             .collect(),
     }
+}
+
+/// A job's own outcome (a fixture's `expected.json`, as the job returns it
+/// and its JavaScript tests check it) as the host receives it for `record`:
+/// with the host's rules for job text applied (`job_text`: texts reduced to
+/// codes, values the record holds redacted). Emitted payloads are unchanged.
+pub fn as_received(expected: &serde_json::Value, record: &str) -> serde_json::Value {
+    let terms = RecordTerms::of_record(record);
+    let mut out = expected.clone();
+    let Some(map) = out.as_object_mut() else {
+        return out;
+    };
+    let apply = |map: &mut serde_json::Map<String, serde_json::Value>,
+                 key: &str,
+                 f: &dyn Fn(&str) -> String| {
+        if let Some(v) = map.get(key).and_then(serde_json::Value::as_str) {
+            let v = f(v);
+            map.insert(key.to_string(), serde_json::Value::String(v));
+        }
+    };
+    let outcome = map.get("outcome").and_then(serde_json::Value::as_str);
+    let kind = map.get("kind").and_then(serde_json::Value::as_str);
+    match (outcome, kind) {
+        (Some("skip"), _) => apply(map, "reason", &|v| job_text::text(v, &terms)),
+        (Some("error"), Some("bad-input")) => {
+            apply(map, "field", &|v| job_text::code(v, &terms));
+            apply(map, "reason", &|v| job_text::text(v, &terms));
+        }
+        (Some("error"), Some("unmapped")) => {
+            apply(map, "table", &|v| job_text::code(v, &terms));
+            apply(map, "value", &|v| job_text::lookup_value(v, &terms));
+        }
+        (Some("error"), Some("fatal")) => apply(map, "message", &|v| job_text::text(v, &terms)),
+        _ => {}
+    }
+    out
 }
 
 /// The fixture form of a job result, as `bridge job run` prints it and

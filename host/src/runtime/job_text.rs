@@ -13,10 +13,13 @@
 //!   no room for control characters, quotes or anything a terminal
 //!   interprets;
 //! - **checked against the record**: a word that equals (ignoring case) a
-//!   value of the record the job was given, or a word or part of one, is
-//!   redacted; so is a word with a part (between punctuation, 2 characters
-//!   or more) that the record holds with a digit or a capital letter in it
-//!   (names, dates, numbers), see [`RecordTerms`].
+//!   value of the record the job was given is redacted, and so is a word or
+//!   part of a short value (at most 4 words: a name, a date, a place); so is
+//!   a word with a part (between punctuation, 2 characters or more) that
+//!   the record holds with a digit, or with a capital letter in a short
+//!   value (names, dates, numbers), see [`RecordTerms`]. Free text in the
+//!   record (descriptions, notes) adds only its parts with a digit, so the
+//!   common words of its sentences stay usable in reasons.
 //!
 //! A word that fails is replaced by [`REDACTED`] (a run of them by one).
 //! Codes, field paths and table names pass, so `not-referred: no decision
@@ -53,6 +56,10 @@ fn parts(s: &str) -> impl Iterator<Item = &str> {
     s.split(|c: char| !c.is_alphanumeric())
         .filter(|p| p.chars().count() >= 2)
 }
+
+/// Values of at most this many words are names, dates, places or codes;
+/// longer ones are free text.
+const SHORT_VALUE_WORDS: usize = 4;
 
 /// What the record a job was given holds, to recognise it in the job's text.
 #[derive(Debug, Default, Clone)]
@@ -102,14 +109,27 @@ impl RecordTerms {
             return;
         }
         self.all.insert(s.to_lowercase());
-        for word in s.split_whitespace() {
-            self.all.insert(word.to_lowercase());
+        let words: Vec<&str> = s.split_whitespace().collect();
+        // A short value (a name, a date, a place, a code) gives all its words
+        // and parts; free text (a description, a note) only its parts with a
+        // digit: otherwise every common word of a sentence ("or", "ID" at
+        // the start of one) would be redacted from every reason.
+        let short = words.len() <= SHORT_VALUE_WORDS;
+        // Words of one or two letters ("or", "of") only as whole values.
+        let weak = |w: &str| short && w.chars().count() >= 3;
+        for word in words {
+            if weak(word) {
+                self.all.insert(word.to_lowercase());
+            }
             for part in parts(word) {
                 let lower = part.to_lowercase();
-                if part.chars().any(|c| c.is_numeric() || c.is_uppercase()) {
+                let digit = part.chars().any(char::is_numeric);
+                if digit || (short && part.chars().any(char::is_uppercase)) {
                     self.strong.insert(lower.clone());
                 }
-                self.all.insert(lower);
+                if weak(part) {
+                    self.all.insert(lower);
+                }
             }
         }
     }
@@ -136,6 +156,21 @@ pub fn code(raw: &str, terms: &RecordTerms) -> String {
         raw.to_string()
     } else {
         REDACTED.to_string()
+    }
+}
+
+/// An unmapped value: the lookup key a mapping table lacks. The operator
+/// needs it to add the row, and the record holds it by nature, so it is kept
+/// when it has the shape of a code and no part of it is a record term that
+/// carries a digit or a capital letter (names, dates, ids): a lower-case key
+/// such as `alternative_care` passes, `Amina` or `2015-03-02` does not.
+pub fn lookup_value(raw: &str, terms: &RecordTerms) -> String {
+    let raw = received(raw);
+    let strong = parts(raw).any(|p| terms.strong.contains(&p.to_lowercase()));
+    if is_code(raw) && !strong && !raw.chars().any(|c| c.is_uppercase() || c.is_numeric()) {
+        raw.to_string()
+    } else {
+        code(raw, terms)
     }
 }
 
@@ -179,6 +214,25 @@ mod tests {
     use super::*;
 
     const RECORD: &str = r#"{"case":{"name":"Amina Yusuf","date_of_birth":"2015-03-02","sex":"female","status":"referred","age":9}}"#;
+
+    #[test]
+    fn an_unmapped_lookup_key_is_kept_and_a_name_or_date_is_not() {
+        let terms = RecordTerms::of_record(RECORD);
+        assert_eq!(lookup_value("female", &terms), "female");
+        assert_eq!(lookup_value("alternative_care", &terms), "alternative_care");
+        for leak in [
+            "Amina",
+            "amina",
+            "2015-03-02",
+            "Yusuf",
+            "amina_yusuf",
+            "a b",
+        ] {
+            assert_eq!(lookup_value(leak, &terms), REDACTED, "{leak}");
+        }
+        // Not in the record: a code-shaped value passes as any code does.
+        assert_eq!(lookup_value("BID-7", &terms), "BID-7");
+    }
 
     #[test]
     fn code_shape_is_exactly_the_documented_one() {

@@ -15,6 +15,8 @@ mod shared;
 pub use cache::PrecompileCache;
 pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
 pub use error::{JobFailure, LoadError};
-pub use instance::{outcome_report, JobContext, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL};
+pub use instance::{
+    as_received, outcome_report, JobContext, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL,
+};
 pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};
 pub use shared::SharedInstance;

@@ -220,3 +220,18 @@ pub fn check_config(file: &Path) -> CheckReport {
     );
     report
 }
+
+/// What `bridge run` checks before it takes a reloaded configuration
+/// (SIGHUP): everything `config check` checks; the configuration as read.
+/// The error lists the problems (each names file, line and key; secrets are
+/// never shown).
+pub fn check_reload(file: &Path) -> anyhow::Result<BridgeConfig> {
+    let report = check_config(file);
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "{} problem(s): {}",
+        report.problems.len(),
+        report.problems.join("; ")
+    );
+    Ok(BridgeConfig::load(file)?)
+}
