@@ -10,6 +10,7 @@
 //! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
 //! | `bridge_component_load_seconds` | histogram | `job`, `source` (`cache` \| `compiled`) |
 //! | `bridge_inbox_pending` | gauge | — |
+//! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -37,6 +38,11 @@ struct FlowLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SystemLabel {
     system: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,6 +86,7 @@ pub struct Metrics {
     job_call: HistogramFamily<JobLabel>,
     component_load: HistogramFamily<LoadLabels>,
     inbox_pending: Gauge,
+    inbox_closed: Family<ReasonLabel, Counter>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -100,6 +107,7 @@ impl Metrics {
         let component_load: HistogramFamily<LoadLabels> =
             Family::new_with_constructor(component_load_histogram);
         let inbox_pending = Gauge::default();
+        let inbox_closed = Family::<ReasonLabel, Counter>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -143,6 +151,11 @@ impl Metrics {
             "Inbox messages received and not yet processed",
             inbox_pending.clone(),
         );
+        registry.register(
+            "bridge_inbox_connections_closed",
+            "Inbox connections refused over the cap or closed at a deadline, by reason",
+            inbox_closed.clone(),
+        );
         Self {
             registry,
             records,
@@ -153,6 +166,7 @@ impl Metrics {
             job_call,
             component_load,
             inbox_pending,
+            inbox_closed,
         }
     }
 
@@ -223,6 +237,16 @@ impl Metrics {
     /// Inbox messages waiting: `bridge_inbox_pending`.
     pub fn set_inbox_pending(&self, n: i64) {
         self.inbox_pending.set(n);
+    }
+
+    /// An inbox connection refused or cut off:
+    /// `bridge_inbox_connections_closed_total{reason}`.
+    pub fn inbox_connection_closed(&self, reason: &str) {
+        self.inbox_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// The text exposition (OpenMetrics), ending with `# EOF`.
