@@ -634,6 +634,7 @@ async fn serving_processes_on_arrival_retries_and_finishes_the_message_in_flight
             // Short, so the kept message comes back within the test.
             retry_delay: Duration::from_millis(50),
             today: Some(TODAY.into()),
+            ..ServeOptions::default()
         },
         async move {
             let _ = stopped.await;

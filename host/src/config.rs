@@ -306,6 +306,31 @@ pub struct InboxSection {
     /// First retry delay of a kept message (doubles per attempt).
     #[serde(default = "default_retry_secs")]
     pub retry_secs: u64,
+    /// Connections open at once; default: a quarter of the open-file
+    /// limit, at most 256.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// From the first byte of a request to its complete header.
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// From the complete header to the complete body.
+    #[serde(default = "default_body_timeout_secs")]
+    pub body_timeout_secs: u64,
+    /// Silence allowed on a connection with no request in progress.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_header_timeout_secs() -> u64 {
+    crate::inbox::conn::DEFAULT_HEADER_TIMEOUT.as_secs()
+}
+
+fn default_body_timeout_secs() -> u64 {
+    crate::inbox::http::DEFAULT_BODY_TIMEOUT.as_secs()
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    crate::inbox::conn::DEFAULT_IDLE_TIMEOUT.as_secs()
 }
 
 fn default_inbox_listen() -> std::net::SocketAddr {
@@ -359,6 +384,10 @@ pub struct InboxSettings {
     pub sealer: crate::store::Sealer,
     pub max_body_bytes: usize,
     pub retry_delay: Duration,
+    /// Time to receive a whole body.
+    pub body_timeout: Duration,
+    /// Connection cap, header and idle deadlines.
+    pub limits: crate::inbox::ConnectionLimits,
 }
 
 impl std::fmt::Debug for InboxSettings {
@@ -368,6 +397,8 @@ impl std::fmt::Debug for InboxSettings {
             .field("api_key", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
             .field("retry_delay", &self.retry_delay)
+            .field("body_timeout", &self.body_timeout)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -805,12 +836,58 @@ impl BridgeConfig {
         if s.max_body_bytes == 0 {
             return Err(self.key_error("inbox.max_body_bytes", "must be greater than 0"));
         }
+        let limits = self.inbox_limits(s)?;
         Ok(InboxSettings {
             listen: s.listen,
             api_key,
             sealer,
             max_body_bytes: s.max_body_bytes,
             retry_delay: Duration::from_secs(s.retry_secs),
+            body_timeout: Duration::from_secs(s.body_timeout_secs),
+            limits,
+        })
+    }
+}
+
+impl BridgeConfig {
+    /// The inbox's connection cap and deadlines: every deadline 1 s to
+    /// 1 h; the cap at least 1 and at most half the open-file limit.
+    fn inbox_limits(
+        &self,
+        s: &InboxSection,
+    ) -> Result<crate::inbox::ConnectionLimits, ConfigError> {
+        for (key, secs) in [
+            ("inbox.header_timeout_secs", s.header_timeout_secs),
+            ("inbox.body_timeout_secs", s.body_timeout_secs),
+            ("inbox.idle_timeout_secs", s.idle_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&secs) {
+                return Err(self.key_error(key, "must be between 1 and 3600 seconds"));
+            }
+        }
+        let max_connections = match s.max_connections {
+            None => crate::inbox::conn::default_max_connections(),
+            Some(0) => {
+                return Err(self.key_error("inbox.max_connections", "must be at least 1"));
+            }
+            Some(n) => match crate::inbox::conn::max_connections_allowed() {
+                Some(allowed) if n > allowed => {
+                    return Err(self.key_error(
+                        "inbox.max_connections",
+                        format!(
+                            "must be at most {allowed}, half the open-file limit (ulimit -n = {}): \
+                             the store, the partner clients and /healthz need descriptors too",
+                            crate::inbox::conn::open_file_limit().unwrap_or_default()
+                        ),
+                    ));
+                }
+                _ => n,
+            },
+        };
+        Ok(crate::inbox::ConnectionLimits {
+            max_connections,
+            header_timeout: Duration::from_secs(s.header_timeout_secs),
+            idle_timeout: Duration::from_secs(s.idle_timeout_secs),
         })
     }
 }
@@ -877,6 +954,40 @@ mod dtp_inbox_tests {
         assert_eq!(s.api_key, "0123456789abcdef-key");
         assert_eq!(s.max_body_bytes, crate::inbox::DEFAULT_MAX_BODY_BYTES);
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
+        assert_eq!(
+            s.limits.max_connections,
+            crate::inbox::conn::default_max_connections()
+        );
+        assert_eq!(s.body_timeout, crate::inbox::http::DEFAULT_BODY_TIMEOUT);
+    }
+
+    #[test]
+    fn inbox_limits_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api"), "0123456789abcdef-key\n").unwrap();
+        std::fs::write(dir.path().join("seal"), "ab".repeat(32)).unwrap();
+        let with = |extra: &str| {
+            load(
+                dir.path(),
+                &format!("[inbox]\napi_key = {{ file = \"api\" }}\nseal_key = {{ file = \"seal\" }}\n{extra}\n"),
+            )
+            .inbox_settings()
+        };
+        let s = with("max_connections = 8\nheader_timeout_secs = 2\nbody_timeout_secs = 3\nidle_timeout_secs = 4").unwrap();
+        assert_eq!(s.limits.max_connections, 8);
+        assert_eq!(s.limits.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.body_timeout, Duration::from_secs(3));
+        assert_eq!(s.limits.idle_timeout, Duration::from_secs(4));
+        for (extra, key) in [
+            ("max_connections = 0", "inbox.max_connections"),
+            ("max_connections = 100000000", "inbox.max_connections"),
+            ("header_timeout_secs = 0", "inbox.header_timeout_secs"),
+            ("body_timeout_secs = 0", "inbox.body_timeout_secs"),
+            ("idle_timeout_secs = 7200", "inbox.idle_timeout_secs"),
+        ] {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -274,6 +274,7 @@ fn inbox_router() -> Row {
             let (status, answer) = rt.block_on(async {
                 let request = axum::http::Request::post(INBOX_PATH)
                     .header("x-api-key", KEY)
+                    .header("content-type", "application/json")
                     .body(axum::body::Body::from(body))
                     .unwrap();
                 let response = tower::ServiceExt::oneshot(router(state.clone()), request)

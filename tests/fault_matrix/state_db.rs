@@ -122,10 +122,10 @@ impl Service {
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end even when nobody listens any more: a closed
+            // pipe would fail the service's next line of output.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -82,13 +82,15 @@ pub async fn run_inbox_command(
                 settings.sealer.clone(),
                 &settings.api_key,
                 settings.max_body_bytes,
-            );
+            )
+            .with_body_timeout(settings.body_timeout);
             let processor =
                 InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
                     .with_max_attempts(app.delivery.max_attempts);
             let options = ServeOptions {
                 retry_delay: settings.retry_delay,
                 today,
+                limits: settings.limits,
             };
             // Tests and supervisors read the bound address (the port may be 0 in the config).
             println!("inbox listening on http://{addr}{INBOX_PATH}");

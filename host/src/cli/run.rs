@@ -32,10 +32,8 @@ pub async fn run(args: RunArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<Ex
             None => BridgeConfig::load(&args.config)?,
         };
         let reload: Arc<Mutex<Option<BridgeConfig>>> = Arc::default();
-        let wait = service::shutdown::signal_or_reload(
-            args.config.clone(),
-            service::check::check_reload,
-        );
+        let wait =
+            service::shutdown::signal_or_reload(args.config.clone(), service::check::check_reload);
         let slot = reload.clone();
         let shutdown = async move {
             if let Stop::Reload(config) = wait.await {

@@ -1,7 +1,9 @@
 //! `POST /dtp/inbox`: where DTP pushes proGres messages (spec §1.A, §3.1).
 //!
-//! Order of checks: API key (401), size (413), UTF-8 / nesting / JSON (400),
-//! routing and required fields (422). A message is answered 202 with its
+//! Order of checks: API key (401), content type (415: `application/json`,
+//! optionally `; charset=utf-8`), size (413), body within its deadline (408),
+//! UTF-8 / nesting / JSON (400), routing, required fields and control
+//! characters (422). A message is answered 202 with its
 //! receipt id only once it is sealed and stored; a refused message is not
 //! stored at all. Every refusal is `{"error": <code>, "reason": <text>}`.
 
@@ -26,6 +28,8 @@ pub const INBOX_PATH: &str = "/dtp/inbox";
 /// Header carrying the inbox API key, as DTP sends it.
 pub const API_KEY_HEADER: &str = "x-api-key";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default time to receive a whole body once its header is in.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Shortest API key accepted in the configuration.
 pub const MIN_API_KEY_CHARS: usize = 16;
 
@@ -38,6 +42,7 @@ pub struct InboxState {
     /// key's length as well as its content.
     api_key_digest: [u8; 32],
     max_body_bytes: usize,
+    body_timeout: std::time::Duration,
     notify: Arc<Notify>,
 }
 
@@ -61,8 +66,15 @@ impl InboxState {
             sealer,
             api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
             max_body_bytes,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             notify: Arc::new(Notify::new()),
         }
+    }
+
+    /// Time allowed to receive a whole body (408 after it).
+    pub fn with_body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Signalled after each stored message, for the processor to wake up.
@@ -99,7 +111,44 @@ pub fn router(state: InboxState) -> Router {
 
 fn refuse(r: Rejection) -> Response {
     tracing::info!(status = r.status.as_u16(), code = r.code, reason = %r.reason, "inbox refused a message");
-    (r.status, Json(json!({"error": r.code, "reason": r.reason}))).into_response()
+    let mut response =
+        (r.status, Json(json!({"error": r.code, "reason": r.reason}))).into_response();
+    if r.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still come: the connection is not reusable.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// `application/json`, with no parameter but `charset=utf-8`.
+fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let unsupported = || {
+        Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "content-type must be application/json (optionally with charset=utf-8)",
+        )
+    };
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(unsupported)?;
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(unsupported());
+    }
+    for param in parts {
+        let (name, val) = param.split_once('=').ok_or_else(unsupported)?;
+        let val = val.trim().trim_matches('"');
+        if !(name.trim().eq_ignore_ascii_case("charset") && val.eq_ignore_ascii_case("utf-8")) {
+            return Err(unsupported());
+        }
+    }
+    Ok(())
 }
 
 async fn receive(State(state): State<InboxState>, headers: HeaderMap, body: Body) -> Response {
@@ -122,6 +171,7 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
     if !state.key_matches(key.as_bytes()) {
         return Err(unauthorized("the x-api-key header is not valid"));
     }
+    check_content_type(headers)?;
 
     let too_large = || {
         Rejection::new(
@@ -137,9 +187,19 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return Err(too_large());
     }
-    let bytes = Limited::new(body, state.max_body_bytes)
-        .collect()
+    let read = Limited::new(body, state.max_body_bytes).collect();
+    let bytes = tokio::time::timeout(state.body_timeout, read)
         .await
+        .map_err(|_| {
+            Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "the body did not arrive within {} seconds",
+                    state.body_timeout.as_secs_f64()
+                ),
+            )
+        })?
         .map_err(|e| {
             if e.is::<LengthLimitError>() {
                 too_large()

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 
+use super::conn::{accept_loop, ConnectionLimits};
 use super::http::{router, InboxState};
 use super::processor::{Disposition, InboxProcessor};
 
@@ -26,6 +27,8 @@ pub struct ServeOptions {
     pub retry_delay: Duration,
     /// Today's date for the jobs; `None`: the machine's date at each pass.
     pub today: Option<String>,
+    /// Connection cap and deadlines.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for ServeOptions {
@@ -33,6 +36,7 @@ impl Default for ServeOptions {
         Self {
             retry_delay: Duration::from_secs(30),
             today: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -46,7 +50,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(work(processor, state.notifier(), stop_rx, options));
+    let limits = options.limits;
+    let worker = tokio::spawn(work(processor, state.notifier(), stop_rx.clone(), options));
     // A worker that dies (a handler panicked) must not leave an inbox that
     // accepts messages nobody processes: stop serving and report it.
     let (ended_tx, ended_rx) = oneshot::channel::<bool>();
@@ -55,25 +60,24 @@ pub async fn serve(
         let _ = ended_tx.send(panicked);
     });
     let (crashed_tx, crashed_rx) = oneshot::channel::<()>();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = shutdown => {
-                    tracing::info!("inbox stopping: no new messages; finishing the one in flight");
-                }
-                ended = ended_rx => {
-                    if ended.unwrap_or(true) {
-                        tracing::error!("inbox worker ended abnormally; stopping the inbox");
-                        let _ = crashed_tx.send(());
-                    }
+    let stopper = tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => {
+                tracing::info!("inbox stopping: no new messages; finishing the one in flight");
+            }
+            ended = ended_rx => {
+                if ended.unwrap_or(true) {
+                    tracing::error!("inbox worker ended abnormally; stopping the inbox");
+                    let _ = crashed_tx.send(());
                 }
             }
-            let _ = stop_tx.send(true);
-        })
-        .await;
+        }
+        let _ = stop_tx.send(true);
+    });
+    accept_loop(listener, router(state), limits, stop_rx).await;
+    let _ = stopper.await;
     // The worker stops between messages; wait for the one in flight.
     let _ = watcher.await;
-    served?;
     if crashed_rx.await.is_ok() {
         return Err(std::io::Error::other("the inbox worker ended abnormally"));
     }

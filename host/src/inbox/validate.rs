@@ -2,6 +2,9 @@
 //! with a known `request_type` and a non-empty `interventions` array of
 //! objects carrying the fields each flow correlates on.
 //!
+//! No string or field name may hold a control character other than tab,
+//! line feed and carriage return (a NUL once reached Primero inside a name).
+//!
 //! Reasons name the field and what is wrong with it, never its value: a
 //! value may be personal data.
 
@@ -164,7 +167,72 @@ pub fn validate(body: &[u8]) -> Result<(InboxKind, Value), Rejection> {
             }
         }
     }
+    if let Some(rejection) = control_character(&value, &mut String::new()) {
+        return Err(rejection);
+    }
     Ok((kind, value))
+}
+
+/// A character no field has a use for: C0 controls but tab, LF and CR;
+/// DEL; C1 controls.
+fn is_forbidden_control(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{7f}'
+}
+
+/// Field names in a path: plain ones as they are, others by position (a
+/// hostile name is neither echoed nor allowed to garble the reason).
+fn push_key(path: &mut String, key: &str, position: usize) {
+    let plain = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("[field {position}]"));
+    }
+}
+
+/// The first string or field name holding a forbidden control character.
+fn control_character(value: &Value, path: &mut String) -> Option<Rejection> {
+    let found = |path: &str, what: &str, c: char| {
+        let at = if path.is_empty() { "the body" } else { path };
+        Rejection::field(
+            "control-character",
+            format!(
+                "{what}{at} contains a control character (U+{:04X})",
+                c as u32
+            ),
+        )
+    };
+    match value {
+        Value::String(s) => s
+            .chars()
+            .find(|c| is_forbidden_control(*c))
+            .map(|c| found(path, "", c)),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let hit = control_character(item, path);
+            path.truncate(len);
+            hit
+        }),
+        Value::Object(map) => map.iter().enumerate().find_map(|(position, (key, item))| {
+            let len = path.len();
+            push_key(path, key, position);
+            let hit = match key.chars().find(|c| is_forbidden_control(*c)) {
+                Some(c) => Some(found(path, "the name of ", c)),
+                None => control_character(item, path),
+            };
+            path.truncate(len);
+            hit
+        }),
+        _ => None,
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -253,6 +321,37 @@ mod tests {
             "interventions": [{"progres_interventionnumber": "  "}]}))
         .unwrap_err();
         assert_eq!(e.code, "empty-field");
+    }
+
+    #[test]
+    fn control_characters_are_refused_with_the_field_path() {
+        let row = |given: &str| {
+            json!({"request_type": "PrimeroOutgoingReferral",
+                "interventions": [{"progres_interventionnumber": "803-24-PRTITV-1",
+                    "individuals": {"progres_givenname": given}}]})
+        };
+        let e = check(row("Ami\u{0}na")).unwrap_err();
+        assert_eq!(e.code, "control-character");
+        assert_eq!(
+            e.reason,
+            "interventions[0].individuals.progres_givenname contains a control character (U+0000)"
+        );
+        assert!(!e.reason.contains("Ami"));
+        for c in ['\u{1}', '\u{1b}', '\u{7f}', '\u{85}', '\u{9f}'] {
+            assert_eq!(
+                check(row(&format!("A{c}"))).unwrap_err().code,
+                "control-character"
+            );
+        }
+        // Free text keeps its line breaks and tabs.
+        assert!(check(row("line one\r\nline\ttwo")).is_ok());
+        let e = check(json!({"request_type": "PrimeroOutgoingReferral",
+            "interventions": [{"progres_interventionnumber": "1", "bad\u{0}name": "x"}]}))
+        .unwrap_err();
+        assert_eq!(
+            e.reason,
+            "the name of interventions[0][field 1] contains a control character (U+0000)"
+        );
     }
 
     #[test]

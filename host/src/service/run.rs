@@ -297,13 +297,15 @@ pub async fn run(
                 settings.sealer.clone(),
                 &settings.api_key,
                 settings.max_body_bytes,
-            );
+            )
+            .with_body_timeout(settings.body_timeout);
             let processor =
                 InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
                     .with_max_attempts(app.delivery.max_attempts);
             let serve_options = ServeOptions {
                 retry_delay: settings.retry_delay,
                 today: None,
+                limits: settings.limits,
             };
             stdout_lines.push(format!("inbox listening on http://{addr}{INBOX_PATH}"));
             tracing::info!(%addr, "inbox listening");

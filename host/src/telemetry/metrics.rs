@@ -12,6 +12,7 @@
 //! | `bridge_component_load_seconds` | histogram | `job`, `source` (`cache` \| `compiled`) |
 //! | `bridge_inbox_pending` | gauge | — |
 //! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
+//! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -44,6 +45,11 @@ struct SystemLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,6 +95,7 @@ pub struct Metrics {
     component_load: HistogramFamily<LoadLabels>,
     inbox_pending: Gauge,
     store_errors: Family<CodeLabel, Counter>,
+    inbox_closed: Family<ReasonLabel, Counter>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -111,6 +118,7 @@ impl Metrics {
             Family::new_with_constructor(component_load_histogram);
         let inbox_pending = Gauge::default();
         let store_errors = Family::<CodeLabel, Counter>::default();
+        let inbox_closed = Family::<ReasonLabel, Counter>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -164,6 +172,11 @@ impl Metrics {
             "Failed uses of the state database, by reason code",
             store_errors.clone(),
         );
+        registry.register(
+            "bridge_inbox_connections_closed",
+            "Inbox connections refused over the cap or closed at a deadline, by reason",
+            inbox_closed.clone(),
+        );
         Self {
             registry,
             records,
@@ -176,6 +189,7 @@ impl Metrics {
             component_load,
             inbox_pending,
             store_errors,
+            inbox_closed,
         }
     }
 
@@ -263,6 +277,16 @@ impl Metrics {
         self.store_errors
             .get_or_create(&CodeLabel {
                 code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// An inbox connection refused or cut off:
+    /// `bridge_inbox_connections_closed_total{reason}`.
+    pub fn inbox_connection_closed(&self, reason: &str) {
+        self.inbox_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }
