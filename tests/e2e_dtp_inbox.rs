@@ -396,6 +396,7 @@ async fn inbox_refuses_every_bad_message_with_a_reason_and_stores_nothing() {
     huge.resize(DEFAULT_MAX_BODY_BYTES + 1, b' ');
     let request = axum::http::Request::post(INBOX_PATH)
         .header("x-api-key", API_KEY)
+        .header("content-type", "application/json")
         .body(Body::from(huge))
         .unwrap();
     let response = tower::ServiceExt::oneshot(router(inbox.state.clone()), request)

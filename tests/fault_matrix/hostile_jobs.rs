@@ -897,6 +897,41 @@ fn leaking_job_wat() -> String {
     )
 }
 
+/// Simulators seeded for workflow 1.1 and a jobs folder holding the real
+/// jobs except PING 1.1's, whose file name (`target`) a test fills with its
+/// stand-in: (project, simulators, seed, temporary folder, jobs folder, target).
+async fn stand_in(
+    seed_no: u64,
+) -> Result<
+    (
+        ProjectDirs,
+        Simulators,
+        bridge::sim::scenario::Seed11,
+        tempfile::TempDir,
+        PathBuf,
+        String,
+    ),
+    String,
+> {
+    let project = ProjectDirs::locate().map_err(|e| e.to_string())?;
+    let sims = Simulators::start_loopback()
+        .await
+        .map_err(|e| e.to_string())?;
+    let seed = seed_workflow_1_1(&sims, seed_no);
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir_all(&jobs).map_err(|e| e.to_string())?;
+    let real_jobs = bridge::app::job_files(&project.jobs_dist()).map_err(|e| e.to_string())?;
+    let target = format!("{}.wasm", bridge::flows::ping_referral_to_primero::JOB);
+    for job in &real_jobs {
+        let name = job.file_name().unwrap().to_string_lossy().into_owned();
+        if name != target {
+            std::os::unix::fs::symlink(job, jobs.join(&name)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok((project, sims, seed, tmp, jobs, target))
+}
+
 /// A flow run (`bridge flow run ping-1.1`, trace logs) with [`leaking_job_wat`]
 /// in place of the real job: no name, date of birth or phone number of the
 /// simulators' people in the CLI output, the logs or the state database, no
@@ -907,29 +942,10 @@ async fn leak_rows(rows: &mut Vec<Row>) {
     let fail = |rows: &mut Vec<Row>, why: String| {
         rows.push(Row::new(SECTION, Kind::HostileJob, case, "set up").observed(why, false));
     };
-    let project = match ProjectDirs::locate() {
-        Ok(p) => p,
-        Err(e) => return fail(rows, e.to_string()),
+    let (project, sims, seed, tmp, jobs, target) = match stand_in(62).await {
+        Ok(parts) => parts,
+        Err(e) => return fail(rows, e),
     };
-    let sims = match Simulators::start_loopback().await {
-        Ok(s) => s,
-        Err(e) => return fail(rows, e.to_string()),
-    };
-    let seed = seed_workflow_1_1(&sims, 62);
-    let tmp = tempfile::tempdir().unwrap();
-    let jobs = tmp.path().join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    let real_jobs = match bridge::app::job_files(&project.jobs_dist()) {
-        Ok(j) => j,
-        Err(e) => return fail(rows, e.to_string()),
-    };
-    let target = format!("{}.wasm", bridge::flows::ping_referral_to_primero::JOB);
-    for job in &real_jobs {
-        let name = job.file_name().unwrap().to_string_lossy().into_owned();
-        if name != target {
-            std::os::unix::fs::symlink(job, jobs.join(&name)).unwrap();
-        }
-    }
     std::fs::write(
         jobs.join(&target),
         wat::parse_str(leaking_job_wat()).expect("leaking job WAT"),
@@ -1028,29 +1044,10 @@ async fn flow_rows(rows: &mut Vec<Row>) {
     let fail = |rows: &mut Vec<Row>, why: String| {
         rows.push(Row::new(SECTION, Kind::HostileJob, case, "set up").observed(why, false));
     };
-    let project = match ProjectDirs::locate() {
-        Ok(p) => p,
-        Err(e) => return fail(rows, e.to_string()),
+    let (project, sims, seed, tmp, jobs, target) = match stand_in(61).await {
+        Ok(parts) => parts,
+        Err(e) => return fail(rows, e),
     };
-    let sims = match Simulators::start_loopback().await {
-        Ok(s) => s,
-        Err(e) => return fail(rows, e.to_string()),
-    };
-    let seed = seed_workflow_1_1(&sims, 61);
-    let tmp = tempfile::tempdir().unwrap();
-    let jobs = tmp.path().join("jobs");
-    std::fs::create_dir_all(&jobs).unwrap();
-    let real_jobs = match bridge::app::job_files(&project.jobs_dist()) {
-        Ok(j) => j,
-        Err(e) => return fail(rows, e.to_string()),
-    };
-    let target = format!("{}.wasm", bridge::flows::ping_referral_to_primero::JOB);
-    for job in &real_jobs {
-        let name = job.file_name().unwrap().to_string_lossy().into_owned();
-        if name != target {
-            std::os::unix::fs::symlink(job, jobs.join(&name)).unwrap();
-        }
-    }
     let looping = job_wat(1, "", &[]).replacen(
         "      (i32.const 260))\n",
         "      (loop $forever (br $forever))\n      (i32.const 260))\n",
@@ -1143,11 +1140,7 @@ async fn flow_rows(rows: &mut Vec<Row>) {
 
     // Run 2: the real job is back; the run is what a clean first run is.
     std::fs::remove_file(jobs.join(&target)).unwrap();
-    let real = real_jobs
-        .iter()
-        .find(|j| j.ends_with(&target))
-        .expect("real job");
-    std::os::unix::fs::symlink(real, jobs.join(&target)).unwrap();
+    std::os::unix::fs::symlink(project.jobs_dist().join(&target), jobs.join(&target)).unwrap();
     for (n, expected, label) in [
         (
             2,
