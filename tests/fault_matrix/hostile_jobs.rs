@@ -1058,7 +1058,7 @@ async fn flow_rows(rows: &mut Vec<Row>) {
     let config_file = tmp.path().join("bridge.toml");
     std::fs::write(
         &config_file,
-        sims.config_toml(&jobs, &project.mappings("kenya-dadaab")) + "call_timeout_ms = 300\n",
+        sims.config_toml(&jobs, &project.mappings("kenya-dadaab")) + "call_timeout_ms = 1000\n",
     )
     .unwrap();
     for (k, v) in sims.secret_env() {

@@ -3,10 +3,14 @@
 //! store holds nothing afterwards.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
+use bridge::inbox::conn::accept_loop;
 use bridge::inbox::validate::required_fields;
-use bridge::inbox::{router, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
+use bridge::inbox::{
+    router, ConnectionLimits, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH,
+};
 use bridge::sim::people::PeopleGenerator;
 use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
 use serde_json::{json, Value};
@@ -524,6 +528,9 @@ pub async fn run() -> Vec<Row> {
         );
     }
 
+    rows.extend(content_rows(&h, &name).await);
+    rows.extend(connection_rows(&h, &name).await);
+
     // Nothing of any refused body reached the database file.
     let leaked = contains_bytes(&h.db_bytes(), &name);
     rows.push(
@@ -595,4 +602,188 @@ pub async fn run() -> Vec<Row> {
         .tried(0),
     );
     rows
+}
+
+/// Issue 14 §3: a NUL character in a field, and a body that is not JSON by
+/// its content type.
+async fn content_rows(h: &Harness, name: &str) -> Vec<Row> {
+    let kind = InboxKind::PrimeroOutgoingReferral;
+    let mut row = good_row(kind, name);
+    row.insert(
+        "individuals.progres_givenname".into(),
+        Value::from(format!("{name}\u{0}x")),
+    );
+    let body = serde_json::to_vec(&message(kind, vec![row])).unwrap();
+    let before = h.stored().await;
+    let nul = h.post(Some(API_KEY), body.clone()).await;
+    let stored = h.stored().await - before;
+    let nul_row = Row::new(
+        SECTION,
+        Kind::BadInput,
+        "a NUL character inside a name field (it used to reach Primero)",
+        "422 control-character naming the field, nothing stored",
+    )
+    .observed(
+        format!(
+            "{} {}: {}; {stored} stored",
+            nul.status,
+            nul.body["error"],
+            short(nul.body["reason"].as_str().unwrap_or(""), 90)
+        ),
+        nul.status == 422
+            && nul.body["error"] == "control-character"
+            && nul.body["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("progres_givenname") && !r.contains(name))
+            && stored == 0,
+    );
+    let request = axum::http::Request::post(INBOX_PATH)
+        .header("x-api-key", API_KEY)
+        .header("content-type", "text/plain")
+        .body(Body::from(body))
+        .unwrap();
+    let plain = h.send(request).await;
+    let plain_row = Row::new(
+        SECTION,
+        Kind::BadInput,
+        "a good message sent as text/plain",
+        "415 unsupported-media-type, nothing stored",
+    )
+    .observed(
+        format!("{} {}", plain.status, plain.body["error"]),
+        plain.status == 415 && plain.body["error"] == "unsupported-media-type",
+    );
+    vec![nul_row, plain_row]
+}
+
+/// Issue 14 §3: connections held open without a key. The inbox's own
+/// accept loop with a small cap and short deadlines, on loopback.
+async fn connection_rows(h: &Harness, name: &str) -> Vec<Row> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const CAP: usize = 16;
+    let limits = ConnectionLimits {
+        max_connections: CAP,
+        header_timeout: Duration::from_millis(800),
+        idle_timeout: Duration::from_millis(800),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(accept_loop(
+        listener,
+        router(h.state.clone()),
+        limits,
+        stop_rx,
+    ));
+    let mut rows = Vec::new();
+
+    // 3 × the cap of idle connections, no key, no byte sent.
+    let mut idle = Vec::new();
+    for _ in 0..CAP * 3 {
+        if let Ok(c) = tokio::net::TcpStream::connect(addr).await {
+            idle.push(c);
+        }
+    }
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for mut c in idle {
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && String::from_utf8_lossy(&buf[..n]).contains(" 503 ") => {
+                refused += 1
+            }
+            _ => kept.push(c),
+        }
+    }
+    // The idle deadline closes what was kept open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut closed = 0;
+    for mut c in kept {
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    let body = serde_json::to_vec(&message(
+        InboxKind::PrimeroOutgoingReferral,
+        vec![good_row(InboxKind::PrimeroOutgoingReferral, name)],
+    ))
+    .unwrap();
+    let good = post_raw(addr, &body).await;
+    rows.push(
+        Row::new(
+            SECTION,
+            Kind::Fault,
+            format!("{} idle connections without a key (cap {CAP}, idle deadline 0.8 s), then a good message", CAP * 3),
+            format!("{} answered 503 at once, the {CAP} within the cap closed at the idle deadline; the good message 202", CAP * 2),
+        )
+        .observed(
+            format!("{refused} answered 503; {closed} closed when idle; then {good}"),
+            refused == CAP * 2 && closed == CAP && good == 202,
+        ),
+    );
+
+    // A request header trickled a byte at a time (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_after = None;
+    for b in b"POST /dtp/inbox HTTP/1.1\r\nhost: x\r\nx-api-key: "
+        .iter()
+        .cycle()
+        .take(400)
+    {
+        if slow.write_all(&[*b]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+    }
+    rows.push(
+        Row::new(
+            SECTION,
+            Kind::Fault,
+            "a request header sent a byte every 50 ms (header deadline 0.8 s)",
+            "the connection is closed at the header deadline",
+        )
+        .observed(
+            match cut_after {
+                Some(t) => format!("closed after {:.1} s", t.as_secs_f64()),
+                None => "still open after 20 s".to_string(),
+            },
+            cut_after.is_some_and(|t| t < Duration::from_secs(5)),
+        ),
+    );
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    rows
+}
+
+/// POST a message over a plain connection; the status answered.
+async fn post_raw(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut c) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let head = format!(
+        "POST {INBOX_PATH} HTTP/1.1\r\nhost: inbox\r\nx-api-key: {API_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    if c.write_all(head.as_bytes()).await.is_err() || c.write_all(body).await.is_err() {
+        return 0;
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

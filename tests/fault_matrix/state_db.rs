@@ -128,7 +128,8 @@ impl Service {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Generous: a fresh component cache compiles every job first.
+        let deadline = Instant::now() + Duration::from_secs(300);
         let mut metrics = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -557,6 +558,9 @@ async fn truncated_database() -> Row {
     let store = SqliteStore::open(&db, OpenMode::Init).await.unwrap();
     store.pool().close().await;
     drop(store);
+    // Emptied: the file at 0 bytes and no WAL beside it (a main file at 0
+    // bytes with a WAL is a database killed before its first checkpoint).
+    remove_db(&db);
     std::fs::File::create(&db).unwrap();
     let runs = output(bridge(None, tmp.path(), &["runs", "--config", &c])).await;
     let init = output(bridge(
