@@ -19,6 +19,7 @@ pub mod connectors;
 pub mod doctor;
 pub mod flows;
 pub mod inbox;
+pub mod limits;
 pub mod mappings;
 pub mod round_trip;
 pub mod runtime;

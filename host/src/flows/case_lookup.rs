@@ -22,7 +22,14 @@ pub enum CaseKey<'a> {
     CaseId(&'a str),
 }
 
-impl CaseKey<'_> {
+impl<'a> CaseKey<'a> {
+    /// The value asked for.
+    fn raw(self) -> &'a str {
+        match self {
+            CaseKey::IndividualNo(v) | CaseKey::CaseId(v) => v,
+        }
+    }
+
     /// The Primero field filtered on.
     pub fn field(self) -> &'static str {
         match self {
@@ -31,7 +38,8 @@ impl CaseKey<'_> {
         }
     }
 
-    fn value(self) -> &'static str {
+    /// What a well-formed value looks like, for the refusal.
+    fn expected(self) -> &'static str {
         match self {
             CaseKey::IndividualNo(_) => "a proGres individual number (e.g. 803-100000519)",
             CaseKey::CaseId(_) => "a UUID",
@@ -55,11 +63,11 @@ impl CaseKey<'_> {
 
     /// Whether `case` carries exactly the value asked for.
     pub fn matches(self, case: &Case) -> bool {
-        let (have, want) = match self {
-            CaseKey::IndividualNo(v) => (case.unhcr_individual_no.as_deref(), v),
-            CaseKey::CaseId(v) => (case.case_id.as_deref(), v),
+        let have = match self {
+            CaseKey::IndividualNo(_) => case.unhcr_individual_no.as_deref(),
+            CaseKey::CaseId(_) => case.case_id.as_deref(),
         };
-        have == Some(want)
+        have == Some(self.raw())
     }
 }
 
@@ -138,13 +146,10 @@ pub fn refuse_malformed(key: CaseKey<'_>) -> Result<(), LookupError> {
     if key.is_well_formed() {
         return Ok(());
     }
-    let len = match key {
-        CaseKey::IndividualNo(v) | CaseKey::CaseId(v) => v.chars().count(),
-    };
     Err(LookupError::Malformed {
         field: key.field(),
-        expected: key.value(),
-        len,
+        expected: key.expected(),
+        len: key.raw().chars().count(),
     })
 }
 

@@ -70,20 +70,7 @@ impl Default for ConnectionLimits {
 
 /// The process's soft open-file limit (`ulimit -n`), if known.
 pub fn open_file_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit only writes the struct it is given.
-        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-        (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
+    crate::limits::open_files()
 }
 
 /// A quarter of the open-file limit, at most [`MAX_DEFAULT_CONNECTIONS`]:

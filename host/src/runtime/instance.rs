@@ -113,7 +113,7 @@ impl JobInstance {
         live.store.data_mut().end_call();
         match result {
             // The mappings hold no personal data: codes only, no record.
-            Ok(Err(e)) => Err(job_error(&job, e, &RecordTerms::default())),
+            Ok(Err(e)) => Err(received_error(job.name.clone(), e, &RecordTerms::default())),
             Ok(Ok(())) => Ok(()),
             Err(e) => {
                 let failure = classify_trap(&job, &live.store, e);
@@ -365,11 +365,12 @@ fn job_outcome(
                     reason: e.to_string(),
                 })
         }
-        Ok(Outcome::Skip(reason)) => Ok(JobOutcome::Skip(job_text::text(
-            &reason,
+        Ok(Outcome::Skip(reason)) => Ok(received_skip(&reason, &RecordTerms::of_record(record))),
+        Err(e) => Err(received_error(
+            job.name.clone(),
+            e,
             &RecordTerms::of_record(record),
-        ))),
-        Err(e) => Err(job_error(job, e, &RecordTerms::of_record(record))),
+        )),
     }
 }
 
@@ -381,9 +382,13 @@ fn arm(store: &mut Store<HostState>, job: &LoadedJob, _what: &str) {
     store.set_epoch_deadline(1);
 }
 
+/// A job's skip, its reason reduced to codes the record does not hold.
+fn received_skip(reason: &str, terms: &RecordTerms) -> JobOutcome {
+    JobOutcome::Skip(job_text::text(reason, terms))
+}
+
 /// A job's error, its texts reduced to codes the record does not hold.
-fn job_error(job: &LoadedJob, e: JobError, terms: &RecordTerms) -> JobFailure {
-    let name = job.name.clone();
+fn received_error(name: String, e: JobError, terms: &RecordTerms) -> JobFailure {
     match e {
         JobError::BadInput(f) => JobFailure::BadInput {
             job: name,
@@ -435,35 +440,35 @@ fn classify_trap(job: &LoadedJob, store: &Store<HostState>, e: wasmtime::Error) 
 /// with the host's rules for job text applied (`job_text`: texts reduced to
 /// codes, values the record holds redacted). Emitted payloads are unchanged.
 pub fn as_received(expected: &serde_json::Value, record: &str) -> serde_json::Value {
+    use super::bindings::{FieldError, UnmappedValue};
     let terms = RecordTerms::of_record(record);
-    let mut out = expected.clone();
-    let Some(map) = out.as_object_mut() else {
-        return out;
+    let text = |key: &str| {
+        expected
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
     };
-    let apply = |map: &mut serde_json::Map<String, serde_json::Value>,
-                 key: &str,
-                 f: &dyn Fn(&str) -> String| {
-        if let Some(v) = map.get(key).and_then(serde_json::Value::as_str) {
-            let v = f(v);
-            map.insert(key.to_string(), serde_json::Value::String(v));
+    let error = match (text("outcome").as_deref(), text("kind").as_deref()) {
+        (Some("skip"), _) => {
+            return match text("reason") {
+                Some(reason) => outcome_report(&Ok(received_skip(&reason, &terms))),
+                None => expected.clone(),
+            }
         }
+        (Some("error"), Some("bad-input")) => text("field")
+            .zip(text("reason"))
+            .map(|(field, reason)| JobError::BadInput(FieldError { field, reason })),
+        (Some("error"), Some("unmapped")) => text("table")
+            .zip(text("value"))
+            .map(|(table, value)| JobError::Unmapped(UnmappedValue { table, value })),
+        (Some("error"), Some("fatal")) => text("message").map(JobError::Fatal),
+        _ => None,
     };
-    let outcome = map.get("outcome").and_then(serde_json::Value::as_str);
-    let kind = map.get("kind").and_then(serde_json::Value::as_str);
-    match (outcome, kind) {
-        (Some("skip"), _) => apply(map, "reason", &|v| job_text::text(v, &terms)),
-        (Some("error"), Some("bad-input")) => {
-            apply(map, "field", &|v| job_text::code(v, &terms));
-            apply(map, "reason", &|v| job_text::text(v, &terms));
-        }
-        (Some("error"), Some("unmapped")) => {
-            apply(map, "table", &|v| job_text::code(v, &terms));
-            apply(map, "value", &|v| job_text::lookup_value(v, &terms));
-        }
-        (Some("error"), Some("fatal")) => apply(map, "message", &|v| job_text::text(v, &terms)),
-        _ => {}
+    match error {
+        // The job's name is not part of the fixture form.
+        Some(e) => outcome_report(&Err(received_error(String::new(), e, &terms))),
+        None => expected.clone(),
     }
-    out
 }
 
 /// The fixture form of a job result, as `bridge job run` prints it and

@@ -259,24 +259,17 @@ fn space_problem(path: &Path) -> Option<String> {
             ));
         }
     }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a plain struct getrlimit fills.
-    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0
-        && limit.rlim_cur != libc::RLIM_INFINITY
-    {
+    if let Some(limit) = crate::limits::file_size() {
         let mut wal = path.as_os_str().to_os_string();
         wal.push("-wal");
         for file in [path.as_os_str(), wal.as_os_str()] {
             let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
             // Within a page of the limit: the next write does not fit.
-            if size.saturating_add(8 * 1024) >= limit.rlim_cur {
+            if size.saturating_add(8 * 1024) >= limit {
                 return Some(format!(
                     "{} reached the process's file size limit of {} bytes (ulimit -f)",
                     Path::new(file).display(),
-                    limit.rlim_cur
+                    limit
                 ));
             }
         }
