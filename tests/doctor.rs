@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bridge::sim::dtp::{DtpSim, DtpSimConfig, RunningDtpSim, TestPki};
-use bridge::sim::people::PeopleGenerator;
-use bridge::sim::ping::{PingSim, PingSimConfig, RunningPingSim};
-use bridge::sim::primero::{
+use bridge_sim::dtp::{DtpSim, DtpSimConfig, RunningDtpSim, TestPki};
+use bridge_sim::people::PeopleGenerator;
+use bridge_sim::ping::{PingSim, PingSimConfig, RunningPingSim};
+use bridge_sim::primero::{
     case_for_person, NewSimReferral, PrimeroSim, PrimeroSimConfig, RunningPrimeroSim, SimRole,
     SimUser,
 };
+use bridge_testkit::cli::text;
 use serde_json::Value;
 
 const PRIMERO_PASSWORD_ENV: &str = "BRIDGE_TEST_PRIMERO_PASSWORD";
@@ -22,7 +23,7 @@ const DTP_KEY_ENV: &str = "BRIDGE_TEST_DTP_SUBSCRIPTION_KEY";
 
 fn repo_deployment(country: &str) -> String {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mappings")
+        .join("../../mappings")
         .join(country)
         .join("deployment.toml");
     std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
@@ -245,15 +246,6 @@ impl std::fmt::Display for Doctor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&text(&self.output))
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 const PING_CHECKS: &[&str] = &[
@@ -554,7 +546,7 @@ async fn an_empty_scope_cannot_conclude_on_filters() {
 /// The transport failure kinds doctor reports come from the error chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_causes_tell_dns_refused_and_a_refused_certificate_apart() {
-    use bridge::connectors::TransportCause;
+    use bridge_partners::TransportCause;
     let http = reqwest::Client::new();
     // `.invalid` never resolves (RFC 2606).
     let err = http

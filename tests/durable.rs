@@ -8,14 +8,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bridge::app::{App, ReplaySelection};
-use bridge::flows::ledger::DeliveryPolicy;
-use bridge::runtime::{JobRuntime, RuntimeConfig};
-use bridge::sim::people::{PeopleGenerator, Person};
-use bridge::sim::ping::SimIntervention;
-use bridge::sim::scenario::Simulators;
-use bridge::store::{OpenMode, SqliteStore, Store, Trigger};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::Simulators;
+use bridge_flows::app::{App, ReplaySelection};
+use bridge_flows::ledger::DeliveryPolicy;
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{JobRuntime, RuntimeConfig};
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::SimIntervention;
+use bridge_store::{OpenMode, SqliteStore, Store, Trigger};
 
 const FLOW: &str = "ping-1.1";
 const TODAY: &str = "2025-06-01";
@@ -23,7 +23,7 @@ const TODAY: &str = "2025-06-01";
 fn project() -> ProjectDirs {
     let project = ProjectDirs::locate().expect("project folder");
     project
-        .build_jobs(&["progres-referral-to-primero".to_string()])
+        .build_jobs(&["ping-1.1".to_string()])
         .expect("jobs build");
     project
 }
@@ -205,7 +205,7 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
 
 async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
-    let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
+    let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
     let mut app = App::new(
         store,
         runtime,
@@ -216,7 +216,7 @@ async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) 
     )
     .await
     .unwrap();
-    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
+    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
     app
 }
 
@@ -463,7 +463,7 @@ async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listin
         .ping_sim()
         .requests()
         .iter()
-        .filter(|r| r.path == bridge::connectors::ping::RETRIEVE_PATH)
+        .filter(|r| r.path == bridge_partners::ping::RETRIEVE_PATH)
         .count();
     assert_eq!(retrieves, 4 + 7);
     // The transfer statuses (SHP-2748) were written once the listing was
@@ -471,7 +471,7 @@ async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listin
     let requests = sims.ping_sim().requests();
     let last_retrieve = requests
         .iter()
-        .rposition(|r| r.path == bridge::connectors::ping::RETRIEVE_PATH);
+        .rposition(|r| r.path == bridge_partners::ping::RETRIEVE_PATH);
     let first_ingestion = requests
         .iter()
         .position(|r| r.path.starts_with("/api/ingestion/"));

@@ -5,14 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bridge::sim::people::PeopleGenerator;
-use bridge::sim::ping::{PendingRowShape, SimIntervention, TRANSFER_STATUS_PENDING};
-use bridge::sim::primero::SimRole;
-use bridge::sim::scenario::{seed_workflow_1_1, Seed11, Simulators};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::{seed_workflow_1_1, Seed11, Simulators};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_sim::people::PeopleGenerator;
+use bridge_sim::ping::{PendingRowShape, SimIntervention, TRANSFER_STATUS_PENDING};
+use bridge_sim::primero::SimRole;
+use bridge_testkit::cli::output_off_runtime;
 use serde_json::Value;
 
-const JOB: &str = "progres-referral-to-primero";
+const JOB: &str = "ping-1.1";
 
 fn project() -> ProjectDirs {
     let project = ProjectDirs::locate().expect("project folder");
@@ -54,18 +55,13 @@ async fn simulators() -> (Simulators, PathBuf, tempfile::TempDir) {
 
 /// Run the binary off the async runtime's threads (the simulators live on them).
 async fn bridge(args: Vec<String>, env: Vec<(&'static str, String)>, cwd: &Path) -> Output {
-    let cwd = cwd.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_bridge"))
-            .args(&args)
-            .envs(env)
-            .env("BRIDGE_LOG", "debug")
-            .current_dir(cwd)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    command
+        .args(&args)
+        .envs(env)
+        .env("BRIDGE_LOG", "debug")
+        .current_dir(cwd);
+    output_off_runtime(command).await
 }
 
 async fn run_flow(h: &Harness) -> (Value, String) {

@@ -11,11 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bridge::sim::people::{PeopleGenerator, Person};
-use bridge::sim::ping::SimIntervention;
-use bridge::sim::primero::{NewSimReferral, PrimeroSim, SimUser};
-use bridge::sim::scenario::{sim_initial_cursor_toml, Simulators};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::{sim_initial_cursor_toml, Simulators};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::SimIntervention;
+use bridge_sim::primero::{NewSimReferral, PrimeroSim, SimUser};
+use bridge_testkit::cli::output_off_runtime;
 use serde_json::{json, Map, Value};
 
 const TODAY: &str = "2025-06-01";
@@ -63,16 +64,12 @@ async fn bridge(h: &Harness, flow: &str, extra: &[&str]) -> Output {
     args.extend(["--today".into(), TODAY.into(), "--json".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let env = h.sims.secret_env();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_bridge"))
-            .args(&args)
-            .envs(env)
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    command
+        .args(&args)
+        .envs(env)
+        .current_dir(std::env::temp_dir());
+    output_off_runtime(command).await
 }
 
 fn report(out: &Output) -> Value {
@@ -241,7 +238,7 @@ async fn dry_runs_write_nothing_report_the_records_and_a_real_run_still_delivers
     worker.phone = Some("+254700000123".into());
     primero.add_user(worker);
     let person = gen.person();
-    let mut data = bridge::sim::primero::case_for_person(
+    let mut data = bridge_sim::primero::case_for_person(
         &person,
         vec![obj(json!({
             "service_type": "legal_support",

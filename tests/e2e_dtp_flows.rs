@@ -8,19 +8,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::connectors::dtp::{DtpClient, DtpConfig, DtpEndpoint};
-use bridge::connectors::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
-use bridge::connectors::RetryPolicy;
-use bridge::flows::dtp_referral_to_primero::{Handler, JOB};
-use bridge::flows::{RecordOutcome, RunReport};
-use bridge::inbox::{HandlerError, InboxHandler, InboxKind};
-use bridge::mappings::MappingSet;
-use bridge::runtime::reload::Catalog;
-use bridge::runtime::{JobRuntime, RuntimeConfig};
-use bridge::sim::dtp::{DtpSim, DtpSimConfig, RunningDtpSim, TestPki};
-use bridge::sim::primero::{PrimeroSim, PrimeroSimConfig, RunningPrimeroSim};
-use bridge::store::{SqliteStore, Store};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::round_trip::dtp_client_config;
+use bridge_flows::dtp_1_1::{Handler, FLOW as JOB};
+use bridge_flows::{RecordOutcome, RunReport};
+use bridge_inbox::{HandlerError, InboxHandler, InboxKind};
+use bridge_mappings::MappingSet;
+use bridge_partners::dtp::DtpClient;
+use bridge_partners::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
+use bridge_partners::RetryPolicy;
+use bridge_runtime::reload::Catalog;
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{JobRuntime, RuntimeConfig};
+use bridge_sim::dtp::DtpEndpoint;
+use bridge_sim::dtp::{DtpSim, DtpSimConfig, RunningDtpSim, TestPki};
+use bridge_sim::primero::{PrimeroSim, PrimeroSimConfig, RunningPrimeroSim};
+use bridge_store::{SqliteStore, Store};
+use bridge_testkit::cli::{sigterm, Streams};
 use serde_json::{json, Map, Value};
 
 const TODAY: &str = "2025-06-01";
@@ -86,17 +89,10 @@ impl Harness {
     }
 
     fn dtp_client(&self) -> DtpClient {
-        DtpClient::new(DtpConfig {
-            urls: self.dtp.urls(),
-            subscription_key: self.dtp.sim().config().subscription_key.clone(),
-            client_cert_pem: self.pki.client_cert_pem.clone().into_bytes(),
-            client_key_pem: self.pki.client_key_pem.clone().into_bytes(),
-            extra_root_pem: Some(self.pki.ca_cert_pem.clone().into_bytes()),
-            timeout: Duration::from_secs(10),
-        })
-        .unwrap()
-        // These tests drive the message's attempts themselves.
-        .with_retry(RetryPolicy::none())
+        DtpClient::new(dtp_client_config(&self.pki, &self.dtp))
+            .unwrap()
+            // These tests drive the message's attempts themselves.
+            .with_retry(RetryPolicy::none())
     }
 
     fn primero_client(&self) -> PrimeroClient {
@@ -654,31 +650,6 @@ async fn a_decision_message_is_refused_as_permanent() {
     assert!(matches!(got, Err(HandlerError::Permanent(_))), "{got:?}");
 }
 
-/// Read the child's stdout until the inbox prints its address.
-fn inbox_url(stdout: std::process::ChildStdout) -> (String, std::thread::JoinHandle<String>) {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        let mut tx = Some(tx);
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(url) = line.strip_prefix("inbox listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("bridge inbox serve printed its address");
-    (url, reader)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn through_bridge_inbox_serve_with_dtp_pushing() {
     let h = Harness::start().await;
@@ -737,19 +708,17 @@ allow_placeholders = true
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let stderr_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut s).ok();
-        s
-    });
-    let (url, stdout_reader) = inbox_url(child.stdout.take().unwrap());
+    let streams = Streams::read(&mut child);
+    let url = tokio::task::block_in_place(|| {
+        streams.wait_for("inbox listening on ", Duration::from_secs(120))
+    })
+    .expect("bridge inbox serve printed its address");
 
     // DTP pushes one message with a good and a bad intervention.
     let good = row("803-24-PRTITV-1000320", "803-100001020");
     let mut bad = row("803-24-PRTITV-1000321", "803-100001021");
     bad.remove("individuals.progres_dateofbirth");
-    let answer = bridge::sim::dtp::push_to_inbox(&url, api_key, &message(vec![good, bad]))
+    let answer = bridge_sim::dtp::push_to_inbox(&url, api_key, &message(vec![good, bad]))
         .await
         .unwrap();
     assert_eq!(answer.status, 202, "{:?}", answer.body);
@@ -760,18 +729,12 @@ allow_placeholders = true
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Stop the server the way a service manager does (this test's own child).
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(child.id());
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    let output = format!(
-        "{}{}",
-        stdout_reader.join().unwrap(),
-        stderr_reader.join().unwrap()
-    );
+    let (stdout, stderr) = streams.finish();
+    let output = format!("{stdout}{stderr}");
     assert!(status.success(), "exit {status:?}\n{output}");
 
     let cases = h.cases_of("803-100001020");

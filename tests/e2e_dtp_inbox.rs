@@ -3,7 +3,6 @@
 //! and `inbox serve`.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,19 +12,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use base64::Engine as _;
-use bridge::connectors::dtp::{DtpClient, DtpConfig, DtpEndpoint};
-use bridge::connectors::{ConnectorError, System};
-use bridge::flows::RunReport;
-use bridge::inbox::{
+use bridge_flows::RunReport;
+use bridge_inbox::{
     router, serve, Disposition, HandlerError, InboxHandler, InboxKind, InboxProcessor, InboxState,
     ServeOptions, DEFAULT_MAX_BODY_BYTES, INBOX_PATH,
 };
-use bridge::sim::dtp::{
+use bridge_partners::dtp::{DtpClient, DtpEndpoint};
+use bridge_partners::{ConnectorError, System};
+use bridge_sim::dtp::DtpEndpoint as SimEndpoint;
+use bridge_sim::dtp::{
     push_raw_to_inbox, push_to_inbox, referral_message, DtpSim, DtpSimConfig, TestPki,
 };
-use bridge::sim::people::{PeopleGenerator, Person};
-use bridge::sim::ping::SimIntervention;
-use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::SimIntervention;
+use bridge_store::{OpenMode, Sealer, SqliteStore, Store};
+use bridge_testkit::cli::{sigterm, Streams};
+use bridge_testkit::personal::assert_absent;
 use serde_json::{json, Value};
 use sha1::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -728,16 +730,7 @@ async fn a_dead_worker_stops_the_inbox_instead_of_hoarding_messages() {
 // DTP client and simulator: mutual TLS
 // ---------------------------------------------------------------------------
 
-fn client_config(pki: &TestPki, sim: &bridge::sim::dtp::RunningDtpSim) -> DtpConfig {
-    DtpConfig {
-        urls: sim.urls(),
-        subscription_key: sim.config().subscription_key.clone(),
-        client_cert_pem: pki.client_cert_pem.clone().into_bytes(),
-        client_key_pem: pki.client_key_pem.clone().into_bytes(),
-        extra_root_pem: Some(pki.ca_cert_pem.clone().into_bytes()),
-        timeout: Duration::from_secs(10),
-    }
-}
+use bridge_demo::round_trip::dtp_client_config as client_config;
 
 const EXAMPLE_04: &str =
     include_str!("fixtures/examples/04_dtp_success_notification_flowA-1-4.json");
@@ -767,7 +760,7 @@ async fn dtp_client_with_the_pinned_certificate_reaches_every_endpoint() {
     let received = sim.received();
     assert_eq!(received.len(), 4);
     for (got, (endpoint, text)) in received.iter().zip(bodies) {
-        assert_eq!(got.endpoint, endpoint);
+        assert_eq!(got.endpoint.name(), endpoint.name());
         assert_eq!(got.body, serde_json::from_str::<Value>(text).unwrap());
         assert_eq!(
             got.client_thumbprint.as_deref(),
@@ -800,7 +793,7 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused() {
         .build()
         .unwrap();
     let r = bare
-        .post(sim.url(DtpEndpoint::Notification))
+        .post(sim.url(SimEndpoint::Notification))
         .header("Ocp-Apim-Subscription-Key", &sim.config().subscription_key)
         .json(&body)
         .send()
@@ -889,7 +882,7 @@ async fn wrong_subscription_key_and_faults_name_system_endpoint_and_status_only(
     // (Without the client's own retries, to see the error itself.)
     let client = DtpClient::new(client_config(&pki, &sim))
         .unwrap()
-        .with_retry(bridge::connectors::RetryPolicy::none());
+        .with_retry(bridge_partners::RetryPolicy::none());
     sim.fail_next("/primero-uat/ReceiveIncomingReferral", 503, 1);
     let e = client
         .post(DtpEndpoint::ReceiveIncomingReferral, &body)
@@ -901,7 +894,7 @@ async fn wrong_subscription_key_and_faults_name_system_endpoint_and_status_only(
         .post(DtpEndpoint::ReceiveIncomingReferral, &body)
         .await
         .unwrap();
-    assert_eq!(sim.bodies(DtpEndpoint::ReceiveIncomingReferral), vec![body]);
+    assert_eq!(sim.bodies(SimEndpoint::ReceiveIncomingReferral), vec![body]);
 }
 
 // ---------------------------------------------------------------------------
@@ -959,7 +952,7 @@ fn bridge_dtp_thumbprint_prints_the_sha1_of_the_certificate() {
     assert!(!err.contains("PRIVATE KEY-----"), "{err}");
 }
 
-const JOBS: [&str; 2] = ["dtp-referral-to-primero", "dtp-decision-to-primero"];
+const JOBS: [&str; 2] = ["dtp-1.1", "dtp-2.3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_inbox_serve_refuses_to_start_without_a_seal_key() {
@@ -991,7 +984,7 @@ async fn bridge_inbox_serve_refuses_to_start_without_a_seal_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() {
-    let project = bridge::toolchain::ProjectDirs::locate().expect("project folder");
+    let project = bridge_runtime::toolchain::ProjectDirs::locate().expect("project folder");
     project
         .build_jobs(&JOBS.map(String::from))
         .expect("jobs build");
@@ -1002,8 +995,8 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
         std::fs::copy(project.job_wasm(job), jobs_dir.join(format!("{job}.wasm"))).unwrap();
     }
 
-    let primero_config = bridge::sim::primero::PrimeroSimConfig::default();
-    let primero = bridge::sim::primero::PrimeroSim::new(primero_config.clone())
+    let primero_config = bridge_sim::primero::PrimeroSimConfig::default();
+    let primero = bridge_sim::primero::PrimeroSim::new(primero_config.clone())
         .start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
@@ -1041,36 +1034,16 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
         .spawn()
         .unwrap();
     let pid = child.id();
-    // Read both streams off the runtime; the first stdout line names the URL.
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (url_tx, url_rx) = std::sync::mpsc::channel::<String>();
-    let out_thread = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("inbox listening on ") {
-                let _ = url_tx.send(url.to_string());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
+    // Both streams are read on threads of their own; stdout names the URL.
+    let streams = Streams::read(&mut child);
+    let url = tokio::task::block_in_place(|| {
+        streams.wait_for("inbox listening on ", Duration::from_secs(120))
     });
-    let err_thread = std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut all);
-        all
-    });
-    let url = tokio::task::spawn_blocking(move || url_rx.recv_timeout(Duration::from_secs(120)))
-        .await
-        .unwrap();
-    let url = match url {
-        Ok(url) => url,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the inbox did not start:\n{}", err_thread.join().unwrap());
-        }
+    let Some(url) = url else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let (_, stderr) = streams.finish();
+        panic!("the inbox did not start:\n{stderr}");
     };
 
     // Refused at the door; accepted when right.
@@ -1088,7 +1061,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     assert_eq!(r.status, 202, "{}", r.body);
 
     // Flow 1-1 runs on arrival: a case in Primero, a success notification to DTP.
-    let notified = || !dtp.bodies(DtpEndpoint::Notification).is_empty();
+    let notified = || !dtp.bodies(SimEndpoint::Notification).is_empty();
     for _ in 0..1200 {
         if notified() {
             break;
@@ -1100,13 +1073,13 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
             .args(["-TERM", &pid.to_string()])
             .status();
         let _ = child.wait();
+        let (_, stderr) = streams.finish();
         panic!(
-            "no notification reached DTP; DTP saw {:?}\nstderr:\n{}",
+            "no notification reached DTP; DTP saw {:?}\nstderr:\n{stderr}",
             dtp.requests(),
-            err_thread.join().unwrap()
         );
     }
-    let notification = &dtp.bodies(DtpEndpoint::Notification)[0];
+    let notification = &dtp.bodies(SimEndpoint::Notification)[0];
     assert_eq!(
         notification["status"], "Pending Acknowledgement",
         "{notification}"
@@ -1130,16 +1103,11 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
     drop(store);
 
     // SIGTERM: stop accepting, finish, exit 0.
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(pid);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    let stdout = out_thread.join().unwrap();
-    let stderr = err_thread.join().unwrap();
+    let (stdout, stderr) = streams.finish();
     assert_eq!(
         status.code(),
         Some(0),
@@ -1149,18 +1117,7 @@ async fn bridge_inbox_serve_end_to_end_referral_notified_and_stops_on_sigterm() 
 
     // No personal data in anything the bridge printed or logged.
     let output = format!("{stdout}\n{stderr}");
-    for secret in [
-        &p.given_name,
-        &p.family_name,
-        &p.middle_name,
-        &p.date_of_birth,
-        &p.phone,
-    ] {
-        assert!(
-            !output.contains(secret.as_str()),
-            "output shows {secret}:\n{output}"
-        );
-    }
+    assert_absent("bridge inbox serve's output", &output, p.personal_data());
     assert!(!output.contains(API_KEY));
     assert!(!database_bytes(&tmp.path().join("state.db"))
         .windows(p.given_name.len())

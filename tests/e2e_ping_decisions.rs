@@ -12,28 +12,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use bridge::app::App;
-use bridge::connectors::dtp::DtpEndpoint;
-use bridge::connectors::primero::{PrimeroAuth, PrimeroConfig};
-use bridge::flows::dtp_decision_to_primero::Handler as DecisionHandler;
-use bridge::flows::RecordOutcome;
-use bridge::inbox::{InboxHandler, InboxKind};
-use bridge::runtime::{JobRuntime, RuntimeConfig};
-use bridge::sim::dtp::{decision_message, DtpSim, DtpSimConfig, SimDecision, TestPki};
-use bridge::sim::people::{PeopleGenerator, Person};
-use bridge::sim::ping::SimIntervention;
-use bridge::sim::primero::{
+use bridge_demo::scenario::Simulators;
+use bridge_flows::app::App;
+use bridge_flows::dtp_2_3::Handler as DecisionHandler;
+use bridge_flows::RecordOutcome;
+use bridge_inbox::{InboxHandler, InboxKind};
+use bridge_partners::primero::{PrimeroAuth, PrimeroConfig};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{JobRuntime, RuntimeConfig};
+use bridge_sim::dtp::DtpEndpoint;
+use bridge_sim::dtp::{decision_message, DtpSim, DtpSimConfig, SimDecision, TestPki};
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::SimIntervention;
+use bridge_sim::primero::{
     NewSimReferral, PrimeroSim, ReferralStatus, SimReferralDecision, SimRole,
 };
-use bridge::sim::scenario::Simulators;
-use bridge::store::{OpenMode, SqliteStore, Store};
-use bridge::toolchain::ProjectDirs;
+use bridge_store::{OpenMode, SqliteStore, Store};
+use bridge_testkit::cli::output_off_runtime;
+use bridge_testkit::personal::assert_absent;
 use serde_json::{json, Map, Value};
 
-const JOB_12: &str = "primero-decision-to-progres";
-const JOB_22: &str = "progres-decision-to-primero";
-const JOB_DTP_12: &str = "primero-decision-to-dtp";
-const JOB_DTP_23: &str = "dtp-decision-to-primero";
+const JOB_12: &str = "ping-1.2";
+const JOB_22: &str = "ping-2.2";
+const JOB_DTP_12: &str = "dtp-1.2";
+const JOB_DTP_23: &str = "dtp-2.3";
 const TODAY: &str = "2025-06-01";
 const DTP_KEY_ENV: &str = "BRIDGE_DTP_SUBSCRIPTION_KEY";
 
@@ -94,17 +96,13 @@ async fn run_flow(config: &Path, flow: &str, env: Vec<(&'static str, String)>) -
         TODAY.into(),
         "--json".into(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_bridge"))
-            .args(&args)
-            .envs(env)
-            .env("BRIDGE_LOG", "debug")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    command
+        .args(&args)
+        .envs(env)
+        .env("BRIDGE_LOG", "debug")
+        .current_dir(std::env::temp_dir());
+    let out = output_off_runtime(command).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report: Value = serde_json::from_str(&stdout)
@@ -144,18 +142,7 @@ impl Run {
 
     fn assert_no_personal_data(&self, people: &[Person], free_text: &[&str]) {
         for p in people {
-            for secret in [
-                &p.given_name,
-                &p.family_name,
-                &p.middle_name,
-                &p.date_of_birth,
-                &p.phone,
-            ] {
-                assert!(
-                    !self.output.contains(secret.as_str()),
-                    "personal data `{secret}` in bridge output"
-                );
-            }
+            assert_absent("bridge output", &self.output, p.personal_data());
         }
         for text in free_text {
             assert!(
@@ -465,7 +452,7 @@ async fn workflow_1_2_leaves_out_a_field_without_a_value() {
         .as_str()
         .unwrap()
         .to_string();
-    let held = |ping: &bridge::sim::ping::PingSim| {
+    let held = |ping: &bridge_sim::ping::PingSim| {
         ping.intervention_state(&r.lpinterventionid)
             .unwrap()
             .primero_caseworker

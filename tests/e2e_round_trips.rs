@@ -4,17 +4,17 @@
 
 use std::sync::Arc;
 
-use bridge::app::App;
-use bridge::connectors::dtp::DtpClient;
-use bridge::round_trip::{design_a, design_b, DtpSide, InboxSide};
-use bridge::runtime::{JobRuntime, RuntimeConfig};
-use bridge::sim::scenario::Simulators;
-use bridge::store::SqliteStore;
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::round_trip::{design_a, design_b, DtpSide, InboxSide};
+use bridge_demo::scenario::Simulators;
+use bridge_flows::app::App;
+use bridge_partners::dtp::DtpClient;
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{JobRuntime, RuntimeConfig};
+use bridge_store::SqliteStore;
 
 async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
-    let jobs = bridge::app::job_files(&project.jobs_dist()).unwrap();
+    let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
     let mut app = App::new(
         Arc::new(SqliteStore::in_memory().await.unwrap()),
         runtime,
@@ -25,7 +25,7 @@ async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App
     )
     .await
     .unwrap();
-    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
+    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
     app
 }
 

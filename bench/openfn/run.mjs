@@ -3,7 +3,7 @@
 // job, and print the timings as one JSON line on stdout.
 //
 //   node --experimental-vm-modules --no-warnings run.mjs \
-//     --job progres-referral-to-primero --input records.json --mappings mappings.json \
+//     --job ping-1.1 --input records.json --mappings mappings.json \
 //     [--records N] [--warm] [--today YYYY-MM-DD]
 //
 // records.json: a JSON array of record bundles (the bench generates them with

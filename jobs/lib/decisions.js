@@ -1,8 +1,8 @@
 // Referral decisions, shared by the decision jobs of both designs:
 //
 // - outbound (Primero caseworker decision on a proGres referral → proGres):
-//   PING workflow 1.2 (`primero-decision-to-progres`) and DTP flow 1-2
-//   (`primero-decision-to-dtp`) read the decision off one Primero service the
+//   PING workflow 1.2 (`ping-1.2`) and DTP flow 1-2
+//   (`dtp-1.2`) read the decision off one Primero service the
 //   same way (spec domain.md §1.A "Flow 1-2" steps 2–3, §4.7) and differ only
 //   in the wire format they build from it;
 // - inbound (proGres decision on a Primero referral → Primero referral

@@ -11,7 +11,7 @@ export const rootDir = dirname(jobsDir);
 /** Fixture conventions (jobs/README.md). */
 export const FIXTURE_DEFAULTS = { today: '2025-06-01', mappings: 'kenya-dadaab', runId: 'fixture' };
 
-/** Log field keys the host keeps (host/src/runtime/bindings.rs ALLOWED_LOG_FIELDS). */
+/** Log field keys the host keeps (crates/runtime/src/bindings.rs ALLOWED_LOG_FIELDS). */
 export const ALLOWED_LOG_FIELDS = [
   'record_id', 'intervention_id', 'case_id', 'service_id', 'referral_id',
   'transaction_id', 'status', 'code', 'table', 'field', 'count',
@@ -58,7 +58,7 @@ const SHIPPING_KEYS = [
 
 /**
  * The JSON the host hands to configure() for mappings/<country>/ (mirrors
- * host/src/mappings: deployment.toml's [deployment] and [shipping_processes],
+ * crates/mappings: deployment.toml's [deployment] and [shipping_processes],
  * every other .toml a table named by its file stem; .md and dotfiles ignored).
  */
 /** `"CHANGE-ME: <example>"` reads as its example, as the host gives it to jobs when placeholders are allowed. */

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use bridge::config::BridgeConfig;
+use bridge_service::config::BridgeConfig;
 
-use crate::support::short;
-use crate::{Kind, Row};
+use super::support::short;
+use super::{Kind, Row};
 
 const SECTION: &str = "config";
 
@@ -482,7 +482,7 @@ pub fn run() -> Vec<Row> {
         for (k, v) in &env {
             std::env::set_var(k, v);
         }
-        let report = bridge::service::check::check_config(&file);
+        let report = bridge_service::check::check_config(&file);
         let row = Row::new(
             SECTION,
             Kind::BadInput,
@@ -528,7 +528,7 @@ pub fn run() -> Vec<Row> {
         format!("{BASE}\n[metrics]\nlisten = \"0.0.0.0:9464\"\n"),
     )
     .unwrap();
-    let report = bridge::service::check::check_config(&file);
+    let report = bridge_service::check::check_config(&file);
     let warned = report
         .warnings
         .iter()

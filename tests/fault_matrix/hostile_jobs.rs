@@ -15,30 +15,22 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::app::App;
-use bridge::config::BridgeConfig;
-use bridge::runtime::reload::{Catalog, ReloadEvent};
-use bridge::runtime::{
+use bridge_demo::scenario::{seed_workflow_1_1, Simulators};
+use bridge_runtime::reload::{Catalog, ReloadEvent};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{
     inspect_component, outcome_report, JobContext, JobInstance, JobOutcome, JobRuntime, Limits,
     LoadError, RuntimeConfig, ALLOWED_IMPORTS,
 };
-use bridge::sim::scenario::{seed_workflow_1_1, Simulators};
-use bridge::store::OpenMode;
-use bridge::toolchain::ProjectDirs;
+use bridge_service::config::BridgeConfig;
+use bridge_store::OpenMode;
 
-use crate::support::{contains_bytes, short};
-use crate::{Kind, Row};
+use super::support::{contains_bytes, short};
+use super::{Kind, Row};
+use bridge_testkit::wat::{component_wat, esc, le, Data, Imports, Job};
 
 const SECTION: &str = "jobs";
 const OUTPUT_BYTES: u32 = 10 * 1024 * 1024;
-
-fn le(n: u32) -> String {
-    esc(&n.to_le_bytes())
-}
-
-fn esc(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
-}
 
 /// A job component; `extra_imports` are component-level imports.
 pub fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
@@ -47,9 +39,8 @@ pub fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     let thrown = "Error: thrown";
     let field = "record.id";
     let reason = "missing";
-    let mut data = String::new();
-    let mut seg =
-        |at: u32, bytes: String| data.push_str(&format!("(data (i32.const {at}) \"{bytes}\")\n"));
+    let mut data = Data::default();
+    let mut seg = |at: u32, bytes: String| data.seg(at, bytes);
     seg(100, esc(b"test-job"));
     seg(120, esc(b"1.0.0"));
     seg(130, esc(b"test"));
@@ -110,27 +101,15 @@ pub fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
     seg(820, [le(0), le(0), le(65536), le(OUTPUT_BYTES)].concat());
     let pages = OUTPUT_BYTES / 65536 + 2;
 
-    format!(
-        r#"(component
-  {extra_imports}
-  (core module $m
-    (memory (export "memory") 1)
-    (global $bump (mut i32) (i32.const 1024))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and
-        (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-        (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (block $ok
-        (br_if $ok (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
-        (drop (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))))
-      (local.get $p))
-    {data}
-    (func (export "describe") (result i32) (i32.const 200))
-    (func (export "configure") (param i32 i32) (result i32) (i32.const 240))
-    (func (export "run") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (local $c i32)
+    component_wat(&Job {
+        imports: Imports::Own(extra_imports),
+        heap_start: 1024,
+        globals: "",
+        data: data.as_str(),
+        describe_at: 200,
+        configure_at: 240,
+        run: &format!(
+            r#"(local $c i32)
       (local.set $c (i32.load8_u (local.get 7)))
       (if (i32.eq (local.get $c) (i32.const 98)) (then unreachable))
       (if (i32.eq (local.get $c) (i32.const 108)) (then (loop $spin (br $spin))))
@@ -144,34 +123,9 @@ pub fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
           (if (i32.lt_u (memory.size) (i32.const {pages}))
             (then (drop (memory.grow (i32.sub (i32.const {pages}) (memory.size))))))
           (return (i32.const 820))))
-      (i32.const 260))
-  )
-  (core instance $i (instantiate $m))
-
-  (type $field-error' (record (field "field" string) (field "reason" string)))
-  (export $field-error "field-error" (type $field-error'))
-  (type $unmapped-value' (record (field "table" string) (field "value" string)))
-  (export $unmapped-value "unmapped-value" (type $unmapped-value'))
-  (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
-  (export $context "context" (type $context'))
-  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
-  (export $outcome "outcome" (type $outcome'))
-  (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
-  (export $job-error "job-error" (type $job-error'))
-  (type $job-info' (record (field "name" string) (field "version" string) (field "flow" string) (field "tables" (list string))))
-  (export $job-info "job-info" (type $job-info'))
-
-  (func $describe (result $job-info)
-    (canon lift (core func $i "describe") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (export "describe" (func $describe))
-  (func $configure (param "mappings" string) (result (result (error $job-error)))
-    (canon lift (core func $i "configure") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (export "configure" (func $configure))
-  (func $run (param "ctx" $context) (param "record" string) (result (result $outcome (error $job-error)))
-    (canon lift (core func $i "run") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (export "run" (func $run))
-)"#
-    )
+      (i32.const 260)"#
+        ),
+    })
 }
 
 pub fn component(version: u32) -> Vec<u8> {
@@ -658,10 +612,10 @@ async fn built_jobs_rows(rows: &mut Vec<Row>) -> Option<(PathBuf, PathBuf)> {
         )
         .tried(0),
     );
-    let job = project.job_wasm("primero-referral-to-progres");
+    let job = project.job_wasm("ping-2.1");
     let record = project
         .jobs_src()
-        .join("primero-referral-to-progres/fixtures/example-18.record.json");
+        .join("ping-2.1/fixtures/example-18.record.json");
     (job.is_file() && record.is_file()).then_some((job, record))
 }
 
@@ -764,9 +718,8 @@ const ANSI: &[u8] = b"\x1b[2J\x1b[31m";
 /// record), a bad-input field and reason (the record), and a fatal message of
 /// [`LEAK_HUGE_BYTES`].
 fn leaking_job_wat() -> String {
-    let mut data = String::new();
-    let mut seg =
-        |at: u32, bytes: String| data.push_str(&format!("(data (i32.const {at}) \"{bytes}\")\n"));
+    let mut data = Data::default();
+    let mut seg = |at: u32, bytes: String| data.seg(at, bytes);
     seg(100, esc(b"leaky-job"));
     seg(120, esc(b"1.0.0"));
     seg(130, esc(b"test"));
@@ -787,44 +740,18 @@ fn leaking_job_wat() -> String {
     let ansi = ANSI.len();
     let a = 22 * 1024 * 1024; // escapes + record
     let b = 1024 * 1024; // the huge text
-    format!(
-        r#"(component
-  (core module $mem (memory (export "memory") 1))
-  (core instance $memi (instantiate $mem))
-  (alias core export $memi "memory" (core memory $memory))
-
-  (import "bridge:job/log@0.2.0" (instance $log
-    (type $level' (enum "debug" "info" "warn" "error"))
-    (export "level" (type $level (eq $level')))
-    (type $pair (tuple string string))
-    (type $fields (list $pair))
-    (export "emit" (func (param "level" $level) (param "message" string) (param "fields" $fields)))
-  ))
-  (alias export $log "emit" (func $emit))
-  (core func $emit_core (canon lower (func $emit) (memory $memory)))
-  (core instance $env (export "memory" (memory $memory)))
-  (core instance $logc (export "emit" (func $emit_core)))
-
-  (core module $m
-    (import "env" "memory" (memory 1))
-    (import "log" "emit" (func $emit (param i32 i32 i32 i32 i32)))
-    (global $bump (mut i32) (i32.const 4096))
-    (global $n (mut i32) (i32.const 0))
-    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
-      (local $p i32)
-      (local.set $p (i32.and
-        (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
-        (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
-      (global.set $bump (i32.add (local.get $p) (local.get 3)))
-      (block $ok
-        (br_if $ok (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
-        (drop (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))))
-      (local.get $p))
-    {data}
-    (func (export "describe") (result i32) (i32.const 200))
-    (func (export "configure") (param i32 i32) (result i32) (i32.const 240))
-    (func (export "run") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
-      (local $i i32) (local $k i32) (local $alen i32)
+    let a_rec = a + ansi;
+    let huge = LEAK_HUGE_BYTES;
+    let logs = LEAK_LOG_LINES;
+    component_wat(&Job {
+        imports: Imports::Log,
+        heap_start: 4096,
+        globals: "(global $n (mut i32) (i32.const 0))",
+        data: data.as_str(),
+        describe_at: 200,
+        configure_at: 240,
+        run: &format!(
+            r#"(local $i i32) (local $k i32) (local $alen i32)
       (if (i32.lt_u (memory.size) (i32.const 420))
         (then (drop (memory.grow (i32.sub (i32.const 420) (memory.size))))))
       (memory.fill (i32.const {b}) (i32.const 65) (i32.const {huge}))
@@ -864,37 +791,9 @@ fn leaking_job_wat() -> String {
       (if (i32.eq (local.get $k) (i32.const 4)) (then
         (i32.store (i32.const 3008) (i32.const {b}))
         (i32.store (i32.const 3012) (i32.const {huge}))))
-      (i32.const 3000))
-  )
-  (core instance $i (instantiate $m (with "env" (instance $env)) (with "log" (instance $logc))))
-
-  (type $field-error' (record (field "field" string) (field "reason" string)))
-  (export $field-error "field-error" (type $field-error'))
-  (type $unmapped-value' (record (field "table" string) (field "value" string)))
-  (export $unmapped-value "unmapped-value" (type $unmapped-value'))
-  (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
-  (export $context "context" (type $context'))
-  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
-  (export $outcome "outcome" (type $outcome'))
-  (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
-  (export $job-error "job-error" (type $job-error'))
-  (type $job-info' (record (field "name" string) (field "version" string) (field "flow" string) (field "tables" (list string))))
-  (export $job-info "job-info" (type $job-info'))
-
-  (func $describe (result $job-info)
-    (canon lift (core func $i "describe") (memory $memory) (realloc (core func $i "realloc"))))
-  (export "describe" (func $describe))
-  (func $configure (param "mappings" string) (result (result (error $job-error)))
-    (canon lift (core func $i "configure") (memory $memory) (realloc (core func $i "realloc"))))
-  (export "configure" (func $configure))
-  (func $run (param "ctx" $context) (param "record" string) (result (result $outcome (error $job-error)))
-    (canon lift (core func $i "run") (memory $memory) (realloc (core func $i "realloc"))))
-  (export "run" (func $run))
-)"#,
-        a_rec = a + ansi,
-        huge = LEAK_HUGE_BYTES,
-        logs = LEAK_LOG_LINES,
-    )
+      (i32.const 3000)"#
+        ),
+    })
 }
 
 /// Simulators seeded for workflow 1.1 and a jobs folder holding the real
@@ -906,7 +805,7 @@ async fn stand_in(
     (
         ProjectDirs,
         Simulators,
-        bridge::sim::scenario::Seed11,
+        bridge_demo::scenario::Seed11,
         tempfile::TempDir,
         PathBuf,
         String,
@@ -921,8 +820,9 @@ async fn stand_in(
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let jobs = tmp.path().join("jobs");
     std::fs::create_dir_all(&jobs).map_err(|e| e.to_string())?;
-    let real_jobs = bridge::app::job_files(&project.jobs_dist()).map_err(|e| e.to_string())?;
-    let target = format!("{}.wasm", bridge::flows::ping_referral_to_primero::JOB);
+    let real_jobs =
+        bridge_flows::app::job_files(&project.jobs_dist()).map_err(|e| e.to_string())?;
+    let target = format!("{}.wasm", bridge_flows::ping_1_1::FLOW);
     for job in &real_jobs {
         let name = job.file_name().unwrap().to_string_lossy().into_owned();
         if name != target {
@@ -999,8 +899,7 @@ async fn leak_rows(rows: &mut Vec<Row>) {
     let job_lines = text.lines().filter(|l| l.contains("job: ")).count();
     let reported = text.contains("job log lines beyond");
     let records = seed.first_run.fetched;
-    let ran =
-        text.contains("leaky-job") || text.contains(bridge::flows::ping_referral_to_primero::JOB);
+    let ran = text.contains("leaky-job") || text.contains(bridge_flows::ping_1_1::FLOW);
     let bounded_lines = job_lines <= 20 * records.max(1);
     let pass = in_output == 0
         && in_db == 0
@@ -1068,11 +967,11 @@ async fn flow_rows(rows: &mut Vec<Row>) {
         let config_file = config_file.clone();
         async move {
             let config = BridgeConfig::load(&config_file).map_err(|e| e.to_string())?;
-            let app = App::from_config(&config, None, OpenMode::Init)
+            let app = bridge_service::build::from_config(&config, None, OpenMode::Init)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
             app.run_flow(
-                bridge::flows::ping_referral_to_primero::FLOW,
+                bridge_flows::ping_1_1::FLOW,
                 &format!("fault-matrix-{n}"),
                 "2025-06-01",
             )
@@ -1205,7 +1104,7 @@ pub async fn run() -> Vec<Row> {
     flow_rows(&mut rows).await;
     leak_rows(&mut rows).await;
     if let Some((job, record)) = built_jobs_rows(&mut rows).await {
-        crate::secrets::job_canary_row(&job, &record, &mut rows).await;
+        crate::fault_matrix::secrets::job_canary_row(&job, &record, &mut rows).await;
     }
     rows
 }

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use bridge::inbox::conn::accept_loop;
-use bridge::inbox::validate::required_fields;
-use bridge::inbox::{
+use bridge_inbox::conn::accept_loop;
+use bridge_inbox::validate::required_fields;
+use bridge_inbox::{
     router, ConnectionLimits, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH,
 };
-use bridge::sim::people::PeopleGenerator;
-use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
+use bridge_sim::people::PeopleGenerator;
+use bridge_store::{OpenMode, Sealer, SqliteStore, Store};
 use serde_json::{json, Value};
 
-use crate::support::{contains_bytes, short};
-use crate::{Kind, Row};
+use super::support::{contains_bytes, short};
+use super::{Kind, Row};
 
 const SECTION: &str = "inbox";
 const API_KEY: &str = "fault-matrix-inbox-key-0123456789";

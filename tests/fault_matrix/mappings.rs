@@ -1,9 +1,9 @@
 //! Invalid mapping folders: each error names the file, the line and the key.
 
-use bridge::mappings::MappingSet;
+use bridge_mappings::MappingSet;
 
-use crate::config_files::{check, expected, not_utf8, FileCase};
-use crate::{Kind, Row};
+use super::config_files::{check, expected, not_utf8, FileCase};
+use super::{Kind, Row};
 
 const SECTION: &str = "mappings";
 

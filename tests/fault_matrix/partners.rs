@@ -20,21 +20,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bridge::app::{App, ReplaySelection};
-use bridge::connectors::ping::PingConfig;
-use bridge::connectors::primero::{PrimeroAuth, PrimeroConfig};
-use bridge::flows::ledger::DeliveryPolicy;
-use bridge::flows::{RecordOutcome, RunReport};
-use bridge::runtime::{JobRuntime, RuntimeConfig};
-use bridge::sim::people::{PeopleGenerator, Person};
-use bridge::sim::ping::{FaultKind, SimIntervention, RETRIEVE_PATH};
-use bridge::sim::primero::{Fault, SimPrimeroVersion};
-use bridge::sim::scenario::Simulators;
-use bridge::store::{SqliteStore, Store, Trigger};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::Simulators;
+use bridge_flows::app::{App, ReplaySelection};
+use bridge_flows::ledger::DeliveryPolicy;
+use bridge_flows::{RecordOutcome, RunReport};
+use bridge_partners::ping::PingConfig;
+use bridge_partners::primero::{PrimeroAuth, PrimeroConfig};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{JobRuntime, RuntimeConfig};
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::{FaultKind, SimIntervention, RETRIEVE_PATH};
+use bridge_sim::primero::{Fault, SimPrimeroVersion};
+use bridge_store::{SqliteStore, Store, Trigger};
 
-use crate::support::{panic_text, short};
-use crate::{Kind, Row};
+use super::support::{panic_text, short};
+use super::{Kind, Row};
 
 const SECTION: &str = "partner faults";
 const FLOW_11: &str = "ping-1.1";
@@ -482,9 +482,9 @@ fn scenarios() -> Vec<Scenario> {
 async fn run_all() -> Vec<Row> {
     let project = match ProjectDirs::locate().and_then(|p| {
         p.build_jobs(&[
-            "progres-referral-to-primero".to_string(),
-            "primero-referral-to-progres".to_string(),
-            "progres-decision-to-primero".to_string(),
+            "ping-1.1".to_string(),
+            "ping-2.1".to_string(),
+            "ping-2.2".to_string(),
         ])?;
         Ok(p)
     }) {
@@ -599,7 +599,7 @@ async fn app(
     store: Arc<SqliteStore>,
     (primero, ping): (PrimeroConfig, PingConfig),
 ) -> anyhow::Result<App> {
-    let jobs = bridge::app::job_files(&project.jobs_dist())?;
+    let jobs = bridge_flows::app::job_files(&project.jobs_dist())?;
     let mut app = App::new(
         store,
         runtime.clone(),
@@ -613,7 +613,7 @@ async fn app(
         max_attempts: MAX_ATTEMPTS,
     };
     app.record_concurrency = 2;
-    app.initial_cursors = bridge::sim::scenario::sim_initial_cursors();
+    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
     Ok(app)
 }
 
@@ -888,7 +888,7 @@ struct Scenario21 {
 }
 
 fn scenarios_21() -> Vec<Scenario21> {
-    use bridge::sim::ping::{StatusShape, CHECK_STATUS_PATH};
+    use bridge_sim::ping::{StatusShape, CHECK_STATUS_PATH};
     fn shape(s: &Simulators, shape: StatusShape) {
         s.ping_sim()
             .inject_fault(CHECK_STATUS_PATH, FaultKind::CheckStatus(shape), 1);
@@ -996,7 +996,7 @@ fn scenarios_21() -> Vec<Scenario21> {
 /// Three children with a case, a service and a referral of it to UNHCR.
 /// Returns the service ids (the flow's source ids).
 fn seed_21(sims: &Simulators, seed: u64) -> Vec<String> {
-    use bridge::sim::primero::{case_for_person, NewSimReferral, SimUser};
+    use bridge_sim::primero::{case_for_person, NewSimReferral, SimUser};
     let primero = sims.primero_sim();
     let mut u = SimUser::new("cw_full");
     u.full_name = "Worker cw_full".into();
@@ -1184,7 +1184,7 @@ fn scenarios_22() -> Vec<Scenario22> {
 /// One referral to UNHCR per child, accepted in proGres. Returns (Primero
 /// record id, Primero referral id, proGres interop referral id) each.
 fn seed_22(sims: &Simulators, seed: u64) -> Vec<(String, String, String)> {
-    use bridge::sim::primero::NewSimReferral;
+    use bridge_sim::primero::NewSimReferral;
     let primero = sims.primero_sim();
     let mut g = PeopleGenerator::new(seed);
     let mut out = Vec::new();
@@ -1227,7 +1227,7 @@ async fn audit_22(
     store: &SqliteStore,
     decisions: &[(String, String, String)],
 ) -> anyhow::Result<Audit> {
-    use bridge::sim::primero::ReferralStatus;
+    use bridge_sim::primero::ReferralStatus;
     let dead: Vec<String> = store
         .dead_letters(None)
         .await?

@@ -6,19 +6,19 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use bridge::connectors::ping::parse_check_status;
-use bridge::flows::rows::{bundle_for_delivery, group_intervention_rows, Row as JoinRow};
-use bridge::inbox::validate::{required_fields, validate};
-use bridge::inbox::InboxKind;
-use bridge::inbox::{router, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
-use bridge::mappings::MappingSet;
-use bridge::store::{OpenMode, Sealer, SqliteStore, Store};
+use bridge_flows::rows::{bundle_for_delivery, group_intervention_rows, Row as JoinRow};
+use bridge_inbox::validate::{required_fields, validate};
+use bridge_inbox::InboxKind;
+use bridge_inbox::{router, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
+use bridge_mappings::MappingSet;
+use bridge_partners::ping::parse_check_status;
+use bridge_store::{OpenMode, Sealer, SqliteStore, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::Value;
 
-use crate::support::panic_text;
-use crate::{Kind, Row};
+use super::support::panic_text;
+use super::{Kind, Row};
 
 const SECTION: &str = "properties";
 
@@ -142,7 +142,7 @@ where
                 format!(
                     "failed ({} panics): {why}; minimal input: {}",
                     panics.get(),
-                    crate::support::short(&shown, 120)
+                    crate::fault_matrix::support::short(&shown, 120)
                 ),
                 false,
             )

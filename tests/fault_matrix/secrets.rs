@@ -6,15 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bridge::config::BridgeConfig;
-use bridge::connectors::ping::PingClient;
-use bridge::connectors::primero::{CaseQuery, PrimeroClient};
-use bridge::mappings::MappingSet;
-use bridge::sim::scenario::Simulators;
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::Simulators;
+use bridge_mappings::MappingSet;
+use bridge_partners::ping::PingClient;
+use bridge_partners::primero::{CaseQuery, PrimeroClient};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_service::config::BridgeConfig;
 
-use crate::support::{contains_bytes, short};
-use crate::{Kind, Row};
+use super::support::{contains_bytes, short};
+use super::{Kind, Row};
 
 const SECTION: &str = "secrets";
 const COUNTRY: &str = "kenya-dadaab";
@@ -179,7 +179,7 @@ pub async fn run() -> Vec<Row> {
     );
     let broken_file = write_config(dir, "broken.toml", &broken_config);
     // The inbox's API key and seal key (a second canary: a valid hex key).
-    let seal_canary = bridge::store::Sealer::generate_key_hex();
+    let seal_canary = bridge_store::Sealer::generate_key_hex();
     let inbox_section = "\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = { env = \"BRIDGE_FM_INBOX_API_KEY\" }\nseal_key = { env = \"BRIDGE_FM_INBOX_SEAL_KEY\" }\n";
     let inbox_file = write_config(
         dir,

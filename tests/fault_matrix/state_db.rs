@@ -9,20 +9,20 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bridge::inbox::validate::required_fields;
-use bridge::inbox::{router, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
-use bridge::sim::people::PeopleGenerator;
-use bridge::sim::ping::SimIntervention;
-use bridge::sim::scenario::Simulators;
-use bridge::store::{OpenMode, Sealer, SqliteStore};
-use bridge::toolchain::ProjectDirs;
+use bridge_demo::scenario::Simulators;
+use bridge_inbox::validate::required_fields;
+use bridge_inbox::{router, InboxKind, InboxState, DEFAULT_MAX_BODY_BYTES, INBOX_PATH};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_sim::people::PeopleGenerator;
+use bridge_sim::ping::SimIntervention;
+use bridge_store::{OpenMode, Sealer, SqliteStore};
 use serde_json::{json, Value};
 
-use crate::support::short;
-use crate::{Kind, Row};
+use super::support::short;
+use super::{Kind, Row};
 
 const SECTION: &str = "state database";
-const JOB: &str = "progres-referral-to-primero";
+const JOB: &str = "ping-1.1";
 const TODAY: &str = "2025-06-01";
 const IN_USE: &str = "is in use by another bridge process";
 

@@ -1,0 +1,112 @@
+//! `bridge dtp thumbprint` and `bridge inbox serve` (design A).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use bridge_inbox::{serve, Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+use bridge_partners::dtp::sha1_thumbprint;
+use bridge_service::config::BridgeConfig;
+use bridge_store::OpenMode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DtpCommand {
+    /// Print the SHA-1 thumbprint of a PEM client certificate (the value UNHCR pins).
+    Thumbprint {
+        /// PEM certificate file.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum InboxCommand {
+    /// Serve the inbox DTP pushes to, and process messages as they arrive,
+    /// until SIGTERM or Ctrl-C.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Today's date for the jobs (YYYY-MM-DD); default: the machine's date.
+        #[arg(long)]
+        today: Option<String>,
+        /// Create the state database when it does not exist (first start of
+        /// a new deployment).
+        #[arg(long)]
+        init: bool,
+    },
+}
+
+pub fn run_dtp_command(cmd: DtpCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DtpCommand::Thumbprint { cert } => {
+            let pem =
+                std::fs::read(&cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            let thumbprint =
+                sha1_thumbprint(&pem).with_context(|| format!("{}", cert.display()))?;
+            println!("{thumbprint}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn run_inbox_command(
+    cmd: InboxCommand,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        InboxCommand::Serve {
+            config,
+            today,
+            init,
+        } => {
+            let config = BridgeConfig::load(&config)?;
+            // Secrets first: refuse to start without a seal key before doing any work.
+            let settings = config.inbox_settings()?;
+            anyhow::ensure!(
+                config.state.is_some(),
+                "{}: the inbox needs a [state] section: accepted messages must survive a restart",
+                config.file.display()
+            );
+            let app =
+                bridge_service::build::from_config(&config, cache_dir, OpenMode::from_init(init))
+                    .await?;
+            let dispatcher = Dispatcher::for_app(&app)?;
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            let addr = listener.local_addr()?;
+            let state = InboxState::new(
+                app.store.clone(),
+                settings.sealer.clone(),
+                &settings.api_key,
+                settings.max_body_bytes,
+            )
+            .with_body_timeout(settings.body_timeout);
+            let processor =
+                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
+                    .with_max_attempts(app.delivery.max_attempts);
+            let options = ServeOptions {
+                retry_delay: settings.retry_delay,
+                today,
+                limits: settings.limits,
+            };
+            // Tests and supervisors read the bound address (the port may be 0 in the config).
+            println!("inbox listening on http://{addr}{INBOX_PATH}");
+            std::io::stdout().flush()?;
+            tracing::info!(%addr, "inbox listening");
+            serve(
+                listener,
+                state,
+                processor,
+                options,
+                bridge_service::shutdown::signal(),
+            )
+            .await?;
+            println!("inbox stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

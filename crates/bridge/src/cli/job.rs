@@ -1,0 +1,307 @@
+//! `bridge job …`, `bridge jobs …`, `bridge mappings …`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use bridge_mappings::MappingSet;
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{inspect_component, outcome_report, JobContext, JobInstance};
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Dry-run one job on one record fixture and print the outcome as JSON.
+    Run {
+        /// Job name (built from jobs/<name>/ if needed) or a path to a .wasm component.
+        job: String,
+        /// The record bundle (JSON file).
+        #[arg(long)]
+        record: PathBuf,
+        /// The country mapping folder, e.g. mappings/kenya-dadaab.
+        #[arg(long)]
+        mappings: PathBuf,
+        /// Expected outcome; exit 1 with a diff when the output differs.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Today's date for the job (YYYY-MM-DD); fixtures use 2025-06-01.
+        #[arg(long)]
+        today: Option<String>,
+        /// Flow name passed in the context (defaults to the job's own flow).
+        #[arg(long)]
+        flow: Option<String>,
+    },
+    /// Print what a component imports and exports, and whether the host accepts it.
+    Inspect {
+        /// Path to a .wasm component.
+        component: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Build jobs/<name>/ into jobs/dist/<name>.wasm; unchanged jobs are skipped.
+    Build {
+        /// Only these jobs (default: all).
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingsCommand {
+    /// Validate a mapping folder; errors name the file, line and key. With
+    /// built jobs at hand it also checks the tables against what the
+    /// deployment's jobs read (a missing table, a table no job reads).
+    Check {
+        dir: PathBuf,
+        /// Folder of built job components (default: the project's jobs/dist).
+        #[arg(long)]
+        jobs: Option<PathBuf>,
+        /// Report values marked `CHANGE-ME:` as warnings instead of errors
+        /// (the shipped example folders; never for a folder going live).
+        #[arg(long)]
+        allow_placeholders: bool,
+    },
+}
+
+fn read_json(path: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{what} {} is not valid JSON", path.display()))
+}
+
+/// A job argument: a path to a component, or a job name to build.
+fn resolve_job(job: &str) -> anyhow::Result<PathBuf> {
+    let as_path = PathBuf::from(job);
+    if job.ends_with(".wasm") || as_path.is_file() {
+        anyhow::ensure!(
+            as_path.is_file(),
+            "job component {} does not exist",
+            as_path.display()
+        );
+        return Ok(as_path);
+    }
+    let project = ProjectDirs::locate()?;
+    anyhow::ensure!(
+        project.jobs_src().join(job).join("index.js").is_file(),
+        "no job named `{job}`: expected {}/index.js (known jobs: {})",
+        project.jobs_src().join(job).display(),
+        project.job_names()?.join(", ")
+    );
+    let built = project.build_jobs(&[job.to_string()])?;
+    Ok(built.into_iter().next().expect("one job requested"))
+}
+
+pub async fn run_job_command(
+    cmd: JobCommand,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobCommand::Run {
+            job,
+            record,
+            mappings,
+            expect,
+            today,
+            flow,
+        } => {
+            let component = resolve_job(&job)?;
+            let record_value = read_json(&record, "record")?;
+            // The job's expected outcome as the host receives it (texts
+            // reduced to codes, record values redacted).
+            let expected = expect
+                .as_deref()
+                .map(|p| read_json(p, "expected outcome"))
+                .transpose()?
+                .map(|e| bridge_runtime::as_received(&e, &record_value.to_string()));
+            let mappings = MappingSet::load_dir(&mappings)?;
+            let runtime = super::job_runtime(cache_dir)?;
+            let loaded = Arc::new(runtime.load_file(&component).await?);
+            let missing = mappings.missing_tables(&loaded.info.tables);
+            anyhow::ensure!(
+                missing.is_empty(),
+                "job {} needs mapping tables missing from {}: {}",
+                loaded.name,
+                mappings.dir.display(),
+                missing.join(", ")
+            );
+            let ctx = JobContext {
+                flow: flow.unwrap_or_else(|| loaded.info.flow.clone()),
+                run_id: "dry-run".into(),
+                today: today.unwrap_or_else(|| chrono::Local::now().format("%Y-%m-%d").to_string()),
+                dry_run: true,
+            };
+            let mut instance = JobInstance::new(loaded).await?;
+            instance.configure(mappings.job_json()).await?;
+            let result = instance
+                .run(
+                    &ctx,
+                    &record.display().to_string(),
+                    &record_value.to_string(),
+                )
+                .await;
+            let actual = outcome_report(&result);
+            let pretty = serde_json::to_string_pretty(&actual)?;
+            match expected {
+                None => {
+                    println!("{pretty}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(expected) if expected == actual => {
+                    println!(
+                        "ok: {} matches {}",
+                        record.display(),
+                        expect.unwrap().display()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(expected) => {
+                    let want = serde_json::to_string_pretty(&expected)?;
+                    let diff = similar::TextDiff::from_lines(&want, &pretty);
+                    println!(
+                        "MISMATCH: {} (- expected {}, + actual)",
+                        record.display(),
+                        expect.unwrap().display()
+                    );
+                    print!(
+                        "{}",
+                        diff.unified_diff()
+                            .context_radius(3)
+                            .header("expected", "actual")
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        JobCommand::Inspect { component } => {
+            let bytes = std::fs::read(&component)
+                .with_context(|| format!("cannot read {}", component.display()))?;
+            let runtime = super::job_runtime(cache_dir)?;
+            let compiled =
+                wasmtime::component::Component::new(runtime.engine(), &bytes).map_err(|e| {
+                    anyhow::anyhow!("{} is not a valid component: {e:#}", component.display())
+                })?;
+            let report = inspect_component(runtime.engine(), &compiled);
+            println!("component: {}", component.display());
+            println!("imports:");
+            for i in &report.imports {
+                println!("  {i}");
+            }
+            println!("exports:");
+            for e in &report.exports {
+                println!("  {e}");
+            }
+            // The verdict is loading itself: linking, `describe` and its checks.
+            let name = component
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job".to_string());
+            match runtime.load_bytes(&name, &bytes).await {
+                Ok(job) => {
+                    println!(
+                        "accepted: yes (imports only the bridge:job log and types): job {} {} for flow {}",
+                        job.info.name, job.info.version, job.info.flow
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    for i in &report.forbidden_imports {
+                        println!("refused: imports `{i}`, which the host does not provide");
+                    }
+                    for e in &report.missing_exports {
+                        println!("refused: does not export `{e}`");
+                    }
+                    println!("refused: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+pub fn run_jobs_command(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobsCommand::Build { names } => {
+            let project = ProjectDirs::locate()?;
+            for path in project.build_jobs(&names)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn run_mappings_command(
+    cmd: MappingsCommand,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let MappingsCommand::Check {
+        dir,
+        jobs,
+        allow_placeholders,
+    } = cmd;
+    let set = match MappingSet::load_dir(&dir) {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let jobs_dir = jobs.or_else(|| ProjectDirs::locate().ok().map(|p| p.jobs_dist()));
+    let components = jobs_dir
+        .as_deref()
+        .and_then(|d| bridge_flows::app::job_files(d).ok())
+        .unwrap_or_default();
+    let mut errors = Vec::new();
+    if components.is_empty() {
+        eprintln!(
+            "note: no built jobs found, so the tables were not checked against what the jobs read (build them with `bridge jobs build`)"
+        );
+    } else {
+        let runtime = super::job_runtime(cache_dir)?;
+        let mut read: std::collections::BTreeSet<String> = bridge_flows::HOST_TABLES
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        for path in &components {
+            let job = runtime.load_file(path).await?;
+            if bridge_runtime::reload::serves_other_design(&job.info.flow, &set.deployment.design) {
+                continue;
+            }
+            for table in set.missing_tables(&job.info.tables) {
+                errors.push(format!(
+                    "{}: missing table `{table}`, which job {} reads",
+                    dir.display(),
+                    job.name
+                ));
+            }
+            read.extend(job.info.tables.iter().cloned());
+        }
+        errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+    }
+    for p in &set.placeholders {
+        if allow_placeholders {
+            eprintln!("warning: {p}");
+        } else {
+            errors.push(p.to_string());
+        }
+    }
+    if errors.is_empty() {
+        println!(
+            "ok: {} ({} tables, deployment {} / {})",
+            dir.display(),
+            set.tables.len(),
+            set.deployment.country,
+            set.deployment.design
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,154 @@
+//! The `bridge` command.
+
+#[cfg(feature = "dev")]
+mod bench;
+#[cfg(feature = "dev")]
+mod demo;
+mod doctor;
+mod dtp;
+mod flow;
+mod job;
+mod ops;
+mod run;
+#[cfg(feature = "dev")]
+mod sim;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "referral bridge: Primero ⇄ proGres referrals through sandboxed jobs"
+)]
+struct Cli {
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `bridge=debug`.
+    #[arg(long, global = true, env = "BRIDGE_LOG", default_value = "warn")]
+    log: String,
+    /// Log line format on stderr: `human` or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "BRIDGE_LOG_FORMAT",
+        value_enum,
+        default_value_t = bridge_telemetry::LogFormat::Human
+    )]
+    log_format: bridge_telemetry::LogFormat,
+    /// Precompiled-component cache folder.
+    #[arg(long, global = true, env = "BRIDGE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run PING workflow 1.1 against built-in simulators with seeded referrals, and check the outcome.
+    #[cfg(feature = "dev")]
+    Demo(demo::DemoArgs),
+    /// Run the Primero and PING simulators until interrupted.
+    #[cfg(feature = "dev")]
+    Sim(sim::SimArgs),
+    /// Run flows.
+    #[command(subcommand)]
+    Flow(flow::FlowCommand),
+    /// Work with one job component.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Build the JavaScript jobs into components (skips unchanged ones).
+    #[command(subcommand)]
+    Jobs(job::JobsCommand),
+    /// Work with a country's mapping folder.
+    #[command(subcommand)]
+    Mappings(job::MappingsCommand),
+    /// DTP (design A) client tools.
+    #[command(subcommand)]
+    Dtp(dtp::DtpCommand),
+    /// The inbox DTP pushes to (design A).
+    #[command(subcommand)]
+    Inbox(dtp::InboxCommand),
+    /// Run the service: scheduler, inbox, hot reload and metrics, until SIGTERM or Ctrl-C.
+    Run(run::RunArgs),
+    /// Past runs: `bridge runs [--flow F]`, `bridge runs show <id>`.
+    Runs(ops::RunsArgs),
+    /// Records that failed too often: list and replay.
+    #[command(subcommand)]
+    DeadLetter(ops::DeadLetterCommand),
+    /// Where the cursor flows read from next: show and set.
+    #[command(subcommand)]
+    Cursor(ops::CursorCommand),
+    /// Check a bridge.toml.
+    #[command(subcommand)]
+    Config(ops::ConfigCommand),
+    /// Preflight against the configured partners, read-only: reachable, credentials, role, users, shipping processes, certificate.
+    Doctor(doctor::DoctorArgs),
+    /// Benchmarks: job layer, OpenFn side by side, end to end, scaling; writes bench/results.md.
+    #[cfg(feature = "dev")]
+    Bench(bench::BenchArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    #[cfg(feature = "dev")]
+    if matches!(&cli.command, Command::Bench(args) if args.is_worker()) {
+        // Set first, so the init below is a no-op: a worker times `record` spans.
+        bridge_bench::worker::init_worker_tracing(&cli.log);
+    }
+    bridge_telemetry::init(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cache_dir = cli.cache_dir.clone();
+    let result = runtime.block_on(async move {
+        match cli.command {
+            #[cfg(feature = "dev")]
+            Command::Demo(args) => demo::run(args, cache_dir).await,
+            #[cfg(feature = "dev")]
+            Command::Sim(args) => sim::run(args).await,
+            Command::Flow(cmd) => flow::run(cmd, cache_dir).await,
+            Command::Job(cmd) => job::run_job_command(cmd, cache_dir).await,
+            Command::Jobs(cmd) => job::run_jobs_command(cmd),
+            Command::Mappings(cmd) => job::run_mappings_command(cmd, cache_dir).await,
+            Command::Dtp(cmd) => dtp::run_dtp_command(cmd),
+            Command::Inbox(cmd) => dtp::run_inbox_command(cmd, cache_dir).await,
+            Command::Run(args) => run::run(args, cache_dir).await,
+            Command::Runs(args) => ops::runs(args).await,
+            Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
+            Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::Config(cmd) => ops::config(cmd),
+            Command::Doctor(args) => doctor::run(args).await,
+            #[cfg(feature = "dev")]
+            Command::Bench(args) => bench::run(args, cache_dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The job runtime with the cache folder chosen on the command line.
+pub(crate) fn job_runtime(
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<std::sync::Arc<bridge_runtime::JobRuntime>> {
+    let mut config = bridge_runtime::RuntimeConfig::default();
+    if let Some(dir) = cache_dir {
+        config.cache_dir = dir;
+    }
+    Ok(std::sync::Arc::new(bridge_runtime::JobRuntime::new(
+        config,
+    )?))
+}

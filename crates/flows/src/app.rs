@@ -1,0 +1,361 @@
+//! Wiring: clients, job runtime and catalog for a configured deployment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::case_scan::missing_cursor;
+use crate::ledger::{DeliveryPolicy, Ledger, Replay};
+use crate::outbound_referrals::read_cursor;
+use crate::registry::{self, FlowRun, Intake};
+use crate::{RecordOutcome, RunReport};
+use bridge_partners::dtp::DtpClient;
+use bridge_partners::ping::{PingClient, PingConfig};
+use bridge_partners::primero::{PrimeroClient, PrimeroConfig};
+use bridge_runtime::reload::Catalog;
+use bridge_runtime::JobRuntime;
+use bridge_store::{RecordRow, RunRow, Store, Trigger, WriterLease};
+use tokio_util::sync::CancellationToken;
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<JobRuntime>,
+    pub catalog: Arc<Catalog>,
+    pub primero: PrimeroClient,
+    pub ping: Option<PingClient>,
+    /// Design A only.
+    pub dtp: Option<DtpClient>,
+    /// Attempts before a record goes to the dead letter.
+    pub delivery: DeliveryPolicy,
+    /// Records of one run worked on at once (partner calls are further
+    /// bounded per partner by the clients).
+    pub record_concurrency: usize,
+    /// Cancelled on SIGTERM: flows finish the records in flight and stop.
+    pub stop: CancellationToken,
+    /// Design A with an inbox: processes stored messages (replays too).
+    pub inbox: Option<Arc<dyn PendingMessages>>,
+    /// Cursor flows: where the first run reads from when no cursor is
+    /// stored (`[flows."<flow>"] initial_cursor`).
+    pub initial_cursors: BTreeMap<String, DateTime<Utc>>,
+    /// Dry run: read-only clients, a scratch copy of the state, and flows
+    /// that map and report instead of writing.
+    pub dry_run: bool,
+    /// This process is the state database's only writer while it is held
+    /// (`bridge_service::build::from_config`; an App built with `App::new` is
+    /// given a store).
+    writer: Option<WriterLease>,
+}
+
+/// Processes the inbox's stored messages that are pending (the inbox crate's
+/// processor): a replay of an inbox flow's dead letter makes them pending
+/// again and has them processed at once.
+#[async_trait::async_trait]
+pub trait PendingMessages: Send + Sync {
+    /// The reports of the messages handled to the end.
+    async fn process_pending(&self, today: &str) -> anyhow::Result<Vec<RunReport>>;
+}
+
+/// How `bridge_service::build` wires the App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Clients that write, the deployment's state database.
+    Live,
+    /// Writes nothing anywhere: read-only clients (a write is refused before
+    /// it is sent), a scratch copy of the state database (deleted after),
+    /// no inbox, and flows that report what they would write.
+    DryRun,
+}
+
+/// How a run ended, as stored: `ok` every record delivered, `partial` some
+/// not, `stopped` cut short by shutdown, `aborted` stopped by a failure.
+pub fn run_outcome(report: &RunReport) -> &'static str {
+    if report.aborted.is_some() {
+        "aborted"
+    } else if report.stopped {
+        "stopped"
+    } else if report
+        .records
+        .iter()
+        .all(|r| r.outcome.is_delivered() && r.acknowledged)
+    {
+        "ok"
+    } else {
+        "partial"
+    }
+}
+
+/// Which dead-letter entries to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaySelection {
+    One(i64),
+    All,
+}
+
+/// Every `*.wasm` in a folder.
+pub fn job_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the jobs folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no job components (*.wasm) in {}: build them with `bridge jobs build`",
+        dir.display()
+    );
+    Ok(files)
+}
+
+impl App {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<JobRuntime>,
+        primero: PrimeroConfig,
+        ping: Option<PingConfig>,
+        jobs: &[PathBuf],
+        mappings: &Path,
+    ) -> anyhow::Result<Self> {
+        let catalog = Arc::new(Catalog::open(runtime.clone(), jobs, mappings).await?);
+        Ok(Self {
+            store,
+            runtime,
+            catalog,
+            primero: PrimeroClient::new(primero)?,
+            ping: ping.map(PingClient::new).transpose()?,
+            dtp: None,
+            delivery: DeliveryPolicy::default(),
+            record_concurrency: 8,
+            stop: CancellationToken::new(),
+            inbox: None,
+            initial_cursors: BTreeMap::new(),
+            dry_run: false,
+            writer: None,
+        })
+    }
+
+    /// Where a cursor flow reads from next: its stored cursor, else its
+    /// initial cursor; an error saying what to set when it has neither.
+    /// `None` for a flow that reads no cursor.
+    pub async fn lower_bound(&self, flow: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if !registry::get(flow).is_some_and(|f| f.reads_cursor()) {
+            return Ok(None);
+        }
+        let stored = read_cursor(self.store.as_ref(), flow)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        match stored.or_else(|| self.initial_cursors.get(flow).copied()) {
+            Some(at) => Ok(Some(at)),
+            None => anyhow::bail!(missing_cursor(flow)),
+        }
+    }
+
+    /// Run one flow once and keep its run and record outcomes in the store.
+    pub async fn run_recorded(&self, flow: &str, trigger: Trigger) -> anyhow::Result<RunReport> {
+        self.run_recorded_with(flow, trigger, &today(), None).await
+    }
+
+    /// [`App::run_recorded`] with the jobs' date given.
+    pub async fn run_recorded_on(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        today: &str,
+    ) -> anyhow::Result<RunReport> {
+        self.run_recorded_with(flow, trigger, today, None).await
+    }
+
+    async fn run_recorded_with(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        today: &str,
+        replay: Option<Replay>,
+    ) -> anyhow::Result<RunReport> {
+        anyhow::ensure!(
+            registry::get(flow).is_some_and(|f| f.is_scheduled()),
+            unknown_flow(flow)
+        );
+        if replay.is_none() {
+            // Refused before anything is recorded or read.
+            self.lower_bound(flow).await?;
+        }
+        let run_id = new_run_id();
+        let started = std::time::Instant::now();
+        let mut row = RunRow {
+            id: run_id.clone(),
+            flow: flow.to_string(),
+            trigger: trigger.as_str().to_string(),
+            started_at: bridge_store::now(),
+            outcome: "running".into(),
+            ..RunRow::default()
+        };
+        self.store.run_started(&row).await?;
+        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, replay).await?;
+        let report = self.run_flow_in(flow, &run_id, today, &ledger).await?;
+        let at = bridge_store::now();
+        let records: Vec<RecordRow> = report
+            .records
+            .iter()
+            .map(|r| RecordRow {
+                run_id: run_id.clone(),
+                flow: flow.to_string(),
+                source_id: r.source_id.clone(),
+                target_id: r.outcome.target_id().map(str::to_string),
+                status: r.outcome.label().replace(' ', "-"),
+                attempt: ledger.attempt(&r.source_id),
+                reason_code: r.outcome.reason_code().map(str::to_string),
+                at: at.clone(),
+            })
+            .collect();
+        let count = |f: fn(&RecordOutcome) -> bool| {
+            report.records.iter().filter(|r| f(&r.outcome)).count() as i64
+        };
+        row.ended_at = Some(at);
+        row.fetched = report.fetched as i64;
+        row.delivered = count(RecordOutcome::is_delivered);
+        row.held = count(|o| matches!(o, RecordOutcome::Held { .. }));
+        row.skipped = count(|o| matches!(o, RecordOutcome::Skipped { .. }));
+        row.failed = count(|o| matches!(o, RecordOutcome::Failed { .. }));
+        row.dead_lettered = count(|o| matches!(o, RecordOutcome::DeadLettered { .. }));
+        row.aborted_reason = report.aborted.clone();
+        row.outcome = run_outcome(&report).into();
+        self.store.run_finished(&row, &records).await?;
+        let metrics = bridge_telemetry::metrics();
+        for r in &report.records {
+            metrics.record(flow, r.outcome.label());
+        }
+        metrics.run_finished(flow, &row.outcome, started.elapsed().as_secs_f64());
+        if let Ok(dead) = self.store.dead_letters(Some(flow)).await {
+            metrics.set_dead_letter(flow, dead.len() as i64);
+        }
+        Ok(report)
+    }
+
+    /// Take dead-letter entries out and run their flows again for them: a
+    /// pull flow finds its records still pending at the partner, a cursor
+    /// flow reads from the entries' point without moving its cursor, an
+    /// inbox message becomes pending again.
+    pub async fn replay(&self, selection: ReplaySelection) -> anyhow::Result<Vec<RunReport>> {
+        let entries = match selection {
+            ReplaySelection::One(id) => match self.store.dead_letter_get(id).await? {
+                Some(e) if e.replayed_at.is_none() => vec![e],
+                Some(_) => anyhow::bail!("dead-letter entry {id} was already replayed"),
+                None => anyhow::bail!("no dead-letter entry {id}"),
+            },
+            ReplaySelection::All => self.store.dead_letters(None).await?,
+        };
+        let mut by_flow: std::collections::BTreeMap<String, Vec<bridge_store::DeadLetter>> =
+            Default::default();
+        for e in entries {
+            by_flow.entry(e.flow.clone()).or_default().push(e);
+        }
+        let mut reports = Vec::new();
+        for (flow, entries) in by_flow {
+            for e in &entries {
+                self.store.dead_letter_release(e.id).await?;
+            }
+            if registry::pushed_names().contains(&flow.as_str()) || flow == "inbox" {
+                for e in &entries {
+                    self.store.inbox_revive(&e.source_id).await?;
+                }
+                tracing::info!(flow = %flow, messages = entries.len(), "inbox messages pending again");
+                if let Some(processor) = &self.inbox {
+                    reports.extend(processor.process_pending(&today()).await?);
+                }
+                continue;
+            }
+            let replay = registry::cursor_names()
+                .contains(&flow.as_str())
+                .then(|| Replay {
+                    since: entries
+                        .iter()
+                        .filter_map(|e| e.cursor_hint.as_deref())
+                        .filter_map(|h| chrono::DateTime::parse_from_rfc3339(h).ok())
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .min(),
+                    only: entries.iter().map(|e| e.source_id.clone()).collect(),
+                });
+            reports.push(
+                self.run_recorded_with(&flow, Trigger::Replay, &today(), replay)
+                    .await?,
+            );
+        }
+        Ok(reports)
+    }
+
+    /// Run one flow once (attempts and the dead letter apply; the run itself
+    /// is not recorded: see [`App::run_recorded`]).
+    pub async fn run_flow(
+        &self,
+        flow: &str,
+        run_id: &str,
+        today: &str,
+    ) -> anyhow::Result<RunReport> {
+        self.lower_bound(flow).await?;
+        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, None).await?;
+        self.run_flow_in(flow, run_id, today, &ledger).await
+    }
+
+    async fn run_flow_in(
+        &self,
+        flow: &str,
+        run_id: &str,
+        today: &str,
+        ledger: &Ledger<'_>,
+    ) -> anyhow::Result<RunReport> {
+        let spec = registry::get(flow)
+            .filter(|f| f.is_scheduled())
+            .with_context(|| unknown_flow(flow))?;
+        let run = FlowRun {
+            run_id,
+            today,
+            ledger,
+        };
+        match spec.intake {
+            Intake::Cursor(run_fn) | Intake::Pull(run_fn) => run_fn(self, run).await,
+            Intake::Pushed(..) => anyhow::bail!(unknown_flow(flow)),
+        }
+    }
+
+    /// The PING client, for a flow that needs it.
+    pub fn ping_for(&self, flow: &str) -> anyhow::Result<&PingClient> {
+        self.ping
+            .as_ref()
+            .with_context(|| format!("flow {flow} needs a [ping] section in the config"))
+    }
+
+    /// The DTP client, for a flow that needs it.
+    pub fn dtp_for(&self, flow: &str) -> anyhow::Result<&DtpClient> {
+        self.dtp
+            .as_ref()
+            .with_context(|| format!("flow {flow} needs a [dtp] section in the config"))
+    }
+
+    /// This process is the state database's only writer while the App lives
+    /// (see `bridge_service::build`).
+    pub fn hold_writer(&mut self, lease: WriterLease) {
+        self.writer = Some(lease);
+    }
+}
+
+fn unknown_flow(flow: &str) -> String {
+    format!(
+        "unknown flow `{flow}`; known flows: {}",
+        registry::scheduled_names().join(", ")
+    )
+}
+
+/// A new run id.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Today in the machine's time zone, `YYYY-MM-DD`.
+pub fn today() -> String {
+    chrono::Local::now().format("%Y-%m-%d").to_string()
+}

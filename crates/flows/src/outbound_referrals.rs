@@ -1,0 +1,756 @@
+//! Primero referrals → proGres, the part both designs share (PING workflow
+//! 2.1, DTP flow 2-1/2-2): cases changed since the cursor → their referrals →
+//! the case owners (each looked up by user name once per run, only when a
+//! case has a referral since the cursor)
+//! → the job, once per service (it decides which services are new UNHCR
+//! referrals and builds the partner payload) → a design-specific
+//! [`Deliver`]er.
+//!
+//! Better than the original (spec README):
+//! - Every page is read, by keyset: page 1 of `last_updated_at >= <greatest
+//!   seen>`, ascending, so cases edited during the run cannot shift a page
+//!   and be skipped (page numbers are only followed through a run of cases
+//!   sharing one timestamp).
+//! - The cursor is the greatest `last_updated_at` read, held back to the
+//!   referral date of the earliest referral not delivered, and committed
+//!   after the run. It is inclusive: what sits on it is read again and
+//!   recognised through the state store (keyed by service `unique_id`), so
+//!   nothing is sent twice and nothing is skipped. Without a cursor (first
+//!   run) there is no lower bound: every UNHCR referral not yet delivered goes.
+//! - A referral that fails (unmapped value, partner error, refused by
+//!   proGres) fails alone and is retried next run.
+//! - When the caseworker's profile is incomplete the admin contact is still
+//!   sent (business rule), and the run logs it (ids and field names only).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::ledger::Ledger;
+pub use super::report::partner_failure;
+use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use bridge_partners::primero::{
+    Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
+};
+use bridge_partners::ConnectorError;
+use bridge_runtime::reload::Catalog;
+use bridge_runtime::{JobContext, JobFailure, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL};
+use bridge_store::{Delivery, Store};
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+/// Skip code of a service that is not a new UNHCR referral (jobs/lib/outbound-referral.js).
+pub const NOT_REFERRED: &str = "not-referred";
+
+/// Delivery state kept per service `unique_id` (the store's "fingerprint").
+/// The content is deliberately not part of it: a service edited after its
+/// referral is not sent again (spec §5.18).
+pub const FP_DELIVERED: &str = "delivered";
+/// Handed to the partner; its outcome is not known yet (PING async ingestion).
+pub const FP_SUBMITTED: &str = "submitted";
+/// The partner refused it; sent again on the next run.
+pub const FP_REFUSED: &str = "refused";
+
+/// What an outbound job emits for one service; `P` is the design's payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmittedReferral<P> {
+    pub service_id: String,
+    #[serde(default)]
+    pub referral_id: Option<String>,
+    /// `created_at` of the Primero referral that made the service new.
+    pub referred_at: DateTime<Utc>,
+    /// Contact fields taken from the admin because the caseworker's profile lacks them.
+    #[serde(default)]
+    pub admin_contact: Vec<String>,
+    #[serde(flatten)]
+    pub payload: P,
+}
+
+/// The design-specific last step: hand one referral to proGres.
+#[allow(async_fn_in_trait)]
+pub trait Deliver {
+    type Payload: DeserializeOwned;
+
+    /// Deliver `item` (never delivered before; `previous` is what the store
+    /// holds for it, e.g. a submitted transaction) and record the new state
+    /// under `flow`/`item.service_id`.
+    async fn deliver(
+        &self,
+        item: &EmittedReferral<Self::Payload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome;
+
+    /// Dry run: what `deliver` would write, as a
+    /// [`RecordOutcome::WouldWrite`], without any call.
+    fn planned(
+        &self,
+        item: &EmittedReferral<Self::Payload>,
+        previous: Option<&Delivery>,
+    ) -> RecordOutcome;
+}
+
+/// One run of an outbound referral flow.
+pub struct OutboundRun<'a, D> {
+    pub flow: &'static str,
+    pub job: &'static str,
+    pub primero: &'a PrimeroClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+    /// Only cases associated with this user (design A: the UNHCR recipient).
+    pub associated_user: Option<String>,
+    pub deliver: D,
+    pub ledger: &'a Ledger<'a>,
+    pub stop: &'a CancellationToken,
+    /// Deliveries of one page of cases handed to the partner at once.
+    pub concurrency: usize,
+    /// Where the first run reads from when no cursor is stored.
+    pub initial_cursor: Option<DateTime<Utc>>,
+    /// Map and report, deliver nothing, keep the cursor.
+    pub dry_run: bool,
+}
+
+/// A referral mapped and ready to hand to the partner at the end of its page.
+struct Pending<P> {
+    service_id: String,
+    item: EmittedReferral<P>,
+    previous: Option<Delivery>,
+    needs: Option<DateTime<Utc>>,
+}
+
+/// The record bundle handed to the job (jobs/lib/outbound-referral.js).
+#[derive(Serialize)]
+struct Bundle<'a> {
+    case: &'a Case,
+    service_id: &'a str,
+    referrals: &'a [Referral],
+    since: Option<String>,
+    owner: Option<&'a User>,
+}
+
+/// RFC 3339 UTC with milliseconds, as cursors are stored.
+/// A flow's committed cursor, parsed. The error says what is wrong, for the
+/// run report.
+pub async fn read_cursor(store: &dyn Store, flow: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match store.cursor(flow).await {
+        Ok(None) => Ok(None),
+        Ok(Some(raw)) => DateTime::parse_from_rfc3339(&raw)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| format!("state database: cursor of {flow} is not an RFC 3339 date-time")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+pub fn format_cursor(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Where the next run may start.
+///
+/// Inclusive: the next run reads `last_updated_at >= cursor` and keeps
+/// referrals created at or after it. Held back to the earliest date a failed
+/// referral needs, so the next run selects it again; never moves backwards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CursorTracker {
+    since: Option<DateTime<Utc>>,
+    max_seen: Option<DateTime<Utc>>,
+    hold: Option<DateTime<Utc>>,
+    /// A failure with no known lower bound on the first run: commit nothing.
+    blocked: bool,
+}
+
+impl CursorTracker {
+    pub fn new(since: Option<DateTime<Utc>>) -> Self {
+        Self {
+            since,
+            ..Self::default()
+        }
+    }
+
+    /// A case was read with this `last_updated_at`.
+    pub fn saw(&mut self, last_updated_at: Option<DateTime<Utc>>) {
+        if let Some(t) = last_updated_at {
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    /// A record was not delivered; `needs` is the earliest referral date it
+    /// depends on (`None`: unknown, so the previous cursor).
+    pub fn hold(&mut self, needs: Option<DateTime<Utc>>) {
+        match needs.or(self.since) {
+            Some(t) => self.hold = Some(self.hold.map_or(t, |h| h.min(t))),
+            None => self.blocked = true,
+        }
+    }
+
+    /// The cursor to commit, when it moves forward.
+    pub fn next(&self) -> Option<DateTime<Utc>> {
+        if self.blocked {
+            return None;
+        }
+        let candidate = match (self.max_seen, self.hold) {
+            (Some(m), Some(h)) => m.min(h),
+            (Some(m), None) => m,
+            (None, _) => return None,
+        };
+        match self.since {
+            Some(s) if candidate <= s => None,
+            _ => Some(candidate),
+        }
+    }
+}
+
+fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {
+    // For outbound flows "acknowledged" means the target confirmed receipt.
+    let acknowledged = outcome.is_delivered();
+    RecordReport {
+        source_id: source_id.to_string(),
+        outcome,
+        acknowledged,
+        ack_error: None,
+        would_acknowledge: None,
+    }
+}
+
+/// The earliest referral date of `service_id` at or after `since`.
+fn earliest_referral(
+    referrals: &[Referral],
+    service_id: &str,
+    since: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    referrals
+        .iter()
+        .filter(|r| r.service_record_id.as_deref() == Some(service_id))
+        .filter_map(|r| r.created_at)
+        .filter(|t| since.is_none_or(|s| *t >= s))
+        .min()
+}
+
+/// The ids of a case's services (a service without one cannot be referred).
+fn service_ids(case: &Case) -> impl Iterator<Item = &str> {
+    case.services_section
+        .iter()
+        .filter_map(|s| s.unique_id.as_deref())
+}
+
+/// Per-run state of the job side: one instance, the users once.
+struct Visitor<'r, 'a, D: Deliver> {
+    run: &'r OutboundRun<'a, D>,
+    instance: JobInstance,
+    ctx: JobContext,
+    /// Case owners by user name, each looked up at most once per run
+    /// (`None`: Primero shows the API user no such user).
+    users: HashMap<String, Option<User>>,
+    /// Mapped referrals of the current page, delivered together.
+    pending: Vec<Pending<D::Payload>>,
+    /// Each case's referrals, read for the whole page at once (see `begin_page`).
+    referrals: HashMap<String, Result<Vec<Referral>, ConnectorError>>,
+    /// The job's answers for the services about to be visited, mapped
+    /// together (see `map_window`).
+    mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
+}
+
+/// Whether any referral of a case is recent enough to make a service new:
+/// only a referral since the cursor can (the job decides which).
+fn has_recent_referral(referrals: &[Referral], since: Option<DateTime<Utc>>) -> bool {
+    referrals.iter().any(|r| {
+        r.service_record_id.is_some() && since.is_none_or(|s| r.created_at.is_some_and(|t| t >= s))
+    })
+}
+
+impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
+    /// Read the referrals of the page's cases concurrently (at most
+    /// `concurrency` at once, the client bounds Primero further): one at a
+    /// time, these reads were the run's pace. Reads only, so nothing is
+    /// written out of order; `visit` takes each case's answer.
+    async fn begin_page(&mut self, cases: &[Case]) {
+        let (primero, ledger) = (self.run.primero, self.run.ledger);
+        // Owned ids: a closure over borrowed ones trips the compiler's
+        // higher-ranked lifetime check once the future must be `Send`.
+        let wanted: Vec<String> = cases
+            .iter()
+            .filter(|c| service_ids(c).any(|id| ledger.selects(id)))
+            .map(|c| c.id.clone())
+            .collect();
+        self.referrals = stream::iter(wanted)
+            .map(|id| async move {
+                let read = primero.list_referrals(&id).await;
+                (id, read)
+            })
+            .buffer_unordered(self.run.concurrency.max(1))
+            .collect()
+            .await;
+    }
+
+    async fn visit(&mut self, case: &Case, ahead: &[Case], st: &mut ScanState) {
+        self.one_case(st, case, ahead).await
+    }
+
+    async fn end_page(&mut self, st: &mut ScanState) {
+        // What a case skipped by the scan left unused.
+        self.mapped.clear();
+        self.deliver_pending(st).await
+    }
+}
+
+impl<D: Deliver> OutboundRun<'_, D> {
+    /// Run the flow once. Partner and record errors end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let span = tracing::info_span!("run", flow = self.flow, run = run_id);
+        self.run_inner(run_id, today).instrument(span).await
+    }
+
+    async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
+        // One job version and one mapping version for the whole run.
+        let instance = match self.catalog.instance(self.job).await {
+            Ok(i) => i,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let mut visitor = Visitor {
+            run: self,
+            instance,
+            ctx: JobContext {
+                flow: self.flow.into(),
+                run_id: run_id.into(),
+                today: today.into(),
+                dry_run: self.dry_run,
+            },
+            users: HashMap::new(),
+            pending: Vec::new(),
+            referrals: HashMap::new(),
+            mapped: HashMap::new(),
+        };
+        let user = self.associated_user.clone();
+        let query = move |from| query(user.as_deref(), from);
+        let scan = CaseScan {
+            flow: self.flow,
+            primero: self.primero,
+            store: self.store,
+            ledger: self.ledger,
+            stop: self.stop,
+            query: &query,
+            initial: self.initial_cursor,
+            dry_run: self.dry_run,
+        };
+        let report = RunReport {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            dry_run: self.dry_run,
+            ..RunReport::default()
+        };
+        let report = scan.run(report, &mut visitor).await;
+        tracing::info!(
+            cases = report.fetched,
+            sent = report.count("sent"),
+            already_sent = report.count("already sent"),
+            would_send = report.count("would write"),
+            skipped = report.count("skipped"),
+            failed = report.count("failed"),
+            "run finished"
+        );
+        report
+    }
+}
+
+/// Cases changed since `from`, oldest change first.
+fn query(associated_user: Option<&str>, from: Option<DateTime<Utc>>) -> CaseQuery {
+    let mut q = CaseQuery::new().order_by(CaseOrderBy::LastUpdatedAt, SortOrder::Asc);
+    if let Some(user) = associated_user {
+        q = q.associated_user_name(user.to_string());
+    }
+    if let Some(t) = from {
+        q = q.updated_since(t);
+    }
+    q
+}
+
+/// The job's input for one service of a case.
+fn bundle_json(
+    case: &Case,
+    service_id: &str,
+    referrals: &[Referral],
+    since: Option<DateTime<Utc>>,
+    owner: Option<&User>,
+) -> serde_json::Result<String> {
+    serde_json::to_string(&Bundle {
+        case,
+        service_id,
+        referrals,
+        since: since.map(format_cursor),
+        owner,
+    })
+}
+
+impl<D: Deliver> Visitor<'_, '_, D> {
+    /// Map `service_id` of `case` together with the services visited after
+    /// it (the rest of this case's, then those of the cases `ahead`), up to
+    /// one job call's worth (`MAX_RECORDS_PER_CALL`): the bundles
+    /// `one_service` would build, so the same answers, without each paying
+    /// a call's fixed cost. A window rather than the whole page keeps the
+    /// bundles and answers held at once few. Needs the users loaded; a case
+    /// whose referral read failed is left to `one_case`, which reports it.
+    async fn map_window(
+        &mut self,
+        st: &ScanState,
+        (case, service_id, referrals): (&Case, &str, &[Referral]),
+        ahead: &[Case],
+    ) {
+        let ledger = self.run.ledger;
+        let wanted = |id: &str| ledger.selects(id) && ledger.parked(id).is_none();
+        let mut items: Vec<(String, String)> = Vec::new();
+        let add = |items: &mut Vec<_>,
+                   c: &Case,
+                   id: &str,
+                   referrals: &[Referral],
+                   owner: Option<&User>| {
+            if let Ok(json) = bundle_json(c, id, referrals, st.since, owner) {
+                items.push((id.to_string(), json));
+            }
+        };
+        let owner = self.owner(case);
+        for id in service_ids(case).skip_while(|id| *id != service_id) {
+            if wanted(id) {
+                add(&mut items, case, id, referrals, owner.as_ref());
+            }
+        }
+        'cases: for next in ahead {
+            let Some(Ok(referrals)) = self.referrals.get(&next.id) else {
+                continue;
+            };
+            if !has_recent_referral(referrals, st.since) {
+                continue;
+            }
+            let owner = self.owner(next);
+            for id in service_ids(next) {
+                if items.len() >= MAX_RECORDS_PER_CALL {
+                    break 'cases;
+                }
+                if wanted(id) {
+                    add(&mut items, next, id, referrals, owner.as_ref());
+                }
+            }
+        }
+        let batch: Vec<(&str, &str)> = items
+            .iter()
+            .map(|(id, json)| (id.as_str(), json.as_str()))
+            .collect();
+        let answers = self.instance.run_batch(&self.ctx, &batch).await;
+        self.mapped
+            .extend(items.into_iter().map(|(id, _)| id).zip(answers));
+    }
+
+    /// Look up the owners of `case` and of the cases `ahead` with a recent
+    /// referral (those `map_window` may map), by user name: one call per
+    /// owner a run, not every user of the instance page by page.
+    async fn load_owners(
+        &mut self,
+        case: &Case,
+        ahead: &[Case],
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(), ConnectorError> {
+        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
+        let names: Vec<String> = std::iter::once(case)
+            .chain(ahead.iter().filter(|c| recent(c)))
+            .filter_map(|c| c.owned_by.clone())
+            .filter(|name| !self.users.contains_key(name))
+            .collect();
+        for name in names {
+            if self.users.contains_key(&name) {
+                continue;
+            }
+            let page = self.run.primero.users_named(&name, false).await?;
+            // Only the row of exactly this name: a server that ignores the
+            // filter answers every user.
+            let user = page.data.into_iter().find(|u| u.user_name == name);
+            tracing::debug!(found = user.is_some(), "case owner looked up");
+            self.users.insert(name, user);
+        }
+        Ok(())
+    }
+
+    /// The case owner's user record, when Primero knows them.
+    fn owner(&self, case: &Case) -> Option<User> {
+        let owner = case.owned_by.as_deref()?;
+        self.users.get(owner).cloned().flatten()
+    }
+
+    async fn one_case(&mut self, st: &mut ScanState, case: &Case, ahead: &[Case]) {
+        let run = self.run;
+        let service_ids: Vec<&str> = service_ids(case).collect();
+        if service_ids.is_empty() {
+            return;
+        }
+        let read = match self.referrals.remove(&case.id) {
+            Some(read) => read,
+            None => run.primero.list_referrals(&case.id).await,
+        };
+        let referrals = match read {
+            Ok(r) => r,
+            Err(e) => {
+                // Recorded under the case id: no service was reached.
+                st.tracker.hold(None);
+                let outcome = run.ledger.settle(&case.id, partner_failure(&e), None).await;
+                st.report.records.push(report_record(&case.id, outcome));
+                return;
+            }
+        };
+        let since = st.since;
+        if !has_recent_referral(&referrals, since) {
+            return;
+        }
+        if let Err(e) = self.load_owners(case, ahead, since).await {
+            let needs = service_ids
+                .iter()
+                .filter_map(|id| earliest_referral(&referrals, id, since))
+                .min();
+            st.tracker.hold(needs);
+            st.report
+                .records
+                .push(report_record(&case.id, partner_failure(&e)));
+            return;
+        }
+        let owner = self.owner(case);
+        for service_id in service_ids {
+            if !run.ledger.selects(service_id) {
+                continue;
+            }
+            if let Some(parked) = run.ledger.parked(service_id) {
+                st.report.records.push(report_record(service_id, parked));
+                continue;
+            }
+            let span = tracing::info_span!("record", record = %service_id);
+            let outcome = self
+                .one_service(st, (case, service_id, &referrals), owner.as_ref(), ahead)
+                .instrument(span.clone())
+                .await;
+            if let Some((outcome, needs)) = outcome {
+                let needs = needs.or_else(|| earliest_referral(&referrals, service_id, since));
+                let outcome = run
+                    .ledger
+                    .settle(service_id, outcome, needs.map(format_cursor).as_deref())
+                    .instrument(span)
+                    .await;
+                if outcome.holds_cursor() {
+                    st.tracker.hold(needs);
+                }
+                tracing::info!(outcome = outcome.label(), "referral handled");
+                st.report.records.push(report_record(service_id, outcome));
+            }
+        }
+    }
+
+    /// One service: `None` when it is not a new UNHCR referral; else the
+    /// outcome and, when known, the referral date it needs the cursor to keep.
+    async fn one_service(
+        &mut self,
+        st: &ScanState,
+        (case, service_id, referrals): (&Case, &str, &[Referral]),
+        owner: Option<&User>,
+        ahead: &[Case],
+    ) -> Option<(RecordOutcome, Option<DateTime<Utc>>)> {
+        if !self.mapped.contains_key(service_id) {
+            self.map_window(st, (case, service_id, referrals), ahead)
+                .await;
+        }
+        let result = match self.mapped.remove(service_id) {
+            Some(result) => result,
+            // Its bundle could not be built in the window: alone, to report why.
+            None => {
+                let json = match bundle_json(case, service_id, referrals, st.since, owner) {
+                    Ok(j) => j,
+                    Err(e) => return Some((failed("internal", e.to_string()), None)),
+                };
+                self.instance.run(&self.ctx, service_id, &json).await
+            }
+        };
+        let item = match result {
+            Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_REFERRED) => {
+                return None
+            }
+            Ok(JobOutcome::Skip(reason)) => return Some((RecordOutcome::Skipped { reason }, None)),
+            Err(e) => return Some((failed(e.code(), e.to_string()), None)),
+            Ok(JobOutcome::Emit(value)) => {
+                match serde_json::from_value::<EmittedReferral<D::Payload>>(value) {
+                    Ok(item) if item.service_id == service_id => item,
+                    Ok(_) => {
+                        let why =
+                            format!("job {} emitted another service's referral", self.run.job);
+                        return Some((failed("job-invalid-output", why), None));
+                    }
+                    Err(e) => {
+                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
+                        return Some((failed("job-invalid-output", why), None));
+                    }
+                }
+            }
+        };
+        if !item.admin_contact.is_empty() {
+            // Business rule kept from the original, but no longer silent (spec §5.7).
+            tracing::warn!(
+                case = %case.id,
+                service = %service_id,
+                fields = %item.admin_contact.join(","),
+                "caseworker profile incomplete: admin contact sent instead"
+            );
+        }
+        let needs = Some(item.referred_at);
+        let previous = match self.run.store.delivery(self.run.flow, service_id).await {
+            Ok(p) => p,
+            Err(e) => return Some((failed("state", e.to_string()), needs)),
+        };
+        if let Some(p) = previous.as_ref().filter(|p| p.fingerprint == FP_DELIVERED) {
+            return Some((
+                RecordOutcome::AlreadySent {
+                    target_id: p.target_id.clone(),
+                },
+                needs,
+            ));
+        }
+        // Handed to the partner with the rest of the page (see `deliver_pending`).
+        self.pending.push(Pending {
+            service_id: service_id.to_string(),
+            item,
+            previous,
+            needs,
+        });
+        None
+    }
+
+    /// Deliver the page's referrals, at most `concurrency` at once (the
+    /// client bounds each partner further), then settle them in order.
+    async fn deliver_pending(&mut self, st: &mut ScanState) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let run = self.run;
+        let pending = &pending;
+        let outcomes: Vec<RecordOutcome> = if run.dry_run {
+            pending
+                .iter()
+                .map(|p| run.deliver.planned(&p.item, p.previous.as_ref()))
+                .collect()
+        } else {
+            deliver_all(run, pending).await
+        };
+        self.settle_pending(st, pending, outcomes).await
+    }
+
+    /// Count each outcome's attempt, hold the cursor for what failed, report.
+    async fn settle_pending(
+        &mut self,
+        st: &mut ScanState,
+        pending: &[Pending<D::Payload>],
+        outcomes: Vec<RecordOutcome>,
+    ) {
+        let run = self.run;
+        for (p, outcome) in pending.iter().zip(outcomes) {
+            let span = tracing::info_span!("record", record = %p.service_id);
+            let outcome = run
+                .ledger
+                .settle(
+                    &p.service_id,
+                    outcome,
+                    p.needs.map(format_cursor).as_deref(),
+                )
+                .instrument(span.clone())
+                .await;
+            if outcome.holds_cursor() {
+                st.tracker.hold(p.needs);
+            }
+            span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
+            st.report
+                .records
+                .push(report_record(&p.service_id, outcome));
+        }
+    }
+}
+
+/// Hand a page's referrals to the partner, at most `concurrency` at once.
+async fn deliver_all<D: Deliver>(
+    run: &OutboundRun<'_, D>,
+    pending: &[Pending<D::Payload>],
+) -> Vec<RecordOutcome> {
+    // By index: a closure over `&Pending` items trips the compiler's
+    // higher-ranked lifetime check once the future must be `Send`.
+    stream::iter(0..pending.len())
+        .map(|i| async move {
+            let p = &pending[i];
+            let span = tracing::info_span!("record", record = %p.service_id);
+            run.deliver
+                .deliver(&p.item, p.previous.as_ref())
+                .instrument(span)
+                .await
+        })
+        .buffered(run.concurrency.max(1))
+        .collect()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn cursor_is_the_greatest_last_updated_at_read_not_now() {
+        let mut c = CursorTracker::new(Some(t("2024-06-01T00:00:00Z")));
+        c.saw(Some(t("2024-06-03T00:00:00Z")));
+        c.saw(Some(t("2024-06-02T00:00:00Z")));
+        assert_eq!(c.next(), Some(t("2024-06-03T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_failed_referral_holds_the_cursor_at_its_date() {
+        let mut c = CursorTracker::new(Some(t("2024-06-01T00:00:00Z")));
+        c.saw(Some(t("2024-06-05T00:00:00Z")));
+        // Referred on the 2nd, case edited on the 4th, send failed.
+        c.saw(Some(t("2024-06-04T00:00:00Z")));
+        c.hold(Some(t("2024-06-02T00:00:00Z")));
+        assert_eq!(c.next(), Some(t("2024-06-02T00:00:00Z")));
+        // Unknown date: the previous cursor stays.
+        c.hold(None);
+        assert_eq!(c.next(), None);
+    }
+
+    #[test]
+    fn first_run_failure_without_a_date_commits_nothing() {
+        let mut c = CursorTracker::new(None);
+        c.saw(Some(t("2024-06-05T00:00:00Z")));
+        c.hold(None);
+        assert_eq!(c.next(), None);
+        // Nothing read: nothing to commit either.
+        assert_eq!(CursorTracker::new(None).next(), None);
+    }
+
+    #[test]
+    fn earliest_referral_of_the_service_since_the_cursor() {
+        let r = |sid: &str, at: &str| Referral {
+            id: format!("r-{at}"),
+            status: bridge_partners::primero::ReferralStatus::InProgress,
+            record_id: None,
+            service_record_id: Some(sid.into()),
+            created_at: Some(t(at)),
+            transitioned_to: None,
+            rejected_reason: None,
+            extra: Default::default(),
+        };
+        let list = [
+            r("a", "2024-06-01T00:00:00Z"),
+            r("a", "2024-06-03T00:00:00Z"),
+            r("a", "2024-06-04T00:00:00Z"),
+            r("b", "2024-06-02T00:00:00Z"),
+        ];
+        assert_eq!(
+            earliest_referral(&list, "a", Some(t("2024-06-02T00:00:00Z"))),
+            Some(t("2024-06-03T00:00:00Z"))
+        );
+        assert_eq!(earliest_referral(&list, "c", None), None);
+    }
+}

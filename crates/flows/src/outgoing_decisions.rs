@@ -1,0 +1,403 @@
+//! Primero caseworker decisions on proGres referrals → proGres, the part
+//! both designs share (PING workflow 1.2, DTP flow 1-2): cases changed since
+//! the cursor → the job, once per service (it decides which services carry
+//! a decision and builds the partner payload) → a design-specific
+//! [`SendDecision`]er.
+//!
+//! Better than the original (spec README):
+//! - Every page is read, by keyset: page 1 of `last_updated_at >= <greatest
+//!   seen>`, ascending, `per` = 1000 (Primero's cap), so cases edited during
+//!   the run cannot shift a page and be skipped.
+//! - The cursor is the greatest `last_updated_at` read (not "now", and PING
+//!   1.2 now has one at all), held back to the case of any decision that
+//!   failed for a reason outside the case (partner, state database, mapping
+//!   table), and committed after the run. It is inclusive: what sits on it is
+//!   read again and recognised through the state store.
+//! - Each decision is sent once: the store keeps, per `<case id>/<service
+//!   id>`, a fingerprint of the decision sent (status and reason, hashed), so
+//!   touching a case does not re-send its decisions and a changed decision is
+//!   sent again.
+//! - A decision that cannot be sent is reported per service (e.g. a legacy
+//!   intervention number, an unknown status), never dropped silently. A
+//!   `bad-input` failure does not hold the cursor: fixing it means editing the
+//!   case, which brings it back.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::ledger::Ledger;
+use super::outbound_referrals::format_cursor;
+use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
+use bridge_partners::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
+use bridge_partners::ConnectorError;
+use bridge_runtime::reload::Catalog;
+use bridge_runtime::{JobContext, JobFailure, JobInstance, JobOutcome};
+use bridge_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Skip code of a service without a decision (jobs/lib/decisions.js); not reported.
+pub const NOT_A_DECISION: &str = "not-a-decision";
+
+/// The decision itself, as the job emits it: what is fingerprinted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `acknowledged` | `rejected` (spec §4.7).
+    pub status: String,
+    pub closure_reason: String,
+}
+
+impl Decision {
+    /// SHA-256 hex of the status and the reason: the store keeps this, never
+    /// the reason's text (free text may hold personal data).
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.status.as_bytes());
+        h.update([0]);
+        h.update(self.closure_reason.as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// What a decision job emits for one service; `P` is the design's payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EmittedDecision<P> {
+    pub service_id: String,
+    pub decision: Decision,
+    #[serde(flatten)]
+    pub payload: P,
+}
+
+/// What became of one send.
+#[derive(Debug)]
+pub enum Sent {
+    /// The partner took it; the id it is known by there (system id), if any.
+    Delivered { target_id: Option<String> },
+    /// The partner answered but refused this record (reason: codes and ids only).
+    Refused(String),
+    /// The call failed.
+    Failed(ConnectorError),
+}
+
+/// The design-specific last step: hand one decision to proGres.
+#[allow(async_fn_in_trait)]
+pub trait SendDecision {
+    type Payload: DeserializeOwned;
+    /// What `send` writes, as a dry run reports it (e.g. `ingest-transfer-status`).
+    const ACTION: &'static str;
+
+    /// The id the partner knows the decision by (system id), if any.
+    fn target_id(&self, item: &EmittedDecision<Self::Payload>) -> Option<String>;
+
+    async fn send(&self, item: &EmittedDecision<Self::Payload>) -> Sent;
+}
+
+/// One run of an outgoing decision flow.
+pub struct DecisionRun<'a, S> {
+    pub flow: &'static str,
+    pub job: &'static str,
+    pub primero: &'a PrimeroClient,
+    pub store: &'a dyn Store,
+    pub catalog: &'a Catalog,
+    pub ledger: &'a Ledger<'a>,
+    pub stop: &'a CancellationToken,
+    pub send: S,
+    /// Where the first run reads from when no cursor is stored.
+    pub initial_cursor: Option<DateTime<Utc>>,
+    /// Map and report, send nothing, keep the cursor.
+    pub dry_run: bool,
+}
+
+/// The case fields a decision job reads (no personal data beyond the service).
+#[derive(Serialize)]
+struct CaseRef<'a> {
+    id: &'a str,
+    case_id: Option<&'a str>,
+    owned_by: Option<&'a str>,
+    last_updated_at: Option<String>,
+}
+
+/// The record bundle handed to the job (jobs/lib/decisions.js).
+#[derive(Serialize)]
+struct Bundle<'a> {
+    case: CaseRef<'a>,
+    service: &'a Service,
+}
+
+/// The store key of a decision: system ids only.
+pub fn delivery_key(case_record_id: &str, service_id: &str) -> String {
+    format!("{case_record_id}/{service_id}")
+}
+
+/// What one service came to, and whether the cursor must stay on its case.
+struct ServiceResult {
+    outcome: RecordOutcome,
+    hold: bool,
+}
+
+impl ServiceResult {
+    fn done(outcome: RecordOutcome) -> Self {
+        Self {
+            outcome,
+            hold: false,
+        }
+    }
+
+    fn retry(outcome: RecordOutcome) -> Self {
+        Self {
+            outcome,
+            hold: true,
+        }
+    }
+}
+
+/// Per-run state of the job side: one instance, one context.
+struct Visitor<'r, 'a, S> {
+    run: &'r DecisionRun<'a, S>,
+    instance: JobInstance,
+    ctx: JobContext,
+}
+
+impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
+    async fn visit(&mut self, case: &Case, _ahead: &[Case], st: &mut ScanState) {
+        self.one_case(st, case).await
+    }
+}
+
+impl<S: SendDecision> DecisionRun<'_, S> {
+    /// Run the flow once. Partner and record errors end up in the report.
+    pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
+        let span = tracing::info_span!("run", flow = self.flow, run = run_id);
+        self.run_inner(run_id, today).instrument(span).await
+    }
+
+    async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
+        // One job version and one mapping version for the whole run.
+        let instance = match self.catalog.instance(self.job).await {
+            Ok(i) => i,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let mut visitor = Visitor {
+            run: self,
+            instance,
+            ctx: JobContext {
+                flow: self.flow.into(),
+                run_id: run_id.into(),
+                today: today.into(),
+                dry_run: self.dry_run,
+            },
+        };
+        let scan = CaseScan {
+            flow: self.flow,
+            primero: self.primero,
+            store: self.store,
+            ledger: self.ledger,
+            stop: self.stop,
+            query: &query,
+            initial: self.initial_cursor,
+            dry_run: self.dry_run,
+        };
+        let report = RunReport {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            dry_run: self.dry_run,
+            ..RunReport::default()
+        };
+        let report = scan.run(report, &mut visitor).await;
+        tracing::info!(
+            cases = report.fetched,
+            sent = report.count("sent"),
+            already_sent = report.count("already sent"),
+            would_send = report.count("would write"),
+            failed = report.count("failed"),
+            "run finished"
+        );
+        report
+    }
+}
+
+fn query(from: Option<DateTime<Utc>>) -> CaseQuery {
+    let q = CaseQuery::new().order_by(
+        CaseOrderBy::LastUpdatedAt,
+        bridge_partners::primero::SortOrder::Asc,
+    );
+    match from {
+        Some(t) => q.updated_since(t),
+        None => q,
+    }
+}
+
+impl<S: SendDecision> Visitor<'_, '_, S> {
+    async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
+        let ledger = self.run.ledger;
+        for service in &case.services_section {
+            let record_id = delivery_key(
+                &case.id,
+                service.unique_id.as_deref().unwrap_or("(no unique_id)"),
+            );
+            if !ledger.selects(&record_id) {
+                continue;
+            }
+            if let Some(parked) = ledger.parked(&record_id) {
+                st.report.records.push(RecordReport {
+                    source_id: record_id,
+                    outcome: parked,
+                    acknowledged: false,
+                    ack_error: None,
+                    would_acknowledge: None,
+                });
+                continue;
+            }
+            let span = tracing::info_span!("record", record = %record_id);
+            let Some(mut result) = self
+                .one_service(case, service, &record_id)
+                .instrument(span.clone())
+                .await
+            else {
+                continue;
+            };
+            let hint = case.last_updated_at.map(format_cursor);
+            result.outcome = ledger
+                .settle(&record_id, result.outcome, hint.as_deref())
+                .instrument(span)
+                .await;
+            // A dead-lettered decision no longer keeps the cursor.
+            result.hold &= result.outcome.holds_cursor();
+            if result.hold {
+                // Read this case again next run.
+                st.tracker.hold(case.last_updated_at);
+            }
+            tracing::info!(
+                outcome = result.outcome.label(),
+                held = result.hold,
+                "decision handled"
+            );
+            let acknowledged = result.outcome.is_delivered();
+            st.report.records.push(RecordReport {
+                source_id: record_id,
+                outcome: result.outcome,
+                acknowledged,
+                ack_error: None,
+                would_acknowledge: None,
+            });
+        }
+    }
+
+    /// One service: `None` when it carries no decision.
+    async fn one_service(
+        &mut self,
+        case: &Case,
+        service: &Service,
+        record_id: &str,
+    ) -> Option<ServiceResult> {
+        let bundle = Bundle {
+            case: CaseRef {
+                id: &case.id,
+                case_id: case.case_id.as_deref(),
+                owned_by: case.owned_by.as_deref(),
+                last_updated_at: case.last_updated_at.map(format_cursor),
+            },
+            service,
+        };
+        let json = match serde_json::to_string(&bundle) {
+            Ok(j) => j,
+            Err(e) => return Some(ServiceResult::retry(failed("internal", e.to_string()))),
+        };
+        let item = match self.instance.run(&self.ctx, record_id, &json).await {
+            Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_A_DECISION) => {
+                return None
+            }
+            Ok(JobOutcome::Skip(reason)) => {
+                return Some(ServiceResult::done(RecordOutcome::Skipped { reason }))
+            }
+            // Bad data on the case: fixing it edits the case, which brings it back.
+            Err(e @ JobFailure::BadInput { .. }) => {
+                return Some(ServiceResult::done(failed(e.code(), e.to_string())))
+            }
+            // Unmapped (fixed in the mapping folder) or a job problem: read again.
+            Err(e) => return Some(ServiceResult::retry(failed(e.code(), e.to_string()))),
+            Ok(JobOutcome::Emit(value)) => {
+                match serde_json::from_value::<EmittedDecision<S::Payload>>(value) {
+                    Ok(item) if Some(item.service_id.as_str()) == service.unique_id.as_deref() => {
+                        item
+                    }
+                    Ok(_) => {
+                        let why =
+                            format!("job {} emitted another service's decision", self.run.job);
+                        return Some(ServiceResult::retry(failed("job-invalid-output", why)));
+                    }
+                    Err(e) => {
+                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
+                        return Some(ServiceResult::retry(failed("job-invalid-output", why)));
+                    }
+                }
+            }
+        };
+        let fingerprint = item.decision.fingerprint();
+        match self.run.store.delivery(self.run.flow, record_id).await {
+            Ok(Some(previous)) if previous.fingerprint == fingerprint => {
+                return Some(ServiceResult::done(RecordOutcome::AlreadySent {
+                    target_id: previous.target_id,
+                }));
+            }
+            Ok(_) => {}
+            Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
+        }
+        if self.run.dry_run {
+            let target = self.run.send.target_id(&item);
+            return Some(ServiceResult::done(would_write(S::ACTION, target)));
+        }
+        match self.run.send.send(&item).await {
+            Sent::Delivered { target_id } => {
+                match self
+                    .run
+                    .store
+                    .record_delivery(self.run.flow, record_id, &fingerprint, target_id.as_deref())
+                    .await
+                {
+                    Ok(()) => Some(ServiceResult::done(RecordOutcome::Sent { target_id })),
+                    // Sent but not remembered: sent again next run (a repeat beats a loss).
+                    Err(e) => Some(ServiceResult::retry(failed("state", e.to_string()))),
+                }
+            }
+            Sent::Refused(reason) => Some(ServiceResult::retry(failed("partner-refused", reason))),
+            Sent::Failed(e) => Some(ServiceResult::retry(partner_failure(&e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_status_and_reason_only() {
+        let a = Decision {
+            status: "rejected".into(),
+            closure_reason: "No capacity".into(),
+        };
+        let same = a.clone();
+        let other_reason = Decision {
+            closure_reason: "Other".into(),
+            ..a.clone()
+        };
+        let other_status = Decision {
+            status: "acknowledged".into(),
+            ..a.clone()
+        };
+        assert_eq!(a.fingerprint(), same.fingerprint());
+        assert_ne!(a.fingerprint(), other_reason.fingerprint());
+        assert_ne!(a.fingerprint(), other_status.fingerprint());
+        // Never the text itself.
+        assert!(!a.fingerprint().contains("capacity"));
+        assert_eq!(a.fingerprint().len(), 64);
+    }
+
+    #[test]
+    fn keys_are_system_ids() {
+        assert_eq!(delivery_key("case-1", "svc-9"), "case-1/svc-9");
+    }
+}

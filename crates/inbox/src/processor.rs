@@ -1,0 +1,214 @@
+//! Hands stored inbox messages to their flow, and deletes each one once it
+//! is delivered. A message whose handler says "try again later" stays (its
+//! attempt is counted) until it has failed `max_attempts` times; then, or at
+//! once when the handler says it will never succeed, it moves to the dead
+//! letter: still sealed, no longer pending, until an operator replays it. A
+//! message that cannot be opened stays too, since deleting it would lose a
+//! referral over a key mistake.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{HandlerError, InboxHandler, InboxKind};
+use bridge_flows::RunReport;
+use bridge_store::{InboxMessage, Sealer, Store, StoreError};
+
+/// Longest failure reason kept with a message.
+const REASON_MAX_CHARS: usize = 300;
+
+pub struct InboxProcessor {
+    pub store: Arc<dyn Store>,
+    pub sealer: Sealer,
+    pub handler: Arc<dyn InboxHandler>,
+    /// Failed attempts before a message moves to the dead letter.
+    pub max_attempts: u32,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "disposition", rename_all = "kebab-case")]
+pub enum Disposition {
+    /// Handled; the message was deleted.
+    Done { report: RunReport },
+    /// Failed for good or too often: set aside (sealed) in the dead letter.
+    DeadLettered { reason: String },
+    /// Kept for a later attempt.
+    Kept { reason: String },
+    /// Kept: the sealed body could not be opened (wrong key or damage).
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageOutcome {
+    pub receipt_id: String,
+    pub kind: String,
+    /// Failed attempts before this one.
+    pub previous_attempts: i64,
+    #[serde(flatten)]
+    pub disposition: Disposition,
+}
+
+/// One pass over the pending messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InboxSummary {
+    pub messages: Vec<MessageOutcome>,
+}
+
+impl InboxSummary {
+    pub fn done(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Done { .. }))
+    }
+    pub fn dead_lettered(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::DeadLettered { .. }))
+    }
+    pub fn kept(&self) -> usize {
+        self.count(|d| matches!(d, Disposition::Kept { .. } | Disposition::Unreadable))
+    }
+    fn count(&self, f: impl Fn(&Disposition) -> bool) -> usize {
+        self.messages.iter().filter(|m| f(&m.disposition)).count()
+    }
+}
+
+impl InboxProcessor {
+    pub fn new(store: Arc<dyn Store>, sealer: Sealer, handler: Arc<dyn InboxHandler>) -> Self {
+        Self {
+            store,
+            sealer,
+            handler,
+            max_attempts: bridge_flows::ledger::DeliveryPolicy::default().max_attempts,
+        }
+    }
+
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// Every pending message, oldest first.
+    pub async fn process_pending(&self, today: &str) -> Result<InboxSummary, StoreError> {
+        let mut summary = InboxSummary::default();
+        for message in self.store.inbox_pending().await? {
+            summary
+                .messages
+                .push(self.process_message(&message, today).await?);
+        }
+        Ok(summary)
+    }
+
+    /// Open one message, hand it to its flow, and keep or delete it.
+    pub async fn process_message(
+        &self,
+        message: &InboxMessage,
+        today: &str,
+    ) -> Result<MessageOutcome, StoreError> {
+        let span = tracing::info_span!("inbox", receipt = %message.id, kind = %message.kind);
+        let disposition = self.dispose(message, today).instrument(span).await?;
+        Ok(MessageOutcome {
+            receipt_id: message.id.clone(),
+            kind: message.kind.clone(),
+            previous_attempts: message.attempts,
+            disposition,
+        })
+    }
+
+    async fn dispose(
+        &self,
+        message: &InboxMessage,
+        today: &str,
+    ) -> Result<Disposition, StoreError> {
+        let id = message.id.as_str();
+        let Ok(plain) = self.sealer.open(id, &message.sealed_body) else {
+            tracing::error!(
+                "inbox message cannot be opened (seal key changed or data damaged); kept"
+            );
+            self.store.inbox_failed(id, "seal-open-failed").await?;
+            return Ok(Disposition::Unreadable);
+        };
+        // Accepted messages were checked on the way in; these only fail if
+        // the stored row was not written by this inbox.
+        let parsed = (
+            InboxKind::from_request_type(&message.kind),
+            serde_json::from_slice::<Value>(&plain),
+        );
+        drop(plain);
+        let (kind, body) = match parsed {
+            (Some(kind), Ok(body)) => (kind, body),
+            (None, _) => {
+                return self
+                    .dead_letter(message, "inbox", "unknown-kind", "unknown message kind")
+                    .await
+            }
+            (Some(kind), Err(_)) => {
+                return self
+                    .dead_letter(message, kind.flow(), "bad-input", "stored body is not JSON")
+                    .await
+            }
+        };
+        match self.handler.handle(kind, id, &body, today).await {
+            Ok(report) => {
+                self.store.inbox_delete(id).await?;
+                tracing::info!(records = report.records.len(), "inbox message processed");
+                Ok(Disposition::Done { report })
+            }
+            Err(HandlerError::Permanent(reason)) => {
+                self.dead_letter(message, kind.flow(), "permanent", &reason)
+                    .await
+            }
+            Err(HandlerError::Retryable(reason)) => {
+                let reason = truncate(&reason);
+                let attempt = message.attempts + 1;
+                self.store.inbox_failed(id, &reason).await?;
+                if attempt >= i64::from(self.max_attempts) {
+                    return self
+                        .dead_letter(message, kind.flow(), "retries-exhausted", &reason)
+                        .await;
+                }
+                tracing::warn!(%reason, attempt, "inbox message kept for retry");
+                Ok(Disposition::Kept { reason })
+            }
+        }
+    }
+
+    /// Set the message aside, sealed, until an operator replays it.
+    async fn dead_letter(
+        &self,
+        message: &InboxMessage,
+        flow: &str,
+        code: &str,
+        reason: &str,
+    ) -> Result<Disposition, StoreError> {
+        let reason = truncate(reason);
+        let id = message.id.as_str();
+        self.store.inbox_set_dead(id, &reason).await?;
+        self.store
+            .dead_letter_put(flow, id, code, &reason, message.attempts + 1, None)
+            .await?;
+        tracing::warn!(%reason, code, "inbox message moved to the dead letter");
+        Ok(Disposition::DeadLettered { reason })
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(REASON_MAX_CHARS) {
+        Some((idx, _)) => format!("{}…", &text[..idx]),
+        None => text.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl bridge_flows::app::PendingMessages for InboxProcessor {
+    async fn process_pending(&self, today: &str) -> anyhow::Result<Vec<RunReport>> {
+        let summary = InboxProcessor::process_pending(self, today).await?;
+        Ok(summary
+            .messages
+            .into_iter()
+            .filter_map(|m| match m.disposition {
+                Disposition::Done { report } => Some(report),
+                _ => None,
+            })
+            .collect())
+    }
+}

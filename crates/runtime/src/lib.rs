@@ -1,0 +1,23 @@
+//! The job runtime: one wasmtime engine per process, components precompiled to
+//! an on-disk cache, deny-by-default linking, per-call time and memory limits,
+//! and atomic hot reload of jobs and mappings.
+
+pub mod bindings;
+mod cache;
+mod engine;
+mod error;
+mod instance;
+pub mod job_text;
+mod policy;
+pub mod reload;
+mod shared;
+pub mod toolchain;
+
+pub use cache::PrecompileCache;
+pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
+pub use error::{JobFailure, LoadError};
+pub use instance::{
+    as_received, outcome_report, JobContext, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL,
+};
+pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};
+pub use shared::SharedInstance;

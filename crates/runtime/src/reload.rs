@@ -1,0 +1,355 @@
+//! Hot reload of jobs and mappings.
+//!
+//! The catalog holds the current version of each job and of the mapping set
+//! behind an `ArcSwap`. A changed file is loaded and validated off to the side;
+//! only a version that passes is swapped in, atomically. A run takes its
+//! versions once at its start, so a record in flight finishes on the version it
+//! began with; a refused version leaves the old one serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use super::engine::{JobRuntime, LoadedJob};
+use super::error::LoadError;
+use super::instance::JobInstance;
+use bridge_mappings::{MappingError, MappingSet};
+
+/// Something the watcher did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadEvent {
+    JobSwapped {
+        job: String,
+        from: String,
+        to: String,
+    },
+    JobRefused {
+        job: String,
+        error: String,
+    },
+    MappingsSwapped {
+        from: String,
+        to: String,
+    },
+    MappingsRefused {
+        error: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("mappings: {0}")]
+    Mappings(#[from] MappingError),
+}
+
+/// Cheap change detection: size and modification time of each file.
+type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn stamp_of(path: &Path) -> Stamp {
+    let mut files: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect()
+}
+
+struct Watched<T> {
+    path: PathBuf,
+    current: ArcSwap<T>,
+    stamp: Mutex<Stamp>,
+}
+
+impl<T> Watched<T> {
+    fn new(path: PathBuf, value: Arc<T>) -> Self {
+        let stamp = stamp_of(&path);
+        Self {
+            path,
+            current: ArcSwap::new(value),
+            stamp: Mutex::new(stamp),
+        }
+    }
+
+    /// The new stamp when the files changed since the last look.
+    fn changed(&self) -> Option<Stamp> {
+        let now = stamp_of(&self.path);
+        let guard = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        (*guard != now).then_some(now)
+    }
+
+    fn remember(&self, stamp: Stamp) {
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+    }
+}
+
+/// The jobs and the mapping set a host serves.
+pub struct Catalog {
+    runtime: Arc<JobRuntime>,
+    jobs: BTreeMap<String, Watched<LoadedJob>>,
+    mappings: Watched<MappingSet>,
+    /// Serialises reloads; readers never wait on it.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Refuse a reloaded mapping set that holds placeholders (`CHANGE-ME:`).
+    refuse_placeholders: std::sync::atomic::AtomicBool,
+}
+
+impl Catalog {
+    /// Load every job and the mappings; all must be valid to start.
+    pub async fn open(
+        runtime: Arc<JobRuntime>,
+        job_files: &[PathBuf],
+        mappings_dir: &Path,
+    ) -> Result<Self, CatalogError> {
+        let mappings = MappingSet::load_dir(mappings_dir)?;
+        let mut jobs = BTreeMap::new();
+        for path in job_files {
+            let job = Arc::new(runtime.load_file(path).await?);
+            if serves_other_design(&job.info.flow, &mappings.deployment.design) {
+                // A deployment is PING or DTP; the other design's jobs need
+                // tables this country does not have.
+                tracing::info!(job = %job.name, flow = %job.info.flow, design = %mappings.deployment.design, "job skipped: it serves the other design");
+                continue;
+            }
+            validate(&job, &mappings).await?;
+            jobs.insert(job.name.clone(), Watched::new(path.clone(), job));
+        }
+        Ok(Self {
+            runtime,
+            jobs,
+            mappings: Watched::new(mappings_dir.to_path_buf(), Arc::new(mappings)),
+            reload_lock: tokio::sync::Mutex::new(()),
+            refuse_placeholders: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// From now on, refuse a reloaded mapping set that holds placeholders.
+    pub fn refuse_placeholders(&self) {
+        self.refuse_placeholders
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The current version of a job.
+    pub fn job(&self, name: &str) -> Option<Arc<LoadedJob>> {
+        self.jobs.get(name).map(|w| w.current.load_full())
+    }
+
+    pub fn job_names(&self) -> impl Iterator<Item = &str> {
+        self.jobs.keys().map(String::as_str)
+    }
+
+    /// The current mapping set.
+    pub fn mappings(&self) -> Arc<MappingSet> {
+        self.mappings.current.load_full()
+    }
+
+    /// A job instance configured with the current mappings: what a run uses
+    /// (one job version and one mapping version for the whole run).
+    pub async fn instance(&self, name: &str) -> Result<JobInstance, LoadError> {
+        let job = self.job(name).ok_or_else(|| LoadError::NotLoaded {
+            job: name.to_string(),
+        })?;
+        let mappings = self.mappings();
+        configured_instance(job, &mappings).await
+    }
+
+    /// Look for changed files and swap in every new version that validates.
+    pub async fn poll(&self) -> Vec<ReloadEvent> {
+        let _guard = self.reload_lock.lock().await;
+        let mut events = Vec::new();
+
+        if let Some(stamp) = self.mappings.changed() {
+            self.mappings.remember(stamp);
+            let old = self.mappings();
+            match MappingSet::load_dir(&self.mappings.path) {
+                Ok(new) if new.content_hash == old.content_hash => {}
+                Ok(new) => {
+                    let mut refusal = self
+                        .refuse_placeholders
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .then(|| new.placeholder_refusal())
+                        .flatten();
+                    if refusal.is_none() {
+                        for watched in self.jobs.values() {
+                            if let Err(e) = validate(&watched.current.load(), &new).await {
+                                refusal = Some(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    match refusal {
+                        Some(error) => events.push(ReloadEvent::MappingsRefused { error }),
+                        None => {
+                            events.push(ReloadEvent::MappingsSwapped {
+                                from: old.content_hash.clone(),
+                                to: new.content_hash.clone(),
+                            });
+                            self.mappings.current.store(Arc::new(new));
+                        }
+                    }
+                }
+                Err(e) => events.push(ReloadEvent::MappingsRefused {
+                    error: e.to_string(),
+                }),
+            }
+        }
+
+        let mappings = self.mappings();
+        for (name, watched) in &self.jobs {
+            let Some(stamp) = watched.changed() else {
+                continue;
+            };
+            watched.remember(stamp);
+            let old = watched.current.load_full();
+            let loaded = match self.runtime.load_file(&watched.path).await {
+                Ok(job) if job.content_hash == old.content_hash => continue,
+                Ok(mut job) => {
+                    // Keep the name the catalog knows the job by.
+                    job.name = name.clone();
+                    let job = Arc::new(job);
+                    match replaces(&old, &job) {
+                        Ok(()) => validate(&job, &mappings).await.map(|()| job),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(job) => {
+                    events.push(ReloadEvent::JobSwapped {
+                        job: name.clone(),
+                        from: old.content_hash.clone(),
+                        to: job.content_hash.clone(),
+                    });
+                    watched.current.store(job);
+                }
+                Err(e) => events.push(ReloadEvent::JobRefused {
+                    job: name.clone(),
+                    error: e.to_string(),
+                }),
+            }
+        }
+        for event in &events {
+            match event {
+                ReloadEvent::JobSwapped { job, from, to } => {
+                    tracing::info!(
+                        job,
+                        from = &from[..12],
+                        to = &to[..12],
+                        "job version swapped in"
+                    )
+                }
+                ReloadEvent::JobRefused { job, error } => {
+                    tracing::error!(
+                        job,
+                        error,
+                        "new job version refused; previous version keeps serving"
+                    )
+                }
+                ReloadEvent::MappingsSwapped { from, to } => {
+                    tracing::info!(from = &from[..12], to = &to[..12], "mappings swapped in")
+                }
+                ReloadEvent::MappingsRefused { error } => {
+                    tracing::error!(
+                        error,
+                        "new mappings refused; previous mappings keep serving"
+                    )
+                }
+            }
+        }
+        events
+    }
+
+    /// Poll for changes every `interval` until the catalog is dropped.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(catalog) = weak.upgrade() else {
+                    return;
+                };
+                catalog.poll().await;
+            }
+        })
+    }
+}
+
+/// Whether a job's flow (`ping-…`, `dtp-…`) belongs to the design this
+/// deployment does not use. Flows of neither prefix belong to both.
+pub fn serves_other_design(flow: &str, design: &str) -> bool {
+    ["ping", "dtp"]
+        .iter()
+        .any(|d| *d != design && flow.starts_with(&format!("{d}-")))
+}
+
+/// Whether `new` is another version of the job `old` is: the same job name
+/// and flow, as each describes itself. Another job's component copied over
+/// the file would fail every record of the next runs and burn a delivery
+/// attempt for each. (The contract version is the same for both: a
+/// component built against another one is refused at load, by its imports.)
+fn replaces(old: &LoadedJob, new: &LoadedJob) -> Result<(), LoadError> {
+    let refuse = |reason: String| {
+        Err(LoadError::NotAReplacement {
+            job: old.name.clone(),
+            reason,
+        })
+    };
+    if new.info.name != old.info.name {
+        return refuse(format!(
+            "it describes job `{}`, the serving version job `{}`",
+            new.info.name, old.info.name
+        ));
+    }
+    if new.info.flow != old.info.flow {
+        return refuse(format!(
+            "it serves flow `{}`, the serving version flow `{}`",
+            new.info.flow, old.info.flow
+        ));
+    }
+    Ok(())
+}
+
+/// A job fits a mapping set when every table it reads exists and its
+/// `configure` accepts the set.
+async fn validate(job: &Arc<LoadedJob>, mappings: &MappingSet) -> Result<(), LoadError> {
+    configured_instance(job.clone(), mappings).await.map(|_| ())
+}
+
+async fn configured_instance(
+    job: Arc<LoadedJob>,
+    mappings: &MappingSet,
+) -> Result<JobInstance, LoadError> {
+    if let Some(table) = mappings.missing_tables(&job.info.tables).first() {
+        return Err(LoadError::MissingTable {
+            job: job.name.clone(),
+            table: table.to_string(),
+        });
+    }
+    let name = job.name.clone();
+    let configure_err = |e: super::error::JobFailure| LoadError::Configure {
+        job: name.clone(),
+        reason: e.to_string(),
+    };
+    let mut instance = JobInstance::new(job).await.map_err(configure_err)?;
+    instance
+        .configure(mappings.job_json())
+        .await
+        .map_err(configure_err)?;
+    Ok(instance)
+}

@@ -1,0 +1,241 @@
+//! `bridge config check`: every problem of a config, without starting
+//! anything. Secrets are read to see that they resolve; their values are
+//! never part of a message.
+
+use std::path::Path;
+
+use crate::config::{BridgeConfig, ConfigError};
+use bridge_mappings::MappingSet;
+use bridge_runtime::reload::serves_other_design;
+
+/// What a check found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Each makes the config unusable.
+    pub problems: Vec<String>,
+    /// Worth knowing, not fatal.
+    pub warnings: Vec<String>,
+    /// One line describing a good config.
+    pub summary: String,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, message: impl Into<String>) {
+        let message = message.into();
+        if !self.problems.contains(&message) {
+            self.problems.push(message);
+        }
+    }
+}
+
+/// Check the config file.
+pub fn check_config(file: &Path) -> CheckReport {
+    let mut report = CheckReport::default();
+    let config = match BridgeConfig::parse(file) {
+        Ok(c) => c,
+        Err(e) => {
+            report.problem(e.to_string());
+            return report;
+        }
+    };
+    let key = |key: &str, message: String| {
+        ConfigError::Key {
+            file: config.file.clone(),
+            key: key.to_string(),
+            message,
+        }
+        .to_string()
+    };
+
+    // Secrets resolve (values are never shown).
+    let mut secrets_ok = std::collections::BTreeSet::new();
+    for (name, secret) in config.secret_refs() {
+        match config.check_secret(name, secret) {
+            Ok(()) => {
+                secrets_ok.insert(name);
+            }
+            Err(e) => report.problem(e.to_string()),
+        }
+    }
+
+    for e in config.schedule_problems() {
+        report.problem(e.to_string());
+    }
+    for e in config.limit_problems() {
+        report.problem(e.to_string());
+    }
+    for e in config.service_problems() {
+        report.problem(e.to_string());
+    }
+    report.warnings.extend(config.listener_warnings());
+
+    // Primero's auth mode (its password is already checked above).
+    if secrets_ok.contains("primero.password") {
+        if let Err(e) = config.primero_client_config() {
+            report.problem(e.to_string());
+        }
+    }
+
+    // Job components.
+    let jobs_dir = config.resolve(&config.jobs.dir);
+    let jobs = match bridge_flows::app::job_files(&jobs_dir) {
+        Ok(files) => files.len(),
+        Err(e) => {
+            report.problem(key("jobs.dir", format!("{e:#}")));
+            0
+        }
+    };
+
+    // Mappings, and the flows the deployment's design serves.
+    let mappings_dir = config.resolve(&config.jobs.mappings);
+    let mut design = None;
+    match MappingSet::load_dir(&mappings_dir) {
+        Ok(set) => {
+            for p in &set.placeholders {
+                if config.jobs.allow_placeholders {
+                    report
+                        .warnings
+                        .push(format!("{p} (allowed by jobs.allow_placeholders)"));
+                } else {
+                    report.problem(p.to_string());
+                }
+            }
+            let d = set.deployment.design.clone();
+            for flow in config.schedule.keys() {
+                if bridge_flows::registry::scheduled_names().contains(&flow.as_str())
+                    && serves_other_design(flow, &d)
+                {
+                    report.problem(key(
+                        &format!("schedule.\"{flow}\""),
+                        format!(
+                            "flow {flow} belongs to the other design; this deployment ({}) uses the {d} design",
+                            mappings_dir.display()
+                        ),
+                    ));
+                }
+                if flow.starts_with("ping-") && config.ping.is_none() {
+                    report.problem(key(
+                        &format!("schedule.\"{flow}\""),
+                        format!("flow {flow} needs a [ping] section"),
+                    ));
+                }
+                if flow.starts_with("dtp-") && config.dtp.is_none() {
+                    report.problem(key(
+                        &format!("schedule.\"{flow}\""),
+                        format!("flow {flow} needs a [dtp] section"),
+                    ));
+                }
+            }
+            if config.ping.is_some()
+                && secrets_ok.contains("ping.password")
+                && secrets_ok.contains("ping.subscription_key")
+            {
+                if let Err(e) = config.ping_client_config(&set.deployment) {
+                    report.problem(e.to_string());
+                }
+            }
+            if config.inbox.is_some() && d != "dtp" {
+                report.warnings.push(format!(
+                    "{}: [inbox] is for the DTP design; this deployment uses the {d} design",
+                    config.file.display()
+                ));
+            }
+            design = Some(d);
+        }
+        Err(e) => report.problem(key("jobs.mappings", e.to_string())),
+    }
+
+    // DTP client files.
+    if config.dtp.is_some() && secrets_ok.contains("dtp.subscription_key") {
+        if let Err(e) = config.dtp_client_config() {
+            report.problem(e.to_string());
+        }
+    }
+
+    // The inbox: key length, seal key of 64 hex characters.
+    if config.inbox.is_some()
+        && secrets_ok.contains("inbox.api_key")
+        && secrets_ok.contains("inbox.seal_key")
+    {
+        if let Err(e) = config.inbox_settings() {
+            report.problem(e.to_string());
+        }
+    }
+    if config.inbox.is_some() && config.state.is_none() {
+        report.problem(key(
+            "state",
+            "the inbox needs a [state] section: accepted messages must survive a restart".into(),
+        ));
+    }
+    if config.state.is_none() {
+        report.warnings.push(format!(
+            "{}: no [state] section: `bridge run` refuses to start without one",
+            config.file.display()
+        ));
+    }
+    if config.jobs.allow_placeholders {
+        report.warnings.push(format!(
+            "{}: key `jobs.allow_placeholders` is set: for the simulators, the demo and tests only; a real deployment must not go live with it",
+            config.file.display()
+        ));
+    }
+    for e in config.flow_problems() {
+        report.problem(e.to_string());
+    }
+    let initial = config.initial_cursors();
+    for flow in config.schedule.keys() {
+        if bridge_flows::registry::cursor_names().contains(&flow.as_str())
+            && !initial.contains_key(flow)
+        {
+            report.warnings.push(format!(
+                "{}: flow {flow} has no `initial_cursor` under [flows.\"{flow}\"]: it runs only if the state database already holds its cursor (`bridge cursor show`), else it is refused",
+                config.file.display()
+            ));
+        }
+    }
+    if config.schedule.is_empty() {
+        report.warnings.push(format!(
+            "{}: no [schedule] entries: `bridge run` runs no pull flow",
+            config.file.display()
+        ));
+    }
+
+    let flows: Vec<&str> = config.schedule.keys().map(String::as_str).collect();
+    report.summary = format!(
+        "config OK: {}: design {}, {} job component(s), scheduled flows: {}, inbox: {}, metrics on {}",
+        config.file.display(),
+        design.as_deref().unwrap_or("?"),
+        jobs,
+        if flows.is_empty() {
+            "none".to_string()
+        } else {
+            flows.join(", ")
+        },
+        config
+            .inbox
+            .as_ref()
+            .map(|i| i.listen.to_string())
+            .unwrap_or_else(|| "off".into()),
+        config.metrics.listen,
+    );
+    report
+}
+
+/// What `bridge run` checks before it takes a reloaded configuration
+/// (SIGHUP): everything `config check` checks; the configuration as read.
+/// The error lists the problems (each names file, line and key; secrets are
+/// never shown).
+pub fn check_reload(file: &Path) -> anyhow::Result<BridgeConfig> {
+    let report = check_config(file);
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "{} problem(s): {}",
+        report.problems.len(),
+        report.problems.join("; ")
+    );
+    Ok(BridgeConfig::load(file)?)
+}

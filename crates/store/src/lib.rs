@@ -1,0 +1,332 @@
+//! Durable state: cursors, what was delivered, and the sealed inbox.
+//!
+//! Behind the [`Store`] trait so a PostgreSQL backend can follow without
+//! touching the flows. The embedded default is SQLite ([`SqliteStore`]).
+//! Only system ids, fingerprints, statuses and timestamps are stored; inbox
+//! bodies are sealed with [`Sealer`] and deleted once processed.
+
+mod lease;
+pub mod limits;
+mod monitor;
+mod seal;
+mod sqlite;
+
+pub use lease::{Holder, WriterLease};
+pub use monitor::Monitored;
+pub use seal::{SealError, Sealer};
+pub use sqlite::SqliteStore;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+/// How to restore a lost database; part of every message about one.
+const RESTORE_HINT: &str = "restore the database from a backup (see docs/operator/state.md), \
+     or start a new deployment with `--init`";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database: {0}")]
+    Database(String),
+    /// SQLite's SQLITE_FULL: the disk (or the file size limit) is full.
+    #[error("state database: the disk is full: {0}")]
+    Full(String),
+    #[error("state database migration: {0}")]
+    Migration(String),
+    #[error(
+        "no state database at {0} (key `state.path`): a new deployment creates it with `--init` \
+         (e.g. `bridge run --init --config bridge.toml`); if this deployment ran before, its \
+         database is lost: restore it from a backup (see docs/operator/state.md)"
+    )]
+    Missing(PathBuf),
+    #[error("{0} is an empty file, not a bridge state database (truncated?): {RESTORE_HINT}")]
+    Empty(PathBuf),
+    #[error(
+        "{path} is not a bridge state database ({why}): check `state.path`, or {RESTORE_HINT}"
+    )]
+    Foreign { path: PathBuf, why: String },
+    /// The file at the configured path is no longer the one this process
+    /// opened (deleted, replaced or moved away): writes would be lost.
+    #[error("the state database {path} {why} since this process opened it: stop the bridge and {RESTORE_HINT}")]
+    Replaced { path: PathBuf, why: &'static str },
+    /// Another process holds the writer lock.
+    #[error(
+        "the state database {database} is in use by another bridge process ({}): only one \
+         process may write it; stop that one first (read-only commands such as `bridge runs` \
+         work meanwhile)",
+        .holder.as_ref().map_or_else(|| "holder not recorded yet".to_string(), |h| h.to_string())
+    )]
+    Locked {
+        database: String,
+        holder: Option<Holder>,
+    },
+}
+
+impl StoreError {
+    /// A stable reason code for `/readyz`, metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Database(_) => "store-error",
+            StoreError::Full(_) => "store-full",
+            StoreError::Migration(_) => "store-migration",
+            StoreError::Missing(_) => "store-missing",
+            StoreError::Empty(_) => "store-empty",
+            StoreError::Foreign { .. } => "store-foreign",
+            StoreError::Replaced { .. } => "store-replaced",
+            StoreError::Locked { .. } => "store-locked",
+        }
+    }
+}
+
+/// SQLite's primary result code for a full database or disk.
+const SQLITE_FULL: i64 = 13;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // SQLite reports extended codes; the primary code is the low byte.
+        let full = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| c & 0xff == SQLITE_FULL);
+        if full {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Database(e.to_string())
+        }
+    }
+}
+
+/// Whether opening a database may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The database must exist and be a bridge database.
+    Existing,
+    /// `--init`: create it when missing (an existing one must still be a
+    /// bridge database).
+    Init,
+}
+
+impl OpenMode {
+    /// The mode a command's `--init` flag asks for.
+    pub fn from_init(init: bool) -> Self {
+        if init {
+            OpenMode::Init
+        } else {
+            OpenMode::Existing
+        }
+    }
+}
+
+/// A message accepted by the inbox and not yet processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// Receipt id returned to the sender.
+    pub id: String,
+    /// Routing kind, e.g. the DTP `request_type`.
+    pub kind: String,
+    pub sealed_body: Vec<u8>,
+    pub received_at: String,
+    pub attempts: i64,
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// The flow's cron schedule.
+    Schedule,
+    /// A scheduled run missed while the process was down, run once on start.
+    Startup,
+    /// `bridge flow run` or a test.
+    Manual,
+    /// A message pushed to the inbox.
+    Inbox,
+    /// `bridge dead-letter replay`.
+    Replay,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Startup => "startup",
+            Trigger::Manual => "manual",
+            Trigger::Inbox => "inbox",
+            Trigger::Replay => "replay",
+        }
+    }
+}
+
+/// One run of a flow as stored. Counts only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub flow: String,
+    pub trigger: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub fetched: i64,
+    pub delivered: i64,
+    pub held: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub dead_lettered: i64,
+    /// `running`, `ok`, `partial`, `aborted` or `interrupted`.
+    pub outcome: String,
+    pub aborted_reason: Option<String>,
+}
+
+/// The outcome of one record in one run: system ids and a reason code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordRow {
+    pub run_id: String,
+    pub flow: String,
+    pub source_id: String,
+    pub target_id: Option<String>,
+    /// The outcome label, e.g. `created`, `failed`, `dead-lettered`.
+    pub status: String,
+    /// Consecutive failed attempts including this one (0 when it succeeded).
+    pub attempt: i64,
+    pub reason_code: Option<String>,
+    pub at: String,
+}
+
+/// A record that failed too often and waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub flow: String,
+    pub source_id: String,
+    pub reason_code: String,
+    pub reason: String,
+    pub attempts: i64,
+    /// Cursor flows: where to read from to see the record again.
+    pub cursor_hint: Option<String>,
+    pub created_at: String,
+    pub replayed_at: Option<String>,
+}
+
+/// A previous delivery of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub fingerprint: String,
+    pub target_id: Option<String>,
+    pub delivered_at: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Become the only writer of this database, until the lease is dropped
+    /// (or the process dies). Refused with [`StoreError::Locked`], naming
+    /// the holder, while another process holds it. SQLite: an OS lock on a
+    /// sidecar file; a shared server database would make it a renewed lease.
+    async fn acquire_writer(&self, holder: &Holder) -> Result<WriterLease, StoreError>;
+    /// The database is still the one opened and can be used; checked
+    /// periodically and before accepting anything that must be kept.
+    async fn verify(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Why the database cannot grow, when it cannot: the disk is (nearly)
+    /// full, or the file reached the process's file size limit. SQLite
+    /// reports the second as a plain I/O error, so a failed write asks.
+    fn space_problem(&self) -> Option<String> {
+        None
+    }
+    /// The reason code of the last store failure not yet followed by a
+    /// successful write (see [`Monitored`]); `None` when healthy.
+    fn fault(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The flow's cursor, if one was committed.
+    async fn cursor(&self, flow: &str) -> Result<Option<String>, StoreError>;
+    /// Commit a cursor. Callers only do this once every record up to it is
+    /// written (or dead-lettered).
+    async fn set_cursor(&self, flow: &str, value: &str) -> Result<(), StoreError>;
+
+    /// What was last delivered under `key` (system ids only, e.g.
+    /// `<case id>/<service id>`).
+    async fn delivery(&self, flow: &str, key: &str) -> Result<Option<Delivery>, StoreError>;
+    /// Record a delivery; `fingerprint` identifies the content sent (e.g. a
+    /// hash of the decision), so a changed record is sent again.
+    async fn record_delivery(
+        &self,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Keep an accepted inbox message until it is processed.
+    async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError>;
+    /// Messages not yet processed, oldest first.
+    async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;
+    /// Note a failed processing attempt (reason: codes only).
+    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError>;
+    /// Delete a processed message (its body goes with it).
+    async fn inbox_delete(&self, id: &str) -> Result<(), StoreError>;
+    /// Set a message aside (state `dead`): kept sealed for a replay, no
+    /// longer pending.
+    async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError>;
+    /// Make a dead message pending again with its attempts reset.
+    async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every stored inbox message id with its state (`pending`/`dead`).
+    async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// A run began (outcome `running`).
+    async fn run_started(&self, run: &RunRow) -> Result<(), StoreError>;
+    /// A run ended: counts, outcome, end time; its record outcomes.
+    async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError>;
+    /// Runs still `running` (the process died during them) become
+    /// `interrupted`; returns how many.
+    async fn interrupt_running(&self) -> Result<u64, StoreError>;
+    /// Newest first.
+    async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
+    async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError>;
+    /// Start time of the flow's newest run of any trigger.
+    async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError>;
+
+    /// Count one more failed attempt; returns the count so far.
+    async fn attempt_failed(
+        &self,
+        flow: &str,
+        source_id: &str,
+        code: &str,
+    ) -> Result<i64, StoreError>;
+    /// Every record of the flow with failed attempts, with the count.
+    async fn attempts_all(&self, flow: &str) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Consecutive failed attempts so far (0 when none).
+    async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError>;
+    /// The record succeeded (or was replayed): forget its failures.
+    async fn clear_attempts(&self, flow: &str, source_id: &str) -> Result<(), StoreError>;
+
+    /// Put a record in the dead letter (no-op when already there).
+    async fn dead_letter_put(
+        &self,
+        flow: &str,
+        source_id: &str,
+        reason_code: &str,
+        reason: &str,
+        attempts: i64,
+        cursor_hint: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// The active dead-letter entry of a record.
+    async fn dead_letter_find(
+        &self,
+        flow: &str,
+        source_id: &str,
+    ) -> Result<Option<DeadLetter>, StoreError>;
+    async fn dead_letter_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError>;
+    /// Active entries (not replayed), oldest first.
+    async fn dead_letters(&self, flow: Option<&str>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Take an entry out of the dead letter for a replay: marks it replayed
+    /// and forgets the record's attempts. False when it was not active.
+    async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError>;
+}
+
+/// Now, as stored: RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,266 @@
+//! [`Monitored`]: a store that checks the database before each use and
+//! keeps the last failure, for `/readyz` and `bridge_store_errors_total`.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{
+    DeadLetter, Delivery, Holder, InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
+};
+
+/// The last failure not yet followed by a success that clears it.
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    code: &'static str,
+    /// A failed write is cleared only by a successful write (reads keep
+    /// working on a full disk).
+    on_write: bool,
+}
+
+/// Wraps a store: every call first checks that the database is still the
+/// one opened ([`Store::verify`]), so nothing is written to (or read from) a
+/// deleted or replaced file; every failure is counted by reason code and
+/// kept as the store's [`Store::fault`] until a later success clears it.
+pub struct Monitored<S> {
+    inner: S,
+    fault: Mutex<Option<Fault>>,
+}
+
+impl<S: Store> Monitored<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            fault: Mutex::new(None),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn set_fault(&self, value: Option<Fault>) {
+        match self.fault.lock() {
+            Ok(mut g) => *g = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
+    }
+
+    fn current(&self) -> Option<Fault> {
+        match self.fault.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        write: bool,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = match self.inner.verify().await {
+            Ok(()) => op.await,
+            Err(e) => Err(e),
+        };
+        // A write that failed with a plain I/O error on a disk (or file
+        // size limit) that is full is a full store: say so.
+        let result = match result {
+            Err(StoreError::Database(e)) if write => match self.inner.space_problem() {
+                Some(why) => Err(StoreError::Full(format!("{why}: {e}"))),
+                None => Err(StoreError::Database(e)),
+            },
+            other => other,
+        };
+        match &result {
+            Err(e) => {
+                bridge_telemetry::metrics().store_error(e.code());
+                self.set_fault(Some(Fault {
+                    code: e.code(),
+                    on_write: write,
+                }));
+            }
+            Ok(_) => {
+                if self.current().is_some_and(|f| write || !f.on_write) {
+                    self.set_fault(None);
+                }
+            }
+        }
+        result
+    }
+
+    async fn read<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.call(false, op).await
+    }
+
+    async fn write<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.call(true, op).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Monitored<S> {
+    async fn acquire_writer(&self, holder: &Holder) -> Result<WriterLease, StoreError> {
+        self.inner.acquire_writer(holder).await
+    }
+
+    async fn verify(&self) -> Result<(), StoreError> {
+        self.read(async { Ok(()) }).await
+    }
+
+    fn fault(&self) -> Option<&'static str> {
+        self.current().map(|f| f.code)
+    }
+
+    async fn cursor(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.read(self.inner.cursor(flow)).await
+    }
+
+    async fn set_cursor(&self, flow: &str, value: &str) -> Result<(), StoreError> {
+        self.write(self.inner.set_cursor(flow, value)).await
+    }
+
+    async fn delivery(&self, flow: &str, key: &str) -> Result<Option<Delivery>, StoreError> {
+        self.read(self.inner.delivery(flow, key)).await
+    }
+
+    async fn record_delivery(
+        &self,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(
+            self.inner
+                .record_delivery(flow, key, fingerprint, target_id),
+        )
+        .await
+    }
+
+    async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_put(id, kind, sealed_body))
+            .await
+    }
+
+    async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.read(self.inner.inbox_pending()).await
+    }
+
+    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_failed(id, reason)).await
+    }
+
+    async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_delete(id)).await
+    }
+
+    async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_set_dead(id, reason)).await
+    }
+
+    async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
+        self.write(self.inner.inbox_revive(id)).await
+    }
+
+    async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(self.inner.inbox_states()).await
+    }
+
+    async fn run_started(&self, run: &RunRow) -> Result<(), StoreError> {
+        self.write(self.inner.run_started(run)).await
+    }
+
+    async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError> {
+        self.write(self.inner.run_finished(run, records)).await
+    }
+
+    async fn interrupt_running(&self) -> Result<u64, StoreError> {
+        self.write(self.inner.interrupt_running()).await
+    }
+
+    async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        self.read(self.inner.runs(flow, limit)).await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        self.read(self.inner.run(id)).await
+    }
+
+    async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError> {
+        self.read(self.inner.run_records(run_id)).await
+    }
+
+    async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.read(self.inner.last_run_started(flow)).await
+    }
+
+    async fn attempt_failed(
+        &self,
+        flow: &str,
+        source_id: &str,
+        code: &str,
+    ) -> Result<i64, StoreError> {
+        self.write(self.inner.attempt_failed(flow, source_id, code))
+            .await
+    }
+
+    async fn attempts_all(&self, flow: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(self.inner.attempts_all(flow)).await
+    }
+
+    async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError> {
+        self.read(self.inner.attempts(flow, source_id)).await
+    }
+
+    async fn clear_attempts(&self, flow: &str, source_id: &str) -> Result<(), StoreError> {
+        self.write(self.inner.clear_attempts(flow, source_id)).await
+    }
+
+    async fn dead_letter_put(
+        &self,
+        flow: &str,
+        source_id: &str,
+        reason_code: &str,
+        reason: &str,
+        attempts: i64,
+        cursor_hint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.dead_letter_put(
+            flow,
+            source_id,
+            reason_code,
+            reason,
+            attempts,
+            cursor_hint,
+        ))
+        .await
+    }
+
+    async fn dead_letter_find(
+        &self,
+        flow: &str,
+        source_id: &str,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        self.read(self.inner.dead_letter_find(flow, source_id))
+            .await
+    }
+
+    async fn dead_letter_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.read(self.inner.dead_letter_get(id)).await
+    }
+
+    async fn dead_letters(&self, flow: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(self.inner.dead_letters(flow)).await
+    }
+
+    async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError> {
+        self.write(self.inner.dead_letter_release(id)).await
+    }
+}

@@ -1,0 +1,335 @@
+//! Process-wide metrics in the Prometheus / OpenMetrics text format.
+//!
+//! | family | type | labels |
+//! |---|---|---|
+//! | `bridge_records_total` | counter | `flow`, `outcome` |
+//! | `bridge_runs_total` | counter | `flow`, `outcome` |
+//! | `bridge_run_duration_seconds` | histogram | `flow` |
+//! | `bridge_partner_retries_total` | counter | `system` |
+//! | `bridge_dead_letter_size` | gauge | `flow` |
+//! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
+//! | `bridge_job_log_lines_dropped_total` | counter | `job` |
+//! | `bridge_component_load_seconds` | histogram | `job`, `source` (`cache` \| `compiled`) |
+//! | `bridge_inbox_pending` | gauge | — |
+//! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
+//! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
+//!
+//! Label values are system ids and codes only (flow ids, job names, outcome
+//! labels, partner system names), never record content.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowOutcome {
+    flow: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabel {
+    flow: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SystemLabel {
+    system: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LoadLabels {
+    job: String,
+    source: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn run_duration_histogram() -> Histogram {
+    Histogram::new([
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    ])
+}
+
+fn job_call_histogram() -> Histogram {
+    // 10 µs, 40 µs, 160 µs, … 2.6 s.
+    Histogram::new(exponential_buckets(1e-5, 4.0, 10))
+}
+
+fn component_load_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// The bridge's metrics; get the process-wide instance with [`metrics()`].
+pub struct Metrics {
+    registry: Registry,
+    records: Family<FlowOutcome, Counter>,
+    runs: Family<FlowOutcome, Counter>,
+    run_duration: HistogramFamily<FlowLabel>,
+    retries: Family<SystemLabel, Counter>,
+    dead_letter: Family<FlowLabel, Gauge>,
+    job_call: HistogramFamily<JobLabel>,
+    job_log_dropped: Family<JobLabel, Counter>,
+    component_load: HistogramFamily<LoadLabels>,
+    inbox_pending: Gauge,
+    store_errors: Family<CodeLabel, Counter>,
+    inbox_closed: Family<ReasonLabel, Counter>,
+}
+
+/// The process-wide metrics, created on first use.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let records = Family::<FlowOutcome, Counter>::default();
+        let runs = Family::<FlowOutcome, Counter>::default();
+        let run_duration: HistogramFamily<FlowLabel> =
+            Family::new_with_constructor(run_duration_histogram);
+        let retries = Family::<SystemLabel, Counter>::default();
+        let dead_letter = Family::<FlowLabel, Gauge>::default();
+        let job_call: HistogramFamily<JobLabel> = Family::new_with_constructor(job_call_histogram);
+        let job_log_dropped = Family::<JobLabel, Counter>::default();
+        let component_load: HistogramFamily<LoadLabels> =
+            Family::new_with_constructor(component_load_histogram);
+        let inbox_pending = Gauge::default();
+        let store_errors = Family::<CodeLabel, Counter>::default();
+        let inbox_closed = Family::<ReasonLabel, Counter>::default();
+
+        let mut registry = Registry::default();
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "bridge_records",
+            "Records handled, by flow and outcome",
+            records.clone(),
+        );
+        registry.register(
+            "bridge_runs",
+            "Flow runs finished, by flow and outcome",
+            runs.clone(),
+        );
+        registry.register(
+            "bridge_run_duration_seconds",
+            "Duration of a flow run",
+            run_duration.clone(),
+        );
+        registry.register(
+            "bridge_partner_retries",
+            "Calls to a partner system retried after a transient failure",
+            retries.clone(),
+        );
+        registry.register(
+            "bridge_dead_letter_size",
+            "Records in the dead letter, by flow",
+            dead_letter.clone(),
+        );
+        registry.register(
+            "bridge_job_call_seconds",
+            "Duration of one call into a job component",
+            job_call.clone(),
+        );
+        registry.register(
+            "bridge_job_log_lines_dropped",
+            "Job log lines dropped beyond the per-record limit",
+            job_log_dropped.clone(),
+        );
+        registry.register(
+            "bridge_component_load_seconds",
+            "Time to load a job component, from the precompile cache or compiled",
+            component_load.clone(),
+        );
+        registry.register(
+            "bridge_inbox_pending",
+            "Inbox messages received and not yet processed",
+            inbox_pending.clone(),
+        );
+        registry.register(
+            "bridge_store_errors",
+            "Failed uses of the state database, by reason code",
+            store_errors.clone(),
+        );
+        registry.register(
+            "bridge_inbox_connections_closed",
+            "Inbox connections refused over the cap or closed at a deadline, by reason",
+            inbox_closed.clone(),
+        );
+        Self {
+            registry,
+            records,
+            runs,
+            run_duration,
+            retries,
+            dead_letter,
+            job_call,
+            job_log_dropped,
+            component_load,
+            inbox_pending,
+            store_errors,
+            inbox_closed,
+        }
+    }
+
+    /// One record handled: `bridge_records_total{flow,outcome}`.
+    pub fn record(&self, flow: &str, outcome: &str) {
+        self.records
+            .get_or_create(&FlowOutcome {
+                flow: flow.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// One run finished: `bridge_runs_total{flow,outcome}` and
+    /// `bridge_run_duration_seconds{flow}`.
+    pub fn run_finished(&self, flow: &str, outcome: &str, secs: f64) {
+        self.runs
+            .get_or_create(&FlowOutcome {
+                flow: flow.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.run_duration
+            .get_or_create(&FlowLabel {
+                flow: flow.to_string(),
+            })
+            .observe(secs);
+    }
+
+    /// One retried partner call: `bridge_partner_retries_total{system}`.
+    pub fn retry(&self, system: &str) {
+        self.retries
+            .get_or_create(&SystemLabel {
+                system: system.to_string(),
+            })
+            .inc();
+    }
+
+    /// Dead-letter size of a flow: `bridge_dead_letter_size{flow}`.
+    pub fn set_dead_letter(&self, flow: &str, size: i64) {
+        self.dead_letter
+            .get_or_create(&FlowLabel {
+                flow: flow.to_string(),
+            })
+            .set(size);
+    }
+
+    /// One call into a job: `bridge_job_call_seconds{job}`.
+    pub fn job_call(&self, job: &str, secs: f64) {
+        self.job_call
+            .get_or_create(&JobLabel {
+                job: job.to_string(),
+            })
+            .observe(secs);
+    }
+
+    /// Job log lines dropped over the per-record limit:
+    /// `bridge_job_log_lines_dropped_total{job}`.
+    pub fn job_log_lines_dropped(&self, job: &str, n: u32) {
+        self.job_log_dropped
+            .get_or_create(&JobLabel {
+                job: job.to_string(),
+            })
+            .inc_by(u64::from(n));
+    }
+
+    /// One component load: `bridge_component_load_seconds{job,source}`,
+    /// `source` being `cache` or `compiled`.
+    pub fn component_load(&self, job: &str, secs: f64, from_cache: bool) {
+        self.component_load
+            .get_or_create(&LoadLabels {
+                job: job.to_string(),
+                source: if from_cache { "cache" } else { "compiled" }.to_string(),
+            })
+            .observe(secs);
+    }
+
+    /// Inbox messages waiting: `bridge_inbox_pending`.
+    pub fn set_inbox_pending(&self, n: i64) {
+        self.inbox_pending.set(n);
+    }
+
+    /// One failed use of the state database: `bridge_store_errors_total{code}`.
+    pub fn store_error(&self, code: &str) {
+        self.store_errors
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+
+    /// An inbox connection refused or cut off:
+    /// `bridge_inbox_connections_closed_total{reason}`.
+    pub fn inbox_connection_closed(&self, reason: &str) {
+        self.inbox_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition (OpenMetrics), ending with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_carry_their_labels() {
+        let m = Metrics::new();
+        m.record("ping-1.1", "created");
+        m.record("ping-1.1", "created");
+        m.run_finished("ping-1.1", "ok", 1.5);
+        m.retry("primero");
+        m.set_dead_letter("ping-1.1", 3);
+        m.job_call("ping-1.1", 0.00002);
+        m.component_load("ping-1.1", 0.2, true);
+        m.set_inbox_pending(4);
+        m.store_error("store-full");
+        let text = m.encode();
+        for needle in [
+            "bridge_records_total{flow=\"ping-1.1\",outcome=\"created\"} 2",
+            "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",
+            "bridge_run_duration_seconds_count{flow=\"ping-1.1\"} 1",
+            "bridge_partner_retries_total{system=\"primero\"} 1",
+            "bridge_dead_letter_size{flow=\"ping-1.1\"} 3",
+            "bridge_job_call_seconds_bucket{le=\"0.00004\",job=\"ping-1.1\"} 1",
+            "bridge_component_load_seconds_count{job=\"ping-1.1\",source=\"cache\"} 1",
+            "bridge_inbox_pending 4",
+            "bridge_store_errors_total{code=\"store-full\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! `bridge demo` and `bridge sim`: the simulators started together, the seeded
+//! scenarios and both designs' round trips. A developer tool: the production
+//! binary does not contain it.
+
+pub mod round_trip;
+pub mod scenario;

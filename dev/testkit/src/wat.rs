@@ -1,0 +1,200 @@
+//! Job components of the `bridge:job` world written as WAT text, for tests
+//! that need a job behaving in one exact way (trapping, looping, returning
+//! 10 MiB, logging a record) that a JavaScript job cannot be made to do.
+//!
+//! A job's core module gets a bump allocator exported as `realloc`, its
+//! data segments and its `describe`, `configure` and `run` bodies; the
+//! component around it declares the world's types and lifts the three
+//! functions. Results are laid out in memory by the test through [`Data`].
+
+/// `n` as the escaped little-endian bytes of a WAT data string.
+pub fn le(n: u32) -> String {
+    esc(&n.to_le_bytes())
+}
+
+/// `bytes` escaped for a WAT data string.
+pub fn esc(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+}
+
+/// The data segments of a job's core module.
+#[derive(Debug, Default)]
+pub struct Data(String);
+
+impl Data {
+    /// Places `bytes` (escaped, see [`le`] and [`esc`]) at address `at`.
+    pub fn seg(&mut self, at: u32, bytes: impl AsRef<str>) {
+        self.0
+            .push_str(&format!("(data (i32.const {at}) \"{}\")\n", bytes.as_ref()));
+    }
+
+    /// The segments as WAT text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a job component imports.
+#[derive(Debug, Clone, Copy)]
+pub enum Imports<'a> {
+    /// Component-level imports only (possibly none); the core module owns
+    /// its memory.
+    Own(&'a str),
+    /// The `bridge:job/log` interface, whose `emit` the core module calls
+    /// as `$emit`; memory lives in a module of its own so the lowered
+    /// import can use it.
+    Log,
+}
+
+/// A job component's parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    pub imports: Imports<'a>,
+    /// Where the allocator starts handing out memory (above the data).
+    pub heap_start: u32,
+    /// Extra core-module globals.
+    pub globals: &'a str,
+    /// The data segments (see [`Data`]).
+    pub data: &'a str,
+    /// Address of `describe`'s `job-info`.
+    pub describe_at: u32,
+    /// Address of `configure`'s result.
+    pub configure_at: u32,
+    /// Locals and instructions of the core `run` function, which takes
+    /// the flattened context and record (the record is locals 7 and 8) and
+    /// returns the address of its result.
+    pub run: &'a str,
+}
+
+const REALLOC: &str = r#"(func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and
+        (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+        (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
+      (global.set $bump (i32.add (local.get $p) (local.get 3)))
+      (block $ok
+        (br_if $ok (i32.le_u (global.get $bump) (i32.mul (memory.size) (i32.const 65536))))
+        (drop (memory.grow (i32.add (i32.shr_u (local.get 3) (i32.const 16)) (i32.const 1)))))
+      (local.get $p))"#;
+
+const LOG_IMPORT: &str = r#"(core module $mem (memory (export "memory") 1))
+  (core instance $memi (instantiate $mem))
+  (alias core export $memi "memory" (core memory $memory))
+
+  (import "bridge:job/log@0.2.0" (instance $log
+    (type $level' (enum "debug" "info" "warn" "error"))
+    (export "level" (type $level (eq $level')))
+    (type $pair (tuple string string))
+    (type $fields (list $pair))
+    (export "emit" (func (param "level" $level) (param "message" string) (param "fields" $fields)))
+  ))
+  (alias export $log "emit" (func $emit))
+  (core func $emit_core (canon lower (func $emit) (memory $memory)))
+  (core instance $env (export "memory" (memory $memory)))
+  (core instance $logc (export "emit" (func $emit_core)))"#;
+
+const WORLD_TYPES: &str = r#"(type $field-error' (record (field "field" string) (field "reason" string)))
+  (export $field-error "field-error" (type $field-error'))
+  (type $unmapped-value' (record (field "table" string) (field "value" string)))
+  (export $unmapped-value "unmapped-value" (type $unmapped-value'))
+  (type $context' (record (field "flow" string) (field "run-id" string) (field "today" string) (field "dry-run" bool)))
+  (export $context "context" (type $context'))
+  (type $outcome' (variant (case "emit" (list u8)) (case "skip" string)))
+  (export $outcome "outcome" (type $outcome'))
+  (type $job-error' (variant (case "bad-input" $field-error) (case "unmapped" $unmapped-value) (case "fatal" string)))
+  (export $job-error "job-error" (type $job-error'))
+  (type $job-info' (record (field "name" string) (field "version" string) (field "flow" string) (field "tables" (list string))))
+  (export $job-info "job-info" (type $job-info'))"#;
+
+/// The component's WAT text; `wat::parse_str` turns it into bytes.
+pub fn component_wat(job: &Job) -> String {
+    let Job {
+        imports,
+        heap_start,
+        globals,
+        data,
+        describe_at,
+        configure_at,
+        run,
+    } = *job;
+    let (before, memory_head, instance, memory) = match imports {
+        Imports::Own(extra) => (
+            extra.to_string(),
+            r#"(memory (export "memory") 1)"#.to_string(),
+            "(core instance $i (instantiate $m))",
+            r#"(memory (core memory $i "memory"))"#,
+        ),
+        Imports::Log => (
+            LOG_IMPORT.to_string(),
+            r#"(import "env" "memory" (memory 1))
+    (import "log" "emit" (func $emit (param i32 i32 i32 i32 i32)))"#
+                .to_string(),
+            r#"(core instance $i (instantiate $m (with "env" (instance $env)) (with "log" (instance $logc))))"#,
+            "(memory $memory)",
+        ),
+    };
+    let lift = |name: &str| {
+        format!(
+            r#"(canon lift (core func $i "{name}") {memory} (realloc (core func $i "realloc")))"#
+        )
+    };
+    format!(
+        r#"(component
+  {before}
+
+  (core module $m
+    {memory_head}
+    (global $bump (mut i32) (i32.const {heap_start}))
+    {globals}
+    {REALLOC}
+    {data}
+    (func (export "describe") (result i32) (i32.const {describe_at}))
+    (func (export "configure") (param i32 i32) (result i32) (i32.const {configure_at}))
+    (func (export "run") (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      {run})
+  )
+  {instance}
+
+  {WORLD_TYPES}
+
+  (func $describe (result $job-info)
+    {describe})
+  (export "describe" (func $describe))
+  (func $configure (param "mappings" string) (result (result (error $job-error)))
+    {configure})
+  (export "configure" (func $configure))
+  (func $run (param "ctx" $context) (param "record" string) (result (result $outcome (error $job-error)))
+    {run_lift})
+  (export "run" (func $run))
+)"#,
+        describe = lift("describe"),
+        configure = lift("configure"),
+        run_lift = lift("run"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_shapes_parse_as_components() {
+        let mut data = Data::default();
+        data.seg(100, esc(b"job"));
+        data.seg(240, le(0));
+        for imports in [Imports::Own(""), Imports::Log] {
+            let text = component_wat(&Job {
+                imports,
+                heap_start: 1024,
+                globals: "",
+                data: data.as_str(),
+                describe_at: 200,
+                configure_at: 240,
+                run: "(i32.const 260)",
+            });
+            let bytes = wat::parse_str(&text).expect("valid WAT");
+            // Layer 1 in the preamble: a component, not a core module.
+            assert_eq!(bytes[6..8], [1, 0], "{text}");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Every job's fixtures, through the real component: for each
+//! `jobs/<job>/fixtures/<name>.record.json` the outcome must equal
+//! `<name>.expected.json` (fixtures use today = 2025-06-01). The mapping folder
+//! is `mappings/kenya-dadaab` unless `fixtures/mappings.path` names another.
+//!
+//! Also checks the `bridge job run --expect` command a job author uses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use bridge_mappings::MappingSet;
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_runtime::{
+    as_received, outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
+    SharedInstance, MAX_RECORDS_PER_CALL,
+};
+
+const FIXTURE_TODAY: &str = "2025-06-01";
+
+fn project() -> ProjectDirs {
+    let project = ProjectDirs::locate().expect("project folder");
+    project.build_jobs(&[]).expect("jobs build");
+    project
+}
+
+fn fixtures(job_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let dir = job_dir.join("fixtures");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".record.json") {
+            let expected = dir.join(format!("{stem}.expected.json"));
+            assert!(
+                expected.is_file(),
+                "{} has no expected file",
+                path.display()
+            );
+            out.push((stem.to_string(), path, expected));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn mapping_dir(project: &ProjectDirs, job_dir: &Path) -> PathBuf {
+    let pointer = job_dir.join("fixtures/mappings.path");
+    match std::fs::read_to_string(&pointer) {
+        Ok(rel) => project.root.join(rel.trim()),
+        Err(_) => project.mappings("kenya-dadaab"),
+    }
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A fixture: its name, the record JSON and the expected outcome.
+type Case = (String, String, serde_json::Value);
+
+/// A configured instance of `job` (its fixtures' mappings, today =
+/// [`FIXTURE_TODAY`]), the call context and the job's fixtures.
+async fn fixture_instance(
+    project: &ProjectDirs,
+    runtime: &JobRuntime,
+    job: &str,
+) -> (Arc<LoadedJob>, JobInstance, JobContext, Vec<Case>) {
+    let job_dir = project.jobs_src().join(job);
+    let mappings = MappingSet::load_dir(&mapping_dir(project, &job_dir)).unwrap();
+    let loaded = Arc::new(runtime.load_file(&project.job_wasm(job)).await.unwrap());
+    let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+    instance.configure(mappings.job_json()).await.unwrap();
+    let ctx = JobContext {
+        flow: loaded.info.flow.clone(),
+        run_id: "fixture".into(),
+        today: FIXTURE_TODAY.into(),
+        dry_run: true,
+    };
+    let cases = fixtures(&job_dir)
+        .into_iter()
+        .map(|(name, record, expected)| {
+            let record = read_json(&record).to_string();
+            let expected = as_received(&read_json(&expected), &record);
+            (name, record, expected)
+        })
+        .collect();
+    (loaded, instance, ctx, cases)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fixture_of_every_job_matches() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for job in project.job_names().unwrap() {
+        let job_dir = project.jobs_src().join(&job);
+        let mappings = MappingSet::load_dir(&mapping_dir(&project, &job_dir)).unwrap();
+        let loaded = Arc::new(runtime.load_file(&project.job_wasm(&job)).await.unwrap());
+        assert!(
+            mappings.missing_tables(&loaded.info.tables).is_empty(),
+            "{job} needs tables missing from {}",
+            mappings.dir.display()
+        );
+        let mut instance = JobInstance::new(loaded.clone()).await.unwrap();
+        instance.configure(mappings.job_json()).await.unwrap();
+        let cases = fixtures(&job_dir);
+        assert!(!cases.is_empty(), "job {job} has no fixtures");
+        for (name, record, expected) in cases {
+            let ctx = JobContext {
+                flow: loaded.info.flow.clone(),
+                run_id: "fixture".into(),
+                today: FIXTURE_TODAY.into(),
+                dry_run: true,
+            };
+            let result = instance
+                .run(&ctx, &name, &read_json(&record).to_string())
+                .await;
+            let actual = outcome_report(&result);
+            let record_json = read_json(&record).to_string();
+            if actual != as_received(&read_json(&expected), &record_json) {
+                mismatches.push(format!(
+                    "{job}/{name}:\n{}",
+                    serde_json::to_string_pretty(&actual).unwrap()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "fixture mismatches:\n{}",
+        mismatches.join("\n")
+    );
+    assert!(checked >= 5, "only {checked} fixtures found");
+}
+
+/// Every job maps its fixtures in `run-batch` calls to exactly what one
+/// call per record gives (the flows batch whatever queues up for the job).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_job_maps_its_fixtures_the_same_in_batches() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let mut mismatches = Vec::new();
+    for job in project.job_names().unwrap() {
+        let (loaded, mut instance, ctx, cases) = fixture_instance(&project, &runtime, &job).await;
+        assert!(loaded.maps_in_batches(), "{job} has no run-batch export");
+        let items: Vec<(&str, &str)> = cases
+            .iter()
+            .map(|(name, record, _)| (name.as_str(), record.as_str()))
+            .collect();
+        // Round and round, past one call's worth: several calls, the later
+        // ones on an instance that has mapped already.
+        let rounds: Vec<(&str, &str)> = items
+            .iter()
+            .cycle()
+            .take(2 * MAX_RECORDS_PER_CALL + 5)
+            .copied()
+            .collect();
+        let results = instance.run_batch(&ctx, &rounds).await;
+        assert_eq!(results.len(), rounds.len(), "{job}");
+        for (i, result) in results.iter().enumerate() {
+            let (name, _, expected) = &cases[i % cases.len()];
+            let actual = outcome_report(result);
+            if &actual != expected {
+                mismatches.push(format!(
+                    "{job}/{name} in a batch:\n{}",
+                    serde_json::to_string_pretty(&actual).unwrap()
+                ));
+            }
+        }
+        // One instance served the whole batch: nothing trapped.
+        assert_eq!(instance.instances_started(), 1, "{job}");
+    }
+    assert!(
+        mismatches.is_empty(),
+        "batch mismatches:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+/// Records that reach a shared instance while it is busy are mapped together,
+/// each with its own answer. On one thread, so all 24 are queued before the
+/// instance's task first runs.
+#[tokio::test]
+async fn records_queued_for_a_shared_instance_are_mapped_in_batches() {
+    let project = project();
+    let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
+    let (_, instance, ctx, cases) = fixture_instance(&project, &runtime, "ping-1.1").await;
+    let shared = SharedInstance::spawn(instance, ctx, 8);
+    let rounds: Vec<&Case> = cases.iter().cycle().take(24).collect();
+    // All queued before the instance's task gets to them.
+    let answers = futures::future::join_all(
+        rounds
+            .iter()
+            .map(|(name, record, _)| shared.run(name, record.clone())),
+    )
+    .await;
+    for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
+        assert_eq!(&outcome_report(answer), expected, "{name}");
+    }
+    assert_eq!(shared.calls(), 3, "24 queued records in batches of up to 8");
+}
+
+#[test]
+fn job_run_command_passes_on_match_and_prints_a_diff_on_mismatch() {
+    let project = project();
+    let job = "ping-1.1";
+    let fixtures = fixtures(&project.jobs_src().join(job));
+    let (_, record, expected) = fixtures
+        .iter()
+        .find(|(n, _, _)| n == "example-15")
+        .expect("example-15 fixture");
+    let bridge = env!("CARGO_BIN_EXE_bridge");
+    let run = |expect: &Path| {
+        Command::new(bridge)
+            .current_dir(&project.root)
+            .args(["job", "run"])
+            .arg(project.job_wasm(job))
+            .arg("--record")
+            .arg(record)
+            .arg("--mappings")
+            .arg(project.mappings("kenya-dadaab"))
+            .args(["--today", FIXTURE_TODAY, "--expect"])
+            .arg(expect)
+            .output()
+            .unwrap()
+    };
+    let ok = run(expected);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // Change one value of the expectation: exit 1 and a readable diff.
+    let mut wrong = read_json(expected);
+    wrong["payload"]["unhcr_individual_no"] = serde_json::json!("803-000000000");
+    let tmp = tempfile::tempdir().unwrap();
+    let wrong_path = tmp.path().join("wrong.expected.json");
+    std::fs::write(&wrong_path, serde_json::to_string_pretty(&wrong).unwrap()).unwrap();
+    let bad = run(&wrong_path);
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(stdout.contains("MISMATCH"), "{stdout}");
+    assert!(
+        stdout.contains("-  \"payload\"") || stdout.contains("803-000000000"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+"), "{stdout}");
+}
+
+#[test]
+fn job_run_names_a_missing_record_file() {
+    let bridge = env!("CARGO_BIN_EXE_bridge");
+    let project = ProjectDirs::locate().unwrap();
+    let out = Command::new(bridge)
+        .current_dir(&project.root)
+        .args([
+            "job",
+            "run",
+            "/nonexistent/job.wasm",
+            "--record",
+            "nope.json",
+            "--mappings",
+            "mappings/kenya-dadaab",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/job.wasm"), "{stderr}");
+}
+
+#[test]
+fn mappings_check_names_unknown_and_missing_tables_and_bad_lines() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("testland");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(project.mappings("kenya-dadaab")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let check = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["mappings", "check", "--allow-placeholders"])
+            .arg(dir)
+            .arg("--jobs")
+            .arg(project.jobs_dist())
+            .output()
+            .unwrap()
+    };
+    let ok = check(&dir);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // A misspelt table file and a missing one.
+    std::fs::rename(dir.join("inbound-sex.toml"), dir.join("inbound-sexx.toml")).unwrap();
+    let bad = check(&dir);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("inbound-sexx.toml: unknown table `inbound-sexx`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing table `inbound-sex`"), "{stderr}");
+
+    // A duplicate key: file and line.
+    std::fs::rename(dir.join("inbound-sexx.toml"), dir.join("inbound-sex.toml")).unwrap();
+    let text = std::fs::read_to_string(dir.join("inbound-sex.toml")).unwrap();
+    std::fs::write(
+        dir.join("inbound-sex.toml"),
+        format!("{text}\"125080000\" = \"female\"\n"),
+    )
+    .unwrap();
+    let dup = check(&dir);
+    assert_eq!(dup.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&dup.stderr);
+    let line = text.lines().count() + 1;
+    assert!(
+        stderr.contains(&format!("inbound-sex.toml:{line}")),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,18 @@
+//! The end-to-end suite: the real `bridge` binary and the library crates
+//! together, against the simulators over loopback. One test binary (it links
+//! everything once); each module is one concern.
+
+mod bench_smoke;
+mod doctor;
+mod durable;
+mod e2e;
+mod e2e_cutover;
+mod e2e_dtp_flows;
+mod e2e_dtp_inbox;
+mod e2e_ping_decisions;
+mod e2e_ping_referrals_to_progres;
+mod e2e_round_trips;
+mod fault_matrix;
+mod job_fixtures;
+mod service;
+mod telemetry;

@@ -1,0 +1,560 @@
+//! `bridge run` and the operator commands, as an operator uses them: the
+//! real binary, the simulators on loopback, a config file in a temp folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use bridge_demo::scenario::{seed_workflow_1_1, Simulators};
+use bridge_runtime::toolchain::ProjectDirs;
+use bridge_testkit::cli::{sigterm, text, Streams};
+use serde_json::Value;
+
+const JOB: &str = "ping-1.1";
+
+fn project() -> ProjectDirs {
+    let project = ProjectDirs::locate().expect("project folder");
+    project.build_jobs(&[JOB.to_string()]).expect("jobs build");
+    project
+}
+
+fn bridge(args: &[&str], env: &[(&str, String)], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("BRIDGE_LOG", "info")
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+/// A config without partners to reach: enough for the commands that only
+/// read the file or the state database.
+fn offline_config(dir: &Path, extra: &str) -> PathBuf {
+    let file = dir.join("bridge.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[state]\npath = \"state.db\"\n\n[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = {{ env = \"BRIDGE_TEST_PRIMERO_PASSWORD\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"mappings\"\nallow_placeholders = true\n{extra}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn kill_and_report(child: &mut Child, streams: Streams, why: &str) -> ! {
+    let _ = child.kill();
+    let _ = child.wait();
+    let (stdout, stderr) = streams.finish();
+    panic!("{why}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
+/// Wait for the child to exit; None after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm() {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let seed = seed_workflow_1_1(&sims, 51);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[schedule]\n\"ping-1.1\" = \"* * * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            sims.config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
+        ),
+    )
+    .unwrap();
+    let env = sims.secret_env();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(["run", "--init", "--config"])
+        .arg(&config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("BRIDGE_LOG", "info")
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let streams = Streams::read(&mut child);
+
+    // Started: the service prints where metrics are, then "bridge running".
+    let mut metrics_url = None;
+    let started = tokio::task::block_in_place(|| loop {
+        match streams.lines.recv_timeout(Duration::from_secs(180)) {
+            Ok(line) if line.starts_with("bridge running") => break true,
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("metrics listening on ") {
+                    metrics_url = Some(url.to_string());
+                }
+            }
+            Err(_) => break false,
+        }
+    });
+    if !started {
+        kill_and_report(&mut child, streams, "bridge run did not start");
+    }
+    let Some(metrics_url) = metrics_url else {
+        kill_and_report(&mut child, streams, "no metrics address printed");
+    };
+    let ready_url = metrics_url.replace("/metrics", "/readyz");
+    let ready = reqwest::get(&ready_url).await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "{}",
+        ready.text().await.unwrap()
+    );
+
+    // The scheduled runs create the three new cases.
+    let primero = sims.primero_sim();
+    let want = seed.cases_before + seed.first_run.created;
+    let mut created = false;
+    for _ in 0..1200 {
+        if primero.case_count() >= want {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !created {
+        kill_and_report(&mut child, streams, "no cases were created");
+    }
+    // Let a few more scheduled runs happen: they must not write again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("bridge_dead_letter_size"), "{metrics}");
+
+    sigterm(pid);
+    let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(60)));
+    let Some(status) = status else {
+        kill_and_report(&mut child, streams, "bridge run did not stop on SIGTERM");
+    };
+    let (stdout, stderr) = streams.finish();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("bridge stopped"), "{stdout}");
+    assert_eq!(
+        primero.case_count(),
+        want,
+        "repeated runs must not create cases twice"
+    );
+    // No personal data or credential in anything the service printed.
+    let output = format!("{stdout}\n{stderr}");
+    for person in &seed.people {
+        for secret in [
+            &person.given_name,
+            &person.family_name,
+            &person.date_of_birth,
+            &person.phone,
+        ] {
+            assert!(
+                !output.contains(secret.as_str()),
+                "personal data in the output"
+            );
+        }
+    }
+    for (_, value) in &env {
+        assert!(
+            !output.contains(value.as_str()),
+            "a credential in the output"
+        );
+    }
+
+    // The runs are listed, newest first, all of ping-1.1 on the schedule.
+    let config_arg = config.display().to_string();
+    let out = tokio::task::block_in_place(|| {
+        bridge(
+            &["runs", "--config", &config_arg, "--json"],
+            &[],
+            tmp.path(),
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert!(runs.len() >= 2, "several scheduled runs: {runs:#?}");
+    for run in runs {
+        assert_eq!(run["flow"], "ping-1.1");
+        assert!(
+            run["trigger"] == "schedule" || run["trigger"] == "startup",
+            "{run}"
+        );
+        assert_ne!(run["outcome"], "running", "{run}");
+    }
+    assert!(
+        runs.iter()
+            .any(|r| r["delivered"].as_i64().unwrap_or(0) > 0),
+        "one run delivered the new referrals: {runs:#?}"
+    );
+
+    // One run in detail.
+    let id = runs.last().unwrap()["id"].as_str().unwrap().to_string();
+    let out = tokio::task::block_in_place(|| {
+        bridge(
+            &["runs", "show", &id, "--config", &config_arg],
+            &[],
+            tmp.path(),
+        )
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains(&id) && shown.contains("ping-1.1"), "{shown}");
+
+    let out = tokio::task::block_in_place(|| {
+        bridge(
+            &["runs", "show", "no-such-run", "--config", &config_arg],
+            &[],
+            tmp.path(),
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn bridge_run_refuses_an_inbox_without_a_seal_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("BRIDGE_TEST_PRIMERO_PASSWORD", "pw".to_string()),
+        (
+            "BRIDGE_TEST_INBOX_API_KEY",
+            "0123456789abcdef-api-key".to_string(),
+        ),
+        ("BRIDGE_TEST_BAD_SEAL", "not-hex-at-all-s3cr3t".to_string()),
+    ];
+
+    // Named, but the variable is not set.
+    let config = offline_config(
+        tmp.path(),
+        "\n[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = { env = \"BRIDGE_TEST_INBOX_API_KEY\" }\nseal_key = { env = \"BRIDGE_TEST_SEAL_KEY_UNSET\" }\n",
+    );
+    let out = bridge(
+        &["run", "--config", &config.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("inbox.seal_key") && all.contains("BRIDGE_TEST_SEAL_KEY_UNSET"),
+        "{all}"
+    );
+    assert!(!tmp.path().join("state.db").exists(), "nothing was started");
+
+    // Not there at all.
+    let config = offline_config(
+        tmp.path(),
+        "\n[inbox]\napi_key = { env = \"BRIDGE_TEST_INBOX_API_KEY\" }\n",
+    );
+    let out = bridge(
+        &["run", "--config", &config.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("seal_key"), "{all}");
+
+    // Not a key: named, and its value never shown.
+    let config = offline_config(
+        tmp.path(),
+        "\n[inbox]\napi_key = { env = \"BRIDGE_TEST_INBOX_API_KEY\" }\nseal_key = { env = \"BRIDGE_TEST_BAD_SEAL\" }\n",
+    );
+    let out = bridge(
+        &["run", "--config", &config.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("inbox.seal_key") && all.contains("64 hex"),
+        "{all}"
+    );
+    assert!(!all.contains("s3cr3t"), "{all}");
+
+    // An unknown scheduled flow stops `bridge run` before anything starts.
+    let config = offline_config(tmp.path(), "\n[schedule]\n\"ping-9.9\" = \"0 * * * * *\"\n");
+    let out = bridge(
+        &["run", "--config", &config.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("schedule.\"ping-9.9\"") && all.contains(":15:"),
+        "{all}"
+    );
+}
+
+fn good_config(dir: &Path, project: &ProjectDirs, schedule: &str) -> PathBuf {
+    let file = dir.join("bridge.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[state]
+path = "state.db"
+
+[primero]
+base_url = "http://127.0.0.1:1"
+auth = "basic"
+user_name = "bridge"
+password = {{ env = "BRIDGE_TEST_PRIMERO_PASSWORD" }}
+
+[ping]
+base_url = "http://127.0.0.1:2"
+token_url = "http://127.0.0.1:2/token"
+username = "bridge"
+password = {{ env = "BRIDGE_TEST_PING_PASSWORD" }}
+client_id = "client"
+subscription_key = {{ env = "BRIDGE_TEST_PING_SUBSCRIPTION_KEY" }}
+
+[jobs]
+dir = "{jobs}"
+mappings = "{mappings}"
+allow_placeholders = true
+
+[schedule]
+{schedule}
+"#,
+            jobs = project.jobs_dist().display(),
+            mappings = project.mappings("kenya-dadaab").display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn config_check_names_every_problem_and_passes_a_good_config() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "pw-VALUE-never-printed-4711";
+    let env = [
+        ("BRIDGE_TEST_PRIMERO_PASSWORD", secret.to_string()),
+        ("BRIDGE_TEST_PING_PASSWORD", secret.to_string()),
+        ("BRIDGE_TEST_PING_SUBSCRIPTION_KEY", secret.to_string()),
+    ];
+
+    // Good.
+    let file = good_config(
+        tmp.path(),
+        &project,
+        "\"ping-1.1\" = \"0 */5 * * * *\"\n\"ping-2.1\" = \"0 */10 * * * *\"",
+    );
+    let file_arg = file.display().to_string();
+    let out = bridge(&["config", "check", &file_arg], &env, tmp.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("config OK") && all.contains("ping-1.1, ping-2.1"),
+        "{all}"
+    );
+    assert!(!all.contains(secret), "{all}");
+    assert!(
+        !tmp.path().join("state.db").exists(),
+        "check starts nothing"
+    );
+
+    // An unknown key: file, line, key.
+    let text_of_good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text_of_good.replace(
+            "client_id = \"client\"",
+            "client_id = \"client\"\nclientid = \"x\"",
+        ),
+    )
+    .unwrap();
+    let out = bridge(&["config", "check", &file_arg], &env, tmp.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("line 16") && all.contains("clientid"), "{all}");
+    assert!(all.contains("bridge.toml"), "{all}");
+
+    // Many problems at once, each named.
+    let file = good_config(
+        tmp.path(),
+        &project,
+        "\"ping-1.1\" = \"every 5 minutes\"\n\"ping-9.9\" = \"0 * * * * *\"\n\"dtp-2.1\" = \"0 * * * * *\"",
+    );
+    let bad_jobs = std::fs::read_to_string(&file).unwrap().replace(
+        &project.jobs_dist().display().to_string(),
+        "no-such-jobs-folder",
+    );
+    std::fs::write(&file, bad_jobs).unwrap();
+    let env_missing = [
+        ("BRIDGE_TEST_PRIMERO_PASSWORD", secret.to_string()),
+        ("BRIDGE_TEST_PING_SUBSCRIPTION_KEY", secret.to_string()),
+    ];
+    let out = bridge(&["config", "check", &file_arg], &env_missing, tmp.path());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for needle in [
+        // Missing environment variable: the key and the variable.
+        "ping.password",
+        "BRIDGE_TEST_PING_PASSWORD",
+        // Invalid cron, with its line.
+        "schedule.\"ping-1.1\"",
+        "not a cron expression",
+        // Unknown flow.
+        "schedule.\"ping-9.9\"",
+        "unknown flow",
+        // A flow of the other design.
+        "schedule.\"dtp-2.1\"",
+        "other design",
+        // The job folder.
+        "jobs.dir",
+        "no-such-jobs-folder",
+    ] {
+        assert!(all.contains(needle), "`{needle}` missing:\n{all}");
+    }
+    assert!(all.contains(":24:"), "line of the bad cron:\n{all}");
+    assert!(!all.contains(secret), "a secret was printed:\n{all}");
+}
+
+#[test]
+fn cursor_set_and_show_round_trip_and_refuse_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = offline_config(tmp.path(), "");
+    let c = config.display().to_string();
+
+    // Nothing stored yet.
+    let out = bridge(&["cursor", "show", "--config", &c], &[], tmp.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("state.path"), "{}", text(&out));
+
+    let out = bridge(
+        &[
+            "cursor",
+            "set",
+            "--init",
+            "ping-2.1",
+            "2025-06-01T10:00:00+02:00",
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("ping-2.1") && said.contains("(none) -> 2025-06-01T08:00:00.000Z"),
+        "{said}"
+    );
+
+    let out = bridge(
+        &["cursor", "show", "ping-2.1", "--config", &c],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2025-06-01T08:00:00.000Z"),
+        "{}",
+        text(&out)
+    );
+
+    let out = bridge(
+        &[
+            "cursor",
+            "set",
+            "ping-2.1",
+            "2025-06-02T00:00:00Z",
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("2025-06-01T08:00:00.000Z -> 2025-06-02T00:00:00.000Z"),
+        "{}",
+        text(&out)
+    );
+
+    // Every flow is listed; the others have none.
+    let out = bridge(&["cursor", "show", "--config", &c], &[], tmp.path());
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("2025-06-02T00:00:00.000Z"), "{shown}");
+    assert!(
+        shown.contains("ping-1.2") && shown.contains("(none)"),
+        "{shown}"
+    );
+
+    // Refused: not a timestamp, not a flow. The cursor stays.
+    let out = bridge(
+        &["cursor", "set", "ping-2.1", "yesterday", "--config", &c],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
+    let out = bridge(
+        &[
+            "cursor",
+            "set",
+            "ping-9.9",
+            "2025-06-01T00:00:00Z",
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown flow `ping-9.9`"),
+        "{}",
+        text(&out)
+    );
+    let out = bridge(
+        &["cursor", "show", "ping-2.1", "--config", &c],
+        &[],
+        tmp.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2025-06-02T00:00:00.000Z"),
+        "{}",
+        text(&out)
+    );
+
+    // The other read-only commands work on the same database.
+    let out = bridge(&["runs", "--config", &c], &[], tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no runs"));
+    let out = bridge(
+        &["dead-letter", "list", "--config", &c, "--json"],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        Value::Array(vec![])
+    );
+}
