@@ -843,7 +843,16 @@ async fn ping_concurrency_limit_and_one_login() {
 
 fn dtp_config(pki: &TestPki, sim: &RunningDtpSim) -> DtpConfig {
     DtpConfig {
-        urls: sim.urls(),
+        urls: {
+            // The simulator spells its endpoints for itself; the client gets
+            // the same URLs in its own type.
+            let urls = sim.urls();
+            bridge_partners::dtp::DtpUrls {
+                receive_incoming_referral: urls.receive_incoming_referral,
+                receive_decision_outgoing_referral: urls.receive_decision_outgoing_referral,
+                notification: urls.notification,
+            }
+        },
         subscription_key: sim.config().subscription_key.clone(),
         client_cert_pem: pki.client_cert_pem.clone().into_bytes(),
         client_key_pem: pki.client_key_pem.clone().into_bytes(),
@@ -865,7 +874,9 @@ async fn dtp_posts_are_retried_only_when_surely_not_processed() {
     let client = DtpClient::new(dtp_config(&pki, &sim))
         .unwrap()
         .with_retry(fast_retry());
-    let path = sim.config().path(DtpEndpoint::Notification);
+    let path = sim
+        .config()
+        .path(bridge_sim::dtp::DtpEndpoint::Notification);
 
     sim.fail_next(&path, 503, 1);
     client
