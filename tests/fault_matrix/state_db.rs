@@ -66,10 +66,9 @@ fn state_only_config(dir: &Path) -> PathBuf {
 
 fn bridge(sims: Option<&Simulators>, dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("BRIDGE_LOG", "warn")
-        .env("BRIDGE_CACHE_DIR", dir.join("cache"));
+    cmd.args(args).current_dir(dir).env("BRIDGE_LOG", "warn");
+    // The component cache is the test run's one (inherited): a fresh cache
+    // per case would compile every job again in every case.
     if let Some(sims) = sims {
         cmd.envs(sims.secret_env());
     }
@@ -128,7 +127,7 @@ impl Service {
                 let _ = tx.send(line);
             }
         });
-        // Generous: a fresh component cache compiles every job first.
+        // Generous: a cold component cache compiles every job first.
         let deadline = Instant::now() + Duration::from_secs(300);
         let mut metrics = None;
         loop {
@@ -662,7 +661,8 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
         "[schedule]\n\"ping-1.1\" = \"* * * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"",
     );
     let c = file.to_str().unwrap().to_string();
-    // The database and the component cache are made first, without a limit.
+    // The database (and the component cache, if cold) are made first,
+    // without a limit.
     let first = output(bridge(
         Some(sims),
         tmp.path(),
@@ -677,8 +677,15 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
     // Writes past the limit fail (SIGXFSZ ignored) as on a full disk. The
     // limit leaves the database as it is room to start, then the WAL fills
     // it within seconds (`sh` counts 512-byte blocks).
-    let db = tmp.path().join("state.db");
-    let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    // The limit is per file: it must leave room over the database and over
+    // a write-ahead log the first run may have left behind (whether it did
+    // depends on how fast that process closed its connections).
+    let size_of = |name: &str| {
+        std::fs::metadata(tmp.path().join(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let size = size_of("state.db").max(size_of("state.db-wal"));
     let blocks = (size + 32 * 1024).max(64 * 1024) / 512;
     let limit = format!("ulimit -f {blocks} && trap '' XFSZ && exec \"$0\" \"$@\"");
     let mut cmd = Command::new("sh");
@@ -692,7 +699,6 @@ async fn disk_full(sims: &Simulators, project: &ProjectDirs) -> Row {
     ])
     .current_dir(tmp.path())
     .env("BRIDGE_LOG", "warn")
-    .env("BRIDGE_CACHE_DIR", tmp.path().join("cache"))
     .envs(sims.secret_env());
     let service = match Service::start(cmd) {
         Ok(s) => s,

@@ -31,7 +31,7 @@ fn dropped_key(key: &str) -> bool {
 /// Apply a `PATCH` body to a record: top-level fields overwrite, subform
 /// arrays merge by `unique_id` (recursively). An empty or scalar array
 /// replaces, as in Primero. Returns the keys it touched. The body must have
-/// passed [`validate_record`].
+/// passed `validate_record`.
 pub fn merge_record(target: &mut Map<String, Value>, patch: Map<String, Value>) -> Vec<String> {
     let mut touched = Vec::with_capacity(patch.len());
     for (key, value) in patch {

@@ -76,7 +76,7 @@ pub(super) struct SimState {
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
 /// ([`router`](Self::router), [`start`](Self::start)) and the driving methods
-/// below see the same data.
+/// (the sibling modules: cases, referrals, users, faults) see the same data.
 #[derive(Clone)]
 pub struct PrimeroSim {
     state: Arc<Mutex<SimState>>,
