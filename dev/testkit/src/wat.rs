@@ -173,6 +173,107 @@ pub fn component_wat(job: &Job) -> String {
     )
 }
 
+/// How many bytes the `o` record of [`test_job_wat`] emits.
+pub const TEST_JOB_OUTPUT_BYTES: u32 = 10 * 1024 * 1024;
+
+/// The test job (name `test-job`, version `1.0.0`, flow `test`) whose `run`
+/// looks at the record's first byte: `b` traps, `l` loops forever, `m` grows
+/// memory without bound, `e` returns a bad-input error on `record.id`, `j`
+/// emits invalid JSON, `t` returns a fatal error, `o` emits
+/// [`TEST_JOB_OUTPUT_BYTES`] of NULs; anything else emits `{"v":version}`.
+/// `extra_imports` are component-level imports (to test refusal); `tables`
+/// is the list the job declares in `describe`.
+pub fn test_job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
+    let emit = format!("{{\"v\":{version}}}");
+    let bad_json = "{not json";
+    let thrown = "Error: thrown";
+    let field = "record.id";
+    let reason = "missing";
+    // Static layout (all below 1024, where the bump allocator starts).
+    let mut data = Data::default();
+    let mut seg = |at: u32, bytes: String| data.seg(at, bytes);
+    seg(100, esc(b"test-job"));
+    seg(120, esc(b"1.0.0"));
+    seg(130, esc(b"test"));
+    // tables: list<string> at 140 (8 bytes per element), names from 400.
+    let mut at = 400u32;
+    let mut elems = String::new();
+    for t in tables {
+        elems.push_str(&le(at));
+        elems.push_str(&le(t.len() as u32));
+        seg(at, esc(t.as_bytes()));
+        at += 32;
+    }
+    if !elems.is_empty() {
+        seg(140, elems);
+    }
+    // describe() -> job-info record at 200
+    let info = [le(100), le(8), le(120), le(5), le(130), le(4), le(140)];
+    seg(
+        200,
+        [&info[..], &[le(tables.len() as u32)]].concat().concat(),
+    );
+    // result<_, job-error> ok at 240
+    seg(240, le(0));
+    // result<outcome, job-error>: ok(emit(json)) at 260, json at 300
+    seg(260, [le(0), le(0), le(300), le(emit.len() as u32)].concat());
+    seg(300, esc(emit.as_bytes()));
+    // err(bad-input({field, reason})) at 340, strings at 370/384
+    let bad_input = [le(1), le(0), le(370), le(field.len() as u32), le(384)];
+    seg(
+        340,
+        [&bad_input[..], &[le(reason.len() as u32)]]
+            .concat()
+            .concat(),
+    );
+    seg(370, esc(field.as_bytes()));
+    seg(384, esc(reason.as_bytes()));
+    // ok(emit("{not json")) at 700, text at 720
+    seg(
+        700,
+        [le(0), le(0), le(720), le(bad_json.len() as u32)].concat(),
+    );
+    seg(720, esc(bad_json.as_bytes()));
+    // err(fatal(thrown)) at 760, text at 780
+    seg(
+        760,
+        [le(1), le(2), le(780), le(thrown.len() as u32)].concat(),
+    );
+    seg(780, esc(thrown.as_bytes()));
+    // ok(emit(<NULs from 64 KiB>)) at 820
+    seg(
+        820,
+        [le(0), le(0), le(65536), le(TEST_JOB_OUTPUT_BYTES)].concat(),
+    );
+    let pages = TEST_JOB_OUTPUT_BYTES / 65536 + 2;
+
+    component_wat(&Job {
+        imports: Imports::Own(extra_imports),
+        heap_start: 1024,
+        globals: "",
+        data: data.as_str(),
+        describe_at: 200,
+        configure_at: 240,
+        run: &format!(
+            r#"(local $c i32)
+      (local.set $c (i32.load8_u (local.get 7)))
+      (if (i32.eq (local.get $c) (i32.const 98)) (then unreachable))
+      (if (i32.eq (local.get $c) (i32.const 108)) (then (loop $spin (br $spin))))
+      (if (i32.eq (local.get $c) (i32.const 109))
+        (then (loop $grow (drop (memory.grow (i32.const 16))) (br $grow))))
+      (if (i32.eq (local.get $c) (i32.const 101)) (then (return (i32.const 340))))
+      (if (i32.eq (local.get $c) (i32.const 106)) (then (return (i32.const 700))))
+      (if (i32.eq (local.get $c) (i32.const 116)) (then (return (i32.const 760))))
+      (if (i32.eq (local.get $c) (i32.const 111))
+        (then
+          (if (i32.lt_u (memory.size) (i32.const {pages}))
+            (then (drop (memory.grow (i32.sub (i32.const {pages}) (memory.size))))))
+          (return (i32.const 820))))
+      (i32.const 260)"#
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +296,14 @@ mod tests {
             let bytes = wat::parse_str(&text).expect("valid WAT");
             // Layer 1 in the preamble: a component, not a core module.
             assert_eq!(bytes[6..8], [1, 0], "{text}");
+        }
+    }
+
+    #[test]
+    fn the_test_job_parses_with_and_without_tables() {
+        for tables in [&[][..], &["services", "sexes"][..]] {
+            let text = test_job_wat(3, "", tables);
+            wat::parse_str(&text).expect("valid WAT");
         }
     }
 }

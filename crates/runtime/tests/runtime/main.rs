@@ -3,10 +3,10 @@
 //! error isolation, precompile cache reuse and hot reload.
 //!
 //! The components implement the `bridge:job` world by hand through the
-//! canonical ABI. Their `run` looks at the first byte of the record:
-//! `b` traps, `l` loops forever, `m` grows memory without bound, `e` returns a
-//! bad-input error, `j` emits invalid JSON; anything else emits `{"v":N}`.
-//! A `run-batch` export, when a test adds one, traps (so a batch falls back
+//! canonical ABI: the test kit's test job (`test_job_wat`), whose `run` looks
+//! at the first byte of the record (`b` traps, `l` loops forever, `m` grows
+//! memory without bound, `e` returns a bad-input error, `j` emits invalid
+//! JSON; anything else emits `{"v":N}`). A `run-batch` export, when a test adds one, traps (so a batch falls back
 //! to one call per record).
 
 use std::path::Path;
@@ -17,94 +17,7 @@ use bridge_runtime::reload::{Catalog, ReloadEvent};
 use bridge_runtime::{
     JobContext, JobFailure, JobInstance, JobOutcome, JobRuntime, Limits, LoadError, RuntimeConfig,
 };
-use bridge_testkit::wat::{component_wat, esc, le, Data, Imports, Job};
-
-/// A job component. `version` ends up in the emitted JSON; `extra_imports`
-/// are component-level imports (to test refusal); `tables` is the list the
-/// job declares in `describe`.
-fn job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
-    let emit = format!("{{\"v\":{version}}}");
-    let bad_json = "{not json";
-    let field = "record.id";
-    let reason = "missing";
-    // Static layout (all below 1024, where the bump allocator starts).
-    let mut data = Data::default();
-    let mut seg = |at: u32, bytes: String| data.seg(at, bytes);
-    seg(100, esc(b"test-job"));
-    seg(120, esc(b"1.0.0"));
-    seg(130, esc(b"test"));
-    // tables: list<string> at 140 (8 bytes per element), names from 400.
-    let mut at = 400u32;
-    let mut elems = String::new();
-    for t in tables {
-        elems.push_str(&le(at));
-        elems.push_str(&le(t.len() as u32));
-        seg(at, esc(t.as_bytes()));
-        at += 32;
-    }
-    if !elems.is_empty() {
-        seg(140, elems);
-    }
-    // describe() -> job-info record at 200
-    seg(
-        200,
-        [
-            le(100),
-            le(8),
-            le(120),
-            le(5),
-            le(130),
-            le(4),
-            le(140),
-            le(tables.len() as u32),
-        ]
-        .concat(),
-    );
-    // result<_, job-error> ok at 240
-    seg(240, le(0));
-    // result<outcome, job-error>: ok(emit(json)) at 260, json at 300
-    seg(260, [le(0), le(0), le(300), le(emit.len() as u32)].concat());
-    seg(300, esc(emit.as_bytes()));
-    // err(bad-input({field, reason})) at 340, strings at 360/380
-    seg(
-        340,
-        [
-            le(1),
-            le(0),
-            le(370),
-            le(field.len() as u32),
-            le(384),
-            le(reason.len() as u32),
-        ]
-        .concat(),
-    );
-    seg(370, esc(field.as_bytes()));
-    seg(384, esc(reason.as_bytes()));
-    // ok(emit("{not json")) at 700, text at 720
-    seg(
-        700,
-        [le(0), le(0), le(720), le(bad_json.len() as u32)].concat(),
-    );
-    seg(720, esc(bad_json.as_bytes()));
-
-    component_wat(&Job {
-        imports: Imports::Own(extra_imports),
-        heap_start: 1024,
-        globals: "",
-        data: data.as_str(),
-        describe_at: 200,
-        configure_at: 240,
-        run: r#"(local $c i32)
-      (local.set $c (i32.load8_u (local.get 7)))
-      (if (i32.eq (local.get $c) (i32.const 98)) (then unreachable))
-      (if (i32.eq (local.get $c) (i32.const 108)) (then (loop $spin (br $spin))))
-      (if (i32.eq (local.get $c) (i32.const 109))
-        (then (loop $grow (drop (memory.grow (i32.const 16))) (br $grow))))
-      (if (i32.eq (local.get $c) (i32.const 101)) (then (return (i32.const 340))))
-      (if (i32.eq (local.get $c) (i32.const 106)) (then (return (i32.const 700))))
-      (i32.const 260)"#,
-    })
-}
+use bridge_testkit::wat::test_job_wat as job_wat;
 
 /// `wat` (from [`job_wat`]) with a `run-batch` export (world `batch-job`)
 /// that always traps, as a job whose batch call fails would.
