@@ -14,6 +14,7 @@ pub mod build;
 pub mod check;
 pub mod config;
 pub mod doctor;
+pub mod inbox;
 pub mod run;
 pub mod schedule;
 pub mod shutdown;

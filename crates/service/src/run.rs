@@ -15,9 +15,10 @@ use tracing::Instrument as _;
 
 use super::schedule::{Clock, Entry, FlowRunner, Scheduler};
 use crate::config::BridgeConfig;
+use crate::inbox::BoundInbox;
 use bridge_flows::app::App;
 use bridge_flows::RunReport;
-use bridge_inbox::{Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+use bridge_inbox::INBOX_PATH;
 use bridge_store::{OpenMode, Store, Trigger};
 use bridge_telemetry::http::Health;
 
@@ -287,35 +288,13 @@ pub async fn run(
     let inbox_stop = CancellationToken::new();
     let mut inbox_task = match inbox {
         Some(settings) => {
-            let dispatcher = Dispatcher::for_app(&app)?;
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .with_context(|| format!("cannot listen on {} (inbox.listen)", settings.listen))?;
-            let addr = listener.local_addr()?;
-            let state = InboxState::new(
-                app.store.clone(),
-                settings.sealer.clone(),
-                &settings.api_key,
-                settings.max_body_bytes,
-            )
-            .with_body_timeout(settings.body_timeout);
-            let processor =
-                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
-                    .with_max_attempts(app.delivery.max_attempts);
-            let serve_options = ServeOptions {
-                retry_delay: settings.retry_delay,
-                today: None,
-                limits: settings.limits,
-            };
+            let inbox = BoundInbox::bind(&app, settings, None).await?;
+            let addr = inbox.addr;
             stdout_lines.push(format!("inbox listening on http://{addr}{INBOX_PATH}"));
             tracing::info!(%addr, "inbox listening");
-            Some(tokio::spawn(bridge_inbox::serve(
-                listener,
-                state,
-                processor,
-                serve_options,
-                inbox_stop.clone().cancelled_owned(),
-            )))
+            Some(tokio::spawn(
+                inbox.serve(inbox_stop.clone().cancelled_owned()),
+            ))
         }
         None => None,
     };

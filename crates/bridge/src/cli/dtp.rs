@@ -3,13 +3,13 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use bridge_inbox::{serve, Dispatcher, InboxProcessor, InboxState, ServeOptions, INBOX_PATH};
+use bridge_inbox::INBOX_PATH;
 use bridge_partners::dtp::sha1_thumbprint;
 use bridge_service::config::BridgeConfig;
+use bridge_service::inbox::BoundInbox;
 use bridge_store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,38 +73,13 @@ pub async fn run_inbox_command(
             let app =
                 bridge_service::build::from_config(&config, cache_dir, OpenMode::from_init(init))
                     .await?;
-            let dispatcher = Dispatcher::for_app(&app)?;
-            let listener = tokio::net::TcpListener::bind(settings.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", settings.listen))?;
-            let addr = listener.local_addr()?;
-            let state = InboxState::new(
-                app.store.clone(),
-                settings.sealer.clone(),
-                &settings.api_key,
-                settings.max_body_bytes,
-            )
-            .with_body_timeout(settings.body_timeout);
-            let processor =
-                InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
-                    .with_max_attempts(app.delivery.max_attempts);
-            let options = ServeOptions {
-                retry_delay: settings.retry_delay,
-                today,
-                limits: settings.limits,
-            };
+            let inbox = BoundInbox::bind(&app, settings, today).await?;
+            let addr = inbox.addr;
             // Tests and supervisors read the bound address (the port may be 0 in the config).
             println!("inbox listening on http://{addr}{INBOX_PATH}");
             std::io::stdout().flush()?;
             tracing::info!(%addr, "inbox listening");
-            serve(
-                listener,
-                state,
-                processor,
-                options,
-                bridge_service::shutdown::signal(),
-            )
-            .await?;
+            inbox.serve(bridge_service::shutdown::signal()).await?;
             println!("inbox stopped");
             Ok(ExitCode::SUCCESS)
         }
