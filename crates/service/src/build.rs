@@ -48,6 +48,7 @@ pub async fn from_config_as(
     if let Some(n) = config.jobs.recycle_after_records {
         rc.limits.recycle_after_calls = n;
     }
+    rc.approvals = config.approval_gate()?.map(Arc::new);
     let mappings_dir = config.resolve(&config.jobs.mappings);
     let mappings = MappingSet::load_dir(&mappings_dir)?;
     if let Some(refusal) = mappings.placeholder_refusal() {

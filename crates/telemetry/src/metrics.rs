@@ -13,6 +13,7 @@
 //! | `bridge_inbox_pending` | gauge | — |
 //! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
 //! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
+//! | `bridge_job_info` | gauge, always 1 | `job`, `version`, `hash` (SHA-256 of the component serving) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -58,6 +59,13 @@ struct JobLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobInfoLabels {
+    job: String,
+    version: String,
+    hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LoadLabels {
     job: String,
     source: String,
@@ -96,6 +104,10 @@ pub struct Metrics {
     inbox_pending: Gauge,
     store_errors: Family<CodeLabel, Counter>,
     inbox_closed: Family<ReasonLabel, Counter>,
+    job_info: Family<JobInfoLabels, Gauge>,
+    /// The label set of `bridge_job_info` each job has now, to drop it when
+    /// another version is swapped in.
+    job_info_current: std::sync::Mutex<std::collections::BTreeMap<String, JobInfoLabels>>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -119,6 +131,7 @@ impl Metrics {
         let inbox_pending = Gauge::default();
         let store_errors = Family::<CodeLabel, Counter>::default();
         let inbox_closed = Family::<ReasonLabel, Counter>::default();
+        let job_info = Family::<JobInfoLabels, Gauge>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -177,6 +190,11 @@ impl Metrics {
             "Inbox connections refused over the cap or closed at a deadline, by reason",
             inbox_closed.clone(),
         );
+        registry.register(
+            "bridge_job_info",
+            "The job version serving: 1 for the job's current version and component hash",
+            job_info.clone(),
+        );
         Self {
             registry,
             records,
@@ -190,7 +208,29 @@ impl Metrics {
             inbox_pending,
             store_errors,
             inbox_closed,
+            job_info,
+            job_info_current: Default::default(),
         }
+    }
+
+    /// The version of `job` now serving: `bridge_job_info{job,version,hash} 1`,
+    /// replacing the series of the version it had.
+    pub fn job_serving(&self, job: &str, version: &str, hash: &str) {
+        let labels = JobInfoLabels {
+            job: job.to_string(),
+            version: version.to_string(),
+            hash: hash.to_string(),
+        };
+        let mut current = self
+            .job_info_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.insert(job.to_string(), labels.clone()) {
+            if old != labels {
+                self.job_info.remove(&old);
+            }
+        }
+        self.job_info.get_or_create(&labels).set(1);
     }
 
     /// One record handled: `bridge_records_total{flow,outcome}`.
@@ -316,7 +356,10 @@ mod tests {
         m.component_load("ping-1.1", 0.2, true);
         m.set_inbox_pending(4);
         m.store_error("store-full");
+        m.job_serving("ping-1.1", "0.1.0", "aaa");
+        m.job_serving("ping-1.1", "0.2.0", "bbb");
         let text = m.encode();
+        assert!(!text.contains("hash=\"aaa\""), "the replaced version is gone:\n{text}");
         for needle in [
             "bridge_records_total{flow=\"ping-1.1\",outcome=\"created\"} 2",
             "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",
@@ -327,6 +370,7 @@ mod tests {
             "bridge_component_load_seconds_count{job=\"ping-1.1\",source=\"cache\"} 1",
             "bridge_inbox_pending 4",
             "bridge_store_errors_total{code=\"store-full\"} 1",
+            "bridge_job_info{job=\"ping-1.1\",version=\"0.2.0\",hash=\"bbb\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

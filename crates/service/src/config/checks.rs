@@ -148,6 +148,7 @@ impl BridgeConfig {
                 }
             }
         }
+        problems.extend(self.approval_problems());
         problems
     }
 
