@@ -7,6 +7,7 @@ mod demo;
 mod doctor;
 mod dtp;
 mod flow;
+mod approve;
 mod job;
 mod ops;
 mod run;
