@@ -50,8 +50,6 @@ pub struct RuntimeConfig {
     pub limits: Limits,
     /// How often the epoch advances; the deadline is checked at this granularity.
     pub epoch_tick: Duration,
-    /// `[jobs] require_approved`: load only components this gate approves.
-    pub approvals: Option<Arc<ApprovalGate>>,
 }
 
 impl Default for RuntimeConfig {
@@ -60,7 +58,6 @@ impl Default for RuntimeConfig {
             cache_dir: PrecompileCache::default_dir(),
             limits: Limits::default(),
             epoch_tick: Duration::from_millis(10),
-            approvals: None,
         }
     }
 }
@@ -167,7 +164,7 @@ impl JobRuntime {
             cache: PrecompileCache::new(config.cache_dir),
             limits: config.limits,
             ticker_stop,
-            approvals: config.approvals,
+            approvals: None,
         })
     }
 
@@ -181,6 +178,13 @@ impl JobRuntime {
 
     pub fn cache(&self) -> &PrecompileCache {
         &self.cache
+    }
+
+    /// From now on, load only components `gate` approves (`[jobs]
+    /// require_approved`).
+    pub fn with_approvals(mut self, gate: Arc<ApprovalGate>) -> Self {
+        self.approvals = Some(gate);
+        self
     }
 
     /// The approvals gate, when only approved components may load.

@@ -160,12 +160,20 @@ impl Catalog {
     }
 
     /// A job instance configured with the current mappings: what a run uses
-    /// (one job version and one mapping version for the whole run).
+    /// (one job version and one mapping version for the whole run). Inside
+    /// [`recording_versions`], the versions are noted for the run's record.
     pub async fn instance(&self, name: &str) -> Result<JobInstance, LoadError> {
         let job = self.job(name).ok_or_else(|| LoadError::NotLoaded {
             job: name.to_string(),
         })?;
         let mappings = self.mappings();
+        let _ = USED.try_with(|used| {
+            let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.job_hashes.contains(&job.content_hash) {
+                used.job_hashes.push(job.content_hash.clone());
+            }
+            used.mappings_hash = Some(mappings.content_hash.clone());
+        });
         configured_instance(job, &mappings).await
     }
 
@@ -307,6 +315,29 @@ impl Catalog {
             }
         })
     }
+}
+
+/// The job and mapping versions a run used (`runs show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionsUsed {
+    /// SHA-256 of each job component handed out, in order.
+    pub job_hashes: Vec<String>,
+    /// Content hash of the mapping set the last instance was configured with.
+    pub mappings_hash: Option<String>,
+}
+
+tokio::task_local! {
+    static USED: Arc<Mutex<VersionsUsed>>;
+}
+
+/// Run `work`, noting the versions every [`Catalog::instance`] inside it
+/// hands out (in this task; the flows take their instance at the start of a
+/// run, in the run's own task).
+pub async fn recording_versions<F: std::future::Future>(work: F) -> (F::Output, VersionsUsed) {
+    let used = Arc::new(Mutex::new(VersionsUsed::default()));
+    let out = USED.scope(used.clone(), work).await;
+    let used = used.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (out, used)
 }
 
 /// Report the version now serving: a log line with the job's name, version

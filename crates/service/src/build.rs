@@ -48,7 +48,6 @@ pub async fn from_config_as(
     if let Some(n) = config.jobs.recycle_after_records {
         rc.limits.recycle_after_calls = n;
     }
-    rc.approvals = config.approval_gate()?.map(Arc::new);
     let mappings_dir = config.resolve(&config.jobs.mappings);
     let mappings = MappingSet::load_dir(&mappings_dir)?;
     if let Some(refusal) = mappings.placeholder_refusal() {
@@ -94,9 +93,13 @@ pub async fn from_config_as(
     } else {
         Some(store.acquire_writer(&Holder::current()).await?)
     };
+    let mut runtime = JobRuntime::new(rc)?;
+    if let Some(gate) = config.approval_gate()? {
+        runtime = runtime.with_approvals(Arc::new(gate));
+    }
     let mut app = App::new(
         store,
-        Arc::new(JobRuntime::new(rc)?),
+        Arc::new(runtime),
         primero,
         None,
         &jobs,
