@@ -73,11 +73,36 @@ async fn only_approved_components_start_and_swap_in() {
     .unwrap();
     let config_arg = config.display().to_string();
 
-    // 1. Not approved: refused at start, naming the file and the hash.
+    // 1. Not approved: refused at start, naming the file and the hash
+    //    (a service that starts instead is stopped after a minute).
     let out = tokio::task::block_in_place(|| {
-        bridge(&["run", "--init", "--config", &config_arg], dir)
+        let child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["run", "--init", "--config", &config_arg])
+            .env("BRIDGE_TEST_PRIMERO_PASSWORD", "pw")
+            .env("BRIDGE_LOG", "info")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (exited, wait) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            // Only while the child has not exited (its pid is still its own).
+            if wait.recv_timeout(Duration::from_secs(60)).is_err() {
+                sigterm(pid);
+            }
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = exited.send(());
+        watchdog.join().unwrap();
+        out
     });
     let said = text(&out);
+    assert!(
+        !said.contains("bridge running"),
+        "started with an unapproved component:\n{said}"
+    );
     assert_ne!(out.status.code(), Some(0), "{said}");
     assert!(
         said.contains("approvals.toml") && said.contains(&hash1) && said.contains("not approved"),

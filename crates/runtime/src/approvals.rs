@@ -318,7 +318,7 @@ impl ApprovalGate {
         let read = Approvals::load(&self.file);
         match &read {
             Ok(a) => tracing::info!(
-                approvals = a.entries.len(),
+                count = a.entries.len(),
                 "approvals file changed: read again"
             ),
             Err(e) => tracing::error!(
