@@ -112,7 +112,15 @@ async fn only_approved_components_start_and_swap_in() {
     // 2. The auditor approves it; the service starts on it.
     let approve = |file: &str| {
         let out = bridge(
-            &["job", "approve", file, "--by", "auditor-1", "--file", "approvals.toml"],
+            &[
+                "job",
+                "approve",
+                file,
+                "--by",
+                "auditor-1",
+                "--file",
+                "approvals.toml",
+            ],
             dir,
         );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -120,7 +128,13 @@ async fn only_approved_components_start_and_swap_in() {
     tokio::task::block_in_place(|| approve("jobs/test-job.wasm"));
     let out = tokio::task::block_in_place(|| {
         bridge(
-            &["job", "inspect", "jobs/test-job.wasm", "--approvals", "approvals.toml"],
+            &[
+                "job",
+                "inspect",
+                "jobs/test-job.wasm",
+                "--approvals",
+                "approvals.toml",
+            ],
             dir,
         )
     });
@@ -144,9 +158,8 @@ async fn only_approved_components_start_and_swap_in() {
     let metrics_url = tokio::task::block_in_place(|| {
         streams.wait_for("metrics listening on ", Duration::from_secs(120))
     });
-    let running = tokio::task::block_in_place(|| {
-        streams.wait_for("bridge running", Duration::from_secs(60))
-    });
+    let running =
+        tokio::task::block_in_place(|| streams.wait_for("bridge running", Duration::from_secs(60)));
     let fail = |child: &mut std::process::Child, streams: Streams, why: &str| -> ! {
         let _ = child.kill();
         let _ = child.wait();
@@ -154,9 +167,16 @@ async fn only_approved_components_start_and_swap_in() {
         panic!("{why}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     };
     let (Some(metrics_url), Some(_)) = (metrics_url, running) else {
-        fail(&mut child, streams, "bridge run did not start on the approved job");
+        fail(
+            &mut child,
+            streams,
+            "bridge run did not start on the approved job",
+        );
     };
-    assert_eq!(serving_hash(&metrics_url).await.as_deref(), Some(hash1.as_str()));
+    assert_eq!(
+        serving_hash(&metrics_url).await.as_deref(),
+        Some(hash1.as_str())
+    );
 
     // 3. An unapproved build over the file: refused, version 1 keeps serving.
     write_changed(&job_file, &v2);
@@ -170,7 +190,11 @@ async fn only_approved_components_start_and_swap_in() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while serving_hash(&metrics_url).await.as_deref() != Some(hash2.as_str()) {
         if Instant::now() > deadline {
-            fail(&mut child, streams, "the approved version was not swapped in");
+            fail(
+                &mut child,
+                streams,
+                "the approved version was not swapped in",
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -180,7 +204,9 @@ async fn only_approved_components_start_and_swap_in() {
     let (_, stderr) = streams.finish();
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
-        lines.iter().any(|l| l.contains("job serving") && l.contains(&hash1)),
+        lines
+            .iter()
+            .any(|l| l.contains("job serving") && l.contains(&hash1)),
         "the startup line names the job's hash:\n{stderr}"
     );
     assert!(

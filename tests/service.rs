@@ -147,7 +147,8 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
         &std::fs::read(project.jobs_dist().join(format!("{JOB}.wasm"))).unwrap(),
     );
     assert!(
-        metrics.contains(&format!("job=\"{JOB}\"")) && metrics.contains(&format!("hash=\"{job_hash}\"")),
+        metrics.contains(&format!("job=\"{JOB}\""))
+            && metrics.contains(&format!("hash=\"{job_hash}\"")),
         "bridge_job_info names {JOB} and its hash: {metrics}"
     );
 
@@ -164,7 +165,9 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
     );
     assert!(stdout.contains("bridge stopped"), "{stdout}");
     assert!(
-        stderr.lines().any(|l| l.contains("job serving") && l.contains(JOB) && l.contains(&job_hash)),
+        stderr
+            .lines()
+            .any(|l| l.contains("job serving") && l.contains(JOB) && l.contains(&job_hash)),
         "a startup line names each job, its version and hash:\n{stderr}"
     );
     assert_eq!(
@@ -234,10 +237,18 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains(&id) && shown.contains("ping-1.1"), "{shown}");
     // The versions the run used: the job's component hash, the mappings' hash.
-    assert!(shown.contains(&format!("job      sha256 {job_hash}")), "{shown}");
-    let mappings_line = shown.lines().find(|l| l.starts_with("mappings ")).unwrap_or_default();
     assert!(
-        bridge_runtime::approvals::is_sha256_hex(mappings_line.trim_start_matches("mappings ").trim()),
+        shown.contains(&format!("job      sha256 {job_hash}")),
+        "{shown}"
+    );
+    let mappings_line = shown
+        .lines()
+        .find(|l| l.starts_with("mappings "))
+        .unwrap_or_default();
+    assert!(
+        bridge_runtime::approvals::is_sha256_hex(
+            mappings_line.trim_start_matches("mappings ").trim()
+        ),
         "{shown}"
     );
 

@@ -103,7 +103,9 @@ pub struct Approvals {
 
 /// Whether `s` is a SHA-256 in lowercase hex.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -155,12 +157,13 @@ impl Approvals {
         })?;
         let mut entries: Vec<Approval> = Vec::with_capacity(raw.approved.len());
         for (i, a) in raw.approved.into_iter().enumerate() {
-            let at = |key: &str, span: std::ops::Range<usize>, message: String| ApprovalsError::Key {
-                file: file.to_path_buf(),
-                line: line_of(text, span.start),
-                key: format!("approved[{i}].{key}"),
-                message,
-            };
+            let at =
+                |key: &str, span: std::ops::Range<usize>, message: String| ApprovalsError::Key {
+                    file: file.to_path_buf(),
+                    line: line_of(text, span.start),
+                    key: format!("approved[{i}].{key}"),
+                    message,
+                };
             if !is_sha256_hex(a.sha256.get_ref()) {
                 return Err(at(
                     "sha256",
@@ -262,7 +265,9 @@ impl Approvals {
             .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
-            file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            file.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             std::process::id()
         ));
         std::fs::write(&tmp, &text).map_err(io)?;
@@ -377,24 +382,62 @@ mod tests {
         assert_eq!(parsed.entries, vec![approval(HASH_A)]);
         assert_eq!(parsed.find(HASH_A), Some(&approval(HASH_A)));
         assert_eq!(parsed.find(HASH_B), None);
-        assert!(parse("# nothing approved yet\n").unwrap().entries.is_empty());
+        assert!(parse("# nothing approved yet\n")
+            .unwrap()
+            .entries
+            .is_empty());
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
         let good = approval(HASH_A).to_toml();
         let cases = [
-            (good.replace(HASH_A, "ABC"), 2, "approved[0].sha256", "64 lowercase hex"),
-            (good.replace(HASH_A, &HASH_A.to_uppercase()), 2, "approved[0].sha256", "64 lowercase hex"),
-            (good.replace("\"0.3.0\"", "\"0.3 beta\""), 4, "approved[0].version", "a code"),
-            (good.replace("dpo-gambella", "Jane Doe"), 7, "approved[0].approved_by", "not a name"),
-            (good.replace("2026-12-06T09:30:00Z", "yesterday"), 8, "approved[0].approved_at", "RFC 3339"),
+            (
+                good.replace(HASH_A, "ABC"),
+                2,
+                "approved[0].sha256",
+                "64 lowercase hex",
+            ),
+            (
+                good.replace(HASH_A, &HASH_A.to_uppercase()),
+                2,
+                "approved[0].sha256",
+                "64 lowercase hex",
+            ),
+            (
+                good.replace("\"0.3.0\"", "\"0.3 beta\""),
+                4,
+                "approved[0].version",
+                "a code",
+            ),
+            (
+                good.replace("dpo-gambella", "Jane Doe"),
+                7,
+                "approved[0].approved_by",
+                "not a name",
+            ),
+            (
+                good.replace("2026-12-06T09:30:00Z", "yesterday"),
+                8,
+                "approved[0].approved_at",
+                "RFC 3339",
+            ),
             (good.replace("flow =", "flwo ="), 5, "flwo", "unknown field"),
-            (format!("{good}\n{good}"), 11, "approved[1].sha256", "approved twice"),
+            (
+                format!("{good}\n{good}"),
+                11,
+                "approved[1].sha256",
+                "approved twice",
+            ),
         ];
         for (text, line, key, message) in cases {
             match parse(&text) {
-                Err(ApprovalsError::Key { file, line: l, key: k, message: m }) => {
+                Err(ApprovalsError::Key {
+                    file,
+                    line: l,
+                    key: k,
+                    message: m,
+                }) => {
                     assert_eq!(file, Path::new("approvals.toml"));
                     assert_eq!((l, k.as_str()), (line, key), "{m}\n{text}");
                     assert!(m.contains(message), "{m}");
@@ -404,7 +447,10 @@ mod tests {
         }
         let missing = good.replace("approved_by = \"dpo-gambella\"\n", "");
         let e = parse(&missing).unwrap_err().to_string();
-        assert!(e.contains("approvals.toml") && e.contains("approved_by"), "{e}");
+        assert!(
+            e.contains("approvals.toml") && e.contains("approved_by"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -417,10 +463,14 @@ mod tests {
         std::fs::write(&file, format!("{text}# reviewed with the DPO\n")).unwrap();
         let two = Approvals::append(&file, &approval(HASH_B)).unwrap();
         assert_eq!(two.entries.len(), 2);
-        assert!(std::fs::read_to_string(&file).unwrap().contains("# reviewed with the DPO"));
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("# reviewed with the DPO"));
 
         let before = std::fs::read_to_string(&file).unwrap();
-        let e = Approvals::append(&file, &approval(HASH_A)).unwrap_err().to_string();
+        let e = Approvals::append(&file, &approval(HASH_A))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("approved already") && e.contains(HASH_A), "{e}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), before, "unchanged");
         assert_eq!(Approvals::load(&file).unwrap(), two);
@@ -430,12 +480,18 @@ mod tests {
     fn the_gate_refuses_unapproved_and_rereads_a_changed_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("approvals.toml");
-        assert!(ApprovalGate::open(&file).is_err(), "a missing file is refused");
+        assert!(
+            ApprovalGate::open(&file).is_err(),
+            "a missing file is refused"
+        );
         Approvals::append(&file, &approval(HASH_A)).unwrap();
         let gate = ApprovalGate::open(&file).unwrap();
         assert_eq!(gate.check(HASH_A).unwrap().approved_by, "dpo-gambella");
         let refused = gate.check(HASH_B).unwrap_err();
-        assert!(refused.contains(HASH_B) && refused.contains("approvals.toml"), "{refused}");
+        assert!(
+            refused.contains(HASH_B) && refused.contains("approvals.toml"),
+            "{refused}"
+        );
         assert!(!gate.refresh(), "unchanged");
 
         Approvals::append(&file, &approval(HASH_B)).unwrap();
@@ -445,6 +501,9 @@ mod tests {
         std::fs::write(&file, "[[approved]]\nsha256 = 1\n").unwrap();
         assert!(gate.refresh());
         let e = gate.check(HASH_A).unwrap_err();
-        assert!(e.contains("invalid") && e.contains("approvals.toml:2"), "{e}");
+        assert!(
+            e.contains("invalid") && e.contains("approvals.toml:2"),
+            "{e}"
+        );
     }
 }

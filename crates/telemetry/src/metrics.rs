@@ -359,7 +359,10 @@ mod tests {
         m.job_serving("ping-1.1", "0.1.0", "aaa");
         m.job_serving("ping-1.1", "0.2.0", "bbb");
         let text = m.encode();
-        assert!(!text.contains("hash=\"aaa\""), "the replaced version is gone:\n{text}");
+        assert!(
+            !text.contains("hash=\"aaa\""),
+            "the replaced version is gone:\n{text}"
+        );
         for needle in [
             "bridge_records_total{flow=\"ping-1.1\",outcome=\"created\"} 2",
             "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",

@@ -21,18 +21,20 @@ pub async fn approve(
         bridge_runtime::job_text::is_code(by),
         "--by `{by}`: give an id (1 to 64 of letters, digits and _.:/#-), not a name"
     );
-    let bytes = std::fs::read(component)
-        .with_context(|| format!("cannot read {}", component.display()))?;
+    let bytes =
+        std::fs::read(component).with_context(|| format!("cannot read {}", component.display()))?;
     let runtime = super::job_runtime(cache_dir)?;
     let name = component
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "job".to_string());
     // Only what the host accepts can be approved: the same checks as loading.
-    let job = runtime
-        .load_bytes(&name, &bytes)
-        .await
-        .with_context(|| format!("{} is not approved: the host refuses it", component.display()))?;
+    let job = runtime.load_bytes(&name, &bytes).await.with_context(|| {
+        format!(
+            "{} is not approved: the host refuses it",
+            component.display()
+        )
+    })?;
     let compiled = wasmtime::component::Component::new(runtime.engine(), &bytes)
         .map_err(|e| anyhow::anyhow!("{} is not a valid component: {e:#}", component.display()))?;
     let imports = inspect_component(runtime.engine(), &compiled).imports;
@@ -47,7 +49,10 @@ pub async fn approve(
     };
     println!("approving {}:", component.display());
     println!("  sha256:      {}", approval.sha256);
-    println!("  job:         {} {} for flow {}", approval.job, approval.version, approval.flow);
+    println!(
+        "  job:         {} {} for flow {}",
+        approval.job, approval.version, approval.flow
+    );
     println!("  imports:     {}", approval.imports.join(", "));
     println!("  approved_by: {}", approval.approved_by);
     println!("  approved_at: {}", approval.approved_at);

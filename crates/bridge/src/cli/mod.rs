@@ -1,5 +1,6 @@
 //! The `bridge` command.
 
+mod approve;
 #[cfg(feature = "dev")]
 mod bench;
 #[cfg(feature = "dev")]
@@ -7,7 +8,6 @@ mod demo;
 mod doctor;
 mod dtp;
 mod flow;
-mod approve;
 mod job;
 mod ops;
 mod run;

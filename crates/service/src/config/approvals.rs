@@ -50,7 +50,11 @@ mod tests {
 
     fn load(dir: &Path, jobs_extra: &str) -> BridgeConfig {
         let file = dir.join("bridge.toml");
-        std::fs::write(&file, BASE.replace("[jobs]\n", &format!("[jobs]\n{jobs_extra}"))).unwrap();
+        std::fs::write(
+            &file,
+            BASE.replace("[jobs]\n", &format!("[jobs]\n{jobs_extra}")),
+        )
+        .unwrap();
         BridgeConfig::load(&file).unwrap()
     }
 
@@ -63,16 +67,37 @@ mod tests {
 
         let c = load(dir.path(), "require_approved = true\n");
         let e = c.approval_gate().unwrap_err().to_string();
-        assert!(e.contains("bridge.toml:6: key `jobs.require_approved`") && e.contains("approvals"), "{e}");
-        assert_eq!(c.service_problems().len(), 1, "`bridge config check` reports it");
+        assert!(
+            e.contains("bridge.toml:6: key `jobs.require_approved`") && e.contains("approvals"),
+            "{e}"
+        );
+        assert_eq!(
+            c.service_problems().len(),
+            1,
+            "`bridge config check` reports it"
+        );
 
-        let c = load(dir.path(), "require_approved = true\napprovals = \"approvals.toml\"\n");
+        let c = load(
+            dir.path(),
+            "require_approved = true\napprovals = \"approvals.toml\"\n",
+        );
         let e = c.approval_gate().unwrap_err().to_string();
-        assert!(e.contains("key `jobs.approvals`") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("key `jobs.approvals`") && e.contains("cannot read"),
+            "{e}"
+        );
 
-        std::fs::write(dir.path().join("approvals.toml"), format!("[[approved]]\nsha256 = \"{HASH}\"\njob = \"j\"\n")).unwrap();
+        std::fs::write(
+            dir.path().join("approvals.toml"),
+            format!("[[approved]]\nsha256 = \"{HASH}\"\njob = \"j\"\n"),
+        )
+        .unwrap();
         let e = c.approval_gate().unwrap_err().to_string();
-        assert!(e.contains("bridge.toml:7: key `jobs.approvals`: approvals file") || e.contains("approvals.toml"), "{e}");
+        assert!(
+            e.contains("bridge.toml:7: key `jobs.approvals`: approvals file")
+                || e.contains("approvals.toml"),
+            "{e}"
+        );
         assert!(e.contains("version"), "names the missing key: {e}");
 
         std::fs::write(dir.path().join("approvals.toml"), "# none yet\n").unwrap();
