@@ -94,9 +94,9 @@ mod tests {
         .unwrap();
         let e = c.approval_gate().unwrap_err().to_string();
         assert!(
-            e.contains("bridge.toml:7: key `jobs.approvals`: approvals file")
-                || e.contains("approvals.toml"),
-            "{e}"
+            e.contains("bridge.toml:7: key `jobs.approvals`: ")
+                && e.contains(&format!("{}", dir.path().join("approvals.toml").display())),
+            "names both files: {e}"
         );
         assert!(e.contains("version"), "names the missing key: {e}");
 
