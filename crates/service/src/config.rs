@@ -53,7 +53,10 @@ impl ConfigError {
     }
 }
 
+mod alerts;
 mod checks;
+
+pub use alerts::{AlertSettings, AlertsSection};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -307,6 +310,8 @@ pub struct BridgeConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The operator's webhook for alerts (consent revoked after a share).
+    pub alerts: Option<AlertsSection>,
     /// Per-flow settings: `[flows."ping-1.2"]`.
     #[serde(default)]
     pub flows: std::collections::BTreeMap<String, FlowSection>,
@@ -525,6 +530,9 @@ impl BridgeConfig {
         if let Some(i) = &self.inbox {
             refs.push(("inbox.api_key", &i.api_key));
             refs.push(("inbox.seal_key", &i.seal_key));
+        }
+        if let Some(a) = &self.alerts {
+            refs.push(("alerts.webhook_secret", &a.webhook_secret));
         }
         refs
     }

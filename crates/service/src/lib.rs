@@ -10,6 +10,7 @@
 //! - [`run`]: wiring everything together, and the graceful stop.
 //! - [`shutdown`]: signals: stop, reload.
 
+pub mod alerts;
 pub mod build;
 pub mod check;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `bridge` command.
 
+mod alerts;
 #[cfg(feature = "dev")]
 mod bench;
 #[cfg(feature = "dev")]
@@ -80,6 +81,8 @@ enum Command {
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
+    /// Alerts raised for manual procedures (consent revoked after a share) and their webhook delivery.
+    Alerts(alerts::AlertsArgs),
     /// Check a bridge.toml.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
+            Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]
             Command::Bench(args) => bench::run(args, cache_dir).await,
