@@ -33,6 +33,7 @@ use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::ledger::Ledger;
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
@@ -77,11 +78,13 @@ pub trait Deliver {
 
     /// Deliver `item` (never delivered before; `previous` is what the store
     /// holds for it, e.g. a submitted transaction) and record the new state
-    /// under `flow`/`item.service_id`.
+    /// under `flow`/`item.service_id`. The body is checked against
+    /// `sharing` right before it is sent.
     async fn deliver(
         &self,
         item: &EmittedReferral<Self::Payload>,
         previous: Option<&Delivery>,
+        sharing: &SharingCheck,
     ) -> RecordOutcome;
 
     /// Dry run: what `deliver` would write, as a
@@ -241,6 +244,8 @@ struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
     /// Case owners by user name, each looked up at most once per run
     /// (`None`: Primero shows the API user no such user).
     users: HashMap<String, Option<User>>,
@@ -311,6 +316,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
         };
         let mut visitor = Visitor {
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
             ctx: JobContext {
                 flow: self.flow.into(),
@@ -634,7 +640,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .map(|p| run.deliver.planned(&p.item, p.previous.as_ref()))
                 .collect()
         } else {
-            deliver_all(run, pending).await
+            deliver_all(run, pending, &self.sharing).await
         };
         self.settle_pending(st, pending, outcomes).await
     }
@@ -673,6 +679,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 async fn deliver_all<D: Deliver>(
     run: &OutboundRun<'_, D>,
     pending: &[Pending<D::Payload>],
+    sharing: &SharingCheck,
 ) -> Vec<RecordOutcome> {
     // By index: a closure over `&Pending` items trips the compiler's
     // higher-ranked lifetime check once the future must be `Send`.
@@ -681,7 +688,7 @@ async fn deliver_all<D: Deliver>(
             let p = &pending[i];
             let span = tracing::info_span!("record", record = %p.service_id);
             run.deliver
-                .deliver(&p.item, p.previous.as_ref())
+                .deliver(&p.item, p.previous.as_ref(), sharing)
                 .instrument(span)
                 .await
         })

@@ -32,6 +32,7 @@ use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
 use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
@@ -80,6 +81,8 @@ pub enum Sent {
     Refused(String),
     /// The call failed.
     Failed(ConnectorError),
+    /// Not sent: the body holds a field `sharing.toml` does not declare.
+    NotShared(RecordOutcome),
 }
 
 /// The design-specific last step: hand one decision to proGres.
@@ -92,7 +95,8 @@ pub trait SendDecision {
     /// The id the partner knows the decision by (system id), if any.
     fn target_id(&self, item: &EmittedDecision<Self::Payload>) -> Option<String>;
 
-    async fn send(&self, item: &EmittedDecision<Self::Payload>) -> Sent;
+    /// Send `item`, its body first checked against `sharing`.
+    async fn send(&self, item: &EmittedDecision<Self::Payload>, sharing: &SharingCheck) -> Sent;
 }
 
 /// One run of an outgoing decision flow.
@@ -159,6 +163,8 @@ struct Visitor<'r, 'a, S> {
     run: &'r DecisionRun<'a, S>,
     instance: JobInstance,
     ctx: JobContext,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
@@ -182,6 +188,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
         };
         let mut visitor = Visitor {
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
             ctx: JobContext {
                 flow: self.flow.into(),
@@ -350,7 +357,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             let target = self.run.send.target_id(&item);
             return Some(ServiceResult::done(would_write(S::ACTION, target)));
         }
-        match self.run.send.send(&item).await {
+        match self.run.send.send(&item, &self.sharing).await {
             Sent::Delivered { target_id } => {
                 match self
                     .run
@@ -365,6 +372,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             }
             Sent::Refused(reason) => Some(ServiceResult::retry(failed("partner-refused", reason))),
             Sent::Failed(e) => Some(ServiceResult::retry(partner_failure(&e))),
+            Sent::NotShared(refused) => Some(ServiceResult::retry(refused)),
         }
     }
 }

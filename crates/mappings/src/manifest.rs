@@ -300,10 +300,7 @@ mod tests {
         row(&mut out, ["x"].map(String::from));
         assert_eq!(
             parse_csv(&out),
-            vec![
-                vec!["a", "b,c", "say \"hi\"", "two\nlines", ""],
-                vec!["x"]
-            ]
+            vec![vec!["a", "b,c", "say \"hi\"", "two\nlines", ""], vec!["x"]]
         );
     }
 
@@ -322,7 +319,11 @@ mod tests {
             let text = markdown(&set, &sharing);
             for share in &sharing.shares {
                 for f in &share.fields {
-                    assert!(text.contains(&format!("`{}`", md(&f.path))), "{country}: {}", f.path);
+                    assert!(
+                        text.contains(&format!("`{}`", md(&f.path))),
+                        "{country}: {}",
+                        f.path
+                    );
                     for t in &f.tables {
                         assert!(text.contains(&format!("### `{t}`")), "{country}: {t}");
                     }

@@ -290,7 +290,10 @@ pub struct ConsentPolicy {
 impl Default for ConsentPolicy {
     fn default() -> Self {
         Self {
-            fields: vec!["consent_for_services".into(), "disclosure_other_orgs".into()],
+            fields: vec![
+                "consent_for_services".into(),
+                "disclosure_other_orgs".into(),
+            ],
             allow_override: false,
             flows: ["ping-2.1", "dtp-2.1", "ping-1.2", "dtp-1.2"]
                 .map(String::from)
@@ -630,8 +633,7 @@ fn walk(out: &mut BTreeSet<String>, prefix: String, value: &Value) {
 /// A PING `{Name, Value}` pair.
 fn is_name_value(v: &Value) -> bool {
     v.as_object().is_some_and(|o| {
-        o.get("Name").is_some_and(Value::is_string)
-            && o.keys().all(|k| k == "Name" || k == "Value")
+        o.get("Name").is_some_and(Value::is_string) && o.keys().all(|k| k == "Name" || k == "Value")
     })
 }
 
@@ -730,7 +732,9 @@ to = "primero.create-case"
         assert_eq!(share.fields[0].category, Category::Identification);
         assert_eq!(share.fields[0].tables, ["inbound-sex"]);
         assert_eq!(share.fields[0].line, 7);
-        assert!(s.share("ping-1.1", Destination::PingTransferStatus).is_none());
+        assert!(s
+            .share("ping-1.1", Destination::PingTransferStatus)
+            .is_none());
     }
 
     #[test]
@@ -756,8 +760,20 @@ to = "primero.create-case"
     #[test]
     fn errors_name_file_line_and_key() {
         for (from, to, line, key, words) in [
-            ("\"ping-1.1\"", "\"ping-7.1\"", 3, "share.flow", "unknown flow `ping-7.1`"),
-            ("\"ping-1.1\"", "\"dtp-1.1\"", 3, "share.flow", "belongs to the dtp design"),
+            (
+                "\"ping-1.1\"",
+                "\"ping-7.1\"",
+                3,
+                "share.flow",
+                "unknown flow `ping-7.1`",
+            ),
+            (
+                "\"ping-1.1\"",
+                "\"dtp-1.1\"",
+                3,
+                "share.flow",
+                "belongs to the dtp design",
+            ),
             (
                 "\"primero.create-case\"",
                 "\"dtp.notification\"",
@@ -779,7 +795,13 @@ to = "primero.create-case"
                 "share.field.tables",
                 "no table `inbound-sexx`",
             ),
-            ("\"the caseworker needs it\"", "\" \"", 10, "share.field.why", "must not be empty"),
+            (
+                "\"the caseworker needs it\"",
+                "\" \"",
+                10,
+                "share.field.why",
+                "must not be empty",
+            ),
             ("why =", "wyh =", 10, "wyh", "unknown field"),
         ] {
             let e = parse(&ONE.replace(from, to)).unwrap_err();
