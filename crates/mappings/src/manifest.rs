@@ -207,7 +207,11 @@ pub fn markdown(set: &MappingSet, sharing: &Sharing) -> String {
                     f.category,
                     md(&f.source),
                     md(&f.why),
-                    list(f.tables.iter().map(|t| format!("[{t}](#table-{t})")))
+                    if f.tables.is_empty() {
+                        "—".to_string()
+                    } else {
+                        list(f.tables.iter().map(|t| format!("[{t}](#table-{t})")))
+                    }
                 );
             }
             out.push('\n');

@@ -645,7 +645,8 @@ pub struct ShareDiff {
     /// Fields the new declaration lets leave that the old one did not.
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Fields in both whose category, source, why or tables changed.
+    /// Fields in both whose category, source, why or tables changed:
+    /// `path: what changed` (`sex: category identification → services`).
     pub changed: Vec<String>,
 }
 
@@ -669,8 +670,26 @@ pub fn diff(old: &Sharing, new: &Sharing) -> Vec<ShareDiff> {
             })
             .unwrap_or_default()
     };
-    let same = |a: &SharedField, b: &SharedField| {
-        (&a.source, a.category, &a.why, &a.tables) == (&b.source, b.category, &b.why, &b.tables)
+    // What changed in a field both declare, for the reviewer.
+    let changes = |a: &SharedField, b: &SharedField| -> Vec<String> {
+        let mut out = Vec::new();
+        if a.category != b.category {
+            out.push(format!("category {} → {}", a.category, b.category));
+        }
+        if a.tables != b.tables {
+            out.push(format!(
+                "tables [{}] → [{}]",
+                a.tables.join(", "),
+                b.tables.join(", ")
+            ));
+        }
+        if a.source != b.source {
+            out.push("source".into());
+        }
+        if a.why != b.why {
+            out.push("why".into());
+        }
+        out
     };
     keys.into_iter()
         .filter_map(|(flow, to)| {
@@ -680,8 +699,10 @@ pub fn diff(old: &Sharing, new: &Sharing) -> Vec<ShareDiff> {
                 removed: a.keys().filter(|k| !b.contains_key(*k)).cloned().collect(),
                 changed: a
                     .iter()
-                    .filter(|(k, f)| b.get(*k).is_some_and(|g| !same(f, g)))
-                    .map(|(k, _)| k.clone())
+                    .filter_map(|(k, f)| {
+                        let what = changes(f, b.get(k)?);
+                        (!what.is_empty()).then(|| format!("{k}: {}", what.join("; ")))
+                    })
                     .collect(),
                 flow,
                 to: to.as_str().to_string(),
@@ -893,7 +914,7 @@ to = "primero.create-case"
         let d = diff(&old, &new);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].added, ["name_first"]);
-        assert_eq!(d[0].changed, ["sex"]);
+        assert_eq!(d[0].changed, ["sex: category identification → services"]);
         assert!(d[0].removed.is_empty());
         assert_eq!(diff(&new, &old)[0].removed, ["name_first"]);
         assert!(diff(&old, &old).is_empty());
