@@ -3,11 +3,13 @@
 //!
 //! Which case fields express consent, whether a referral's
 //! `consent_overridden` may stand in for them, and which flows the gate
-//! covers are the country's (`[consent]` of `mappings/<country>/sharing.toml`).
+//! covers are the country's: [`ConsentPolicy`], the `[consent]` of
+//! `mappings/<country>/sharing.toml`.
 //! Inbound, a consent indicator the proGres record carries is copied into
 //! those Primero fields; without one the audit says consent was not
 //! transmitted.
 
+use bridge_mappings::ConsentPolicy;
 use bridge_partners::primero::Case;
 use serde_json::{Map, Value};
 
@@ -15,41 +17,6 @@ use crate::report::RecordOutcome;
 
 /// Reason code of a record refused by the gate.
 pub const NO_CONSENT: &str = "no-consent";
-
-/// The consent rules of a deployment (from its mapping folder).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentRules {
-    /// Primero case fields that must all be `true`.
-    pub fields: Vec<String>,
-    /// A referral with `consent_overridden` may be shared without them.
-    pub allow_override: bool,
-    /// The flows the gate covers.
-    pub flows: Vec<String>,
-    /// Dotted path of the proGres record's consent indicator, when it has one.
-    pub inbound_indicator: Option<String>,
-}
-
-impl Default for ConsentRules {
-    /// What Primero's CP module itself requires of a referral.
-    fn default() -> Self {
-        Self {
-            fields: vec![
-                "consent_for_services".into(),
-                "disclosure_other_orgs".into(),
-            ],
-            allow_override: false,
-            flows: ["ping-2.1", "dtp-2.1", "ping-1.2", "dtp-1.2"]
-                .map(String::from)
-                .to_vec(),
-            inbound_indicator: None,
-        }
-    }
-}
-
-/// The rules of the mapping folder a run uses.
-pub fn rules_of(_mappings: &bridge_mappings::MappingSet) -> ConsentRules {
-    ConsentRules::default()
-}
 
 /// On what basis a record was shared (the audit's `consent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +29,6 @@ pub enum Basis {
     NotTransmitted,
     /// The case does not record consent (a refusal, or a revocation).
     Absent,
-    /// The gate does not cover the flow.
-    NotRequired,
 }
 
 impl Basis {
@@ -73,7 +38,6 @@ impl Basis {
             Basis::Overridden => "overridden",
             Basis::NotTransmitted => "not-transmitted",
             Basis::Absent => "absent",
-            Basis::NotRequired => "not-required",
         }
     }
 }
@@ -84,13 +48,35 @@ fn is_true(v: Option<&Value>) -> bool {
     matches!(v, Some(Value::Bool(true)))
 }
 
-impl ConsentRules {
-    pub fn covers(&self, flow: &str) -> bool {
+/// The gate's checks, on a country's [`ConsentPolicy`].
+pub trait ConsentGate {
+    fn covers(&self, flow: &str) -> bool;
+    /// The consent fields `case` does not record as `true` (names only).
+    fn missing<'a>(&'a self, case: &Case) -> Vec<&'a str>;
+    /// Whether `case` records consent.
+    fn recorded(&self, case: &Case) -> bool {
+        self.missing(case).is_empty()
+    }
+    /// May a record of `case` leave Primero by `flow`? `overridden`: the
+    /// referral's `consent_overridden` (decisions have none). The refusal
+    /// is a [`RecordOutcome::NoConsent`] naming fields, never values. A
+    /// flow the country left out of the gate goes on whatever the case
+    /// records (`Absent` when nothing: the audit shows it).
+    fn outbound(&self, flow: &str, case: &Case, overridden: bool) -> Result<Basis, RecordOutcome>;
+    /// Inbound: the consent indicator of the proGres `source` record, when
+    /// the country names one and the record carries it as a boolean (or
+    /// `"true"`/`"false"`, `1`/`0`).
+    fn inbound(&self, source: &Value) -> (Basis, Option<bool>);
+    /// Write a transmitted indicator into the Primero case body.
+    fn apply_inbound(&self, case: &mut Map<String, Value>, consent: Option<bool>);
+}
+
+impl ConsentGate for ConsentPolicy {
+    fn covers(&self, flow: &str) -> bool {
         self.flows.iter().any(|f| f == flow)
     }
 
-    /// The consent fields `case` does not record as `true` (names only).
-    pub fn missing(&self, case: &Case) -> Vec<&str> {
+    fn missing<'a>(&'a self, case: &Case) -> Vec<&'a str> {
         self.fields
             .iter()
             .filter(|f| !is_true(case.extra.get(f.as_str())))
@@ -98,26 +84,13 @@ impl ConsentRules {
             .collect()
     }
 
-    /// Whether `case` records consent.
-    pub fn recorded(&self, case: &Case) -> bool {
-        self.missing(case).is_empty()
-    }
-
-    /// May a record of `case` leave Primero by `flow`? `overridden`: the
-    /// referral's `consent_overridden` (decisions have none). The refusal is
-    /// a [`RecordOutcome::NoConsent`] naming fields, never values.
-    pub fn outbound(
-        &self,
-        flow: &str,
-        case: &Case,
-        overridden: bool,
-    ) -> Result<Basis, RecordOutcome> {
-        if !self.covers(flow) {
-            return Ok(Basis::NotRequired);
-        }
+    fn outbound(&self, flow: &str, case: &Case, overridden: bool) -> Result<Basis, RecordOutcome> {
         let missing = self.missing(case);
         if missing.is_empty() {
             return Ok(Basis::Recorded);
+        }
+        if !self.covers(flow) {
+            return Ok(Basis::Absent);
         }
         if overridden && self.allow_override {
             return Ok(Basis::Overridden);
@@ -133,10 +106,7 @@ impl ConsentRules {
         Err(RecordOutcome::NoConsent { reason })
     }
 
-    /// Inbound: the consent indicator of the proGres `source` record, when
-    /// the country names one and the record carries it as a boolean (or
-    /// `"true"`/`"false"`, `1`/`0`).
-    pub fn inbound(&self, source: &Value) -> (Basis, Option<bool>) {
+    fn inbound(&self, source: &Value) -> (Basis, Option<bool>) {
         let Some(path) = &self.inbound_indicator else {
             return (Basis::NotTransmitted, None);
         };
@@ -155,8 +125,7 @@ impl ConsentRules {
         }
     }
 
-    /// Write a transmitted indicator into the Primero case body.
-    pub fn apply_inbound(&self, case: &mut Map<String, Value>, consent: Option<bool>) {
+    fn apply_inbound(&self, case: &mut Map<String, Value>, consent: Option<bool>) {
         if let Some(given) = consent {
             for f in &self.fields {
                 case.insert(f.clone(), Value::Bool(given));
@@ -178,7 +147,7 @@ mod tests {
 
     #[test]
     fn both_fields_must_be_true_booleans() {
-        let rules = ConsentRules::default();
+        let rules = ConsentPolicy::default();
         let ok = case(json!({"consent_for_services": true, "disclosure_other_orgs": true}));
         assert_eq!(rules.outbound("ping-2.1", &ok, false), Ok(Basis::Recorded));
         for partial in [
@@ -198,7 +167,7 @@ mod tests {
     #[test]
     fn an_override_counts_only_where_the_country_allows_it() {
         let none = case(json!({}));
-        let mut rules = ConsentRules::default();
+        let mut rules = ConsentPolicy::default();
         let refused = rules.outbound("dtp-2.1", &none, true).unwrap_err();
         assert!(
             matches!(&refused, RecordOutcome::NoConsent { reason } if reason.contains("allow_override"))
@@ -212,17 +181,19 @@ mod tests {
     }
 
     #[test]
-    fn flows_outside_the_gate_pass() {
-        let rules = ConsentRules::default();
+    fn flows_outside_the_gate_pass_and_say_on_what() {
+        let rules = ConsentPolicy::default();
         assert_eq!(
             rules.outbound("ping-1.1", &case(json!({})), false),
-            Ok(Basis::NotRequired)
+            Ok(Basis::Absent)
         );
+        let ok = case(json!({"consent_for_services": true, "disclosure_other_orgs": true}));
+        assert_eq!(rules.outbound("ping-1.1", &ok, false), Ok(Basis::Recorded));
     }
 
     #[test]
     fn refusals_name_fields_never_values() {
-        let rules = ConsentRules::default();
+        let rules = ConsentPolicy::default();
         let c = case(json!({"consent_for_services": "Amina said no"}));
         let Err(RecordOutcome::NoConsent { reason }) = rules.outbound("ping-1.2", &c, false) else {
             panic!()
@@ -233,7 +204,7 @@ mod tests {
 
     #[test]
     fn inbound_indicator_is_copied_or_reported_not_transmitted() {
-        let mut rules = ConsentRules::default();
+        let mut rules = ConsentPolicy::default();
         let source = json!({"referral": {"consent": "true"}});
         assert_eq!(rules.inbound(&source), (Basis::NotTransmitted, None));
         rules.inbound_indicator = Some("referral.consent".into());

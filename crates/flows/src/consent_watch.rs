@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use bridge_partners::primero::Case;
 use bridge_store::{Store, StoreError};
 
-use crate::consent::ConsentRules;
+use crate::consent::ConsentGate as _;
 use crate::report::{RecordOutcome, RecordReport};
+use bridge_mappings::ConsentPolicy;
 
 /// The shared cases of one run, and what their consent was last seen as.
 pub struct ConsentWatch {
-    rules: ConsentRules,
+    rules: ConsentPolicy,
     /// Shared case id → its consent loss was raised (and not cleared).
     shared: HashMap<String, bool>,
     /// Dry runs watch nothing (they write nothing).
@@ -24,7 +25,7 @@ pub struct ConsentWatch {
 impl ConsentWatch {
     pub async fn load(
         store: &dyn Store,
-        rules: ConsentRules,
+        rules: ConsentPolicy,
         dry_run: bool,
     ) -> Result<Self, StoreError> {
         let shared = if dry_run {
@@ -39,7 +40,7 @@ impl ConsentWatch {
         })
     }
 
-    pub fn rules(&self) -> &ConsentRules {
+    pub fn rules(&self) -> &ConsentPolicy {
         &self.rules
     }
 
@@ -129,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn only_shared_cases_alert_and_only_once() {
         let store = SqliteStore::in_memory().await.unwrap();
-        let mut watch = ConsentWatch::load(&store, ConsentRules::default(), false)
+        let mut watch = ConsentWatch::load(&store, ConsentPolicy::default(), false)
             .await
             .unwrap();
         assert!(watch
@@ -151,7 +152,7 @@ mod tests {
             .await
             .is_none());
         // A new run (another process) knows it was raised.
-        let mut next = ConsentWatch::load(&store, ConsentRules::default(), false)
+        let mut next = ConsentWatch::load(&store, ConsentPolicy::default(), false)
             .await
             .unwrap();
         assert!(next
@@ -174,7 +175,7 @@ mod tests {
     async fn a_dry_run_raises_nothing() {
         let store = SqliteStore::in_memory().await.unwrap();
         store.case_shared("c1", "ping-2.1").await.unwrap();
-        let mut watch = ConsentWatch::load(&store, ConsentRules::default(), true)
+        let mut watch = ConsentWatch::load(&store, ConsentPolicy::default(), true)
             .await
             .unwrap();
         assert!(watch

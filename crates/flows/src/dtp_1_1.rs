@@ -47,6 +47,7 @@ use tracing::Instrument;
 use super::case_lookup::LookupError;
 use super::case_upsert::{upsert_case, CaseReferral, ClosedCase, UpsertError, Upserted};
 use super::report::{partner_failure, Note, RecordNote, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::{Destination, SharingCheck};
 use crate::app::App;
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::primero::{Case, PrimeroClient};
@@ -487,6 +488,19 @@ impl Handler {
             // A possible second notification beats none.
             Err(e) => tracing::warn!(error = %e, "could not read the notification state"),
         }
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        let checked = match &note {
+            Notification::Success(b) => sharing.check(Destination::DtpNotification, b),
+            Notification::Failure(b) => sharing.check(Destination::DtpNotification, b),
+        };
+        if let Err(refused) = checked {
+            // Not sent: DTP is not told until the declaration allows it.
+            record.ack_error = Some(match refused {
+                RecordOutcome::Failed { reason, .. } => reason,
+                other => other.label().to_string(),
+            });
+            return (record, false, record_note);
+        }
         let sent = match &note {
             Notification::Success(b) => self.dtp.post(DtpEndpoint::Notification, b).await,
             Notification::Failure(b) => self.dtp.post(DtpEndpoint::Notification, b).await,
@@ -572,7 +586,8 @@ impl Handler {
             }
         };
         let on_closed = ClosedCase::ReopenAndFlag { date: &ctx.today };
-        match upsert_case(&self.primero, &referral, on_closed).await {
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        match upsert_case(&self.primero, &referral, on_closed, &sharing).await {
             Ok(done) => {
                 let outcome = done.outcome();
                 let note = done.note();
@@ -611,6 +626,11 @@ impl Handler {
                 format!("job {FLOW} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner(&e),
+            // A body the declaration does not allow: bad job output, DTP hears it.
+            Err(UpsertError::Refused(outcome)) => Delivery::Failed {
+                class: FailureClass::InternalError,
+                outcome,
+            },
             // Tried again with the message: DTP is not told yet.
             Err(e @ UpsertError::NotApplied { .. }) => Delivery::Transient {
                 outcome: super::report::failed(super::case_upsert::NOT_APPLIED, e.to_string()),

@@ -183,6 +183,7 @@ impl Handler {
             &decision.decision,
             ServiceMatch::Suffix(&decision.service_suffix),
             Apply::Write,
+            &super::sharing_check::SharingCheck::for_instance(FLOW, instance),
         )
         .await;
         (outcome, decision.mapping_gaps)

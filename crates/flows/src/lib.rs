@@ -21,6 +21,7 @@ pub mod referral_decision;
 pub mod registry;
 pub mod report;
 pub mod rows;
+pub mod sharing_check;
 
 pub use app::App;
 pub use registry::FlowSpec;

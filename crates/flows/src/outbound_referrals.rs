@@ -30,11 +30,12 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
-use super::consent::{self, Basis};
+use super::consent::{Basis, ConsentGate as _};
 use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
@@ -82,11 +83,13 @@ pub trait Deliver {
 
     /// Deliver `item` (never delivered before; `previous` is what the store
     /// holds for it, e.g. a submitted transaction) and record the new state
-    /// under `flow`/`item.service_id`.
+    /// under `flow`/`item.service_id`. The body is checked against
+    /// `sharing` right before it is sent.
     async fn deliver(
         &self,
         item: &EmittedReferral<Self::Payload>,
         previous: Option<&Delivery>,
+        sharing: &SharingCheck,
     ) -> RecordOutcome;
 
     /// Dry run: what `deliver` would write, as a
@@ -252,6 +255,8 @@ struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
     /// Case owners by user name, each looked up at most once per run
     /// (`None`: Primero shows the API user no such user).
     users: HashMap<String, Option<User>>,
@@ -325,7 +330,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
-        let rules = consent::rules_of(&self.catalog.mappings());
+        let rules = instance.consent_policy();
         let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
             Ok(w) => w,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
@@ -336,6 +341,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
         };
         let mut visitor = Visitor {
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
             watch,
             refused,
@@ -717,7 +723,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .map(|p| run.deliver.planned(&p.item, p.previous.as_ref()))
                 .collect()
         } else {
-            deliver_all(run, pending).await
+            deliver_all(run, pending, &self.sharing).await
         };
         self.settle_pending(st, pending, outcomes).await
     }
@@ -761,6 +767,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 async fn deliver_all<D: Deliver>(
     run: &OutboundRun<'_, D>,
     pending: &[Pending<D::Payload>],
+    sharing: &SharingCheck,
 ) -> Vec<RecordOutcome> {
     // By index: a closure over `&Pending` items trips the compiler's
     // higher-ranked lifetime check once the future must be `Send`.
@@ -769,7 +776,7 @@ async fn deliver_all<D: Deliver>(
             let p = &pending[i];
             let span = tracing::info_span!("record", record = %p.service_id);
             run.deliver
-                .deliver(&p.item, p.previous.as_ref())
+                .deliver(&p.item, p.previous.as_ref(), sharing)
                 .instrument(span)
                 .await
         })

@@ -29,11 +29,12 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
-use super::consent;
+use super::consent::{self, ConsentGate as _};
 use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
 use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
@@ -82,6 +83,8 @@ pub enum Sent {
     Refused(String),
     /// The call failed.
     Failed(ConnectorError),
+    /// Not sent: the body holds a field `sharing.toml` does not declare.
+    NotShared(RecordOutcome),
 }
 
 /// The design-specific last step: hand one decision to proGres.
@@ -94,7 +97,8 @@ pub trait SendDecision {
     /// The id the partner knows the decision by (system id), if any.
     fn target_id(&self, item: &EmittedDecision<Self::Payload>) -> Option<String>;
 
-    async fn send(&self, item: &EmittedDecision<Self::Payload>) -> Sent;
+    /// Send `item`, its body first checked against `sharing`.
+    async fn send(&self, item: &EmittedDecision<Self::Payload>, sharing: &SharingCheck) -> Sent;
 }
 
 /// One run of an outgoing decision flow.
@@ -163,6 +167,8 @@ struct Visitor<'r, 'a, S> {
     ctx: JobContext,
     /// Shared cases whose consent is watched; the gate's rules.
     watch: ConsentWatch,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
@@ -184,13 +190,14 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
-        let rules = consent::rules_of(&self.catalog.mappings());
+        let rules = instance.consent_policy();
         let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
             Ok(w) => w,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
         let mut visitor = Visitor {
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
             watch,
             ctx: JobContext {
@@ -371,7 +378,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             let target = self.run.send.target_id(&item);
             return Some(ServiceResult::done(would_write(S::ACTION, target)));
         }
-        match self.run.send.send(&item).await {
+        match self.run.send.send(&item, &self.sharing).await {
             Sent::Delivered { target_id } => {
                 match self
                     .run
@@ -393,6 +400,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             }
             Sent::Refused(reason) => Some(ServiceResult::retry(failed("partner-refused", reason))),
             Sent::Failed(e) => Some(ServiceResult::retry(partner_failure(&e))),
+            Sent::NotShared(refused) => Some(ServiceResult::retry(refused)),
         }
     }
 }

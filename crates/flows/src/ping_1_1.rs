@@ -28,6 +28,7 @@ pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{Field, IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -109,9 +110,25 @@ struct RunShared<'a> {
     /// the job while it is busy are mapped together in one call.
     instance: SharedInstance,
     locks: IndividualLocks,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
     details_sp: &'a str,
     status_sp: &'a str,
     today: &'a str,
+}
+
+/// The SHP-2748 record telling proGres that Primero holds the intervention.
+fn transfer_status(id: &str, business_unit: &str, today: &str) -> IngestionRecord {
+    IngestionRecord {
+        external_id: id.to_string(),
+        attachments: None,
+        fields: vec![
+            Field::new("progres_lpinterventionid", id),
+            Field::new("progres_businessunit", business_unit),
+            Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
+            Field::new("progres_primerotransferstatusdate", today),
+        ],
+    }
 }
 
 fn text(row: &Row, key: &str) -> Option<String> {
@@ -172,6 +189,7 @@ impl Ping11<'_> {
             dry_run: self.dry_run,
         };
         let shared = RunShared {
+            sharing: SharingCheck::for_instance(FLOW, &instance),
             instance: SharedInstance::spawn(instance, ctx, self.concurrency),
             locks: IndividualLocks::default(),
             details_sp,
@@ -309,16 +327,7 @@ impl Ping11<'_> {
 
     /// Tell proGres that Primero holds the intervention.
     async fn ack(&self, shared: &RunShared<'_>, ack: &Ack) -> Result<(), String> {
-        let record = IngestionRecord {
-            external_id: ack.id.clone(),
-            attachments: None,
-            fields: vec![
-                Field::new("progres_lpinterventionid", ack.id.as_str()),
-                Field::new("progres_businessunit", ack.business_unit.as_str()),
-                Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
-                Field::new("progres_primerotransferstatusdate", shared.today),
-            ],
-        };
+        let record = transfer_status(&ack.id, &ack.business_unit, shared.today);
         let result = match self.ping.ingest(shared.status_sp, &[record]).await {
             Ok(resp) if resp.failures().is_empty() => Ok(()),
             Ok(resp) => Err(format!(
@@ -413,16 +422,22 @@ impl Ping11<'_> {
             Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
             Err(e) => return failed(e.code(), e.to_string()),
         };
+        // The transfer status written after it is checked before anything is written.
+        let business_unit = text(delivery, "progres_businessunit").unwrap_or_default();
+        let status = transfer_status(id, &business_unit, shared.today);
+        if let Err(refused) = shared.sharing.check(Destination::PingTransferStatus, &status) {
+            return refused;
+        }
         let _one_at_a_time = shared.locks.lock(&referral.unhcr_individual_no).await;
-        self.upsert(&referral).await
+        self.upsert(&referral, &shared.sharing).await
     }
 
     /// Create the case, append the service, or recognise it is already there.
-    async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
+    async fn upsert(&self, referral: &CaseReferral, sharing: &SharingCheck) -> RecordOutcome {
         let result = if self.dry_run {
-            plan_case(self.primero, referral).await
+            plan_case(self.primero, referral, sharing).await
         } else {
-            upsert_case(self.primero, referral, ClosedCase::Append)
+            upsert_case(self.primero, referral, ClosedCase::Append, sharing)
                 .await
                 .map(|done| done.outcome())
         };
@@ -433,6 +448,7 @@ impl Ping11<'_> {
                 format!("job {FLOW} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner_failure(&e),
+            Err(UpsertError::Refused(outcome)) => outcome,
             Err(e @ UpsertError::NotApplied { .. }) => {
                 failed(super::case_upsert::NOT_APPLIED, e.to_string())
             }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use super::referral_decision::{apply_decision, Apply, InboundDecision, ServiceMatch};
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use super::rows::Row;
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -321,6 +322,11 @@ impl Ping22<'_> {
             Ok(JobOutcome::Skip(reason)) => return (RecordOutcome::Skipped { reason }, None),
             Err(e) => return (failed(e.code(), e.to_string()), None),
         };
+        // The synced record is sent after the Primero write: checked before either.
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        if let Err(refused) = sharing.check(Destination::PingDecisionSynced, &decision.synced) {
+            return (refused, None);
+        }
         let outcome = apply_decision(
             self.primero,
             &decision.decision,
@@ -330,6 +336,7 @@ impl Ping22<'_> {
             } else {
                 Apply::Write
             },
+            &sharing,
         )
         .await;
         (outcome, Some(decision.synced))

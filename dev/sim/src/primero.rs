@@ -37,6 +37,7 @@ pub use config::{PrimeroSimConfig, SimPrimeroVersion};
 pub(crate) use faults::{hangup_response, truncate_response, InFlight};
 pub use faults::{Fault, FaultRule, WriteHook};
 pub use flags::SimFlag;
+pub use knobs::ReceivedWrite;
 pub use merge::{merge_record, merge_subform};
 pub use records::{NewSimReferral, ReferralStatus, SimReferral, SimReferralDecision, SimUser};
 pub use role::SimRole;

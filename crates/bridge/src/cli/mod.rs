@@ -11,6 +11,7 @@ mod flow;
 mod job;
 mod ops;
 mod run;
+mod sharing;
 #[cfg(feature = "dev")]
 mod sim;
 
