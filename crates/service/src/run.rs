@@ -278,6 +278,12 @@ pub async fn run(
         update_dead_letter_gauge(&app, flow).await;
     }
 
+    // Audit retention: now, then once a day.
+    let retention = config
+        .audit
+        .retain_days
+        .map(|days| tokio::spawn(crate::retention::run(app.store.clone(), days)));
+
     // Hot reload of jobs and mappings.
     let reload = (config.jobs.reload_secs > 0).then(|| {
         app.catalog
@@ -364,6 +370,9 @@ pub async fn run(
     }
     if let Some(reload) = reload {
         reload.abort();
+    }
+    if let Some(retention) = retention {
+        retention.abort();
     }
     store_watch.abort();
     metrics_stop.cancel();

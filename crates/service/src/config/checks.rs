@@ -148,6 +148,7 @@ impl BridgeConfig {
                 }
             }
         }
+        problems.extend(self.audit_problems());
         problems
     }
 
