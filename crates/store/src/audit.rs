@@ -190,6 +190,8 @@ pub struct AuditFilter {
     pub flow: Option<String>,
     pub case_id: Option<String>,
     pub limit: Option<i64>,
+    /// Only the entry with this seq.
+    pub seq: Option<i64>,
     /// Newest first (default: in chain order, oldest first).
     pub newest_first: bool,
 }
@@ -505,6 +507,7 @@ pub(crate) async fn list(
         "SELECT {COLUMNS} FROM audit
          WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
            AND (?3 IS NULL OR flow = ?3) AND (?4 IS NULL OR case_id = ?4)
+           AND (?6 IS NULL OR seq = ?6)
          ORDER BY seq {order} LIMIT ?5"
     ))
     .bind(from)
@@ -512,6 +515,7 @@ pub(crate) async fn list(
     .bind(&filter.flow)
     .bind(&filter.case_id)
     .bind(filter.limit.map_or(-1, |l| l.max(0)))
+    .bind(filter.seq)
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(record).collect())

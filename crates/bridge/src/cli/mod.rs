@@ -1,5 +1,6 @@
 //! The `bridge` command.
 
+mod audit;
 #[cfg(feature = "dev")]
 mod bench;
 #[cfg(feature = "dev")]
@@ -77,6 +78,9 @@ enum Command {
     /// Records that failed too often: list and replay.
     #[command(subcommand)]
     DeadLetter(ops::DeadLetterCommand),
+    /// The audit trail of every share: verify the chain, list, export, prune.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
@@ -125,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => ops::runs(args).await,
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::Audit(cmd) => audit::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]
