@@ -15,5 +15,6 @@ mod e2e_ping_referrals_to_progres;
 mod e2e_round_trips;
 mod fault_matrix;
 mod job_fixtures;
+mod report_rejected_open;
 mod service;
 mod telemetry;

@@ -10,6 +10,7 @@ mod dtp;
 mod flow;
 mod job;
 mod ops;
+mod report;
 mod run;
 #[cfg(feature = "dev")]
 mod sim;
@@ -81,6 +82,9 @@ enum Command {
     /// The audit trail of every share: verify the chain, list, export, prune.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Reports for the focal points: `bridge report rejected-open`.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
             Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Report(cmd) => report::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]
