@@ -8,12 +8,17 @@ use crate::{OpenMode, SqliteStore, Store};
 fn entry(i: usize, at: &str) -> AuditEntry {
     AuditEntry {
         at: at.to_string(),
-        flow: if i % 2 == 0 { "ping-1.1" } else { "ping-2.1" }.into(),
+        flow: if i.is_multiple_of(2) {
+            "ping-1.1"
+        } else {
+            "ping-2.1"
+        }
+        .into(),
         run_id: format!("run-{}", i / 10),
         event: "delivered".into(),
         source_id: format!("intervention-{i}"),
         target_id: Some(format!("target-{i}")),
-        case_id: (i % 3 != 0).then(|| format!("case-{}", i % 4)),
+        case_id: (!i.is_multiple_of(3)).then(|| format!("case-{}", i % 4)),
         permitted_by: Some("cw_amal".into()),
         consent: "recorded".into(),
         job: "ping-1.1".into(),
@@ -296,7 +301,8 @@ async fn two_appenders_in_two_connections_keep_one_chain() {
 async fn unknown_codes_and_bad_values_are_refused_and_nothing_is_stored() {
     let (_dir, s) = filled(1).await;
     let good = entry(7, "2026-02-01T00:00:00.000Z");
-    let bad: Vec<(&str, Box<dyn Fn(&mut AuditEntry)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut AuditEntry)>;
+    let bad: Vec<(&str, Spoil)> = vec![
         ("event", Box::new(|e| e.event = "shared".into())),
         ("consent", Box::new(|e| e.consent = "implied".into())),
         ("at", Box::new(|e| e.at = "2026-02-01T00:00:00Z".into())),
