@@ -7,6 +7,7 @@ mod bench_smoke;
 mod doctor;
 mod durable;
 mod e2e;
+mod e2e_consent;
 mod e2e_cutover;
 mod e2e_dtp_flows;
 mod e2e_dtp_inbox;

@@ -108,6 +108,16 @@ async fn lists_open_cases_from_progres_with_every_referral_rejected() {
     let [rejected, accepted, closed, twice, mixed] =
         [0, 1, 2, 3, 4].map(|i| case_of(primero, &people[i]));
     assert_eq!(twice.1.len(), 2);
+    // proGres carries no consent: the caseworkers record it, or the consent
+    // gate keeps ping-1.2 from sending the decisions back.
+    for (case, _) in [&rejected, &accepted, &closed, &twice, &mixed] {
+        primero
+            .update_case(
+                case,
+                obj(json!({"consent_for_services": true, "disclosure_other_orgs": true})),
+            )
+            .unwrap();
+    }
     decide(primero, &rejected.0, &rejected.1[0], "rejected");
     decide(primero, &accepted.0, &accepted.1[0], "accepted");
     decide(primero, &closed.0, &closed.1[0], "rejected");

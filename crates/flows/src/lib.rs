@@ -11,6 +11,8 @@ pub mod app;
 pub mod case_lookup;
 pub mod case_scan;
 pub mod case_upsert;
+pub mod consent;
+pub mod consent_watch;
 pub mod ledger;
 pub mod outbound_referrals;
 pub mod outgoing_decisions;

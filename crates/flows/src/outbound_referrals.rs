@@ -22,7 +22,7 @@
 //! - When the caseworker's profile is incomplete the admin contact is still
 //!   sent (business rule), and the run logs it (ids and field names only).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::consent::{self, Basis};
+use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
@@ -54,6 +56,9 @@ pub const FP_DELIVERED: &str = "delivered";
 pub const FP_SUBMITTED: &str = "submitted";
 /// The partner refused it; sent again on the next run.
 pub const FP_REFUSED: &str = "refused";
+/// The consent gate refused it; looked at again whenever its case changes
+/// (issue 16), however old its referral.
+pub const FP_NO_CONSENT: &str = "no-consent";
 
 /// What an outbound job emits for one service; `P` is the design's payload.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +121,12 @@ pub struct OutboundRun<'a, D> {
 /// A referral mapped and ready to hand to the partner at the end of its page.
 struct Pending<P> {
     service_id: String,
+    /// The case it belongs to, and on what consent it goes (for the audit
+    /// and the consent watch).
+    case_id: String,
+    basis: Basis,
+    /// Who permitted the share: the referral's `transitioned_by`, else the case owner.
+    permitted_by: Option<String>,
     item: EmittedReferral<P>,
     previous: Option<Delivery>,
     needs: Option<DateTime<Utc>>,
@@ -251,6 +262,11 @@ struct Visitor<'r, 'a, D: Deliver> {
     /// The job's answers for the services about to be visited, mapped
     /// together (see `map_window`).
     mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
+    /// Shared cases whose consent is watched; the gate's rules.
+    watch: ConsentWatch,
+    /// Services refused for lack of consent: visited whenever their case
+    /// changes, with no lower bound on their referral's date.
+    refused: HashSet<String>,
 }
 
 /// Whether any referral of a case is recent enough to make a service new:
@@ -309,9 +325,20 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let rules = consent::rules_of(&self.catalog.mappings());
+        let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
+            Ok(w) => w,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let refused = match self.store.delivery_keys(self.flow, FP_NO_CONSENT).await {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
         let mut visitor = Visitor {
             run: self,
             instance,
+            watch,
+            refused,
             ctx: JobContext {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
@@ -406,7 +433,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                    id: &str,
                    referrals: &[Referral],
                    owner: Option<&User>| {
-            if let Ok(json) = bundle_json(c, id, referrals, st.since, owner) {
+            let since = self.since_for(id, st.since);
+            if let Ok(json) = bundle_json(c, id, referrals, since, owner) {
                 items.push((id.to_string(), json));
             }
         };
@@ -420,7 +448,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             let Some(Ok(referrals)) = self.referrals.get(&next.id) else {
                 continue;
             };
-            if !has_recent_referral(referrals, st.since) {
+            if !self.due(next, referrals, st.since) {
                 continue;
             }
             let owner = self.owner(next);
@@ -451,7 +479,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         ahead: &[Case],
         since: Option<DateTime<Utc>>,
     ) -> Result<(), ConnectorError> {
-        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
+        let recent =
+            |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if self.due(c, r, since));
         let names: Vec<String> = std::iter::once(case)
             .chain(ahead.iter().filter(|c| recent(c)))
             .filter_map(|c| c.owned_by.clone())
@@ -471,6 +500,23 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         Ok(())
     }
 
+    /// Whether a case has a service the job may find new: a referral since
+    /// the cursor, or a service the consent gate refused earlier.
+    fn due(&self, case: &Case, referrals: &[Referral], since: Option<DateTime<Utc>>) -> bool {
+        has_recent_referral(referrals, since)
+            || service_ids(case).any(|id| self.refused.contains(id))
+    }
+
+    /// The lower bound the job applies to a service's referrals: none for
+    /// one refused for lack of consent (its referral may predate the cursor).
+    fn since_for(&self, service_id: &str, since: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if self.refused.contains(service_id) {
+            None
+        } else {
+            since
+        }
+    }
+
     /// The case owner's user record, when Primero knows them.
     fn owner(&self, case: &Case) -> Option<User> {
         let owner = case.owned_by.as_deref()?;
@@ -479,6 +525,11 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 
     async fn one_case(&mut self, st: &mut ScanState, case: &Case, ahead: &[Case]) {
         let run = self.run;
+        let revoked = self
+            .watch
+            .observe(run.store, (run.flow, &self.ctx.run_id), case)
+            .await;
+        st.report.records.extend(revoked);
         let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
             return;
@@ -498,7 +549,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             }
         };
         let since = st.since;
-        if !has_recent_referral(&referrals, since) {
+        if !self.due(case, &referrals, since) {
             return;
         }
         if let Err(e) = self.load_owners(case, ahead, since).await {
@@ -559,7 +610,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             Some(result) => result,
             // Its bundle could not be built in the window: alone, to report why.
             None => {
-                let json = match bundle_json(case, service_id, referrals, st.since, owner) {
+                let since = self.since_for(service_id, st.since);
+                let json = match bundle_json(case, service_id, referrals, since, owner) {
                     Ok(j) => j,
                     Err(e) => return Some((failed("internal", e.to_string()), None)),
                 };
@@ -609,8 +661,39 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 needs,
             ));
         }
+        let referral = referrals
+            .iter()
+            .find(|r| item.referral_id.as_deref() == Some(r.id.as_str()));
+        let overridden = referral
+            .and_then(|r| r.extra.get("consent_overridden"))
+            .is_some_and(|v| v == &serde_json::Value::Bool(true));
+        let basis = match self.watch.rules().outbound(self.run.flow, case, overridden) {
+            Ok(basis) => basis,
+            Err(refusal) => {
+                // Remembered so the case's next change brings it back.
+                if !self.run.dry_run {
+                    if let Err(e) = self
+                        .run
+                        .store
+                        .record_delivery(self.run.flow, service_id, FP_NO_CONSENT, None)
+                        .await
+                    {
+                        return Some((failed("state", e.to_string()), needs));
+                    }
+                }
+                return Some((refusal, needs));
+            }
+        };
+        let permitted_by = referral
+            .and_then(|r| r.extra.get("transitioned_by"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| case.owned_by.clone());
         // Handed to the partner with the rest of the page (see `deliver_pending`).
         self.pending.push(Pending {
+            case_id: case.id.clone(),
+            basis,
+            permitted_by,
             service_id: service_id.to_string(),
             item,
             previous,
@@ -660,6 +743,11 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .await;
             if outcome.holds_cursor() {
                 st.tracker.hold(p.needs);
+            }
+            // Watched only when it went on recorded consent: an override
+            // or an uncovered flow had none to lose.
+            if matches!(outcome, RecordOutcome::Sent { .. }) && p.basis == Basis::Recorded {
+                self.watch.shared(run.store, run.flow, &p.case_id).await;
             }
             span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
             st.report

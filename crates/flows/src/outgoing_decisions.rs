@@ -29,6 +29,8 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::consent;
+use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
 use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
@@ -159,6 +161,8 @@ struct Visitor<'r, 'a, S> {
     run: &'r DecisionRun<'a, S>,
     instance: JobInstance,
     ctx: JobContext,
+    /// Shared cases whose consent is watched; the gate's rules.
+    watch: ConsentWatch,
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
@@ -180,9 +184,15 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let rules = consent::rules_of(&self.catalog.mappings());
+        let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
+            Ok(w) => w,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
         let mut visitor = Visitor {
             run: self,
             instance,
+            watch,
             ctx: JobContext {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
@@ -233,6 +243,11 @@ fn query(from: Option<DateTime<Utc>>) -> CaseQuery {
 impl<S: SendDecision> Visitor<'_, '_, S> {
     async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
         let ledger = self.run.ledger;
+        let revoked = self
+            .watch
+            .observe(self.run.store, (self.run.flow, &self.ctx.run_id), case)
+            .await;
+        st.report.records.extend(revoked);
         for service in &case.services_section {
             let record_id = delivery_key(
                 &case.id,
@@ -346,6 +361,12 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             Ok(_) => {}
             Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
         }
+        // Not remembered: a decision is looked at again whenever its case
+        // changes, which recording consent does.
+        let basis = match self.watch.rules().outbound(self.run.flow, case, false) {
+            Ok(basis) => basis,
+            Err(refusal) => return Some(ServiceResult::done(refusal)),
+        };
         if self.run.dry_run {
             let target = self.run.send.target_id(&item);
             return Some(ServiceResult::done(would_write(S::ACTION, target)));
@@ -358,7 +379,14 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                     .record_delivery(self.run.flow, record_id, &fingerprint, target_id.as_deref())
                     .await
                 {
-                    Ok(()) => Some(ServiceResult::done(RecordOutcome::Sent { target_id })),
+                    Ok(()) => {
+                        if basis == consent::Basis::Recorded {
+                            self.watch
+                                .shared(self.run.store, self.run.flow, &case.id)
+                                .await;
+                        }
+                        Some(ServiceResult::done(RecordOutcome::Sent { target_id }))
+                    }
                     // Sent but not remembered: sent again next run (a repeat beats a loss).
                     Err(e) => Some(ServiceResult::retry(failed("state", e.to_string()))),
                 }

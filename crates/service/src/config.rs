@@ -53,9 +53,11 @@ impl ConfigError {
     }
 }
 
+mod alerts;
 mod audit;
 mod checks;
 
+pub use alerts::{AlertSettings, AlertsSection};
 pub use audit::AuditSection;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +312,8 @@ pub struct BridgeConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The operator's webhook for alerts (consent revoked after a share).
+    pub alerts: Option<AlertsSection>,
     /// Per-flow settings: `[flows."ping-1.2"]`.
     #[serde(default)]
     pub flows: std::collections::BTreeMap<String, FlowSection>,
@@ -531,6 +535,9 @@ impl BridgeConfig {
         if let Some(i) = &self.inbox {
             refs.push(("inbox.api_key", &i.api_key));
             refs.push(("inbox.seal_key", &i.seal_key));
+        }
+        if let Some(a) = &self.alerts {
+            refs.push(("alerts.webhook_secret", &a.webhook_secret));
         }
         refs
     }

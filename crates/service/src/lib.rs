@@ -11,6 +11,7 @@
 //! - [`shutdown`]: signals: stop, reload.
 //! - [`retention`]: the audit trail's daily pruning.
 
+pub mod alerts;
 pub mod build;
 pub mod check;
 pub mod config;

@@ -6,6 +6,7 @@
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
 pub mod audit;
+mod consent;
 mod lease;
 pub mod limits;
 mod monitor;
@@ -16,6 +17,7 @@ pub use audit::{
     AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
     ConsentBasis, ProblemKind,
 };
+pub use consent::{Alert, CONSENT_REVOKED};
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
 pub use seal::{SealError, Sealer};
@@ -268,6 +270,40 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Keep an accepted inbox message until it is processed.
+    /// The keys of `flow` last recorded with `fingerprint` (e.g. the
+    /// referrals refused for lack of consent, looked at again when their
+    /// case changes).
+    async fn delivery_keys(&self, flow: &str, fingerprint: &str)
+        -> Result<Vec<String>, StoreError>;
+
+    /// Consent watch: `case_id` (a Primero case record id) was shared by `flow`.
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError>;
+    /// A case no longer records consent: when it was shared and its loss not
+    /// raised yet, mark it and raise one [`Alert`] (returned).
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError>;
+    /// Every shared case id, and whether its consent loss was raised.
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError>;
+    /// A case records consent (again): a later loss raises a new alert.
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError>;
+    /// Undelivered alerts due at `at` (RFC 3339), oldest first.
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError>;
+    /// Every alert, newest first; `pending`: only undelivered ones.
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError>;
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError>;
+    /// A delivery failed (`error`: a status code or error class, no text
+    /// from the far side); try again at `next_attempt_at`.
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError>;
     /// Messages not yet processed, oldest first.
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;

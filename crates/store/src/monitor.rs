@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery, Holder,
+    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery, Holder,
     InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
 };
 
@@ -143,6 +143,58 @@ impl<S: Store> Store for Monitored<S> {
                 .record_delivery(flow, key, fingerprint, target_id),
         )
         .await
+    }
+
+    async fn delivery_keys(
+        &self,
+        flow: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(self.inner.delivery_keys(flow, fingerprint)).await
+    }
+
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
+        self.write(self.inner.case_shared(case_id, flow)).await
+    }
+
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.write(self.inner.consent_lost(case_id, flow, run_id))
+            .await
+    }
+
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.read(self.inner.shared_cases()).await
+    }
+
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError> {
+        self.write(self.inner.consent_present(case_id)).await
+    }
+
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError> {
+        self.read(self.inner.alerts_due(at, limit)).await
+    }
+
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError> {
+        self.read(self.inner.alerts(pending)).await
+    }
+
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.write(self.inner.alert_delivered(id)).await
+    }
+
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.alert_retry(id, next_attempt_at, error))
+            .await
     }
 
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {

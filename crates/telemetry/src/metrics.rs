@@ -13,6 +13,8 @@
 //! | `bridge_inbox_pending` | gauge | — |
 //! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
 //! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
+//! | `bridge_alerts_pending` | gauge | — (alerts not yet delivered to the webhook) |
+//! | `bridge_alert_deliveries_total` | counter | `flow`, `outcome` (`delivered` \| `retry`) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -96,6 +98,8 @@ pub struct Metrics {
     inbox_pending: Gauge,
     store_errors: Family<CodeLabel, Counter>,
     inbox_closed: Family<ReasonLabel, Counter>,
+    alerts_pending: Gauge,
+    alert_deliveries: Family<FlowOutcome, Counter>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -119,6 +123,8 @@ impl Metrics {
         let inbox_pending = Gauge::default();
         let store_errors = Family::<CodeLabel, Counter>::default();
         let inbox_closed = Family::<ReasonLabel, Counter>::default();
+        let alerts_pending = Gauge::default();
+        let alert_deliveries = Family::<FlowOutcome, Counter>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -177,7 +183,19 @@ impl Metrics {
             "Inbox connections refused over the cap or closed at a deadline, by reason",
             inbox_closed.clone(),
         );
+        registry.register(
+            "bridge_alerts_pending",
+            "Alerts (e.g. consent revoked after a share) not yet delivered to the operator webhook",
+            alerts_pending.clone(),
+        );
+        registry.register(
+            "bridge_alert_deliveries",
+            "Webhook deliveries of alerts, by flow of the alert and outcome",
+            alert_deliveries.clone(),
+        );
         Self {
+            alerts_pending,
+            alert_deliveries,
             registry,
             records,
             runs,
@@ -191,6 +209,21 @@ impl Metrics {
             store_errors,
             inbox_closed,
         }
+    }
+
+    /// `bridge_alerts_pending`.
+    pub fn set_alerts_pending(&self, n: i64) {
+        self.alerts_pending.set(n);
+    }
+
+    /// One webhook delivery of an alert: `bridge_alert_deliveries_total{flow,outcome}`.
+    pub fn alert_delivery(&self, flow: &str, outcome: &str) {
+        self.alert_deliveries
+            .get_or_create(&FlowOutcome {
+                flow: flow.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// One record handled: `bridge_records_total{flow,outcome}`.

@@ -1,5 +1,6 @@
 //! The `bridge` command.
 
+mod alerts;
 mod audit;
 #[cfg(feature = "dev")]
 mod bench;
@@ -88,6 +89,8 @@ enum Command {
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
+    /// Alerts raised for manual procedures (consent revoked after a share) and their webhook delivery.
+    Alerts(alerts::AlertsArgs),
     /// Check a bridge.toml.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -136,6 +139,7 @@ pub fn main() -> ExitCode {
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Report(cmd) => report::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
+            Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]
             Command::Bench(args) => bench::run(args, cache_dir).await,
