@@ -2,6 +2,7 @@
 //! together, against the simulators over loopback. One test binary (it links
 //! everything once); each module is one concern.
 
+mod audit_trail;
 mod bench_smoke;
 mod doctor;
 mod durable;
@@ -16,5 +17,6 @@ mod e2e_round_trips;
 mod e2e_sharing;
 mod fault_matrix;
 mod job_fixtures;
+mod report_rejected_open;
 mod service;
 mod telemetry;

@@ -19,6 +19,7 @@ pub mod outgoing_decisions;
 pub mod pushed;
 pub mod referral_decision;
 pub mod registry;
+pub mod rejected_open;
 pub mod report;
 pub mod rows;
 pub mod sharing_check;

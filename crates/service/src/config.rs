@@ -54,9 +54,11 @@ impl ConfigError {
 }
 
 mod alerts;
+mod audit;
 mod checks;
 
 pub use alerts::{AlertSettings, AlertsSection};
+pub use audit::AuditSection;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +317,9 @@ pub struct BridgeConfig {
     /// Per-flow settings: `[flows."ping-1.2"]`.
     #[serde(default)]
     pub flows: std::collections::BTreeMap<String, FlowSection>,
+    /// `[audit]`: retention of the audit trail.
+    #[serde(default)]
+    pub audit: AuditSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,

@@ -300,6 +300,12 @@ pub async fn run(
         update_dead_letter_gauge(&app, flow).await;
     }
 
+    // Audit retention: now, then once a day.
+    let retention = config
+        .audit
+        .retain_days
+        .map(|days| tokio::spawn(crate::retention::run(app.store.clone(), days)));
+
     // Hot reload of jobs and mappings.
     let reload = (config.jobs.reload_secs > 0).then(|| {
         app.catalog
@@ -390,6 +396,9 @@ pub async fn run(
     }
     if let Some(reload) = reload {
         reload.abort();
+    }
+    if let Some(retention) = retention {
+        retention.abort();
     }
     alerts_stop.cancel();
     if let Some(task) = alerts_task {

@@ -5,6 +5,7 @@
 //! Only system ids, fingerprints, statuses and timestamps are stored; inbox
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
+pub mod audit;
 mod consent;
 mod lease;
 pub mod limits;
@@ -12,6 +13,10 @@ mod monitor;
 mod seal;
 mod sqlite;
 
+pub use audit::{
+    AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
+    ConsentBasis, ProblemKind,
+};
 pub use consent::{Alert, CONSENT_REVOKED};
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
@@ -35,6 +40,9 @@ pub enum StoreError {
     Full(String),
     #[error("state database migration: {0}")]
     Migration(String),
+    /// A value the store refuses to keep (e.g. an unknown audit code).
+    #[error("{0}")]
+    Invalid(String),
     #[error(
         "no state database at {0} (key `state.path`): a new deployment creates it with `--init` \
          (e.g. `bridge run --init --config bridge.toml`); if this deployment ran before, its \
@@ -71,6 +79,7 @@ impl StoreError {
             StoreError::Database(_) => "store-error",
             StoreError::Full(_) => "store-full",
             StoreError::Migration(_) => "store-migration",
+            StoreError::Invalid(_) => "store-invalid",
             StoreError::Missing(_) => "store-missing",
             StoreError::Empty(_) => "store-empty",
             StoreError::Foreign { .. } => "store-foreign",
@@ -360,6 +369,19 @@ pub trait Store: Send + Sync {
     /// Take an entry out of the dead letter for a replay: marks it replayed
     /// and forgets the record's attempts. False when it was not active.
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Append audit entries to the chain in one transaction (all or none);
+    /// an entry with an unknown code is refused ([`StoreError::Invalid`]).
+    /// Appenders in other processes wait and continue the same chain.
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Stored entries matching the filter, in chain order unless asked otherwise.
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Walk the chain: the first changed, removed or reordered entry, if any.
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError>;
+    /// Remove the entries older than `before` (RFC 3339) and keep the last
+    /// removed one as the anchor, so what remains still verifies; refused
+    /// while the chain does not verify. Returns how many were removed.
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError>;
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.

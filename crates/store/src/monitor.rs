@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Alert, DeadLetter, Delivery, Holder, InboxMessage, RecordRow, RunRow, Store, StoreError,
-    WriterLease,
+    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery, Holder,
+    InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
 };
 
 /// The last failure not yet followed by a success that clears it.
@@ -315,5 +315,24 @@ impl<S: Store> Store for Monitored<S> {
 
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError> {
         self.write(self.inner.dead_letter_release(id)).await
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        // A refused entry is the caller's mistake, not a failing database:
+        // checked before it can mark the store unhealthy.
+        crate::audit::check_all(entries)?;
+        self.write(self.inner.audit_append(entries)).await
+    }
+
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(self.inner.audit_list(filter)).await
+    }
+
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        self.read(self.inner.audit_verify()).await
+    }
+
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
+        self.write(self.inner.audit_prune(before)).await
     }
 }

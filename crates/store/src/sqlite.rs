@@ -23,8 +23,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row};
 
 use super::{
-    consent, now, Alert, DeadLetter, Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow,
-    Store, StoreError, WriterLease,
+    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter,
+    Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store, StoreError, WriterLease,
 };
 
 /// `PRAGMA application_id` of a bridge database ("BRDG").
@@ -834,6 +834,22 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        crate::audit::append(&self.pool, entries).await
+    }
+
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        crate::audit::list(&self.pool, filter).await
+    }
+
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        crate::audit::verify(&self.pool).await
+    }
+
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
+        crate::audit::prune(&self.pool, before).await
     }
 }
 

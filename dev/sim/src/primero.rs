@@ -17,6 +17,7 @@ mod auth;
 mod cases;
 mod config;
 mod faults;
+mod fields;
 mod flags;
 mod knobs;
 mod merge;

@@ -1,6 +1,7 @@
 //! The `bridge` command.
 
 mod alerts;
+mod audit;
 #[cfg(feature = "dev")]
 mod bench;
 #[cfg(feature = "dev")]
@@ -10,6 +11,7 @@ mod dtp;
 mod flow;
 mod job;
 mod ops;
+mod report;
 mod run;
 mod sharing;
 #[cfg(feature = "dev")]
@@ -79,6 +81,12 @@ enum Command {
     /// Records that failed too often: list and replay.
     #[command(subcommand)]
     DeadLetter(ops::DeadLetterCommand),
+    /// The audit trail of every share: verify the chain, list, export, prune.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Reports for the focal points: `bridge report rejected-open`.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
@@ -129,6 +137,8 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => ops::runs(args).await,
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Report(cmd) => report::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
             Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,

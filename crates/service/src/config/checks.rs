@@ -150,6 +150,7 @@ impl BridgeConfig {
                 }
             }
         }
+        problems.extend(self.audit_problems());
         problems
     }
 
