@@ -22,10 +22,13 @@ use serde_json::{json, Value};
 const SECRET: &str = "webhook-secret-for-tests-0123456789";
 const SECRET_ENV: &str = "BRIDGE_ALERT_WEBHOOK_SECRET";
 
+/// One request the webhook received: its headers and body.
+type Call = (HeaderMap, Vec<u8>);
+
 /// A webhook that fails its first call (503), then takes every alert.
 #[derive(Clone, Default)]
 struct Webhook {
-    calls: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Webhook {
@@ -52,7 +55,7 @@ impl Webhook {
         format!("http://{addr}/hook")
     }
 
-    fn calls(&self) -> Vec<(HeaderMap, Vec<u8>)> {
+    fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 }

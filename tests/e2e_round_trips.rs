@@ -37,7 +37,7 @@ async fn design_b_round_trips_complete() {
     let app = app_for(&project, &sims, "kenya-dadaab").await;
     let rt = design_b(&app, &sims, "2025-06-01").await.unwrap();
     assert!(rt.ok(), "{rt}");
-    assert_eq!(rt.steps.len(), 12, "{rt}");
+    assert_eq!(rt.steps.len(), 16, "{rt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,5 +53,5 @@ async fn design_a_round_trips_complete() {
         .await
         .unwrap();
     assert!(rt.ok(), "{rt}");
-    assert_eq!(rt.steps.len(), 13, "{rt}");
+    assert_eq!(rt.steps.len(), 17, "{rt}");
 }

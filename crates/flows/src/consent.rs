@@ -11,36 +11,13 @@
 
 use bridge_mappings::ConsentPolicy;
 use bridge_partners::primero::Case;
+pub use bridge_store::ConsentBasis as Basis;
 use serde_json::{Map, Value};
 
 use crate::report::RecordOutcome;
 
 /// Reason code of a record refused by the gate.
 pub const NO_CONSENT: &str = "no-consent";
-
-/// On what basis a record was shared (the audit's `consent`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Basis {
-    /// The case records consent.
-    Recorded,
-    /// The referral overrode consent and the country allows it.
-    Overridden,
-    /// Inbound: the source carried no consent indicator.
-    NotTransmitted,
-    /// The case does not record consent (a refusal, or a revocation).
-    Absent,
-}
-
-impl Basis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Basis::Recorded => "recorded",
-            Basis::Overridden => "overridden",
-            Basis::NotTransmitted => "not-transmitted",
-            Basis::Absent => "absent",
-        }
-    }
-}
 
 /// Strict: Primero's tick boxes are JSON booleans; anything else (a
 /// missing field, `null`, `"true"`) is not consent.

@@ -44,6 +44,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use super::consent::ConsentGate as _;
 use super::case_lookup::LookupError;
 use super::case_upsert::{upsert_case, CaseReferral, ClosedCase, UpsertError, Upserted};
 use super::report::{partner_failure, Note, RecordNote, RecordOutcome, RecordReport, RunReport};
@@ -469,8 +471,18 @@ impl Handler {
                 )
             }
         };
+        let source = source_id(number.as_deref(), index);
+        let progres_record = intervention.record();
+        let share = Share::new(
+            target.clone(),
+            progres_user(&progres_record),
+            instance.consent_policy().inbound(&progres_record).0,
+        );
+        AuditContext::new(FLOW, receipt_id, instance, false)
+            .record(self.store.as_ref(), &source, &outcome, &share)
+            .await;
         let mut record = RecordReport {
-            source_id: source_id(number.as_deref(), index),
+            source_id: source,
             outcome,
             acknowledged: false,
             ack_error: None,
@@ -558,11 +570,15 @@ impl Handler {
                 ),
             );
         }
-        let json = match serde_json::to_string(&intervention.record()) {
+        let record = intervention.record();
+        let json = match serde_json::to_string(&record) {
             Ok(j) => j,
             Err(e) => return failed(FailureClass::InternalError, "internal", e.to_string()),
         };
-        let referral = match instance.run(ctx, number.unwrap_or_default(), &json).await {
+        // DTP names no consent today; a country whose proGres does says where.
+        let consent = instance.consent_policy();
+        let (_, given) = consent.inbound(&record);
+        let mut referral = match instance.run(ctx, number.unwrap_or_default(), &json).await {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
                 Err(e) => {
@@ -585,6 +601,7 @@ impl Handler {
                 return failed(class, class.code(), e.to_string());
             }
         };
+        consent.apply_inbound(&mut referral.case, given);
         let on_closed = ClosedCase::ReopenAndFlag { date: &ctx.today };
         let sharing = SharingCheck::for_instance(FLOW, instance);
         match upsert_case(&self.primero, &referral, on_closed, &sharing).await {

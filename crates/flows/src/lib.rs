@@ -8,6 +8,7 @@
 //! below; and its job folder `jobs/<name>/`.
 
 pub mod app;
+pub mod audit_trail;
 pub mod case_lookup;
 pub mod case_scan;
 pub mod case_upsert;

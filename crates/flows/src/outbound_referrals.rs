@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::audit_trail::{AuditContext, Share};
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::consent::{Basis, ConsentGate as _};
 use super::consent_watch::ConsentWatch;
@@ -229,6 +230,11 @@ fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {
     }
 }
 
+/// The case owner's user name (who answers for a refused share).
+fn owner_name(case: &Case) -> Option<String> {
+    case.owned_by.clone().filter(|o| !o.is_empty())
+}
+
 /// The earliest referral date of `service_id` at or after `since`.
 fn earliest_referral(
     referrals: &[Referral],
@@ -269,6 +275,8 @@ struct Visitor<'r, 'a, D: Deliver> {
     mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
     /// Shared cases whose consent is watched; the gate's rules.
     watch: ConsentWatch,
+    /// The audit of each share, refusal and revocation.
+    audit: AuditContext,
     /// Services refused for lack of consent: visited whenever their case
     /// changes, with no lower bound on their referral's date.
     refused: HashSet<String>,
@@ -339,7 +347,9 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Ok(keys) => keys.into_iter().collect(),
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let audit = AuditContext::new(self.flow, run_id, &instance, self.dry_run);
         let mut visitor = Visitor {
+            audit,
             run: self,
             sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
@@ -535,6 +545,12 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             .watch
             .observe(run.store, (run.flow, &self.ctx.run_id), case)
             .await;
+        if let Some(line) = &revoked {
+            let share = Share::new(Some(case.id.clone()), None, Basis::Absent);
+            self.audit
+                .record(run.store, &line.source_id, &line.outcome, &share)
+                .await;
+        }
         st.report.records.extend(revoked);
         let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
@@ -592,6 +608,12 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                     .await;
                 if outcome.holds_cursor() {
                     st.tracker.hold(needs);
+                }
+                if matches!(outcome, RecordOutcome::NoConsent { .. }) {
+                    let share = Share::new(Some(case.id.clone()), owner_name(case), Basis::Absent);
+                    self.audit
+                        .record(run.store, service_id, &outcome, &share)
+                        .await;
                 }
                 tracing::info!(outcome = outcome.label(), "referral handled");
                 st.report.records.push(report_record(service_id, outcome));
@@ -755,6 +777,10 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             if matches!(outcome, RecordOutcome::Sent { .. }) && p.basis == Basis::Recorded {
                 self.watch.shared(run.store, run.flow, &p.case_id).await;
             }
+            let share = Share::new(Some(p.case_id.clone()), p.permitted_by.clone(), p.basis);
+            self.audit
+                .record(run.store, &p.service_id, &outcome, &share)
+                .await;
             span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
             st.report
                 .records

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use super::audit_trail::{AuditContext, Share};
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
 use super::consent::{self, ConsentGate as _};
 use super::consent_watch::ConsentWatch;
@@ -167,6 +168,8 @@ struct Visitor<'r, 'a, S> {
     ctx: JobContext,
     /// Shared cases whose consent is watched; the gate's rules.
     watch: ConsentWatch,
+    /// The audit of each share, refusal and revocation.
+    audit: AuditContext,
     /// What this run may send (the run's mapping version).
     sharing: SharingCheck,
 }
@@ -195,7 +198,9 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(w) => w,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let audit = AuditContext::new(self.flow, run_id, &instance, self.dry_run);
         let mut visitor = Visitor {
+            audit,
             run: self,
             sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
@@ -254,6 +259,12 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             .watch
             .observe(self.run.store, (self.run.flow, &self.ctx.run_id), case)
             .await;
+        if let Some(line) = &revoked {
+            let share = Share::new(Some(case.id.clone()), None, consent::Basis::Absent);
+            self.audit
+                .record(self.run.store, &line.source_id, &line.outcome, &share)
+                .await;
+        }
         st.report.records.extend(revoked);
         for service in &case.services_section {
             let record_id = delivery_key(
@@ -285,6 +296,21 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             result.outcome = ledger
                 .settle(&record_id, result.outcome, hint.as_deref())
                 .instrument(span)
+                .await;
+            // The basis the gate found (a refusal records `absent` anyway).
+            let basis = self
+                .watch
+                .rules()
+                .outbound(self.run.flow, case, false)
+                .unwrap_or(consent::Basis::Absent);
+            let owner = case.owned_by.clone().filter(|o| !o.is_empty());
+            self.audit
+                .record(
+                    self.run.store,
+                    &record_id,
+                    &result.outcome,
+                    &Share::new(Some(case.id.clone()), owner, basis),
+                )
                 .await;
             // A dead-lettered decision no longer keeps the cursor.
             result.hold &= result.outcome.holds_cursor();

@@ -23,6 +23,8 @@ use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use super::consent::ConsentGate as _;
 use super::case_upsert::{plan_case, upsert_case, ClosedCase, IndividualLocks, UpsertError};
 pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::ledger::Ledger;
@@ -55,6 +57,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             primero: &app.primero,
             catalog: &app.catalog,
             ledger: run.ledger,
+            store: app.store.as_ref(),
             stop: &app.stop,
             concurrency: app.record_concurrency,
             dry_run: app.dry_run,
@@ -73,6 +76,8 @@ pub struct Ping11<'a> {
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
     pub ledger: &'a Ledger<'a>,
+    /// Where the audit trail is kept.
+    pub store: &'a dyn bridge_store::Store,
     pub stop: &'a CancellationToken,
     /// Interventions worked on at once (partner calls are further bounded
     /// per partner by the clients).
@@ -112,6 +117,9 @@ struct RunShared<'a> {
     locks: IndividualLocks,
     /// What this run may send (the run's mapping version).
     sharing: SharingCheck,
+    /// The country's consent rules and the audit of each share.
+    consent: bridge_mappings::ConsentPolicy,
+    audit: AuditContext,
     details_sp: &'a str,
     status_sp: &'a str,
     today: &'a str,
@@ -190,6 +198,8 @@ impl Ping11<'_> {
         };
         let shared = RunShared {
             sharing: SharingCheck::for_instance(FLOW, &instance),
+            consent: instance.consent_policy(),
+            audit: AuditContext::new(FLOW, run_id, &instance, self.dry_run),
             instance: SharedInstance::spawn(instance, ctx, self.concurrency),
             locks: IndividualLocks::default(),
             details_sp,
@@ -350,8 +360,9 @@ impl Ping11<'_> {
         delivery: &Row,
         id: &str,
     ) -> (RecordReport, Option<Ack>) {
-        let outcome = self.deliver(shared, delivery, id).await;
+        let (outcome, share) = self.deliver(shared, delivery, id).await;
         let outcome = self.ledger.settle(id, outcome, None).await;
+        shared.audit.record(self.store, id, &outcome, &share).await;
         if outcome.is_delivered() {
             tracing::info!(outcome = outcome.label(), "record delivered");
         } else {
@@ -382,7 +393,27 @@ impl Ping11<'_> {
     }
 
     /// Fetch, map and write one intervention.
-    async fn deliver(&self, shared: &RunShared<'_>, delivery: &Row, id: &str) -> RecordOutcome {
+    async fn deliver(
+        &self,
+        shared: &RunShared<'_>,
+        delivery: &Row,
+        id: &str,
+    ) -> (RecordOutcome, Share) {
+        let mut share = Share::default();
+        let outcome = self.deliver_one(shared, delivery, id, &mut share).await;
+        if let Some(case_id) = outcome.target_id() {
+            share.case_id = Some(case_id.to_string());
+        }
+        (outcome, share)
+    }
+
+    async fn deliver_one(
+        &self,
+        shared: &RunShared<'_>,
+        delivery: &Row,
+        id: &str,
+        share: &mut Share,
+    ) -> RecordOutcome {
         let details_sp = shared.details_sp;
         if id.is_empty() {
             return failed(
@@ -404,12 +435,17 @@ impl Ping11<'_> {
                 format!("{details_sp} returned no intervention details"),
             );
         };
-        let bundle_json = match serde_json::to_string(&bundle) {
-            Ok(j) => j,
+        let bundle_value = match serde_json::to_value(&bundle) {
+            Ok(v) => v,
             Err(e) => return failed("internal", e.to_string()),
         };
+        let bundle_json = bundle_value.to_string();
+        // proGres names no consent today; a country whose proGres does says where.
+        let (basis, given) = shared.consent.inbound(&bundle_value);
+        share.consent = Some(basis);
+        share.permitted_by = progres_user(&bundle_value);
         let result = shared.instance.run(id, bundle_json).await;
-        let referral = match result {
+        let mut referral = match result {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
                 Err(e) => {
@@ -422,6 +458,7 @@ impl Ping11<'_> {
             Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
             Err(e) => return failed(e.code(), e.to_string()),
         };
+        shared.consent.apply_inbound(&mut referral.case, given);
         // The transfer status written after it is checked before anything is written.
         let business_unit = text(delivery, "progres_businessunit").unwrap_or_default();
         let status = transfer_status(id, &business_unit, shared.today);

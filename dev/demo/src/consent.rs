@@ -79,5 +79,73 @@ pub async fn safeguards(
         "sent",
         outcome_of(&report, &service_uid),
     );
+    audit_checks(app, rt, flow, &service_uid).await?;
     Ok(service_uid)
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The audit trail holds each share, refusal and revocation of the round
+/// trips, with who permitted it and on what consent, and its chain verifies.
+async fn audit_checks(
+    app: &App,
+    rt: &mut RoundTrips,
+    flow: &str,
+    service_uid: &str,
+) -> anyhow::Result<()> {
+    let entries = app
+        .store
+        .audit_list(&bridge_store::AuditFilter::default())
+        .await?;
+    let has = |flow: &str, event: &str, consent: &str| {
+        entries
+            .iter()
+            .any(|r| r.entry.flow == flow && r.entry.event == event && r.entry.consent == consent)
+    };
+    let shared = entries.iter().find(|r| {
+        r.entry.flow == flow && r.entry.event == "delivered" && r.entry.source_id == service_uid
+    });
+    rt.check(
+        "audit  referral shared on recorded consent, by its referrer",
+        "recorded, permitted",
+        shared.map_or("(no entry)".to_string(), |r| {
+            format!(
+                "{}, {}",
+                r.entry.consent,
+                if r.entry.permitted_by.is_some() {
+                    "permitted"
+                } else {
+                    "no one"
+                }
+            )
+        }),
+    );
+    rt.check(
+        "audit  refusal and revocation recorded",
+        "yes",
+        yes(has(flow, "refused-no-consent", "absent") && has(flow, "consent-revoked", "absent")),
+    );
+    let inbound = if flow.starts_with("ping") {
+        "ping-1.1"
+    } else {
+        "dtp-1.1"
+    };
+    rt.check(
+        "audit  proGres referral: consent not transmitted",
+        "yes",
+        yes(has(inbound, "delivered", "not-transmitted")),
+    );
+    let verified = app.store.audit_verify().await?;
+    rt.check(
+        "audit  the chain verifies",
+        "ok",
+        if verified.ok() { "ok" } else { "broken" },
+    );
+    Ok(())
 }
