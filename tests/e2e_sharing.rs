@@ -34,19 +34,10 @@ const TODAY: &str = "2025-06-01";
 
 async fn app_for(project: &ProjectDirs, sims: &Simulators, mappings: &Path) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
-    let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
-    let mut app = App::new(
-        Arc::new(SqliteStore::in_memory().await.unwrap()),
-        runtime,
-        sims.primero_client_config(),
-        Some(sims.ping_client_config()),
-        &jobs,
-        mappings,
-    )
-    .await
-    .unwrap();
-    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
-    app
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    sims.app(store, runtime, &project.jobs_dist(), mappings)
+        .await
+        .unwrap()
 }
 
 /// (destination, path) of every field the real binary's CSV manifest lists
