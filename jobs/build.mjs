@@ -22,15 +22,22 @@
 // folder, jobs/lib/, wit/, jobs/package-lock.json and this script is kept in
 // jobs/dist/<name>.sha256. Components are written atomically (temp file +
 // rename), so a reader never sees half a file. Works from any current folder.
+//
+// Reproducible: the same sources and package-lock.json give the same bytes
+// (the default build; reproducible/index.mjs says what used to differ and
+// how it is pinned). `npm run test:reproducible` builds a job twice and
+// compares.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pinBuildTools, wizerLauncher } from './reproducible/index.mjs';
 
 const jobsDir = dirname(fileURLToPath(import.meta.url));
 const rootDir = dirname(jobsDir);
 const witDir = join(rootDir, 'wit');
 const libDir = join(jobsDir, 'lib');
+const reproducibleDir = join(jobsDir, 'reproducible');
 const distDir = join(jobsDir, 'dist');
 const lockFile = join(jobsDir, 'package-lock.json');
 const componentizeDir = join(jobsDir, 'node_modules', '@bytecodealliance', 'componentize-js');
@@ -78,6 +85,7 @@ function inputsHash(name, aot) {
     ...filesUnder(join(jobsDir, name)),
     ...filesUnder(libDir),
     ...filesUnder(witDir),
+    ...filesUnder(reproducibleDir),
     lockFile,
     fileURLToPath(import.meta.url),
   ];
@@ -125,6 +133,7 @@ async function main() {
 
   mkdirSync(outDir, { recursive: true });
   let componentize;
+  let wizer;
   let failures = 0;
   for (const name of names) {
     const wasmPath = join(outDir, `${name}.wasm`);
@@ -147,7 +156,10 @@ async function main() {
     // entry file in jobs/ re-exports the job so ../lib/ stays reachable.
     const entry = join(jobsDir, `.aot-${name}.js`);
     try {
-      componentize ??= (await import(pathToFileURL(join(componentizeDir, 'src', 'componentize.js')).href)).componentize;
+      if (!componentize) {
+        await pinBuildTools();
+        componentize = (await import(pathToFileURL(join(componentizeDir, 'src', 'componentize.js')).href)).componentize;
+      }
       // componentize-js lets the engine read only files under the current
       // folder: running from jobs/ makes ../lib/ imports resolvable.
       process.chdir(jobsDir);
@@ -156,7 +168,7 @@ async function main() {
         ...BUILD_OPTIONS,
         sourcePath: aot ? entry : join(jobsDir, name, 'index.js'),
         witPath: witDir,
-        ...(aot ? { enableAot: true, wevalBin: wevalPath } : {}),
+        ...(aot ? { enableAot: true, wevalBin: wevalPath } : { wizerBin: (wizer ??= wizerLauncher()).path }),
       });
       rmSync(hashPath, { force: true });
       writeAtomic(wasmPath, component);
@@ -176,6 +188,7 @@ async function main() {
       }
     }
   }
+  wizer?.remove();
   if (failures) fail(`${failures} of ${names.length} job${names.length > 1 ? 's' : ''} failed to build`);
 }
 

@@ -2,6 +2,7 @@
 //! together, against the simulators over loopback. One test binary (it links
 //! everything once); each module is one concern.
 
+mod approvals;
 mod audit_trail;
 mod bench_smoke;
 mod doctor;

@@ -142,6 +142,15 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
         .await
         .unwrap();
     assert!(metrics.contains("bridge_dead_letter_size"), "{metrics}");
+    // The version each job serves: its component hash.
+    let job_hash = bridge_runtime::content_hash(
+        &std::fs::read(project.jobs_dist().join(format!("{JOB}.wasm"))).unwrap(),
+    );
+    assert!(
+        metrics.contains(&format!("job=\"{JOB}\""))
+            && metrics.contains(&format!("hash=\"{job_hash}\"")),
+        "bridge_job_info names {JOB} and its hash: {metrics}"
+    );
 
     sigterm(pid);
     let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(60)));
@@ -155,6 +164,12 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("bridge stopped"), "{stdout}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("job serving") && l.contains(JOB) && l.contains(&job_hash)),
+        "a startup line names each job, its version and hash:\n{stderr}"
+    );
     assert_eq!(
         primero.case_count(),
         want,
@@ -221,6 +236,21 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains(&id) && shown.contains("ping-1.1"), "{shown}");
+    // The versions the run used: the job's component hash, the mappings' hash.
+    assert!(
+        shown.contains(&format!("job      sha256 {job_hash}")),
+        "{shown}"
+    );
+    let mappings_line = shown
+        .lines()
+        .find(|l| l.starts_with("mappings "))
+        .unwrap_or_default();
+    assert!(
+        bridge_runtime::approvals::is_sha256_hex(
+            mappings_line.trim_start_matches("mappings ").trim()
+        ),
+        "{shown}"
+    );
 
     let out = tokio::task::block_in_place(|| {
         bridge(

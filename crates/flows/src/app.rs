@@ -196,7 +196,13 @@ impl App {
         };
         self.store.run_started(&row).await?;
         let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, replay).await?;
-        let report = self.run_flow_in(flow, &run_id, today, &ledger).await?;
+        let (report, used) = bridge_runtime::reload::recording_versions(
+            self.run_flow_in(flow, &run_id, today, &ledger),
+        )
+        .await;
+        let report = report?;
+        row.job_hash = (!used.job_hashes.is_empty()).then(|| used.job_hashes.join(","));
+        row.mappings_hash = used.mappings_hash;
         let at = bridge_store::now();
         let records: Vec<RecordRow> = report
             .records

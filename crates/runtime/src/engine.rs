@@ -9,6 +9,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
+use super::approvals::ApprovalGate;
 use super::bindings::{self, HostState, JobIndices, JobInfo};
 use super::cache::{CacheOutcome, PrecompileCache};
 use super::error::LoadError;
@@ -68,6 +69,7 @@ pub struct JobRuntime {
     cache: PrecompileCache,
     limits: Limits,
     ticker_stop: Arc<AtomicBool>,
+    approvals: Option<Arc<ApprovalGate>>,
 }
 
 impl Drop for JobRuntime {
@@ -162,6 +164,7 @@ impl JobRuntime {
             cache: PrecompileCache::new(config.cache_dir),
             limits: config.limits,
             ticker_stop,
+            approvals: None,
         })
     }
 
@@ -177,6 +180,18 @@ impl JobRuntime {
         &self.cache
     }
 
+    /// From now on, load only components `gate` approves (`[jobs]
+    /// require_approved`).
+    pub fn with_approvals(mut self, gate: Arc<ApprovalGate>) -> Self {
+        self.approvals = Some(gate);
+        self
+    }
+
+    /// The approvals gate, when only approved components may load.
+    pub fn approvals(&self) -> Option<&Arc<ApprovalGate>> {
+        self.approvals.as_ref()
+    }
+
     /// Load a job component from a file; the job is named after the file stem.
     pub async fn load_file(&self, path: &Path) -> Result<LoadedJob, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
@@ -190,15 +205,24 @@ impl JobRuntime {
         self.load_bytes(&name, &bytes).await
     }
 
-    /// Validate and prepare a component: precompile (or load from cache),
-    /// refuse forbidden imports, check the world, and call `describe`.
+    /// Validate and prepare a component: refuse it unless approved (when
+    /// approvals are required; before any of its code is compiled or run),
+    /// precompile (or load from cache), refuse forbidden imports, check the
+    /// world, and call `describe`.
     pub async fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadedJob, LoadError> {
         let started = Instant::now();
+        let content_hash = content_hash(bytes);
+        if let Some(gate) = &self.approvals {
+            gate.check(&content_hash)
+                .map_err(|reason| LoadError::NotApproved {
+                    job: name.to_string(),
+                    reason,
+                })?;
+        }
         let (component, outcome) = self.cache.load(&self.engine, name, bytes)?;
         let (instance_pre, indices) = self.link(name, &component)?;
         let run_batch = batch_export(&component, name);
         let load_time = started.elapsed();
-        let content_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
 
         let mut job = LoadedJob {
             name: name.to_string(),
@@ -227,6 +251,7 @@ impl JobRuntime {
         tracing::info!(
             job = name,
             version = %job.info.version,
+            hash = %job.content_hash,
             from_cache = job.from_cache,
             load_ms = load_time.as_millis() as u64,
             "job loaded"
@@ -270,6 +295,12 @@ impl JobRuntime {
         let indices = JobIndices::new(&instance_pre).map_err(wrong_world)?;
         Ok((instance_pre, indices))
     }
+}
+
+/// SHA-256 of a component's bytes, lowercase hex: a job version's identity
+/// (`LoadedJob::content_hash`, the approvals file's `sha256`).
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }
 
 /// What `describe` returned must be codes (`job_text::is_code`): the name,

@@ -29,6 +29,10 @@ pub enum LoadError {
     Configure { job: String, reason: String },
     #[error("job {job}: refused as a new version: {reason}; the serving version stays")]
     NotAReplacement { job: String, reason: String },
+    /// `[jobs] require_approved` is on and the component's hash is not in
+    /// the approvals file (the reason names the file and the hash).
+    #[error("job {job}: refused: {reason}")]
+    NotApproved { job: String, reason: String },
     #[error("job {job} is not loaded (no such component, or it serves the other design)")]
     NotLoaded { job: String },
     #[error("precompile cache {path}: {reason}")]

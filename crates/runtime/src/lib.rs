@@ -2,6 +2,7 @@
 //! an on-disk cache, deny-by-default linking, per-call time and memory limits,
 //! and atomic hot reload of jobs and mappings.
 
+pub mod approvals;
 pub mod bindings;
 mod cache;
 mod engine;
@@ -13,8 +14,9 @@ pub mod reload;
 mod shared;
 pub mod toolchain;
 
+pub use approvals::{ApprovalGate, Approvals};
 pub use cache::PrecompileCache;
-pub use engine::{JobRuntime, Limits, LoadedJob, RuntimeConfig};
+pub use engine::{content_hash, JobRuntime, Limits, LoadedJob, RuntimeConfig};
 pub use error::{JobFailure, LoadError};
 pub use instance::{
     as_received, outcome_report, JobContext, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL,

@@ -127,6 +127,7 @@ impl Catalog {
                 continue;
             }
             validate(&job, &mappings).await?;
+            announce(&runtime, &job, "job serving");
             jobs.insert(job.name.clone(), Watched::new(path.clone(), job));
         }
         Ok(Self {
@@ -159,12 +160,20 @@ impl Catalog {
     }
 
     /// A job instance configured with the current mappings: what a run uses
-    /// (one job version and one mapping version for the whole run).
+    /// (one job version and one mapping version for the whole run). Inside
+    /// [`recording_versions`], the versions are noted for the run's record.
     pub async fn instance(&self, name: &str) -> Result<JobInstance, LoadError> {
         let job = self.job(name).ok_or_else(|| LoadError::NotLoaded {
             job: name.to_string(),
         })?;
         let mappings = self.mappings();
+        let _ = USED.try_with(|used| {
+            let mut used = used.lock().unwrap_or_else(|p| p.into_inner());
+            if !used.job_hashes.contains(&job.content_hash) {
+                used.job_hashes.push(job.content_hash.clone());
+            }
+            used.mappings_hash = Some(mappings.content_hash.clone());
+        });
         configured_instance(job, &mappings).await
     }
 
@@ -210,15 +219,38 @@ impl Catalog {
             }
         }
 
+        // An edited approvals file is read again, and every job whose file
+        // holds another version than the one serving is tried again: a
+        // version refused as unapproved goes in once it is approved.
+        let approvals_changed = self.runtime.approvals().is_some_and(|g| g.refresh());
         let mappings = self.mappings();
         for (name, watched) in &self.jobs {
-            let Some(stamp) = watched.changed() else {
-                continue;
-            };
-            watched.remember(stamp);
+            match watched.changed() {
+                Some(stamp) => watched.remember(stamp),
+                None if approvals_changed => {}
+                None => continue,
+            }
             let old = watched.current.load_full();
-            let loaded = match self.runtime.load_file(&watched.path).await {
-                Ok(job) if job.content_hash == old.content_hash => continue,
+            let bytes = match std::fs::read(&watched.path) {
+                Ok(bytes) => bytes,
+                Err(source) => {
+                    let error = LoadError::Read {
+                        path: watched.path.clone(),
+                        source,
+                    };
+                    events.push(ReloadEvent::JobRefused {
+                        job: name.clone(),
+                        error: error.to_string(),
+                    });
+                    continue;
+                }
+            };
+            // The same bytes as the version serving: nothing to load (nor
+            // to approve again).
+            if super::engine::content_hash(&bytes) == old.content_hash {
+                continue;
+            }
+            let loaded = match self.runtime.load_bytes(name, &bytes).await {
                 Ok(mut job) => {
                     // Keep the name the catalog knows the job by.
                     job.name = name.clone();
@@ -237,6 +269,7 @@ impl Catalog {
                         from: old.content_hash.clone(),
                         to: job.content_hash.clone(),
                     });
+                    announce(&self.runtime, &job, "job version swapped in");
                     watched.current.store(job);
                 }
                 Err(e) => events.push(ReloadEvent::JobRefused {
@@ -247,14 +280,8 @@ impl Catalog {
         }
         for event in &events {
             match event {
-                ReloadEvent::JobSwapped { job, from, to } => {
-                    tracing::info!(
-                        job,
-                        from = &from[..12],
-                        to = &to[..12],
-                        "job version swapped in"
-                    )
-                }
+                // `announce` logged the version swapped in, whole hash included.
+                ReloadEvent::JobSwapped { .. } => {}
                 ReloadEvent::JobRefused { job, error } => {
                     tracing::error!(
                         job,
@@ -289,6 +316,53 @@ impl Catalog {
             }
         })
     }
+}
+
+/// The job and mapping versions a run used (`runs show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionsUsed {
+    /// SHA-256 of each job component handed out, in order.
+    pub job_hashes: Vec<String>,
+    /// Content hash of the mapping set the last instance was configured with.
+    pub mappings_hash: Option<String>,
+}
+
+tokio::task_local! {
+    static USED: Arc<Mutex<VersionsUsed>>;
+}
+
+/// Run `work`, noting the versions every [`Catalog::instance`] inside it
+/// hands out (in this task; the flows take their instance at the start of a
+/// run, in the run's own task).
+pub async fn recording_versions<F: std::future::Future>(work: F) -> (F::Output, VersionsUsed) {
+    let used = Arc::new(Mutex::new(VersionsUsed::default()));
+    let out = USED.scope(used.clone(), work).await;
+    let used = used.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    (out, used)
+}
+
+/// Report the version now serving: a log line with the job's name, version
+/// and whole component hash (and whether approvals are required), and the
+/// `bridge_job_info` metric.
+fn announce(runtime: &JobRuntime, job: &LoadedJob, message: &'static str) {
+    let approved = match runtime.approvals() {
+        Some(gate) => {
+            if gate.check(&job.content_hash).is_ok() {
+                "yes"
+            } else {
+                "no"
+            }
+        }
+        None => "not-required",
+    };
+    tracing::info!(
+        job = %job.name,
+        version = %job.info.version,
+        hash = %job.content_hash,
+        approved,
+        "{message}"
+    );
+    bridge_telemetry::metrics().job_serving(&job.name, &job.info.version, &job.content_hash);
 }
 
 /// Whether a job's flow (`ping-…`, `dtp-…`) belongs to the design this

@@ -93,9 +93,13 @@ pub async fn from_config_as(
     } else {
         Some(store.acquire_writer(&Holder::current()).await?)
     };
+    let mut runtime = JobRuntime::new(rc)?;
+    if let Some(gate) = config.approval_gate()? {
+        runtime = runtime.with_approvals(Arc::new(gate));
+    }
     let mut app = App::new(
         store,
-        Arc::new(JobRuntime::new(rc)?),
+        Arc::new(runtime),
         primero,
         None,
         &jobs,

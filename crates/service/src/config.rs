@@ -54,6 +54,7 @@ impl ConfigError {
 }
 
 mod alerts;
+mod approvals;
 mod audit;
 mod checks;
 
@@ -85,6 +86,12 @@ pub struct JobsSection {
     /// deployment must not go live with placeholders.
     #[serde(default)]
     pub allow_placeholders: bool,
+    /// The approvals file `bridge job approve` writes (relative to this file).
+    #[serde(default)]
+    pub approvals: Option<PathBuf>,
+    /// Load and hot-swap only components whose SHA-256 `approvals` lists.
+    #[serde(default)]
+    pub require_approved: bool,
 }
 
 fn default_reload_secs() -> u64 {

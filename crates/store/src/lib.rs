@@ -186,6 +186,10 @@ pub struct RunRow {
     /// `running`, `ok`, `partial`, `aborted` or `interrupted`.
     pub outcome: String,
     pub aborted_reason: Option<String>,
+    /// SHA-256 of the job component the run used (hashes joined by `,` if
+    /// it used several), and the mapping folder's content hash.
+    pub job_hash: Option<String>,
+    pub mappings_hash: Option<String>,
 }
 
 /// The outcome of one record in one run: system ids and a reason code.

@@ -614,7 +614,8 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE runs SET ended_at = ?, fetched = ?, delivered = ?, held = ?, skipped = ?, failed = ?,
-               dead_lettered = ?, outcome = ?, aborted_reason = ? WHERE id = ?",
+               dead_lettered = ?, outcome = ?, aborted_reason = ?, job_hash = ?, mappings_hash = ?
+             WHERE id = ?",
         )
         .bind(&run.ended_at)
         .bind(run.fetched)
@@ -625,6 +626,8 @@ impl Store for SqliteStore {
         .bind(run.dead_lettered)
         .bind(&run.outcome)
         .bind(&run.aborted_reason)
+        .bind(&run.job_hash)
+        .bind(&run.mappings_hash)
         .bind(&run.id)
         .execute(&mut *tx)
         .await?;
@@ -855,7 +858,7 @@ impl Store for SqliteStore {
 
 const RUN_COLUMNS: &str =
     "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
-    skipped, failed, dead_lettered, outcome, aborted_reason FROM runs";
+    skipped, failed, dead_lettered, outcome, aborted_reason, job_hash, mappings_hash FROM runs";
 
 fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
     RunRow {
@@ -872,6 +875,8 @@ fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
         dead_lettered: r.get(10),
         outcome: r.get(11),
         aborted_reason: r.get(12),
+        job_hash: r.get(13),
+        mappings_hash: r.get(14),
     }
 }
 

@@ -151,6 +151,9 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     host("addr"),
     host("from"),
     host("to"),
+    // A job component's SHA-256, and whether the approvals file lists it.
+    host("hash"),
+    host("approved"),
 ];
 
 /// Whether host code may log a field of this name.

@@ -15,6 +15,7 @@
 //! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
 //! | `bridge_alerts_pending` | gauge | — (alerts not yet delivered to the webhook) |
 //! | `bridge_alert_deliveries_total` | counter | `flow`, `outcome` (`delivered` \| `retry`) |
+//! | `bridge_job_info` | gauge, always 1 | `job`, `version`, `hash` (SHA-256 of the component serving) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -60,6 +61,13 @@ struct JobLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobInfoLabels {
+    job: String,
+    version: String,
+    hash: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LoadLabels {
     job: String,
     source: String,
@@ -100,6 +108,10 @@ pub struct Metrics {
     inbox_closed: Family<ReasonLabel, Counter>,
     alerts_pending: Gauge,
     alert_deliveries: Family<FlowOutcome, Counter>,
+    job_info: Family<JobInfoLabels, Gauge>,
+    /// The label set of `bridge_job_info` each job has now, to drop it when
+    /// another version is swapped in.
+    job_info_current: std::sync::Mutex<std::collections::BTreeMap<String, JobInfoLabels>>,
 }
 
 /// The process-wide metrics, created on first use.
@@ -125,6 +137,7 @@ impl Metrics {
         let inbox_closed = Family::<ReasonLabel, Counter>::default();
         let alerts_pending = Gauge::default();
         let alert_deliveries = Family::<FlowOutcome, Counter>::default();
+        let job_info = Family::<JobInfoLabels, Gauge>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -193,6 +206,11 @@ impl Metrics {
             "Webhook deliveries of alerts, by flow of the alert and outcome",
             alert_deliveries.clone(),
         );
+        registry.register(
+            "bridge_job_info",
+            "The job version serving: 1 for the job's current version and component hash",
+            job_info.clone(),
+        );
         Self {
             alerts_pending,
             alert_deliveries,
@@ -208,6 +226,8 @@ impl Metrics {
             inbox_pending,
             store_errors,
             inbox_closed,
+            job_info,
+            job_info_current: Default::default(),
         }
     }
 
@@ -224,6 +244,26 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// The version of `job` now serving: `bridge_job_info{job,version,hash} 1`,
+    /// replacing the series of the version it had.
+    pub fn job_serving(&self, job: &str, version: &str, hash: &str) {
+        let labels = JobInfoLabels {
+            job: job.to_string(),
+            version: version.to_string(),
+            hash: hash.to_string(),
+        };
+        let mut current = self
+            .job_info_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.insert(job.to_string(), labels.clone()) {
+            if old != labels {
+                self.job_info.remove(&old);
+            }
+        }
+        self.job_info.get_or_create(&labels).set(1);
     }
 
     /// One record handled: `bridge_records_total{flow,outcome}`.
@@ -349,7 +389,13 @@ mod tests {
         m.component_load("ping-1.1", 0.2, true);
         m.set_inbox_pending(4);
         m.store_error("store-full");
+        m.job_serving("ping-1.1", "0.1.0", "aaa");
+        m.job_serving("ping-1.1", "0.2.0", "bbb");
         let text = m.encode();
+        assert!(
+            !text.contains("hash=\"aaa\""),
+            "the replaced version is gone:\n{text}"
+        );
         for needle in [
             "bridge_records_total{flow=\"ping-1.1\",outcome=\"created\"} 2",
             "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",
@@ -360,6 +406,7 @@ mod tests {
             "bridge_component_load_seconds_count{job=\"ping-1.1\",source=\"cache\"} 1",
             "bridge_inbox_pending 4",
             "bridge_store_errors_total{code=\"store-full\"} 1",
+            "bridge_job_info{job=\"ping-1.1\",version=\"0.2.0\",hash=\"bbb\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");

@@ -33,10 +33,25 @@ pub enum JobCommand {
         #[arg(long)]
         flow: Option<String>,
     },
-    /// Print what a component imports and exports, and whether the host accepts it.
+    /// Print what a component imports and exports, its SHA-256, and whether the host accepts it.
     Inspect {
         /// Path to a .wasm component.
         component: PathBuf,
+        /// Also say whether this approvals file approves the component.
+        #[arg(long)]
+        approvals: Option<PathBuf>,
+    },
+    /// Approve a component: append its SHA-256, name, version and imports to
+    /// the approvals file `[jobs] require_approved` loads from.
+    Approve {
+        /// Path to the .wasm component reviewed.
+        component: PathBuf,
+        /// Who approves: an id (letters, digits and _.:/#-), not a name.
+        #[arg(long)]
+        by: String,
+        /// The approvals file (created when missing).
+        #[arg(long, default_value = "approvals.toml")]
+        file: PathBuf,
     },
 }
 
@@ -191,7 +206,15 @@ pub async fn run_job_command(
                 }
             }
         }
-        JobCommand::Inspect { component } => {
+        JobCommand::Approve {
+            component,
+            by,
+            file,
+        } => super::approve::approve(&component, &by, &file, cache_dir).await,
+        JobCommand::Inspect {
+            component,
+            approvals,
+        } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
             let runtime = super::job_runtime(cache_dir)?;
@@ -201,6 +224,7 @@ pub async fn run_job_command(
                 })?;
             let report = inspect_component(runtime.engine(), &compiled);
             println!("component: {}", component.display());
+            println!("sha256: {}", bridge_runtime::content_hash(&bytes));
             println!("imports:");
             for i in &report.imports {
                 println!("  {i}");
@@ -214,6 +238,9 @@ pub async fn run_job_command(
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "job".to_string());
+            if let Some(file) = &approvals {
+                super::approve::print_approval(&bytes, file)?;
+            }
             match runtime.load_bytes(&name, &bytes).await {
                 Ok(job) => {
                     println!(

@@ -1,6 +1,7 @@
 //! The `bridge` command.
 
 mod alerts;
+mod approve;
 mod audit;
 #[cfg(feature = "dev")]
 mod bench;

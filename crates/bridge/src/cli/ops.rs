@@ -182,6 +182,8 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             println!("started  {}", run.started_at);
             println!("ended    {}", dash(&run.ended_at));
             println!("outcome  {}", run.outcome);
+            println!("job      sha256 {}", dash(&run.job_hash));
+            println!("mappings {}", dash(&run.mappings_hash));
             if let Some(why) = &run.aborted_reason {
                 println!("stopped  {why}");
             }

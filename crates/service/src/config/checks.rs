@@ -151,6 +151,7 @@ impl BridgeConfig {
             }
         }
         problems.extend(self.audit_problems());
+        problems.extend(self.approval_problems());
         problems
     }
 
