@@ -498,9 +498,13 @@ async fn workflow_1_2_reads_every_page_of_more_than_1000_changed_cases() {
         ids.push(ping.add_intervention(iv));
         let mut service = new_service(&composite);
         service.insert("unhcr_referral_status".into(), json!("accepted"));
-        // Only ids and the service: no one's personal data is needed here.
+        // Only ids, consent and the service: no one's personal data is needed here.
         primero
-            .insert_case(obj(json!({"services_section": [service]})))
+            .insert_case(obj(json!({
+                "consent_for_services": true,
+                "disclosure_other_orgs": true,
+                "services_section": [service]
+            })))
             .unwrap();
     }
     let run = run_flow(&h.config, "ping-1.2", h.sims.secret_env()).await;

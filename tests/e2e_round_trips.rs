@@ -14,19 +14,15 @@ use bridge_store::SqliteStore;
 
 async fn app_for(project: &ProjectDirs, sims: &Simulators, country: &str) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
-    let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
-    let mut app = App::new(
-        Arc::new(SqliteStore::in_memory().await.unwrap()),
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    sims.app(
+        store,
         runtime,
-        sims.primero_client_config(),
-        Some(sims.ping_client_config()),
-        &jobs,
+        &project.jobs_dist(),
         &project.mappings(country),
     )
     .await
-    .unwrap();
-    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
-    app
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +33,7 @@ async fn design_b_round_trips_complete() {
     let app = app_for(&project, &sims, "kenya-dadaab").await;
     let rt = design_b(&app, &sims, "2025-06-01").await.unwrap();
     assert!(rt.ok(), "{rt}");
-    assert_eq!(rt.steps.len(), 6, "{rt}");
+    assert_eq!(rt.steps.len(), 16, "{rt}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,5 +49,5 @@ async fn design_a_round_trips_complete() {
         .await
         .unwrap();
     assert!(rt.ok(), "{rt}");
-    assert_eq!(rt.steps.len(), 7, "{rt}");
+    assert_eq!(rt.steps.len(), 17, "{rt}");
 }

@@ -301,7 +301,10 @@ fn mappings_check_names_unknown_and_missing_tables_and_bad_lines() {
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    // A misspelt table file and a missing one.
+    // A misspelt table file and a missing one. (sharing.toml names the
+    // tables too, and a table it names must exist: a load error of its own,
+    // tested in bridge-mappings; left out here so the jobs' view is checked.)
+    std::fs::remove_file(dir.join("sharing.toml")).unwrap();
     std::fs::rename(dir.join("inbound-sex.toml"), dir.join("inbound-sexx.toml")).unwrap();
     let bad = check(&dir);
     assert_eq!(bad.status.code(), Some(1));

@@ -3,17 +3,21 @@
 //! everything once); each module is one concern.
 
 mod approvals;
+mod audit_trail;
 mod bench_smoke;
 mod doctor;
 mod durable;
 mod e2e;
+mod e2e_consent;
 mod e2e_cutover;
 mod e2e_dtp_flows;
 mod e2e_dtp_inbox;
 mod e2e_ping_decisions;
 mod e2e_ping_referrals_to_progres;
 mod e2e_round_trips;
+mod e2e_sharing;
 mod fault_matrix;
 mod job_fixtures;
+mod report_rejected_open;
 mod service;
 mod telemetry;

@@ -59,7 +59,8 @@ const SHIPPING_KEYS = [
 /**
  * The JSON the host hands to configure() for mappings/<country>/ (mirrors
  * crates/mappings: deployment.toml's [deployment] and [shipping_processes],
- * every other .toml a table named by its file stem; .md and dotfiles ignored).
+ * every other .toml a table named by its file stem; .md and dotfiles ignored;
+ * sharing.toml is the host's own declaration, never handed to a job).
  */
 /** `"CHANGE-ME: <example>"` reads as its example, as the host gives it to jobs when placeholders are allowed. */
 const PLACEHOLDER_MARK = 'CHANGE-ME:';
@@ -79,6 +80,7 @@ export function loadMappings(country) {
     const path = join(dir, file);
     if (file.startsWith('.') || file.endsWith('.md') || !statSync(path).isFile()) continue;
     if (!file.endsWith('.toml')) throw new Error(`${path}: a mapping folder holds only .toml and .md files`);
+    if (file === 'sharing.toml') continue;
     const doc = parseToml(readFileSync(path, 'utf8'));
     if (file === 'deployment.toml') {
       out.deployment = unmark(doc.deployment);

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use super::case_lookup::{find_cases, CaseKey, LookupError};
 use super::report::{would_write, Note, RecordOutcome};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::primero::{Case, NewFlag, PrimeroClient};
 use bridge_partners::ConnectorError;
 
@@ -175,6 +176,9 @@ pub enum UpsertError {
     /// The job's case body has no service to add.
     #[error("the case body has no service in services_section")]
     NoService,
+    /// A body holds a field `sharing.toml` does not declare: nothing was written.
+    #[error("refused before sending (undeclared field)")]
+    Refused(RecordOutcome),
     #[error(transparent)]
     Partner(#[from] ConnectorError),
     /// The individual number is malformed, or Primero's answer to the
@@ -252,6 +256,7 @@ pub async fn upsert_case(
     primero: &PrimeroClient,
     referral: &CaseReferral,
     on_closed: ClosedCase<'_>,
+    sharing: &SharingCheck,
 ) -> Result<Upserted, UpsertError> {
     let service = referral
         .new_service()
@@ -264,6 +269,9 @@ pub async fn upsert_case(
             let mut body = referral.case.clone();
             // Primero generates its own case_id for a new case.
             body.remove("case_id");
+            sharing
+                .check(Destination::PrimeroCreateCase, &body)
+                .map_err(UpsertError::Refused)?;
             let created = primero.create_case(&body).await?;
             // The next run finds the case by the individual number and knows
             // the service by its intervention number: both must have stuck,
@@ -290,6 +298,19 @@ pub async fn upsert_case(
                 }
                 _ => None,
             };
+            let flag = reopen.map(|date| NewFlag {
+                message: flag_message(&referral.intervention_number),
+                date: date.to_string(),
+            });
+            // Both writes are checked before the first is made.
+            sharing
+                .check(Destination::PrimeroUpdateCase, &body)
+                .map_err(UpsertError::Refused)?;
+            if let Some(flag) = &flag {
+                sharing
+                    .check(Destination::PrimeroFlagCase, flag)
+                    .map_err(UpsertError::Refused)?;
+            }
             let answered = primero.patch_case(&case.id, &body).await?;
             // Trust but verify: the answer (or, when it carries no services,
             // a fresh read) must hold the intervention.
@@ -308,20 +329,14 @@ pub async fn upsert_case(
                     case_id: case.id.clone(),
                 });
             }
-            let Some(date) = reopen else {
+            let Some(flag) = flag else {
                 return Ok(Upserted::Appended(case.clone()));
             };
             // The answer carries the status when the update changed it; a
             // role that may not write it leaves the case closed (silently).
             let reopened = now.and_then(status) == Some(STATUS_OPEN);
             let flag = primero
-                .flag_case(
-                    &case.id,
-                    &NewFlag {
-                        message: flag_message(&referral.intervention_number),
-                        date: date.to_string(),
-                    },
-                )
+                .flag_case(&case.id, &flag)
                 .await
                 .map(|f| f.id)
                 .map_err(|e| e.to_string());
@@ -342,19 +357,30 @@ pub async fn upsert_case(
 pub async fn plan_case(
     primero: &PrimeroClient,
     referral: &CaseReferral,
+    sharing: &SharingCheck,
 ) -> Result<RecordOutcome, UpsertError> {
-    referral.new_service().ok_or(UpsertError::NoService)?;
+    let service = referral.new_service().ok_or(UpsertError::NoService)?;
     let matches = find_cases(
         primero,
         CaseKey::IndividualNo(&referral.unhcr_individual_no),
     )
     .await?;
+    // A dry run reports a body a real run would refuse.
+    let mut create = referral.case.clone();
+    create.remove("case_id");
+    let append = serde_json::json!({ "services_section": [service] });
     Ok(match matches.as_slice() {
-        [] => would_write("create-case", None),
+        [] => match sharing.check(Destination::PrimeroCreateCase, &create) {
+            Err(refused) => refused,
+            Ok(()) => would_write("create-case", None),
+        },
         [case] if holds(case, &referral.intervention_number) => RecordOutcome::AlreadyPresent {
             case_id: case.id.clone(),
         },
-        [case] => would_write("append-service", Some(case.id.clone())),
+        [case] => match sharing.check(Destination::PrimeroUpdateCase, &append) {
+            Err(refused) => refused,
+            Ok(()) => would_write("append-service", Some(case.id.clone())),
+        },
         several => RecordOutcome::Held {
             reason: AMBIGUOUS_MATCH.into(),
             candidates: several.iter().map(|c| c.id.clone()).collect(),

@@ -44,9 +44,12 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use super::consent::ConsentGate as _;
 use super::case_lookup::LookupError;
 use super::case_upsert::{upsert_case, CaseReferral, ClosedCase, UpsertError, Upserted};
 use super::report::{partner_failure, Note, RecordNote, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::{Destination, SharingCheck};
 use crate::app::App;
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::primero::{Case, PrimeroClient};
@@ -468,8 +471,18 @@ impl Handler {
                 )
             }
         };
+        let source = source_id(number.as_deref(), index);
+        let progres_record = intervention.record();
+        let share = Share::new(
+            target.clone(),
+            progres_user(&progres_record),
+            instance.consent_policy().inbound(&progres_record).0,
+        );
+        AuditContext::new(FLOW, receipt_id, instance, false)
+            .record(self.store.as_ref(), &source, &outcome, &share)
+            .await;
         let mut record = RecordReport {
-            source_id: source_id(number.as_deref(), index),
+            source_id: source,
             outcome,
             acknowledged: false,
             ack_error: None,
@@ -486,6 +499,19 @@ impl Handler {
             Ok(None) => {}
             // A possible second notification beats none.
             Err(e) => tracing::warn!(error = %e, "could not read the notification state"),
+        }
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        let checked = match &note {
+            Notification::Success(b) => sharing.check(Destination::DtpNotification, b),
+            Notification::Failure(b) => sharing.check(Destination::DtpNotification, b),
+        };
+        if let Err(refused) = checked {
+            // Not sent: DTP is not told until the declaration allows it.
+            record.ack_error = Some(match refused {
+                RecordOutcome::Failed { reason, .. } => reason,
+                other => other.label().to_string(),
+            });
+            return (record, false, record_note);
         }
         let sent = match &note {
             Notification::Success(b) => self.dtp.post(DtpEndpoint::Notification, b).await,
@@ -544,11 +570,15 @@ impl Handler {
                 ),
             );
         }
-        let json = match serde_json::to_string(&intervention.record()) {
+        let record = intervention.record();
+        let json = match serde_json::to_string(&record) {
             Ok(j) => j,
             Err(e) => return failed(FailureClass::InternalError, "internal", e.to_string()),
         };
-        let referral = match instance.run(ctx, number.unwrap_or_default(), &json).await {
+        // DTP names no consent today; a country whose proGres does says where.
+        let consent = instance.consent_policy();
+        let (_, given) = consent.inbound(&record);
+        let mut referral = match instance.run(ctx, number.unwrap_or_default(), &json).await {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
                 Err(e) => {
@@ -571,8 +601,10 @@ impl Handler {
                 return failed(class, class.code(), e.to_string());
             }
         };
+        consent.apply_inbound(&mut referral.case, given);
         let on_closed = ClosedCase::ReopenAndFlag { date: &ctx.today };
-        match upsert_case(&self.primero, &referral, on_closed).await {
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        match upsert_case(&self.primero, &referral, on_closed, &sharing).await {
             Ok(done) => {
                 let outcome = done.outcome();
                 let note = done.note();
@@ -611,6 +643,11 @@ impl Handler {
                 format!("job {FLOW} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner(&e),
+            // A body the declaration does not allow: bad job output, DTP hears it.
+            Err(UpsertError::Refused(outcome)) => Delivery::Failed {
+                class: FailureClass::InternalError,
+                outcome,
+            },
             // Tried again with the message: DTP is not told yet.
             Err(e @ UpsertError::NotApplied { .. }) => Delivery::Transient {
                 outcome: super::report::failed(super::case_upsert::NOT_APPLIED, e.to_string()),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outgoing_decisions::{DecisionRun, EmittedDecision, SendDecision, Sent};
 use super::report::RunReport;
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -81,7 +82,10 @@ impl SendDecision for DtpSender<'_> {
         Some(item.payload.intervention_number.clone())
     }
 
-    async fn send(&self, item: &EmittedDecision<DtpDecision>) -> Sent {
+    async fn send(&self, item: &EmittedDecision<DtpDecision>, sharing: &SharingCheck) -> Sent {
+        if let Err(refused) = sharing.check(Destination::DtpDecision, &item.payload.body) {
+            return Sent::NotShared(refused);
+        }
         match self
             .dtp
             .post(

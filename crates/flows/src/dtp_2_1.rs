@@ -21,6 +21,7 @@ use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED,
 };
 use super::report::{would_write, RecordOutcome, RunReport};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -88,7 +89,11 @@ impl Deliver for DtpDelivery<'_> {
         &self,
         item: &EmittedReferral<DtpPayload>,
         _previous: Option<&Delivery>,
+        sharing: &SharingCheck,
     ) -> RecordOutcome {
+        if let Err(refused) = sharing.check(Destination::DtpIncomingReferral, &item.payload.body) {
+            return refused;
+        }
         if let Err(e) = self
             .dtp
             .post(DtpEndpoint::ReceiveIncomingReferral, &item.payload.body)

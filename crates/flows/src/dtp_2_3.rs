@@ -26,6 +26,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use bridge_store::ConsentBasis;
 use super::referral_decision::{
     apply_decision, is_transient, Apply, InboundDecision, ServiceMatch,
 };
@@ -70,16 +72,26 @@ pub struct DtpDecision {
 pub struct Handler {
     primero: PrimeroClient,
     catalog: Arc<Catalog>,
+    /// Where the audit trail is kept.
+    store: Arc<dyn bridge_store::Store>,
 }
 
 impl Handler {
     /// From the application's clients.
     pub fn new(app: &App) -> Self {
-        Self::from_parts(app.primero.clone(), app.catalog.clone())
+        Self::from_parts(app.primero.clone(), app.catalog.clone(), app.store.clone())
     }
 
-    pub fn from_parts(primero: PrimeroClient, catalog: Arc<Catalog>) -> Self {
-        Self { primero, catalog }
+    pub fn from_parts(
+        primero: PrimeroClient,
+        catalog: Arc<Catalog>,
+        store: Arc<dyn bridge_store::Store>,
+    ) -> Self {
+        Self {
+            primero,
+            catalog,
+            store,
+        }
     }
 
     async fn handle_inner(
@@ -105,6 +117,7 @@ impl Handler {
             today: today.into(),
             dry_run: false,
         };
+        let audit = AuditContext::new(FLOW, receipt_id, &instance, false);
         let mut report = RunReport {
             flow: FLOW.into(),
             run_id: receipt_id.into(),
@@ -125,6 +138,11 @@ impl Handler {
                 .instrument(span.clone())
                 .await;
             tracing::info!(parent: &span, outcome = outcome.label(), index, "decision handled");
+            // proGres sends no consent with a decision; its reviewer, where named.
+            let share = Share::new(None, progres_user(item), ConsentBasis::NotTransmitted);
+            audit
+                .record(self.store.as_ref(), &source_id, &outcome, &share)
+                .await;
             for gap in gaps {
                 let note = gap.note();
                 if let super::report::Note::MappingGap { table, code } = &note {
@@ -183,6 +201,7 @@ impl Handler {
             &decision.decision,
             ServiceMatch::Suffix(&decision.service_suffix),
             Apply::Write,
+            &super::sharing_check::SharingCheck::for_instance(FLOW, instance),
         )
         .await;
         (outcome, decision.mapping_gaps)

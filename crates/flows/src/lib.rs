@@ -8,17 +8,22 @@
 //! below; and its job folder `jobs/<name>/`.
 
 pub mod app;
+pub mod audit_trail;
 pub mod case_lookup;
 pub mod case_scan;
 pub mod case_upsert;
+pub mod consent;
+pub mod consent_watch;
 pub mod ledger;
 pub mod outbound_referrals;
 pub mod outgoing_decisions;
 pub mod pushed;
 pub mod referral_decision;
 pub mod registry;
+pub mod rejected_open;
 pub mod report;
 pub mod rows;
+pub mod sharing_check;
 
 pub use app::App;
 pub use registry::FlowSpec;

@@ -22,17 +22,21 @@
 //! - When the caseworker's profile is incomplete the admin contact is still
 //!   sent (business rule), and the run logs it (ids and field names only).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
+use super::audit_trail::{AuditContext, Share};
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::consent::{Basis, ConsentGate as _};
+use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
@@ -54,6 +58,9 @@ pub const FP_DELIVERED: &str = "delivered";
 pub const FP_SUBMITTED: &str = "submitted";
 /// The partner refused it; sent again on the next run.
 pub const FP_REFUSED: &str = "refused";
+/// The consent gate refused it; looked at again whenever its case changes
+/// (issue 16), however old its referral.
+pub const FP_NO_CONSENT: &str = "no-consent";
 
 /// What an outbound job emits for one service; `P` is the design's payload.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,11 +84,13 @@ pub trait Deliver {
 
     /// Deliver `item` (never delivered before; `previous` is what the store
     /// holds for it, e.g. a submitted transaction) and record the new state
-    /// under `flow`/`item.service_id`.
+    /// under `flow`/`item.service_id`. The body is checked against
+    /// `sharing` right before it is sent.
     async fn deliver(
         &self,
         item: &EmittedReferral<Self::Payload>,
         previous: Option<&Delivery>,
+        sharing: &SharingCheck,
     ) -> RecordOutcome;
 
     /// Dry run: what `deliver` would write, as a
@@ -116,6 +125,12 @@ pub struct OutboundRun<'a, D> {
 /// A referral mapped and ready to hand to the partner at the end of its page.
 struct Pending<P> {
     service_id: String,
+    /// The case it belongs to, and on what consent it goes (for the audit
+    /// and the consent watch).
+    case_id: String,
+    basis: Basis,
+    /// Who permitted the share: the referral's `transitioned_by`, else the case owner.
+    permitted_by: Option<String>,
     item: EmittedReferral<P>,
     previous: Option<Delivery>,
     needs: Option<DateTime<Utc>>,
@@ -215,6 +230,11 @@ fn report_record(source_id: &str, outcome: RecordOutcome) -> RecordReport {
     }
 }
 
+/// The case owner's user name (who answers for a refused share).
+fn owner_name(case: &Case) -> Option<String> {
+    case.owned_by.clone().filter(|o| !o.is_empty())
+}
+
 /// The earliest referral date of `service_id` at or after `since`.
 fn earliest_referral(
     referrals: &[Referral],
@@ -241,6 +261,8 @@ struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
     instance: JobInstance,
     ctx: JobContext,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
     /// Case owners by user name, each looked up at most once per run
     /// (`None`: Primero shows the API user no such user).
     users: HashMap<String, Option<User>>,
@@ -251,6 +273,13 @@ struct Visitor<'r, 'a, D: Deliver> {
     /// The job's answers for the services about to be visited, mapped
     /// together (see `map_window`).
     mapped: HashMap<String, Result<JobOutcome, JobFailure>>,
+    /// Shared cases whose consent is watched; the gate's rules.
+    watch: ConsentWatch,
+    /// The audit of each share, refusal and revocation.
+    audit: AuditContext,
+    /// Services refused for lack of consent: visited whenever their case
+    /// changes, with no lower bound on their referral's date.
+    refused: HashSet<String>,
 }
 
 /// Whether any referral of a case is recent enough to make a service new:
@@ -309,9 +338,23 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let rules = instance.consent_policy();
+        let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
+            Ok(w) => w,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let refused = match self.store.delivery_keys(self.flow, FP_NO_CONSENT).await {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let audit = AuditContext::new(self.flow, run_id, &instance, self.dry_run);
         let mut visitor = Visitor {
+            audit,
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
+            watch,
+            refused,
             ctx: JobContext {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
@@ -406,7 +449,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                    id: &str,
                    referrals: &[Referral],
                    owner: Option<&User>| {
-            if let Ok(json) = bundle_json(c, id, referrals, st.since, owner) {
+            let since = self.since_for(id, st.since);
+            if let Ok(json) = bundle_json(c, id, referrals, since, owner) {
                 items.push((id.to_string(), json));
             }
         };
@@ -420,7 +464,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             let Some(Ok(referrals)) = self.referrals.get(&next.id) else {
                 continue;
             };
-            if !has_recent_referral(referrals, st.since) {
+            if !self.due(next, referrals, st.since) {
                 continue;
             }
             let owner = self.owner(next);
@@ -451,7 +495,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         ahead: &[Case],
         since: Option<DateTime<Utc>>,
     ) -> Result<(), ConnectorError> {
-        let recent = |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if has_recent_referral(r, since));
+        let recent =
+            |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if self.due(c, r, since));
         let names: Vec<String> = std::iter::once(case)
             .chain(ahead.iter().filter(|c| recent(c)))
             .filter_map(|c| c.owned_by.clone())
@@ -471,6 +516,23 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         Ok(())
     }
 
+    /// Whether a case has a service the job may find new: a referral since
+    /// the cursor, or a service the consent gate refused earlier.
+    fn due(&self, case: &Case, referrals: &[Referral], since: Option<DateTime<Utc>>) -> bool {
+        has_recent_referral(referrals, since)
+            || service_ids(case).any(|id| self.refused.contains(id))
+    }
+
+    /// The lower bound the job applies to a service's referrals: none for
+    /// one refused for lack of consent (its referral may predate the cursor).
+    fn since_for(&self, service_id: &str, since: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        if self.refused.contains(service_id) {
+            None
+        } else {
+            since
+        }
+    }
+
     /// The case owner's user record, when Primero knows them.
     fn owner(&self, case: &Case) -> Option<User> {
         let owner = case.owned_by.as_deref()?;
@@ -479,6 +541,17 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 
     async fn one_case(&mut self, st: &mut ScanState, case: &Case, ahead: &[Case]) {
         let run = self.run;
+        let revoked = self
+            .watch
+            .observe(run.store, (run.flow, &self.ctx.run_id), case)
+            .await;
+        if let Some(line) = &revoked {
+            let share = Share::new(Some(case.id.clone()), None, Basis::Absent);
+            self.audit
+                .record(run.store, &line.source_id, &line.outcome, &share)
+                .await;
+        }
+        st.report.records.extend(revoked);
         let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
             return;
@@ -498,7 +571,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             }
         };
         let since = st.since;
-        if !has_recent_referral(&referrals, since) {
+        if !self.due(case, &referrals, since) {
             return;
         }
         if let Err(e) = self.load_owners(case, ahead, since).await {
@@ -536,6 +609,12 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 if outcome.holds_cursor() {
                     st.tracker.hold(needs);
                 }
+                if matches!(outcome, RecordOutcome::NoConsent { .. }) {
+                    let share = Share::new(Some(case.id.clone()), owner_name(case), Basis::Absent);
+                    self.audit
+                        .record(run.store, service_id, &outcome, &share)
+                        .await;
+                }
                 tracing::info!(outcome = outcome.label(), "referral handled");
                 st.report.records.push(report_record(service_id, outcome));
             }
@@ -559,7 +638,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             Some(result) => result,
             // Its bundle could not be built in the window: alone, to report why.
             None => {
-                let json = match bundle_json(case, service_id, referrals, st.since, owner) {
+                let since = self.since_for(service_id, st.since);
+                let json = match bundle_json(case, service_id, referrals, since, owner) {
                     Ok(j) => j,
                     Err(e) => return Some((failed("internal", e.to_string()), None)),
                 };
@@ -609,8 +689,39 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 needs,
             ));
         }
+        let referral = referrals
+            .iter()
+            .find(|r| item.referral_id.as_deref() == Some(r.id.as_str()));
+        let overridden = referral
+            .and_then(|r| r.extra.get("consent_overridden"))
+            .is_some_and(|v| v == &serde_json::Value::Bool(true));
+        let basis = match self.watch.rules().outbound(self.run.flow, case, overridden) {
+            Ok(basis) => basis,
+            Err(refusal) => {
+                // Remembered so the case's next change brings it back.
+                if !self.run.dry_run {
+                    if let Err(e) = self
+                        .run
+                        .store
+                        .record_delivery(self.run.flow, service_id, FP_NO_CONSENT, None)
+                        .await
+                    {
+                        return Some((failed("state", e.to_string()), needs));
+                    }
+                }
+                return Some((refusal, needs));
+            }
+        };
+        let permitted_by = referral
+            .and_then(|r| r.extra.get("transitioned_by"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .or_else(|| case.owned_by.clone());
         // Handed to the partner with the rest of the page (see `deliver_pending`).
         self.pending.push(Pending {
+            case_id: case.id.clone(),
+            basis,
+            permitted_by,
             service_id: service_id.to_string(),
             item,
             previous,
@@ -634,7 +745,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .map(|p| run.deliver.planned(&p.item, p.previous.as_ref()))
                 .collect()
         } else {
-            deliver_all(run, pending).await
+            deliver_all(run, pending, &self.sharing).await
         };
         self.settle_pending(st, pending, outcomes).await
     }
@@ -661,6 +772,15 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             if outcome.holds_cursor() {
                 st.tracker.hold(p.needs);
             }
+            // Watched only when it went on recorded consent: an override
+            // or an uncovered flow had none to lose.
+            if matches!(outcome, RecordOutcome::Sent { .. }) && p.basis == Basis::Recorded {
+                self.watch.shared(run.store, run.flow, &p.case_id).await;
+            }
+            let share = Share::new(Some(p.case_id.clone()), p.permitted_by.clone(), p.basis);
+            self.audit
+                .record(run.store, &p.service_id, &outcome, &share)
+                .await;
             span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
             st.report
                 .records
@@ -673,6 +793,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
 async fn deliver_all<D: Deliver>(
     run: &OutboundRun<'_, D>,
     pending: &[Pending<D::Payload>],
+    sharing: &SharingCheck,
 ) -> Vec<RecordOutcome> {
     // By index: a closure over `&Pending` items trips the compiler's
     // higher-ranked lifetime check once the future must be `Send`.
@@ -681,7 +802,7 @@ async fn deliver_all<D: Deliver>(
             let p = &pending[i];
             let span = tracing::info_span!("record", record = %p.service_id);
             run.deliver
-                .deliver(&p.item, p.previous.as_ref())
+                .deliver(&p.item, p.previous.as_ref(), sharing)
                 .instrument(span)
                 .await
         })

@@ -28,10 +28,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use super::audit_trail::{AuditContext, Share};
 use super::case_scan::{CaseScan, CaseVisitor, ScanState};
+use super::consent::{self, ConsentGate as _};
+use super::consent_watch::ConsentWatch;
 use super::ledger::Ledger;
 use super::outbound_referrals::format_cursor;
 use super::report::{failed, partner_failure, would_write, RecordOutcome, RecordReport, RunReport};
+use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{Case, CaseOrderBy, CaseQuery, PrimeroClient, Service};
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
@@ -80,6 +84,8 @@ pub enum Sent {
     Refused(String),
     /// The call failed.
     Failed(ConnectorError),
+    /// Not sent: the body holds a field `sharing.toml` does not declare.
+    NotShared(RecordOutcome),
 }
 
 /// The design-specific last step: hand one decision to proGres.
@@ -92,7 +98,8 @@ pub trait SendDecision {
     /// The id the partner knows the decision by (system id), if any.
     fn target_id(&self, item: &EmittedDecision<Self::Payload>) -> Option<String>;
 
-    async fn send(&self, item: &EmittedDecision<Self::Payload>) -> Sent;
+    /// Send `item`, its body first checked against `sharing`.
+    async fn send(&self, item: &EmittedDecision<Self::Payload>, sharing: &SharingCheck) -> Sent;
 }
 
 /// One run of an outgoing decision flow.
@@ -159,6 +166,12 @@ struct Visitor<'r, 'a, S> {
     run: &'r DecisionRun<'a, S>,
     instance: JobInstance,
     ctx: JobContext,
+    /// Shared cases whose consent is watched; the gate's rules.
+    watch: ConsentWatch,
+    /// The audit of each share, refusal and revocation.
+    audit: AuditContext,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
@@ -180,9 +193,18 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
+        let rules = instance.consent_policy();
+        let watch = match ConsentWatch::load(self.store, rules, self.dry_run).await {
+            Ok(w) => w,
+            Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
+        };
+        let audit = AuditContext::new(self.flow, run_id, &instance, self.dry_run);
         let mut visitor = Visitor {
+            audit,
             run: self,
+            sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
+            watch,
             ctx: JobContext {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
@@ -233,6 +255,17 @@ fn query(from: Option<DateTime<Utc>>) -> CaseQuery {
 impl<S: SendDecision> Visitor<'_, '_, S> {
     async fn one_case(&mut self, st: &mut ScanState, case: &Case) {
         let ledger = self.run.ledger;
+        let revoked = self
+            .watch
+            .observe(self.run.store, (self.run.flow, &self.ctx.run_id), case)
+            .await;
+        if let Some(line) = &revoked {
+            let share = Share::new(Some(case.id.clone()), None, consent::Basis::Absent);
+            self.audit
+                .record(self.run.store, &line.source_id, &line.outcome, &share)
+                .await;
+        }
+        st.report.records.extend(revoked);
         for service in &case.services_section {
             let record_id = delivery_key(
                 &case.id,
@@ -263,6 +296,21 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             result.outcome = ledger
                 .settle(&record_id, result.outcome, hint.as_deref())
                 .instrument(span)
+                .await;
+            // The basis the gate found (a refusal records `absent` anyway).
+            let basis = self
+                .watch
+                .rules()
+                .outbound(self.run.flow, case, false)
+                .unwrap_or(consent::Basis::Absent);
+            let owner = case.owned_by.clone().filter(|o| !o.is_empty());
+            self.audit
+                .record(
+                    self.run.store,
+                    &record_id,
+                    &result.outcome,
+                    &Share::new(Some(case.id.clone()), owner, basis),
+                )
                 .await;
             // A dead-lettered decision no longer keeps the cursor.
             result.hold &= result.outcome.holds_cursor();
@@ -346,11 +394,17 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
             Ok(_) => {}
             Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
         }
+        // Not remembered: a decision is looked at again whenever its case
+        // changes, which recording consent does.
+        let basis = match self.watch.rules().outbound(self.run.flow, case, false) {
+            Ok(basis) => basis,
+            Err(refusal) => return Some(ServiceResult::done(refusal)),
+        };
         if self.run.dry_run {
             let target = self.run.send.target_id(&item);
             return Some(ServiceResult::done(would_write(S::ACTION, target)));
         }
-        match self.run.send.send(&item).await {
+        match self.run.send.send(&item, &self.sharing).await {
             Sent::Delivered { target_id } => {
                 match self
                     .run
@@ -358,13 +412,21 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                     .record_delivery(self.run.flow, record_id, &fingerprint, target_id.as_deref())
                     .await
                 {
-                    Ok(()) => Some(ServiceResult::done(RecordOutcome::Sent { target_id })),
+                    Ok(()) => {
+                        if basis == consent::Basis::Recorded {
+                            self.watch
+                                .shared(self.run.store, self.run.flow, &case.id)
+                                .await;
+                        }
+                        Some(ServiceResult::done(RecordOutcome::Sent { target_id }))
+                    }
                     // Sent but not remembered: sent again next run (a repeat beats a loss).
                     Err(e) => Some(ServiceResult::retry(failed("state", e.to_string()))),
                 }
             }
             Sent::Refused(reason) => Some(ServiceResult::retry(failed("partner-refused", reason))),
             Sent::Failed(e) => Some(ServiceResult::retry(partner_failure(&e))),
+            Sent::NotShared(refused) => Some(ServiceResult::retry(refused)),
         }
     }
 }

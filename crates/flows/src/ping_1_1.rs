@@ -23,11 +23,14 @@ use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use super::consent::ConsentGate as _;
 use super::case_upsert::{plan_case, upsert_case, ClosedCase, IndividualLocks, UpsertError};
 pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::ledger::Ledger;
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
 use super::rows::{bundle_for_delivery, Row};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{Field, IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -54,6 +57,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             primero: &app.primero,
             catalog: &app.catalog,
             ledger: run.ledger,
+            store: app.store.as_ref(),
             stop: &app.stop,
             concurrency: app.record_concurrency,
             dry_run: app.dry_run,
@@ -72,6 +76,8 @@ pub struct Ping11<'a> {
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
     pub ledger: &'a Ledger<'a>,
+    /// Where the audit trail is kept.
+    pub store: &'a dyn bridge_store::Store,
     pub stop: &'a CancellationToken,
     /// Interventions worked on at once (partner calls are further bounded
     /// per partner by the clients).
@@ -109,9 +115,28 @@ struct RunShared<'a> {
     /// the job while it is busy are mapped together in one call.
     instance: SharedInstance,
     locks: IndividualLocks,
+    /// What this run may send (the run's mapping version).
+    sharing: SharingCheck,
+    /// The country's consent rules and the audit of each share.
+    consent: bridge_mappings::ConsentPolicy,
+    audit: AuditContext,
     details_sp: &'a str,
     status_sp: &'a str,
     today: &'a str,
+}
+
+/// The SHP-2748 record telling proGres that Primero holds the intervention.
+fn transfer_status(id: &str, business_unit: &str, today: &str) -> IngestionRecord {
+    IngestionRecord {
+        external_id: id.to_string(),
+        attachments: None,
+        fields: vec![
+            Field::new("progres_lpinterventionid", id),
+            Field::new("progres_businessunit", business_unit),
+            Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
+            Field::new("progres_primerotransferstatusdate", today),
+        ],
+    }
 }
 
 fn text(row: &Row, key: &str) -> Option<String> {
@@ -172,6 +197,9 @@ impl Ping11<'_> {
             dry_run: self.dry_run,
         };
         let shared = RunShared {
+            sharing: SharingCheck::for_instance(FLOW, &instance),
+            consent: instance.consent_policy(),
+            audit: AuditContext::new(FLOW, run_id, &instance, self.dry_run),
             instance: SharedInstance::spawn(instance, ctx, self.concurrency),
             locks: IndividualLocks::default(),
             details_sp,
@@ -309,16 +337,7 @@ impl Ping11<'_> {
 
     /// Tell proGres that Primero holds the intervention.
     async fn ack(&self, shared: &RunShared<'_>, ack: &Ack) -> Result<(), String> {
-        let record = IngestionRecord {
-            external_id: ack.id.clone(),
-            attachments: None,
-            fields: vec![
-                Field::new("progres_lpinterventionid", ack.id.as_str()),
-                Field::new("progres_businessunit", ack.business_unit.as_str()),
-                Field::new("progres_primerotransferstatus", TRANSFER_STATUS_PENDING),
-                Field::new("progres_primerotransferstatusdate", shared.today),
-            ],
-        };
+        let record = transfer_status(&ack.id, &ack.business_unit, shared.today);
         let result = match self.ping.ingest(shared.status_sp, &[record]).await {
             Ok(resp) if resp.failures().is_empty() => Ok(()),
             Ok(resp) => Err(format!(
@@ -341,8 +360,9 @@ impl Ping11<'_> {
         delivery: &Row,
         id: &str,
     ) -> (RecordReport, Option<Ack>) {
-        let outcome = self.deliver(shared, delivery, id).await;
+        let (outcome, share) = self.deliver(shared, delivery, id).await;
         let outcome = self.ledger.settle(id, outcome, None).await;
+        shared.audit.record(self.store, id, &outcome, &share).await;
         if outcome.is_delivered() {
             tracing::info!(outcome = outcome.label(), "record delivered");
         } else {
@@ -373,7 +393,27 @@ impl Ping11<'_> {
     }
 
     /// Fetch, map and write one intervention.
-    async fn deliver(&self, shared: &RunShared<'_>, delivery: &Row, id: &str) -> RecordOutcome {
+    async fn deliver(
+        &self,
+        shared: &RunShared<'_>,
+        delivery: &Row,
+        id: &str,
+    ) -> (RecordOutcome, Share) {
+        let mut share = Share::default();
+        let outcome = self.deliver_one(shared, delivery, id, &mut share).await;
+        if let Some(case_id) = outcome.target_id() {
+            share.case_id = Some(case_id.to_string());
+        }
+        (outcome, share)
+    }
+
+    async fn deliver_one(
+        &self,
+        shared: &RunShared<'_>,
+        delivery: &Row,
+        id: &str,
+        share: &mut Share,
+    ) -> RecordOutcome {
         let details_sp = shared.details_sp;
         if id.is_empty() {
             return failed(
@@ -395,12 +435,17 @@ impl Ping11<'_> {
                 format!("{details_sp} returned no intervention details"),
             );
         };
-        let bundle_json = match serde_json::to_string(&bundle) {
-            Ok(j) => j,
+        let bundle_value = match serde_json::to_value(&bundle) {
+            Ok(v) => v,
             Err(e) => return failed("internal", e.to_string()),
         };
+        let bundle_json = bundle_value.to_string();
+        // proGres names no consent today; a country whose proGres does says where.
+        let (basis, given) = shared.consent.inbound(&bundle_value);
+        share.consent = Some(basis);
+        share.permitted_by = progres_user(&bundle_value);
         let result = shared.instance.run(id, bundle_json).await;
-        let referral = match result {
+        let mut referral = match result {
             Ok(JobOutcome::Emit(value)) => match serde_json::from_value::<CaseReferral>(value) {
                 Ok(r) => r,
                 Err(e) => {
@@ -413,16 +458,23 @@ impl Ping11<'_> {
             Ok(JobOutcome::Skip(reason)) => return RecordOutcome::Skipped { reason },
             Err(e) => return failed(e.code(), e.to_string()),
         };
+        shared.consent.apply_inbound(&mut referral.case, given);
+        // The transfer status written after it is checked before anything is written.
+        let business_unit = text(delivery, "progres_businessunit").unwrap_or_default();
+        let status = transfer_status(id, &business_unit, shared.today);
+        if let Err(refused) = shared.sharing.check(Destination::PingTransferStatus, &status) {
+            return refused;
+        }
         let _one_at_a_time = shared.locks.lock(&referral.unhcr_individual_no).await;
-        self.upsert(&referral).await
+        self.upsert(&referral, &shared.sharing).await
     }
 
     /// Create the case, append the service, or recognise it is already there.
-    async fn upsert(&self, referral: &CaseReferral) -> RecordOutcome {
+    async fn upsert(&self, referral: &CaseReferral, sharing: &SharingCheck) -> RecordOutcome {
         let result = if self.dry_run {
-            plan_case(self.primero, referral).await
+            plan_case(self.primero, referral, sharing).await
         } else {
-            upsert_case(self.primero, referral, ClosedCase::Append)
+            upsert_case(self.primero, referral, ClosedCase::Append, sharing)
                 .await
                 .map(|done| done.outcome())
         };
@@ -433,6 +485,7 @@ impl Ping11<'_> {
                 format!("job {FLOW} emitted a case without a service"),
             ),
             Err(UpsertError::Partner(e)) => partner_failure(&e),
+            Err(UpsertError::Refused(outcome)) => outcome,
             Err(e @ UpsertError::NotApplied { .. }) => {
                 failed(super::case_upsert::NOT_APPLIED, e.to_string())
             }

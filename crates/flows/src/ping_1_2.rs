@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::outgoing_decisions::{DecisionRun, EmittedDecision, SendDecision, Sent};
 use super::report::RunReport;
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -72,9 +73,12 @@ impl SendDecision for PingSender<'_> {
         Some(item.payload.intervention_id.clone())
     }
 
-    async fn send(&self, item: &EmittedDecision<ProgresDecision>) -> Sent {
+    async fn send(&self, item: &EmittedDecision<ProgresDecision>, sharing: &SharingCheck) -> Sent {
         // A field without a value is left out: `null` would blank it in proGres.
         let record = item.payload.record.without_empty_fields();
+        if let Err(refused) = sharing.check(Destination::PingTransferStatus, &record) {
+            return Sent::NotShared(refused);
+        }
         match self
             .ping
             .ingest(&self.shipping_process, std::slice::from_ref(&record))

@@ -21,6 +21,7 @@ use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
 };
 use super::report::{failed, would_write, RecordOutcome, RunReport};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{AsyncIngestionRecord, IngestionStatus, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_partners::retry::{may_retry, CallKind};
@@ -210,10 +211,17 @@ impl PingDelivery<'_> {
         }
     }
 
-    async fn send(&self, item: &EmittedReferral<PingPayload>) -> Result<RecordOutcome, String> {
+    async fn send(
+        &self,
+        item: &EmittedReferral<PingPayload>,
+        sharing: &SharingCheck,
+    ) -> Result<RecordOutcome, String> {
         let key = item.service_id.as_str();
         // A field without a value is left out, as the original's undefined values.
         let record = item.payload.record.without_empty_fields();
+        if let Err(refused) = sharing.check(Destination::PingReferralIngestion, &record) {
+            return Ok(refused);
+        }
         let txn = match self
             .ping
             .ingest_async(&self.shipping_process, std::slice::from_ref(&record))
@@ -250,6 +258,7 @@ impl Deliver for PingDelivery<'_> {
         &self,
         item: &EmittedReferral<PingPayload>,
         previous: Option<&Delivery>,
+        sharing: &SharingCheck,
     ) -> RecordOutcome {
         let key = item.service_id.as_str();
         let result = async {
@@ -263,7 +272,7 @@ impl Deliver for PingDelivery<'_> {
                     settled => return Ok(settled),
                 }
             }
-            self.send(item).await
+            self.send(item, sharing).await
         }
         .await;
         result.unwrap_or_else(|reason| RecordOutcome::Failed {

@@ -22,9 +22,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::audit_trail::{progres_user, AuditContext, Share};
+use bridge_store::ConsentBasis;
 use super::referral_decision::{apply_decision, Apply, InboundDecision, ServiceMatch};
 use super::report::{failed, RecordOutcome, RecordReport, RunReport};
 use super::rows::Row;
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
@@ -49,6 +52,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             primero: &app.primero,
             catalog: &app.catalog,
             ledger: run.ledger,
+            store: app.store.as_ref(),
             stop: &app.stop,
             dry_run: app.dry_run,
         }
@@ -81,6 +85,8 @@ pub struct Ping22<'a> {
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::ledger::Ledger<'a>,
+    /// Where the audit trail is kept.
+    pub store: &'a dyn bridge_store::Store,
     pub stop: &'a tokio_util::sync::CancellationToken,
     /// Map and report: no Primero write, no synced status.
     pub dry_run: bool,
@@ -172,6 +178,7 @@ impl Ping22<'_> {
             decided = ids.len(),
             "proGres decisions"
         );
+        let audit = AuditContext::new(FLOW, run_id, &instance, self.dry_run);
         let ctx = JobContext {
             flow: FLOW.into(),
             run_id: run_id.into(),
@@ -196,7 +203,7 @@ impl Ping22<'_> {
             }
             let span = tracing::info_span!("record", record = %id);
             let record = self
-                .one(&mut instance, &ctx, id, details_sp, synced_sp)
+                .one(&mut instance, (&ctx, &audit), id, details_sp, synced_sp)
                 .instrument(span)
                 .await;
             report.records.push(record);
@@ -215,13 +222,16 @@ impl Ping22<'_> {
     async fn one(
         &self,
         instance: &mut JobInstance,
-        ctx: &JobContext,
+        (ctx, audit): (&JobContext, &AuditContext),
         id: &str,
         details_sp: &str,
         synced_sp: &str,
     ) -> RecordReport {
-        let (outcome, synced) = self.apply(instance, ctx, id, details_sp).await;
+        // proGres sends no consent with a decision; its reviewer, where named.
+        let mut share = Share::new(None, None, ConsentBasis::NotTransmitted);
+        let (outcome, synced) = self.apply(instance, ctx, id, details_sp, &mut share).await;
         let outcome = self.ledger.settle(id, outcome, None).await;
+        audit.record(self.store, id, &outcome, &share).await;
         let mut record = RecordReport {
             source_id: id.to_string(),
             outcome,
@@ -273,6 +283,7 @@ impl Ping22<'_> {
         ctx: &JobContext,
         id: &str,
         details_sp: &str,
+        share: &mut Share,
     ) -> (RecordOutcome, Option<IngestionRecord>) {
         let rows = match self
             .ping
@@ -292,6 +303,7 @@ impl Ping22<'_> {
                 None,
             );
         };
+        share.permitted_by = progres_user(&serde_json::to_value(row).unwrap_or_default());
         let json = match serde_json::to_string(row) {
             Ok(j) => j,
             Err(e) => return (failed("internal", e.to_string()), None),
@@ -321,6 +333,11 @@ impl Ping22<'_> {
             Ok(JobOutcome::Skip(reason)) => return (RecordOutcome::Skipped { reason }, None),
             Err(e) => return (failed(e.code(), e.to_string()), None),
         };
+        // The synced record is sent after the Primero write: checked before either.
+        let sharing = SharingCheck::for_instance(FLOW, instance);
+        if let Err(refused) = sharing.check(Destination::PingDecisionSynced, &decision.synced) {
+            return (refused, None);
+        }
         let outcome = apply_decision(
             self.primero,
             &decision.decision,
@@ -330,6 +347,7 @@ impl Ping22<'_> {
             } else {
                 Apply::Write
             },
+            &sharing,
         )
         .await;
         (outcome, Some(decision.synced))

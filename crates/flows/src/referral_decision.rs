@@ -20,6 +20,7 @@ use serde::Deserialize;
 use super::case_lookup::{find_cases, CaseKey};
 pub use super::report::partner_failure;
 use super::report::{failed, RecordOutcome};
+use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::primero::{PrimeroClient, Referral, ReferralStatus, ReferralUpdate};
 
 /// Reason code of a record held because several cases or referrals match.
@@ -125,6 +126,7 @@ pub async fn apply_decision(
     decision: &InboundDecision,
     service: ServiceMatch<'_>,
     apply: Apply,
+    sharing: &SharingCheck,
 ) -> RecordOutcome {
     if !matches!(
         decision.status,
@@ -180,15 +182,18 @@ pub async fn apply_decision(
             }
         }
     };
-    if apply == Apply::DryRun {
-        tracing::info!(referral = %referral.id, "dry run: the referral would be decided");
-        return super::report::would_write("decide-referral", Some(case.id.clone()));
-    }
     let update = ReferralUpdate {
         status: decision.status,
         rejected_reason: decision.rejected_reason.clone(),
         rejection_note: None,
     };
+    if let Err(refused) = sharing.check(Destination::PrimeroUpdateReferral, &update) {
+        return refused;
+    }
+    if apply == Apply::DryRun {
+        tracing::info!(referral = %referral.id, "dry run: the referral would be decided");
+        return super::report::would_write("decide-referral", Some(case.id.clone()));
+    }
     match primero
         .patch_referral(&case.id, &referral.id, &update)
         .await

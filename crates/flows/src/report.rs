@@ -34,6 +34,15 @@ pub enum RecordOutcome {
     DeadLettered { code: String, reason: String },
     /// Waits in the dead letter from an earlier run: not attempted.
     Parked { dead_letter_id: i64 },
+    /// Not sent: the case does not record consent (issue 16). Looked at again
+    /// when the case changes; never retried blindly. Fields named, no values.
+    NoConsent { reason: String },
+    /// A case shared earlier no longer records consent: an alert for the
+    /// manual procedure was raised (nothing is sent by the bridge).
+    ConsentRevoked {
+        case_id: String,
+        alert_id: Option<i64>,
+    },
     /// Dry run: what a real run would write (an action code such as
     /// `create-case`, and the target's id when known); nothing was written.
     WouldWrite {
@@ -56,6 +65,8 @@ impl RecordOutcome {
             RecordOutcome::DeadLettered { .. } => "dead-lettered",
             RecordOutcome::Parked { .. } => "in dead letter",
             RecordOutcome::WouldWrite { .. } => "would write",
+            RecordOutcome::NoConsent { .. } => "no-consent",
+            RecordOutcome::ConsentRevoked { .. } => "consent-revoked",
         }
     }
 
@@ -73,6 +84,8 @@ impl RecordOutcome {
             RecordOutcome::Failed { code, .. } | RecordOutcome::DeadLettered { code, .. } => {
                 Some(code)
             }
+            RecordOutcome::NoConsent { .. } => Some(crate::consent::NO_CONSENT),
+            RecordOutcome::ConsentRevoked { .. } => Some("consent-revoked"),
             RecordOutcome::Held { reason, .. } | RecordOutcome::Skipped { reason } => {
                 // Codes lead the reason ("ambiguous-match", "not-referred: …").
                 reason.split([':', ' ']).next()
@@ -341,6 +354,8 @@ impl fmt::Display for RunReport {
             "dead-lettered",
             "in dead letter",
             "would write",
+            "no-consent",
+            "consent-revoked",
         ] {
             writeln!(f, "  {:<18}{:>6}", label, self.count(label))?;
         }

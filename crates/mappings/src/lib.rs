@@ -21,6 +21,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod manifest;
+pub mod sharing;
+
+pub use sharing::{ConsentPolicy, Sharing, SHARING_FILE};
+
 /// File holding deployment ids rather than a table.
 pub const DEPLOYMENT_FILE: &str = "deployment.toml";
 
@@ -146,6 +151,9 @@ pub struct MappingSet {
     /// Values still marked [`PLACEHOLDER_MARK`], each with its file, line
     /// and key (the mark is taken off the loaded value).
     pub placeholders: Vec<MappingError>,
+    /// `sharing.toml`: the data points each flow may send, and the consent
+    /// policy. `None`: the folder has none, and every flow shares nothing.
+    pub sharing: Option<Arc<Sharing>>,
     job_json: Arc<String>,
 }
 
@@ -339,6 +347,7 @@ impl MappingSet {
         let mut deployment = None;
         let mut tables = BTreeMap::new();
         let mut placeholders = Vec::new();
+        let mut sharing_text = None;
         for file in &files {
             let name = file
                 .file_name()
@@ -358,7 +367,10 @@ impl MappingSet {
             hasher.update([0]);
             hasher.update(text.as_bytes());
             hasher.update([0]);
-            if name == DEPLOYMENT_FILE {
+            if name == SHARING_FILE {
+                // Not a table: read once the tables it names are loaded.
+                sharing_text = Some((file.clone(), text));
+            } else if name == DEPLOYMENT_FILE {
                 let mut parsed: DeploymentFile = parse_toml(file, &text)?;
                 for (key, value) in parsed.deployment.values_mut() {
                     placeholders.extend(unmark(
@@ -472,6 +484,11 @@ impl MappingSet {
                 "missing: every mapping folder needs deployment.toml".into(),
             )
         })?;
+        let sharing = sharing_text
+            .map(|(file, text)| {
+                Sharing::parse(&file, &text, &tables, &deployment.deployment.design).map(Arc::new)
+            })
+            .transpose()?;
         let job_json = serde_json::json!({
             "deployment": deployment.deployment,
             "shipping_processes": deployment.shipping_processes,
@@ -485,6 +502,7 @@ impl MappingSet {
             tables,
             content_hash: hex::encode(hasher.finalize()),
             placeholders,
+            sharing,
             job_json: Arc::new(job_json),
         })
     }

@@ -232,7 +232,7 @@ impl Approvals {
                 message: format!("cannot read: {e}"),
             })?
         } else {
-            "# Job components approved to run (`[jobs] require_approved`), by the SHA-256\n# of their bytes. Written by `bridge job approve`; see docs/auditor.md.\n".to_string()
+            "# Job components approved to run (`[jobs] require_approved`), by the SHA-256\n# of their bytes. Written by `bridge job approve`; see docs/auditor/job-approvals.md.\n".to_string()
         };
         let current = Self::parse(file, &old)?;
         if let Some(existing) = current.find(&approval.sha256) {

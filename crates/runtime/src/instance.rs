@@ -61,6 +61,9 @@ pub struct JobInstance {
     job: Arc<LoadedJob>,
     live: Option<Live>,
     mappings: Option<Arc<String>>,
+    /// The mapping version the instance was configured with (the run's one
+    /// mapping version: its tables, its sharing declaration, its consent policy).
+    mapping_set: Option<Arc<bridge_mappings::MappingSet>>,
     /// Wasm instances created so far (1 + replacements after a trap or recycling).
     started: u32,
 }
@@ -73,6 +76,7 @@ impl JobInstance {
             job,
             live: Some(live),
             mappings: None,
+            mapping_set: None,
             started: 1,
         })
     }
@@ -87,6 +91,32 @@ impl JobInstance {
     /// even when a newer version is swapped in meanwhile.
     pub fn job(&self) -> &Arc<LoadedJob> {
         &self.job
+    }
+
+    /// The mapping set this instance was configured with by the catalog
+    /// (`None` for an instance configured with bare JSON).
+    pub fn mapping_set(&self) -> Option<&Arc<bridge_mappings::MappingSet>> {
+        self.mapping_set.as_ref()
+    }
+
+    /// The consent policy of the instance's mapping set: its `sharing.toml`
+    /// `[consent]`, else the defaults.
+    pub fn consent_policy(&self) -> bridge_mappings::ConsentPolicy {
+        self.mapping_set
+            .as_ref()
+            .and_then(|m| m.sharing.as_ref())
+            .map(|s| s.consent.clone())
+            .unwrap_or_default()
+    }
+
+    /// Configure with a loaded mapping set, and keep it for the run.
+    pub async fn configure_with(
+        &mut self,
+        set: Arc<bridge_mappings::MappingSet>,
+    ) -> Result<(), JobFailure> {
+        let result = self.configure(set.job_json()).await;
+        self.mapping_set = Some(set);
+        result
     }
 
     pub(crate) async fn describe(job: &LoadedJob) -> Result<JobInfo, JobFailure> {

@@ -116,7 +116,7 @@ impl Catalog {
         job_files: &[PathBuf],
         mappings_dir: &Path,
     ) -> Result<Self, CatalogError> {
-        let mappings = MappingSet::load_dir(mappings_dir)?;
+        let mappings = Arc::new(MappingSet::load_dir(mappings_dir)?);
         let mut jobs = BTreeMap::new();
         for path in job_files {
             let job = Arc::new(runtime.load_file(path).await?);
@@ -133,7 +133,7 @@ impl Catalog {
         Ok(Self {
             runtime,
             jobs,
-            mappings: Watched::new(mappings_dir.to_path_buf(), Arc::new(mappings)),
+            mappings: Watched::new(mappings_dir.to_path_buf(), mappings),
             reload_lock: tokio::sync::Mutex::new(()),
             refuse_placeholders: std::sync::atomic::AtomicBool::new(false),
         })
@@ -188,6 +188,7 @@ impl Catalog {
             match MappingSet::load_dir(&self.mappings.path) {
                 Ok(new) if new.content_hash == old.content_hash => {}
                 Ok(new) => {
+                    let new = Arc::new(new);
                     let mut refusal = self
                         .refuse_placeholders
                         .load(std::sync::atomic::Ordering::Relaxed)
@@ -208,7 +209,7 @@ impl Catalog {
                                 from: old.content_hash.clone(),
                                 to: new.content_hash.clone(),
                             });
-                            self.mappings.current.store(Arc::new(new));
+                            self.mappings.current.store(new);
                         }
                     }
                 }
@@ -401,13 +402,13 @@ fn replaces(old: &LoadedJob, new: &LoadedJob) -> Result<(), LoadError> {
 
 /// A job fits a mapping set when every table it reads exists and its
 /// `configure` accepts the set.
-async fn validate(job: &Arc<LoadedJob>, mappings: &MappingSet) -> Result<(), LoadError> {
+async fn validate(job: &Arc<LoadedJob>, mappings: &Arc<MappingSet>) -> Result<(), LoadError> {
     configured_instance(job.clone(), mappings).await.map(|_| ())
 }
 
 async fn configured_instance(
     job: Arc<LoadedJob>,
-    mappings: &MappingSet,
+    mappings: &Arc<MappingSet>,
 ) -> Result<JobInstance, LoadError> {
     if let Some(table) = mappings.missing_tables(&job.info.tables).first() {
         return Err(LoadError::MissingTable {
@@ -422,7 +423,7 @@ async fn configured_instance(
     };
     let mut instance = JobInstance::new(job).await.map_err(configure_err)?;
     instance
-        .configure(mappings.job_json())
+        .configure_with(mappings.clone())
         .await
         .map_err(configure_err)?;
     Ok(instance)

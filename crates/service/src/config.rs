@@ -53,8 +53,13 @@ impl ConfigError {
     }
 }
 
+mod alerts;
 mod approvals;
+mod audit;
 mod checks;
+
+pub use alerts::{AlertSettings, AlertsSection};
+pub use audit::AuditSection;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -314,9 +319,14 @@ pub struct BridgeConfig {
     pub retry: RetrySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The operator's webhook for alerts (consent revoked after a share).
+    pub alerts: Option<AlertsSection>,
     /// Per-flow settings: `[flows."ping-1.2"]`.
     #[serde(default)]
     pub flows: std::collections::BTreeMap<String, FlowSection>,
+    /// `[audit]`: retention of the audit trail.
+    #[serde(default)]
+    pub audit: AuditSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -532,6 +542,9 @@ impl BridgeConfig {
         if let Some(i) = &self.inbox {
             refs.push(("inbox.api_key", &i.api_key));
             refs.push(("inbox.seal_key", &i.seal_key));
+        }
+        if let Some(a) = &self.alerts {
+            refs.push(("alerts.webhook_secret", &a.webhook_secret));
         }
         refs
     }

@@ -9,12 +9,15 @@
 //! - [`schedule`]: cron per flow, one run of a flow at a time, missed runs.
 //! - [`run`]: wiring everything together, and the graceful stop.
 //! - [`shutdown`]: signals: stop, reload.
+//! - [`retention`]: the audit trail's daily pruning.
 
+pub mod alerts;
 pub mod build;
 pub mod check;
 pub mod config;
 pub mod doctor;
 pub mod inbox;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod shutdown;

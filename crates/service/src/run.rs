@@ -161,9 +161,7 @@ fn log_report(report: &RunReport, trigger: Trigger) {
 /// Everything `bridge run` checks before it starts anything: a schedule
 /// that parses, sane limits, a state database, and the inbox secrets when
 /// there is an inbox.
-fn preflight(
-    config: &BridgeConfig,
-) -> anyhow::Result<(Vec<Entry>, Option<crate::config::InboxSettings>)> {
+fn preflight(config: &BridgeConfig) -> anyhow::Result<Preflight> {
     let entries = config
         .schedules()?
         .into_iter()
@@ -187,7 +185,19 @@ fn preflight(
         Some(_) => Some(config.inbox_settings()?),
         None => None,
     };
-    Ok((entries, inbox))
+    let alerts = config.alert_settings()?;
+    Ok(Preflight {
+        entries,
+        inbox,
+        alerts,
+    })
+}
+
+/// What `bridge run` needs before it starts.
+struct Preflight {
+    entries: Vec<Entry>,
+    inbox: Option<crate::config::InboxSettings>,
+    alerts: Option<crate::config::AlertSettings>,
 }
 
 /// The App for a config (`build::from_config` applies `[delivery]` and takes
@@ -207,7 +217,11 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunSummary> {
-    let (entries, inbox) = preflight(config)?;
+    let Preflight {
+        entries,
+        inbox,
+        alerts,
+    } = preflight(config)?;
     let app = open_app(
         config,
         options.cache_dir.clone(),
@@ -240,8 +254,16 @@ pub async fn run(
         );
     }
     let app = Arc::new(app);
+    let alerts = alerts
+        .map(|settings| crate::alerts::Dispatcher::new(settings, app.store.clone()))
+        .transpose()?;
     if options.once {
-        return run_once(app, entries, shutdown).await;
+        let summary = run_once(app, entries, shutdown).await;
+        if let Some(alerts) = alerts {
+            // What the runs raised, once; the rest waits for the next start.
+            alerts.deliver_due().await;
+        }
+        return summary;
     }
     if entries.is_empty() && inbox.is_none() {
         tracing::warn!("nothing to do: no [schedule] entries and no [inbox]");
@@ -278,6 +300,12 @@ pub async fn run(
         update_dead_letter_gauge(&app, flow).await;
     }
 
+    // Audit retention: now, then once a day.
+    let retention = config
+        .audit
+        .retain_days
+        .map(|days| tokio::spawn(crate::retention::run(app.store.clone(), days)));
+
     // Hot reload of jobs and mappings.
     let reload = (config.jobs.reload_secs > 0).then(|| {
         app.catalog
@@ -298,6 +326,10 @@ pub async fn run(
         }
         None => None,
     };
+
+    // Alerts to the operator's webhook.
+    let alerts_stop = CancellationToken::new();
+    let alerts_task = alerts.map(|a| a.spawn(alerts_stop.clone()));
 
     // The scheduler (missed runs start right away).
     let flows: Vec<String> = entries.iter().map(|e| e.flow.clone()).collect();
@@ -364,6 +396,13 @@ pub async fn run(
     }
     if let Some(reload) = reload {
         reload.abort();
+    }
+    if let Some(retention) = retention {
+        retention.abort();
+    }
+    alerts_stop.cancel();
+    if let Some(task) = alerts_task {
+        let _ = task.await;
     }
     store_watch.abort();
     metrics_stop.cancel();

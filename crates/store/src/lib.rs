@@ -5,12 +5,19 @@
 //! Only system ids, fingerprints, statuses and timestamps are stored; inbox
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
+pub mod audit;
+mod consent;
 mod lease;
 pub mod limits;
 mod monitor;
 mod seal;
 mod sqlite;
 
+pub use audit::{
+    AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
+    ConsentBasis, ProblemKind,
+};
+pub use consent::{Alert, CONSENT_REVOKED};
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
 pub use seal::{SealError, Sealer};
@@ -33,6 +40,9 @@ pub enum StoreError {
     Full(String),
     #[error("state database migration: {0}")]
     Migration(String),
+    /// A value the store refuses to keep (e.g. an unknown audit code).
+    #[error("{0}")]
+    Invalid(String),
     #[error(
         "no state database at {0} (key `state.path`): a new deployment creates it with `--init` \
          (e.g. `bridge run --init --config bridge.toml`); if this deployment ran before, its \
@@ -69,6 +79,7 @@ impl StoreError {
             StoreError::Database(_) => "store-error",
             StoreError::Full(_) => "store-full",
             StoreError::Migration(_) => "store-migration",
+            StoreError::Invalid(_) => "store-invalid",
             StoreError::Missing(_) => "store-missing",
             StoreError::Empty(_) => "store-empty",
             StoreError::Foreign { .. } => "store-foreign",
@@ -263,6 +274,40 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Keep an accepted inbox message until it is processed.
+    /// The keys of `flow` last recorded with `fingerprint` (e.g. the
+    /// referrals refused for lack of consent, looked at again when their
+    /// case changes).
+    async fn delivery_keys(&self, flow: &str, fingerprint: &str)
+        -> Result<Vec<String>, StoreError>;
+
+    /// Consent watch: `case_id` (a Primero case record id) was shared by `flow`.
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError>;
+    /// A case no longer records consent: when it was shared and its loss not
+    /// raised yet, mark it and raise one [`Alert`] (returned).
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError>;
+    /// Every shared case id, and whether its consent loss was raised.
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError>;
+    /// A case records consent (again): a later loss raises a new alert.
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError>;
+    /// Undelivered alerts due at `at` (RFC 3339), oldest first.
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError>;
+    /// Every alert, newest first; `pending`: only undelivered ones.
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError>;
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError>;
+    /// A delivery failed (`error`: a status code or error class, no text
+    /// from the far side); try again at `next_attempt_at`.
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError>;
     /// Messages not yet processed, oldest first.
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;
@@ -328,6 +373,19 @@ pub trait Store: Send + Sync {
     /// Take an entry out of the dead letter for a replay: marks it replayed
     /// and forgets the record's attempts. False when it was not active.
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Append audit entries to the chain in one transaction (all or none);
+    /// an entry with an unknown code is refused ([`StoreError::Invalid`]).
+    /// Appenders in other processes wait and continue the same chain.
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Stored entries matching the filter, in chain order unless asked otherwise.
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Walk the chain: the first changed, removed or reordered entry, if any.
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError>;
+    /// Remove the entries older than `before` (RFC 3339) and keep the last
+    /// removed one as the anchor, so what remains still verifies; refused
+    /// while the chain does not verify. Returns how many were removed.
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError>;
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    DeadLetter, Delivery, Holder, InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
+    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery, Holder,
+    InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
 };
 
 /// The last failure not yet followed by a success that clears it.
@@ -144,6 +145,58 @@ impl<S: Store> Store for Monitored<S> {
         .await
     }
 
+    async fn delivery_keys(
+        &self,
+        flow: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(self.inner.delivery_keys(flow, fingerprint)).await
+    }
+
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
+        self.write(self.inner.case_shared(case_id, flow)).await
+    }
+
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.write(self.inner.consent_lost(case_id, flow, run_id))
+            .await
+    }
+
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.read(self.inner.shared_cases()).await
+    }
+
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError> {
+        self.write(self.inner.consent_present(case_id)).await
+    }
+
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError> {
+        self.read(self.inner.alerts_due(at, limit)).await
+    }
+
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError> {
+        self.read(self.inner.alerts(pending)).await
+    }
+
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.write(self.inner.alert_delivered(id)).await
+    }
+
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.alert_retry(id, next_attempt_at, error))
+            .await
+    }
+
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
         self.write(self.inner.inbox_put(id, kind, sealed_body))
             .await
@@ -262,5 +315,24 @@ impl<S: Store> Store for Monitored<S> {
 
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError> {
         self.write(self.inner.dead_letter_release(id)).await
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        // A refused entry is the caller's mistake, not a failing database:
+        // checked before it can mark the store unhealthy.
+        crate::audit::check_all(entries)?;
+        self.write(self.inner.audit_append(entries)).await
+    }
+
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(self.inner.audit_list(filter)).await
+    }
+
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        self.read(self.inner.audit_verify()).await
+    }
+
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
+        self.write(self.inner.audit_prune(before)).await
     }
 }

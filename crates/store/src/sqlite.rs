@@ -23,8 +23,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection as _, Row};
 
 use super::{
-    now, DeadLetter, Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store,
-    StoreError, WriterLease,
+    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter,
+    Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store, StoreError, WriterLease,
 };
 
 /// `PRAGMA application_id` of a bridge database ("BRDG").
@@ -475,6 +475,56 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn delivery_keys(
+        &self,
+        flow: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        consent::delivery_keys(&self.pool, flow, fingerprint).await
+    }
+
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
+        consent::case_shared(&self.pool, case_id, flow).await
+    }
+
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError> {
+        consent::consent_lost(&self.pool, case_id, flow, run_id).await
+    }
+
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        consent::shared_cases(&self.pool).await
+    }
+
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError> {
+        consent::consent_present(&self.pool, case_id).await
+    }
+
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError> {
+        consent::alerts_due(&self.pool, at, limit).await
+    }
+
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError> {
+        consent::alerts(&self.pool, pending).await
+    }
+
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError> {
+        consent::alert_delivered(&self.pool, id).await
+    }
+
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        consent::alert_retry(&self.pool, id, next_attempt_at, error).await
+    }
+
     async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO inbox (id, kind, sealed_body, received_at) VALUES (?, ?, ?, ?)")
             .bind(id)
@@ -787,6 +837,22 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        crate::audit::append(&self.pool, entries).await
+    }
+
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        crate::audit::list(&self.pool, filter).await
+    }
+
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        crate::audit::verify(&self.pool).await
+    }
+
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
+        crate::audit::prune(&self.pool, before).await
     }
 }
 

@@ -13,6 +13,8 @@
 //! | `bridge_inbox_pending` | gauge | — |
 //! | `bridge_store_errors_total` | counter | `code` (e.g. `store-full`, `store-replaced`) |
 //! | `bridge_inbox_connections_closed_total` | counter | `reason` (`over-cap` \| `idle` \| `header`) |
+//! | `bridge_alerts_pending` | gauge | — (alerts not yet delivered to the webhook) |
+//! | `bridge_alert_deliveries_total` | counter | `flow`, `outcome` (`delivered` \| `retry`) |
 //! | `bridge_job_info` | gauge, always 1 | `job`, `version`, `hash` (SHA-256 of the component serving) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
@@ -104,6 +106,8 @@ pub struct Metrics {
     inbox_pending: Gauge,
     store_errors: Family<CodeLabel, Counter>,
     inbox_closed: Family<ReasonLabel, Counter>,
+    alerts_pending: Gauge,
+    alert_deliveries: Family<FlowOutcome, Counter>,
     job_info: Family<JobInfoLabels, Gauge>,
     /// The label set of `bridge_job_info` each job has now, to drop it when
     /// another version is swapped in.
@@ -131,6 +135,8 @@ impl Metrics {
         let inbox_pending = Gauge::default();
         let store_errors = Family::<CodeLabel, Counter>::default();
         let inbox_closed = Family::<ReasonLabel, Counter>::default();
+        let alerts_pending = Gauge::default();
+        let alert_deliveries = Family::<FlowOutcome, Counter>::default();
         let job_info = Family::<JobInfoLabels, Gauge>::default();
 
         let mut registry = Registry::default();
@@ -191,11 +197,23 @@ impl Metrics {
             inbox_closed.clone(),
         );
         registry.register(
+            "bridge_alerts_pending",
+            "Alerts (e.g. consent revoked after a share) not yet delivered to the operator webhook",
+            alerts_pending.clone(),
+        );
+        registry.register(
+            "bridge_alert_deliveries",
+            "Webhook deliveries of alerts, by flow of the alert and outcome",
+            alert_deliveries.clone(),
+        );
+        registry.register(
             "bridge_job_info",
             "The job version serving: 1 for the job's current version and component hash",
             job_info.clone(),
         );
         Self {
+            alerts_pending,
+            alert_deliveries,
             registry,
             records,
             runs,
@@ -211,6 +229,21 @@ impl Metrics {
             job_info,
             job_info_current: Default::default(),
         }
+    }
+
+    /// `bridge_alerts_pending`.
+    pub fn set_alerts_pending(&self, n: i64) {
+        self.alerts_pending.set(n);
+    }
+
+    /// One webhook delivery of an alert: `bridge_alert_deliveries_total{flow,outcome}`.
+    pub fn alert_delivery(&self, flow: &str, outcome: &str) {
+        self.alert_deliveries
+            .get_or_create(&FlowOutcome {
+                flow: flow.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// The version of `job` now serving: `bridge_job_info{job,version,hash} 1`,

@@ -2,5 +2,6 @@
 //! scenarios and both designs' round trips. A developer tool: the production
 //! binary does not contain it.
 
+pub mod consent;
 pub mod round_trip;
 pub mod scenario;

@@ -42,7 +42,12 @@ impl RoundTrips {
         !self.steps.is_empty() && self.steps.iter().all(Step::ok)
     }
 
-    fn check(&mut self, what: &str, expected: impl Into<String>, actual: impl Into<String>) {
+    pub(crate) fn check(
+        &mut self,
+        what: &str,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) {
         self.steps.push(Step {
             what: what.into(),
             expected: expected.into(),
@@ -69,7 +74,7 @@ impl fmt::Display for RoundTrips {
     }
 }
 
-fn obj(v: Value) -> Map<String, Value> {
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
 }
 
@@ -99,7 +104,7 @@ pub fn seed_users(sims: &Simulators, unhcr_user: &str) {
 
 /// A Primero case for `person` with one service referred to UNHCR, as a
 /// caseworker does it. Returns (case record id, service unique_id, referral).
-fn refer_to_unhcr(
+pub(crate) fn refer_to_unhcr(
     sims: &Simulators,
     person: &bridge_sim::people::Person,
     unhcr_user: &str,
@@ -127,17 +132,23 @@ fn refer_to_unhcr(
 }
 
 /// The caseworker accepts the referral on the case's first service (the
-/// instance-specific `unhcr_referral_status` field).
+/// instance-specific `unhcr_referral_status` field), having recorded the
+/// child's consent at intake: proGres does not transmit it, and without it
+/// the consent gate keeps the decision in Primero.
 fn accept_first_service(sims: &Simulators, case_id: &str) -> anyhow::Result<()> {
     let primero = sims.primero_sim();
     let case = primero.case(case_id).unwrap_or(Value::Null);
     let service_id = str_of(&case["services_section"][0]["unique_id"]);
     primero.update_case(
         case_id,
-        obj(json!({"services_section": [{
-            "unique_id": service_id,
-            "unhcr_referral_status": "accepted"
-        }]})),
+        obj(json!({
+            "consent_for_services": true,
+            "disclosure_other_orgs": true,
+            "services_section": [{
+                "unique_id": service_id,
+                "unhcr_referral_status": "accepted"
+            }]
+        })),
     )?;
     Ok(())
 }
@@ -229,6 +240,20 @@ pub async fn design_b(app: &App, sims: &Simulators, today: &str) -> anyhow::Resu
         ping.interop_referral(&interop.id)
             .map(|r| r.status.to_string())
             .unwrap_or_default(),
+    );
+    let sent_before = ping.interop_referrals().len();
+    crate::consent::safeguards(
+        app,
+        sims,
+        (&mut rt, "ping-2.1", today),
+        (&mut people, &unhcr_user),
+        &case_id,
+    )
+    .await?;
+    rt.check(
+        "2.1  proGres got the consented referral, not the refused one",
+        "1 more",
+        format!("{} more", ping.interop_referrals().len() - sent_before),
     );
     Ok(rt)
 }
@@ -462,6 +487,23 @@ pub async fn design_a(
         "2-3  proGres accepts → Primero referral status",
         "accepted",
         status,
+    );
+    let sent_before = dtp.bodies(DtpEndpoint::ReceiveIncomingReferral).len();
+    crate::consent::safeguards(
+        app,
+        sims,
+        (&mut rt, "dtp-2.1", today),
+        (&mut people, &unhcr_user),
+        &case_id,
+    )
+    .await?;
+    rt.check(
+        "2-2  DTP got the consented referral, not the refused one",
+        "1 more",
+        format!(
+            "{} more",
+            dtp.bodies(DtpEndpoint::ReceiveIncomingReferral).len() - sent_before
+        ),
     );
     Ok(rt)
 }

@@ -113,6 +113,30 @@ allow_placeholders = true
         )
     }
 
+    /// An App on these simulators (Primero and PING clients) with every job
+    /// of `jobs_dist`, the country folder `mappings`, and the simulators'
+    /// initial cursors.
+    pub async fn app(
+        &self,
+        store: std::sync::Arc<dyn bridge_store::Store>,
+        runtime: std::sync::Arc<bridge_runtime::JobRuntime>,
+        jobs_dist: &std::path::Path,
+        mappings: &std::path::Path,
+    ) -> anyhow::Result<bridge_flows::App> {
+        let jobs = bridge_flows::app::job_files(jobs_dist)?;
+        let mut app = bridge_flows::App::new(
+            store,
+            runtime,
+            self.primero_client_config(),
+            Some(self.ping_client_config()),
+            &jobs,
+            mappings,
+        )
+        .await?;
+        app.initial_cursors = sim_initial_cursors();
+        Ok(app)
+    }
+
     /// A Primero client for the simulator (Basic, as in production).
     pub fn primero_client_config(&self) -> bridge_partners::primero::PrimeroConfig {
         bridge_partners::primero::PrimeroConfig::new(

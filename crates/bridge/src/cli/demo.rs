@@ -150,17 +150,15 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     println!("\n== round trips (each step checked in the partner simulators)");
     let jobs = bridge_flows::app::job_files(&project.jobs_dist())?;
     let sims_b = Simulators::start_loopback().await?;
-    let mut app_b = App::new(
-        open_store(state_dir, "design-b.db").await?,
-        app.runtime.clone(),
-        sims_b.primero_client_config(),
-        Some(sims_b.ping_client_config()),
-        &jobs,
-        &mappings,
-    )
-    .await?;
-    // The demo's own confirmed value: the simulators hold no history.
-    app_b.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
+    // The simulators' initial cursors: they hold no history.
+    let app_b = sims_b
+        .app(
+            open_store(state_dir, "design-b.db").await?,
+            app.runtime.clone(),
+            &project.jobs_dist(),
+            &mappings,
+        )
+        .await?;
     let b = bridge_demo::round_trip::design_b(&app_b, &sims_b, &today).await?;
     print!("{b}");
     if !b.ok() {

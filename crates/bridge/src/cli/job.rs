@@ -78,6 +78,21 @@ pub enum MappingsCommand {
         /// (the shipped example folders; never for a folder going live).
         #[arg(long)]
         allow_placeholders: bool,
+        /// Also show how the shared data points (sharing.toml) differ from
+        /// this folder's: fields added, removed or changed per flow and destination.
+        #[arg(long, value_name = "FOLDER")]
+        against: Option<PathBuf>,
+    },
+    /// Render the data points the folder's flows may share (sharing.toml),
+    /// with the mapping tables behind them: the annex of the Information
+    /// Sharing Protocol.
+    Manifest {
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: super::sharing::Format,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -265,11 +280,17 @@ pub async fn run_mappings_command(
     cmd: MappingsCommand,
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let MappingsCommand::Check {
-        dir,
-        jobs,
-        allow_placeholders,
-    } = cmd;
+    let (dir, jobs, allow_placeholders, against) = match cmd {
+        MappingsCommand::Manifest { dir, format, out } => {
+            return super::sharing::manifest(&dir, format, out)
+        }
+        MappingsCommand::Check {
+            dir,
+            jobs,
+            allow_placeholders,
+            against,
+        } => (dir, jobs, allow_placeholders, against),
+    };
     let set = match MappingSet::load_dir(&dir) {
         Ok(set) => set,
         Err(e) => {
@@ -308,6 +329,9 @@ pub async fn run_mappings_command(
             read.extend(job.info.tables.iter().cloned());
         }
         errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+    }
+    if let Err(e) = super::sharing::report(&set, against.as_deref()) {
+        errors.push(e);
     }
     for p in &set.placeholders {
         if allow_placeholders {

@@ -1,6 +1,8 @@
 //! The `bridge` command.
 
+mod alerts;
 mod approve;
+mod audit;
 #[cfg(feature = "dev")]
 mod bench;
 #[cfg(feature = "dev")]
@@ -10,7 +12,9 @@ mod dtp;
 mod flow;
 mod job;
 mod ops;
+mod report;
 mod run;
+mod sharing;
 #[cfg(feature = "dev")]
 mod sim;
 
@@ -78,9 +82,17 @@ enum Command {
     /// Records that failed too often: list and replay.
     #[command(subcommand)]
     DeadLetter(ops::DeadLetterCommand),
+    /// The audit trail of every share: verify the chain, list, export, prune.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Reports for the focal points: `bridge report rejected-open`.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
+    /// Alerts raised for manual procedures (consent revoked after a share) and their webhook delivery.
+    Alerts(alerts::AlertsArgs),
     /// Check a bridge.toml.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
@@ -126,7 +138,10 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => ops::runs(args).await,
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::Audit(cmd) => audit::run(cmd).await,
+            Command::Report(cmd) => report::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd),
+            Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]
             Command::Bench(args) => bench::run(args, cache_dir).await,

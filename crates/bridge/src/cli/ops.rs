@@ -92,7 +92,7 @@ pub enum ConfigCommand {
 
 /// The state database a config names (`Init`: create it when missing).
 /// Reading needs no lease: these commands work while the service runs.
-async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<SqliteStore> {
+pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<SqliteStore> {
     let config = BridgeConfig::parse(config)?;
     let state = config.state.as_ref().with_context(|| {
         format!(

@@ -28,6 +28,14 @@ pub struct CaseQuery {
     pub updated_from: Option<DateTime<Utc>>,
     pub updated_to: Option<DateTime<Utc>>,
     pub associated_user_names: Vec<String>,
+    /// `status` (e.g. `open`): a text filter; Primero drops it when the
+    /// role may not read the field, so callers check the answer.
+    pub status: Option<String>,
+    /// `created_by`: the user name that created the case.
+    pub created_by: Option<String>,
+    /// `fields=a,b,…`: only these fields in the answer (Primero then adds
+    /// `id`, `enabled` and `last_updated_at`; `FieldSelectionService`).
+    pub fields: Vec<String>,
     /// Requested page size; clamped to 1..=1000 (default 1000).
     pub per: Option<u32>,
     pub order_by: Option<CaseOrderBy>,
@@ -66,6 +74,23 @@ impl CaseQuery {
         self
     }
 
+    pub fn status(mut self, status: impl Into<String>) -> Self {
+        self.status = Some(status.into());
+        self
+    }
+
+    pub fn created_by(mut self, user_name: impl Into<String>) -> Self {
+        self.created_by = Some(user_name.into());
+        self
+    }
+
+    /// Ask for these fields only (data minimisation: a report that needs
+    /// ids and statuses never receives names).
+    pub fn fields(mut self, fields: &[&str]) -> Self {
+        self.fields = fields.iter().map(|f| f.to_string()).collect();
+        self
+    }
+
     pub fn per(mut self, per: u32) -> Self {
         self.per = Some(per);
         self
@@ -100,6 +125,15 @@ impl CaseQuery {
         }
         for (i, name) in self.associated_user_names.iter().enumerate() {
             pairs.push((format!("associated_user_names[{i}]"), name.clone()));
+        }
+        if let Some(v) = &self.status {
+            pairs.push(("status".to_string(), v.clone()));
+        }
+        if let Some(v) = &self.created_by {
+            pairs.push(("created_by".to_string(), v.clone()));
+        }
+        if !self.fields.is_empty() {
+            pairs.push(("fields".to_string(), self.fields.join(",")));
         }
         if let Some(order_by) = self.order_by {
             let field = match order_by {
@@ -149,5 +183,14 @@ mod tests {
             Some("1970-01-01T00:00:00.000Z..2024-05-01T10:00:00.000Z")
         );
         assert_eq!(CaseQuery::new().per(0).effective_per(), 1);
+        let pairs = CaseQuery::new()
+            .status("open")
+            .created_by("bridge_api")
+            .fields(&["case_id", "status"])
+            .to_pairs(1);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("status"), Some("open"));
+        assert_eq!(get("created_by"), Some("bridge_api"));
+        assert_eq!(get("fields"), Some("case_id,status"));
     }
 }

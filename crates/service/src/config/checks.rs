@@ -112,6 +112,8 @@ impl BridgeConfig {
             "milliseconds",
         );
 
+        problems.extend(self.alert_problems());
+
         for (flow, expr) in &self.schedule {
             let Ok(schedule) = cron::Schedule::from_str(expr.get_ref()) else {
                 continue; // schedule_problems names it
@@ -148,6 +150,7 @@ impl BridgeConfig {
                 }
             }
         }
+        problems.extend(self.audit_problems());
         problems.extend(self.approval_problems());
         problems
     }

@@ -142,6 +142,8 @@ impl SimState {
         case.insert("case_id_display".into(), json!(short));
         case.insert("short_id".into(), json!(short));
         case.insert("created_at".into(), json!(now));
+        // `Historical#creation_fields_for`: the user the request came from.
+        case.insert("created_by".into(), json!(api_user));
         case.insert("last_updated_at".into(), json!(now));
         if str_field(&case, "owned_by").is_none_or(str::is_empty) {
             case.insert("owned_by".into(), json!(api_user));
@@ -211,9 +213,10 @@ pub(super) async fn list_cases(
         Some(Fault::SkipRows(n)) => start = start.saturating_add(n).min(end),
         _ => {}
     }
+    let fields = super::fields::requested(query.as_deref());
     let data: Vec<Value> = hits[start..end]
         .iter()
-        .map(|(_, c)| st.shown((*c).clone()))
+        .map(|(_, c)| super::fields::select(st.shown((*c).clone()), fields.as_deref()))
         .collect();
     Json(json!({
         "data": data,
@@ -251,10 +254,18 @@ pub(super) async fn create_case(
     response
 }
 
-pub(super) async fn get_case(State(sim): State<PrimeroSim>, Path(id): Path<String>) -> Response {
+pub(super) async fn get_case(
+    State(sim): State<PrimeroSim>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let st = sim.lock();
+    let fields = super::fields::requested(query.as_deref());
     match st.case(&id) {
-        Some(case) => Json(json!({ "data": st.shown(case.clone()) })).into_response(),
+        Some(case) => Json(json!({
+            "data": super::fields::select(st.shown(case.clone()), fields.as_deref())
+        }))
+        .into_response(),
         None => SimError::CaseNotFound.into_response(&format!("/api/v2/cases/{id}")),
     }
 }

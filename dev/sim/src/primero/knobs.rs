@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use super::config::SimPrimeroVersion;
 use super::faults::{Fault, FaultRule, WriteHook};
@@ -72,6 +73,28 @@ impl PrimeroSim {
     /// When each request arrived, in order (for rate-limit checks).
     pub fn arrival_times(&self) -> Vec<Instant> {
         self.lock().arrivals.clone()
+    }
+
+    /// From now on, keep every write body received (POST, PATCH, PUT,
+    /// DELETE other than a login or logout), as it arrived: what a test
+    /// compares with what the bridge declares it shares. Off by default (a
+    /// benchmark's thousands of cases would be held for nothing).
+    pub fn record_writes(&self) {
+        self.lock().writes.get_or_insert_with(Vec::new);
+    }
+
+    /// The write bodies received since [`record_writes`](Self::record_writes), in order.
+    pub fn received_writes(&self) -> Vec<ReceivedWrite> {
+        self.lock().writes.clone().unwrap_or_default()
+    }
+
+    pub(super) fn keep_write(&self, endpoint: String, body: &[u8]) {
+        let mut st = self.lock();
+        if let Some(writes) = st.writes.as_mut() {
+            let body = serde_json::from_slice(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+            writes.push(ReceivedWrite { endpoint, body });
+        }
     }
 
     /// Call `hook(method, path)` after every case create/update and referral
@@ -144,4 +167,14 @@ impl PrimeroSim {
     pub fn pin_clock(&self, at: Option<DateTime<Utc>>) {
         self.lock().clock.pinned = at;
     }
+}
+
+/// A write body as it reached the simulator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedWrite {
+    /// Method and route, e.g. `POST /api/v2/cases`,
+    /// `PATCH /api/v2/cases/{id}/referrals/{referral_id}`.
+    pub endpoint: String,
+    /// The JSON body (`{"data": …}`); a body that is not JSON as a string.
+    pub body: Value,
 }

@@ -18,6 +18,9 @@ pub(super) struct CaseFilter {
     updated_from: Option<DateTime<Utc>>,
     updated_to: Option<DateTime<Utc>>,
     associated: Vec<String>,
+    /// Exact text filters (`SearchFilters::TextValue`) on `status` and `created_by`.
+    status: Option<String>,
+    created_by: Option<String>,
     /// The search raised an error; Primero catches it and answers an empty
     /// page (`search_records` rescues `ActiveRecord::StatementInvalid`).
     failed: bool,
@@ -63,8 +66,9 @@ fn parse_bound(raw: &str, end: bool) -> Result<Option<DateTime<Utc>>, ()> {
 /// on a field the role may not read is dropped; a `last_updated_at` range
 /// without a (valid) lower bound is dropped (`SearchFilterService` builds no
 /// range without a `from` date); an upper bound or a single value that is not
-/// a date fails the SQL search. `remote`, `fields`, `query` and unknown keys
-/// are ignored.
+/// a date fails the SQL search. `status` and `created_by` are exact text
+/// filters; `fields` is read by [`super::fields`]; `remote`, `query` and
+/// unknown keys are ignored.
 pub(super) fn parse_case_filter(query: Option<&str>, max_per: usize, role: &SimRole) -> CaseFilter {
     let mut f = CaseFilter {
         page: 1,
@@ -83,6 +87,8 @@ pub(super) fn parse_case_filter(query: Option<&str>, max_per: usize, role: &SimR
             // Rails keeps the last of repeated keys.
             "unhcr_individual_no" => f.individual_no = Some(value.into_owned()),
             "case_id" => f.case_id = Some(value.into_owned()),
+            "status" => f.status = Some(value.into_owned()),
+            "created_by" => f.created_by = Some(value.into_owned()),
             "last_updated_at" => {
                 let (from, to) = match value.split_once("..") {
                     Some((from, to)) => match parse_bound(from, false) {
@@ -153,6 +159,14 @@ impl CaseFilter {
             .is_some_and(|id| str_field(case, "case_id") != Some(id))
         {
             return false;
+        }
+        for (field, want) in [("status", &self.status), ("created_by", &self.created_by)] {
+            if want
+                .as_ref()
+                .is_some_and(|w| str_field(case, field) != Some(w.as_str()))
+            {
+                return false;
+            }
         }
         if self.updated_from.is_some() || self.updated_to.is_some() {
             let Some(t) = str_field(case, "last_updated_at")

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, patch, post};
@@ -137,11 +137,27 @@ async fn count_request(State(sim): State<PrimeroSim>, req: Request, next: Next) 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "<unmatched>".to_string());
     let key = format!("{} {}", req.method(), template);
+    let recording = sim.lock().writes.is_some();
     {
         let mut st = sim.lock();
-        *st.requests.entry(key).or_insert(0) += 1;
+        *st.requests.entry(key.clone()).or_insert(0) += 1;
         st.arrivals.push(Instant::now());
     }
+    let req = if recording && req.method() != Method::GET && template != "/api/v2/tokens" {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return primero_error(
+                StatusCode::BAD_REQUEST,
+                &template,
+                json!("unreadable body"),
+                None,
+            );
+        };
+        sim.keep_write(key, &bytes);
+        Request::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        req
+    };
     let _in_flight = sim.in_flight.enter();
     next.run(req).await
 }

@@ -72,6 +72,9 @@ pub(super) struct SimState {
     pub(super) lookups: BTreeMap<String, Vec<String>>,
     /// Flags of all cases, in creation order (ids are their position + 1).
     pub(super) flags: Vec<SimFlag>,
+    /// The write bodies received, as sent, when recording is on
+    /// ([`PrimeroSim::record_writes`]).
+    pub(super) writes: Option<Vec<super::knobs::ReceivedWrite>>,
 }
 
 /// The simulator: a cheap-to-clone handle on shared state. The HTTP API
@@ -124,6 +127,7 @@ impl PrimeroSim {
                 write_hook: None,
                 lookups: role::default_lookups(),
                 flags: Vec::new(),
+                writes: None,
             })),
             in_flight: Arc::new(InFlight::default()),
         }
