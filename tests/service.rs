@@ -469,6 +469,12 @@ fn config_check_names_every_problem_and_passes_a_good_config() {
 fn cursor_set_and_show_round_trip_and_refuse_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let config = offline_config(tmp.path(), "");
+    // The deployment's design comes from its mapping folder.
+    std::os::unix::fs::symlink(
+        ProjectDirs::locate().unwrap().mappings("kenya-dadaab"),
+        tmp.path().join("mappings"),
+    )
+    .unwrap();
     let c = config.display().to_string();
 
     // Nothing stored yet.
@@ -562,6 +568,35 @@ fn cursor_set_and_show_round_trip_and_refuse_bad_input() {
         "{}",
         text(&out)
     );
+    // Refused: a flow without a cursor, a flow of the other design.
+    for (flow, why) in [
+        ("ping-1.1", "has no cursor"),
+        ("dtp-2.1", "belongs to the dtp design"),
+    ] {
+        let out = bridge(
+            &[
+                "cursor",
+                "set",
+                flow,
+                "2025-06-01T00:00:00Z",
+                "--config",
+                &c,
+            ],
+            &[],
+            tmp.path(),
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(why), "{flow}: {}", text(&out));
+    }
+    let out = bridge(&["cursor", "show", "--config", &c], &[], tmp.path());
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        shown
+            .lines()
+            .filter(|l| l.starts_with("ping-1.1") || l.starts_with("dtp-2.1"))
+            .all(|l| l.contains("(none)")),
+        "{shown}"
+    );
     let out = bridge(
         &["cursor", "show", "ping-2.1", "--config", &c],
         &[],
@@ -587,4 +622,72 @@ fn cursor_set_and_show_round_trip_and_refuse_bad_input() {
         serde_json::from_slice::<Value>(&out.stdout).unwrap(),
         Value::Array(vec![])
     );
+}
+
+#[test]
+fn sim_writes_a_config_with_paths_relative_to_its_folder_that_checks() {
+    let project = project();
+    // A folder inside the clone (the usual place) and one outside it.
+    let inside = tempfile::Builder::new()
+        .prefix("sim-config-")
+        .tempdir_in(&project.root)
+        .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    for (folder, relative) in [(inside.path(), true), (outside.path(), false)] {
+        let file = folder.join("bridge.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["sim", "--primero-port", "0", "--ping-port", "0"])
+            .arg("--write-config")
+            .arg(&file)
+            .current_dir(folder)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let streams = Streams::read(&mut child);
+        let mut env: Vec<(String, String)> = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = streams.lines.recv_timeout(left) else {
+                kill_and_report(&mut child, streams, "the simulators did not start");
+            };
+            if let Some((k, v)) = line
+                .trim()
+                .strip_prefix("export ")
+                .and_then(|kv| kv.split_once('='))
+            {
+                env.push((k.to_string(), v.to_string()));
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        let written = std::fs::read_to_string(&file).unwrap();
+        let jobs_line = written.lines().find(|l| l.starts_with("dir = ")).unwrap();
+        let mappings_line = written
+            .lines()
+            .find(|l| l.starts_with("mappings = "))
+            .unwrap();
+        if relative {
+            assert_eq!(jobs_line, "dir = \"../jobs/dist\"", "{written}");
+            assert_eq!(
+                mappings_line, "mappings = \"../mappings/kenya-dadaab\"",
+                "{written}"
+            );
+        } else {
+            let root = project.root.canonicalize().unwrap();
+            assert!(jobs_line.contains(&*root.to_string_lossy()), "{written}");
+        }
+        // Checked from another working folder: paths resolve against the file's.
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let out = bridge(
+            &["config", "check", &file.display().to_string()],
+            &env,
+            &std::env::temp_dir(),
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(out.status.code(), Some(0), "{}\n{written}", text(&out));
+    }
 }

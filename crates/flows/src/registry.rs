@@ -154,6 +154,38 @@ fn names(keep: impl Fn(&FlowSpec) -> bool) -> Vec<&'static str> {
     all().iter().filter(|f| keep(f)).map(|f| f.name).collect()
 }
 
+/// Why a flow's cursor may not be moved by an operator in a deployment of
+/// `design` (`deployment.toml`), or `None` when it may. One check for
+/// `bridge cursor set` and the console: a cursor of a flow that reads none
+/// would be stored and never read, and one of the other design's flows
+/// would start that flow's history the day the design changes.
+pub fn cursor_move_refusal(flow: &str, design: &str) -> Option<String> {
+    let Some(spec) = get(flow) else {
+        return Some(format!(
+            "unknown flow `{flow}`; flows with a cursor: {}",
+            cursor_names().join(", ")
+        ));
+    };
+    if spec.design.as_str() != design {
+        return Some(format!(
+            "flow {flow} belongs to the {} design; this deployment uses the {design} design",
+            spec.design.as_str()
+        ));
+    }
+    if !spec.reads_cursor() {
+        let why = if spec.is_scheduled() {
+            "it pulls what the partner holds pending (the partner's queue is its cursor)"
+        } else {
+            "it handles messages pushed to the inbox"
+        };
+        return Some(format!(
+            "flow {flow} has no cursor: {why}; flows with a cursor: {}",
+            names(|f| f.reads_cursor() && f.design.as_str() == design).join(", ")
+        ));
+    }
+    None
+}
+
 /// The flow that handles pushed messages of this kind.
 pub fn handling(kind: InboxKind) -> Option<&'static FlowSpec> {
     all()
@@ -184,6 +216,24 @@ pub fn missing_partner(spec: &FlowSpec, app: &App) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_moves_only_for_cursor_flows_of_the_design() {
+        assert_eq!(cursor_move_refusal("ping-2.1", "ping"), None);
+        assert_eq!(cursor_move_refusal("dtp-1.2", "dtp"), None);
+        let other = cursor_move_refusal("dtp-2.1", "ping").unwrap();
+        assert!(other.contains("dtp design"), "{other}");
+        let pull = cursor_move_refusal("ping-1.1", "ping").unwrap();
+        assert!(
+            pull.contains("has no cursor") && pull.contains("ping-2.1"),
+            "{pull}"
+        );
+        let pushed = cursor_move_refusal("dtp-1.1", "dtp").unwrap();
+        assert!(pushed.contains("inbox"), "{pushed}");
+        assert!(cursor_move_refusal("ping-9", "ping")
+            .unwrap()
+            .contains("unknown flow"));
+    }
 
     #[test]
     fn names_are_unique_and_name_their_module() {

@@ -104,6 +104,16 @@ pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<
     Ok(SqliteStore::open(&path, mode).await?)
 }
 
+/// The design of the deployment a config names (its mapping folder's
+/// `deployment.toml`).
+fn deployment_design(config: &Path) -> anyhow::Result<String> {
+    let config = BridgeConfig::parse(config)?;
+    let folder = config.resolve(&config.jobs.mappings);
+    let set = bridge_mappings::MappingSet::load_dir(&folder)
+        .with_context(|| format!("{}: key `jobs.mappings`", config.file.display()))?;
+    Ok(set.deployment.design.clone())
+}
+
 fn known_flow(flow: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         registry::scheduled_names().contains(&flow),
@@ -320,7 +330,10 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
             config,
             init,
         } => {
-            known_flow(&flow)?;
+            let design = deployment_design(&config)?;
+            if let Some(refusal) = registry::cursor_move_refusal(&flow, &design) {
+                anyhow::bail!("{refusal}");
+            }
             let at: DateTime<Utc> = DateTime::parse_from_rfc3339(timestamp.trim())
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|_| {

@@ -1,9 +1,10 @@
 //! `bridge sim`: the partner simulators, standalone, until Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use bridge_demo::scenario::{seed_workflow_1_1, Simulators};
 use bridge_runtime::toolchain::ProjectDirs;
 
@@ -44,10 +45,14 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = args.write_config {
         let project = ProjectDirs::locate()?;
-        std::fs::write(
-            &path,
-            sims.config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab")),
-        )?;
+        // Paths relative to the folder the config is written into (the
+        // config's own rule for relative paths), so the folder can move with
+        // the clone.
+        let folder = config_folder(&path)?;
+        let jobs = relative_to(&folder, &project.jobs_dist());
+        let mappings = relative_to(&folder, &project.mappings("kenya-dadaab"));
+        std::fs::write(&path, sims.config_toml(&jobs, &mappings))
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}; its secrets are read from:", path.display());
         for (var, value) in sims.secret_env() {
             println!("  export {var}={value}");
@@ -56,4 +61,64 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     println!("Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The absolute folder a config written to `path` lives in.
+fn config_folder(path: &Path) -> anyhow::Result<PathBuf> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parent
+        .canonicalize()
+        .with_context(|| format!("folder of {}", path.display()))
+}
+
+/// `target` as seen from `base` (both absolute): `../jobs/dist` and the like.
+fn relative_to(base: &Path, target: &Path) -> PathBuf {
+    let target = target
+        .canonicalize()
+        .unwrap_or_else(|_| target.to_path_buf());
+    let base: Vec<Component> = base.components().collect();
+    let to: Vec<Component> = target.components().collect();
+    let common = base.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common <= 1 {
+        // Nothing in common but the root: the absolute path says more.
+        return target;
+    }
+    let mut rel = PathBuf::new();
+    for _ in common..base.len() {
+        rel.push("..");
+    }
+    for c in &to[common..] {
+        rel.push(c);
+    }
+    if rel.as_os_str().is_empty() {
+        rel.push(".");
+    }
+    rel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_to;
+    use std::path::Path;
+
+    #[test]
+    fn paths_relative_to_the_config_folder() {
+        let r = |b: &str, t: &str| relative_to(Path::new(b), Path::new(t));
+        assert_eq!(
+            r("/srv/clone", "/srv/clone/jobs/dist"),
+            Path::new("jobs/dist")
+        );
+        assert_eq!(
+            r("/srv/clone/try", "/srv/clone/jobs/dist"),
+            Path::new("../jobs/dist")
+        );
+        assert_eq!(
+            r("/tmp/x", "/srv/clone/mappings/k"),
+            Path::new("/srv/clone/mappings/k")
+        );
+        assert_eq!(r("/srv/clone", "/srv/clone"), Path::new("."));
+    }
 }
