@@ -380,6 +380,9 @@ allow_placeholders = true
 #[test]
 fn config_check_names_every_problem_and_passes_a_good_config() {
     let project = project();
+    project
+        .build_jobs(&["ping-2.1".to_string()])
+        .expect("jobs build");
     let tmp = tempfile::tempdir().unwrap();
     let secret = "pw-VALUE-never-printed-4711";
     let env = [
@@ -690,4 +693,84 @@ fn sim_writes_a_config_with_paths_relative_to_its_folder_that_checks() {
         let _ = child.wait();
         assert_eq!(out.status.code(), Some(0), "{}\n{written}", text(&out));
     }
+}
+
+#[test]
+fn config_check_runs_each_jobs_configure_and_finds_missing_components() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        (
+            "BRIDGE_TEST_PRIMERO_PASSWORD",
+            "pw-primero-0123456789".to_string(),
+        ),
+        (
+            "BRIDGE_TEST_PING_PASSWORD",
+            "pw-ping-0123456789".to_string(),
+        ),
+        (
+            "BRIDGE_TEST_PING_SUBSCRIPTION_KEY",
+            "sub-key-0123456789".to_string(),
+        ),
+    ];
+    // The country folder without `module_id`: the WF 1.1 job's configure
+    // refuses it, which `bridge run` found only at start.
+    let folder = tmp.path().join("country");
+    std::fs::create_dir(&folder).unwrap();
+    for entry in std::fs::read_dir(project.mappings("kenya-dadaab")).unwrap() {
+        let entry = entry.unwrap();
+        let mut text = std::fs::read_to_string(entry.path()).unwrap();
+        if entry.file_name() == "deployment.toml" {
+            text = text
+                .lines()
+                .filter(|l| !l.starts_with("module_id"))
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        std::fs::write(folder.join(entry.file_name()), text).unwrap();
+    }
+    let file = good_config(tmp.path(), &project, "\"ping-1.1\" = \"0 */5 * * * *\"");
+    let with_folder = std::fs::read_to_string(&file).unwrap().replace(
+        &project.mappings("kenya-dadaab").display().to_string(),
+        &folder.display().to_string(),
+    );
+    std::fs::write(&file, with_folder).unwrap();
+    let out = bridge(
+        &["config", "check", &file.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("module_id") && all.contains("ping-1.1"),
+        "{all}"
+    );
+
+    // A scheduled flow whose component is not built.
+    let jobs = tmp.path().join("dist");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::copy(project.job_wasm("ping-1.1"), jobs.join("ping-1.1.wasm")).unwrap();
+    let file = good_config(
+        tmp.path(),
+        &project,
+        "\"ping-1.1\" = \"0 */5 * * * *\"\n\"ping-2.1\" = \"0 */5 * * * *\"",
+    );
+    let only_one = std::fs::read_to_string(&file).unwrap().replace(
+        &project.jobs_dist().display().to_string(),
+        &jobs.display().to_string(),
+    );
+    std::fs::write(&file, only_one).unwrap();
+    let out = bridge(
+        &["config", "check", &file.display().to_string()],
+        &env,
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("schedule.\"ping-2.1\"") && all.contains("no job component"),
+        "{all}"
+    );
+    assert!(!all.contains("schedule.\"ping-1.1\""), "{all}");
 }

@@ -138,6 +138,26 @@ pub fn limits(max_in_flight: Option<usize>, rate_per_sec: Option<f64>) -> Partne
     }
 }
 
+/// The problem of a URL key, if any: it must be an absolute http(s) URL
+/// with a host. Caught when the config is checked rather than on the first
+/// call of the first run.
+pub fn url_problem(key: &str, value: &str) -> Option<SectionError> {
+    let problem = |why: String| Some(SectionError::new(key, why));
+    match url::Url::parse(value.trim()) {
+        Err(e) => problem(format!("`{value}` is not a URL ({e})")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => problem(format!(
+            "`{value}` must start with https:// (or http:// for a simulator)"
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => {
+            problem(format!("`{value}` names no host"))
+        }
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            problem("credentials do not belong in a URL: give them in their own keys".to_string())
+        }
+        Ok(_) => None,
+    }
+}
+
 /// The problems of a section's `max_in_flight` / `rate_per_sec`.
 pub fn limit_problems(
     section: &str,
@@ -158,4 +178,30 @@ pub fn limit_problems(
         ));
     }
     problems
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::url_problem;
+
+    #[test]
+    fn urls_are_checked_before_the_first_call() {
+        assert!(url_problem("primero.base_url", "https://primero.example.org").is_none());
+        assert!(url_problem("primero.base_url", "http://127.0.0.1:8081/").is_none());
+        for bad in [
+            "primero.example.org",
+            "ftp://x.org",
+            "https://",
+            "not a url",
+            "https://u:p@x.org",
+        ] {
+            let e = url_problem("primero.base_url", bad).unwrap_or_else(|| panic!("{bad} passed"));
+            assert_eq!(e.key, "primero.base_url");
+            assert!(
+                !e.message.contains(":p@"),
+                "a password was echoed: {}",
+                e.message
+            );
+        }
+    }
 }

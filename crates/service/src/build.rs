@@ -35,19 +35,6 @@ pub async fn from_config_as(
     open: OpenMode,
 ) -> anyhow::Result<App> {
     let dry_run = mode == Mode::DryRun;
-    let mut rc = RuntimeConfig::default();
-    if let Some(dir) = cache_dir {
-        rc.cache_dir = dir;
-    }
-    if let Some(ms) = config.jobs.call_timeout_ms {
-        rc.limits.call_timeout = std::time::Duration::from_millis(ms);
-    }
-    if let Some(mib) = config.jobs.memory_mib {
-        rc.limits.memory_bytes = mib * 1024 * 1024;
-    }
-    if let Some(n) = config.jobs.recycle_after_records {
-        rc.limits.recycle_after_calls = n;
-    }
     let mappings_dir = config.resolve(&config.jobs.mappings);
     let mappings = MappingSet::load_dir(&mappings_dir)?;
     if let Some(refusal) = mappings.placeholder_refusal() {
@@ -93,19 +80,8 @@ pub async fn from_config_as(
     } else {
         Some(store.acquire_writer(&Holder::current()).await?)
     };
-    let mut runtime = JobRuntime::new(rc)?;
-    if let Some(gate) = config.approval_gate()? {
-        runtime = runtime.with_approvals(Arc::new(gate));
-    }
-    let mut app = App::new(
-        store,
-        Arc::new(runtime),
-        primero,
-        None,
-        &jobs,
-        &mappings_dir,
-    )
-    .await?;
+    let runtime = job_runtime(config, cache_dir)?;
+    let mut app = App::new(store, runtime, primero, None, &jobs, &mappings_dir).await?;
     if let Some(lease) = writer {
         app.hold_writer(lease);
     }
@@ -139,4 +115,30 @@ pub async fn from_config_as(
         ));
     }
     Ok(app)
+}
+
+/// The job runtime a config asks for: its `[jobs]` limits, the approvals
+/// gate, and the precompile cache folder.
+pub fn job_runtime(
+    config: &BridgeConfig,
+    cache_dir: Option<PathBuf>,
+) -> anyhow::Result<Arc<JobRuntime>> {
+    let mut rc = RuntimeConfig::default();
+    if let Some(dir) = cache_dir {
+        rc.cache_dir = dir;
+    }
+    if let Some(ms) = config.jobs.call_timeout_ms {
+        rc.limits.call_timeout = std::time::Duration::from_millis(ms);
+    }
+    if let Some(mib) = config.jobs.memory_mib {
+        rc.limits.memory_bytes = mib * 1024 * 1024;
+    }
+    if let Some(n) = config.jobs.recycle_after_records {
+        rc.limits.recycle_after_calls = n;
+    }
+    let mut runtime = JobRuntime::new(rc)?;
+    if let Some(gate) = config.approval_gate()? {
+        runtime = runtime.with_approvals(Arc::new(gate));
+    }
+    Ok(Arc::new(runtime))
 }

@@ -2,11 +2,11 @@
 //! anything. Secrets are read to see that they resolve; their values are
 //! never part of a message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{BridgeConfig, ConfigError};
 use bridge_mappings::MappingSet;
-use bridge_runtime::reload::serves_other_design;
+use bridge_runtime::reload::{serves_other_design, Catalog};
 
 /// What a check found.
 #[derive(Debug, Clone, Default)]
@@ -24,12 +24,83 @@ impl CheckReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, message: impl Into<String>) {
         let message = message.into();
         if !self.problems.contains(&message) {
             self.problems.push(message);
         }
     }
+}
+
+/// [`check_config`], then what `bridge run` would refuse when it loads the
+/// jobs: each component loads (and is approved, where approvals are
+/// required), reads only tables the mapping folder has, and its `configure`
+/// accepts the folder's deployment values (a missing `module_id` is found
+/// here, not at start); each scheduled or pushed flow has its component.
+pub async fn check_config_and_jobs(file: &Path, cache_dir: Option<PathBuf>) -> CheckReport {
+    let mut report = check_config(file);
+    let Ok(config) = BridgeConfig::parse(file) else {
+        return report;
+    };
+    let jobs_dir = config.resolve(&config.jobs.dir);
+    let mappings_dir = config.resolve(&config.jobs.mappings);
+    let (Ok(files), Ok(set)) = (
+        bridge_flows::app::job_files(&jobs_dir),
+        MappingSet::load_dir(&mappings_dir),
+    ) else {
+        // Already reported by the checks above.
+        return report;
+    };
+    let key = |key: &str, message: String| {
+        ConfigError::Key {
+            file: config.file.clone(),
+            key: key.to_string(),
+            message,
+        }
+        .to_string()
+    };
+    let runtime = match crate::build::job_runtime(&config, cache_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            report.problem(key("jobs", format!("{e:#}")));
+            return report;
+        }
+    };
+    let catalog = match Catalog::open(runtime, &files, &mappings_dir).await {
+        Ok(c) => c,
+        Err(e) => {
+            report.problem(key("jobs.dir", format!("{e}")));
+            return report;
+        }
+    };
+    let design = set.deployment.design.as_str();
+    let mut needed: Vec<(String, &str)> = config
+        .schedule
+        .keys()
+        .filter(|f| bridge_flows::registry::get(f).is_some() && !serves_other_design(f, design))
+        .map(|f| (format!("schedule.\"{f}\""), f.as_str()))
+        .collect();
+    if config.inbox.is_some() {
+        needed.extend(
+            bridge_flows::registry::pushed_names()
+                .into_iter()
+                .filter(|f| !serves_other_design(f, design))
+                .map(|f| ("inbox".to_string(), f)),
+        );
+    }
+    for (at, flow) in needed {
+        let job = bridge_flows::registry::get(flow).map_or(flow, |spec| spec.job());
+        if catalog.job(job).is_none() {
+            report.problem(key(
+                &at,
+                format!(
+                    "flow {flow} has no job component in {} (`bridge jobs build {job}`)",
+                    jobs_dir.display()
+                ),
+            ));
+        }
+    }
+    report
 }
 
 /// Check the config file.

@@ -140,7 +140,7 @@ pub fn main() -> ExitCode {
             Command::Cursor(cmd) => ops::cursor(cmd).await,
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Report(cmd) => report::run(cmd).await,
-            Command::Config(cmd) => ops::config(cmd),
+            Command::Config(cmd) => ops::config(cmd, cache_dir).await,
             Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
             #[cfg(feature = "dev")]

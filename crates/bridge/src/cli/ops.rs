@@ -362,10 +362,10 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn config(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
+pub async fn config(cmd: ConfigCommand, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => {
-            let report = bridge_service::check::check_config(&file);
+            let report = bridge_service::check::check_config_and_jobs(&file, cache_dir).await;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }

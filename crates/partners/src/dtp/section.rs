@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{DtpClient, DtpConfig, DtpUrls};
 use crate::section::{
-    default_timeout_secs, limit_problems, limits, Resolve, SecretRef, SectionError,
+    default_timeout_secs, limit_problems, limits, url_problem, Resolve, SecretRef, SectionError,
 };
 use crate::RetryPolicy;
 
@@ -39,7 +39,23 @@ pub struct DtpSection {
 impl DtpSection {
     /// The section's problems that need neither a secret nor the network.
     pub fn validate(&self) -> Vec<SectionError> {
-        limit_problems("dtp", self.max_in_flight, self.rate_per_sec)
+        let urls: [(&str, &String); 3] = [
+            (
+                "dtp.receive_incoming_referral_url",
+                &self.receive_incoming_referral_url,
+            ),
+            (
+                "dtp.receive_decision_outgoing_referral_url",
+                &self.receive_decision_outgoing_referral_url,
+            ),
+            ("dtp.notification_url", &self.notification_url),
+        ];
+        let mut problems: Vec<SectionError> = urls
+            .iter()
+            .filter_map(|(key, value)| url_problem(key, value))
+            .collect();
+        problems.extend(limit_problems("dtp", self.max_in_flight, self.rate_per_sec));
+        problems
     }
 
     /// The client's settings, its secret and certificate files read.

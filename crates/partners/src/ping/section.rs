@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{PingClient, PingConfig, DEFAULT_SCOPE};
 use crate::section::{
-    default_timeout_secs, limit_problems, limits, Resolve, SecretRef, SectionError,
+    default_timeout_secs, limit_problems, limits, url_problem, Resolve, SecretRef, SectionError,
 };
 use crate::RetryPolicy;
 
@@ -44,7 +44,20 @@ pub struct PingIds<'a> {
 impl PingSection {
     /// The section's problems that need neither a secret nor the network.
     pub fn validate(&self) -> Vec<SectionError> {
-        limit_problems("ping", self.max_in_flight, self.rate_per_sec)
+        let urls: [(&str, &String); 2] = [
+            ("ping.base_url", &self.base_url),
+            ("ping.token_url", &self.token_url),
+        ];
+        let mut problems: Vec<SectionError> = urls
+            .iter()
+            .filter_map(|(key, value)| url_problem(key, value))
+            .collect();
+        problems.extend(limit_problems(
+            "ping",
+            self.max_in_flight,
+            self.rate_per_sec,
+        ));
+        problems
     }
 
     /// The client's settings, its secrets read.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{PrimeroAuth, PrimeroClient, PrimeroConfig};
 use crate::section::{
-    default_timeout_secs, limit_problems, limits, Resolve, SecretRef, SectionError,
+    default_timeout_secs, limit_problems, limits, url_problem, Resolve, SecretRef, SectionError,
 };
 use crate::RetryPolicy;
 
@@ -79,7 +79,17 @@ impl<'de> Deserialize<'de> for PrimeroAuthMode {
 impl PrimeroSection {
     /// The section's problems that need neither a secret nor the network.
     pub fn validate(&self) -> Vec<SectionError> {
-        limit_problems("primero", self.max_in_flight, self.rate_per_sec)
+        let urls: [(&str, &String); 1] = [("primero.base_url", &self.base_url)];
+        let mut problems: Vec<SectionError> = urls
+            .iter()
+            .filter_map(|(key, value)| url_problem(key, value))
+            .collect();
+        problems.extend(limit_problems(
+            "primero",
+            self.max_in_flight,
+            self.rate_per_sec,
+        ));
+        problems
     }
 
     /// The client's settings, its secret read.
