@@ -118,7 +118,8 @@ async function main() {
   const outAt = args.indexOf('--out');
   if (outAt !== -1 && !args[outAt + 1]) fail('--out needs a folder');
   const outDir = outAt === -1 ? distDir : resolve(args[outAt + 1]);
-  const wanted = args.filter((a, i) => !a.startsWith('--') && i !== outAt + 1);
+  // The folder after --out is not a job name (and without --out, no argument is skipped).
+  const wanted = args.filter((a, i) => !a.startsWith('--') && (outAt === -1 || i !== outAt + 1));
   const noWeval = `weval is not at ${wevalPath}: run \`npm run install-weval\` in jobs/ (cargo install from crates.io, ~13 min once), or set BRIDGE_WEVAL`;
   if (forced === 'aot' && !existsSync(wevalPath)) fail(`--aot: ${noWeval}`);
   const unknown = wanted.filter((n) => !known.includes(n));

@@ -774,3 +774,31 @@ fn config_check_runs_each_jobs_configure_and_finds_missing_components() {
     );
     assert!(!all.contains("schedule.\"ping-1.1\""), "{all}");
 }
+
+#[test]
+fn jobs_build_builds_only_the_named_jobs_and_refuses_an_unknown_name() {
+    let project = project();
+    let out = bridge(&["jobs", "build", "ping-1.1"], &[], &project.root);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let built: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(built.len(), 1, "{all}");
+    assert!(built[0].ends_with("ping-1.1.wasm"), "{all}");
+    // The build script was asked for that job alone.
+    assert!(!all.contains("ping-2.1"), "{all}");
+
+    let out = bridge(
+        &["jobs", "build", "ping-1.1", "ping-9.9"],
+        &[],
+        &project.root,
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("no job named `ping-9.9`") && all.contains("ping-2.1"),
+        "{all}"
+    );
+}

@@ -24,6 +24,8 @@ pub enum ToolchainError {
         dir: PathBuf,
         code: Option<i32>,
     },
+    #[error("no job named `{name}`: a job is a folder jobs/<name>/ with an index.js (known jobs: {known})")]
+    UnknownJob { name: String, known: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("cannot find the project folder (with jobs/build.mjs and wit/job.wit); set BRIDGE_PROJECT_DIR or run from the project")]
@@ -92,6 +94,13 @@ impl ProjectDirs {
     /// sees progress; returns the built component paths.
     pub fn build_jobs(&self, only: &[String]) -> Result<Vec<PathBuf>, ToolchainError> {
         let jobs = self.jobs_src();
+        let known = self.job_names()?;
+        if let Some(unknown) = only.iter().find(|n| !known.contains(n)) {
+            return Err(ToolchainError::UnknownJob {
+                name: unknown.clone(),
+                known: known.join(", "),
+            });
+        }
         std::fs::create_dir_all(self.jobs_dist())?;
         let lock = File::create(self.jobs_dist().join(".build.lock"))?;
         lock.lock()?;
