@@ -5,6 +5,7 @@
 mod approvals;
 mod audit_trail;
 mod bench_smoke;
+mod deploy;
 mod doctor;
 mod durable;
 mod e2e;

@@ -802,3 +802,98 @@ fn jobs_build_builds_only_the_named_jobs_and_refuses_an_unknown_name() {
         "{all}"
     );
 }
+
+#[test]
+fn state_backup_copies_a_private_consistent_database_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = offline_config(tmp.path(), "");
+    std::os::unix::fs::symlink(
+        ProjectDirs::locate().unwrap().mappings("kenya-dadaab"),
+        tmp.path().join("mappings"),
+    )
+    .unwrap();
+    let c = config.display().to_string();
+    let out = bridge(
+        &[
+            "cursor",
+            "set",
+            "--init",
+            "ping-2.1",
+            "2025-06-01T00:00:00Z",
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&tmp.path().join("state.db")),
+        0o600,
+        "state database mode"
+    );
+
+    let backup = tmp.path().join("backups/state-1.db");
+    std::fs::create_dir(tmp.path().join("backups")).unwrap();
+    let out = bridge(
+        &[
+            "state",
+            "backup",
+            &backup.display().to_string(),
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("integrity check ok"), "{}", text(&out));
+    assert_eq!(mode(&backup), 0o600, "backup mode");
+
+    // The copy is a complete state database: restored under the config, it
+    // holds the cursor.
+    let restored = tmp.path().join("restored");
+    std::fs::create_dir(&restored).unwrap();
+    std::fs::copy(&backup, restored.join("state.db")).unwrap();
+    std::fs::copy(&config, restored.join("bridge.toml")).unwrap();
+    std::os::unix::fs::symlink(
+        ProjectDirs::locate().unwrap().mappings("kenya-dadaab"),
+        restored.join("mappings"),
+    )
+    .unwrap();
+    let out = bridge(
+        &[
+            "cursor",
+            "show",
+            "ping-2.1",
+            "--config",
+            &restored.join("bridge.toml").display().to_string(),
+        ],
+        &[],
+        &restored,
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2025-06-01T00:00:00.000Z"),
+        "{}",
+        text(&out)
+    );
+
+    // Never over an existing file; a config without state is refused.
+    let before = std::fs::read(&backup).unwrap();
+    let out = bridge(
+        &[
+            "state",
+            "backup",
+            &backup.display().to_string(),
+            "--config",
+            &c,
+        ],
+        &[],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("exists"), "{}", text(&out));
+    assert_eq!(std::fs::read(&backup).unwrap(), before);
+}

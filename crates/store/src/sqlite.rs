@@ -138,6 +138,9 @@ impl SqliteStore {
                         .map_err(|e| StoreError::Database(format!("{}: {e}", parent.display())))?;
                 }
             }
+            // Readable by the service's user only; SQLite gives the -wal and
+            // -shm files the database file's permissions.
+            create_private(path).map_err(io)?;
         }
         let base = SqliteConnectOptions::new()
             .filename(path)
@@ -189,6 +192,61 @@ impl SqliteStore {
         let mut store = Self::open(&copy, OpenMode::Existing).await?;
         store.scratch = Some(std::sync::Arc::new(dir));
         Ok(store)
+    }
+
+    /// A consistent copy of the database at `source` written to `dest`
+    /// (readable by this user only), taken with `VACUUM INTO` on a
+    /// read-only connection: safe while the service writes, and the copy
+    /// is a complete database (no -wal file to carry along). `dest` must
+    /// not exist. The copy is then opened and checked (`integrity_check`,
+    /// the bridge's own application id); returns its size in bytes.
+    pub async fn backup(source: &Path, dest: &Path) -> Result<u64, StoreError> {
+        let io =
+            |p: &Path, e: std::io::Error| StoreError::Database(format!("{}: {e}", p.display()));
+        match std::fs::metadata(source) {
+            Ok(_) => check_header(source)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(source.to_path_buf()))
+            }
+            Err(e) => return Err(io(source, e)),
+        }
+        create_private(dest).map_err(|e| io(dest, e))?;
+        let copied = async {
+            let options = SqliteConnectOptions::new()
+                .filename(source)
+                .read_only(true)
+                .busy_timeout(std::time::Duration::from_secs(30));
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            check_contents(&mut conn, source, true).await?;
+            sqlx::query("VACUUM INTO ?")
+                .bind(dest.display().to_string())
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+            let mut copy = SqliteConnection::connect_with(
+                &SqliteConnectOptions::new().filename(dest).read_only(true),
+            )
+            .await?;
+            check_contents(&mut copy, dest, true).await?;
+            let verdict: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&mut copy)
+                .await?;
+            copy.close().await?;
+            if verdict != "ok" {
+                return Err(StoreError::Database(format!(
+                    "{}: the copy fails SQLite's integrity check: {verdict}",
+                    dest.display()
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = copied {
+            // No half-written backup left to be mistaken for a good one.
+            let _ = std::fs::remove_file(dest);
+            return Err(e);
+        }
+        Ok(std::fs::metadata(dest).map_err(|e| io(dest, e))?.len())
     }
 
     /// A private in-memory database (tests, dry runs).
@@ -285,6 +343,15 @@ fn lock_path(db: &Path) -> PathBuf {
 }
 
 /// What the file's first bytes say, before SQLite touches it.
+/// A new empty file at `path` with mode 0600; an existing file is an error.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
 fn check_header(path: &Path) -> Result<(), StoreError> {
     let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
     let mut header = Vec::with_capacity(100);

@@ -17,6 +17,7 @@ mod run;
 mod sharing;
 #[cfg(feature = "dev")]
 mod sim;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,9 @@ enum Command {
     /// Where the cursor flows read from next: show and set.
     #[command(subcommand)]
     Cursor(ops::CursorCommand),
+    /// The state database: `bridge state backup <file> --config bridge.toml`.
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Alerts raised for manual procedures (consent revoked after a share) and their webhook delivery.
     Alerts(alerts::AlertsArgs),
     /// Check a bridge.toml.
@@ -138,6 +142,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => ops::runs(args).await,
             Command::DeadLetter(cmd) => ops::dead_letter(cmd, cache_dir).await,
             Command::Cursor(cmd) => ops::cursor(cmd).await,
+            Command::State(cmd) => state::run(cmd).await,
             Command::Audit(cmd) => audit::run(cmd).await,
             Command::Report(cmd) => report::run(cmd).await,
             Command::Config(cmd) => ops::config(cmd, cache_dir).await,

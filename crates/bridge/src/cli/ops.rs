@@ -330,8 +330,10 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
             config,
             init,
         } => {
-            let design = deployment_design(&config)?;
-            if let Some(refusal) = registry::cursor_move_refusal(&flow, &design) {
+            // Unknown or cursorless flows first (the flow's own design);
+            // the deployment's design once the store is known good.
+            let own = registry::get(&flow).map_or("ping", |f| f.design.as_str());
+            if let Some(refusal) = registry::cursor_move_refusal(&flow, own) {
                 anyhow::bail!("{refusal}");
             }
             let at: DateTime<Utc> = DateTime::parse_from_rfc3339(timestamp.trim())
@@ -348,6 +350,10 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let store = open_store(&config, OpenMode::from_init(init)).await?;
+            let design = deployment_design(&config)?;
+            if let Some(refusal) = registry::cursor_move_refusal(&flow, &design) {
+                anyhow::bail!("{refusal}");
+            }
             // A writer like the service: refused while it runs.
             let _lease = store.acquire_writer(&Holder::current()).await?;
             let old = store.cursor(&flow).await?;

@@ -51,9 +51,27 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         let folder = config_folder(&path)?;
         let jobs = relative_to(&folder, &project.jobs_dist());
         let mappings = relative_to(&folder, &project.mappings("kenya-dadaab"));
-        std::fs::write(&path, sims.config_toml(&jobs, &mappings))
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}; its secrets are read from:", path.display());
+        // The PING flows on a one-minute schedule, so `bridge run` with this
+        // file moves the seeded referrals by itself.
+        let config = format!(
+            "{}\n[schedule]\n\"ping-1.1\" = \"0 * * * * *\"\n\"ping-2.1\" = \"15 * * * * *\"\n\"ping-1.2\" = \"30 * * * * *\"\n\"ping-2.2\" = \"45 * * * * *\"\n",
+            sims.config_toml(&jobs, &mappings)
+        );
+        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        // The simulators' secrets, for `set -a; . bridge.env` (the compose
+        // trial does this); printed too.
+        let env_file = path.with_extension("env");
+        let env: String = sims
+            .secret_env()
+            .iter()
+            .map(|(var, value)| format!("{var}={value}\n"))
+            .collect();
+        write_private(&env_file, &env)?;
+        println!(
+            "wrote {} and {}; its secrets are read from:",
+            path.display(),
+            env_file.display()
+        );
         for (var, value) in sims.secret_env() {
             println!("  export {var}={value}");
         }
@@ -61,6 +79,21 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     println!("Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to `path`, readable by this user only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The absolute folder a config written to `path` lives in.
