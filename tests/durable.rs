@@ -255,7 +255,10 @@ async fn a_record_that_keeps_failing_is_dead_lettered_then_replayed() {
     let interventions = seed(&sims, &people, 0, 7200);
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
     let mut app = app(&sims, &project, store.clone()).await;
-    app.delivery = DeliveryPolicy { max_attempts: 2 };
+    app.delivery = DeliveryPolicy {
+        max_attempts: 2,
+        ..DeliveryPolicy::default()
+    };
     app.record_concurrency = 1;
     // Case creation fails twice (a 500 on a POST is not retried in the
     // run: it may have been applied).

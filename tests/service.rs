@@ -78,11 +78,12 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
     .unwrap();
     let env = sims.secret_env();
 
+    // The service's default log level: one line per run, warnings.
     let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
         .args(["run", "--init", "--config"])
         .arg(&config)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("BRIDGE_LOG", "info")
+        .env_remove("BRIDGE_LOG")
         .current_dir(tmp.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,6 +143,28 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
         .await
         .unwrap();
     assert!(metrics.contains("bridge_dead_letter_size"), "{metrics}");
+    // The gauges an operator alerts on, set by the runs.
+    // Held now, after many runs that each saw the same held record(s): a
+    // gauge, not a count that grows per run.
+    let held_now = format!(
+        "bridge_records_held{{flow=\"ping-1.1\"}} {}\n",
+        seed.first_run.held
+    );
+    assert!(
+        seed.first_run.held > 0 && metrics.contains(&held_now),
+        "{held_now}{metrics}"
+    );
+    for family in [
+        "bridge_last_delivered_timestamp_seconds{flow=\"ping-1.1\"} 1",
+        "bridge_last_success_timestamp_seconds{flow=\"ping-1.1\"} 1",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} (a Unix time):\n{metrics}"
+        );
+    }
+    // The shipped alert rules and dashboard use only metrics it exports.
+    crate::monitoring::check_against(&metrics);
     // The version each job serves: its component hash.
     let job_hash = bridge_runtime::content_hash(
         &std::fs::read(project.jobs_dist().join(format!("{JOB}.wasm"))).unwrap(),
@@ -169,6 +192,23 @@ async fn bridge_run_delivers_on_schedule_never_duplicates_and_stops_on_sigterm()
             .lines()
             .any(|l| l.contains("job serving") && l.contains(JOB) && l.contains(&job_hash)),
         "a startup line names each job, its version and hash:\n{stderr}"
+    );
+    // One line per run, with its counts and duration; no per-record lines.
+    let run_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("run finished"))
+        .collect();
+    assert!(
+        !run_lines.is_empty()
+            && run_lines.iter().all(|l| l.contains("flow=ping-1.1")
+                && l.contains("fetched=")
+                && l.contains("delivered=")
+                && l.contains("duration_ms=")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("record delivered"),
+        "per-record lines at the default level:\n{stderr}"
     );
     assert_eq!(
         primero.case_count(),

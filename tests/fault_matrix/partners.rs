@@ -611,6 +611,7 @@ async fn app(
     .await?;
     app.delivery = DeliveryPolicy {
         max_attempts: MAX_ATTEMPTS,
+        ..DeliveryPolicy::default()
     };
     app.record_concurrency = 2;
     app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();

@@ -236,6 +236,14 @@ impl App {
             metrics.record(flow, r.outcome.label());
         }
         metrics.run_finished(flow, &row.outcome, started.elapsed().as_secs_f64());
+        metrics.set_held(flow, row.held);
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        if report.aborted.is_none() {
+            metrics.set_last_success(flow, now);
+        }
+        if row.delivered > 0 {
+            metrics.set_last_delivered(flow, now);
+        }
         if let Ok(dead) = self.store.dead_letters(Some(flow)).await {
             metrics.set_dead_letter(flow, dead.len() as i64);
         }

@@ -31,15 +31,43 @@ pub const WRITE_INCOMPLETE: &str = "write-incomplete";
 /// Codes whose record is dead-lettered on the first failure.
 const NOT_RETRIED: [&str; 2] = [OUTCOME_UNKNOWN, WRITE_INCOMPLETE];
 
-/// How often a failing record is tried before it is dead-lettered.
+/// How often a failing record is tried, and for how many runs a held one
+/// waits, before it is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryPolicy {
     pub max_attempts: u32,
+    /// Consecutive runs a record may be held (it waits for a person to fix
+    /// something in a partner system) before it moves to the dead letter,
+    /// where it is listed with what resolves it and stops being counted
+    /// again every run.
+    pub max_held_runs: u32,
 }
+
+/// `[delivery] max_held_runs` by default: about a day of a 15-minute schedule.
+pub const DEFAULT_MAX_HELD_RUNS: u32 = 96;
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5 }
+        Self {
+            max_attempts: 5,
+            max_held_runs: DEFAULT_MAX_HELD_RUNS,
+        }
+    }
+}
+
+/// What a person does about a record held with this reason code.
+pub fn resolution(code: &str) -> &'static str {
+    match code {
+        "ambiguous-match" => {
+            "several Primero cases or referrals match this record's ids: merge or correct the duplicates in Primero, then the next run (or `bridge dead-letter replay`) delivers it"
+        }
+        "filter-not-applied" => {
+            "Primero ignored the lookup's filter (the API user's role cannot filter on the field): fix the role (docs/operator/primero-role.md), run `bridge doctor`, then replay"
+        }
+        "decision-conflict" => {
+            "Primero's referral is in a state that does not take this decision (already decided or closed): check the referral in Primero; replay only if the decision must still be recorded"
+        }
+        _ => "look at the record in the partner system named by the reason, correct it, then replay it",
     }
 }
 
@@ -116,6 +144,52 @@ impl<'a> Ledger<'a> {
         self.lock().get(source_id).copied().unwrap_or(0)
     }
 
+    /// A held record: counted like an attempt; past `max_held_runs` it
+    /// moves to the dead letter with what resolves it.
+    async fn settle_held(
+        &self,
+        source_id: &str,
+        reason: &str,
+        cursor_hint: Option<&str>,
+    ) -> Result<Option<RecordOutcome>, StoreError> {
+        let code = reason
+            .split([':', ' '])
+            .next()
+            .unwrap_or("held")
+            .to_string();
+        let resolve = resolution(&code);
+        let n = self
+            .store
+            .attempt_failed(&self.flow, source_id, &code)
+            .await?;
+        self.lock().insert(source_id.to_string(), n);
+        if n < i64::from(self.policy.max_held_runs.max(1)) {
+            tracing::warn!(
+                flow = %self.flow,
+                record = %source_id,
+                code = %code,
+                held_runs = n,
+                max_held_runs = self.policy.max_held_runs,
+                resolve,
+                "record held"
+            );
+            return Ok(None);
+        }
+        let reason = format!("{reason} (held {n} runs): {resolve}");
+        self.store
+            .dead_letter_put(&self.flow, source_id, &code, &reason, n, cursor_hint)
+            .await?;
+        tracing::warn!(
+            flow = %self.flow,
+            record = %source_id,
+            code = %code,
+            held_runs = n,
+            resolve,
+            "held record moved to the dead letter"
+        );
+        Ok(Some(RecordOutcome::DeadLettered { code, reason }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
         // A panic elsewhere cannot leave the map half-updated.
         self.attempts.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,9 +222,10 @@ impl<'a> Ledger<'a> {
         cursor_hint: Option<&str>,
     ) -> Result<Option<RecordOutcome>, StoreError> {
         let RecordOutcome::Failed { code, reason } = outcome else {
-            if matches!(outcome, RecordOutcome::Held { .. }) {
-                // Waits for an operator in the partner system; not a failure.
-                return Ok(None);
+            if let RecordOutcome::Held { reason, .. } = outcome {
+                // Waits for a person in the partner system: not a failure,
+                // but not forever either.
+                return self.settle_held(source_id, reason, cursor_hint).await;
             }
             if self.lock().remove(source_id).is_some() {
                 self.store.clear_attempts(&self.flow, source_id).await?;
@@ -169,7 +244,7 @@ impl<'a> Ledger<'a> {
         self.store
             .dead_letter_put(&self.flow, source_id, code, reason, n, cursor_hint)
             .await?;
-        tracing::warn!(code = %code, attempt = n, "record moved to the dead letter");
+        tracing::warn!(flow = %self.flow, record = %source_id, code = %code, attempt = n, "record moved to the dead letter");
         Ok(Some(RecordOutcome::DeadLettered {
             code: code.clone(),
             reason: reason.clone(),
@@ -186,7 +261,10 @@ mod tests {
     #[tokio::test]
     async fn fails_until_the_limit_then_dead_letters_then_stays_parked() {
         let store = SqliteStore::in_memory().await.unwrap();
-        let policy = DeliveryPolicy { max_attempts: 3 };
+        let policy = DeliveryPolicy {
+            max_attempts: 3,
+            ..DeliveryPolicy::default()
+        };
         for run in 1..=3 {
             let ledger = Ledger::load(&store, "f", policy, None).await.unwrap();
             assert!(ledger.parked("r1").is_none());
@@ -233,7 +311,10 @@ mod tests {
     #[tokio::test]
     async fn a_success_forgets_earlier_failures() {
         let store = SqliteStore::in_memory().await.unwrap();
-        let policy = DeliveryPolicy { max_attempts: 2 };
+        let policy = DeliveryPolicy {
+            max_attempts: 2,
+            ..DeliveryPolicy::default()
+        };
         let ledger = Ledger::load(&store, "f", policy, None).await.unwrap();
         ledger.settle("r1", failed("x", "y"), None).await;
         let ledger = Ledger::load(&store, "f", policy, None).await.unwrap();
@@ -263,5 +344,50 @@ mod tests {
             .unwrap();
         assert!(ledger.selects("a"));
         assert!(!ledger.selects("b"));
+    }
+
+    #[tokio::test]
+    async fn a_held_record_waits_max_held_runs_then_is_dead_lettered_with_its_resolution() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let policy = DeliveryPolicy {
+            max_attempts: 5,
+            max_held_runs: 3,
+        };
+        let held = || RecordOutcome::Held {
+            reason: "ambiguous-match".into(),
+            candidates: vec!["c1".into(), "c2".into()],
+        };
+        for run in 1..=3 {
+            let ledger = Ledger::load(&store, "f", policy, None).await.unwrap();
+            assert!(ledger.parked("r1").is_none(), "run {run}");
+            let out = ledger.settle("r1", held(), None).await;
+            if run < 3 {
+                assert_eq!(out.label(), "held", "run {run}");
+            } else {
+                assert_eq!(out.label(), "dead-lettered");
+            }
+        }
+        let ledger = Ledger::load(&store, "f", policy, None).await.unwrap();
+        let Some(RecordOutcome::Parked { dead_letter_id }) = ledger.parked("r1") else {
+            panic!("expected parked");
+        };
+        let entry = store
+            .dead_letter_get(dead_letter_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.reason_code, "ambiguous-match");
+        assert!(
+            entry.reason.contains("merge or correct the duplicates"),
+            "{}",
+            entry.reason
+        );
+        // Resolved in Primero before the limit: the count starts again.
+        let other = Ledger::load(&store, "f", policy, None).await.unwrap();
+        other.settle("r2", held(), None).await;
+        other
+            .settle("r2", RecordOutcome::Sent { target_id: None }, None)
+            .await;
+        assert_eq!(store.attempts("f", "r2").await.unwrap(), 0);
     }
 }

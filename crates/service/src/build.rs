@@ -89,6 +89,7 @@ pub async fn from_config_as(
     app.dtp = dtp;
     app.delivery = DeliveryPolicy {
         max_attempts: config.delivery.max_attempts.max(1),
+        max_held_runs: config.delivery.max_held_runs.max(1),
     };
     app.record_concurrency = config.delivery.record_concurrency.max(1);
     app.initial_cursors = config.initial_cursors();

@@ -107,6 +107,9 @@ pub struct DeliverySection {
     pub max_attempts: u32,
     #[serde(default = "default_record_concurrency")]
     pub record_concurrency: usize,
+    /// Consecutive runs a held record waits before the dead letter.
+    #[serde(default = "default_max_held_runs")]
+    pub max_held_runs: u32,
 }
 
 impl Default for DeliverySection {
@@ -114,8 +117,13 @@ impl Default for DeliverySection {
         Self {
             max_attempts: default_max_attempts(),
             record_concurrency: default_record_concurrency(),
+            max_held_runs: default_max_held_runs(),
         }
     }
+}
+
+fn default_max_held_runs() -> u32 {
+    bridge_flows::ledger::DEFAULT_MAX_HELD_RUNS
 }
 
 fn default_max_attempts() -> u32 {
@@ -508,6 +516,9 @@ impl BridgeConfig {
         }
         if self.delivery.record_concurrency == 0 {
             problems.push(self.key_error("delivery.record_concurrency", "must be at least 1"));
+        }
+        if self.delivery.max_held_runs == 0 {
+            problems.push(self.key_error("delivery.max_held_runs", "must be at least 1"));
         }
         if self.retry.max_attempts == 0 {
             problems.push(self.key_error("retry.max_attempts", "must be at least 1"));

@@ -87,9 +87,10 @@ impl FlowRunner for AppRunner {
     async fn run(&self, flow: &str, trigger: Trigger) {
         let span = tracing::info_span!("scheduled_run", flow, trigger = trigger.as_str());
         async {
+            let started = std::time::Instant::now();
             match self.app.run_recorded(flow, trigger).await {
                 // `run_recorded` updates the metrics, dead-letter size included.
-                Ok(report) => log_report(&report, trigger),
+                Ok(report) => log_report(&report, trigger, started.elapsed()),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "run could not start")
                 }
@@ -117,6 +118,35 @@ impl FlowRunner for AppRunner {
     }
 }
 
+/// At start, the per-flow "last" gauges from the recorded runs, so an
+/// alert on "nothing delivered for 6 h" survives a restart.
+async fn restore_run_gauges(app: &App, flow: &str) {
+    let metrics = bridge_telemetry::metrics();
+    let Ok(runs) = app.store.runs(Some(flow), 500).await else {
+        return;
+    };
+    let seconds = |r: &bridge_store::RunRow| {
+        r.ended_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis() as f64 / 1000.0)
+    };
+    // Newest first.
+    if let Some(t) = runs
+        .iter()
+        .filter(|r| !matches!(r.outcome.as_str(), "aborted" | "running" | "interrupted"))
+        .find_map(seconds)
+    {
+        metrics.set_last_success(flow, t);
+    }
+    if let Some(t) = runs.iter().filter(|r| r.delivered > 0).find_map(seconds) {
+        metrics.set_last_delivered(flow, t);
+    }
+    if let Some(last) = runs.iter().find(|r| r.ended_at.is_some()) {
+        metrics.set_held(flow, last.held);
+    }
+}
+
 /// `bridge_dead_letter_size{flow}` from the store.
 async fn update_dead_letter_gauge(app: &App, flow: &str) {
     match app.store.dead_letters(Some(flow)).await {
@@ -126,8 +156,10 @@ async fn update_dead_letter_gauge(app: &App, flow: &str) {
 }
 
 /// Counts and system ids only: never record content.
-fn log_report(report: &RunReport, trigger: Trigger) {
+fn log_report(report: &RunReport, trigger: Trigger, took: std::time::Duration) {
     let failed = report.count("failed");
+    let held = report.count("held");
+    let duration_ms = took.as_millis() as u64;
     let dead = report.count("dead-lettered");
     let delivered = report
         .records
@@ -141,6 +173,7 @@ fn log_report(report: &RunReport, trigger: Trigger) {
             trigger = trigger.as_str(),
             fetched = report.fetched,
             reason = %reason,
+            duration_ms,
             "run stopped early"
         );
     } else {
@@ -150,9 +183,11 @@ fn log_report(report: &RunReport, trigger: Trigger) {
             trigger = trigger.as_str(),
             fetched = report.fetched,
             delivered,
+            held,
             failed,
             dead_lettered = dead,
             stopped = report.stopped,
+            duration_ms,
             "run finished"
         );
     }
@@ -298,7 +333,14 @@ pub async fn run(
     tracing::info!(addr = %metrics_addr, "metrics listening");
     for flow in bridge_flows::registry::scheduled_names() {
         update_dead_letter_gauge(&app, flow).await;
+        restore_run_gauges(&app, flow).await;
     }
+    let mut partners = vec!["primero"];
+    if app.ping.is_some() {
+        partners.push("ping");
+    }
+    bridge_telemetry::metrics()
+        .start_at_zero(&partners, &["store-error", "store-full", "store-replaced"]);
 
     // Audit retention: now, then once a day.
     let retention = config
@@ -434,9 +476,10 @@ async fn run_once(
         if app.stop.is_cancelled() {
             break;
         }
+        let started = std::time::Instant::now();
         match app.run_recorded(&entry.flow, Trigger::Schedule).await {
             Ok(report) => {
-                log_report(&report, Trigger::Schedule);
+                log_report(&report, Trigger::Schedule, started.elapsed());
                 summary.reports.push(report);
             }
             Err(e) => {

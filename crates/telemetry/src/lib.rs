@@ -142,6 +142,9 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     any("delay_ms"),
     any("elapsed_ms"),
     any("load_ms"),
+    any("duration_ms"),
+    any("held_runs"),
+    any("max_held_runs"),
     // Host-composed text.
     host("error"),
     host("reason"),
@@ -154,6 +157,8 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     // A job component's SHA-256, and whether the approvals file lists it.
     host("hash"),
     host("approved"),
+    // What resolves a held record (a fixed text per reason code).
+    host("resolve"),
 ];
 
 /// Whether host code may log a field of this name.

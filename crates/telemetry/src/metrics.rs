@@ -16,6 +16,9 @@
 //! | `bridge_alerts_pending` | gauge | — (alerts not yet delivered to the webhook) |
 //! | `bridge_alert_deliveries_total` | counter | `flow`, `outcome` (`delivered` \| `retry`) |
 //! | `bridge_job_info` | gauge, always 1 | `job`, `version`, `hash` (SHA-256 of the component serving) |
+//! | `bridge_records_held` | gauge | `flow` (records held in the flow's last run: held now) |
+//! | `bridge_last_success_timestamp_seconds` | gauge | `flow` (end of the last run that was not aborted) |
+//! | `bridge_last_delivered_timestamp_seconds` | gauge | `flow` (end of the last run that delivered a record) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -109,6 +112,9 @@ pub struct Metrics {
     alerts_pending: Gauge,
     alert_deliveries: Family<FlowOutcome, Counter>,
     job_info: Family<JobInfoLabels, Gauge>,
+    held: Family<FlowLabel, Gauge>,
+    last_success: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    last_delivered: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// The label set of `bridge_job_info` each job has now, to drop it when
     /// another version is swapped in.
     job_info_current: std::sync::Mutex<std::collections::BTreeMap<String, JobInfoLabels>>,
@@ -138,6 +144,10 @@ impl Metrics {
         let alerts_pending = Gauge::default();
         let alert_deliveries = Family::<FlowOutcome, Counter>::default();
         let job_info = Family::<JobInfoLabels, Gauge>::default();
+        let held = Family::<FlowLabel, Gauge>::default();
+        let last_success = Family::<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let last_delivered =
+            Family::<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
 
         let mut registry = Registry::default();
         // Counters get their `_total` suffix from the encoder.
@@ -211,7 +221,25 @@ impl Metrics {
             "The job version serving: 1 for the job's current version and component hash",
             job_info.clone(),
         );
+        registry.register(
+            "bridge_records_held",
+            "Records held in the flow's last run (waiting for a fix in a partner system): held now",
+            held.clone(),
+        );
+        registry.register(
+            "bridge_last_success_timestamp_seconds",
+            "Unix time the flow's last run that was not aborted ended",
+            last_success.clone(),
+        );
+        registry.register(
+            "bridge_last_delivered_timestamp_seconds",
+            "Unix time the flow's last run that delivered a record ended",
+            last_delivered.clone(),
+        );
         Self {
+            held,
+            last_success,
+            last_delivered,
             alerts_pending,
             alert_deliveries,
             registry,
@@ -299,6 +327,54 @@ impl Metrics {
                 system: system.to_string(),
             })
             .inc();
+    }
+
+    /// Start the series an alert rule watches at 0 (a partner's retries,
+    /// the state database's error codes a running service can meet), so
+    /// `increase()`/`rate()` see the first one and the family is exported
+    /// before anything went wrong.
+    pub fn start_at_zero(&self, systems: &[&str], store_codes: &[&str]) {
+        for system in systems {
+            self.retries
+                .get_or_create(&SystemLabel {
+                    system: system.to_string(),
+                })
+                .inc_by(0);
+        }
+        for code in store_codes {
+            self.store_errors
+                .get_or_create(&CodeLabel {
+                    code: code.to_string(),
+                })
+                .inc_by(0);
+        }
+    }
+
+    /// Records held in the flow's last run: `bridge_records_held{flow}`.
+    pub fn set_held(&self, flow: &str, held: i64) {
+        self.held
+            .get_or_create(&FlowLabel {
+                flow: flow.to_string(),
+            })
+            .set(held);
+    }
+
+    /// When the flow's last run that was not aborted ended (Unix seconds).
+    pub fn set_last_success(&self, flow: &str, unix_seconds: f64) {
+        self.last_success
+            .get_or_create(&FlowLabel {
+                flow: flow.to_string(),
+            })
+            .set(unix_seconds);
+    }
+
+    /// When the flow's last run that delivered a record ended (Unix seconds).
+    pub fn set_last_delivered(&self, flow: &str, unix_seconds: f64) {
+        self.last_delivered
+            .get_or_create(&FlowLabel {
+                flow: flow.to_string(),
+            })
+            .set(unix_seconds);
     }
 
     /// Dead-letter size of a flow: `bridge_dead_letter_size{flow}`.

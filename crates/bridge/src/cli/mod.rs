@@ -32,8 +32,11 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info`, `bridge=debug`.
-    #[arg(long, global = true, env = "BRIDGE_LOG", default_value = "warn")]
-    log: String,
+    /// Default: for `bridge run`, one line per run plus every warning
+    /// (`warn,bridge_service=info,bridge_runtime::reload=info`); for the
+    /// other commands, warnings only.
+    #[arg(long, global = true, env = "BRIDGE_LOG")]
+    log: Option<String>,
     /// Log line format on stderr: `human` or `json` (one object per line).
     #[arg(
         long,
@@ -107,14 +110,26 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The service's default: what a person watching it needs (each run's
+/// counts and duration, starts, stops, reloads, job swaps) and every
+/// warning; per-record lines stay at `info` in the flows, off by default.
+const SERVICE_LOG: &str = "warn,bridge_service=info,bridge_runtime::reload=info";
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let log = cli.log.take().unwrap_or_else(|| {
+        match cli.command {
+            Command::Run(_) => SERVICE_LOG,
+            _ => "warn",
+        }
+        .to_string()
+    });
     #[cfg(feature = "dev")]
     if matches!(&cli.command, Command::Bench(args) if args.is_worker()) {
         // Set first, so the init below is a no-op: a worker times `record` spans.
-        bridge_bench::worker::init_worker_tracing(&cli.log);
+        bridge_bench::worker::init_worker_tracing(&log);
     }
-    bridge_telemetry::init(&cli.log, cli.log_format);
+    bridge_telemetry::init(&log, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
