@@ -139,14 +139,21 @@ impl ConnectorError {
         }
     }
 
-    /// Build a transport error from reqwest without its URL (the URL may carry
-    /// query values such as an individual id).
+    /// Build a transport error from reqwest naming the class of failure and
+    /// where it went: the URL's scheme, host and port only (its path and
+    /// query may carry values such as an individual id).
     pub fn transport(system: System, endpoint: impl Into<String>, err: &reqwest::Error) -> Self {
         let cause = TransportCause::of(err);
+        let reason = match err.url().map(|u| u.origin()) {
+            Some(origin) if origin.is_tuple() => {
+                format!("{} at {}", cause.describe(), origin.ascii_serialization())
+            }
+            _ => cause.describe().to_string(),
+        };
         ConnectorError::Transport {
             system,
             endpoint: endpoint.into(),
-            reason: cause.describe().to_string(),
+            reason,
             timed_out: err.is_timeout(),
             connect_failed: err.is_connect(),
             cause,
@@ -205,12 +212,17 @@ impl TransportCause {
                     std::io::ErrorKind::TimedOut => timed_out = true,
                     _ => {}
                 }
-                // `source()` of an io::Error skips the error it wraps.
-                if let Some(r) = io
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                {
-                    tls = Some(Self::of_rustls(r));
+                // `source()` of an io::Error skips the error it wraps, and
+                // the TLS connector wraps io errors in io errors: look down.
+                let mut inner = io.get_ref();
+                while let Some(wrapped) = inner {
+                    if let Some(r) = wrapped.downcast_ref::<rustls::Error>() {
+                        tls = Some(Self::of_rustls(r));
+                        break;
+                    }
+                    inner = wrapped
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(std::io::Error::get_ref);
                 }
             }
             let text = e.to_string();

@@ -4,3 +4,4 @@
 mod faults;
 mod ping;
 mod primero;
+mod transport;
