@@ -937,3 +937,92 @@ fn state_backup_copies_a_private_consistent_database_and_never_overwrites() {
     assert!(text(&out).contains("exists"), "{}", text(&out));
     assert_eq!(std::fs::read(&backup).unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_which_partner_is_unreachable_and_recovers_when_it_answers() {
+    let project = project();
+    // Two loopback ports nothing listens on yet.
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (primero_addr, ping_addr) = (free(), free());
+    // A config for simulators at those ports: written from a running pair,
+    // its URLs moved to the closed ports.
+    let model = Simulators::start_loopback().await.unwrap();
+    let text = model
+        .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
+        .replace(&model.primero.base_url(), &format!("http://{primero_addr}"))
+        .replace(
+            model.ping.base_url().trim_end_matches('/'),
+            &format!("http://{ping_addr}"),
+        );
+    assert!(text.contains(&ping_addr.to_string()), "{text}");
+    let env = model.secret_env();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!("{text}\n[schedule]\n\"ping-1.1\" = \"* * * * * *\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n[retry]\nbase_delay_ms = 10\nmax_delay_ms = 20\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
+        .args(["run", "--init", "--config"])
+        .arg(&config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let streams = Streams::read(&mut child);
+    let metrics_url = tokio::task::block_in_place(|| {
+        streams.wait_for("metrics listening on ", Duration::from_secs(180))
+    });
+    let Some(metrics_url) = metrics_url else {
+        kill_and_report(&mut child, streams, "bridge run did not start");
+    };
+    let ready_url = metrics_url.replace("/metrics", "/readyz");
+    let readyz = || async {
+        let r = reqwest::get(&ready_url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+
+    // Partners down: after a few runs, not ready, naming the partner and why.
+    let mut seen = (0, String::new());
+    for _ in 0..300 {
+        seen = readyz().await;
+        if seen.0 == 503 && seen.1.contains("unreachable") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !(seen.0 == 503
+        && seen.1.contains("partner ping unreachable")
+        && seen.1.contains("connection refused"))
+    {
+        kill_and_report(
+            &mut child,
+            streams,
+            &format!("readyz while PING is down: {seen:?}"),
+        );
+    }
+    // /healthz stays liveness only.
+    let health = reqwest::get(metrics_url.replace("/metrics", "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // The partners come up at those addresses: ready again.
+    let _sims = Simulators::start(primero_addr, ping_addr).await.unwrap();
+    for _ in 0..300 {
+        seen = readyz().await;
+        if seen.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(seen.0, 200, "readyz once the partners answer: {seen:?}");
+}

@@ -141,6 +141,18 @@ impl From<ConnectorError> for AttemptError {
     }
 }
 
+/// For `/readyz`: did the partner answer this call? A transport failure or
+/// a server error is no answer; any other status is one.
+fn note_reach(system: &str, err: &ConnectorError) {
+    let unanswered = match err {
+        ConnectorError::Transport { reason, .. } => Some(reason.clone()),
+        ConnectorError::Status { status, .. } if *status >= 500 => Some(format!("HTTP {status}")),
+        _ => None,
+    };
+    let answered = unanswered.is_none();
+    bridge_telemetry::reach::call_ended(system, answered, unanswered);
+}
+
 /// Run `attempt` until it succeeds, fails for good, or the policy is spent.
 ///
 /// `system` is `primero` | `ping` | `dtp` (logs and metrics). When `limiter`
@@ -161,10 +173,17 @@ where
     let mut number: u32 = 1;
     loop {
         let err = match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(AttemptError::Final(err)) => return Err(err),
+            Ok(value) => {
+                bridge_telemetry::reach::call_ended(system, true, None);
+                return Ok(value);
+            }
+            Err(AttemptError::Final(err)) => {
+                note_reach(system, &err);
+                return Err(err);
+            }
             Err(AttemptError::Call(err)) => err,
         };
+        note_reach(system, &err);
         let retry_after = match &err {
             ConnectorError::Status { retry_after, .. } => retry_after.map(Duration::from_secs),
             _ => None,

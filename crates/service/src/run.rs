@@ -307,7 +307,7 @@ pub async fn run(
     let mut stdout_lines = Vec::new();
 
     // Metrics and health: up first, not ready until everything started.
-    let health = Health::new();
+    let health = Health::new().watching_partners();
     let store_watch = tokio::spawn(watch_store(app.store.clone(), health.clone()));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await

@@ -5,7 +5,8 @@
 //! - `GET /readyz`: `200 {"ready":true}` once the service is ready (catalog
 //!   loaded, store open), else `503 {"ready":false,"reason":"…"}`; while the
 //!   state database fails (deleted, replaced, disk full, write errors) the
-//!   reason is its code, e.g. `store-full`.
+//!   reason is its code, e.g. `store-full`; while a partner's last calls all
+//!   went unanswered ([`super::reach`]), the reason names the partner.
 
 use std::sync::{Arc, RwLock};
 
@@ -25,6 +26,8 @@ pub struct Health {
     not_ready: Arc<RwLock<Option<String>>>,
     /// The state database's fault code, if any: not ready while it lasts.
     store_fault: Arc<RwLock<Option<&'static str>>>,
+    /// Whether the partners' last calls count ([`Health::watching_partners`]).
+    partners: bool,
 }
 
 impl Default for Health {
@@ -38,7 +41,16 @@ impl Health {
         Self {
             not_ready: Arc::new(RwLock::new(Some("starting".to_string()))),
             store_fault: Arc::new(RwLock::new(None)),
+            partners: false,
         }
+    }
+
+    /// Also not ready while a partner's last calls all went unanswered
+    /// ([`super::reach`], process-wide: for the service, not for a test
+    /// process running many apps at once).
+    pub fn watching_partners(mut self) -> Self {
+        self.partners = true;
+        self
     }
 
     /// Ready, or not ready for an unspecified reason.
@@ -79,7 +91,9 @@ impl Health {
             Ok(g) => *g,
             Err(poisoned) => *poisoned.into_inner(),
         };
-        lifecycle.or_else(|| store.map(str::to_string))
+        lifecycle
+            .or_else(|| store.map(str::to_string))
+            .or_else(|| self.partners.then(super::reach::unreachable).flatten())
     }
 
     fn set(&self, value: Option<String>) {

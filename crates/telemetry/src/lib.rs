@@ -28,6 +28,7 @@
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod reach;
 
 pub use logging::{init, make_layer, LogFormat};
 pub use metrics::{metrics, Metrics};
