@@ -21,5 +21,6 @@ mod fault_matrix;
 mod job_fixtures;
 mod monitoring;
 mod report_rejected_open;
+mod rotation;
 mod service;
 mod telemetry;

@@ -33,14 +33,19 @@ pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Shortest API key accepted in the configuration.
 pub const MIN_API_KEY_CHARS: usize = 16;
 
+/// The id recorded for the key of [`InboxState::new`] (a config's single
+/// `api_key`).
+pub const SINGLE_KEY_ID: &str = "api_key";
+
 /// What the HTTP side needs. Cheap to clone.
 #[derive(Clone)]
 pub struct InboxState {
     store: Arc<dyn Store>,
     sealer: Sealer,
-    /// SHA-256 of the key: comparing digests in constant time hides the
-    /// key's length as well as its content.
-    api_key_digest: [u8; 32],
+    /// Each valid key's id and SHA-256: comparing digests in constant time
+    /// hides a key's length as well as its content. Several during a
+    /// rotation window.
+    api_keys: Arc<Vec<(String, [u8; 32])>>,
     max_body_bytes: usize,
     body_timeout: std::time::Duration,
     notify: Arc<Notify>,
@@ -64,7 +69,10 @@ impl InboxState {
         Self {
             store,
             sealer,
-            api_key_digest: Sha256::digest(api_key.as_bytes()).into(),
+            api_keys: Arc::new(vec![(
+                SINGLE_KEY_ID.to_string(),
+                Sha256::digest(api_key.as_bytes()).into(),
+            )]),
             max_body_bytes,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             notify: Arc::new(Notify::new()),
@@ -82,9 +90,27 @@ impl InboxState {
         self.notify.clone()
     }
 
-    fn key_matches(&self, presented: &[u8]) -> bool {
+    /// The valid keys, `(id, key)`, replacing the one given to [`Self::new`].
+    pub fn with_keys(mut self, keys: &[(String, String)]) -> Self {
+        self.api_keys = Arc::new(
+            keys.iter()
+                .map(|(id, key)| (id.clone(), Sha256::digest(key.as_bytes()).into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// The id of the key presented, if it is valid. Every key is compared,
+    /// so the time taken does not say which one matched.
+    fn key_id(&self, presented: &[u8]) -> Option<&str> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
-        digest.ct_eq(&self.api_key_digest).into()
+        let mut found = None;
+        for (id, valid) in self.api_keys.iter() {
+            if bool::from(digest.ct_eq(valid)) {
+                found = Some(id.as_str());
+            }
+        }
+        found
     }
 }
 
@@ -168,9 +194,9 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
     let key = headers
         .get(API_KEY_HEADER)
         .ok_or_else(|| unauthorized("the x-api-key header is missing"))?;
-    if !state.key_matches(key.as_bytes()) {
+    let Some(key_id) = state.key_id(key.as_bytes()) else {
         return Err(unauthorized("the x-api-key header is not valid"));
-    }
+    };
     check_content_type(headers)?;
 
     let too_large = || {
@@ -240,7 +266,7 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
         })?;
     state
         .store
-        .inbox_put(&receipt_id, kind.request_type(), &sealed)
+        .inbox_put(&receipt_id, kind.request_type(), key_id, &sealed)
         .await
         .map_err(|e| {
             tracing::error!(receipt = %receipt_id, error = %e, "inbox could not store a message");
@@ -254,6 +280,7 @@ async fn accept(state: &InboxState, headers: &HeaderMap, body: Body) -> Result<S
         receipt = %receipt_id,
         kind = kind.request_type(),
         bytes = bytes.len(),
+        key_id,
         "inbox accepted a message"
     );
     state.notify.notify_one();

@@ -122,7 +122,8 @@ impl InboxProcessor {
         let id = message.id.as_str();
         let Ok(plain) = self.sealer.open(id, &message.sealed_body) else {
             tracing::error!(
-                "inbox message cannot be opened (seal key changed or data damaged); kept"
+                receipt = %id,
+                "inbox message {id}: no seal key opens it (the key that sealed it is not in inbox.seal_key or inbox.previous_seal_keys, or the data is damaged); kept, not processed"
             );
             self.store.inbox_failed(id, "seal-open-failed").await?;
             return Ok(Disposition::Unreadable);

@@ -228,10 +228,12 @@ pub fn check_config(file: &Path) -> CheckReport {
     }
 
     // The inbox: key length, seal key of 64 hex characters.
-    if config.inbox.is_some()
-        && secrets_ok.contains("inbox.api_key")
-        && secrets_ok.contains("inbox.seal_key")
-    {
+    let inbox_secrets_ok = config
+        .secret_refs()
+        .iter()
+        .filter(|(name, _)| name.starts_with("inbox."))
+        .all(|(name, _)| secrets_ok.contains(name));
+    if config.inbox.is_some() && inbox_secrets_ok {
         if let Err(e) = config.inbox_settings() {
             report.problem(e.to_string());
         }

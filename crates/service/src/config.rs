@@ -204,16 +204,32 @@ pub struct StateSection {
     pub path: PathBuf,
 }
 
+/// One valid inbox API key during a rotation: its id is what the state
+/// database records for each message (never the key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxApiKey {
+    pub id: String,
+    pub key: SecretRef,
+}
+
 /// The inbox DTP pushes to (design A).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboxSection {
     #[serde(default = "default_inbox_listen")]
     pub listen: std::net::SocketAddr,
-    /// Expected in the `x-api-key` header.
-    pub api_key: SecretRef,
+    /// Expected in the `x-api-key` header (recorded as key id `api_key`).
+    /// Or, for a rotation, `api_keys`: several, each with an id.
+    #[serde(default)]
+    pub api_key: Option<SecretRef>,
+    #[serde(default)]
+    pub api_keys: Vec<InboxApiKey>,
     /// 64 hex characters; seals message bodies at rest.
     pub seal_key: SecretRef,
+    /// Older seal keys: they still open what they sealed (a rotation), never seal.
+    #[serde(default)]
+    pub previous_seal_keys: Vec<SecretRef>,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// First retry delay of a kept message (doubles per attempt).
@@ -283,7 +299,8 @@ pub use bridge_partners::section::limits as partner_limits;
 #[derive(Clone)]
 pub struct InboxSettings {
     pub listen: std::net::SocketAddr,
-    pub api_key: String,
+    /// `(id, key)` of every valid API key.
+    pub api_keys: Vec<(String, String)>,
     pub sealer: bridge_store::Sealer,
     pub max_body_bytes: usize,
     pub retry_delay: Duration,
@@ -551,8 +568,16 @@ impl BridgeConfig {
             refs.push(("dtp.subscription_key", &d.subscription_key));
         }
         if let Some(i) = &self.inbox {
-            refs.push(("inbox.api_key", &i.api_key));
+            if let Some(k) = &i.api_key {
+                refs.push(("inbox.api_key", k));
+            }
+            for k in &i.api_keys {
+                refs.push(("inbox.api_keys", &k.key));
+            }
             refs.push(("inbox.seal_key", &i.seal_key));
+            for k in &i.previous_seal_keys {
+                refs.push(("inbox.previous_seal_keys", k));
+            }
         }
         if let Some(a) = &self.alerts {
             refs.push(("alerts.webhook_secret", &a.webhook_secret));
@@ -677,30 +702,69 @@ impl BridgeConfig {
             .inbox
             .as_ref()
             .ok_or_else(|| self.key_error("inbox", "the inbox needs an [inbox] section"))?;
-        let api_key = self.secret("inbox.api_key", &s.api_key)?;
-        if api_key.trim().chars().count() < bridge_inbox::http::MIN_API_KEY_CHARS {
-            return Err(self.key_error(
+        let mut keys: Vec<(String, &str, &SecretRef)> = Vec::new();
+        match (&s.api_key, s.api_keys.is_empty()) {
+            (Some(k), true) => keys.push((
+                bridge_inbox::http::SINGLE_KEY_ID.to_string(),
                 "inbox.api_key",
-                format!(
-                    "the API key must have at least {} characters",
-                    bridge_inbox::http::MIN_API_KEY_CHARS
-                ),
-            ));
+                k,
+            )),
+            (None, false) => {
+                for k in &s.api_keys {
+                    keys.push((k.id.clone(), "inbox.api_keys", &k.key));
+                }
+            }
+            (Some(_), false) => {
+                return Err(self.key_error(
+                    "inbox.api_keys",
+                    "give either api_key or api_keys, not both",
+                ))
+            }
+            (None, true) => {
+                return Err(self.key_error(
+                    "inbox.api_key",
+                    "the inbox needs an API key: api_key, or api_keys = [{ id = \"…\", key = { env = \"…\" } }]",
+                ))
+            }
         }
-        let sealer = bridge_store::Sealer::from_hex(&self.secret("inbox.seal_key", &s.seal_key)?)
-            .map_err(|_| {
+        let mut api_keys = Vec::new();
+        for (id, key, secret) in keys {
+            if id.trim().is_empty() || api_keys.iter().any(|(seen, _)| seen == &id) {
+                return Err(self.key_error(key, format!("key id `{id}` is empty or given twice")));
+            }
+            let value = self.secret(key, secret)?;
+            if value.trim().chars().count() < bridge_inbox::http::MIN_API_KEY_CHARS {
+                return Err(self.key_error(
+                    key,
+                    format!(
+                        "the API key `{id}` must have at least {} characters",
+                        bridge_inbox::http::MIN_API_KEY_CHARS
+                    ),
+                ));
+            }
+            api_keys.push((id, value));
+        }
+        let bad_seal = |key: &str| {
             self.key_error(
-                "inbox.seal_key",
+                key,
                 "must be 64 hex characters (32 random bytes, e.g. `openssl rand -hex 32`)",
             )
-        })?;
+        };
+        let mut sealer =
+            bridge_store::Sealer::from_hex(&self.secret("inbox.seal_key", &s.seal_key)?)
+                .map_err(|_| bad_seal("inbox.seal_key"))?;
+        for previous in &s.previous_seal_keys {
+            sealer = sealer
+                .with_previous(&self.secret("inbox.previous_seal_keys", previous)?)
+                .map_err(|_| bad_seal("inbox.previous_seal_keys"))?;
+        }
         if s.max_body_bytes == 0 {
             return Err(self.key_error("inbox.max_body_bytes", "must be greater than 0"));
         }
         let limits = self.inbox_limits(s)?;
         Ok(InboxSettings {
             listen: s.listen,
-            api_key,
+            api_keys,
             sealer,
             max_body_bytes: s.max_body_bytes,
             retry_delay: Duration::from_secs(s.retry_secs),
@@ -812,7 +876,10 @@ mod dtp_inbox_tests {
             "[inbox]\nlisten = \"127.0.0.1:0\"\napi_key = { file = \"api\" }\nseal_key = { file = \"good-seal\" }\n",
         );
         let s = c.inbox_settings().unwrap();
-        assert_eq!(s.api_key, "0123456789abcdef-key");
+        assert_eq!(
+            s.api_keys,
+            [("api_key".to_string(), "0123456789abcdef-key".to_string())]
+        );
         assert_eq!(s.max_body_bytes, bridge_inbox::DEFAULT_MAX_BODY_BYTES);
         assert!(!format!("{s:?}").contains("0123456789abcdef"));
         assert_eq!(

@@ -38,9 +38,10 @@ impl BoundInbox {
         let state = InboxState::new(
             app.store.clone(),
             settings.sealer.clone(),
-            &settings.api_key,
+            "",
             settings.max_body_bytes,
         )
+        .with_keys(&settings.api_keys)
         .with_body_timeout(settings.body_timeout);
         let processor =
             InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))

@@ -139,6 +139,8 @@ pub struct InboxMessage {
     pub sealed_body: Vec<u8>,
     pub received_at: String,
     pub attempts: i64,
+    /// The id of the API key that authenticated it (`None` before keys had ids).
+    pub api_key_id: Option<String>,
 }
 
 /// What started a run.
@@ -308,7 +310,18 @@ pub trait Store: Send + Sync {
         error: &str,
     ) -> Result<(), StoreError>;
 
-    async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError>;
+    async fn inbox_put(
+        &self,
+        id: &str,
+        kind: &str,
+        api_key_id: &str,
+        sealed_body: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Replace a kept message's sealed body by `new`, only if it is still
+    /// `old` (a processor may have taken it meanwhile): true when replaced.
+    async fn inbox_reseal(&self, id: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    /// Every kept message, whatever its state (for re-sealing).
+    async fn inbox_all(&self) -> Result<Vec<InboxMessage>, StoreError>;
     /// Messages not yet processed, oldest first.
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;
     /// Note a failed processing attempt (reason: codes only).

@@ -197,8 +197,22 @@ impl<S: Store> Store for Monitored<S> {
             .await
     }
 
-    async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
-        self.write(self.inner.inbox_put(id, kind, sealed_body))
+    async fn inbox_reseal(&self, id: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        self.write(self.inner.inbox_reseal(id, old, new)).await
+    }
+
+    async fn inbox_all(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.read(self.inner.inbox_all()).await
+    }
+
+    async fn inbox_put(
+        &self,
+        id: &str,
+        kind: &str,
+        api_key_id: &str,
+        sealed_body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_put(id, kind, api_key_id, sealed_body))
             .await
     }
 

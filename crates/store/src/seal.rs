@@ -18,9 +18,13 @@ pub enum SealError {
     Seal,
 }
 
+/// A key ring: the current key seals; it and the previous keys open (a seal
+/// key rotation keeps the old key here until `bridge inbox reseal` has
+/// moved every kept message to the new one).
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    previous: Vec<XChaCha20Poly1305>,
 }
 
 // Never print key material.
@@ -32,13 +36,21 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     pub fn from_hex(key: &str) -> Result<Self, SealError> {
-        let bytes = hex::decode(key.trim()).map_err(|_| SealError::BadKey)?;
-        if bytes.len() != 32 {
-            return Err(SealError::BadKey);
-        }
         Ok(Self {
-            cipher: XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SealError::BadKey)?,
+            cipher: cipher(key)?,
+            previous: Vec::new(),
         })
+    }
+
+    /// Also open what an older key sealed (64 hex characters).
+    pub fn with_previous(mut self, key: &str) -> Result<Self, SealError> {
+        self.previous.push(cipher(key)?);
+        Ok(self)
+    }
+
+    /// Whether the current key (not an older one) opens this body.
+    pub fn sealed_with_current(&self, id: &str, sealed: &[u8]) -> bool {
+        open_with(&self.cipher, id, sealed).is_ok()
     }
 
     /// A fresh random key, hex encoded (for `bridge` to suggest to an operator).
@@ -64,21 +76,37 @@ impl Sealer {
         Ok(out)
     }
 
+    /// Open with the current key, else with each previous one.
     pub fn open(&self, id: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
-        if sealed.len() < 24 {
-            return Err(SealError::Open);
-        }
-        let (nonce, ct) = sealed.split_at(24);
-        self.cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: id.as_bytes(),
-                },
-            )
-            .map_err(|_| SealError::Open)
+        std::iter::once(&self.cipher)
+            .chain(&self.previous)
+            .find_map(|c| open_with(c, id, sealed).ok())
+            .ok_or(SealError::Open)
     }
+}
+
+fn cipher(key: &str) -> Result<XChaCha20Poly1305, SealError> {
+    let bytes = hex::decode(key.trim()).map_err(|_| SealError::BadKey)?;
+    if bytes.len() != 32 {
+        return Err(SealError::BadKey);
+    }
+    XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| SealError::BadKey)
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, id: &str, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    if sealed.len() < 24 {
+        return Err(SealError::Open);
+    }
+    let (nonce, ct) = sealed.split_at(24);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ct,
+                aad: id.as_bytes(),
+            },
+        )
+        .map_err(|_| SealError::Open)
 }
 
 #[cfg(test)]
@@ -95,5 +123,20 @@ mod tests {
         let other = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
         assert_eq!(other.open("m1", &sealed), Err(SealError::Open));
         assert_eq!(Sealer::from_hex("abcd").unwrap_err(), SealError::BadKey);
+    }
+
+    #[test]
+    fn a_ring_opens_what_older_keys_sealed_and_seals_with_the_current_one() {
+        let (old, new) = (Sealer::generate_key_hex(), Sealer::generate_key_hex());
+        let before = Sealer::from_hex(&old).unwrap();
+        let sealed_old = before.seal("m1", b"x").unwrap();
+        let ring = Sealer::from_hex(&new).unwrap().with_previous(&old).unwrap();
+        assert_eq!(ring.open("m1", &sealed_old).unwrap(), b"x");
+        assert!(!ring.sealed_with_current("m1", &sealed_old));
+        let resealed = ring.seal("m1", b"x").unwrap();
+        assert!(ring.sealed_with_current("m1", &resealed));
+        let new_only = Sealer::from_hex(&new).unwrap();
+        assert_eq!(new_only.open("m1", &resealed).unwrap(), b"x");
+        assert_eq!(new_only.open("m1", &sealed_old), Err(SealError::Open));
     }
 }

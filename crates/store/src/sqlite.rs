@@ -249,6 +249,25 @@ impl SqliteStore {
         Ok(std::fs::metadata(dest).map_err(|e| io(dest, e))?.len())
     }
 
+    async fn inbox_where(&self, filter: &'static str) -> Result<Vec<InboxMessage>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, kind, sealed_body, received_at, attempts, api_key_id FROM inbox WHERE {filter} ORDER BY received_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| InboxMessage {
+                id: r.get(0),
+                kind: r.get(1),
+                sealed_body: r.get(2),
+                received_at: r.get(3),
+                attempts: r.get(4),
+                api_key_id: r.get(5),
+            })
+            .collect())
+    }
+
     /// A private in-memory database (tests, dry runs).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
@@ -592,33 +611,42 @@ impl Store for SqliteStore {
         consent::alert_retry(&self.pool, id, next_attempt_at, error).await
     }
 
-    async fn inbox_put(&self, id: &str, kind: &str, sealed_body: &[u8]) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO inbox (id, kind, sealed_body, received_at) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(kind)
-            .bind(sealed_body)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
+    async fn inbox_put(
+        &self,
+        id: &str,
+        kind: &str,
+        api_key_id: &str,
+        sealed_body: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO inbox (id, kind, sealed_body, received_at, api_key_id) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(sealed_body)
+        .bind(now())
+        .bind(api_key_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
+    async fn inbox_reseal(&self, id: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE inbox SET sealed_body = ? WHERE id = ? AND sealed_body = ?")
+            .bind(new)
+            .bind(id)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn inbox_all(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.inbox_where("1 = 1").await
+    }
+
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, sealed_body, received_at, attempts FROM inbox WHERE state = 'pending' ORDER BY received_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxMessage {
-                id: r.get(0),
-                kind: r.get(1),
-                sealed_body: r.get(2),
-                received_at: r.get(3),
-                attempts: r.get(4),
-            })
-            .collect())
+        self.inbox_where("state = 'pending'").await
     }
 
     async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
@@ -980,7 +1008,7 @@ mod tests {
             s.record_delivery("f", "case/svc", "accepted", Some("t1"))
                 .await
                 .unwrap();
-            s.inbox_put("m1", "PrimeroOutgoingReferral", b"sealed")
+            s.inbox_put("m1", "PrimeroOutgoingReferral", "k1", b"sealed")
                 .await
                 .unwrap();
             s.inbox_failed("m1", "partner-unavailable").await.unwrap();

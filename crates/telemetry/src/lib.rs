@@ -97,6 +97,8 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     any("notified"),
     any("acknowledged"),
     any("held"),
+    // Which inbox API key authenticated a message: its configured id.
+    host("key_id"),
     any("more"),
     any("replay"),
     any("endpoint"),

@@ -37,6 +37,13 @@ pub enum InboxCommand {
         #[arg(long)]
         init: bool,
     },
+    /// Re-seal every kept message under the current seal key (after a seal
+    /// key rotation), so the previous keys can be removed. Safe while the
+    /// service runs: a message taken meanwhile is left alone.
+    Reseal {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 pub fn run_dtp_command(cmd: DtpCommand) -> anyhow::Result<ExitCode> {
@@ -57,6 +64,7 @@ pub async fn run_inbox_command(
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        InboxCommand::Reseal { config } => reseal(&config).await,
         InboxCommand::Serve {
             config,
             today,
@@ -84,4 +92,48 @@ pub async fn run_inbox_command(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `bridge inbox reseal`: each kept message opened with the key ring and
+/// sealed again under the current key; ids only in the output.
+async fn reseal(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use bridge_store::Store as _;
+    let config = BridgeConfig::parse(config)?;
+    let settings = config.inbox_settings()?;
+    let store = super::ops::open_store(&config.file, OpenMode::Existing).await?;
+    let (mut resealed, mut current, mut taken, mut unopened) = (0, 0, 0, Vec::new());
+    for message in store.inbox_all().await? {
+        let sealer = &settings.sealer;
+        if sealer.sealed_with_current(&message.id, &message.sealed_body) {
+            current += 1;
+            continue;
+        }
+        let Ok(plain) = sealer.open(&message.id, &message.sealed_body) else {
+            unopened.push(message.id);
+            continue;
+        };
+        let sealed = sealer
+            .seal(&message.id, &plain)
+            .map_err(|e| anyhow::anyhow!("message {}: {e}", message.id))?;
+        drop(plain);
+        if store
+            .inbox_reseal(&message.id, &message.sealed_body, &sealed)
+            .await?
+        {
+            resealed += 1;
+        } else {
+            taken += 1;
+        }
+    }
+    println!(
+        "re-sealed {resealed} message(s) under the current key; {current} already were; {taken} taken by the service meanwhile"
+    );
+    if unopened.is_empty() {
+        println!("every kept message now opens with inbox.seal_key alone: the previous keys can be removed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for id in &unopened {
+        eprintln!("error: inbox message {id}: no configured seal key opens it (damaged, or sealed with a key no longer configured); left as it is");
+    }
+    Ok(ExitCode::FAILURE)
 }
