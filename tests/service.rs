@@ -718,10 +718,16 @@ fn sim_writes_a_config_with_paths_relative_to_its_folder_that_checks() {
                 mappings_line, "mappings = \"../mappings/kenya-dadaab\"",
                 "{written}"
             );
-        } else {
-            let root = project.root.canonicalize().unwrap();
-            assert!(jobs_line.contains(&*root.to_string_lossy()), "{written}");
         }
+        // Either way the path, read against the config's folder, is the clone's.
+        let written_jobs = jobs_line
+            .trim_start_matches("dir = \"")
+            .trim_end_matches('"');
+        assert_eq!(
+            folder.join(written_jobs).canonicalize().unwrap(),
+            project.jobs_dist().canonicalize().unwrap(),
+            "{written}"
+        );
         // Checked from another working folder: paths resolve against the file's.
         let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let out = bridge(
@@ -1025,4 +1031,46 @@ async fn readyz_says_which_partner_is_unreachable_and_recovers_when_it_answers()
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(seen.0, 200, "readyz once the partners answer: {seen:?}");
+}
+
+#[test]
+fn job_inspect_describes_a_component_from_the_cache_with_its_hash_and_limits() {
+    let project = project();
+    let wasm = project.job_wasm(JOB);
+    let cache = tempfile::tempdir().unwrap();
+    let inspect = || {
+        Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .args(["--cache-dir", &cache.path().display().to_string()])
+            .args(["job", "inspect", "--json"])
+            .arg(&wasm)
+            .output()
+            .unwrap()
+    };
+    let first = inspect();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let second = inspect();
+    let json: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(json["accepted"], true);
+    assert_eq!(
+        json["sha256"],
+        bridge_runtime::content_hash(&std::fs::read(&wasm).unwrap())
+    );
+    assert_eq!(json["describe"]["name"], JOB);
+    assert_eq!(json["describe"]["flow"], JOB);
+    assert!(
+        json["describe"]["tables"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()),
+        "{json}"
+    );
+    assert!(
+        json["limits"]["memory_bytes"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    assert!(
+        json["limits"]["call_timeout_ms"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    // The second call loads from the precompile cache the first one filled.
+    assert_eq!(json["from_cache"], true, "{json}");
 }

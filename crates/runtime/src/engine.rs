@@ -101,6 +101,12 @@ pub struct LoadedJob {
 }
 
 impl LoadedJob {
+    /// The compiled component (what `bridge job inspect` lists the imports
+    /// and exports of, without compiling it again).
+    pub fn component(&self) -> &wasmtime::component::Component {
+        self.pre.component()
+    }
+
     /// Whether the component maps several records per call (`run-batch`).
     pub fn maps_in_batches(&self) -> bool {
         self.run_batch.is_some()

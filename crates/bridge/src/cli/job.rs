@@ -40,6 +40,9 @@ pub enum JobCommand {
         /// Also say whether this approvals file approves the component.
         #[arg(long)]
         approvals: Option<PathBuf>,
+        /// One JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a component: append its SHA-256, name, version and imports to
     /// the approvals file `[jobs] require_approved` loads from.
@@ -214,17 +217,70 @@ pub async fn run_job_command(
         JobCommand::Inspect {
             component,
             approvals,
+            json,
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
             let runtime = super::job_runtime(cache_dir)?;
-            let compiled =
-                wasmtime::component::Component::new(runtime.engine(), &bytes).map_err(|e| {
-                    anyhow::anyhow!("{} is not a valid component: {e:#}", component.display())
-                })?;
-            let report = inspect_component(runtime.engine(), &compiled);
+            let name = component
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "job".to_string());
+            // The verdict is loading itself (linking, `describe` and its
+            // checks), from the precompile cache when it holds the component;
+            // only a refused one is compiled again to list what it imports.
+            let started = std::time::Instant::now();
+            let loaded = runtime.load_bytes(&name, &bytes).await;
+            let load_ms = started.elapsed().as_millis();
+            let report = match &loaded {
+                Ok(job) => inspect_component(runtime.engine(), job.component()),
+                Err(_) => {
+                    let compiled = wasmtime::component::Component::new(runtime.engine(), &bytes)
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "{} is not a valid component: {e:#}",
+                                component.display()
+                            )
+                        })?;
+                    inspect_component(runtime.engine(), &compiled)
+                }
+            };
+            let limits = runtime.limits();
+            let hash = bridge_runtime::content_hash(&bytes);
+            if json {
+                let described = loaded.as_ref().ok().map(|job| {
+                    serde_json::json!({
+                        "name": job.info.name,
+                        "version": job.info.version,
+                        "flow": job.info.flow,
+                        "tables": job.info.tables,
+                    })
+                });
+                let out = serde_json::json!({
+                    "component": component.display().to_string(),
+                    "sha256": hash,
+                    "accepted": loaded.is_ok(),
+                    "refusal": loaded.as_ref().err().map(|e| e.to_string()),
+                    "describe": described,
+                    "imports": report.imports,
+                    "exports": report.exports,
+                    "limits": {
+                        "call_timeout_ms": limits.call_timeout.as_millis() as u64,
+                        "memory_bytes": limits.memory_bytes,
+                        "recycle_after_records": limits.recycle_after_calls,
+                    },
+                    "from_cache": loaded.as_ref().map(|j| j.from_cache).unwrap_or(false),
+                    "load_ms": load_ms as u64,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(if loaded.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
             println!("component: {}", component.display());
-            println!("sha256: {}", bridge_runtime::content_hash(&bytes));
+            println!("sha256: {hash}");
             println!("imports:");
             for i in &report.imports {
                 println!("  {i}");
@@ -233,16 +289,36 @@ pub async fn run_job_command(
             for e in &report.exports {
                 println!("  {e}");
             }
-            // The verdict is loading itself: linking, `describe` and its checks.
-            let name = component
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "job".to_string());
+            println!(
+                "limits: call timeout {} ms, memory {} MiB, fresh instance after {} records",
+                limits.call_timeout.as_millis(),
+                limits.memory_bytes / (1024 * 1024),
+                limits.recycle_after_calls
+            );
             if let Some(file) = &approvals {
                 super::approve::print_approval(&bytes, file)?;
             }
-            match runtime.load_bytes(&name, &bytes).await {
+            match loaded {
                 Ok(job) => {
+                    println!(
+                        "describe: job {} {} for flow {}; tables: {}",
+                        job.info.name,
+                        job.info.version,
+                        job.info.flow,
+                        if job.info.tables.is_empty() {
+                            "none".to_string()
+                        } else {
+                            job.info.tables.join(", ")
+                        }
+                    );
+                    println!(
+                        "loaded in {load_ms} ms ({})",
+                        if job.from_cache {
+                            "precompile cache"
+                        } else {
+                            "compiled, now cached"
+                        }
+                    );
                     println!(
                         "accepted: yes (imports only the bridge:job log and types): job {} {} for flow {}",
                         job.info.name, job.info.version, job.info.flow
