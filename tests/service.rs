@@ -882,18 +882,21 @@ fn state_backup_copies_a_private_consistent_database_and_never_overwrites() {
     );
 
     let backup = tmp.path().join("backups/state-1.db");
+    let backup_to = |file: &Path| {
+        bridge(
+            &[
+                "state",
+                "backup",
+                &file.display().to_string(),
+                "--config",
+                &c,
+            ],
+            &[],
+            tmp.path(),
+        )
+    };
     std::fs::create_dir(tmp.path().join("backups")).unwrap();
-    let out = bridge(
-        &[
-            "state",
-            "backup",
-            &backup.display().to_string(),
-            "--config",
-            &c,
-        ],
-        &[],
-        tmp.path(),
-    );
+    let out = backup_to(&backup);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("integrity check ok"), "{}", text(&out));
     assert_eq!(mode(&backup), 0o600, "backup mode");
@@ -928,17 +931,7 @@ fn state_backup_copies_a_private_consistent_database_and_never_overwrites() {
 
     // Never over an existing file; a config without state is refused.
     let before = std::fs::read(&backup).unwrap();
-    let out = bridge(
-        &[
-            "state",
-            "backup",
-            &backup.display().to_string(),
-            "--config",
-            &c,
-        ],
-        &[],
-        tmp.path(),
-    );
+    let out = backup_to(&backup);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("exists"), "{}", text(&out));
     assert_eq!(std::fs::read(&backup).unwrap(), before);

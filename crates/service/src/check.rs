@@ -51,14 +51,7 @@ pub async fn check_config_and_jobs(file: &Path, cache_dir: Option<PathBuf>) -> C
         // Already reported by the checks above.
         return report;
     };
-    let key = |key: &str, message: String| {
-        ConfigError::Key {
-            file: config.file.clone(),
-            key: key.to_string(),
-            message,
-        }
-        .to_string()
-    };
+    let key = |key: &str, message: String| key_problem(&config, key, message);
     let runtime = match crate::build::job_runtime(&config, cache_dir) {
         Ok(r) => r,
         Err(e) => {
@@ -113,14 +106,7 @@ pub fn check_config(file: &Path) -> CheckReport {
             return report;
         }
     };
-    let key = |key: &str, message: String| {
-        ConfigError::Key {
-            file: config.file.clone(),
-            key: key.to_string(),
-            message,
-        }
-        .to_string()
-    };
+    let key = |key: &str, message: String| key_problem(&config, key, message);
 
     // Secrets resolve (values are never shown).
     let mut secrets_ok = std::collections::BTreeSet::new();
@@ -311,4 +297,14 @@ pub fn check_reload(file: &Path) -> anyhow::Result<BridgeConfig> {
         report.problems.join("; ")
     );
     Ok(BridgeConfig::load(file)?)
+}
+
+/// A problem of one key of the config, as a line: file, line and key.
+fn key_problem(config: &BridgeConfig, key: &str, message: String) -> String {
+    ConfigError::Key {
+        file: config.file.clone(),
+        key: key.to_string(),
+        message,
+    }
+    .to_string()
 }
