@@ -792,6 +792,23 @@ fn config_check_runs_each_jobs_configure_and_finds_missing_components() {
         all.contains("module_id") && all.contains("ping-1.1"),
         "{all}"
     );
+    // `mappings check` runs each job's configure on the folder too.
+    let out = bridge(
+        &[
+            "mappings",
+            "check",
+            &folder.display().to_string(),
+            "--allow-placeholders",
+        ],
+        &[],
+        tmp.path(),
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("job ping-1.1 refuses the folder") && all.contains("module_id"),
+        "{all}"
+    );
 
     // A scheduled flow whose component is not built.
     let jobs = tmp.path().join("dist");

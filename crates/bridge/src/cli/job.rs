@@ -386,6 +386,7 @@ pub async fn run_mappings_command(
         );
     } else {
         let runtime = super::job_runtime(cache_dir)?;
+        let shared_set = Arc::new(set.clone());
         let mut read: std::collections::BTreeSet<String> = bridge_flows::HOST_TABLES
             .iter()
             .map(|t| t.to_string())
@@ -395,7 +396,8 @@ pub async fn run_mappings_command(
             if bridge_runtime::reload::serves_other_design(&job.info.flow, &set.deployment.design) {
                 continue;
             }
-            for table in set.missing_tables(&job.info.tables) {
+            let missing = set.missing_tables(&job.info.tables);
+            for table in &missing {
                 errors.push(format!(
                     "{}: missing table `{table}`, which job {} reads",
                     dir.display(),
@@ -403,6 +405,21 @@ pub async fn run_mappings_command(
                 ));
             }
             read.extend(job.info.tables.iter().cloned());
+            if missing.is_empty() {
+                // The job's own checks of the folder (deployment values it
+                // needs, table shapes): what a start would refuse.
+                let job_name = job.name.clone();
+                let configured = async {
+                    let mut instance = bridge_runtime::JobInstance::new(Arc::new(job)).await?;
+                    instance.configure_with(shared_set.clone()).await
+                };
+                if let Err(e) = configured.await {
+                    errors.push(format!(
+                        "{}: job {job_name} refuses the folder: {e}",
+                        dir.display()
+                    ));
+                }
+            }
         }
         errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
     }
