@@ -268,6 +268,15 @@ impl SqliteStore {
             .collect())
     }
 
+    /// Close the database: its connection first, then the file handle kept
+    /// for identity checks. Dropping the store instead closes that handle at
+    /// once while the connection closes in the background, and closing any
+    /// descriptor of the file drops this process's POSIX locks on it
+    /// (SQLite's own), which can let a checkpoint race another process.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
     /// A private in-memory database (tests, dry runs).
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
