@@ -71,7 +71,11 @@ impl Drop for ScratchDir {
 #[derive(Debug)]
 struct OpenFile {
     path: PathBuf,
-    handle: File,
+    /// Device and inode of the file opened. Kept as numbers, not as an open
+    /// descriptor: closing any descriptor of the file drops all of this
+    /// process's POSIX locks on it, SQLite's included (a store dropped during
+    /// a reload would unlock the next one's connection).
+    identity: (u64, u64),
     /// The file had content once: a later size of 0 means it was truncated.
     had_content: AtomicBool,
 }
@@ -82,10 +86,6 @@ impl OpenFile {
             path: self.path.clone(),
             why,
         };
-        let opened = self
-            .handle
-            .metadata()
-            .map_err(|e| StoreError::Database(format!("{}: {e}", self.path.display())))?;
         let now = match std::fs::metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -98,10 +98,10 @@ impl OpenFile {
                 )))
             }
         };
-        if (now.dev(), now.ino()) != (opened.dev(), opened.ino()) {
+        if (now.dev(), now.ino()) != self.identity {
             return Err(replaced("was replaced by another file"));
         }
-        if opened.len() > 0 {
+        if now.len() > 0 {
             self.had_content.store(true, Ordering::Relaxed);
         } else if self.had_content.load(Ordering::Relaxed) {
             return Err(replaced("was truncated to 0 bytes"));
@@ -160,7 +160,9 @@ impl SqliteStore {
         let mut store = Self::with_options(options).await?;
         store.file = Some(Arc::new(OpenFile {
             path: path.to_path_buf(),
-            handle: File::open(path).map_err(io)?,
+            identity: std::fs::metadata(path)
+                .map(|m| (m.dev(), m.ino()))
+                .map_err(io)?,
             had_content: AtomicBool::new(false),
         }));
         store.verify().await?;
@@ -268,11 +270,8 @@ impl SqliteStore {
             .collect())
     }
 
-    /// Close the database: its connection first, then the file handle kept
-    /// for identity checks. Dropping the store instead closes that handle at
-    /// once while the connection closes in the background, and closing any
-    /// descriptor of the file drops this process's POSIX locks on it
-    /// (SQLite's own), which can let a checkpoint race another process.
+    /// Close the database, waiting for its connection to close (dropping
+    /// the store closes it in the background).
     pub async fn close(self) {
         self.pool.close().await;
     }
