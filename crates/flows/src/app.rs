@@ -44,6 +44,8 @@ pub struct App {
     /// Dry run: read-only clients, a scratch copy of the state, and flows
     /// that map and report instead of writing.
     pub dry_run: bool,
+    /// One run of a flow at a time across the scheduler and the console.
+    pub gates: crate::gates::RunGates,
     /// This process is the state database's only writer while it is held
     /// (`bridge_service::build::from_config`; an App built with `App::new` is
     /// given a store).
@@ -134,6 +136,7 @@ impl App {
             inbox: None,
             initial_cursors: BTreeMap::new(),
             dry_run: false,
+            gates: Default::default(),
             writer: None,
         })
     }
@@ -215,6 +218,7 @@ impl App {
                 status: r.outcome.label().replace(' ', "-"),
                 attempt: ledger.attempt(&r.source_id),
                 reason_code: r.outcome.reason_code().map(str::to_string),
+                reason: r.outcome.reason().map(str::to_string),
                 at: at.clone(),
             })
             .collect();

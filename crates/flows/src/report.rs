@@ -94,6 +94,19 @@ impl RecordOutcome {
         }
     }
 
+    /// Why a record was not delivered, in full (the reason code leads it
+    /// or is given apart by [`RecordOutcome::reason_code`]).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RecordOutcome::Failed { reason, .. }
+            | RecordOutcome::DeadLettered { reason, .. }
+            | RecordOutcome::Held { reason, .. }
+            | RecordOutcome::Skipped { reason }
+            | RecordOutcome::NoConsent { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The id the target system knows the record by, when there is one.
     pub fn target_id(&self) -> Option<&str> {
         match self {

@@ -57,8 +57,10 @@ mod alerts;
 mod approvals;
 mod audit;
 mod checks;
+mod console;
 
 pub use alerts::{AlertSettings, AlertsSection};
+pub use console::{ConsoleAccount, ConsoleSection};
 pub use audit::AuditSection;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +354,8 @@ pub struct BridgeConfig {
     /// `[audit]`: retention of the audit trail.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[console]`: the operator console of `bridge run`.
+    pub console: Option<ConsoleSection>,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -581,6 +585,14 @@ impl BridgeConfig {
         }
         if let Some(a) = &self.alerts {
             refs.push(("alerts.webhook_secret", &a.webhook_secret));
+        }
+        if let Some(c) = &self.console {
+            refs.extend(
+                c.accounts
+                    .iter()
+                    .filter_map(|a| a.token.as_ref())
+                    .map(|t| ("console.accounts", t)),
+            );
         }
         refs
     }

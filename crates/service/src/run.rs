@@ -116,6 +116,10 @@ impl FlowRunner for AppRunner {
             }
         }
     }
+
+    fn gate(&self, flow: &str) -> bridge_flows::gates::Gate {
+        self.app.gates.gate(flow)
+    }
 }
 
 /// At start, the per-flow "last" gauges from the recorded runs, so an
@@ -221,10 +225,12 @@ fn preflight(config: &BridgeConfig) -> anyhow::Result<Preflight> {
         None => None,
     };
     let alerts = config.alert_settings()?;
+    let console = config.console_settings()?;
     Ok(Preflight {
         entries,
         inbox,
         alerts,
+        console,
     })
 }
 
@@ -233,6 +239,7 @@ struct Preflight {
     entries: Vec<Entry>,
     inbox: Option<crate::config::InboxSettings>,
     alerts: Option<crate::config::AlertSettings>,
+    console: Option<bridge_console::ConsoleSettings>,
 }
 
 /// The App for a config (`build::from_config` applies `[delivery]` and takes
@@ -256,6 +263,7 @@ pub async fn run(
         entries,
         inbox,
         alerts,
+        console,
     } = preflight(config)?;
     let app = open_app(
         config,
@@ -369,6 +377,40 @@ pub async fn run(
         None => None,
     };
 
+    // The operator console, when configured.
+    let console_stop = CancellationToken::new();
+    let console_task = match console {
+        Some(settings) => {
+            let schedule = entries
+                .iter()
+                .map(|e| bridge_console::ScheduledFlow {
+                    flow: e.flow.clone(),
+                    expression: config
+                        .schedule
+                        .get(&e.flow)
+                        .map(|x| x.get_ref().clone())
+                        .unwrap_or_default(),
+                    schedule: e.schedule.clone(),
+                })
+                .collect();
+            let console = bridge_console::Console::new(
+                settings,
+                bridge_console::Service {
+                    app: app.clone(),
+                    schedule,
+                },
+            );
+            let bound = bridge_console::BoundConsole::bind(console).await?;
+            let addr = bound.addr;
+            stdout_lines.push(format!("console listening on http://{addr}/"));
+            tracing::info!(%addr, "console listening");
+            Some(tokio::spawn(
+                bound.serve(console_stop.clone().cancelled_owned()),
+            ))
+        }
+        None => None,
+    };
+
     // Alerts to the operator's webhook.
     let alerts_stop = CancellationToken::new();
     let alerts_task = alerts.map(|a| a.spawn(alerts_stop.clone()));
@@ -445,6 +487,12 @@ pub async fn run(
     alerts_stop.cancel();
     if let Some(task) = alerts_task {
         let _ = task.await;
+    }
+    console_stop.cancel();
+    if let Some(task) = console_task {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "the console ended with an error");
+        }
     }
     store_watch.abort();
     metrics_stop.cancel();

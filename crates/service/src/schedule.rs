@@ -89,6 +89,11 @@ pub trait FlowRunner: Send + Sync + 'static {
     async fn run(&self, flow: &str, trigger: Trigger);
     /// When the flow's newest run started (any trigger).
     async fn last_started(&self, flow: &str) -> Option<DateTime<Utc>>;
+    /// The flow's one-run-at-a-time gate, when others (the console) share
+    /// it; by default the scheduler's own.
+    fn gate(&self, _flow: &str) -> bridge_flows::gates::Gate {
+        Default::default()
+    }
 }
 
 /// One flow's "one run at a time" gate.
@@ -98,6 +103,11 @@ pub struct FlowGate {
 }
 
 impl FlowGate {
+    /// A gate shared with whoever else holds `busy`.
+    pub fn shared(busy: bridge_flows::gates::Gate) -> Self {
+        Self { busy }
+    }
+
     /// Start a run in `tracker` unless one is going; false when skipped.
     pub fn fire<R: FlowRunner + ?Sized>(
         &self,
@@ -149,7 +159,7 @@ impl Scheduler {
         let loops = TaskTracker::new();
         let runs = TaskTracker::new();
         for entry in entries {
-            let gate = FlowGate::default();
+            let gate = FlowGate::shared(runner.gate(&entry.flow));
             let last = runner.last_started(&entry.flow).await;
             let now = clock.now();
             if missed_run(&entry.schedule, now, last) {

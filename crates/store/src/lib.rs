@@ -206,7 +206,25 @@ pub struct RecordRow {
     /// Consecutive failed attempts including this one (0 when it succeeded).
     pub attempt: i64,
     pub reason_code: Option<String>,
+    /// Why it was not delivered, in full (codes and system ids; job text is
+    /// redacted on receipt, see `bridge_runtime::job_text`).
+    pub reason: Option<String>,
     pub at: String,
+}
+
+impl RecordRow {
+    /// The reason code and the full reason, as one line: `code: reason`, or
+    /// the reason alone when it already leads with its code.
+    pub fn why(&self) -> Option<String> {
+        match (self.reason_code.as_deref(), self.reason.as_deref()) {
+            (Some(code), Some(reason)) if !reason.starts_with(code) => {
+                Some(format!("{code}: {reason}"))
+            }
+            (_, Some(reason)) => Some(reason.to_string()),
+            (Some(code), None) => Some(code.to_string()),
+            (None, None) => None,
+        }
+    }
 }
 
 /// A record that failed too often and waits for an operator.

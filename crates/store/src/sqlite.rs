@@ -736,8 +736,8 @@ impl Store for SqliteStore {
         .await?;
         for r in records {
             sqlx::query(
-                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, reason_code, at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, reason_code, reason, at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&r.run_id)
             .bind(&r.flow)
@@ -746,6 +746,7 @@ impl Store for SqliteStore {
             .bind(&r.status)
             .bind(r.attempt)
             .bind(&r.reason_code)
+            .bind(&r.reason)
             .bind(&r.at)
             .execute(&mut *tx)
             .await?;
@@ -785,7 +786,7 @@ impl Store for SqliteStore {
 
     async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT run_id, flow, source_id, target_id, status, attempt, reason_code, at
+            "SELECT run_id, flow, source_id, target_id, status, attempt, reason_code, at, reason
              FROM record_outcomes WHERE run_id = ? ORDER BY rowid",
         )
         .bind(run_id)
@@ -801,6 +802,7 @@ impl Store for SqliteStore {
                 status: r.get(4),
                 attempt: r.get(5),
                 reason_code: r.get(6),
+                reason: r.get(8),
                 at: r.get(7),
             })
             .collect())

@@ -162,6 +162,12 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     host("approved"),
     // What resolves a held record (a fixed text per reason code).
     host("resolve"),
+    // The operator console: the account (a staff login name from
+    // bridge.toml, never a child's data), what it did, and to which entry.
+    host("account"),
+    host("action"),
+    any("role"),
+    any("dead_letter"),
 ];
 
 /// Whether host code may log a field of this name.

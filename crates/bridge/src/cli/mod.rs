@@ -113,7 +113,7 @@ enum Command {
 /// The service's default: what a person watching it needs (each run's
 /// counts and duration, starts, stops, reloads, job swaps) and every
 /// warning; per-record lines stay at `info` in the flows, off by default.
-const SERVICE_LOG: &str = "warn,bridge_service=info,bridge_runtime::reload=info";
+const SERVICE_LOG: &str = "warn,bridge_service=info,bridge_runtime::reload=info,bridge_console=info";
 
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();

@@ -215,7 +215,7 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
                         r.status,
                         dash(&r.target_id),
                         r.attempt,
-                        dash(&r.reason_code)
+                        r.why().as_deref().unwrap_or("-")
                     );
                 }
             }

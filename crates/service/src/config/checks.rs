@@ -113,6 +113,7 @@ impl BridgeConfig {
         );
 
         problems.extend(self.alert_problems());
+        problems.extend(self.console_problems());
 
         for (flow, expr) in &self.schedule {
             let Ok(schedule) = cron::Schedule::from_str(expr.get_ref()) else {
