@@ -1,7 +1,8 @@
 //! Every job's fixtures, through the real component: for each
 //! `jobs/<job>/fixtures/<name>.record.json` the outcome must equal
 //! `<name>.expected.json` (fixtures use today = 2025-06-01). The mapping folder
-//! is `mappings/kenya-dadaab` unless `fixtures/mappings.path` names another.
+//! is `mappings/kenya-dadaab` unless `fixtures/fixtures.json` names another
+//! (`bridge_runtime::fixtures`, which `bridge job test` runs on too).
 //!
 //! Also checks the `bridge job run --expect` command a job author uses.
 
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bridge_mappings::MappingSet;
+use bridge_runtime::fixtures::FixtureSettings;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{
     as_received, outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
@@ -24,32 +26,27 @@ fn project() -> ProjectDirs {
     project
 }
 
+/// A job's fixtures, `(name, record file, expected file)`; each has its
+/// expected file.
 fn fixtures(job_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
-    let dir = job_dir.join("fixtures");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".record.json") {
-            let expected = dir.join(format!("{stem}.expected.json"));
+    bridge_runtime::fixtures::fixtures_of(job_dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|f| {
             assert!(
-                expected.is_file(),
+                f.expected.is_some(),
                 "{} has no expected file",
-                path.display()
+                f.record_path.display()
             );
-            out.push((stem.to_string(), path, expected));
-        }
-    }
-    out.sort();
-    out
+            (f.name, f.record_path, f.expected_path)
+        })
+        .collect()
 }
 
+/// The mapping folder a job's fixtures are written for (`fixtures.json`).
 fn mapping_dir(project: &ProjectDirs, job_dir: &Path) -> PathBuf {
-    let pointer = job_dir.join("fixtures/mappings.path");
-    match std::fs::read_to_string(&pointer) {
-        Ok(rel) => project.root.join(rel.trim()),
-        Err(_) => project.mappings("kenya-dadaab"),
-    }
+    let settings = FixtureSettings::of_job(job_dir).unwrap_or_else(|e| panic!("{e}"));
+    project.mappings(&settings.mappings)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
