@@ -10,14 +10,15 @@ use bridge_runtime::fixtures::{self, Checked, FixtureSettings};
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::JobInstance;
 
-/// A unified diff of two JSON values, `-` the first.
+/// A unified diff of two JSON values, `-` the first (`None`: no file).
 pub(crate) fn diff(
-    expected: &serde_json::Value,
+    expected: Option<&serde_json::Value>,
     actual: &serde_json::Value,
     header: (&str, &str),
 ) -> anyhow::Result<String> {
-    let want = serde_json::to_string_pretty(expected)?;
-    let got = serde_json::to_string_pretty(actual)?;
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(|t| t + "\n");
+    let want = expected.map(pretty).transpose()?.unwrap_or_default();
+    let got = pretty(actual)?;
     let diff = similar::TextDiff::from_lines(&want, &got);
     Ok(diff
         .unified_diff()
@@ -242,7 +243,7 @@ fn failed(project: &ProjectDirs, c: &Checked) -> anyhow::Result<String> {
         Some(expected) => format!(
             "  FAILED {} (- expected {expected_path}, + actual)\n{}",
             c.fixture.name,
-            indent(&diff(expected, &c.actual, ("expected", "actual"))?)
+            indent(&diff(Some(expected), &c.actual, ("expected", "actual"))?)
         ),
     })
 }
@@ -250,20 +251,12 @@ fn failed(project: &ProjectDirs, c: &Checked) -> anyhow::Result<String> {
 /// An updated fixture and the diff of its file.
 fn updated(project: &ProjectDirs, c: &Checked) -> anyhow::Result<String> {
     let path = shown(project, &c.fixture.expected_path);
-    let before = c
-        .fixture
-        .expected
-        .clone()
-        .unwrap_or(serde_json::Value::Null);
-    let header = if c.fixture.expected.is_some() {
-        "before"
-    } else {
-        "(none)"
-    };
+    let before = c.fixture.expected.as_ref();
+    let header = if before.is_some() { "before" } else { "(none)" };
     Ok(format!(
         "  UPDATED {} ({path})\n{}",
         c.fixture.name,
-        indent(&diff(&before, &c.actual, (header, "after"))?)
+        indent(&diff(before, &c.actual, (header, "after"))?)
     ))
 }
 
