@@ -6,7 +6,7 @@
 //! is built and in the same folder). Wrong names are refused with the file,
 //! the line and the key; approvals cover the variant like any job.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use bridge_demo::scenario::{seed_workflow_1_1, Simulators};
@@ -418,7 +418,7 @@ async fn a_variant_made_with_job_new_serves_its_flow_in_place_of_the_shared_job(
     assert_eq!(approved.status.code(), Some(0), "{}", text(&approved));
 }
 
-async fn approve(root: &Path, component: &PathBuf, approvals: &str) {
+async fn approve(root: &Path, component: &Path, approvals: &str) {
     let out = bridge(
         root,
         &[
