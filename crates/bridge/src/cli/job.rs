@@ -466,20 +466,19 @@ pub async fn run_mappings_command(
                 }
             }
         }
-        // A table only an unbuilt job reads is not unknown.
+        // A table only a job not loaded here reads is not unknown.
         let unserved: Vec<String> = bridge_flows::registry::all()
             .iter()
             .filter(|f| f.design.as_str() == set.deployment.design)
             .filter(|f| !served.contains(f.name))
-            .map(|f| set.job_for(f.name).to_string())
+            .map(|f| format!("{} (job {})", f.name, set.job_for(f.name)))
             .collect();
         if unserved.is_empty() {
             errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
         } else {
             eprintln!(
-                "note: not built: {}; tables were not checked for being read by no job (build them with `bridge jobs build {}`)",
-                unserved.join(", "),
-                unserved.join(" ")
+                "note: no built job serves flow {}; tables were not checked for being read by no job (`bridge jobs build`)",
+                unserved.join(", ")
             );
         }
     }
