@@ -329,3 +329,97 @@ fn mappings_check_names_unknown_and_missing_tables_and_bad_lines() {
         "{stderr}"
     );
 }
+
+/// `bridge job test` on each shipped folder: every fixture of its design's
+/// jobs passes, one summary line per job with the counts.
+#[test]
+fn job_test_passes_every_fixture_of_the_shipped_folders() {
+    let project = project();
+    for (country, design) in [("kenya-dadaab", "ping"), ("ethiopia-gambella", "dtp")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .current_dir(&project.root)
+            .args(["job", "test"])
+            .arg(project.mappings(country))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut total = 0;
+        for job in project.job_names().unwrap() {
+            if !job.starts_with(&format!("{design}-")) {
+                assert!(!stdout.contains(&format!("\n{job} (flow")), "{stdout}");
+                continue;
+            }
+            let n = fixtures(&project.jobs_src().join(&job)).len();
+            total += n;
+            assert!(
+                stdout.contains(&format!("{job} (flow {job}): {n} passed, 0 failed\n")),
+                "{job}: {stdout}"
+            );
+        }
+        assert!(
+            stdout.contains(&format!("total: {total} passed, 0 failed, 0 updated")),
+            "{stdout}"
+        );
+    }
+}
+
+/// Against a folder whose table changes an outcome, `bridge job test`
+/// fails with the diff; `--update` leaves alone the fixtures written for
+/// another folder (`npm test` runs them there) and still fails.
+#[test]
+fn job_test_shows_the_diff_and_updates_only_fixtures_written_for_the_folder() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("testland");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(project.mappings("kenya-dadaab")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let sex = dir.join("inbound-sex.toml");
+    let text = std::fs::read_to_string(&sex).unwrap();
+    std::fs::write(&sex, text.replace("= \"female\"", "= \"other_b25f252\"")).unwrap();
+    let expected = project
+        .jobs_src()
+        .join("ping-1.1/fixtures/example-15.expected.json");
+    let before = std::fs::read(&expected).unwrap();
+    let run = |update: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+        command
+            .current_dir(&project.root)
+            .args(["job", "test"])
+            .arg(&dir);
+        if update {
+            command.arg("--update");
+        }
+        command.output().unwrap()
+    };
+    let out = run(false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED example-15 (- expected jobs/ping-1.1/fixtures/example-15.expected.json, + actual)")
+            && stdout.contains("-      \"sex\": \"female\",")
+            && stdout.contains("+      \"sex\": \"other_b25f252\","),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(fixtures written for mappings/kenya-dadaab)"),
+        "{stdout}"
+    );
+    let out = run(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "not updated: the fixtures of ping-1.1 are written for mappings/kenya-dadaab"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&expected).unwrap(), before, "left alone");
+}
