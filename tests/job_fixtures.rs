@@ -1,7 +1,8 @@
 //! Every job's fixtures, through the real component: for each
 //! `jobs/<job>/fixtures/<name>.record.json` the outcome must equal
 //! `<name>.expected.json` (fixtures use today = 2025-06-01). The mapping folder
-//! is `mappings/kenya-dadaab` unless `fixtures/mappings.path` names another.
+//! is `mappings/kenya-dadaab` unless `fixtures/fixtures.json` names another
+//! (`bridge_runtime::fixtures`, which `bridge job test` runs on too).
 //!
 //! Also checks the `bridge job run --expect` command a job author uses.
 
@@ -10,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bridge_mappings::MappingSet;
+use bridge_runtime::fixtures::FixtureSettings;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{
     as_received, outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
@@ -24,32 +26,27 @@ fn project() -> ProjectDirs {
     project
 }
 
+/// A job's fixtures, `(name, record file, expected file)`; each has its
+/// expected file.
 fn fixtures(job_dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
-    let dir = job_dir.join("fixtures");
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".record.json") {
-            let expected = dir.join(format!("{stem}.expected.json"));
+    bridge_runtime::fixtures::fixtures_of(job_dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|f| {
             assert!(
-                expected.is_file(),
+                f.expected.is_some(),
                 "{} has no expected file",
-                path.display()
+                f.record_path.display()
             );
-            out.push((stem.to_string(), path, expected));
-        }
-    }
-    out.sort();
-    out
+            (f.name, f.record_path, f.expected_path)
+        })
+        .collect()
 }
 
+/// The mapping folder a job's fixtures are written for (`fixtures.json`).
 fn mapping_dir(project: &ProjectDirs, job_dir: &Path) -> PathBuf {
-    let pointer = job_dir.join("fixtures/mappings.path");
-    match std::fs::read_to_string(&pointer) {
-        Ok(rel) => project.root.join(rel.trim()),
-        Err(_) => project.mappings("kenya-dadaab"),
-    }
+    let settings = FixtureSettings::of_job(job_dir).unwrap_or_else(|e| panic!("{e}"));
+    project.mappings(&settings.mappings)
 }
 
 fn read_json(path: &Path) -> serde_json::Value {
@@ -331,4 +328,98 @@ fn mappings_check_names_unknown_and_missing_tables_and_bad_lines() {
         stderr.contains(&format!("inbound-sex.toml:{line}")),
         "{stderr}"
     );
+}
+
+/// `bridge job test` on each shipped folder: every fixture of its design's
+/// jobs passes, one summary line per job with the counts.
+#[test]
+fn job_test_passes_every_fixture_of_the_shipped_folders() {
+    let project = project();
+    for (country, design) in [("kenya-dadaab", "ping"), ("ethiopia-gambella", "dtp")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
+            .current_dir(&project.root)
+            .args(["job", "test"])
+            .arg(project.mappings(country))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut total = 0;
+        for job in project.job_names().unwrap() {
+            if !job.starts_with(&format!("{design}-")) {
+                assert!(!stdout.contains(&format!("\n{job} (flow")), "{stdout}");
+                continue;
+            }
+            let n = fixtures(&project.jobs_src().join(&job)).len();
+            total += n;
+            assert!(
+                stdout.contains(&format!("{job} (flow {job}): {n} passed, 0 failed\n")),
+                "{job}: {stdout}"
+            );
+        }
+        assert!(
+            stdout.contains(&format!("total: {total} passed, 0 failed, 0 updated")),
+            "{stdout}"
+        );
+    }
+}
+
+/// Against a folder whose table changes an outcome, `bridge job test`
+/// fails with the diff; `--update` leaves alone the fixtures written for
+/// another folder (`npm test` runs them there) and still fails.
+#[test]
+fn job_test_shows_the_diff_and_updates_only_fixtures_written_for_the_folder() {
+    let project = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("testland");
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(project.mappings("kenya-dadaab")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let sex = dir.join("inbound-sex.toml");
+    let text = std::fs::read_to_string(&sex).unwrap();
+    std::fs::write(&sex, text.replace("= \"female\"", "= \"other_b25f252\"")).unwrap();
+    let expected = project
+        .jobs_src()
+        .join("ping-1.1/fixtures/example-15.expected.json");
+    let before = std::fs::read(&expected).unwrap();
+    let run = |update: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bridge"));
+        command
+            .current_dir(&project.root)
+            .args(["job", "test"])
+            .arg(&dir);
+        if update {
+            command.arg("--update");
+        }
+        command.output().unwrap()
+    };
+    let out = run(false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED example-15 (- expected jobs/ping-1.1/fixtures/example-15.expected.json, + actual)")
+            && stdout.contains("-      \"sex\": \"female\",")
+            && stdout.contains("+      \"sex\": \"other_b25f252\","),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(fixtures written for mappings/kenya-dadaab)"),
+        "{stdout}"
+    );
+    let out = run(true);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "not updated: the fixtures of ping-1.1 are written for mappings/kenya-dadaab"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&expected).unwrap(), before, "left alone");
 }

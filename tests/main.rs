@@ -17,6 +17,7 @@ mod e2e_ping_decisions;
 mod e2e_ping_referrals_to_progres;
 mod e2e_round_trips;
 mod e2e_sharing;
+mod e2e_variants;
 mod fault_matrix;
 mod job_fixtures;
 mod monitoring;

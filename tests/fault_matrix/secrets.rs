@@ -83,11 +83,10 @@ pub async fn job_canary_row(job: &Path, record: &Path, rows: &mut Vec<Row>) {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("secret.txt"), &canary).unwrap();
     let project = ProjectDirs::locate().expect("project");
-    let pointer = record.parent().unwrap().join("mappings.path");
-    let mappings = match std::fs::read_to_string(&pointer) {
-        Ok(rel) => project.root.join(rel.trim()),
-        Err(_) => project.mappings(COUNTRY),
-    };
+    // jobs/<job>/fixtures/<case>.record.json: the job's fixture settings.
+    let job_dir = record.parent().and_then(Path::parent).unwrap();
+    let settings = bridge_runtime::fixtures::FixtureSettings::of_job(job_dir).unwrap();
+    let mappings = project.mappings(&settings.mappings);
     let ran = bridge(
         &[
             "job",

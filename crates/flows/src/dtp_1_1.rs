@@ -335,7 +335,7 @@ impl Handler {
         // mappings or the job (hot reload) and it is processed again.
         let reasons = ClosureReasons::from_mappings(&self.catalog.mappings())
             .map_err(HandlerError::Retryable)?;
-        let mut instance = match self.catalog.instance(FLOW).await {
+        let mut instance = match self.catalog.flow_instance(FLOW).await {
             Ok(i) => i,
             Err(e) => return Err(HandlerError::Retryable(e.to_string())),
         };

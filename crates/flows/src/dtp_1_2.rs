@@ -119,7 +119,6 @@ impl Dtp12<'_> {
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
         DecisionRun {
             flow: FLOW,
-            job: FLOW,
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,

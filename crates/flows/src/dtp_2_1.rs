@@ -149,7 +149,6 @@ impl Dtp21<'_> {
         };
         OutboundRun {
             flow: FLOW,
-            job: FLOW,
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,

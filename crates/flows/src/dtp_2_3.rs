@@ -107,7 +107,7 @@ impl Handler {
         };
         // A job or mapping problem keeps the message: an operator fixes it
         // (hot reload) and it is processed again.
-        let mut instance = match self.catalog.instance(FLOW).await {
+        let mut instance = match self.catalog.flow_instance(FLOW).await {
             Ok(i) => i,
             Err(e) => return Err(HandlerError::Retryable(e.to_string())),
         };

@@ -104,8 +104,8 @@ pub trait Deliver {
 
 /// One run of an outbound referral flow.
 pub struct OutboundRun<'a, D> {
+    /// The flow; the job serving it is the catalog's (`Catalog::job_for`).
     pub flow: &'static str,
-    pub job: &'static str,
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
@@ -334,7 +334,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
 
     async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
         // One job version and one mapping version for the whole run.
-        let instance = match self.catalog.instance(self.job).await {
+        let instance = match self.catalog.flow_instance(self.flow).await {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
@@ -656,12 +656,17 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 match serde_json::from_value::<EmittedReferral<D::Payload>>(value) {
                     Ok(item) if item.service_id == service_id => item,
                     Ok(_) => {
-                        let why =
-                            format!("job {} emitted another service's referral", self.run.job);
+                        let why = format!(
+                            "job {} emitted another service's referral",
+                            self.instance.job().name
+                        );
                         return Some((failed("job-invalid-output", why), None));
                     }
                     Err(e) => {
-                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
+                        let why = format!(
+                            "job {} emitted an unexpected shape: {e}",
+                            self.instance.job().name
+                        );
                         return Some((failed("job-invalid-output", why), None));
                     }
                 }

@@ -104,8 +104,8 @@ pub trait SendDecision {
 
 /// One run of an outgoing decision flow.
 pub struct DecisionRun<'a, S> {
+    /// The flow; the job serving it is the catalog's (`Catalog::job_for`).
     pub flow: &'static str,
-    pub job: &'static str,
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
     pub catalog: &'a Catalog,
@@ -189,7 +189,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
 
     async fn run_inner(&self, run_id: &str, today: &str) -> RunReport {
         // One job version and one mapping version for the whole run.
-        let instance = match self.catalog.instance(self.job).await {
+        let instance = match self.catalog.flow_instance(self.flow).await {
             Ok(i) => i,
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
@@ -373,12 +373,17 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                         item
                     }
                     Ok(_) => {
-                        let why =
-                            format!("job {} emitted another service's decision", self.run.job);
+                        let why = format!(
+                            "job {} emitted another service's decision",
+                            self.instance.job().name
+                        );
                         return Some(ServiceResult::retry(failed("job-invalid-output", why)));
                     }
                     Err(e) => {
-                        let why = format!("job {} emitted an unexpected shape: {e}", self.run.job);
+                        let why = format!(
+                            "job {} emitted an unexpected shape: {e}",
+                            self.instance.job().name
+                        );
                         return Some(ServiceResult::retry(failed("job-invalid-output", why)));
                     }
                 }

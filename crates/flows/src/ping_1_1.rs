@@ -183,7 +183,7 @@ impl Ping11<'_> {
             return report;
         };
         // One job version and one mapping version for the whole run.
-        let instance = match self.catalog.instance(FLOW).await {
+        let instance = match self.catalog.flow_instance(FLOW).await {
             Ok(i) => i,
             Err(e) => {
                 report.aborted = Some(e.to_string());

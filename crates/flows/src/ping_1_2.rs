@@ -130,7 +130,6 @@ impl Ping12<'_> {
         };
         DecisionRun {
             flow: FLOW,
-            job: FLOW,
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,

@@ -314,7 +314,6 @@ impl Ping21<'_> {
         };
         OutboundRun {
             flow: FLOW,
-            job: FLOW,
             primero: self.primero,
             store: self.store,
             catalog: self.catalog,

@@ -156,7 +156,7 @@ impl Ping22<'_> {
         };
         let decided: Vec<&str> = table.map.keys().map(String::as_str).collect();
         // One job version and one mapping version for the whole run.
-        let mut instance = match self.catalog.instance(FLOW).await {
+        let mut instance = match self.catalog.flow_instance(FLOW).await {
             Ok(i) => i,
             Err(e) => {
                 report.aborted = Some(e.to_string());

@@ -105,7 +105,9 @@ impl std::fmt::Debug for FlowSpec {
 }
 
 impl FlowSpec {
-    /// The name of the job that transforms its records (the flow's own).
+    /// The name of the flow's own job, which transforms its records unless
+    /// the deployment names a variant in its place (`[jobs]` in
+    /// `deployment.toml`; `Catalog::job_for` gives the one serving).
     pub fn job(&self) -> &'static str {
         self.name
     }

@@ -21,9 +21,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod jobs;
 pub mod manifest;
 pub mod sharing;
 
+pub use jobs::JobChoice;
 pub use sharing::{ConsentPolicy, Sharing, SHARING_FILE};
 
 /// File holding deployment ids rather than a table.
@@ -112,6 +114,9 @@ struct DeploymentFile {
     deployment: Deployment,
     #[serde(default)]
     shipping_processes: ShippingProcesses,
+    /// Flows served by a variant of their job (`jobs.rs`).
+    #[serde(default)]
+    jobs: jobs::RawJobs,
 }
 
 /// One mapping table.
@@ -154,6 +159,9 @@ pub struct MappingSet {
     /// `sharing.toml`: the data points each flow may send, and the consent
     /// policy. `None`: the folder has none, and every flow shares nothing.
     pub sharing: Option<Arc<Sharing>>,
+    /// `[jobs]` of `deployment.toml`: flows this deployment serves with a
+    /// variant of their job, in flow order. Not handed to jobs.
+    pub jobs: Vec<JobChoice>,
     job_json: Arc<String>,
 }
 
@@ -348,6 +356,7 @@ impl MappingSet {
         let mut tables = BTreeMap::new();
         let mut placeholders = Vec::new();
         let mut sharing_text = None;
+        let mut job_choices = Vec::new();
         for file in &files {
             let name = file
                 .file_name()
@@ -412,6 +421,12 @@ impl MappingSet {
                         ),
                     });
                 }
+                job_choices = jobs::parse(
+                    file,
+                    &text,
+                    std::mem::take(&mut parsed.jobs),
+                    &parsed.deployment.design,
+                )?;
                 deployment = Some(parsed);
             } else {
                 let stem = name.trim_end_matches(".toml").to_string();
@@ -503,8 +518,42 @@ impl MappingSet {
             content_hash: hex::encode(hasher.finalize()),
             placeholders,
             sharing,
+            jobs: job_choices,
             job_json: Arc::new(job_json),
         })
+    }
+
+    /// The job that serves `flow` in this deployment: the one `[jobs]`
+    /// names, else the flow's own (named as the flow).
+    pub fn job_for<'a>(&'a self, flow: &'a str) -> &'a str {
+        self.job_choice(flow).map_or(flow, |c| c.job.as_str())
+    }
+
+    /// The `[jobs]` entry of `flow`, if the deployment has one.
+    pub fn job_choice(&self, flow: &str) -> Option<&JobChoice> {
+        self.jobs.iter().find(|c| c.flow == flow)
+    }
+
+    /// Whether `other` serves the same flows with the same jobs.
+    pub fn same_jobs(&self, other: &MappingSet) -> bool {
+        let pairs = |s: &MappingSet| {
+            s.jobs
+                .iter()
+                .map(|c| (c.flow.clone(), c.job.clone()))
+                .collect::<Vec<_>>()
+        };
+        pairs(self) == pairs(other)
+    }
+
+    /// A problem with a `[jobs]` entry found outside this crate (the job is
+    /// not built, serves another flow): located at the entry.
+    pub fn job_choice_error(&self, choice: &JobChoice, message: String) -> MappingError {
+        MappingError {
+            file: self.dir.join(DEPLOYMENT_FILE),
+            line: choice.line,
+            key: Some(format!("{}.\"{}\"", jobs::JOBS_TABLE, choice.flow)),
+            message,
+        }
     }
 
     /// Why this set must not go live, when it still holds placeholders:
@@ -717,6 +766,83 @@ mod tests {
             "{p}"
         );
         assert!(set.placeholder_refusal().is_some());
+    }
+
+    #[test]
+    fn jobs_names_the_variant_serving_a_flow() {
+        let dir = folder(&[(
+            DEPLOYMENT_FILE,
+            &format!("{DEPLOYMENT}\n[jobs]\n\"ping-1.1\" = \"ping-1.1-kakuma\"\n"),
+        )]);
+        let set = MappingSet::load_dir(dir.path()).unwrap();
+        assert_eq!(set.job_for("ping-1.1"), "ping-1.1-kakuma");
+        assert_eq!(set.job_for("ping-2.1"), "ping-2.1");
+        let choice = set.job_choice("ping-1.1").unwrap();
+        assert_eq!(choice.line, Some(6));
+        let e = set.job_choice_error(choice, "not built".into()).to_string();
+        assert!(
+            e.ends_with("deployment.toml:6: key `jobs.\"ping-1.1\"`: not built"),
+            "{e}"
+        );
+        // Not handed to jobs.
+        assert!(!set.job_json().contains("kakuma"));
+
+        let without = folder(&[(DEPLOYMENT_FILE, DEPLOYMENT)]);
+        let plain = MappingSet::load_dir(without.path()).unwrap();
+        assert!(plain.jobs.is_empty());
+        assert!(!plain.same_jobs(&set));
+        assert!(set.same_jobs(&MappingSet::load_dir(dir.path()).unwrap()));
+    }
+
+    #[test]
+    fn a_wrong_jobs_entry_names_line_and_key() {
+        for (entry, line, key, says) in [
+            (
+                "\"ping-1.3\" = \"x\"",
+                6,
+                "jobs.\"ping-1.3\"",
+                "unknown flow `ping-1.3`; flows of the ping design: ping-1.1, ping-1.2, ping-2.1, ping-2.2",
+            ),
+            (
+                "\"dtp-1.1\" = \"dtp-1.1-x\"",
+                6,
+                "jobs.\"dtp-1.1\"",
+                "belongs to the dtp design; this deployment uses the ping design",
+            ),
+            (
+                "\"ping-1.1\" = \"Ping 1.1\"",
+                6,
+                "jobs.\"ping-1.1\"",
+                "`Ping 1.1` is not a job name",
+            ),
+            ("\"ping-1.1\" = 3", 6, "jobs.\"ping-1.1\"", "job name in quotes (found: integer)"),
+            (
+                "ping-1.1 = \"ping-1.1-kakuma\"",
+                6,
+                "jobs.\"ping-1\"",
+                "write it in quotes: \"ping-1.1\" = \"ping-1.1-kakuma\"",
+            ),
+        ] {
+            let dir = folder(&[(
+                DEPLOYMENT_FILE,
+                &format!("{DEPLOYMENT}\n[jobs]\n{entry}\n"),
+            )]);
+            let e = MappingSet::load_dir(dir.path()).unwrap_err();
+            assert_eq!(
+                (e.line, e.key.as_deref()),
+                (Some(line), Some(key)),
+                "{entry}: {e}"
+            );
+            assert!(e.message.contains(says), "{entry}: {e}");
+        }
+        // A flow twice is TOML's duplicate key.
+        let dir = folder(&[(
+            DEPLOYMENT_FILE,
+            &format!("{DEPLOYMENT}\n[jobs]\n\"ping-1.1\" = \"a\"\n\"ping-1.1\" = \"b\"\n"),
+        )]);
+        let e = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("duplicate"), "{e}");
     }
 
     #[test]

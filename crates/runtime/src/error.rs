@@ -33,7 +33,7 @@ pub enum LoadError {
     /// the approvals file (the reason names the file and the hash).
     #[error("job {job}: refused: {reason}")]
     NotApproved { job: String, reason: String },
-    #[error("job {job} is not loaded (no such component, or it serves the other design)")]
+    #[error("job {job} is not loaded (no such component, it serves the other design, or deployment.toml [jobs] names another job for its flow)")]
     NotLoaded { job: String },
     #[error("precompile cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },

@@ -7,12 +7,14 @@ pub mod bindings;
 mod cache;
 mod engine;
 mod error;
+pub mod fixtures;
 mod instance;
 pub mod job_text;
 mod policy;
 pub mod reload;
 mod shared;
 pub mod toolchain;
+pub mod variant;
 
 pub use approvals::{ApprovalGate, Approvals};
 pub use cache::PrecompileCache;

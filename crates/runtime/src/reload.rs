@@ -5,6 +5,13 @@
 //! only a version that passes is swapped in, atomically. A run takes its
 //! versions once at its start, so a record in flight finishes on the version it
 //! began with; a refused version leaves the old one serving.
+//!
+//! A deployment serves each flow with the flow's own job (named as the flow),
+//! or with the variant its `deployment.toml` names under `[jobs]`
+//! ([`serving_of`]); the other components of the jobs folder are not loaded
+//! into the catalog. Which job serves a flow is fixed when the catalog opens:
+//! a reloaded mapping folder whose `[jobs]` differs is refused (a reload of
+//! the service, SIGHUP, opens a new catalog).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,22 +117,37 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Load every job and the mappings; all must be valid to start.
+    /// Load every job and the mappings; the jobs this deployment serves
+    /// ([`serving_of`]) must all be valid to start, and so must each
+    /// `[jobs]` entry of its `deployment.toml` ([`job_choice_problems`]).
     pub async fn open(
         runtime: Arc<JobRuntime>,
         job_files: &[PathBuf],
         mappings_dir: &Path,
     ) -> Result<Self, CatalogError> {
         let mappings = Arc::new(MappingSet::load_dir(mappings_dir)?);
-        let mut jobs = BTreeMap::new();
+        let mut loaded = Vec::with_capacity(job_files.len());
         for path in job_files {
-            let job = Arc::new(runtime.load_file(path).await?);
-            if serves_other_design(&job.info.flow, &mappings.deployment.design) {
-                // A deployment is PING or DTP; the other design's jobs need
-                // tables this country does not have.
-                tracing::info!(job = %job.name, flow = %job.info.flow, design = %mappings.deployment.design, "job skipped: it serves the other design");
+            loaded.push((path.clone(), runtime.load_file(path).await?));
+        }
+        let folder = job_files.first().and_then(|p| p.parent());
+        let components: Vec<&LoadedJob> = loaded.iter().map(|(_, job)| job).collect();
+        if let Some(e) = job_choice_problems(&components, &mappings, folder)
+            .into_iter()
+            .next()
+        {
+            return Err(e.into());
+        }
+        let mut jobs = BTreeMap::new();
+        for (path, job) in loaded {
+            // A deployment is PING or DTP, and serves a flow with one job:
+            // the others need tables or rules this country does not have.
+            let serving = serving_of(&job, &mappings);
+            if serving != Serving::Serves {
+                tracing::info!(job = %job.name, flow = %job.info.flow, design = %mappings.deployment.design, "job not served here: {serving}");
                 continue;
             }
+            let job = Arc::new(job);
             validate(&job, &mappings).await?;
             announce(&runtime, &job, "job serving");
             jobs.insert(job.name.clone(), Watched::new(path.clone(), job));
@@ -145,9 +167,25 @@ impl Catalog {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The current version of a job.
+    /// The current version of a job, by its name.
     pub fn job(&self, name: &str) -> Option<Arc<LoadedJob>> {
         self.jobs.get(name).map(|w| w.current.load_full())
+    }
+
+    /// The name of the job serving `flow`: the variant `deployment.toml`
+    /// names under `[jobs]`, else the flow's own job.
+    pub fn job_for(&self, flow: &str) -> String {
+        self.mappings().job_for(flow).to_string()
+    }
+
+    /// The current version of the job serving `flow`.
+    pub fn job_serving(&self, flow: &str) -> Option<Arc<LoadedJob>> {
+        self.job(&self.job_for(flow))
+    }
+
+    /// [`Catalog::instance`] of the job serving `flow`: what a flow's run uses.
+    pub async fn flow_instance(&self, flow: &str) -> Result<JobInstance, LoadError> {
+        self.instance(&self.job_for(flow)).await
     }
 
     pub fn job_names(&self) -> impl Iterator<Item = &str> {
@@ -194,6 +232,12 @@ impl Catalog {
                         .load(std::sync::atomic::Ordering::Relaxed)
                         .then(|| new.placeholder_refusal())
                         .flatten();
+                    if refusal.is_none() && !new.same_jobs(&old) {
+                        refusal = Some(format!(
+                            "{}: [jobs] changed: which job serves a flow changes at a start or a reload of the service (SIGHUP), not while it runs; the jobs serving now keep serving",
+                            new.dir.join(bridge_mappings::DEPLOYMENT_FILE).display()
+                        ));
+                    }
                     if refusal.is_none() {
                         for watched in self.jobs.values() {
                             if let Err(e) = validate(&watched.current.load(), &new).await {
@@ -371,6 +415,92 @@ pub fn serves_other_design(flow: &str, design: &str) -> bool {
     ["ping", "dtp"]
         .iter()
         .any(|d| *d != design && flow.starts_with(&format!("{d}-")))
+}
+
+/// Whether a flow belongs to one of the designs (`ping-…`, `dtp-…`); the
+/// components of the tests describe flows of neither.
+fn is_design_flow(flow: &str) -> bool {
+    ["ping-", "dtp-"].iter().any(|d| flow.starts_with(d))
+}
+
+/// Whether a loaded component serves a deployment, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Serving {
+    Serves,
+    /// Its flow belongs to the design the deployment does not use.
+    OtherDesign,
+    /// The deployment's `[jobs]` names another job for its flow.
+    Replaced {
+        by: String,
+    },
+    /// A variant (a job named otherwise than its flow) that the
+    /// deployment's `[jobs]` does not name.
+    NotNamed,
+}
+
+impl std::fmt::Display for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Serving::Serves => write!(f, "it serves its flow"),
+            Serving::OtherDesign => write!(f, "it serves the other design"),
+            Serving::Replaced { by } => {
+                write!(f, "deployment.toml [jobs] names `{by}` for its flow")
+            }
+            Serving::NotNamed => write!(
+                f,
+                "it is a variant that deployment.toml [jobs] does not name"
+            ),
+        }
+    }
+}
+
+/// Whether `job` (named by its file) serves the deployment of `mappings`:
+/// the job `[jobs]` names for its flow, or, where none is named, the flow's
+/// own job. A variant serves only where it is named, so one folder of
+/// components may hold several countries' variants.
+pub fn serving_of(job: &LoadedJob, mappings: &MappingSet) -> Serving {
+    let flow = job.info.flow.as_str();
+    if serves_other_design(flow, &mappings.deployment.design) {
+        return Serving::OtherDesign;
+    }
+    match mappings.job_choice(flow) {
+        Some(choice) if choice.job == job.name => Serving::Serves,
+        Some(choice) => Serving::Replaced {
+            by: choice.job.clone(),
+        },
+        None if job.name != flow && is_design_flow(flow) => Serving::NotNamed,
+        None => Serving::Serves,
+    }
+}
+
+/// The `[jobs]` entries of `mappings` whose job is not among `components`
+/// (not built) or serves another flow than the entry's, each located at its
+/// line of `deployment.toml`. `folder` is where the components were found.
+pub fn job_choice_problems(
+    components: &[&LoadedJob],
+    mappings: &MappingSet,
+    folder: Option<&Path>,
+) -> Vec<MappingError> {
+    let mut problems = Vec::new();
+    for choice in &mappings.jobs {
+        let job = &choice.job;
+        let message = match components.iter().find(|c| &c.name == job) {
+            None => format!(
+                "job `{job}` is not built: no {job}.wasm {} (a job is a folder jobs/{job}/; build it with `bridge jobs build {job}`)",
+                match folder {
+                    Some(dir) => format!("in {}", dir.display()),
+                    None => "among the job components".to_string(),
+                }
+            ),
+            Some(c) if c.info.flow != choice.flow => format!(
+                "job `{job}` serves flow `{}`, not `{}` (its describe().flow; a variant keeps the flow of the job it was made from)",
+                c.info.flow, choice.flow
+            ),
+            Some(_) => continue,
+        };
+        problems.push(mappings.job_choice_error(choice, message));
+    }
+    problems
 }
 
 /// Whether `new` is another version of the job `old` is: the same job name

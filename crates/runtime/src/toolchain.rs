@@ -83,6 +83,7 @@ impl ProjectDirs {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("index.js").is_file())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
             .filter(|n| !matches!(n.as_str(), "lib" | "test" | "dist" | "node_modules"))
             .collect();
         names.sort();

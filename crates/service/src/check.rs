@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{BridgeConfig, ConfigError};
 use bridge_mappings::MappingSet;
-use bridge_runtime::reload::{serves_other_design, Catalog};
+use bridge_runtime::reload::{serves_other_design, Catalog, CatalogError};
 
 /// What a check found.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +61,12 @@ pub async fn check_config_and_jobs(file: &Path, cache_dir: Option<PathBuf>) -> C
     };
     let catalog = match Catalog::open(runtime, &files, &mappings_dir).await {
         Ok(c) => c,
+        // A `[jobs]` entry of deployment.toml naming a job that is not
+        // built, or serves another flow.
+        Err(CatalogError::Mappings(e)) => {
+            report.problem(key("jobs.mappings", e.to_string()));
+            return report;
+        }
         Err(e) => {
             report.problem(key("jobs.dir", format!("{e}")));
             return report;
@@ -82,8 +88,9 @@ pub async fn check_config_and_jobs(file: &Path, cache_dir: Option<PathBuf>) -> C
         );
     }
     for (at, flow) in needed {
-        let job = bridge_flows::registry::get(flow).map_or(flow, |spec| spec.job());
-        if catalog.job(job).is_none() {
+        // The flow's own job, or the variant deployment.toml names for it.
+        let job = catalog.job_for(flow);
+        if catalog.job(&job).is_none() {
             report.problem(key(
                 &at,
                 format!(
@@ -92,6 +99,17 @@ pub async fn check_config_and_jobs(file: &Path, cache_dir: Option<PathBuf>) -> C
                 ),
             ));
         }
+    }
+    if !set.jobs.is_empty() {
+        let variants: Vec<String> = set
+            .jobs
+            .iter()
+            .map(|c| format!("{} by {}", c.flow, c.job))
+            .collect();
+        report.summary.push_str(&format!(
+            ", flows served by a variant: {}",
+            variants.join(", ")
+        ));
     }
     report
 }

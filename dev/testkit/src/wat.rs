@@ -184,6 +184,19 @@ pub const TEST_JOB_OUTPUT_BYTES: u32 = 10 * 1024 * 1024;
 /// `extra_imports` are component-level imports (to test refusal); `tables`
 /// is the list the job declares in `describe`.
 pub fn test_job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> String {
+    named_job_wat("test-job", "test", version, extra_imports, tables)
+}
+
+/// [`test_job_wat`] describing itself as job `name` (at most 20 bytes) of
+/// flow `flow` (at most 10): a flow's own job or a variant of it.
+pub fn named_job_wat(
+    name: &str,
+    flow: &str,
+    version: u32,
+    extra_imports: &str,
+    tables: &[&str],
+) -> String {
+    assert!(name.len() <= 20 && flow.len() <= 10, "{name} / {flow}");
     let emit = format!("{{\"v\":{version}}}");
     let bad_json = "{not json";
     let thrown = "Error: thrown";
@@ -192,9 +205,9 @@ pub fn test_job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> Strin
     // Static layout (all below 1024, where the bump allocator starts).
     let mut data = Data::default();
     let mut seg = |at: u32, bytes: String| data.seg(at, bytes);
-    seg(100, esc(b"test-job"));
+    seg(100, esc(name.as_bytes()));
     seg(120, esc(b"1.0.0"));
-    seg(130, esc(b"test"));
+    seg(130, esc(flow.as_bytes()));
     // tables: list<string> at 140 (8 bytes per element), names from 400.
     let mut at = 400u32;
     let mut elems = String::new();
@@ -208,7 +221,15 @@ pub fn test_job_wat(version: u32, extra_imports: &str, tables: &[&str]) -> Strin
         seg(140, elems);
     }
     // describe() -> job-info record at 200
-    let info = [le(100), le(8), le(120), le(5), le(130), le(4), le(140)];
+    let info = [
+        le(100),
+        le(name.len() as u32),
+        le(120),
+        le(5),
+        le(130),
+        le(flow.len() as u32),
+        le(140),
+    ];
     seg(
         200,
         [&info[..], &[le(tables.len() as u32)]].concat().concat(),

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use bridge_mappings::MappingSet;
+use bridge_runtime::reload::Serving;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{inspect_component, outcome_report, JobContext, JobInstance};
 
@@ -32,6 +33,32 @@ pub enum JobCommand {
         /// Flow name passed in the context (defaults to the job's own flow).
         #[arg(long)]
         flow: Option<String>,
+    },
+    /// Make a variant of a job for a country whose rules differ beyond its
+    /// tables: jobs/<name>/, a copy of jobs/<from>/ with its fixtures, named
+    /// <name>, version 0.1.0, the same flow. A deployment serves it where its
+    /// deployment.toml names it: [jobs] "<flow>" = "<name>".
+    New {
+        /// The variant's name, e.g. ping-1.1-kakuma.
+        name: String,
+        /// The job it is made from, e.g. ping-1.1.
+        #[arg(long)]
+        from: String,
+        /// The mapping folder (in the project's mappings/) its fixtures are
+        /// written for from now on (fixtures/fixtures.json).
+        #[arg(long)]
+        mappings: Option<PathBuf>,
+    },
+    /// Run every fixture of every job serving a mapping folder (its design's
+    /// jobs, with the variants its deployment.toml names) and print one
+    /// summary; exit 1 when one fails.
+    Test {
+        /// The mapping folder, e.g. mappings/kenya-dadaab.
+        folder: PathBuf,
+        /// After a deliberate change: write each differing outcome as the
+        /// fixture's expected file, and show the diff.
+        #[arg(long)]
+        update: bool,
     },
     /// Print what a component imports and exports, its SHA-256, and whether the host accepts it.
     Inspect {
@@ -192,8 +219,6 @@ pub async fn run_job_command(
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(expected) => {
-                    let want = serde_json::to_string_pretty(&expected)?;
-                    let diff = similar::TextDiff::from_lines(&want, &pretty);
                     println!(
                         "MISMATCH: {} (- expected {}, + actual)",
                         record.display(),
@@ -201,9 +226,7 @@ pub async fn run_job_command(
                     );
                     print!(
                         "{}",
-                        diff.unified_diff()
-                            .context_radius(3)
-                            .header("expected", "actual")
+                        super::job_test::diff(Some(&expected), &actual, ("expected", "actual"))?
                     );
                     Ok(ExitCode::FAILURE)
                 }
@@ -214,6 +237,14 @@ pub async fn run_job_command(
             by,
             file,
         } => super::approve::approve(&component, &by, &file, cache_dir).await,
+        JobCommand::New {
+            name,
+            from,
+            mappings,
+        } => super::job_new::new(&name, &from, mappings.as_deref()),
+        JobCommand::Test { folder, update } => {
+            super::job_test::test(&folder, update, cache_dir).await
+        }
         JobCommand::Inspect {
             component,
             approvals,
@@ -391,11 +422,25 @@ pub async fn run_mappings_command(
             .iter()
             .map(|t| t.to_string())
             .collect();
+        let mut loaded = Vec::with_capacity(components.len());
         for path in &components {
-            let job = runtime.load_file(path).await?;
-            if bridge_runtime::reload::serves_other_design(&job.info.flow, &set.deployment.design) {
+            loaded.push(runtime.load_file(path).await?);
+        }
+        // `[jobs]`: each variant named is built and serves its flow.
+        let all: Vec<&bridge_runtime::LoadedJob> = loaded.iter().collect();
+        errors.extend(
+            bridge_runtime::reload::job_choice_problems(&all, &set, jobs_dir.as_deref())
+                .iter()
+                .map(ToString::to_string),
+        );
+        let mut served = std::collections::BTreeSet::new();
+        for job in loaded {
+            // Only the jobs a deployment of this folder serves: its design's,
+            // with the variants it names in place of the flows' own.
+            if bridge_runtime::reload::serving_of(&job, &set) != Serving::Serves {
                 continue;
             }
+            served.insert(job.info.flow.clone());
             let missing = set.missing_tables(&job.info.tables);
             for table in &missing {
                 errors.push(format!(
@@ -421,7 +466,21 @@ pub async fn run_mappings_command(
                 }
             }
         }
-        errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+        // A table only a job not loaded here reads is not unknown.
+        let unserved: Vec<String> = bridge_flows::registry::all()
+            .iter()
+            .filter(|f| f.design.as_str() == set.deployment.design)
+            .filter(|f| !served.contains(f.name))
+            .map(|f| format!("{} (job {})", f.name, set.job_for(f.name)))
+            .collect();
+        if unserved.is_empty() {
+            errors.extend(set.unknown_tables(&read).iter().map(ToString::to_string));
+        } else {
+            eprintln!(
+                "note: no built job serves flow {}; tables were not checked for being read by no job (`bridge jobs build`)",
+                unserved.join(", ")
+            );
+        }
     }
     if let Err(e) = super::sharing::report(&set, against.as_deref()) {
         errors.push(e);

@@ -11,6 +11,8 @@ mod doctor;
 mod dtp;
 mod flow;
 mod job;
+mod job_new;
+mod job_test;
 mod ops;
 mod report;
 mod run;

@@ -19,6 +19,8 @@ use bridge_runtime::{
 };
 use bridge_testkit::wat::test_job_wat as job_wat;
 
+mod variants;
+
 /// `wat` (from [`job_wat`]) with a `run-batch` export (world `batch-job`)
 /// that always traps, as a job whose batch call fails would.
 fn with_trapping_batch(wat: String) -> String {
