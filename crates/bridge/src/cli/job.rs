@@ -367,10 +367,12 @@ pub async fn run_mappings_command(
             against,
         } => (dir, jobs, allow_placeholders, against),
     };
-    let set = match MappingSet::load_dir(&dir) {
+    let set = match MappingSet::check_dir(&dir) {
         Ok(set) => set,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(problems) => {
+            for e in &problems {
+                eprintln!("error: {e}");
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
