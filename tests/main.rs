@@ -19,6 +19,7 @@ mod e2e_round_trips;
 mod e2e_sharing;
 mod fault_matrix;
 mod job_fixtures;
+mod mappings_cli;
 mod monitoring;
 mod report_rejected_open;
 mod rotation;

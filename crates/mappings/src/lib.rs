@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod manifest;
+pub mod new_country;
 pub mod sharing;
 
 pub use sharing::{ConsentPolicy, Sharing, SHARING_FILE};
@@ -772,8 +773,12 @@ mod tests {
             ],
             "{all:?}"
         );
-        assert!(all[0].message.contains("`12508001` is not one of the table's `keys`"));
-        assert!(all[3].message.contains("`femal` is not one of the table's `values`"));
+        assert!(all[0]
+            .message
+            .contains("`12508001` is not one of the table's `keys`"));
+        assert!(all[3]
+            .message
+            .contains("`femal` is not one of the table's `values`"));
         // load_dir (a start, a reload) refuses the folder and says there is more.
         let first = MappingSet::load_dir(dir.path()).unwrap_err();
         assert_eq!(first.key.as_deref(), Some("map.12508001"));
@@ -802,11 +807,41 @@ mod tests {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mappings");
         // (folder, table, the line as shipped, the same line mistyped, the key reported)
         for (country, table, good, typo, key) in [
-            ("kenya-dadaab", "inbound-sex", "\"125080001\" = \"male\"", "\"12508001\" = \"male\"", "map.12508001"),
-            ("kenya-dadaab", "outbound-service-guids", "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34051a\"", "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34015a\"", "map.medical"),
-            ("kenya-dadaab", "decision-transfer-status", "\"rejected\" = \"125080004\"", "\"rejected\" = \"125800004\"", "map.rejected"),
-            ("ethiopia-gambella", "inbound-review-decision", "\"125080001\" = \"rejected\"", "\"125080011\" = \"rejected\"", "map.125080011"),
-            ("ethiopia-gambella", "outbound-sex-dtp", "\"other_b25f252\" = \"other\"", "\"other_b25f252\" = \"othr\"", "map.other_b25f252"),
+            (
+                "kenya-dadaab",
+                "inbound-sex",
+                "\"125080001\" = \"male\"",
+                "\"12508001\" = \"male\"",
+                "map.12508001",
+            ),
+            (
+                "kenya-dadaab",
+                "outbound-service-guids",
+                "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34051a\"",
+                "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34015a\"",
+                "map.medical",
+            ),
+            (
+                "kenya-dadaab",
+                "decision-transfer-status",
+                "\"rejected\" = \"125080004\"",
+                "\"rejected\" = \"125800004\"",
+                "map.rejected",
+            ),
+            (
+                "ethiopia-gambella",
+                "inbound-review-decision",
+                "\"125080001\" = \"rejected\"",
+                "\"125080011\" = \"rejected\"",
+                "map.125080011",
+            ),
+            (
+                "ethiopia-gambella",
+                "outbound-sex-dtp",
+                "\"other_b25f252\" = \"other\"",
+                "\"other_b25f252\" = \"othr\"",
+                "map.other_b25f252",
+            ),
         ] {
             let dir = tempfile::tempdir().unwrap();
             for entry in std::fs::read_dir(shipped.join(country)).unwrap() {

@@ -11,6 +11,7 @@ mod doctor;
 mod dtp;
 mod flow;
 mod job;
+mod mappings_new;
 mod ops;
 mod report;
 mod run;
