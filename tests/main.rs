@@ -24,4 +24,5 @@ mod monitoring;
 mod report_rejected_open;
 mod rotation;
 mod service;
+mod sim_dtp;
 mod telemetry;
