@@ -226,10 +226,11 @@ pub struct Push {
 /// What the seed put in the simulators.
 #[derive(Debug, Clone)]
 pub struct DtpSeed {
-    /// Primero case (record id) with a service referred to UNHCR: flow dtp-2.1 sends it.
+    /// Primero `case_id` of the case with a service referred to UNHCR: flow
+    /// dtp-2.1 sends it.
     pub referred_case: String,
-    /// Primero case (record id) holding a caseworker's decision on an earlier
-    /// proGres referral: flow dtp-1.2 sends it.
+    /// Primero `case_id` of the case holding a caseworker's decision on an
+    /// earlier proGres referral: flow dtp-1.2 sends it.
     pub decided_case: String,
     /// The proGres referral DTP pushes (flow 1-1).
     pub pushes: Vec<Push>,
@@ -285,6 +286,14 @@ pub fn seed_dtp(sims: &Simulators, unhcr_user: &str, seed: u64) -> anyhow::Resul
             "progres_interventionnumber": earlier.intervention_number,
         }))],
     );
+    // Shown by the `case_id` DTP's messages carry.
+    let case_id = |record_id: &str| {
+        sims.primero_sim()
+            .case(record_id)
+            .and_then(|c| c["case_id"].as_str().map(str::to_string))
+            .unwrap_or_else(|| record_id.to_string())
+    };
+    let (referred_case, decided_case) = (case_id(&referred_case), case_id(&decided_case));
     let pushed = SimIntervention::for_person(people.person(), next_number());
     let pushes = vec![Push {
         what: format!("proGres referral {}", pushed.intervention_number),

@@ -230,12 +230,14 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The absolute folder a config written to `path` lives in.
+/// The absolute folder a config written to `path` lives in (made when missing).
 fn config_folder(path: &Path) -> anyhow::Result<PathBuf> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("making the folder of {}", path.display()))?;
     parent
         .canonicalize()
         .with_context(|| format!("folder of {}", path.display()))
