@@ -89,9 +89,10 @@ export function loadMappings(country) {
     } else {
       const table = { description: doc.description, map: unmark(doc.map ?? {}) };
       if (doc.default !== undefined) table.default = unmark(doc.default);
+      if (doc.keys !== undefined) table.keys = doc.keys;
       if (doc.values !== undefined) table.values = doc.values;
       for (const k of Object.keys(doc)) {
-        if (!['description', 'default', 'values', 'map'].includes(k)) throw new Error(`${path}: unknown key ${k}`);
+        if (!['description', 'default', 'keys', 'values', 'map'].includes(k)) throw new Error(`${path}: unknown key ${k}`);
       }
       out.tables[file.slice(0, -'.toml'.length)] = table;
     }

@@ -10,6 +10,8 @@ const SECTION: &str = "mappings";
 const DEPLOYMENT: &str = "[deployment]\ncountry = \"Testland\"\ndesign = \"ping\"\n";
 const TABLE: &str = "description = \"languages\"\ndefault = \"language6\"\n[map]\n\"Anyuak\" = \"language1\"\n\"Nuer\" = \"language2\"\n";
 const CLOSED: &str = "description = \"languages\"\nvalues = [\"language1\", \"language2\"]\n[map]\n\"Anyuak\" = \"language1\"\n\"Nuer\" = \"language2\"\n";
+/// Closed on the partner side: the keys (proGres language names) are listed.
+const CLOSED_KEYS: &str = "description = \"languages\"\nkeys = [\"Anyuak\", \"Nuer\"]\n[map]\n\"Anyuak\" = \"language1\"\n\"Nuer\" = \"language2\"\n";
 
 /// (file name, case). The other file of the folder is the valid one.
 fn cases() -> Vec<(&'static str, FileCase)> {
@@ -144,6 +146,15 @@ fn cases() -> Vec<(&'static str, FileCase)> {
                 CLOSED.replace("\"Nuer\" = \"language2\"", "\"Nuer\" = \"langauge2\""),
                 "Nuer",
                 Some("Nuer"),
+            ),
+        ),
+        (
+            "languages.toml",
+            FileCase::new(
+                "table: key outside `keys` (a partner code mistyped)",
+                CLOSED_KEYS.replace("\"Nuer\" = \"language2\"", "\"Neur\" = \"language2\""),
+                "Neur",
+                Some("Neur"),
             ),
         ),
         (

@@ -427,6 +427,7 @@ const TOML_LINES: &[&str] = &[
     "description = \"x\"",
     "default = \"language6\"",
     "values = [\"a\", \"b\"]",
+    "keys = [\"a\", \"Nuer\"]",
     "[map]",
     "[deployment]",
     "country = \"Testland\"",

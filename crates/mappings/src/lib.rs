@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub mod jobs;
 pub mod manifest;
+pub mod new_country;
 pub mod sharing;
 
 pub use jobs::JobChoice;
@@ -126,9 +127,15 @@ pub struct Table {
     pub description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
-    /// Optional closed list of the codes the target system knows. When
-    /// present, every mapped value and the default must be one of them, so a
-    /// typo is a load error instead of a value that points nowhere.
+    /// Optional closed list of the codes allowed on the left (the keys of
+    /// `map`): declared where the keys are a partner's codes (a proGres
+    /// option set, DTP's labels), so a mistyped key, which would never
+    /// match, is a load error naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// Optional closed list of the codes allowed on the right (the mapped
+    /// values and the default): declared where the values are a partner's
+    /// codes, so a typo is a load error instead of a value that points nowhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<Vec<String>>,
     pub map: BTreeMap<String, String>,
@@ -247,6 +254,74 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The line defining `key` in the `[map]` table (a map key may be spelt
+/// like a top-level key such as `values`, so only lines after `[map]` count).
+fn line_of_map_key(text: &str, key: &str) -> Option<usize> {
+    let start = text.lines().position(|l| l.trim() == "[map]")?;
+    let quoted = toml::Value::String(key.to_string()).to_string();
+    text.lines()
+        .enumerate()
+        .skip(start + 1)
+        .find(|(_, l)| {
+            let t = l.trim_start();
+            [quoted.as_str(), key].iter().any(|k| {
+                t.strip_prefix(k)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
+        })
+        .map(|(i, _)| i + 1)
+}
+
+/// Every entry of `table` outside its declared `keys` or `values`, each
+/// located by file, line and key.
+fn outside_allowed(file: &Path, text: &str, table: &Table) -> Vec<MappingError> {
+    let problem = |line: Option<usize>, key: String, message: String| MappingError {
+        file: file.to_path_buf(),
+        line,
+        key: Some(key),
+        message,
+    };
+    let mut found = Vec::new();
+    if let Some(allowed) = &table.keys {
+        for key in table.map.keys().filter(|k| !allowed.contains(k)) {
+            found.push(problem(
+                line_of_map_key(text, key),
+                format!("map.{key}"),
+                format!(
+                    "`{key}` is not one of the table's `keys` ({}): a key the partner never sends never matches",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(allowed) = &table.values {
+        let not_allowed = |v: &String| !allowed.contains(v);
+        for (key, value) in table.map.iter().filter(|(_, v)| not_allowed(v)) {
+            found.push(problem(
+                line_of_map_key(text, key),
+                format!("map.{key}"),
+                format!(
+                    "`{value}` is not one of the table's `values` ({})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        if let Some(default) = table.default.as_ref().filter(|d| not_allowed(d)) {
+            found.push(problem(
+                line_of_key(text, "default"),
+                "default".into(),
+                format!(
+                    "`{default}` is not one of the table's `values` ({})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    // In file order, as a person fixes them.
+    found.sort_by_key(|p| p.line);
+    found
+}
+
 /// Where a TOML error points: its 1-based line, and the key it concerns,
 /// named by serde ("unknown field `x`", "missing field `x`") or by the parser
 /// ("duplicate key `x`"), or else the dotted key defined on that line (a value
@@ -335,8 +410,36 @@ pub fn invalid_utf8_location(bytes: &[u8], valid_up_to: usize) -> (usize, Option
 }
 
 impl MappingSet {
-    /// Load and validate every file of a mapping folder.
+    /// Load and validate every file of a mapping folder. The error is the
+    /// first problem found; [`MappingSet::check_dir`] gives each one.
     pub fn load_dir(dir: &Path) -> Result<Self, MappingError> {
+        Self::check_dir(dir).map_err(|mut all| {
+            let mut first = all.remove(0);
+            if !all.is_empty() {
+                first.message = format!(
+                    "{} (and {} more: `bridge mappings check` names each)",
+                    first.message,
+                    all.len()
+                );
+            }
+            first
+        })
+    }
+
+    /// [`MappingSet::load_dir`], reporting every entry outside a table's
+    /// declared `keys` or `values` (each with its file, line and key) rather
+    /// than the first. A file that does not parse stops the check there.
+    pub fn check_dir(dir: &Path) -> Result<Self, Vec<MappingError>> {
+        let mut outside = Vec::new();
+        let set = Self::load_checked(dir, &mut outside).map_err(|e| vec![e])?;
+        if outside.is_empty() {
+            Ok(set)
+        } else {
+            Err(outside)
+        }
+    }
+
+    fn load_checked(dir: &Path, outside: &mut Vec<MappingError>) -> Result<Self, MappingError> {
         let err = |file: &Path, message: String| MappingError {
             file: file.to_path_buf(),
             line: None,
@@ -466,30 +569,7 @@ impl MappingSet {
                         });
                     }
                 }
-                if let Some(allowed) = &table.values {
-                    let outside = table
-                        .map
-                        .iter()
-                        .map(|(k, v)| (format!("map.{k}"), k.as_str(), v))
-                        .chain(
-                            table
-                                .default
-                                .iter()
-                                .map(|d| ("default".to_string(), "default", d)),
-                        )
-                        .find(|(_, _, v)| !allowed.contains(v));
-                    if let Some((key, line_key, value)) = outside {
-                        return Err(MappingError {
-                            file: file.clone(),
-                            line: line_of_key(&text, line_key),
-                            key: Some(key),
-                            message: format!(
-                                "`{value}` is not one of the table's `values` ({})",
-                                allowed.join(", ")
-                            ),
-                        });
-                    }
-                }
+                outside.extend(outside_allowed(file, &text, &table));
                 tables.insert(stem, table);
             }
         }
@@ -709,6 +789,127 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("map.125080001"), "{e}");
         assert_eq!(e.line, Some(5), "{e}");
         assert!(e.message.contains("mael"), "{e}");
+    }
+
+    #[test]
+    fn every_entry_outside_the_declared_keys_and_values_is_named() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "inbound-sex.toml",
+                "description = \"x\"\nkeys = [\"125080000\", \"125080001\"]\n[map]\n\"125080000\" = \"female\"\n\"12508001\" = \"male\"\n\"125080010\" = \"male\"\n",
+            ),
+            (
+                "outbound-sex-dtp.toml",
+                "description = \"x\"\ndefault = \"unknwn\"\nvalues = [\"female\", \"male\", \"unknown\"]\n[map]\n\"female\" = \"femal\"\n\"male\" = \"male\"\n",
+            ),
+        ]);
+        let all = MappingSet::check_dir(dir.path()).unwrap_err();
+        let found: Vec<(String, Option<usize>, Option<&str>)> = all
+            .iter()
+            .map(|e| {
+                let file = e.file.file_name().unwrap().to_string_lossy().into_owned();
+                (file, e.line, e.key.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("inbound-sex.toml".into(), Some(5), Some("map.12508001")),
+                ("inbound-sex.toml".into(), Some(6), Some("map.125080010")),
+                ("outbound-sex-dtp.toml".into(), Some(2), Some("default")),
+                ("outbound-sex-dtp.toml".into(), Some(5), Some("map.female")),
+            ],
+            "{all:?}"
+        );
+        assert!(all[0]
+            .message
+            .contains("`12508001` is not one of the table's `keys`"));
+        assert!(all[3]
+            .message
+            .contains("`femal` is not one of the table's `values`"));
+        // load_dir (a start, a reload) refuses the folder and says there is more.
+        let first = MappingSet::load_dir(dir.path()).unwrap_err();
+        assert_eq!(first.key.as_deref(), Some("map.12508001"));
+        assert!(first.message.contains("and 3 more"), "{first}");
+    }
+
+    #[test]
+    fn a_map_key_spelt_like_a_table_key_is_found_in_the_map() {
+        let dir = folder(&[
+            (DEPLOYMENT_FILE, DEPLOYMENT),
+            (
+                "labels.toml",
+                "description = \"x\"\nkeys = [\"default\"]\n[map]\n\"default\" = \"a\"\nvalues = \"b\"\n",
+            ),
+        ]);
+        let all = MappingSet::check_dir(dir.path()).unwrap_err();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(
+            (all[0].line, all[0].key.as_deref()),
+            (Some(5), Some("map.values"))
+        );
+    }
+
+    #[test]
+    fn a_typo_in_a_shipped_table_is_caught_by_its_declared_codes() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mappings");
+        // (folder, table, the line as shipped, the same line mistyped, the key reported)
+        for (country, table, good, typo, key) in [
+            (
+                "kenya-dadaab",
+                "inbound-sex",
+                "\"125080001\" = \"male\"",
+                "\"12508001\" = \"male\"",
+                "map.12508001",
+            ),
+            (
+                "kenya-dadaab",
+                "outbound-service-guids",
+                "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34051a\"",
+                "\"medical\" = \"f98e1516-0406-e611-80d9-00155d34015a\"",
+                "map.medical",
+            ),
+            (
+                "kenya-dadaab",
+                "decision-transfer-status",
+                "\"rejected\" = \"125080004\"",
+                "\"rejected\" = \"125800004\"",
+                "map.rejected",
+            ),
+            (
+                "ethiopia-gambella",
+                "inbound-review-decision",
+                "\"125080001\" = \"rejected\"",
+                "\"125080011\" = \"rejected\"",
+                "map.125080011",
+            ),
+            (
+                "ethiopia-gambella",
+                "outbound-sex-dtp",
+                "\"other_b25f252\" = \"other\"",
+                "\"other_b25f252\" = \"othr\"",
+                "map.other_b25f252",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            for entry in std::fs::read_dir(shipped.join(country)).unwrap() {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+            // As shipped, the folder passes.
+            MappingSet::check_dir(dir.path()).unwrap();
+            let file = dir.path().join(format!("{table}.toml"));
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(text.contains(good), "{country}/{table}");
+            std::fs::write(&file, text.replace(good, typo)).unwrap();
+            let all = MappingSet::check_dir(dir.path()).unwrap_err();
+            assert_eq!(all.len(), 1, "{country}/{table}: {all:?}");
+            assert!(all[0].file.ends_with(format!("{table}.toml")));
+            assert_eq!(all[0].key.as_deref(), Some(key), "{country}/{table}");
+            let line = text.lines().position(|l| l == good).unwrap() + 1;
+            assert_eq!(all[0].line, Some(line), "{country}/{table}");
+        }
     }
 
     #[test]

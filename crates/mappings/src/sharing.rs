@@ -721,6 +721,7 @@ mod tests {
         let t = Table {
             description: "x".into(),
             default: None,
+            keys: None,
             values: None,
             map: BTreeMap::new(),
         };

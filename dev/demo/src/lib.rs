@@ -3,5 +3,6 @@
 //! binary does not contain it.
 
 pub mod consent;
+pub mod dtp_trial;
 pub mod round_trip;
 pub mod scenario;

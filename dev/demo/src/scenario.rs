@@ -73,6 +73,16 @@ impl Simulators {
         self.ping.sim()
     }
 
+    /// The `[primero]` section for the Primero simulator; the password is
+    /// read from `BRIDGE_PRIMERO_PASSWORD`.
+    pub fn primero_toml(&self) -> String {
+        format!(
+            "[primero]\nbase_url = \"{}\"\nauth = \"basic\"\nuser_name = \"{}\"\npassword = {{ env = \"BRIDGE_PRIMERO_PASSWORD\" }}\n",
+            self.primero.base_url(),
+            self.primero_config.user_name
+        )
+    }
+
     /// A `bridge.toml` for these simulators. Secrets are read from the
     /// variables of [`Simulators::secret_env`].
     pub fn config_toml(&self, jobs_dir: &std::path::Path, mappings: &std::path::Path) -> String {
@@ -81,12 +91,7 @@ impl Simulators {
 {flows}[state]
 path = "state.db"
 
-[primero]
-base_url = "{primero}"
-auth = "basic"
-user_name = "{primero_user}"
-password = {{ env = "BRIDGE_PRIMERO_PASSWORD" }}
-
+{primero}
 [ping]
 base_url = "{ping}"
 token_url = "{token_url}"
@@ -102,8 +107,7 @@ mappings = "{mappings}"
 allow_placeholders = true
 "#,
             flows = sim_initial_cursor_toml(),
-            primero = self.primero.base_url(),
-            primero_user = self.primero_config.user_name,
+            primero = self.primero_toml(),
             ping = self.ping.base_url(),
             token_url = self.ping.token_url(),
             ping_user = self.ping_config.username,

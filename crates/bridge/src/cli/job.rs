@@ -113,6 +113,10 @@ pub enum MappingsCommand {
         #[arg(long, value_name = "FOLDER")]
         against: Option<PathBuf>,
     },
+    /// Make a mapping folder for a new country from an existing one: every
+    /// deployment value is marked `CHANGE-ME:` (the old value after the
+    /// mark), and a checklist says what to confirm and with whom.
+    New(super::mappings_new::NewArgs),
     /// Render the data points the folder's flows may share (sharing.toml),
     /// with the mapping tables behind them: the annex of the Information
     /// Sharing Protocol.
@@ -391,6 +395,7 @@ pub async fn run_mappings_command(
         MappingsCommand::Manifest { dir, format, out } => {
             return super::sharing::manifest(&dir, format, out)
         }
+        MappingsCommand::New(args) => return super::mappings_new::run(args),
         MappingsCommand::Check {
             dir,
             jobs,
@@ -398,10 +403,12 @@ pub async fn run_mappings_command(
             against,
         } => (dir, jobs, allow_placeholders, against),
     };
-    let set = match MappingSet::load_dir(&dir) {
+    let set = match MappingSet::check_dir(&dir) {
         Ok(set) => set,
-        Err(e) => {
-            eprintln!("error: {e}");
+        Err(problems) => {
+            for e in &problems {
+                eprintln!("error: {e}");
+            }
             return Ok(ExitCode::FAILURE);
         }
     };

@@ -13,6 +13,7 @@ mod flow;
 mod job;
 mod job_new;
 mod job_test;
+mod mappings_new;
 mod ops;
 mod report;
 mod run;
@@ -60,7 +61,7 @@ enum Command {
     /// Run PING workflow 1.1 against built-in simulators with seeded referrals, and check the outcome.
     #[cfg(feature = "dev")]
     Demo(demo::DemoArgs),
-    /// Run the Primero and PING simulators until interrupted.
+    /// Run the Primero and PING simulators (and DTP with --dtp-port) until interrupted.
     #[cfg(feature = "dev")]
     Sim(sim::SimArgs),
     /// Run flows.
