@@ -5,6 +5,7 @@
 mod approvals;
 mod audit_trail;
 mod bench_smoke;
+mod console;
 mod deploy;
 mod doctor;
 mod durable;

@@ -74,7 +74,12 @@ pub async fn replay(
         Ok(reports) => {
             let delivered: usize = reports
                 .iter()
-                .map(|r| r.records.iter().filter(|x| x.outcome.is_delivered()).count())
+                .map(|r| {
+                    r.records
+                        .iter()
+                        .filter(|x| x.outcome.is_delivered())
+                        .count()
+                })
                 .sum();
             tracing::info!(
                 account = %caller.account,
@@ -132,8 +137,7 @@ pub async fn move_cursor(
             &refusal,
         ));
     }
-    let Ok(at) = DateTime::parse_from_rfc3339(form.to.trim()).map(|t| t.with_timezone(&Utc))
-    else {
+    let Ok(at) = DateTime::parse_from_rfc3339(form.to.trim()).map(|t| t.with_timezone(&Utc)) else {
         return Err(view::problem(
             StatusCode::BAD_REQUEST,
             Some(&caller),

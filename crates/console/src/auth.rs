@@ -202,7 +202,12 @@ fn form_page(jar: CookieJar, status: StatusCode, error: Option<&str>) -> Respons
         }
     };
     let jar = jar.add(cookie(LOGIN_COOKIE, token));
-    (status, jar, axum::response::Html(view::bare("Log in", body).into_string())).into_response()
+    (
+        status,
+        jar,
+        axum::response::Html(view::bare("Log in", body).into_string()),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -20,6 +20,9 @@
 //! [`throttle`], `auth` (who is calling), `view` (the page frame),
 //! `pages` (one module per page), `actions` (replay, cursor move).
 
+// A refusal is the page to answer, built once per request: boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 mod actions;
 mod auth;
 mod pages;

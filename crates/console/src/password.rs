@@ -50,8 +50,11 @@ pub fn matches(credential: Option<&Credential>, given: &str) -> bool {
 }
 
 fn verify_hash(phc: &str, given: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|h| Argon2::default().verify_password(given.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(given.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]

@@ -89,9 +89,7 @@ pub fn name_problem(name: &str) -> Option<String> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
-    (!ok).then(|| {
-        format!("`{name}` is not an account name: 1 to 64 letters, digits and _.@- only")
-    })
+    (!ok).then(|| format!("`{name}` is not an account name: 1 to 64 letters, digits and _.@- only"))
 }
 
 /// Why `listen` is refused, if it is: the console speaks plain HTTP, so it

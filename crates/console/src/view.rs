@@ -107,7 +107,12 @@ pub fn respond(status: StatusCode, markup: Markup) -> Response {
 }
 
 /// A page that says what went wrong and what to do.
-pub fn problem(status: StatusCode, caller: Option<&Caller>, title: &str, message: &str) -> Response {
+pub fn problem(
+    status: StatusCode,
+    caller: Option<&Caller>,
+    title: &str,
+    message: &str,
+) -> Response {
     let body = html! {
         h1 { (title) }
         p.banner.error role="alert" { (message) }
@@ -205,11 +210,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let t = |s: &str| {
-            DateTime::parse_from_rfc3339(s)
-                .unwrap()
-                .with_timezone(&Utc)
-        };
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         assert_eq!(relative(t("2025-06-01T11:59:30Z"), now), "30 s ago");
         assert_eq!(relative(t("2025-06-01T11:00:00Z"), now), "1 h ago");
         assert_eq!(relative(t("2025-06-01T11:10:00Z"), now), "50 min ago");

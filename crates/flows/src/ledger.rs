@@ -64,6 +64,9 @@ pub fn resolution(code: &str) -> &'static str {
         "filter-not-applied" => {
             "Primero ignored the lookup's filter (the API user's role cannot filter on the field): fix the role (docs/operator/primero-role.md), run `bridge doctor`, then replay"
         }
+        "unmapped" => {
+            "a code has no entry in the country's mapping table the reason names: add it to that table in the mapping folder (hot reload takes it; `bridge mappings check` first), then replay"
+        }
         "decision-conflict" => {
             "Primero's referral is in a state that does not take this decision (already decided or closed): check the referral in Primero; replay only if the decision must still be recorded"
         }

@@ -60,8 +60,8 @@ mod checks;
 mod console;
 
 pub use alerts::{AlertSettings, AlertsSection};
-pub use console::{ConsoleAccount, ConsoleSection};
 pub use audit::AuditSection;
+pub use console::{ConsoleAccount, ConsoleSection};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1070,6 +1070,7 @@ mod service_tests {
         std::fs::write(&file, &full).unwrap();
         let c = BridgeConfig::load(&file).unwrap_or_else(|e| panic!("{e}\n{full}"));
         assert!(c.dtp.is_some() && c.inbox.is_some() && c.ping.is_some());
+        assert_eq!(c.console.as_ref().map(|c| c.accounts.len()), Some(2));
         assert_eq!(c.schedule.len(), 6);
         assert_eq!(c.jobs.call_timeout_ms, Some(5000));
     }

@@ -5,6 +5,7 @@ mod approve;
 mod audit;
 #[cfg(feature = "dev")]
 mod bench;
+mod console;
 #[cfg(feature = "dev")]
 mod demo;
 mod doctor;
@@ -106,6 +107,9 @@ enum Command {
     /// Check a bridge.toml.
     #[command(subcommand)]
     Config(ops::ConfigCommand),
+    /// The operator console: make an account's password hash.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
     /// Preflight against the configured partners, read-only: reachable, credentials, role, users, shipping processes, certificate.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks: job layer, OpenFn side by side, end to end, scaling; writes bench/results.md.
@@ -116,7 +120,8 @@ enum Command {
 /// The service's default: what a person watching it needs (each run's
 /// counts and duration, starts, stops, reloads, job swaps) and every
 /// warning; per-record lines stay at `info` in the flows, off by default.
-const SERVICE_LOG: &str = "warn,bridge_service=info,bridge_runtime::reload=info,bridge_console=info";
+const SERVICE_LOG: &str =
+    "warn,bridge_service=info,bridge_runtime::reload=info,bridge_console=info";
 
 pub fn main() -> ExitCode {
     let mut cli = Cli::parse();
@@ -166,6 +171,7 @@ pub fn main() -> ExitCode {
             Command::Config(cmd) => ops::config(cmd, cache_dir).await,
             Command::Alerts(args) => alerts::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Console(cmd) => console::run(cmd),
             #[cfg(feature = "dev")]
             Command::Bench(args) => bench::run(args, cache_dir).await,
         }

@@ -194,6 +194,12 @@ pub async fn show(
     };
     Ok(view::respond(
         StatusCode::OK,
-        view::page(&console, &caller, "/runs", &format!("Run of {}", run.flow), body),
+        view::page(
+            &console,
+            &caller,
+            "/runs",
+            &format!("Run of {}", run.flow),
+            body,
+        ),
     ))
 }

@@ -64,21 +64,21 @@ fn default_login_window_minutes() -> u64 {
 }
 
 impl BridgeConfig {
-    /// An error about one account, at the line of its `name` when the file
-    /// writes it as a `[[console.accounts]]` table.
-    fn account_error(&self, name: &str, message: String) -> ConfigError {
-        let mut in_accounts = false;
+    /// An error about the `index`-th account, at the line of its `name`
+    /// when the file writes it as a `[[console.accounts]]` table.
+    fn account_error(&self, index: usize, message: String) -> ConfigError {
+        let mut tables = 0;
+        let mut in_it = false;
         for (i, line) in self.text.lines().enumerate() {
             let t = line.trim();
             if t.starts_with('[') {
-                in_accounts = t.replace(' ', "") == "[[console.accounts]]";
+                let header = t.replace(' ', "") == "[[console.accounts]]";
+                tables += usize::from(header);
+                in_it = header && tables == index + 1;
                 continue;
             }
-            let named = t
-                .split_once('=')
-                .filter(|(k, _)| k.trim() == "name")
-                .map(|(_, v)| v.trim().trim_matches('"'));
-            if in_accounts && named == Some(name) {
+            let is_name = t.split_once('=').is_some_and(|(k, _)| k.trim() == "name");
+            if in_it && is_name {
                 return ConfigError::KeyAt {
                     file: self.file.clone(),
                     line: i + 1,
@@ -119,7 +119,7 @@ impl BridgeConfig {
             );
         }
         let mut seen = std::collections::BTreeSet::new();
-        for a in &c.accounts {
+        for (index, a) in c.accounts.iter().enumerate() {
             let why = if let Some(why) = settings::name_problem(&a.name) {
                 Some(why)
             } else if !seen.insert(a.name.as_str()) {
@@ -141,7 +141,7 @@ impl BridgeConfig {
                 }
             };
             if let Some(why) = why {
-                problems.push(self.account_error(&a.name, why));
+                problems.push(self.account_error(index, why));
             }
         }
         problems
@@ -157,14 +157,14 @@ impl BridgeConfig {
             return Err(e);
         }
         let mut accounts = Vec::new();
-        for a in &c.accounts {
+        for (index, a) in c.accounts.iter().enumerate() {
             let credential = match (&a.password_hash, &a.token) {
                 (Some(hash), _) => Credential::PasswordHash(hash.clone()),
                 (None, Some(token)) => {
                     let value = self.secret("console.accounts", token)?;
                     if value.trim().chars().count() < MIN_TOKEN_CHARS {
                         return Err(self.account_error(
-                            &a.name,
+                            index,
                             format!(
                                 "account `{}`: the token must have at least {MIN_TOKEN_CHARS} characters",
                                 a.name
@@ -173,7 +173,9 @@ impl BridgeConfig {
                     }
                     Credential::Token(value.trim().to_string())
                 }
-                (None, None) => unreachable!("console_problems refuses an account without credential"),
+                (None, None) => {
+                    unreachable!("console_problems refuses an account without credential")
+                }
             };
             accounts.push(Account {
                 name: a.name.clone(),
@@ -197,3 +199,78 @@ impl BridgeConfig {
 /// A token is a password nobody types: long enough not to be guessed
 /// within the login limit's lifetime.
 const MIN_TOKEN_CHARS: usize = 24;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(console: &str) -> BridgeConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[primero]\nbase_url = \"http://127.0.0.1:1\"\nuser_name = \"u\"\npassword = {{ env = \"P\" }}\n\n[jobs]\ndir = \"jobs\"\nmappings = \"m\"\n\n{console}"
+            ),
+        )
+        .unwrap();
+        BridgeConfig::parse(&file).unwrap()
+    }
+
+    #[test]
+    fn every_console_problem_is_named_with_its_line() {
+        let good = password::hash_password("a long enough password").unwrap();
+        let c = config(&format!(
+            "[console]\nlisten = \"0.0.0.0:9465\"\nsession_hours = 0\n\n[[console.accounts]]\nname = \"amina\"\nrole = \"operator\"\npassword_hash = \"{good}\"\n\n[[console.accounts]]\nname = \"amina\"\nrole = \"viewer\"\npassword_hash = \"{good}\"\n\n[[console.accounts]]\nname = \"bob\"\nrole = \"viewer\"\npassword_hash = \"secret-in-clear\"\n\n[[console.accounts]]\nname = \"carol\"\nrole = \"viewer\"\n"
+        ));
+        let problems: Vec<String> = c.console_problems().iter().map(|e| e.to_string()).collect();
+        let text = problems.join("\n");
+        assert_eq!(problems.len(), 5, "{text}");
+        assert!(
+            text.contains(":20: key `console.accounts`: account `amina` is given twice"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":25: key `console.accounts`: account `bob`: password_hash is not a PHC"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-in-clear"), "{text}");
+        assert!(
+            text.contains(":30: key `console.accounts`: account `carol` has no password_hash"),
+            "{text}"
+        );
+        assert!(
+            text.contains("key `console.listen`") && text.contains("loopback"),
+            "{text}"
+        );
+        assert!(
+            text.contains("key `console.session_hours`: must be at least 1"),
+            "{text}"
+        );
+        assert!(c.console_settings().is_err());
+    }
+
+    #[test]
+    fn settings_read_the_token_and_refuse_a_short_one() {
+        let c = config(
+            "[console]\n\n[[console.accounts]]\nname = \"monitoring\"\nrole = \"viewer\"\ntoken = { env = \"BRIDGE_TEST_CONSOLE_TOKEN_OK\" }\n",
+        );
+        std::env::set_var("BRIDGE_TEST_CONSOLE_TOKEN_OK", "abcdefghijklmnopqrstuvwxyz");
+        let s = c.console_settings().unwrap().unwrap();
+        assert_eq!(s.accounts[0].role, Role::Viewer);
+        assert_eq!(
+            s.accounts[0].credential,
+            Credential::Token("abcdefghijklmnopqrstuvwxyz".into())
+        );
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9465");
+        let c = config(
+            "[console]\n\n[[console.accounts]]\nname = \"monitoring\"\nrole = \"viewer\"\ntoken = { env = \"BRIDGE_TEST_CONSOLE_TOKEN_SHORT\" }\n",
+        );
+        std::env::set_var("BRIDGE_TEST_CONSOLE_TOKEN_SHORT", "short-token");
+        let e = c.console_settings().unwrap_err().to_string();
+        assert!(
+            e.contains("at least 24 characters") && !e.contains("short-token"),
+            "{e}"
+        );
+    }
+}
