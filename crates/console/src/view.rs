@@ -196,6 +196,20 @@ pub fn hash(full: Option<&str>) -> Markup {
     }
 }
 
+/// Links that narrow a list (`path?flow=…`) to one scheduled flow, or all.
+pub fn flow_filter(console: &Console, path: &str, current: Option<&str>) -> Markup {
+    html! {
+        div.filters {
+            "Flow: "
+            @if current.is_none() { strong { "all" } } @else { a href=(path) { "all" } }
+            @for entry in &console.service.schedule {
+                @if current == Some(entry.flow.as_str()) { strong { (entry.flow) } }
+                @else { a href={(path) "?flow=" (entry.flow)} { (entry.flow) } }
+            }
+        }
+    }
+}
+
 /// A hidden CSRF field for a form.
 pub fn csrf_field(caller: &Caller) -> Markup {
     html! { input type="hidden" name="csrf" value=(caller.csrf()); }

@@ -65,14 +65,7 @@ pub async fn list(
         .await
         .map_err(|e| store_failed(&caller, e))?;
     let body = html! {
-        div.filters {
-            "Flow: "
-            @if flow.is_none() { strong { "all" } } @else { a href="/runs" { "all" } }
-            @for entry in &console.service.schedule {
-                @if flow == Some(entry.flow.as_str()) { strong { (entry.flow) } }
-                @else { a href={"/runs?flow=" (entry.flow)} { (entry.flow) } }
-            }
-        }
+        (view::flow_filter(&console, "/runs", flow))
         @if runs.is_empty() {
             p.banner { "No runs recorded yet." }
         } @else {

@@ -90,14 +90,7 @@ pub async fn audit(
                 verification.checked, verification.head_seq, verification.head_hash))),
             Some(problem) => (view::banner("error", &format!("The chain does not verify: {problem}"))),
         }
-        div.filters {
-            "Flow: "
-            @if flow.is_none() { strong { "all" } } @else { a href="/audit" { "all" } }
-            @for entry in &console.service.schedule {
-                @if flow == Some(entry.flow.as_str()) { strong { (entry.flow) } }
-                @else { a href={"/audit?flow=" (entry.flow)} { (entry.flow) } }
-            }
-        }
+        (view::flow_filter(&console, "/audit", flow))
         @if entries.is_empty() {
             p.banner { "No audit entry yet." }
         } @else {
