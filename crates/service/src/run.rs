@@ -136,11 +136,7 @@ async fn restore_run_gauges(app: &App, flow: &str) {
             .map(|t| t.timestamp_millis() as f64 / 1000.0)
     };
     // Newest first.
-    if let Some(t) = runs
-        .iter()
-        .filter(|r| !matches!(r.outcome.as_str(), "aborted" | "running" | "interrupted"))
-        .find_map(seconds)
-    {
+    if let Some(t) = runs.iter().filter(|r| r.got_through()).find_map(seconds) {
         metrics.set_last_success(flow, t);
     }
     if let Some(t) = runs.iter().filter(|r| r.delivered > 0).find_map(seconds) {

@@ -212,6 +212,15 @@ pub struct RecordRow {
     pub at: String,
 }
 
+impl RunRow {
+    /// The run got through its records, whatever their outcomes: what
+    /// "last success" means for the gauges and the console.
+    pub fn got_through(&self) -> bool {
+        self.ended_at.is_some()
+            && !matches!(self.outcome.as_str(), "aborted" | "running" | "interrupted")
+    }
+}
+
 impl RecordRow {
     /// The reason code and the full reason, as one line: `code: reason`, or
     /// the reason alone when it already leads with its code.

@@ -12,12 +12,6 @@ use super::{store_failed, PageResult};
 use crate::auth::Caller;
 use crate::{view, Console};
 use bridge_flows::registry;
-use bridge_store::RunRow;
-
-/// A run that got through its records (whatever their outcomes).
-fn succeeded(r: &RunRow) -> bool {
-    r.ended_at.is_some() && !matches!(r.outcome.as_str(), "aborted" | "running" | "interrupted")
-}
 
 /// Runs looked at per flow for "last success" and "last delivered".
 const LOOKBACK: i64 = 500;
@@ -28,6 +22,8 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
     let now = Utc::now();
     let fail = |e| store_failed(&caller, e);
 
+    // One read of the dead letter, counted per flow below.
+    let dead_letter = store.dead_letters(None).await.map_err(fail)?;
     let mut rows = Vec::new();
     let mut total_held = 0;
     for entry in &console.service.schedule {
@@ -35,11 +31,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
             .runs(Some(&entry.flow), LOOKBACK)
             .await
             .map_err(fail)?;
-        let dead = store
-            .dead_letters(Some(&entry.flow))
-            .await
-            .map_err(fail)?
-            .len();
+        let dead = dead_letter.iter().filter(|e| e.flow == entry.flow).count();
         let spec = registry::get(&entry.flow);
         let cursor = match spec.is_some_and(|s| s.reads_cursor()) {
             true => store.cursor(&entry.flow).await.map_err(fail)?,
@@ -52,7 +44,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
         total_held += held;
         rows.push((entry, spec, runs, dead, cursor, held));
     }
-    let dead_total = store.dead_letters(None).await.map_err(fail)?.len();
+    let dead_total = dead_letter.len();
     let pending = store.inbox_pending().await.map_err(fail)?.len();
     let mappings = app.catalog.mappings();
 
@@ -91,7 +83,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
                                 None => span.none { "never" },
                             }
                         }
-                        td { (view::time(runs.iter().find(|r| succeeded(r)).and_then(|r| r.ended_at.as_deref()))) }
+                        td { (view::time(runs.iter().find(|r| r.got_through()).and_then(|r| r.ended_at.as_deref()))) }
                         td { (view::time(runs.iter().find(|r| r.delivered > 0).and_then(|r| r.ended_at.as_deref()))) }
                         td.num { @if *held > 0 { a href="/attention" { (held) } } @else { "0" } }
                         td.num { @if *dead > 0 { a href="/attention" { (dead) } } @else { "0" } }
