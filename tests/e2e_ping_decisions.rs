@@ -344,23 +344,26 @@ async fn workflow_1_2_sends_each_decision_once_and_a_changed_one_again() {
         }]
     });
     let bodies = ping.ingestion_bodies();
-    let sent = bodies
-        .iter()
-        .find(|b| b.body["Data"][0]["ExternalId"] == rejected.case_id.as_str())
-        .expect("SHP-2748 body of the rejection");
+    let (sent, record) =
+        ingested(&bodies, rejected.case_id.as_str()).expect("SHP-2748 record of the rejection");
     assert_eq!(sent.path, "/api/ingestion/v2/PNR-1363/data");
     assert_eq!(
-        serde_json::to_string(&sent.body).unwrap(),
-        serde_json::to_string(&expected).unwrap()
+        sent.body["ShippingProcessId"],
+        expected["ShippingProcessId"]
     );
-    let accepted_body = bodies
-        .iter()
-        .find(|b| b.body["Data"][0]["ExternalId"] == accepted.case_id.as_str())
-        .unwrap();
+    assert_eq!(sent.body["InteropId"], expected["InteropId"]);
     assert_eq!(
-        accepted_body.body["Data"][0]["Attachments"],
+        serde_json::to_string(record).unwrap(),
+        serde_json::to_string(&expected["Data"][0]).unwrap()
+    );
+    let (accepted_body, accepted_record) = ingested(&bodies, accepted.case_id.as_str()).unwrap();
+    assert_eq!(
+        accepted_record["Attachments"],
         json!([{"Comment": "Referral acknowledged by PRIMERO"}])
     );
+    // The page's decisions went in one ingestion, as the original sent a
+    // run's (issue 18): each still got its own answer.
+    assert!(std::ptr::eq(sent, accepted_body), "{bodies:#?}");
 
     // The cursor is a case's last_updated_at, not "now": held on the case
     // whose status the mapping does not know, so it is read again.
@@ -709,14 +712,16 @@ async fn workflow_2_2_applies_decisions_to_the_exact_referral_and_marks_them_syn
             ]
         }]
     });
-    let body = ping
-        .ingestion_bodies()
-        .into_iter()
-        .find(|b| b.body["Data"][0]["ExternalId"] == rejected.as_str())
-        .expect("SHP-2284 body");
+    let bodies = ping.ingestion_bodies();
+    let (body, record) = ingested(&bodies, rejected.as_str()).expect("SHP-2284 record");
     assert_eq!(
-        serde_json::to_string(&body.body).unwrap(),
-        serde_json::to_string(&expected).unwrap()
+        body.body["ShippingProcessId"],
+        expected["ShippingProcessId"]
+    );
+    assert_eq!(body.body["InteropId"], expected["InteropId"]);
+    assert_eq!(
+        serde_json::to_string(record).unwrap(),
+        serde_json::to_string(&expected["Data"][0]).unwrap()
     );
 
     // Y: Primero would ignore it; held, not reported to proGres as synced.
@@ -1088,4 +1093,19 @@ async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
         referral_status(primero, &case, &refs[0]).0,
         ReferralStatus::InProgress
     );
+}
+
+/// The ingestion body holding the record of `external_id`, and the record
+/// (a body carries up to 1,000 records since issue 18).
+fn ingested<'a>(
+    bodies: &'a [bridge_sim::ping::ReceivedBody],
+    external_id: &str,
+) -> Option<(&'a bridge_sim::ping::ReceivedBody, &'a Value)> {
+    bodies.iter().find_map(|b| {
+        b.body["Data"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ExternalId"] == external_id)
+            .map(|r| (b, r))
+    })
 }

@@ -72,15 +72,7 @@ pub async fn replay(
     );
     match app.replay(ReplaySelection::One(id)).await {
         Ok(reports) => {
-            let delivered: usize = reports
-                .iter()
-                .map(|r| {
-                    r.records
-                        .iter()
-                        .filter(|x| x.outcome.is_delivered())
-                        .count()
-                })
-                .sum();
+            let delivered: usize = reports.iter().map(|r| r.delivered()).sum();
             tracing::info!(
                 account = %caller.account,
                 action = "replay",

@@ -12,13 +12,13 @@ use crate::case_scan::missing_cursor;
 use crate::ledger::{DeliveryPolicy, Ledger, Replay};
 use crate::outbound_referrals::read_cursor;
 use crate::registry::{self, FlowRun, Intake};
-use crate::{RecordOutcome, RunReport};
+use crate::RunReport;
 use bridge_partners::dtp::DtpClient;
 use bridge_partners::ping::{PingClient, PingConfig};
 use bridge_partners::primero::{PrimeroClient, PrimeroConfig};
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::JobRuntime;
-use bridge_store::{RecordRow, RunRow, Store, Trigger, WriterLease};
+use bridge_store::{RunRow, Store, Trigger, WriterLease};
 use tokio_util::sync::CancellationToken;
 
 pub struct App {
@@ -79,11 +79,7 @@ pub fn run_outcome(report: &RunReport) -> &'static str {
         "aborted"
     } else if report.stopped {
         "stopped"
-    } else if report
-        .records
-        .iter()
-        .all(|r| r.outcome.is_delivered() && r.acknowledged)
-    {
+    } else if report.all_through() {
         "ok"
     } else {
         "partial"
@@ -199,46 +195,41 @@ impl App {
         };
         self.store.run_started(&row).await?;
         let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, replay).await?;
-        let (report, used) = bridge_runtime::reload::recording_versions(
-            self.run_flow_in(flow, &run_id, today, &ledger),
-        )
-        .await;
+        // The records go to the store while the run goes (record_stream).
+        let (stream, rows, done) = crate::record_stream::channel();
+        let run = async {
+            let mut report = self
+                .run_flow_in(flow, &run_id, today, &ledger, Some(stream))
+                .await;
+            if let Ok(report) = &mut report {
+                report.end_stream();
+            }
+            done.notify_one();
+            report
+        };
+        let writer = crate::record_stream::write_records(
+            self.store.as_ref(),
+            (&run_id, flow),
+            &ledger,
+            rows,
+        );
+        let ((report, used), written) =
+            tokio::join!(bridge_runtime::reload::recording_versions(run), writer);
         let report = report?;
         row.job_hash = (!used.job_hashes.is_empty()).then(|| used.job_hashes.join(","));
         row.mappings_hash = used.mappings_hash;
-        let at = bridge_store::now();
-        let records: Vec<RecordRow> = report
-            .records
-            .iter()
-            .map(|r| RecordRow {
-                run_id: run_id.clone(),
-                flow: flow.to_string(),
-                source_id: r.source_id.clone(),
-                target_id: r.outcome.target_id().map(str::to_string),
-                status: r.outcome.label().replace(' ', "-"),
-                attempt: ledger.attempt(&r.source_id),
-                reason_code: r.outcome.reason_code().map(str::to_string),
-                reason: r.outcome.reason().map(str::to_string),
-                at: at.clone(),
-            })
-            .collect();
-        let count = |f: fn(&RecordOutcome) -> bool| {
-            report.records.iter().filter(|r| f(&r.outcome)).count() as i64
-        };
-        row.ended_at = Some(at);
+        row.ended_at = Some(bridge_store::now());
         row.fetched = report.fetched as i64;
-        row.delivered = count(RecordOutcome::is_delivered);
-        row.held = count(|o| matches!(o, RecordOutcome::Held { .. }));
-        row.skipped = count(|o| matches!(o, RecordOutcome::Skipped { .. }));
-        row.failed = count(|o| matches!(o, RecordOutcome::Failed { .. }));
-        row.dead_lettered = count(|o| matches!(o, RecordOutcome::DeadLettered { .. }));
+        row.delivered = report.delivered() as i64;
+        row.held = report.count("held") as i64;
+        row.skipped = report.count("skipped") as i64;
+        row.failed = report.count("failed") as i64;
+        row.dead_lettered = report.count("dead-lettered") as i64;
         row.aborted_reason = report.aborted.clone();
         row.outcome = run_outcome(&report).into();
-        self.store.run_finished(&row, &records).await?;
+        self.store.run_finished(&row, &[]).await?;
+        written?;
         let metrics = bridge_telemetry::metrics();
-        for r in &report.records {
-            metrics.record(flow, r.outcome.label());
-        }
         metrics.run_finished(flow, &row.outcome, started.elapsed().as_secs_f64());
         metrics.set_held(flow, row.held);
         let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
@@ -316,7 +307,7 @@ impl App {
     ) -> anyhow::Result<RunReport> {
         self.lower_bound(flow).await?;
         let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, None).await?;
-        self.run_flow_in(flow, run_id, today, &ledger).await
+        self.run_flow_in(flow, run_id, today, &ledger, None).await
     }
 
     async fn run_flow_in(
@@ -325,6 +316,7 @@ impl App {
         run_id: &str,
         today: &str,
         ledger: &Ledger<'_>,
+        records: Option<crate::record_stream::RecordStream>,
     ) -> anyhow::Result<RunReport> {
         let spec = registry::get(flow)
             .filter(|f| f.is_scheduled())
@@ -333,6 +325,7 @@ impl App {
             run_id,
             today,
             ledger,
+            records,
         };
         match spec.intake {
             Intake::Cursor(run_fn) | Intake::Pull(run_fn) => run_fn(self, run).await,

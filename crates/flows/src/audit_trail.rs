@@ -4,7 +4,11 @@
 //! the job and mapping versions that made it. Ids and codes only. The chain
 //! itself is the store's ([`bridge_store::audit`]).
 
+use std::sync::Arc;
+
 use bridge_runtime::JobInstance;
+
+use crate::group_commit::GroupCommit;
 use bridge_store::{AuditEntry, AuditEvent, ConsentBasis, Store};
 use serde_json::Value;
 
@@ -61,6 +65,8 @@ pub struct AuditContext {
     mappings_hash: String,
     /// Dry runs share nothing and record nothing.
     enabled: bool,
+    /// The run's records finishing together share a commit.
+    commits: Arc<GroupCommit<AuditEntry>>,
 }
 
 impl AuditContext {
@@ -77,6 +83,7 @@ impl AuditContext {
                 .map(|m| m.content_hash.clone())
                 .unwrap_or_default(),
             enabled: !dry_run,
+            commits: Arc::default(),
         }
     }
 
@@ -139,8 +146,62 @@ impl AuditContext {
         let Some(entry) = self.entry(source_id, outcome, share) else {
             return;
         };
-        if let Err(e) = store.audit_append(std::slice::from_ref(&entry)).await {
-            tracing::error!(error = %e, record = %source_id, event = %entry.event, "audit entry not written");
+        self.append(store, vec![entry]).await;
+    }
+
+    /// The entry `outcome` makes, when the run records any (not a dry
+    /// run): for a flow that appends it later ([`AuditContext::append`]).
+    pub fn entry_to_append(
+        &self,
+        source_id: &str,
+        outcome: &RecordOutcome,
+        share: &Share,
+    ) -> Option<AuditEntry> {
+        self.enabled
+            .then(|| self.entry(source_id, outcome, share))
+            .flatten()
+    }
+
+    /// [`AuditContext::append`], returning how many entries were handed to
+    /// the store (written, or failed and logged: either way done with).
+    pub async fn append_counted(&self, store: &dyn Store, entries: Vec<AuditEntry>) -> usize {
+        let n = entries.len();
+        self.append(store, entries).await;
+        n
+    }
+
+    /// Append entries, sharing a commit with the other records' entries
+    /// appended at the same time; a failure is logged (ids only).
+    pub async fn append(&self, store: &dyn Store, entries: Vec<AuditEntry>) {
+        if entries.is_empty() {
+            return;
         }
+        let _ = self
+            .commits
+            .commit(entries, |batch| async move {
+                store.audit_append(&batch).await.map_err(|e| {
+                    for entry in &batch {
+                        tracing::error!(error = %e, record = %entry.source_id, event = %entry.event, "audit entry not written");
+                    }
+                    e.to_string()
+                })
+            })
+            .await;
+    }
+
+    /// [`AuditContext::record`] for several records, in one append.
+    pub async fn record_all<'r>(
+        &self,
+        store: &dyn Store,
+        records: impl IntoIterator<Item = (&'r str, &'r RecordOutcome, &'r Share)>,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let entries: Vec<AuditEntry> = records
+            .into_iter()
+            .filter_map(|(id, outcome, share)| self.entry(id, outcome, share))
+            .collect();
+        self.append(store, entries).await;
     }
 }

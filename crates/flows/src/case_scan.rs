@@ -180,6 +180,12 @@ impl CaseScan<'_> {
                 }
                 None => page_no += 1,
             }
+            // A case older than the new lower bound is not listed again
+            // (changed, it is newer): forgotten, so a long run's memory does
+            // not grow with its cases.
+            if let Some(f) = from {
+                seen.retain(|_, at| at.is_none_or(|at| at >= f));
+            }
         }
     }
 

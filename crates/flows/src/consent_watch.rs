@@ -44,6 +44,29 @@ impl ConsentWatch {
         &self.rules
     }
 
+    /// [`ConsentWatch::shared`] for several cases (a page's), in one
+    /// transaction.
+    pub async fn shared_all(&mut self, store: &dyn Store, flow: &str, case_ids: Vec<String>) {
+        if !self.enabled {
+            return;
+        }
+        let mut new: Vec<String> = case_ids
+            .into_iter()
+            .filter(|id| !self.shared.contains_key(id))
+            .collect();
+        new.sort();
+        new.dedup();
+        if new.is_empty() {
+            return;
+        }
+        match store.cases_shared(&new, flow).await {
+            Ok(()) => self.shared.extend(new.into_iter().map(|id| (id, false))),
+            Err(e) => {
+                tracing::error!(error = %e, cases = new.len(), "state database: shared cases not recorded; their consent is not watched until they are")
+            }
+        }
+    }
+
     /// `case` was shared by `flow` (a record of it reached the partner).
     pub async fn shared(&mut self, store: &dyn Store, flow: &str, case_id: &str) {
         if !self.enabled || self.shared.contains_key(case_id) {

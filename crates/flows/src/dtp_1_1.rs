@@ -379,7 +379,7 @@ impl Handler {
                     .notes
                     .push(RecordNote::new(record.source_id.clone(), note));
             }
-            report.records.push(record);
+            report.push(record);
         }
         tracing::info!(
             attempt,

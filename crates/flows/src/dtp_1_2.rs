@@ -36,6 +36,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let dtp = app.dtp_for(FLOW)?;
         Ok(Dtp12 {
+            records: run.records,
             dtp,
             primero: &app.primero,
             store: app.store.as_ref(),
@@ -104,6 +105,8 @@ impl SendDecision for DtpSender<'_> {
 
 /// The clients and versions one run works with.
 pub struct Dtp12<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub dtp: &'a DtpClient,
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
@@ -118,6 +121,7 @@ impl Dtp12<'_> {
     /// Run the flow once; partner and record errors end up in the report.
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
         DecisionRun {
+            records: self.records.clone(),
             flow: FLOW,
             primero: self.primero,
             store: self.store,

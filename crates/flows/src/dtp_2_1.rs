@@ -42,6 +42,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let dtp = app.dtp_for(FLOW)?;
         Ok(Dtp21 {
+            records: run.records,
             primero: &app.primero,
             dtp,
             store: app.store.as_ref(),
@@ -59,6 +60,8 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
 
 /// The clients and versions one run works with.
 pub struct Dtp21<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub primero: &'a PrimeroClient,
     pub dtp: &'a DtpClient,
     pub store: &'a dyn Store,
@@ -148,6 +151,7 @@ impl Dtp21<'_> {
             );
         };
         OutboundRun {
+            records: self.records.clone(),
             flow: FLOW,
             primero: self.primero,
             store: self.store,

@@ -151,7 +151,7 @@ impl Handler {
                 report.notes.push(RecordNote::new(source_id.clone(), note));
             }
             let acknowledged = outcome.is_delivered();
-            report.records.push(RecordReport {
+            report.push(RecordReport {
                 source_id,
                 outcome,
                 acknowledged,

@@ -104,6 +104,8 @@ pub trait Deliver {
 
 /// One run of an outbound referral flow.
 pub struct OutboundRun<'a, D> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     /// The flow; the job serving it is the catalog's (`Catalog::job_for`).
     pub flow: &'static str,
     pub primero: &'a PrimeroClient,
@@ -378,12 +380,13 @@ impl<D: Deliver> OutboundRun<'_, D> {
             initial: self.initial_cursor,
             dry_run: self.dry_run,
         };
-        let report = RunReport {
+        let mut report = RunReport {
             flow: self.flow.into(),
             run_id: run_id.into(),
             dry_run: self.dry_run,
             ..RunReport::default()
         };
+        report.stream_to(self.records.clone());
         let report = scan.run(report, &mut visitor).await;
         tracing::info!(
             cases = report.fetched,
@@ -551,7 +554,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .record(run.store, &line.source_id, &line.outcome, &share)
                 .await;
         }
-        st.report.records.extend(revoked);
+        st.report.extend(revoked);
         let service_ids: Vec<&str> = service_ids(case).collect();
         if service_ids.is_empty() {
             return;
@@ -566,7 +569,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 // Recorded under the case id: no service was reached.
                 st.tracker.hold(None);
                 let outcome = run.ledger.settle(&case.id, partner_failure(&e), None).await;
-                st.report.records.push(report_record(&case.id, outcome));
+                st.report.push(report_record(&case.id, outcome));
                 return;
             }
         };
@@ -580,9 +583,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 .filter_map(|id| earliest_referral(&referrals, id, since))
                 .min();
             st.tracker.hold(needs);
-            st.report
-                .records
-                .push(report_record(&case.id, partner_failure(&e)));
+            st.report.push(report_record(&case.id, partner_failure(&e)));
             return;
         }
         let owner = self.owner(case);
@@ -591,7 +592,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 continue;
             }
             if let Some(parked) = run.ledger.parked(service_id) {
-                st.report.records.push(report_record(service_id, parked));
+                st.report.push(report_record(service_id, parked));
                 continue;
             }
             let span = tracing::info_span!("record", record = %service_id);
@@ -616,7 +617,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                         .await;
                 }
                 tracing::info!(outcome = outcome.label(), "referral handled");
-                st.report.records.push(report_record(service_id, outcome));
+                st.report.push(report_record(service_id, outcome));
             }
         }
     }
@@ -763,6 +764,8 @@ impl<D: Deliver> Visitor<'_, '_, D> {
         outcomes: Vec<RecordOutcome>,
     ) {
         let run = self.run;
+        let mut settled = Vec::with_capacity(pending.len());
+        let mut shared = Vec::new();
         for (p, outcome) in pending.iter().zip(outcomes) {
             let span = tracing::info_span!("record", record = %p.service_id);
             let outcome = run
@@ -780,16 +783,26 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             // Watched only when it went on recorded consent: an override
             // or an uncovered flow had none to lose.
             if matches!(outcome, RecordOutcome::Sent { .. }) && p.basis == Basis::Recorded {
-                self.watch.shared(run.store, run.flow, &p.case_id).await;
+                shared.push(p.case_id.clone());
             }
             let share = Share::new(Some(p.case_id.clone()), p.permitted_by.clone(), p.basis);
-            self.audit
-                .record(run.store, &p.service_id, &outcome, &share)
-                .await;
             span.in_scope(|| tracing::info!(outcome = outcome.label(), "referral handled"));
-            st.report
-                .records
-                .push(report_record(&p.service_id, outcome));
+            settled.push((outcome, share));
+        }
+        // The page's shared cases and audit entries in one write each (one
+        // disk sync each).
+        self.watch.shared_all(run.store, run.flow, shared).await;
+        self.audit
+            .record_all(
+                run.store,
+                pending
+                    .iter()
+                    .zip(&settled)
+                    .map(|(p, (outcome, share))| (p.service_id.as_str(), outcome, share)),
+            )
+            .await;
+        for (p, (outcome, _)) in pending.iter().zip(settled) {
+            st.report.push(report_record(&p.service_id, outcome));
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum Sent {
     Failed(ConnectorError),
     /// Not sent: the body holds a field `sharing.toml` does not declare.
     NotShared(RecordOutcome),
+    /// Not known to be applied: the call carrying it (with others) failed;
+    /// the outcome says how.
+    NotSent(RecordOutcome),
 }
 
 /// The design-specific last step: hand one decision to proGres.
@@ -100,10 +103,27 @@ pub trait SendDecision {
 
     /// Send `item`, its body first checked against `sharing`.
     async fn send(&self, item: &EmittedDecision<Self::Payload>, sharing: &SharingCheck) -> Sent;
+
+    /// Send several (a page's decisions), each checked against `sharing`;
+    /// what became of each, in order. One at a time unless the partner
+    /// takes several in one call.
+    async fn send_all(
+        &self,
+        items: &[&EmittedDecision<Self::Payload>],
+        sharing: &SharingCheck,
+    ) -> Vec<Sent> {
+        let mut sent = Vec::with_capacity(items.len());
+        for item in items {
+            sent.push(self.send(item, sharing).await);
+        }
+        sent
+    }
 }
 
 /// One run of an outgoing decision flow.
 pub struct DecisionRun<'a, S> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     /// The flow; the job serving it is the catalog's (`Catalog::job_for`).
     pub flow: &'static str,
     pub primero: &'a PrimeroClient,
@@ -162,7 +182,7 @@ impl ServiceResult {
 }
 
 /// Per-run state of the job side: one instance, one context.
-struct Visitor<'r, 'a, S> {
+struct Visitor<'r, 'a, S: SendDecision> {
     run: &'r DecisionRun<'a, S>,
     instance: JobInstance,
     ctx: JobContext,
@@ -172,11 +192,41 @@ struct Visitor<'r, 'a, S> {
     audit: AuditContext,
     /// What this run may send (the run's mapping version).
     sharing: SharingCheck,
+    /// The page's decisions to send, sent together when the page is done
+    /// (PING takes them in one ingestion).
+    pending: Vec<Pending<S::Payload>>,
+}
+
+/// What a record's outcome is reported, audited and held with.
+struct Place {
+    record_id: String,
+    case_id: String,
+    owner: Option<String>,
+    last_updated_at: Option<DateTime<Utc>>,
+    /// The consent the gate found (a refusal records `absent` anyway).
+    basis: consent::Basis,
+}
+
+/// A decision ready to send.
+struct Pending<P> {
+    place: Place,
+    item: EmittedDecision<P>,
+    fingerprint: String,
+}
+
+/// A service's decision: its result now, or to be sent with the page's.
+enum Step<P> {
+    Done(ServiceResult),
+    Send(EmittedDecision<P>, String),
 }
 
 impl<S: SendDecision> CaseVisitor for Visitor<'_, '_, S> {
     async fn visit(&mut self, case: &Case, _ahead: &[Case], st: &mut ScanState) {
         self.one_case(st, case).await
+    }
+
+    async fn end_page(&mut self, st: &mut ScanState) {
+        self.send_pending(st).await
     }
 }
 
@@ -205,6 +255,7 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             sharing: SharingCheck::for_instance(self.flow, &instance),
             instance,
             watch,
+            pending: Vec::new(),
             ctx: JobContext {
                 flow: self.flow.into(),
                 run_id: run_id.into(),
@@ -222,12 +273,13 @@ impl<S: SendDecision> DecisionRun<'_, S> {
             initial: self.initial_cursor,
             dry_run: self.dry_run,
         };
-        let report = RunReport {
+        let mut report = RunReport {
             flow: self.flow.into(),
             run_id: run_id.into(),
             dry_run: self.dry_run,
             ..RunReport::default()
         };
+        report.stream_to(self.records.clone());
         let report = scan.run(report, &mut visitor).await;
         tracing::info!(
             cases = report.fetched,
@@ -265,7 +317,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                 .record(self.run.store, &line.source_id, &line.outcome, &share)
                 .await;
         }
-        st.report.records.extend(revoked);
+        st.report.extend(revoked);
         for service in &case.services_section {
             let record_id = delivery_key(
                 &case.id,
@@ -275,7 +327,7 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                 continue;
             }
             if let Some(parked) = ledger.parked(&record_id) {
-                st.report.records.push(RecordReport {
+                st.report.push(RecordReport {
                     source_id: record_id,
                     outcome: parked,
                     acknowledged: false,
@@ -285,62 +337,152 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                 continue;
             }
             let span = tracing::info_span!("record", record = %record_id);
-            let Some(mut result) = self
+            let Some(step) = self
                 .one_service(case, service, &record_id)
                 .instrument(span.clone())
                 .await
             else {
                 continue;
             };
-            let hint = case.last_updated_at.map(format_cursor);
-            result.outcome = ledger
-                .settle(&record_id, result.outcome, hint.as_deref())
-                .instrument(span)
-                .await;
-            // The basis the gate found (a refusal records `absent` anyway).
-            let basis = self
-                .watch
-                .rules()
-                .outbound(self.run.flow, case, false)
-                .unwrap_or(consent::Basis::Absent);
-            let owner = case.owned_by.clone().filter(|o| !o.is_empty());
-            self.audit
-                .record(
-                    self.run.store,
-                    &record_id,
-                    &result.outcome,
-                    &Share::new(Some(case.id.clone()), owner, basis),
-                )
-                .await;
-            // A dead-lettered decision no longer keeps the cursor.
-            result.hold &= result.outcome.holds_cursor();
-            if result.hold {
-                // Read this case again next run.
-                st.tracker.hold(case.last_updated_at);
+            let place = Place {
+                record_id,
+                case_id: case.id.clone(),
+                owner: case.owned_by.clone().filter(|o| !o.is_empty()),
+                last_updated_at: case.last_updated_at,
+                // The basis the gate found (a refusal records `absent` anyway).
+                basis: self
+                    .watch
+                    .rules()
+                    .outbound(self.run.flow, case, false)
+                    .unwrap_or(consent::Basis::Absent),
+            };
+            match step {
+                Step::Done(result) => {
+                    let entry = self.finish(st, place, result).instrument(span).await;
+                    self.audit
+                        .append(self.run.store, entry.into_iter().collect())
+                        .await;
+                }
+                Step::Send(item, fingerprint) => self.pending.push(Pending {
+                    place,
+                    item,
+                    fingerprint,
+                }),
             }
-            tracing::info!(
-                outcome = result.outcome.label(),
-                held = result.hold,
-                "decision handled"
-            );
-            let acknowledged = result.outcome.is_delivered();
-            st.report.records.push(RecordReport {
-                source_id: record_id,
-                outcome: result.outcome,
-                acknowledged,
-                ack_error: None,
-                would_acknowledge: None,
-            });
         }
     }
 
-    /// One service: `None` when it carries no decision.
+    /// Send the page's decisions, remember the ones delivered (one
+    /// transaction), then settle, audit and report each.
+    async fn send_pending(&mut self, st: &mut ScanState) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        let items: Vec<&EmittedDecision<S::Payload>> = pending.iter().map(|p| &p.item).collect();
+        let sent = self.run.send.send_all(&items, &self.sharing).await;
+        let delivered: Vec<(String, String, Option<String>)> = pending
+            .iter()
+            .zip(&sent)
+            .filter_map(|(p, sent)| match sent {
+                Sent::Delivered { target_id } => Some((
+                    p.place.record_id.clone(),
+                    p.fingerprint.clone(),
+                    target_id.clone(),
+                )),
+                _ => None,
+            })
+            .collect();
+        let remembered = self
+            .run
+            .store
+            .record_deliveries(self.run.flow, &delivered)
+            .await
+            .map_err(|e| e.to_string());
+        let mut shared = Vec::new();
+        let mut results = Vec::with_capacity(pending.len());
+        for (p, sent) in pending.iter().zip(sent) {
+            let result = match sent {
+                Sent::Delivered { target_id } => match &remembered {
+                    Ok(()) => {
+                        if p.place.basis == consent::Basis::Recorded {
+                            shared.push(p.place.case_id.clone());
+                        }
+                        ServiceResult::done(RecordOutcome::Sent { target_id })
+                    }
+                    // Sent but not remembered: sent again next run (a repeat beats a loss).
+                    Err(e) => ServiceResult::retry(failed("state", e.clone())),
+                },
+                Sent::Refused(reason) => ServiceResult::retry(failed("partner-refused", reason)),
+                Sent::Failed(e) => ServiceResult::retry(partner_failure(&e)),
+                Sent::NotShared(refused) | Sent::NotSent(refused) => ServiceResult::retry(refused),
+            };
+            results.push(result);
+        }
+        self.watch
+            .shared_all(self.run.store, self.run.flow, shared)
+            .await;
+        let mut entries = Vec::new();
+        for (p, result) in pending.into_iter().zip(results) {
+            let span = tracing::info_span!("record", record = %p.place.record_id);
+            entries.extend(self.finish(st, p.place, result).instrument(span).await);
+        }
+        // The page's audit entries in one append (one disk sync).
+        self.audit.append(self.run.store, entries).await;
+    }
+
+    /// Count the attempt, audit, hold the cursor when it must be read
+    /// again, report.
+    /// Returns its audit entry, for the caller to append (a page's
+    /// together).
+    async fn finish(
+        &mut self,
+        st: &mut ScanState,
+        place: Place,
+        mut result: ServiceResult,
+    ) -> Option<bridge_store::AuditEntry> {
+        let ledger = self.run.ledger;
+        let hint = place.last_updated_at.map(format_cursor);
+        result.outcome = ledger
+            .settle(&place.record_id, result.outcome, hint.as_deref())
+            .await;
+        let entry = self.audit.entry_to_append(
+            &place.record_id,
+            &result.outcome,
+            &Share::new(
+                Some(place.case_id.clone()),
+                place.owner.clone(),
+                place.basis,
+            ),
+        );
+        // A dead-lettered decision no longer keeps the cursor.
+        result.hold &= result.outcome.holds_cursor();
+        if result.hold {
+            // Read this case again next run.
+            st.tracker.hold(place.last_updated_at);
+        }
+        tracing::info!(
+            outcome = result.outcome.label(),
+            held = result.hold,
+            "decision handled"
+        );
+        let acknowledged = result.outcome.is_delivered();
+        st.report.push(RecordReport {
+            source_id: place.record_id,
+            outcome: result.outcome,
+            acknowledged,
+            ack_error: None,
+            would_acknowledge: None,
+        });
+        entry
+    }
+
     async fn one_service(
         &mut self,
         case: &Case,
         service: &Service,
         record_id: &str,
-    ) -> Option<ServiceResult> {
+    ) -> Option<Step<S::Payload>> {
         let bundle = Bundle {
             case: CaseRef {
                 id: &case.id,
@@ -352,21 +494,36 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
         };
         let json = match serde_json::to_string(&bundle) {
             Ok(j) => j,
-            Err(e) => return Some(ServiceResult::retry(failed("internal", e.to_string()))),
+            Err(e) => {
+                return Some(Step::Done(ServiceResult::retry(failed(
+                    "internal",
+                    e.to_string(),
+                ))))
+            }
         };
         let item = match self.instance.run(&self.ctx, record_id, &json).await {
             Ok(JobOutcome::Skip(reason)) if reason.split(':').next() == Some(NOT_A_DECISION) => {
                 return None
             }
             Ok(JobOutcome::Skip(reason)) => {
-                return Some(ServiceResult::done(RecordOutcome::Skipped { reason }))
+                return Some(Step::Done(ServiceResult::done(RecordOutcome::Skipped {
+                    reason,
+                })))
             }
             // Bad data on the case: fixing it edits the case, which brings it back.
             Err(e @ JobFailure::BadInput { .. }) => {
-                return Some(ServiceResult::done(failed(e.code(), e.to_string())))
+                return Some(Step::Done(ServiceResult::done(failed(
+                    e.code(),
+                    e.to_string(),
+                ))))
             }
             // Unmapped (fixed in the mapping folder) or a job problem: read again.
-            Err(e) => return Some(ServiceResult::retry(failed(e.code(), e.to_string()))),
+            Err(e) => {
+                return Some(Step::Done(ServiceResult::retry(failed(
+                    e.code(),
+                    e.to_string(),
+                ))))
+            }
             Ok(JobOutcome::Emit(value)) => {
                 match serde_json::from_value::<EmittedDecision<S::Payload>>(value) {
                     Ok(item) if Some(item.service_id.as_str()) == service.unique_id.as_deref() => {
@@ -377,14 +534,20 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
                             "job {} emitted another service's decision",
                             self.instance.job().name
                         );
-                        return Some(ServiceResult::retry(failed("job-invalid-output", why)));
+                        return Some(Step::Done(ServiceResult::retry(failed(
+                            "job-invalid-output",
+                            why,
+                        ))));
                     }
                     Err(e) => {
                         let why = format!(
                             "job {} emitted an unexpected shape: {e}",
                             self.instance.job().name
                         );
-                        return Some(ServiceResult::retry(failed("job-invalid-output", why)));
+                        return Some(Step::Done(ServiceResult::retry(failed(
+                            "job-invalid-output",
+                            why,
+                        ))));
                     }
                 }
             }
@@ -392,47 +555,33 @@ impl<S: SendDecision> Visitor<'_, '_, S> {
         let fingerprint = item.decision.fingerprint();
         match self.run.store.delivery(self.run.flow, record_id).await {
             Ok(Some(previous)) if previous.fingerprint == fingerprint => {
-                return Some(ServiceResult::done(RecordOutcome::AlreadySent {
-                    target_id: previous.target_id,
-                }));
+                return Some(Step::Done(ServiceResult::done(
+                    RecordOutcome::AlreadySent {
+                        target_id: previous.target_id,
+                    },
+                )));
             }
             Ok(_) => {}
-            Err(e) => return Some(ServiceResult::retry(failed("state", e.to_string()))),
+            Err(e) => {
+                return Some(Step::Done(ServiceResult::retry(failed(
+                    "state",
+                    e.to_string(),
+                ))))
+            }
         }
         // Not remembered: a decision is looked at again whenever its case
         // changes, which recording consent does.
-        let basis = match self.watch.rules().outbound(self.run.flow, case, false) {
-            Ok(basis) => basis,
-            Err(refusal) => return Some(ServiceResult::done(refusal)),
-        };
+        if let Err(refusal) = self.watch.rules().outbound(self.run.flow, case, false) {
+            return Some(Step::Done(ServiceResult::done(refusal)));
+        }
         if self.run.dry_run {
             let target = self.run.send.target_id(&item);
-            return Some(ServiceResult::done(would_write(S::ACTION, target)));
+            return Some(Step::Done(ServiceResult::done(would_write(
+                S::ACTION,
+                target,
+            ))));
         }
-        match self.run.send.send(&item, &self.sharing).await {
-            Sent::Delivered { target_id } => {
-                match self
-                    .run
-                    .store
-                    .record_delivery(self.run.flow, record_id, &fingerprint, target_id.as_deref())
-                    .await
-                {
-                    Ok(()) => {
-                        if basis == consent::Basis::Recorded {
-                            self.watch
-                                .shared(self.run.store, self.run.flow, &case.id)
-                                .await;
-                        }
-                        Some(ServiceResult::done(RecordOutcome::Sent { target_id }))
-                    }
-                    // Sent but not remembered: sent again next run (a repeat beats a loss).
-                    Err(e) => Some(ServiceResult::retry(failed("state", e.to_string()))),
-                }
-            }
-            Sent::Refused(reason) => Some(ServiceResult::retry(failed("partner-refused", reason))),
-            Sent::Failed(e) => Some(ServiceResult::retry(partner_failure(&e))),
-            Sent::NotShared(refused) => Some(ServiceResult::retry(refused)),
-        }
+        Some(Step::Send(item, fingerprint))
     }
 }
 

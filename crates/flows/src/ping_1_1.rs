@@ -5,9 +5,12 @@
 //! `unhcr_individual_no` (shared with DTP 1-1: [`super::case_upsert`]) →
 //! transfer status (SHP-2748) for each intervention Primero now holds.
 //!
-//! The pending list is worked on one page at a time (only the columns the
-//! flow and its job read are kept), so memory does not grow with the queue;
-//! the transfer statuses are written once the listing has been read.
+//! The pending list is read one page at a time as the records need it (only
+//! the columns the flow and its job read are kept), so memory does not grow
+//! with the queue and the records in flight do not drain between pages; the
+//! transfer statuses are written once the listing has been read, up to
+//! [`INGESTION_BATCH`] in one SHP-2748 ingestion (the original made one POST
+//! per intervention), while the last records are still worked on.
 //!
 //! Better than the original (spec README): a bad intervention fails alone and
 //! the others proceed; a service already present (exact intervention number)
@@ -28,14 +31,19 @@ use super::consent::ConsentGate as _;
 use super::case_upsert::{plan_case, upsert_case, ClosedCase, IndividualLocks, UpsertError};
 pub use super::case_upsert::{same_intervention, CaseReferral};
 use super::ledger::Ledger;
-use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport};
+use super::ping_batch::{ingest_acks, INGESTION_BATCH};
+use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport, Slot};
 use super::rows::{bundle_for_delivery, Row};
 use super::sharing_check::{Destination, SharingCheck};
-use bridge_partners::ping::{Field, IngestionRecord, PingClient};
+use bridge_partners::ping::{Field, IngestionRecord, PingClient, RetrievePager};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::{JobContext, JobOutcome, SharedInstance};
-use futures::stream::{self, StreamExt};
+use std::collections::VecDeque;
+
+use bridge_store::AuditEntry;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::SinkExt as _;
 use tokio_util::sync::CancellationToken;
 
 /// The flow's one name: its id (config, state, logs, metrics), its job and
@@ -53,6 +61,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let ping = app.ping_for(FLOW)?;
         Ok(Ping11 {
+            records: run.records,
             ping,
             primero: &app.primero,
             catalog: &app.catalog,
@@ -72,6 +81,8 @@ pub const TRANSFER_STATUS_PENDING: &str = "125080002";
 
 /// The clients and versions one run works with.
 pub struct Ping11<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub ping: &'a PingClient,
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
@@ -101,12 +112,30 @@ pub const DELIVERY_COLUMNS: &[&str] = &[
     "progres_primeroid",
 ];
 
-/// A delivered record waiting for its transfer status: its place in the
-/// report and what the status write needs.
+/// A delivered record waiting for its transfer status: what the status
+/// write needs.
 struct Ack {
-    index: usize,
     id: String,
     business_unit: String,
+}
+
+/// A record done: its report, the transfer status it waits for, its audit
+/// entry.
+type Finished = (RecordReport, Option<Ack>, Option<AuditEntry>);
+
+/// How far the pending list was read.
+#[derive(Default)]
+struct Listing {
+    pages: usize,
+    fetched: usize,
+    /// Read to its end, failed, or stopped: the transfer statuses may go.
+    ended: bool,
+    stopped: bool,
+    aborted: Option<String>,
+}
+
+fn listing_read(listing: &std::sync::Mutex<Listing>) -> bool {
+    listing.lock().unwrap_or_else(|e| e.into_inner()).ended
 }
 
 /// What the records of one run share.
@@ -154,7 +183,7 @@ pub fn intervention_id(delivery: &Row) -> Option<String> {
     text(delivery, "progres_lpinterventionid").or_else(|| text(delivery, "progres_intervention"))
 }
 
-impl Ping11<'_> {
+impl<'p> Ping11<'p> {
     /// Run the workflow once. Never panics on partner or record errors: they
     /// end up in the report.
     pub async fn run(&self, run_id: &str, today: &str) -> RunReport {
@@ -206,43 +235,110 @@ impl Ping11<'_> {
             status_sp,
             today,
         };
-        // One page of the pending list at a time, dropped once its records are
-        // done. The transfer statuses wait until the listing is read: writing
-        // one takes the intervention out of the SHP-2747 queue, which could
-        // shift the rows of the pages not read yet (a crash before they are
-        // sent is safe: the next run finds the service already present and
-        // acknowledges it then).
-        let mut pager = self
-            .ping
-            .pages(pending_sp, &[])
-            .only_columns(DELIVERY_COLUMNS);
-        let mut acks: Vec<Ack> = Vec::new();
-        let mut pages = 0usize;
-        loop {
-            if self.stop.is_cancelled() && !pager.finished() {
-                // Not started: stays pending in proGres for the next run.
-                report.stopped = true;
-                break;
-            }
-            let page = match pager.next_page().await {
-                Ok(Some(page)) => page,
-                Ok(None) => break,
-                Err(e) => {
-                    // The pages already worked on still count (and are acknowledged).
-                    report.aborted = Some(e.to_string());
-                    break;
+        report.stream_to(self.records.clone());
+        // The pending list is read a page at a time, as the records need it:
+        // the next page is asked for once the last record of the page before
+        // has started, so the records in flight do not drain between pages,
+        // and a page's rows go with their records (memory does not grow with
+        // the queue). The transfer statuses wait until the listing is read:
+        // writing one takes the intervention out of the SHP-2747 queue, which
+        // could shift the rows of the pages not read yet (a crash before they
+        // are sent is safe: the next run finds the service already present
+        // and acknowledges it then). From then on they go, up to
+        // `INGESTION_BATCH` in one ingestion, while the last records are
+        // still worked on.
+        let listing = std::sync::Mutex::new(Listing::default());
+        // Rows go through a channel as deep as the records worked on at
+        // once: the next page is asked for while the last rows of the page
+        // before are still waiting to start.
+        let (mut rows_in, rows) = futures::channel::mpsc::channel::<Row>(self.concurrency.max(1));
+        let listing_ref = &listing;
+        let lister = async move {
+            let mut pager = self
+                .ping
+                .pages(pending_sp, &[])
+                .only_columns(DELIVERY_COLUMNS);
+            while let Some(page) = self.next_page(&mut pager, listing_ref).await {
+                for row in page {
+                    if rows_in.send(row).await.is_err() {
+                        return;
+                    }
                 }
-            };
-            pages += 1;
-            report.fetched += page.len();
-            tracing::info!(
-                page = pages,
-                pending = page.len(),
-                "page of pending proGres referrals"
-            );
-            self.work_page(&shared, &page, &mut report, &mut acks).await;
+            }
+        };
+        let mut lister = std::pin::pin!(lister);
+        let mut listed = false;
+        let shared_ref = &shared;
+        let records = rows
+            .map(move |delivery| self.record(shared_ref, delivery))
+            .buffered(self.concurrency.max(1));
+        let mut records = std::pin::pin!(records);
+        let mut sending = FuturesUnordered::new();
+        // Transfer statuses waiting: each with the number of audit entries
+        // that must be written before it goes (its own among them).
+        let mut queued: VecDeque<(Slot, Ack, usize)> = VecDeque::new();
+        // Audit entries are appended a batch at a time, one batch in
+        // flight, off the records' path.
+        let mut entries: Vec<AuditEntry> = Vec::new();
+        let mut auditing = FuturesUnordered::new();
+        let (mut entries_made, mut entries_written) = (0usize, 0usize);
+        loop {
+            tokio::select! {
+                () = &mut lister, if !listed => listed = true,
+                next = records.next() => match next {
+                    None => break,
+                    // Not started: stays pending in proGres for the next run.
+                    Some(None) => report.stopped = true,
+                    Some(Some((record, ack, entry))) => {
+                        let slot = report.push(record);
+                        if let Some(entry) = entry {
+                            entries.push(entry);
+                            entries_made += 1;
+                        }
+                        match ack {
+                            Some(_) if self.dry_run => report.would_acknowledge(slot, ACK_TRANSFER_STATUS),
+                            Some(ack) => queued.push_back((slot, ack, entries_made)),
+                            None => {}
+                        }
+                    }
+                },
+                Some(written) = auditing.next(), if !auditing.is_empty() => entries_written += written,
+                Some(answers) = sending.next(), if !sending.is_empty() => {
+                    for (slot, answer) in answers {
+                        report.acknowledge(slot, answer);
+                    }
+                }
+            }
+            if auditing.is_empty() && !entries.is_empty() {
+                auditing.push(shared.audit.append_counted(self.store, std::mem::take(&mut entries)));
+            }
+            if listing_read(&listing) {
+                for batch in Self::ready(&mut queued, entries_written, false) {
+                    sending.push(self.acknowledge(&shared, batch));
+                }
+            }
         }
-        self.acknowledge(&shared, acks, &mut report).await;
+        // The listing ended (read, failed or stopped): the audit entries
+        // first, then every transfer status left, the pages already worked
+        // on included.
+        while let Some(written) = auditing.next().await {
+            entries_written += written;
+        }
+        entries_written += shared.audit.append_counted(self.store, entries).await;
+        for batch in Self::ready(&mut queued, entries_written.max(entries_made), true) {
+            sending.push(self.acknowledge(&shared, batch));
+        }
+        while let Some(answers) = sending.next().await {
+            for (slot, answer) in answers {
+                report.acknowledge(slot, answer);
+            }
+        }
+        let listing = std::mem::take(&mut *listing.lock().unwrap_or_else(|e| e.into_inner()));
+        report.fetched = listing.fetched;
+        report.stopped |= listing.stopped;
+        if listing.aborted.is_some() {
+            report.aborted = listing.aborted;
+        }
         tracing::info!(
             pending = report.fetched,
             created = report.count("created"),
@@ -256,102 +352,119 @@ impl Ping11<'_> {
         report
     }
 
-    /// Deliver one page's records, concurrently, results kept in list order;
-    /// the delivered ones are queued for their transfer status.
-    async fn work_page(
+    /// The transfer statuses whose audit entries are written, a full batch
+    /// at a time (`all`: the rest too), to send.
+    fn ready(
+        queued: &mut VecDeque<(Slot, Ack, usize)>,
+        entries_written: usize,
+        all: bool,
+    ) -> Vec<Vec<(Slot, Ack)>> {
+        let mut batches = Vec::new();
+        loop {
+            let ready = queued
+                .iter()
+                .take_while(|(_, _, needs)| *needs <= entries_written)
+                .count();
+            if ready == 0 || (ready < INGESTION_BATCH && !all) {
+                return batches;
+            }
+            let n = ready.min(INGESTION_BATCH);
+            batches.push(queued.drain(..n).map(|(s, a, _)| (s, a)).collect());
+        }
+    }
+
+    /// The next page of the pending list, `None` once it ended (read to
+    /// the end, failed, or the process is stopping).
+    async fn next_page(
+        &self,
+        pager: &mut RetrievePager<'_>,
+        listing: &std::sync::Mutex<Listing>,
+    ) -> Option<Vec<Row>> {
+        let lock = || listing.lock().unwrap_or_else(|e| e.into_inner());
+        if pager.finished() {
+            lock().ended = true;
+            return None;
+        }
+        if self.stop.is_cancelled() {
+            // Not read: stays pending in proGres for the next run.
+            let mut l = lock();
+            l.stopped = true;
+            l.ended = true;
+            return None;
+        }
+        let page = pager.next_page().await;
+        let mut l = lock();
+        match page {
+            Ok(Some(page)) => {
+                l.pages += 1;
+                l.fetched += page.len();
+                l.ended = pager.finished();
+                tracing::info!(
+                    page = l.pages,
+                    pending = page.len(),
+                    "page of pending proGres referrals"
+                );
+                Some(page)
+            }
+            Ok(None) => {
+                l.ended = true;
+                None
+            }
+            Err(e) => {
+                // The pages already worked on still count (and are acknowledged).
+                l.aborted = Some(e.to_string());
+                l.ended = true;
+                None
+            }
+        }
+    }
+
+    /// One pending delivery, start to end; `None` when the process is
+    /// stopping and it was not started.
+    async fn record(
         &self,
         shared: &RunShared<'_>,
-        deliveries: &[Row],
-        report: &mut RunReport,
-        acks: &mut Vec<Ack>,
-    ) {
-        // By index: a closure over `&Row` items trips the compiler's
-        // higher-ranked lifetime check once the future must be `Send`.
-        let records: Vec<Option<(RecordReport, Option<Ack>)>> = stream::iter(0..deliveries.len())
-            .map(|i| async move {
-                let delivery = &deliveries[i];
-                if self.stop.is_cancelled() {
-                    // Not started: stays pending in proGres for the next run.
-                    return None;
-                }
-                let id = intervention_id(delivery).unwrap_or_default();
-                if let Some(parked) = self.ledger.parked(&id) {
-                    let record = RecordReport {
-                        source_id: id,
-                        outcome: parked,
-                        acknowledged: false,
-                        ack_error: None,
-                        would_acknowledge: None,
-                    };
-                    return Some((record, None));
-                }
-                let span = tracing::info_span!("record", record = %id);
-                Some(self.one(shared, delivery, &id).instrument(span).await)
-            })
-            .buffered(self.concurrency.max(1))
-            .collect()
-            .await;
-        for record in records {
-            match record {
-                None => report.stopped = true,
-                Some((record, ack)) => {
-                    if let Some(mut ack) = ack {
-                        ack.index = report.records.len();
-                        acks.push(ack);
-                    }
-                    report.records.push(record);
-                }
-            }
+        delivery: Row,
+    ) -> Option<Finished> {
+        if self.stop.is_cancelled() {
+            return None;
         }
+        let id = intervention_id(&delivery).unwrap_or_default();
+        if let Some(parked) = self.ledger.parked(&id) {
+            let record = RecordReport {
+                source_id: id,
+                outcome: parked,
+                acknowledged: false,
+                ack_error: None,
+                would_acknowledge: None,
+            };
+            return Some((record, None, None));
+        }
+        let span = tracing::info_span!("record", record = %id);
+        Some(self.one(shared, &delivery, &id).instrument(span).await)
     }
 
-    /// Write the transfer status (SHP-2748) of every delivered record.
-    async fn acknowledge(&self, shared: &RunShared<'_>, acks: Vec<Ack>, report: &mut RunReport) {
-        if acks.is_empty() {
-            return;
-        }
-        if self.dry_run {
-            for ack in acks {
-                report.records[ack.index].would_acknowledge = Some(ACK_TRANSFER_STATUS.into());
-            }
-            return;
-        }
-        tracing::info!(records = acks.len(), "writing transfer statuses");
-        let results: Vec<(usize, Result<(), String>)> = stream::iter(acks)
-            .map(|ack| async move {
-                let span = tracing::info_span!("ack", record = %ack.id);
-                let result = self.ack(shared, &ack).instrument(span).await;
-                (ack.index, result)
-            })
-            .buffered(self.concurrency.max(1))
-            .collect()
+    /// Tell proGres that Primero holds these interventions: one SHP-2748
+    /// ingestion; the answer of each.
+    async fn acknowledge(
+        &self,
+        shared: &RunShared<'_>,
+        acks: Vec<(Slot, Ack)>,
+    ) -> Vec<(Slot, Result<(), String>)> {
+        let records: Vec<IngestionRecord> = acks
+            .iter()
+            .map(|(_, a)| transfer_status(&a.id, &a.business_unit, shared.today))
+            .collect();
+        let answers = ingest_acks(self.ping, shared.status_sp, &records, "transfer status")
+            .instrument(tracing::info_span!("ack", records = records.len()))
             .await;
-        for (index, result) in results {
-            let record = &mut report.records[index];
-            match result {
-                Ok(()) => record.acknowledged = true,
-                Err(e) => record.ack_error = Some(e),
+        for ((_, ack), answer) in acks.iter().zip(&answers) {
+            match answer {
+                Ok(()) => tracing::debug!(record = %ack.id, "transfer status written"),
+                Err(e) => tracing::warn!(record = %ack.id, error = %e, "transfer status not written"),
             }
         }
-    }
-
-    /// Tell proGres that Primero holds the intervention.
-    async fn ack(&self, shared: &RunShared<'_>, ack: &Ack) -> Result<(), String> {
-        let record = transfer_status(&ack.id, &ack.business_unit, shared.today);
-        let result = match self.ping.ingest(shared.status_sp, &[record]).await {
-            Ok(resp) if resp.failures().is_empty() => Ok(()),
-            Ok(resp) => Err(format!(
-                "PING refused the transfer status: {}",
-                resp.failures()
-                    .iter()
-                    .filter_map(|f| f.status.as_deref())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Err(e) => Err(e.to_string()),
-        };
-        tracing::info!(acknowledged = result.is_ok(), "transfer status written");
-        result
+        acks.into_iter().map(|(slot, _)| slot).zip(answers).collect()
     }
 
     async fn one(
@@ -359,10 +472,12 @@ impl Ping11<'_> {
         shared: &RunShared<'_>,
         delivery: &Row,
         id: &str,
-    ) -> (RecordReport, Option<Ack>) {
+    ) -> Finished {
         let (outcome, share) = self.deliver(shared, delivery, id).await;
         let outcome = self.ledger.settle(id, outcome, None).await;
-        shared.audit.record(self.store, id, &outcome, &share).await;
+        // Appended by the run with the other records' (not waited for
+        // here), before the record's transfer status is written.
+        let entry = shared.audit.entry_to_append(id, &outcome, &share);
         if outcome.is_delivered() {
             tracing::info!(outcome = outcome.label(), "record delivered");
         } else {
@@ -374,7 +489,6 @@ impl Ping11<'_> {
         // A dry run reports the transfer status a real run would write.
         let would = matches!(outcome, RecordOutcome::WouldWrite { .. });
         let ack = (outcome.is_delivered() || would).then(|| Ack {
-            index: 0,
             id: id.to_string(),
             business_unit: text(delivery, "progres_businessunit").unwrap_or_default(),
         });
@@ -389,7 +503,7 @@ impl Ping11<'_> {
             ack_error: None,
             would_acknowledge: None,
         };
-        (record, ack)
+        (record, ack, entry)
     }
 
     /// Fetch, map and write one intervention.

@@ -3,9 +3,10 @@
 //! (spec domain.md §1.B "Workflow 1.2", example 17).
 //!
 //! Changed cases → job `ping-1.2` per service → SHP-2748.
-//! Paging, cursor and send-once are [`super::outgoing_decisions`]'. One POST
-//! per decision (the original sent one for all) so PING's answer is per
-//! decision: a record proGres refuses fails alone and is retried next run.
+//! Paging, cursor and send-once are [`super::outgoing_decisions`]'. A page's
+//! decisions go up to [`INGESTION_BATCH`] in one POST (the original sent a
+//! run's in one); PING answers per record, so a record proGres refuses
+//! fails alone and is retried next run.
 
 use futures::future::BoxFuture;
 
@@ -14,7 +15,8 @@ use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
 use serde::Deserialize;
 
 use super::outgoing_decisions::{DecisionRun, EmittedDecision, SendDecision, Sent};
-use super::report::RunReport;
+use super::ping_batch::{ingest_chunk, INGESTION_BATCH};
+use super::report::{failed, partner_failure, RunReport};
 use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{IngestionRecord, PingClient};
 use bridge_partners::primero::PrimeroClient;
@@ -36,6 +38,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let ping = app.ping_for(FLOW)?;
         Ok(Ping12 {
+            records: run.records,
             ping,
             primero: &app.primero,
             store: app.store.as_ref(),
@@ -99,10 +102,61 @@ impl SendDecision for PingSender<'_> {
             Err(e) => Sent::Failed(e),
         }
     }
+
+    /// A page's decisions, up to `INGESTION_BATCH` in one SHP-2748
+    /// ingestion (the original sent a run's in one); each gets its own
+    /// answer from PING's per-record results.
+    async fn send_all(
+        &self,
+        items: &[&EmittedDecision<ProgresDecision>],
+        sharing: &SharingCheck,
+    ) -> Vec<Sent> {
+        // Checked first: a record not shared is not sent, the others are.
+        let mut sent: Vec<Option<Sent>> = Vec::with_capacity(items.len());
+        let mut ready: Vec<(usize, IngestionRecord)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            // A field without a value is left out: `null` would blank it in proGres.
+            let record = item.payload.record.without_empty_fields();
+            match sharing.check(Destination::PingTransferStatus, &record) {
+                Ok(()) => {
+                    ready.push((i, record));
+                    sent.push(None);
+                }
+                Err(refused) => sent.push(Some(Sent::NotShared(refused))),
+            }
+        }
+        for chunk in ready.chunks(INGESTION_BATCH) {
+            let records: Vec<IngestionRecord> = chunk.iter().map(|(_, r)| r.clone()).collect();
+            match ingest_chunk(self.ping, &self.shipping_process, &records, "transfer status").await
+            {
+                Ok(answers) => {
+                    for ((i, _), answer) in chunk.iter().zip(answers) {
+                        sent[*i] = Some(match answer {
+                            Ok(()) => Sent::Delivered {
+                                target_id: self.target_id(items[*i]),
+                            },
+                            Err(reason) => Sent::Refused(reason),
+                        });
+                    }
+                }
+                Err(e) => {
+                    let outcome = partner_failure(&e);
+                    for (i, _) in chunk {
+                        sent[*i] = Some(Sent::NotSent(outcome.clone()));
+                    }
+                }
+            }
+        }
+        sent.into_iter()
+            .map(|s| s.unwrap_or_else(|| Sent::NotSent(failed("internal", "not sent"))))
+            .collect()
+    }
 }
 
 /// The clients and versions one run works with.
 pub struct Ping12<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub ping: &'a PingClient,
     pub primero: &'a PrimeroClient,
     pub store: &'a dyn Store,
@@ -129,6 +183,7 @@ impl Ping12<'_> {
             );
         };
         DecisionRun {
+            records: self.records.clone(),
             flow: FLOW,
             primero: self.primero,
             store: self.store,

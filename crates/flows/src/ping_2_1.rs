@@ -16,6 +16,7 @@ use futures::future::BoxFuture;
 
 use crate::app::App;
 use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
+use super::group_commit::GroupCommit;
 use super::ledger::OUTCOME_UNKNOWN;
 use super::outbound_referrals::{
     partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
@@ -45,6 +46,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let ping = app.ping_for(FLOW)?;
         Ok(Ping21 {
+            records: run.records,
             primero: &app.primero,
             ping,
             store: app.store.as_ref(),
@@ -68,6 +70,8 @@ const INTEROP_REFERRAL_ID: &str = "progres_interoperabilityreferralid";
 
 /// The clients and versions one run works with.
 pub struct Ping21<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub primero: &'a PrimeroClient,
     pub ping: &'a PingClient,
     pub store: &'a dyn Store,
@@ -154,6 +158,7 @@ struct PingDelivery<'a> {
     ping: &'a PingClient,
     store: &'a dyn Store,
     shipping_process: String,
+    commits: GroupCommit<(String, String, Option<String>)>,
 }
 
 /// Whether a failed ingestion may still have been applied by PING: the
@@ -169,10 +174,18 @@ fn maybe_applied(e: &ConnectorError) -> bool {
 
 impl PingDelivery<'_> {
     async fn remember(&self, key: &str, state: &str, target: Option<&str>) -> Result<(), String> {
-        self.store
-            .record_delivery(FLOW, key, state, target)
+        // Referrals answered at the same time share one transaction; each
+        // still returns once its own state is written.
+        let store = self.store;
+        let item = (key.to_string(), state.to_string(), target.map(str::to_string));
+        self.commits
+            .commit(vec![item], |batch| async move {
+                store
+                    .record_deliveries(FLOW, &batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Ask PING about `txn` and record what it says.
@@ -313,6 +326,7 @@ impl Ping21<'_> {
             );
         };
         OutboundRun {
+            records: self.records.clone(),
             flow: FLOW,
             primero: self.primero,
             store: self.store,
@@ -327,6 +341,7 @@ impl Ping21<'_> {
                 ping: self.ping,
                 store: self.store,
                 shipping_process: sp,
+                commits: GroupCommit::default(),
             },
         }
         .run(run_id, today)

@@ -10,8 +10,9 @@
 //! Better than the original (spec README): an unknown status code fails that
 //! referral instead of becoming an acceptance; the referral is matched on the
 //! exact service id; a decision Primero refuses (already decided otherwise)
-//! is held, not reported to proGres as synced; each referral is acknowledged
-//! on its own. Whatever is not synced keeps its status in proGres, so
+//! is held, not reported to proGres as synced; each referral's synced status
+//! gets its own answer (up to [`INGESTION_BATCH`] go in one SHP-2284
+//! ingestion, as the original sent them all in one). Whatever is not synced keeps its status in proGres, so
 //! SHP-2795 lists it again next run (the queue is proGres'; no cursor).
 
 use futures::future::BoxFuture;
@@ -25,7 +26,8 @@ use tracing::Instrument;
 use super::audit_trail::{progres_user, AuditContext, Share};
 use bridge_store::ConsentBasis;
 use super::referral_decision::{apply_decision, Apply, InboundDecision, ServiceMatch};
-use super::report::{failed, RecordOutcome, RecordReport, RunReport};
+use super::ping_batch::{ingest_acks, INGESTION_BATCH};
+use super::report::{failed, RecordOutcome, RecordReport, RunReport, Slot};
 use super::rows::Row;
 use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{IngestionRecord, PingClient};
@@ -48,6 +50,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
     Box::pin(async move {
         let ping = app.ping_for(FLOW)?;
         Ok(Ping22 {
+            records: run.records,
             ping,
             primero: &app.primero,
             catalog: &app.catalog,
@@ -81,6 +84,8 @@ pub struct ProgresDecision {
 
 /// The clients and versions one run works with.
 pub struct Ping22<'a> {
+    /// A recorded run's: where the report streams its records.
+    pub records: Option<crate::record_stream::RecordStream>,
     pub ping: &'a PingClient,
     pub primero: &'a PrimeroClient,
     pub catalog: &'a Catalog,
@@ -134,6 +139,7 @@ impl Ping22<'_> {
             dry_run: self.dry_run,
             ..RunReport::default()
         };
+        report.stream_to(self.records.clone());
         let mappings = self.catalog.mappings();
         let sp = &mappings.shipping_processes;
         let (Some(list_sp), Some(details_sp), Some(synced_sp)) = (
@@ -185,6 +191,10 @@ impl Ping22<'_> {
             today: today.into(),
             dry_run: self.dry_run,
         };
+        // The synced statuses (SHP-2284) of the decisions Primero holds, up
+        // to `INGESTION_BATCH` in one ingestion (the list was read whole:
+        // writing them shifts nothing still to be read).
+        let mut queued: Vec<(Slot, IngestionRecord)> = Vec::new();
         for id in &ids {
             if self.stop.is_cancelled() {
                 // Not started: stays unsynced in proGres for the next run.
@@ -192,7 +202,7 @@ impl Ping22<'_> {
                 break;
             }
             if let Some(parked) = self.ledger.parked(id) {
-                report.records.push(RecordReport {
+                report.push(RecordReport {
                     source_id: id.clone(),
                     outcome: parked,
                     acknowledged: false,
@@ -202,12 +212,20 @@ impl Ping22<'_> {
                 continue;
             }
             let span = tracing::info_span!("record", record = %id);
-            let record = self
-                .one(&mut instance, (&ctx, &audit), id, details_sp, synced_sp)
+            let (record, synced) = self
+                .one(&mut instance, (&ctx, &audit), id, details_sp)
                 .instrument(span)
                 .await;
-            report.records.push(record);
+            let slot = report.push(record);
+            if let Some(synced) = synced {
+                queued.push((slot, synced));
+            }
+            if queued.len() >= INGESTION_BATCH {
+                self.sync(&mut report, synced_sp, std::mem::take(&mut queued))
+                    .await;
+            }
         }
+        self.sync(&mut report, synced_sp, queued).await;
         tracing::info!(
             updated = report.count("updated"),
             already_present = report.count("already present"),
@@ -219,14 +237,14 @@ impl Ping22<'_> {
         report
     }
 
+    /// One decision; the SHP-2284 record to send when Primero holds it.
     async fn one(
         &self,
         instance: &mut JobInstance,
         (ctx, audit): (&JobContext, &AuditContext),
         id: &str,
         details_sp: &str,
-        synced_sp: &str,
-    ) -> RecordReport {
+    ) -> (RecordReport, Option<IngestionRecord>) {
         // proGres sends no consent with a decision; its reviewer, where named.
         let mut share = Share::new(None, None, ConsentBasis::NotTransmitted);
         let (outcome, synced) = self.apply(instance, ctx, id, details_sp, &mut share).await;
@@ -244,35 +262,43 @@ impl Ping22<'_> {
                 if o.is_delivered() || matches!(o, RecordOutcome::WouldWrite { .. }) {
                     record.would_acknowledge = Some(ACK_SYNCED.into());
                 }
+                (record, None)
             }
             (o, Some(synced)) if o.is_delivered() => {
-                match self.ping.ingest(synced_sp, &[synced]).await {
-                    Ok(resp) if resp.failures().is_empty() => record.acknowledged = true,
-                    Ok(resp) => {
-                        record.ack_error = Some(format!(
-                            "PING refused the synced status ({}; transaction {})",
-                            resp.failures()
-                                .iter()
-                                .filter_map(|f| f.status.as_deref())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            resp.sph_transaction_id.as_deref().unwrap_or("none")
-                        ))
-                    }
-                    Err(e) => record.ack_error = Some(e.to_string()),
-                }
+                tracing::info!(outcome = o.label(), "decision in Primero");
+                (record, Some(synced))
+            }
+            (o, _) => {
                 tracing::info!(
                     outcome = o.label(),
-                    synced = record.acknowledged,
-                    "decision in Primero"
+                    "decision not in Primero; stays unsynced in proGres"
                 );
+                (record, None)
             }
-            (o, _) => tracing::info!(
-                outcome = o.label(),
-                "decision not in Primero; stays unsynced in proGres"
-            ),
         }
-        record
+    }
+
+    /// Tell proGres the decisions are synced: one SHP-2284 ingestion for
+    /// the lot, an answer for each.
+    async fn sync(
+        &self,
+        report: &mut RunReport,
+        synced_sp: &str,
+        queued: Vec<(Slot, IngestionRecord)>,
+    ) {
+        if queued.is_empty() {
+            return;
+        }
+        let records: Vec<IngestionRecord> = queued.iter().map(|(_, r)| r.clone()).collect();
+        let answers = ingest_acks(self.ping, synced_sp, &records, "synced status").await;
+        for ((slot, record), answer) in queued.into_iter().zip(answers) {
+            tracing::info!(
+                record = %record.external_id,
+                synced = answer.is_ok(),
+                "synced status"
+            );
+            report.acknowledge(slot, answer);
+        }
     }
 
     /// Fetch, map and write one decision; the SHP-2284 record to send when

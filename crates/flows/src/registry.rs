@@ -61,6 +61,9 @@ pub struct FlowRun<'a> {
     pub today: &'a str,
     /// Attempts so far and the dead letter, for this flow.
     pub ledger: &'a Ledger<'a>,
+    /// A recorded run's: where its report streams the records
+    /// ([`crate::report::RunReport::stream_to`]).
+    pub records: Option<crate::record_stream::RecordStream>,
 }
 
 /// Runs a scheduled flow once.

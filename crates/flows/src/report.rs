@@ -1,9 +1,12 @@
 //! Per-record outcomes and the run summary. Only system ids, codes and
 //! reasons: never a name, a date of birth or free text from a case.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
+
+use crate::record_stream::{RecordStream, KEPT_IN_FULL};
 
 /// What happened to one source record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -312,7 +315,13 @@ pub struct RunReport {
     pub flow: String,
     pub run_id: String,
     pub fetched: usize,
+    /// The run's records in full: all of them, or for a recorded run the
+    /// first [`KEPT_IN_FULL`](crate::record_stream::KEPT_IN_FULL) (the
+    /// others are in [`RunReport::beyond`] and the state database).
     pub records: Vec<RecordReport>,
+    /// Records of a recorded run past the ones kept in full: counted only.
+    #[serde(default, skip_serializing_if = "Tally::is_empty")]
+    pub beyond: Tally,
     /// A failure that stopped the run before every record was seen.
     pub aborted: Option<String>,
     /// The process is shutting down: the run stopped between records; what
@@ -326,6 +335,53 @@ pub struct RunReport {
     /// A dry run: read and mapped, nothing written anywhere.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+
+    /// A recorded run's: where each record goes as it is pushed.
+    #[serde(skip)]
+    pub streaming: Streaming,
+}
+
+/// Where a recorded run's records go (see [`RunReport::stream_to`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Streaming {
+    stream: Option<RecordStream>,
+    /// How many of the report's `records` went to the stream.
+    sent: usize,
+}
+
+/// Where a pushed record is: in the report, or only counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Kept(usize),
+    Counted,
+}
+
+/// Counts of records not kept in full.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// By outcome label.
+    pub by_label: BTreeMap<&'static str, usize>,
+    pub delivered: usize,
+    pub acknowledged: usize,
+    /// Delivered but the source system could not be told (each is logged).
+    pub ack_failed: usize,
+}
+
+impl Tally {
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    pub fn total(&self) -> usize {
+        self.by_label.values().sum()
+    }
+
+    fn add(&mut self, r: &RecordReport) {
+        *self.by_label.entry(r.outcome.label()).or_default() += 1;
+        self.delivered += usize::from(r.outcome.is_delivered());
+        self.acknowledged += usize::from(r.acknowledged);
+        self.ack_failed += usize::from(r.ack_error.is_some());
+    }
 }
 
 impl RunReport {
@@ -344,10 +400,112 @@ impl RunReport {
             .iter()
             .filter(|r| r.outcome.label() == label)
             .count()
+            + self.beyond.by_label.get(label).copied().unwrap_or(0)
+    }
+
+    /// Records of the run, kept in full or counted.
+    pub fn total(&self) -> usize {
+        self.records.len() + self.beyond.total()
+    }
+
+    /// Records the target now holds.
+    pub fn delivered(&self) -> usize {
+        self.records
+            .iter()
+            .filter(|r| r.outcome.is_delivered())
+            .count()
+            + self.beyond.delivered
     }
 
     pub fn acknowledged(&self) -> usize {
-        self.records.iter().filter(|r| r.acknowledged).count()
+        self.records.iter().filter(|r| r.acknowledged).count() + self.beyond.acknowledged
+    }
+
+    /// Every record delivered and acknowledged.
+    pub fn all_through(&self) -> bool {
+        self.records
+            .iter()
+            .all(|r| r.outcome.is_delivered() && r.acknowledged)
+            && self.beyond.delivered == self.beyond.total()
+            && self.beyond.acknowledged == self.beyond.total()
+    }
+
+    /// Stream the records of this (recorded) run as they are pushed; keep
+    /// only the first [`KEPT_IN_FULL`] in full.
+    pub fn stream_to(&mut self, stream: Option<RecordStream>) {
+        self.streaming.stream = stream;
+    }
+
+    /// A finished record. A streamed report sends it on, and keeps it in
+    /// full while it holds fewer than [`KEPT_IN_FULL`] records (else counts
+    /// it); any other keeps it.
+    pub fn push(&mut self, record: RecordReport) -> Slot {
+        self.catch_up();
+        let Some(stream) = &self.streaming.stream else {
+            self.records.push(record);
+            return Slot::Kept(self.records.len() - 1);
+        };
+        if !stream.send(&record) {
+            tracing::error!(record = %record.source_id, "record outcome not streamed: the writer stopped");
+        }
+        if self.records.len() < KEPT_IN_FULL {
+            self.records.push(record);
+            self.streaming.sent = self.records.len();
+            Slot::Kept(self.records.len() - 1)
+        } else {
+            self.beyond.add(&record);
+            Slot::Counted
+        }
+    }
+
+    /// [`RunReport::push`] for each.
+    pub fn extend(&mut self, records: impl IntoIterator<Item = RecordReport>) {
+        for r in records {
+            self.push(r);
+        }
+    }
+
+    /// Records put in `records` directly (not through `push`) go to the
+    /// stream too.
+    fn catch_up(&mut self) {
+        if let Some(stream) = &self.streaming.stream {
+            for r in &self.records[self.streaming.sent.min(self.records.len())..] {
+                stream.send(r);
+            }
+            self.streaming.sent = self.records.len();
+        }
+    }
+
+    /// The flow is done: send what is left and let go of the stream.
+    pub fn end_stream(&mut self) {
+        self.catch_up();
+        self.streaming.stream = None;
+    }
+
+    /// Dry run: the acknowledgement a real run would write for a pushed
+    /// record.
+    pub fn would_acknowledge(&mut self, slot: Slot, what: &str) {
+        if let Slot::Kept(i) = slot {
+            if let Some(record) = self.records.get_mut(i) {
+                record.would_acknowledge = Some(what.to_string());
+            }
+        }
+    }
+
+    /// How the source system's acknowledgement of a pushed record went.
+    pub fn acknowledge(&mut self, slot: Slot, result: Result<(), String>) {
+        match (slot, result) {
+            (Slot::Kept(i), result) => {
+                if let Some(record) = self.records.get_mut(i) {
+                    match result {
+                        Ok(()) => record.acknowledged = true,
+                        Err(e) => record.ack_error = Some(e),
+                    }
+                }
+            }
+            (Slot::Counted, Ok(())) => self.beyond.acknowledged += 1,
+            (Slot::Counted, Err(_)) => self.beyond.ack_failed += 1,
+        }
     }
 }
 
@@ -424,6 +582,21 @@ impl fmt::Display for RunReport {
             }
             if let Some(e) = &r.ack_error {
                 writeln!(f, "  not acknowledged {}: {e}", r.source_id)?;
+            }
+        }
+        if !self.beyond.is_empty() {
+            writeln!(
+                f,
+                "  ({} more records are counted above, not listed: `bridge runs show {}` lists every record)",
+                self.beyond.total(),
+                self.run_id
+            )?;
+            if self.beyond.ack_failed > 0 {
+                writeln!(
+                    f,
+                    "  not acknowledged: {} more (each is in the log)",
+                    self.beyond.ack_failed
+                )?;
             }
         }
         for note in &self.notes {

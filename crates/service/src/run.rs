@@ -161,11 +161,7 @@ fn log_report(report: &RunReport, trigger: Trigger, took: std::time::Duration) {
     let held = report.count("held");
     let duration_ms = took.as_millis() as u64;
     let dead = report.count("dead-lettered");
-    let delivered = report
-        .records
-        .iter()
-        .filter(|r| r.outcome.is_delivered())
-        .count();
+    let delivered = report.delivered();
     if let Some(reason) = &report.aborted {
         tracing::warn!(
             flow = %report.flow,

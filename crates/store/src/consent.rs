@@ -27,8 +27,8 @@ pub struct Alert {
     pub last_error: Option<String>,
 }
 
-pub(crate) async fn case_shared(
-    pool: &SqlitePool,
+pub(crate) async fn case_shared<'e>(
+    pool: impl sqlx::SqliteExecutor<'e>,
     case_id: &str,
     flow: &str,
 ) -> Result<(), StoreError> {

@@ -302,6 +302,20 @@ pub trait Store: Send + Sync {
         target_id: Option<&str>,
     ) -> Result<(), StoreError>;
 
+    /// Several deliveries of `flow` (key, fingerprint, target id) in one
+    /// transaction: records finishing together share one disk sync.
+    async fn record_deliveries(
+        &self,
+        flow: &str,
+        deliveries: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        for (key, fingerprint, target_id) in deliveries {
+            self.record_delivery(flow, key, fingerprint, target_id.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Keep an accepted inbox message until it is processed.
     /// The keys of `flow` last recorded with `fingerprint` (e.g. the
     /// referrals refused for lack of consent, looked at again when their
@@ -311,6 +325,13 @@ pub trait Store: Send + Sync {
 
     /// Consent watch: `case_id` (a Primero case record id) was shared by `flow`.
     async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError>;
+    /// [`Store::case_shared`] for several cases, in one transaction.
+    async fn cases_shared(&self, case_ids: &[String], flow: &str) -> Result<(), StoreError> {
+        for id in case_ids {
+            self.case_shared(id, flow).await?;
+        }
+        Ok(())
+    }
     /// A case no longer records consent: when it was shared and its loss not
     /// raised yet, mark it and raise one [`Alert`] (returned).
     async fn consent_lost(
@@ -367,6 +388,9 @@ pub trait Store: Send + Sync {
     async fn run_started(&self, run: &RunRow) -> Result<(), StoreError>;
     /// A run ended: counts, outcome, end time; its record outcomes.
     async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError>;
+    /// Record outcomes of a run under way, in one transaction (a long run
+    /// writes them a chunk at a time instead of all at its end).
+    async fn record_outcomes_append(&self, records: &[RecordRow]) -> Result<(), StoreError>;
     /// Runs still `running` (the process died during them) become
     /// `interrupted`; returns how many.
     async fn interrupt_running(&self) -> Result<u64, StoreError>;

@@ -248,6 +248,23 @@ impl<S: Store> Store for Monitored<S> {
         self.write(self.inner.run_finished(run, records)).await
     }
 
+    async fn record_deliveries(
+        &self,
+        flow: &str,
+        deliveries: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.record_deliveries(flow, deliveries))
+            .await
+    }
+
+    async fn cases_shared(&self, case_ids: &[String], flow: &str) -> Result<(), StoreError> {
+        self.write(self.inner.cases_shared(case_ids, flow)).await
+    }
+
+    async fn record_outcomes_append(&self, records: &[RecordRow]) -> Result<(), StoreError> {
+        self.write(self.inner.record_outcomes_append(records)).await
+    }
+
     async fn interrupt_running(&self) -> Result<u64, StoreError> {
         self.write(self.inner.interrupt_running()).await
     }

@@ -569,6 +569,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_deliveries(
+        &self,
+        flow: &str,
+        deliveries: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for (key, fingerprint, target_id) in deliveries {
+            sqlx::query(
+                "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                   target_id = excluded.target_id, delivered_at = excluded.delivered_at",
+            )
+            .bind(flow)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(target_id)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delivery_keys(
         &self,
         flow: &str,
@@ -579,6 +607,18 @@ impl Store for SqliteStore {
 
     async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
         consent::case_shared(&self.pool, case_id, flow).await
+    }
+
+    async fn cases_shared(&self, case_ids: &[String], flow: &str) -> Result<(), StoreError> {
+        if case_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for id in case_ids {
+            consent::case_shared(&mut *tx, id, flow).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn consent_lost(
@@ -734,23 +774,17 @@ impl Store for SqliteStore {
         .bind(&run.id)
         .execute(&mut *tx)
         .await?;
-        for r in records {
-            sqlx::query(
-                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, reason_code, reason, at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.run_id)
-            .bind(&r.flow)
-            .bind(&r.source_id)
-            .bind(&r.target_id)
-            .bind(&r.status)
-            .bind(r.attempt)
-            .bind(&r.reason_code)
-            .bind(&r.reason)
-            .bind(&r.at)
-            .execute(&mut *tx)
-            .await?;
+        insert_record_outcomes(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_outcomes_append(&self, records: &[RecordRow]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        insert_record_outcomes(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -959,6 +993,30 @@ impl Store for SqliteStore {
     async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
         crate::audit::prune(&self.pool, before).await
     }
+}
+
+async fn insert_record_outcomes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    records: &[RecordRow],
+) -> Result<(), StoreError> {
+    for r in records {
+        sqlx::query(
+            "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, reason_code, reason, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&r.run_id)
+        .bind(&r.flow)
+        .bind(&r.source_id)
+        .bind(&r.target_id)
+        .bind(&r.status)
+        .bind(r.attempt)
+        .bind(&r.reason_code)
+        .bind(&r.reason)
+        .bind(&r.at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 const RUN_COLUMNS: &str =

@@ -11,6 +11,8 @@
 //! No figure here is asserted anywhere: the targets are reported as met or
 //! not met.
 
+mod bound;
+mod calls;
 pub mod records;
 mod report;
 mod sections;
@@ -98,7 +100,19 @@ impl Bench {
         args: &[String],
         env: &[(&'static str, String)],
     ) -> anyhow::Result<(Value, Duration)> {
-        let mut cmd = tokio::process::Command::new(&self.opts.exe);
+        // `BRIDGE_BENCH_WORKER_PREFIX="heaptrack -o /tmp/w"` runs each
+        // worker under a profiler (the figures are then the profiler's).
+        let prefix: Vec<String> = std::env::var("BRIDGE_BENCH_WORKER_PREFIX")
+            .map(|p| p.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(rest).arg(&self.opts.exe);
+                cmd
+            }
+            None => tokio::process::Command::new(&self.opts.exe),
+        };
         cmd.args(self.cache_args())
             .args(["bench", "worker"])
             .args(args)

@@ -384,12 +384,10 @@ async fn run_flow(
     app.primero = PrimeroClient::new(primero)?;
     let ready = started.elapsed();
     let t = Instant::now();
+    // As `bridge run` runs it: recorded, its records streamed to the state
+    // database as it goes.
     let report = app
-        .run_flow(
-            flow,
-            &bridge_flows::app::new_run_id(),
-            super::records::TODAY,
-        )
+        .run_recorded_on(flow, bridge_store::Trigger::Manual, super::records::TODAY)
         .await?;
     let elapsed = t.elapsed();
     let mut samples = TIMER
@@ -397,25 +395,24 @@ async fn run_flow(
         .map(|t| std::mem::take(&mut *t.samples.lock().unwrap_or_else(|e| e.into_inner())))
         .unwrap_or_default();
     samples.sort_by(f64::total_cmp);
-    let delivered = report
-        .records
-        .iter()
-        .filter(|r| r.outcome.is_delivered())
-        .count();
     let mut labels = std::collections::BTreeMap::<String, usize>::new();
     for r in &report.records {
         *labels.entry(r.outcome.label().to_string()).or_default() += 1;
     }
+    for (label, n) in &report.beyond.by_label {
+        *labels.entry(label.to_string()).or_default() += n;
+    }
     Ok(json!({
         "flow": flow,
         "fetched": report.fetched,
-        "records": report.records.len(),
-        "delivered": delivered,
+        "records": report.total(),
+        "delivered": report.delivered(),
+        "acknowledged": report.acknowledged(),
         "outcomes": labels,
         "aborted": report.aborted,
         "ready_ms": ms(ready),
         "run_ms": ms(elapsed),
-        "records_per_sec": report.records.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        "records_per_sec": report.total() as f64 / elapsed.as_secs_f64().max(1e-9),
         "timed_records": samples.len(),
         "p50_ms": percentile(&samples, 50.0),
         "p99_ms": percentile(&samples, 99.0),

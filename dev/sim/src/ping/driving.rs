@@ -141,6 +141,14 @@ impl PingSim {
         self.lock().requests.clone()
     }
 
+    /// API calls so far by kind and shipping process, e.g.
+    /// `"retrieve SHP-2358"`, `"ingest SHP-2748"`, `"asyncdata SHP-2731"`,
+    /// `"checkstatus SHP-2731"`, and `"token"` for the token service: what
+    /// the benchmark counts per delivered referral.
+    pub fn call_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock().calls.clone()
+    }
+
     /// Requests received on exactly this path.
     pub fn request_count(&self, path: &str) -> usize {
         self.lock()

@@ -55,6 +55,7 @@ pub(super) async fn ingest_sync(
         Ok(req) => req,
         Err(rejection) => return rejection.into_response(),
     };
+    sim.count_call("ingest", &req.shipping_process_id);
     if let Err(rejection) = check_ids(&sim, &partner_id, &req.interop_id) {
         return rejection.into_response();
     }
@@ -171,6 +172,7 @@ pub(super) async fn ingest_async(
         Ok(req) => req,
         Err(rejection) => return rejection.into_response(),
     };
+    sim.count_call("asyncdata", &req.shipping_process_id);
     if let Err(rejection) = check_ids(&sim, &partner_id, &req.interop_id) {
         return rejection.into_response();
     }

@@ -39,6 +39,7 @@ pub(super) async fn retrieve(
         Ok(req) => req,
         Err(rejection) => return rejection.into_response(),
     };
+    sim.count_call("retrieve", &req.shipping_process_id);
     if let Err(rejection) = check_ids(&sim, &req.partner_id, &req.interop_id) {
         return rejection.into_response();
     }

@@ -75,6 +75,9 @@ pub(super) struct SimState {
     pub(super) ingestions: Vec<ReceivedIngestion>,
     pub(super) bodies: Vec<ReceivedBody>,
     pub(super) requests: Vec<ReceivedRequest>,
+    /// Calls by kind and shipping process (`"retrieve SHP-2358"`), see
+    /// [`PingSim::call_counts`].
+    pub(super) calls: std::collections::BTreeMap<String, u64>,
     pub(super) arrivals: Vec<Instant>,
     pub(super) faults: Vec<Fault>,
     /// Messages for the next async records that proGres refuses (check status `Failed`).
@@ -155,6 +158,7 @@ impl PingSim {
             ingestions: Vec::new(),
             bodies: Vec::new(),
             requests: Vec::new(),
+            calls: std::collections::BTreeMap::new(),
             arrivals: Vec::new(),
             faults: Vec::new(),
             async_refusals: Vec::new(),
@@ -171,6 +175,16 @@ impl PingSim {
 
     pub fn config(&self) -> &PingSimConfig {
         &self.inner.config
+    }
+
+    /// Count one call of `kind` (`retrieve`, `ingest`, `asyncdata`,
+    /// `checkstatus`) for a shipping process, once the body named it.
+    pub(super) fn count_call(&self, kind: &str, shipping_process_id: &str) {
+        *self
+            .lock()
+            .calls
+            .entry(format!("{kind} {shipping_process_id}"))
+            .or_insert(0) += 1;
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, SimState> {
