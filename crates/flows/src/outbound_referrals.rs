@@ -321,8 +321,11 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
     }
 
     async fn end_page(&mut self, st: &mut ScanState) {
-        // What a case skipped by the scan left unused.
+        // What a case skipped by the scan left unused; the page's referral
+        // lists go before the next page is read (two pages' worth at once
+        // grew a long run's memory by a third).
         self.mapped.clear();
+        self.referrals = HashMap::new();
         self.deliver_pending(st).await
     }
 }

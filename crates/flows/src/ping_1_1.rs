@@ -35,7 +35,7 @@ use super::ping_batch::{ingest_acks, INGESTION_BATCH};
 use super::report::{failed, partner_failure, RecordOutcome, RecordReport, RunReport, Slot};
 use super::rows::{bundle_for_delivery, Row};
 use super::sharing_check::{Destination, SharingCheck};
-use bridge_partners::ping::{Field, IngestionRecord, PingClient, RetrievePager};
+use bridge_partners::ping::{Field, IngestionRecord, PackedRows, PingClient, RetrievePager};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::{JobContext, JobOutcome, SharedInstance};
@@ -379,7 +379,7 @@ impl<'p> Ping11<'p> {
         &self,
         pager: &mut RetrievePager<'_>,
         listing: &std::sync::Mutex<Listing>,
-    ) -> Option<Vec<Row>> {
+    ) -> Option<PackedRows> {
         let lock = || listing.lock().unwrap_or_else(|e| e.into_inner());
         if pager.finished() {
             lock().ended = true;
@@ -392,7 +392,9 @@ impl<'p> Ping11<'p> {
             l.ended = true;
             return None;
         }
-        let page = pager.next_page().await;
+        // Read as it arrives and kept packed: a page of thousands of rows
+        // costs a few hundred bytes a row until its records start.
+        let page = pager.next_packed().await;
         let mut l = lock();
         match page {
             Ok(Some(page)) => {

@@ -26,6 +26,7 @@ pub use auth::refresh_margin;
 pub use check_status::parse_check_status;
 pub use client::PingClient;
 pub use config::{PingConfig, PingConfigError, DEFAULT_SCOPE};
+pub use page::PackedRows;
 pub use records::{
     AsyncIngestionRecord, Attachment, Field, IngestionRecord, IngestionResponse, IngestionResult,
     IngestionStatus, Row, StatusParseError,

@@ -21,6 +21,10 @@ const SUBSCRIPTION_KEY_HEADER: &str = "Ocp-Apim-Subscription-Key";
 /// refreshed by whichever call first finds it stale, the others wait for it.
 pub struct PingClient {
     pub(super) http: reqwest::Client,
+    /// Listing pages (thousands of rows, megabytes) go over a connection of
+    /// their own: the large read buffer a page leaves on a connection stays
+    /// on that one instead of on each pooled connection in turn.
+    pages_http: reqwest::Client,
     pub(super) config: PingConfig,
     base: url::Url,
     pub(super) token_endpoint: String,
@@ -47,13 +51,19 @@ impl PingClient {
         let mut subscription_key = HeaderValue::from_str(&config.subscription_key)
             .map_err(|_| PingConfigError::SubscriptionKey)?;
         subscription_key.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        };
+        let http = builder().build().map_err(|_| PingConfigError::Http)?;
+        let pages_http = builder()
+            .pool_max_idle_per_host(1)
             .build()
             .map_err(|_| PingConfigError::Http)?;
         Ok(Self {
             http,
+            pages_http,
             base,
             token_endpoint: format!("POST {}", token_url.path()),
             subscription_key,
@@ -133,6 +143,20 @@ impl PingClient {
         kind: CallKind,
         effect: Effect,
     ) -> Result<Vec<u8>, ConnectorError> {
+        self.post_api_on(false, url, endpoint, body, (kind, effect))
+            .await
+    }
+
+    /// [`post_api`](Self::post_api); `page`: a listing page, sent over the
+    /// listings' own connection.
+    pub(super) async fn post_api_on<B: Serialize + ?Sized>(
+        &self,
+        page: bool,
+        url: url::Url,
+        endpoint: &str,
+        body: &B,
+        (kind, effect): (CallKind, Effect),
+    ) -> Result<Vec<u8>, ConnectorError> {
         crate::guard(self.read_only, effect, System::Ping, endpoint)?;
         let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
             system: System::Ping,
@@ -145,7 +169,7 @@ impl PingClient {
             endpoint,
             kind,
             Some(&self.limiter),
-            || self.post_once(&url, endpoint, &payload),
+            || self.post_once(page, &url, endpoint, &payload),
         )
         .await
     }
@@ -154,17 +178,18 @@ impl PingClient {
     /// here: the token call has its own retries.
     async fn post_once(
         &self,
+        page: bool,
         url: &url::Url,
         endpoint: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, AttemptError> {
+        let http = if page { &self.pages_http } else { &self.http };
         let mut rejected: Option<u64> = None;
         loop {
             let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
             let (status, retry_after, bytes) = {
                 let _permit = self.limiter.acquire().await;
-                let response = self
-                    .http
+                let response = http
                     .post(url.clone())
                     .bearer_auth(&token)
                     .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
@@ -206,6 +231,129 @@ impl PingClient {
         }
     }
 
+    /// POST for a listing page, read as it arrives: `parse` (on a blocking
+    /// thread) reads the answer from the network a chunk at a time, so a
+    /// page of thousands of rows is never held whole (the parsed rows are
+    /// what it keeps). Retried like [`post_api`](Self::post_api); an answer
+    /// `parse` refuses is a protocol error, not retried.
+    pub(super) async fn post_streamed<B, T, P>(
+        &self,
+        url: url::Url,
+        endpoint: &str,
+        body: &B,
+        parse: P,
+    ) -> Result<T, ConnectorError>
+    where
+        B: Serialize + ?Sized,
+        T: Send + 'static,
+        P: Fn(ChunkReader) -> Result<T, String> + Clone + Send + 'static,
+    {
+        let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
+            system: System::Ping,
+            endpoint: endpoint.to_string(),
+            reason: "request body could not be encoded".to_string(),
+        })?;
+        retry::run(
+            &self.retry,
+            "ping",
+            endpoint,
+            CallKind::Idempotent,
+            Some(&self.limiter),
+            || self.post_streamed_once(&url, endpoint, &payload, parse.clone()),
+        )
+        .await
+    }
+
+    async fn post_streamed_once<T, P>(
+        &self,
+        url: &url::Url,
+        endpoint: &str,
+        payload: &[u8],
+        parse: P,
+    ) -> Result<T, AttemptError>
+    where
+        T: Send + 'static,
+        P: FnOnce(ChunkReader) -> Result<T, String> + Send + 'static,
+    {
+        let mut rejected: Option<u64> = None;
+        loop {
+            let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
+            let _permit = self.limiter.acquire().await;
+            let mut response = self
+                .pages_http
+                .post(url.clone())
+                .bearer_auth(&token)
+                .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
+                .header(CONTENT_TYPE, "application/json")
+                .body(payload.to_vec())
+                .send()
+                .await
+                .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
+                tracing::debug!(endpoint, "PING answered 401; logging in again");
+                rejected = Some(generation);
+                continue;
+            }
+            if !status.is_success() {
+                let retry_after = parse_retry_after(response.headers());
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                return Err(AttemptError::Call(ConnectorError::Status {
+                    system: System::Ping,
+                    endpoint: endpoint.to_string(),
+                    status: status.as_u16(),
+                    reason: self.scrub(&error_reason(&bytes, status)),
+                    retry_after,
+                }));
+            }
+            let (chunks, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+            let parser = tokio::task::spawn_blocking(move || {
+                parse(ChunkReader {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                })
+            });
+            let mut broken = None;
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        // The parser stopped early: it has said why.
+                        if chunks.send(chunk.to_vec()).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        broken = Some(ConnectorError::transport(System::Ping, endpoint, &e));
+                        break;
+                    }
+                }
+            }
+            drop(chunks);
+            let parsed = parser.await;
+            if let Some(e) = broken {
+                return Err(AttemptError::Call(e));
+            }
+            return match parsed {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(reason)) => Err(AttemptError::Final(ConnectorError::Protocol {
+                    system: System::Ping,
+                    endpoint: endpoint.to_string(),
+                    reason: self.scrub(&reason),
+                })),
+                Err(_) => Err(AttemptError::Final(ConnectorError::Protocol {
+                    system: System::Ping,
+                    endpoint: endpoint.to_string(),
+                    reason: "the answer's reader stopped".to_string(),
+                })),
+            };
+        }
+    }
+
     /// Belt and braces: a partner message must never echo a secret into our errors.
     pub(super) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
@@ -215,6 +363,31 @@ impl PingClient {
             }
         }
         out
+    }
+}
+
+/// An answer's body as it arrives, for a parser on a blocking thread.
+pub(super) struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -26,11 +26,21 @@ struct RetrieveResponse {
 
 enum RetrieveData {
     Rows(Vec<Row>),
+    Packed(Vec<Box<str>>),
     Text(String),
 }
 
-/// Parses a [`RetrieveResponse`], keeping every column of a row or only these.
-struct ResponseSeed<'k>(Option<&'k [String]>);
+/// What a parse keeps of each row: every column, only these, or only these
+/// packed ([`PackedRows`]).
+#[derive(Clone, Copy)]
+enum Keep<'k> {
+    All,
+    Only(&'k [String]),
+    Packed(&'k [String]),
+}
+
+/// Parses a [`RetrieveResponse`], keeping of each row what [`Keep`] says.
+struct ResponseSeed<'k>(Keep<'k>);
 
 impl<'de> DeserializeSeed<'de> for ResponseSeed<'_> {
     type Value = RetrieveResponse;
@@ -66,7 +76,7 @@ impl<'de> Visitor<'de> for ResponseSeed<'_> {
 }
 
 /// `Data`: rows, a text ("No Data Available") or null.
-struct DataSeed<'k>(Option<&'k [String]>);
+struct DataSeed<'k>(Keep<'k>);
 
 impl<'de> DeserializeSeed<'de> for DataSeed<'_> {
     type Value = Option<RetrieveData>;
@@ -96,8 +106,20 @@ impl<'de> Visitor<'de> for DataSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(row) = seq.next_element_seed(RowSeed(self.0))? {
+        let capacity = seq.size_hint().unwrap_or(0).min(4096);
+        let only = match self.0 {
+            Keep::Packed(columns) => {
+                let mut rows = Vec::with_capacity(capacity);
+                while let Some(row) = seq.next_element_seed(PackedRowSeed(columns))? {
+                    rows.push(row);
+                }
+                return Ok(Some(RetrieveData::Packed(rows)));
+            }
+            Keep::All => None,
+            Keep::Only(columns) => Some(columns),
+        };
+        let mut rows = Vec::with_capacity(capacity);
+        while let Some(row) = seq.next_element_seed(RowSeed(only))? {
             rows.push(row);
         }
         Ok(Some(RetrieveData::Rows(rows)))
@@ -137,6 +159,111 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 }
 
+/// One row, packed: its kept columns as a JSON object keyed by the
+/// column's position (a few bytes where the name would be tens).
+struct PackedRowSeed<'k>(&'k [String]);
+
+impl<'de> DeserializeSeed<'de> for PackedRowSeed<'_> {
+    type Value = Box<str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PackedRowSeed<'_> {
+    type Value = Box<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut row = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match self.0.iter().position(|c| *c == key) {
+                Some(i) => {
+                    let value: Value = map.next_value()?;
+                    row.insert(i.to_string(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        serde_json::to_string(&row)
+            .map(String::into_boxed_str)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// The rows of a listing page, packed: a few hundred bytes a row instead
+/// of a map with its column names (a page may hold thousands). Unpacked one
+/// at a time, as each is worked on.
+#[derive(Debug, Default)]
+pub struct PackedRows {
+    columns: std::sync::Arc<[String]>,
+    rows: std::collections::VecDeque<Box<str>>,
+}
+
+impl PackedRows {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl Iterator for PackedRows {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        let packed = self.rows.pop_front()?;
+        let values: serde_json::Map<String, Value> =
+            serde_json::from_str(&packed).unwrap_or_default();
+        Some(
+            values
+                .into_iter()
+                .filter_map(|(i, v)| {
+                    let name = self.columns.get(i.parse::<usize>().ok()?)?;
+                    Some((name.clone(), v))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A listing page read as it arrives, its rows packed.
+#[derive(Debug, Default)]
+pub struct PackedPage {
+    pub rows: PackedRows,
+    pub next: Option<PageCursor>,
+}
+
+/// A listing page from `reader` (the answer as it arrives), keeping these
+/// columns of each row, packed.
+pub(super) fn parse_packed_page(
+    reader: impl std::io::Read,
+    columns: std::sync::Arc<[String]>,
+) -> Result<PackedPage, String> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let response = ResponseSeed(Keep::Packed(&columns))
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r))
+        .map_err(|e| json_error(&e))?;
+    let (data, meta) = finish(response)?;
+    let rows = match data {
+        Some(RetrieveData::Packed(rows)) => rows.into(),
+        _ => Default::default(),
+    };
+    Ok(PackedPage {
+        rows: PackedRows { columns, rows },
+        next: meta.next,
+    })
+}
+
 #[derive(Deserialize, Default)]
 struct PagingSummary {
     #[serde(rename = "PagingCookie", default)]
@@ -158,23 +285,35 @@ pub(super) fn parse_retrieve_page_with(
     columns: Option<&[String]>,
 ) -> Result<RetrievePage, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let response = ResponseSeed(columns)
+    let keep = match columns {
+        Some(c) => Keep::Only(c),
+        None => Keep::All,
+    };
+    let response = ResponseSeed(keep)
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
         .map_err(|e| json_error(&e))?;
+    let (data, meta) = finish(response)?;
+    let rows = match data {
+        Some(RetrieveData::Rows(rows)) => rows,
+        _ => Vec::new(),
+    };
+    Ok(RetrievePage { rows, ..meta })
+}
+
+/// The answer's error, its data (`None` for "No Data Available") and the
+/// page's paging and counts (rows left empty).
+fn finish(response: RetrieveResponse) -> Result<(Option<RetrieveData>, RetrievePage), String> {
     if let Some(message) = error_message_text(response.error_message.as_ref()) {
         return Err(format!(
             "ErrorMessage: {}",
             truncate(&message, REASON_MAX_CHARS)
         ));
     }
-    let rows = match response.data {
-        None => Vec::new(),
-        Some(RetrieveData::Rows(rows)) => rows,
-        Some(RetrieveData::Text(text)) if text.trim() == NO_DATA || text.trim().is_empty() => {
-            Vec::new()
-        }
+    let data = match response.data {
+        Some(RetrieveData::Text(text)) if text.trim() == NO_DATA || text.trim().is_empty() => None,
         Some(RetrieveData::Text(_)) => return Err("Data is an unexpected string".to_string()),
+        other => other,
     };
     let summary = response.paging_summary.unwrap_or_default();
     let page_number = lenient_i64(summary.page_number.as_ref());
@@ -189,13 +328,16 @@ pub(super) fn parse_retrieve_page_with(
     } else {
         None
     };
-    Ok(RetrievePage {
-        rows,
-        record_count: lenient_u64(response.record_count.as_ref()),
-        sph_transaction_id: response.sph_transaction_id,
-        page_number,
-        next,
-    })
+    Ok((
+        data,
+        RetrievePage {
+            rows: Vec::new(),
+            record_count: lenient_u64(response.record_count.as_ref()),
+            sph_transaction_id: response.sph_transaction_id,
+            page_number,
+            next,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -237,6 +379,33 @@ mod tests {
         assert!(parse_retrieve_page(no_cookie.to_string().as_bytes()).is_err());
         assert!(parse_retrieve_page(b"<html>").is_err());
         assert!(parse_retrieve_page(json!({"Data": "oops"}).to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_packed_page_unpacks_to_the_rows_a_column_filter_keeps() {
+        let body = json!({"Data": [{"a": 1, "b": {"deep": [1, 2]}, "c": "x"}, {"c": null}, {"b": 2}],
+            "ErrorMessage": null,
+            "PagingSummary": {"PagingCookie": "k", "PageNumber": 1, "IsMoreRecordsAvailable": true}});
+        let text = body.to_string();
+        let keep: std::sync::Arc<[String]> = vec!["a".to_string(), "c".to_string()].into();
+        let page = parse_packed_page(text.as_bytes(), keep.clone()).unwrap();
+        assert_eq!(page.rows.len(), 3);
+        assert_eq!(page.next.as_ref().map(|n| n.cookie.as_str()), Some("k"));
+        let unpacked: Vec<Row> = page.rows.collect();
+        let filtered = parse_retrieve_page_with(text.as_bytes(), Some(&keep))
+            .unwrap()
+            .rows;
+        assert_eq!(unpacked, filtered);
+        // A missing column stays missing; a null stays null.
+        assert_eq!(Value::Object(unpacked[1].clone()), json!({"c": null}));
+        assert!(unpacked[2].is_empty());
+        let err = json!({"Data": null, "ErrorMessage": "Invalid shipping process"}).to_string();
+        assert!(parse_packed_page(err.as_bytes(), keep.clone()).is_err());
+        let none = json!({"Data": NO_DATA}).to_string();
+        assert!(parse_packed_page(none.as_bytes(), keep)
+            .unwrap()
+            .rows
+            .is_empty());
     }
 
     #[test]

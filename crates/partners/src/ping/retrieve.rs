@@ -1,9 +1,10 @@
 //! Retrieve: all rows, one page, or a page at a time.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::client::PingClient;
-use super::page::parse_retrieve_page_with;
+use super::page::{parse_packed_page, parse_retrieve_page_with, PackedPage, PackedRows};
 use super::records::Row;
 use super::wire::{QueryParameter, RetrieveRequest, RETRIEVE_PATH};
 use crate::retry::CallKind;
@@ -99,8 +100,15 @@ impl PingClient {
             page_number: cursor.and_then(|c| c.page_number),
         };
         let url = self.url_for(&[RETRIEVE_PATH]);
+        // A listing (only some columns kept) may be thousands of rows.
         let bytes = self
-            .post_api(url, &endpoint, &body, CallKind::Idempotent, Effect::Read)
+            .post_api_on(
+                columns.is_some(),
+                url,
+                &endpoint,
+                &body,
+                (CallKind::Idempotent, Effect::Read),
+            )
             .await?;
         // Parsed in one pass, keeping only the columns asked for; the body is
         // dropped right after.
@@ -120,6 +128,39 @@ impl PingClient {
             "PING retrieve page"
         );
         Ok(page)
+    }
+}
+
+impl PingClient {
+    /// One listing page read as it arrives, its rows packed.
+    async fn retrieve_packed(
+        &self,
+        shipping_process_id: &str,
+        params: &[(String, String)],
+        cursor: Option<&PageCursor>,
+        columns: Arc<[String]>,
+    ) -> Result<PackedPage, ConnectorError> {
+        let endpoint = format!("POST {RETRIEVE_PATH} {shipping_process_id}");
+        let body = RetrieveRequest {
+            shipping_process_id,
+            partner_id: &self.config.partner_id,
+            interop_id: &self.config.interop_id,
+            api_version: "V3",
+            query_parameters: params
+                .iter()
+                .map(|(n, v)| QueryParameter {
+                    parameter_name: n,
+                    value: v,
+                })
+                .collect(),
+            paging_cookie: cursor.map(|c| c.cookie.as_str()),
+            page_number: cursor.and_then(|c| c.page_number),
+        };
+        let url = self.url_for(&[RETRIEVE_PATH]);
+        self.post_streamed(url, &endpoint, &body, move |reader| {
+            parse_packed_page(reader, columns.clone())
+        })
+        .await
     }
 }
 
@@ -148,6 +189,54 @@ impl RetrievePager<'_> {
         self
     }
 
+    /// The next page, read as it arrives and kept packed (see
+    /// [`PackedRows`]): for a long listing read with
+    /// [`only_columns`](Self::only_columns). `None` after the last page.
+    pub async fn next_packed(&mut self) -> Result<Option<PackedRows>, ConnectorError> {
+        if self.done {
+            return Ok(None);
+        }
+        let columns: Arc<[String]> = self.columns.clone().unwrap_or_default().into();
+        let page = self
+            .client
+            .retrieve_packed(
+                &self.shipping_process_id,
+                &self.params,
+                self.cursor.as_ref(),
+                columns,
+            )
+            .await?;
+        self.advance(page.next)?;
+        tracing::debug!(
+            shipping_process = %self.shipping_process_id,
+            rows = page.rows.len(),
+            more = !self.done,
+            "PING retrieve page"
+        );
+        Ok(Some(page.rows))
+    }
+
+    /// Past a page: where the next one is, or the end.
+    fn advance(&mut self, next: Option<PageCursor>) -> Result<(), ConnectorError> {
+        self.pages += 1;
+        match next {
+            None => self.done = true,
+            Some(next) => {
+                // The same cookie twice would loop forever.
+                if !self.seen_cookies.insert(next.cookie.clone()) || self.pages >= MAX_PAGES {
+                    self.done = true;
+                    return Err(ConnectorError::Protocol {
+                        system: System::Ping,
+                        endpoint: format!("POST {RETRIEVE_PATH} {}", self.shipping_process_id),
+                        reason: "paging does not advance".to_string(),
+                    });
+                }
+                self.cursor = Some(next);
+            }
+        }
+        Ok(())
+    }
+
     /// The next page's rows, or `None` after the last page.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Row>>, ConnectorError> {
         if self.done {
@@ -167,22 +256,7 @@ impl RetrievePager<'_> {
                 self.columns.as_deref(),
             )
             .await?;
-        self.pages += 1;
-        match page.next {
-            None => self.done = true,
-            Some(next) => {
-                // The same cookie twice would loop forever.
-                if !self.seen_cookies.insert(next.cookie.clone()) || self.pages >= MAX_PAGES {
-                    self.done = true;
-                    return Err(ConnectorError::Protocol {
-                        system: System::Ping,
-                        endpoint: format!("POST {RETRIEVE_PATH} {}", self.shipping_process_id),
-                        reason: "paging does not advance".to_string(),
-                    });
-                }
-                self.cursor = Some(next);
-            }
-        }
+        self.advance(page.next)?;
         Ok(Some(page.rows))
     }
 }

@@ -26,12 +26,14 @@ impl PrimeroClient {
         page: u64,
     ) -> Result<Page<Case>, ConnectorError> {
         let page = page.max(1);
+        // A scan of changed cases (not a lookup by id) may bring a full page.
+        let listing = query.unhcr_individual_no.is_none() && query.case_id.is_none();
         let answer = self
-            .call(
+            .call_on(
+                listing,
                 Method::GET,
                 EP_LIST_CASES,
-                &["cases"],
-                &query.to_pairs(page),
+                (&["cases"], &query.to_pairs(page)),
                 None,
             )
             .await?;

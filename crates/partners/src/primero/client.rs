@@ -19,6 +19,10 @@ use crate::{ConnectorError, System};
 
 pub(super) struct Inner {
     pub(super) http: reqwest::Client,
+    /// Case listings (pages of 1,000 cases, megabytes) go over a connection
+    /// of their own: the large read buffer a page leaves on a connection
+    /// stays on that one instead of on each pooled connection in turn.
+    pages_http: reqwest::Client,
     base: url::Url,
     pub(super) config: PrimeroConfig,
     /// Precomputed `Basic …` header (Basic mode only).
@@ -74,14 +78,20 @@ impl PrimeroClient {
             }
             PrimeroAuth::V210Token { .. } => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        };
+        let http = builder().build().map_err(|_| PrimeroConfigError::Http)?;
+        let pages_http = builder()
+            .pool_max_idle_per_host(1)
             .build()
             .map_err(|_| PrimeroConfigError::Http)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
+                pages_http,
                 base,
                 limiter: Limiter::new(config.limits),
                 config,
@@ -128,6 +138,20 @@ impl PrimeroClient {
         query: &[(String, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Answer, ConnectorError> {
+        self.call_on(false, method, endpoint, (segments, query), body)
+            .await
+    }
+
+    /// [`call`](Self::call); `listing`: a page of a case listing, sent over
+    /// the listings' own connection.
+    pub(super) async fn call_on(
+        &self,
+        listing: bool,
+        method: Method,
+        endpoint: &'static str,
+        (segments, query): (&[&str], &[(String, String)]),
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ConnectorError> {
         let effect = if method == Method::GET {
             crate::Effect::Read
         } else {
@@ -149,7 +173,7 @@ impl PrimeroClient {
                 endpoint,
                 CallKind::of_method(&method),
                 Some(&self.inner.limiter),
-                || self.attempt(&method, endpoint, &url, body.as_deref()),
+                || self.attempt(listing, &method, endpoint, &url, body.as_deref()),
             )
             .await;
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -173,6 +197,7 @@ impl PrimeroClient {
     /// the login has its own retries.
     async fn attempt(
         &self,
+        listing: bool,
         method: &Method,
         endpoint: &'static str,
         url: &url::Url,
@@ -181,9 +206,12 @@ impl PrimeroClient {
         let mut auth = self.attempt_auth(None).await.map_err(AttemptError::Final)?;
         let mut retried = false;
         loop {
-            let mut request = self
-                .inner
-                .http
+            let http = if listing {
+                &self.inner.pages_http
+            } else {
+                &self.inner.http
+            };
+            let mut request = http
                 .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, auth.header.clone());
             if let Some(body) = body {
@@ -222,11 +250,13 @@ pub(super) async fn send(
         .map_err(|e| ConnectorError::transport(System::Primero, endpoint, &e))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ConnectorError::transport(System::Primero, endpoint, &e))?
-        .to_vec();
+    // Without a copy when the body owns its buffer (a page is megabytes).
+    let body = Vec::from(
+        response
+            .bytes()
+            .await
+            .map_err(|e| ConnectorError::transport(System::Primero, endpoint, &e))?,
+    );
     Ok(Answer {
         status,
         headers,
