@@ -309,7 +309,9 @@ impl PingClient {
                     retry_after,
                 }));
             }
-            let (chunks, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+            // One chunk queued at most: the parser keeps up, and a chunk may be
+            // hundreds of kilobytes.
+            let (chunks, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
             let parser = tokio::task::spawn_blocking(move || {
                 parse(ChunkReader {
                     rx,
