@@ -92,6 +92,7 @@ pub async fn from_config_as(
         max_held_runs: config.delivery.max_held_runs.max(1),
     };
     app.record_concurrency = config.delivery.record_concurrency.max(1);
+    app.replica = config.replica();
     app.initial_cursors = config.initial_cursors();
     if !config.jobs.allow_placeholders {
         // A hot reload that brings placeholders back is refused too.
@@ -112,7 +113,9 @@ pub async fn from_config_as(
         let dispatcher = bridge_inbox::Dispatcher::for_app(&app)?;
         app.inbox = Some(Arc::new(
             InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
-                .with_max_attempts(app.delivery.max_attempts),
+                .with_max_attempts(app.delivery.max_attempts)
+                .with_replica(app.replica.clone())
+                .with_retry_delay(settings.retry_delay),
         ));
     }
     Ok(app)

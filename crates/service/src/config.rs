@@ -57,10 +57,12 @@ mod alerts;
 mod approvals;
 mod audit;
 mod checks;
+mod cluster;
 mod console;
 
 pub use alerts::{AlertSettings, AlertsSection};
 pub use audit::AuditSection;
+pub use cluster::ClusterSection;
 pub use console::{ConsoleAccount, ConsoleSection};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,6 +358,9 @@ pub struct BridgeConfig {
     pub audit: AuditSection,
     /// `[console]`: the operator console of `bridge run`.
     pub console: Option<ConsoleSection>,
+    /// `[cluster]`: this process as one of several replicas.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,

@@ -78,6 +78,6 @@ pub(crate) fn after(now: chrono::DateTime<chrono::Utc>, ttl: Duration) -> String
 }
 
 /// RFC 3339 UTC with milliseconds: the stored form, which sorts by time.
-pub(crate) fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
+pub fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

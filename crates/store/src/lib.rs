@@ -20,7 +20,7 @@ pub use audit::{
     AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
     ConsentBasis, ProblemKind,
 };
-pub use cluster::{ClaimedMessage, Fence, Lease};
+pub use cluster::{stamp, ClaimedMessage, Fence, Lease};
 pub use consent::{Alert, CONSENT_REVOKED};
 pub use fenced::Fenced;
 pub use lease::{Holder, WriterLease};
@@ -366,7 +366,14 @@ pub trait Store: Send + Sync {
     /// Messages not yet processed, oldest first.
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;
     /// Note a failed processing attempt (reason: codes only).
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError>;
+    /// Its claim is cleared and it is not claimable again before
+    /// `retry_after` has passed (the retry backoff, for every replica).
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError>;
     /// Delete a processed message (its body goes with it).
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError>;
     /// Set a message aside (state `dead`): kept sealed for a replay, no
@@ -381,8 +388,9 @@ pub trait Store: Send + Sync {
     async fn run_started(&self, run: &RunRow) -> Result<(), StoreError>;
     /// A run ended: counts, outcome, end time; its record outcomes.
     async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError>;
-    /// Runs still `running` (the process died during them) become
-    /// `interrupted`; returns how many.
+    /// Runs still `running` whose replica died or lost the flow's lease
+    /// become `interrupted`: every one except those under a live lease taken
+    /// before the run started (a live replica's run). Returns how many.
     async fn interrupt_running(&self) -> Result<u64, StoreError>;
     /// Newest first.
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError>;
@@ -463,7 +471,7 @@ pub trait Store: Send + Sync {
         target_id: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Claim up to `limit` pending inbox messages nobody holds a live claim
-    /// on, oldest first, for `owner` until now + `ttl`; each claim moves the
+    /// on and not waiting out a retry backoff, oldest first, for `owner` until now + `ttl`; each claim moves the
     /// message's claim token on. Concurrent claimers never get the same
     /// message (PostgreSQL: `FOR UPDATE SKIP LOCKED`); a crashed claimant's
     /// messages are claimable again once its claim expires.
@@ -490,6 +498,10 @@ pub trait Store: Send + Sync {
     /// (GCRA, in one statement) and return how long to wait before sending
     /// (zero: send now).
     async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError>;
+    /// Extend a held claim to now + `ttl` while its message is being
+    /// processed (a zero `ttl` gives it back: claimable at once); false when
+    /// the claim moved on (another replica took it).
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
 
     /// Append audit entries to the chain in one transaction (all or none);
     /// an entry with an unknown code is refused ([`StoreError::Invalid`]).
@@ -507,5 +519,5 @@ pub trait Store: Send + Sync {
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(chrono::Utc::now())
 }

@@ -224,8 +224,14 @@ impl<S: Store> Store for Monitored<S> {
         self.read(self.inner.inbox_pending()).await
     }
 
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        self.write(self.inner.inbox_failed(id, reason)).await
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_failed(id, reason, retry_after))
+            .await
     }
 
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
@@ -313,6 +319,10 @@ impl<S: Store> Store for Monitored<S> {
 
     async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
         self.write(self.inner.rate_reserve(scope, interval)).await
+    }
+
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        self.write(self.inner.inbox_renew(fence, ttl)).await
     }
 
     async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError> {

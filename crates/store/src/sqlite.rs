@@ -500,6 +500,10 @@ impl Store for SqliteStore {
         .bind(&holder.since)
         .execute(&self.pool)
         .await?;
+        // The only writer now: whoever held a lease, a claim or a partner
+        // slot before is a process that ended. Free them at once (tokens are
+        // kept, so fencing still tells the holders apart).
+        cluster::free_all(&self.pool).await?;
         Ok(WriterLease::new(holder.clone(), Some(Box::new(lock))))
     }
 
@@ -661,16 +665,13 @@ impl Store for SqliteStore {
         self.inbox_where("state = 'pending'").await
     }
 
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE inbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,
-               claim_expires_at = NULL WHERE id = ?",
-        )
-        .bind(reason)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError> {
+        cluster::inbox_failed(&self.pool, id, reason, retry_after).await
     }
 
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
@@ -768,7 +769,10 @@ impl Store for SqliteStore {
 
     async fn interrupt_running(&self) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?) WHERE outcome = 'running'",
+            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?1)
+             WHERE outcome = 'running' AND NOT EXISTS (
+               SELECT 1 FROM leases l WHERE l.name = 'flow:' || runs.flow
+                 AND l.expires_at > ?1 AND l.acquired_at <= runs.started_at)",
         )
         .bind(now())
         .execute(&self.pool)
@@ -1023,6 +1027,10 @@ impl Store for SqliteStore {
         cluster::rate_reserve(&self.pool, scope, interval).await
     }
 
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        cluster::inbox_renew(&self.pool, fence, ttl).await
+    }
+
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
         crate::audit::append(&self.pool, entries).await
     }
@@ -1100,7 +1108,9 @@ mod tests {
             s.inbox_put("m1", "PrimeroOutgoingReferral", "k1", b"sealed")
                 .await
                 .unwrap();
-            s.inbox_failed("m1", "partner-unavailable").await.unwrap();
+            s.inbox_failed("m1", "partner-unavailable", Duration::ZERO)
+                .await
+                .unwrap();
         }
         let s = SqliteStore::open(&path, OpenMode::Existing).await.unwrap();
         assert_eq!(

@@ -47,6 +47,27 @@ pub(crate) async fn lease_acquire(
     Ok(row.as_ref().map(lease_row))
 }
 
+/// Expire every lease and claim and free every partner slot: their holders
+/// ended (SQLite has one writing process, which has just started).
+pub(crate) async fn free_all(pool: &SqlitePool) -> Result<(), StoreError> {
+    let now = stamp(chrono::Utc::now());
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE leases SET expires_at = ?1 WHERE expires_at > ?1")
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE inbox SET claimed_by = NULL, claim_expires_at = NULL WHERE claimed_by IS NOT NULL",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE partner_slots SET owner = NULL, expires_at = NULL")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(crate) async fn lease_renew(
     pool: &SqlitePool,
     lease: &Lease,
@@ -172,7 +193,7 @@ pub(crate) async fn inbox_claim(
         "UPDATE inbox SET claimed_by = ?1, claim_expires_at = ?2, claim_token = claim_token + 1
          WHERE id IN (
            SELECT id FROM inbox
-           WHERE state = 'pending' AND (claimed_by IS NULL OR claim_expires_at <= ?3)
+           WHERE state = 'pending' AND (claim_expires_at IS NULL OR claim_expires_at <= ?3)
            ORDER BY received_at, id LIMIT ?4)
          RETURNING id, kind, sealed_body, received_at, attempts, api_key_id, claimed_by, claim_token",
     )
@@ -205,6 +226,46 @@ pub(crate) async fn inbox_claim(
         (&a.message.received_at, &a.message.id).cmp(&(&b.message.received_at, &b.message.id))
     });
     Ok(claimed)
+}
+
+pub(crate) async fn inbox_renew(
+    pool: &SqlitePool,
+    fence: &Fence,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let Fence::Claim { message_id, token } = fence else {
+        return Ok(false);
+    };
+    let done = sqlx::query(
+        "UPDATE inbox SET claim_expires_at = ? WHERE id = ? AND claim_token = ? AND claimed_by IS NOT NULL",
+    )
+    .bind(after(chrono::Utc::now(), ttl))
+    .bind(message_id)
+    .bind(token)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A failed attempt: counted, the claim cleared, and not claimable again
+/// before `retry_after` (NULL: at once).
+pub(crate) async fn inbox_failed(
+    pool: &SqlitePool,
+    id: &str,
+    reason: &str,
+    retry_after: Duration,
+) -> Result<(), StoreError> {
+    let due = (!retry_after.is_zero()).then(|| after(chrono::Utc::now(), retry_after));
+    sqlx::query(
+        "UPDATE inbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,
+           claim_expires_at = ? WHERE id = ?",
+    )
+    .bind(reason)
+    .bind(due)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn slot_acquire(
@@ -388,7 +449,7 @@ mod tests {
         assert!(store.inbox_claim("b", LONG, 10).await.unwrap().is_empty());
         // A failed attempt frees the message for the next claim.
         store
-            .inbox_failed("m1", "partner-unavailable")
+            .inbox_failed("m1", "partner-unavailable", Duration::ZERO)
             .await
             .unwrap();
         let again = store
@@ -417,12 +478,75 @@ mod tests {
             .record_delivery_fenced(&taken[0].fence, "dtp-1.1", "k", "fp", None)
             .await
             .is_err());
+        // A failed attempt waits out its backoff, for every claimant.
+        let held = store.inbox_claim("e", LONG, 10).await.unwrap();
+        assert_eq!(held.len(), 0, "m2 is b's, m3 is b's");
+        store
+            .inbox_failed("m3", "partner-unavailable", Duration::from_millis(30))
+            .await
+            .unwrap();
+        assert!(store.inbox_claim("e", LONG, 10).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let due = store.inbox_claim("e", LONG, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].message.id, "m3");
+        // A live claim is renewed by its holder only.
+        assert!(store.inbox_renew(&due[0].fence, LONG).await.unwrap());
+        assert!(!store.inbox_renew(&again[0].fence, LONG).await.unwrap());
         // Dead and revived messages carry no claim.
         store.inbox_set_dead("m2", "failed").await.unwrap();
         assert!(store.inbox_revive("m2").await.unwrap());
         let revived = store.inbox_claim("d", LONG, 10).await.unwrap();
         assert_eq!(revived.len(), 1);
         assert_eq!(revived[0].message.id, "m2");
+    }
+
+    #[tokio::test]
+    async fn the_next_writer_of_a_file_frees_what_a_dead_process_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let first = SqliteStore::open(&path, crate::OpenMode::Init)
+            .await
+            .unwrap();
+        let writer = first
+            .acquire_writer(&crate::Holder::current())
+            .await
+            .unwrap();
+        let held = first
+            .lease_acquire("flow:x", "a", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        first
+            .inbox_put("m1", "k", "key-1", b"sealed")
+            .await
+            .unwrap();
+        assert_eq!(first.inbox_claim("a", LONG, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            first.slot_acquire("ping", 1, "a", LONG).await.unwrap(),
+            Some(0)
+        );
+        // The process "dies": its OS lock goes with it.
+        drop(writer);
+        first.close().await;
+        let next = SqliteStore::open(&path, crate::OpenMode::Existing)
+            .await
+            .unwrap();
+        let _writer = next
+            .acquire_writer(&crate::Holder::current())
+            .await
+            .unwrap();
+        let taken = next
+            .lease_acquire("flow:x", "b", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.token, held.token + 1, "the token still moves on");
+        assert_eq!(next.inbox_claim("b", LONG, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            next.slot_acquire("ping", 1, "b", LONG).await.unwrap(),
+            Some(0)
+        );
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@
 //! | `bridge_records_held` | gauge | `flow` (records held in the flow's last run: held now) |
 //! | `bridge_last_success_timestamp_seconds` | gauge | `flow` (end of the last run that was not aborted) |
 //! | `bridge_last_delivered_timestamp_seconds` | gauge | `flow` (end of the last run that delivered a record) |
+//! | `bridge_replica_info` | gauge, always 1 | `replica` (this process's replica id) |
+//! | `bridge_lease_held` | gauge | `lease` (1 while this replica holds it, e.g. `flow:ping-1.1`) |
+//! | `bridge_leases_lost_total` | counter | `lease` (runs stopped because their lease was lost) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -31,6 +34,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    lease: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlowOutcome {
@@ -115,6 +128,9 @@ pub struct Metrics {
     held: Family<FlowLabel, Gauge>,
     last_success: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     last_delivered: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    replica_info: Family<ReplicaLabel, Gauge>,
+    lease_held: Family<LeaseLabel, Gauge>,
+    leases_lost: Family<LeaseLabel, Counter>,
     /// The label set of `bridge_job_info` each job has now, to drop it when
     /// another version is swapped in.
     job_info_current: std::sync::Mutex<std::collections::BTreeMap<String, JobInfoLabels>>,
@@ -236,7 +252,28 @@ impl Metrics {
             "Unix time the flow's last run that delivered a record ended",
             last_delivered.clone(),
         );
+        let replica_info = Family::<ReplicaLabel, Gauge>::default();
+        let lease_held = Family::<LeaseLabel, Gauge>::default();
+        let leases_lost = Family::<LeaseLabel, Counter>::default();
+        registry.register(
+            "bridge_replica_info",
+            "This process's replica id (always 1)",
+            replica_info.clone(),
+        );
+        registry.register(
+            "bridge_lease_held",
+            "1 while this replica holds the lease (a flow's runs: flow:<flow>)",
+            lease_held.clone(),
+        );
+        registry.register(
+            "bridge_leases_lost",
+            "Runs stopped because this replica lost their lease",
+            leases_lost.clone(),
+        );
         Self {
+            replica_info,
+            lease_held,
+            leases_lost,
             held,
             last_success,
             last_delivered,
@@ -348,6 +385,34 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+    }
+
+    /// `bridge_replica_info{replica} 1`.
+    pub fn set_replica(&self, replica: &str) {
+        self.replica_info
+            .get_or_create(&ReplicaLabel {
+                replica: replica.to_string(),
+            })
+            .set(1);
+    }
+
+    /// `bridge_lease_held{lease}`: 1 while this replica holds it.
+    pub fn set_lease_held(&self, lease: &str, held: bool) {
+        self.lease_held
+            .get_or_create(&LeaseLabel {
+                lease: lease.to_string(),
+            })
+            .set(i64::from(held));
+    }
+
+    /// A run stopped because its lease was lost: `bridge_leases_lost_total{lease}`.
+    pub fn lease_lost(&self, lease: &str) {
+        self.leases_lost
+            .get_or_create(&LeaseLabel {
+                lease: lease.to_string(),
+            })
+            .inc();
+        self.set_lease_held(lease, false);
     }
 
     /// Records held in the flow's last run: `bridge_records_held{flow}`.

@@ -113,6 +113,7 @@ impl BridgeConfig {
         );
 
         problems.extend(self.alert_problems());
+        problems.extend(self.cluster_problems());
         problems.extend(self.console_problems());
 
         for (flow, expr) in &self.schedule {
