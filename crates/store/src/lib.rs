@@ -9,7 +9,9 @@
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
 pub mod audit;
+mod cluster;
 mod consent;
+mod fenced;
 mod lease;
 pub mod limits;
 mod monitor;
@@ -17,12 +19,15 @@ mod postgres;
 mod rows;
 mod seal;
 mod sqlite;
+mod sqlite_cluster;
 
 pub use audit::{
     AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
     ConsentBasis, ProblemKind,
 };
+pub use cluster::{ClaimedMessage, Fence, Lease};
 pub use consent::{Alert, CONSENT_REVOKED};
+pub use fenced::Fenced;
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
 pub use postgres::{redact_url, PostgresStore};
@@ -30,6 +35,7 @@ pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -87,6 +93,10 @@ pub enum StoreError {
         database: String,
         holder: Option<Holder>,
     },
+    /// A fenced write from a replica whose lease or claim moved on: refused
+    /// so it cannot commit over the replica that took over.
+    #[error("refused: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -103,6 +113,7 @@ impl StoreError {
             StoreError::Foreign { .. } => "store-foreign",
             StoreError::Replaced { .. } => "store-replaced",
             StoreError::Locked { .. } => "store-locked",
+            StoreError::Fenced(_) => "store-fenced",
         }
     }
 }
@@ -167,6 +178,9 @@ pub struct InboxMessage {
     pub attempts: i64,
     /// The id of the API key that authenticated it (`None` before keys had ids).
     pub api_key_id: Option<String>,
+    /// The replica that last claimed it for processing (its claim may have
+    /// expired).
+    pub claimed_by: Option<String>,
 }
 
 /// What started a run.
@@ -439,6 +453,69 @@ pub trait Store: Send + Sync {
     /// Take an entry out of the dead letter for a replay: marks it replayed
     /// and forgets the record's attempts. False when it was not active.
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Take lease `name` for `owner` until now + `ttl` when it is free,
+    /// expired, or already `owner`'s. The same owner renews it and keeps its
+    /// token; a new owner gets the token + 1. `None` while another owner
+    /// holds it unexpired. PostgreSQL decides expiry by its own clock.
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extend a held lease to now + `ttl`; `None` when its token moved on
+    /// (lost). An expired lease nobody took is renewed.
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    /// Give the lease up (it expires now; the token is kept) if it is still held.
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Every lease, expired or not, by name.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// [`Store::set_cursor`], committed only while `fence` holds (checked in
+    /// the same transaction); else [`StoreError::Fenced`].
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError>;
+    /// [`Store::record_delivery`], committed only while `fence` holds.
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Claim up to `limit` pending inbox messages nobody holds a live claim
+    /// on, oldest first, for `owner` until now + `ttl`; each claim moves the
+    /// message's claim token on. Concurrent claimers never get the same
+    /// message (PostgreSQL: `FOR UPDATE SKIP LOCKED`); a crashed claimant's
+    /// messages are claimable again once its claim expires.
+    /// [`Store::inbox_failed`], [`Store::inbox_set_dead`] and
+    /// [`Store::inbox_revive`] clear a claim.
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Take one of `slots` call slots of partner `scope` for `owner` until
+    /// now + `ttl` (a slot whose holder's time ran out is free again);
+    /// `None` while all are taken. Slots are numbered `0..slots`.
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError>;
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError>;
+    /// Reserve the next send time of `scope` at one call per `interval`
+    /// (GCRA, in one statement) and return how long to wait before sending
+    /// (zero: send now).
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError>;
 
     /// Append audit entries to the chain in one transaction (all or none);
     /// an entry with an unknown code is refused ([`StoreError::Invalid`]).

@@ -12,6 +12,7 @@
 //! - The URL's password never appears in a message: errors name the
 //!   database by [`redact_url`].
 
+mod cluster;
 mod consent;
 
 use std::str::FromStr;
@@ -28,8 +29,9 @@ use super::rows::{
     RECORD_COLUMNS, RUN_COLUMNS,
 };
 use super::{
-    now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery,
-    Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store, StoreError, WriterLease,
+    now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, ClaimedMessage,
+    DeadLetter, Delivery, Fence, Holder, InboxMessage, Lease, OpenMode, RecordRow, RunRow, Store,
+    StoreError, WriterLease,
 };
 
 /// Connections a store keeps at most: a run's record tasks, the inbox, the
@@ -51,6 +53,7 @@ pub struct PostgresStore {
     /// The password as given (also percent-decoded), masked in messages.
     secrets: Arc<[String]>,
     verified: Arc<Verified>,
+    slot_rows: Arc<cluster::SlotRows>,
 }
 
 /// When the connection last answered.
@@ -198,6 +201,7 @@ impl PostgresStore {
                 origin: Instant::now(),
                 at_ms: AtomicU64::new(0),
             }),
+            slot_rows: Arc::default(),
         };
         store.check_schema(mode).await?;
         sqlx::migrate!("./migrations/postgres")
@@ -536,11 +540,14 @@ impl Store for PostgresStore {
     }
 
     async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = $1, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = $2",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -553,17 +560,21 @@ impl Store for PostgresStore {
     }
 
     async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET state = 'dead', last_error = $1 WHERE id = $2")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET state = 'dead', last_error = $1, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = $2",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL WHERE id = $1 AND state = 'dead'",
+            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = $1 AND state = 'dead'",
         )
         .bind(id)
         .execute(&self.pool)
@@ -811,6 +822,74 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_acquire(&self.pool, name, owner, ttl).await
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_renew(&self.pool, lease, ttl).await
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        cluster::lease_release(&self.pool, lease).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        cluster::leases(&self.pool).await
+    }
+
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        cluster::set_cursor_fenced(&self.pool, fence, flow, value).await
+    }
+
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        cluster::record_delivery_fenced(&self.pool, fence, flow, key, fingerprint, target_id).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        cluster::inbox_claim(&self.pool, owner, ttl, limit).await
+    }
+
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        cluster::slot_acquire(&self.pool, &self.slot_rows, scope, slots, owner, ttl).await
+    }
+
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError> {
+        cluster::slot_release(&self.pool, scope, slot, owner).await
+    }
+
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
+        cluster::rate_reserve(&self.pool, scope, interval).await
     }
 
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {

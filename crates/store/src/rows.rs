@@ -67,7 +67,7 @@ row_fn! {
 }
 
 pub(crate) const INBOX_COLUMNS: &str =
-    "SELECT id, kind, sealed_body, received_at, attempts, api_key_id FROM inbox";
+    "SELECT id, kind, sealed_body, received_at, attempts, api_key_id, claimed_by FROM inbox";
 
 row_fn! {
     fn inbox_row(r) -> InboxMessage {
@@ -78,6 +78,7 @@ row_fn! {
             received_at: r.get(3),
             attempts: r.get(4),
             api_key_id: r.get(5),
+            claimed_by: r.get(6),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -26,9 +27,11 @@ use super::rows::{
     dead_letter_row, inbox_row, record_row, run_row, DEAD_LETTER_COLUMNS, INBOX_COLUMNS,
     RECORD_COLUMNS, RUN_COLUMNS,
 };
+use super::sqlite_cluster as cluster;
 use super::{
-    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter,
-    Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store, StoreError, WriterLease,
+    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, ClaimedMessage,
+    DeadLetter, Delivery, Fence, Holder, InboxMessage, Lease, OpenMode, RecordRow, RunRow, Store,
+    StoreError, WriterLease,
 };
 
 /// `PRAGMA application_id` of a bridge database ("BRDG").
@@ -657,11 +660,14 @@ impl Store for SqliteStore {
     }
 
     async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -674,17 +680,21 @@ impl Store for SqliteStore {
     }
 
     async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET state = 'dead', last_error = ? WHERE id = ?")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET state = 'dead', last_error = ?, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL WHERE id = ? AND state = 'dead'",
+            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = ? AND state = 'dead'",
         )
         .bind(id)
         .execute(&self.pool)
@@ -925,6 +935,74 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_acquire(&self.pool, name, owner, ttl).await
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_renew(&self.pool, lease, ttl).await
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        cluster::lease_release(&self.pool, lease).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        cluster::leases(&self.pool).await
+    }
+
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        cluster::set_cursor_fenced(&self.pool, fence, flow, value).await
+    }
+
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        cluster::record_delivery_fenced(&self.pool, fence, flow, key, fingerprint, target_id).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        cluster::inbox_claim(&self.pool, owner, ttl, limit).await
+    }
+
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        cluster::slot_acquire(&self.pool, scope, slots, owner, ttl).await
+    }
+
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError> {
+        cluster::slot_release(&self.pool, scope, slot, owner).await
+    }
+
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
+        cluster::rate_reserve(&self.pool, scope, interval).await
     }
 
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {

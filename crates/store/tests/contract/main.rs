@@ -7,6 +7,7 @@
 
 mod audit;
 mod backend;
+mod cluster;
 mod consent;
 mod monitor;
 mod open;
@@ -78,6 +79,16 @@ contract! {
         a_shared_case_losing_consent_raises_one_alert_until_consent_returns,
         alerts_are_retried_when_due_and_kept_once_delivered,
         concurrent_scans_raise_one_alert,
+    ],
+    cluster: [
+        a_lease_has_one_owner_until_it_expires_and_a_stale_fence_is_refused,
+        inbox_claims_give_each_message_once_until_the_claim_expires,
+        partner_slots_and_rate_hold_for_every_owner,
+        concurrent_claimers_never_get_the_same_message,
+        owners_racing_for_a_lease_exactly_one_wins,
+        concurrent_slot_takers_share_the_slots,
+        concurrent_rate_reservations_are_spaced,
+        a_write_under_a_lost_lease_never_lands_after_the_takeover,
     ],
     monitor: [
         a_failed_call_is_the_fault_until_a_success_clears_it,
