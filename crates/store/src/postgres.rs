@@ -175,16 +175,90 @@ impl PostgresStore {
     /// creates them with `--init`); either mode refuses a schema that holds
     /// another application's tables.
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::open_in(url, None, mode).await
+    }
+
+    /// [`open`](Self::open) with the bridge's tables in `schema` of the
+    /// database (letters, digits and `_`), created with `Init`: several
+    /// deployments (e.g. the demo's three) in one database.
+    pub async fn open_schema(url: &str, schema: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(StoreError::Invalid(format!(
+                "schema name `{schema}`: use lower-case letters, digits and _"
+            )));
+        }
+        if mode == OpenMode::Init {
+            let admin = Self::connect(url, 1, None).await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&admin.pool)
+                .await
+                .map_err(|e| admin.error(e))?;
+            admin.close().await;
+        }
+        Self::open_in(url, Some(schema), mode).await
+    }
+
+    async fn open_in(url: &str, schema: Option<&str>, mode: OpenMode) -> Result<Self, StoreError> {
+        let store = Self::connect(url, MAX_CONNECTIONS, schema).await?;
+        store.check_schema(mode).await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&store.pool)
+            .await
+            .map_err(|e| {
+                StoreError::Migration(mask(&format!("{}: {e}", store.shown), &store.secrets))
+            })?;
+        store.verified.mark();
+        Ok(store)
+    }
+
+    /// What a dry run works on: [`snapshot_in_memory`](Self::snapshot_in_memory)
+    /// of the database at `url`, read on a read-only connection and never
+    /// migrated. A database without the bridge's tables gives an empty store.
+    pub async fn snapshot_of(url: &str) -> Result<crate::SqliteStore, StoreError> {
+        let store = Self::connect_with(url, 1, None, true).await?;
+        let copy = match store.check_schema(OpenMode::Existing).await {
+            Ok(()) => store.snapshot_in_memory().await,
+            Err(StoreError::NoSchema { .. }) => crate::SqliteStore::in_memory().await,
+            Err(e) => Err(e),
+        };
+        store.close().await;
+        copy
+    }
+
+    /// A pool on the database at `url`, its tables looked for in `schema`
+    /// when given.
+    async fn connect(url: &str, max: u32, schema: Option<&str>) -> Result<Self, StoreError> {
+        Self::connect_with(url, max, schema, false).await
+    }
+
+    /// [`connect`](Self::connect); `read_only`: every transaction is
+    /// read-only (the server refuses writes).
+    async fn connect_with(
+        url: &str,
+        max: u32,
+        schema: Option<&str>,
+        read_only: bool,
+    ) -> Result<Self, StoreError> {
         let shown: Arc<str> = redact_url(url).into();
         let secrets: Arc<[String]> = passwords(url).into();
         let fail = |e: &dyn std::fmt::Display| {
             StoreError::Database(mask(&format!("{shown}: {e}"), &secrets))
         };
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| fail(&format!("not a usable PostgreSQL URL ({e})")))?
             .application_name("referral-bridge");
+        if read_only {
+            options = options.options([("default_transaction_read_only", "on")]);
+        }
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
@@ -193,23 +267,16 @@ impl PostgresStore {
                 StoreError::Database(m) => fail(&m),
                 other => other,
             })?;
-        let store = Self {
+        Ok(Self {
             pool,
-            shown: shown.clone(),
-            secrets: secrets.clone(),
+            shown,
+            secrets,
             verified: Arc::new(Verified {
                 origin: Instant::now(),
                 at_ms: AtomicU64::new(0),
             }),
             slot_rows: Arc::default(),
-        };
-        store.check_schema(mode).await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&store.pool)
-            .await
-            .map_err(|e| StoreError::Migration(mask(&format!("{shown}: {e}"), &secrets)))?;
-        store.verified.mark();
-        Ok(store)
+        })
     }
 
     /// The database as messages name it (password masked).
@@ -289,7 +356,7 @@ impl PostgresStore {
     /// Inbox bodies, alerts and the audit trail are not copied: a dry run
     /// neither processes the inbox nor delivers alerts, and its audit
     /// entries start a chain of their own that is thrown away.
-    pub async fn snapshot_in_memory(&self) -> Result<crate::SqliteStore, StoreError> {
+    async fn snapshot_in_memory(&self) -> Result<crate::SqliteStore, StoreError> {
         let copy = crate::SqliteStore::in_memory().await?;
         let mut tx = self
             .pool

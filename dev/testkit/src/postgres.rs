@@ -52,6 +52,37 @@ impl TestDatabase {
         &self.name
     }
 
+    /// Every row of every table of every schema the bridge may have written
+    /// in this database (all but PostgreSQL's own), as text, by table:
+    /// to look for personal data at rest, or to tell whether anything
+    /// changed.
+    pub async fn table_texts(&self) -> Vec<(String, Vec<String>)> {
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT table_schema::text, table_name::text FROM information_schema.tables
+             WHERE table_type = 'BASE TABLE'
+               AND table_schema NOT IN ('pg_catalog', 'information_schema')
+             ORDER BY 1, 2",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("list tables");
+        let mut out = Vec::new();
+        for (schema, table) in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT t::text FROM \"{schema}\".\"{table}\" t ORDER BY 1"
+            ))
+            .fetch_all(&mut conn)
+            .await
+            .expect("read table");
+            out.push((format!("{schema}.{table}"), rows));
+        }
+        let _ = conn.close().await;
+        out
+    }
+
     /// The URL of a new database on the same cluster (e.g. a second
     /// deployment in one test); dropped with this one.
     pub async fn sibling(&self, tag: &str) -> String {

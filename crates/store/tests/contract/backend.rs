@@ -50,6 +50,17 @@ impl Backend {
         self.open(OpenMode::Init).await.unwrap()
     }
 
+    /// What a dry run works on: a private copy of the state (SQLite: a
+    /// scratch copy of the file; PostgreSQL: an in-memory snapshot).
+    pub async fn scratch(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite { path, .. } => {
+                Arc::new(SqliteStore::scratch_copy_of(path).await.unwrap())
+            }
+            Backend::Postgres(db) => Arc::new(PostgresStore::snapshot_of(db.url()).await.unwrap()),
+        }
+    }
+
     /// A store wrapped as the service wraps it.
     pub async fn monitored(&self) -> Arc<dyn Store> {
         match self {

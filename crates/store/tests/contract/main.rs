@@ -58,6 +58,8 @@ contract! {
         init_creates_and_a_second_open_finds_the_same_state,
         a_database_of_another_application_is_refused,
         the_writer_lease_matches_the_backend,
+        a_dry_run_copy_holds_the_state_and_writes_nothing_back,
+        a_dry_run_without_a_database_starts_empty_and_creates_nothing,
     ],
     audit: [
         appended_entries_verify_and_the_chain_continues_after_a_reopen,
