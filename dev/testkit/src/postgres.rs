@@ -144,8 +144,8 @@ impl Drop for TestDatabase {
 /// so) when `BRIDGE_TEST_POSTGRES=skip` is set and there is no PostgreSQL.
 /// Panics with what to install otherwise.
 pub async fn database() -> Option<TestDatabase> {
-    let admin = match admin_url() {
-        Ok(url) => url,
+    match try_database().await {
+        Ok(db) => Some(db),
         Err(why) => {
             let test = std::thread::current()
                 .name()
@@ -157,7 +157,13 @@ pub async fn database() -> Option<TestDatabase> {
             }
             panic!("{test} needs PostgreSQL: {why}. To run it, {INSTALL_HINT}");
         }
-    };
+    }
+}
+
+/// A fresh database, or why there is no PostgreSQL to make one in (for a
+/// tool that reports instead of failing, such as `bridge bench`).
+pub async fn try_database() -> Result<TestDatabase, String> {
+    let admin = admin_url()?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = format!(
         "bridge_test_{}_{}_{}",
@@ -169,7 +175,7 @@ pub async fn database() -> Option<TestDatabase> {
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
     create(&admin, &name).await;
-    Some(TestDatabase {
+    Ok(TestDatabase {
         url: with_database(&admin, &name),
         name,
         admin,
