@@ -78,8 +78,15 @@ fn url_problem(url: &str, in_file: bool) -> Option<String> {
             )
         }
     };
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Some("the URL names no host: postgres://user@host:5432/database".into());
+    let host_param = parsed
+        .query_pairs()
+        .any(|(k, v)| k == "host" && !v.is_empty());
+    if parsed.host_str().is_none_or(str::is_empty) && !host_param {
+        return Some(
+            "the URL names no host: postgres://user@host:5432/database (or, for a local socket, \
+             postgres:///database?host=/var/run/postgresql&user=bridge)"
+                .into(),
+        );
     }
     let has_password =
         parsed.password().is_some() || parsed.query_pairs().any(|(k, _)| k == "password");
@@ -271,6 +278,12 @@ mod tests {
                 "{p:?}"
             );
         }
+        let c = BridgeConfig::load(&write(
+            dir.path(),
+            "url = \"postgres:///bridge?host=/var/run/postgresql&user=bridge\"",
+        ))
+        .unwrap();
+        assert!(problems(&c).is_empty(), "a local socket is a host");
         for url in ["\"https://db/bridge\"", "\"postgres:///bridge\"", "42"] {
             let text = format!("url = {url}");
             let e = BridgeConfig::load(&write(dir.path(), &text))
