@@ -1,7 +1,10 @@
 //! Durable state: cursors, what was delivered, and the sealed inbox.
 //!
-//! Behind the [`Store`] trait so a PostgreSQL backend can follow without
-//! touching the flows. The embedded default is SQLite ([`SqliteStore`]).
+//! Behind the [`Store`] trait: the embedded default is SQLite
+//! ([`SqliteStore`]); several replicas share a PostgreSQL database
+//! ([`PostgresStore`], `[state] url`). Both have the same schema (migrations/
+//! sqlite and migrations/postgres, numbered alike) and pass the same
+//! contract suite (tests/contract).
 //! Only system ids, fingerprints, statuses and timestamps are stored; inbox
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
@@ -12,6 +15,8 @@ mod fenced;
 mod lease;
 pub mod limits;
 mod monitor;
+mod postgres;
+mod rows;
 mod seal;
 mod sqlite;
 mod sqlite_cluster;
@@ -25,6 +30,7 @@ pub use consent::{Alert, CONSENT_REVOKED};
 pub use fenced::Fenced;
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
+pub use postgres::{redact_url, PostgresStore};
 pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
@@ -55,6 +61,17 @@ pub enum StoreError {
          database is lost: restore it from a backup (see docs/operator/state.md)"
     )]
     Missing(PathBuf),
+    /// A PostgreSQL database (or schema) without the bridge's tables.
+    #[error(
+        "the PostgreSQL database {database} (key `state.url`) holds no bridge state in schema \
+         `{schema}`: a new deployment creates its tables with `--init` (e.g. `bridge run --init \
+         --config bridge.toml`); if this deployment ran before, its tables are lost: restore \
+         them from a backup (pg_restore, see docs/operator/state.md)"
+    )]
+    NoSchema { database: String, schema: String },
+    /// A PostgreSQL schema holding another application's tables.
+    #[error("the PostgreSQL database {database} (key `state.url`) is not a bridge state database: {why}")]
+    ForeignSchema { database: String, why: String },
     #[error("{0} is an empty file, not a bridge state database (truncated?): {RESTORE_HINT}")]
     Empty(PathBuf),
     #[error(
@@ -90,7 +107,8 @@ impl StoreError {
             StoreError::Full(_) => "store-full",
             StoreError::Migration(_) => "store-migration",
             StoreError::Invalid(_) => "store-invalid",
-            StoreError::Missing(_) => "store-missing",
+            StoreError::Missing(_) | StoreError::NoSchema { .. } => "store-missing",
+            StoreError::ForeignSchema { .. } => "store-foreign",
             StoreError::Empty(_) => "store-empty",
             StoreError::Foreign { .. } => "store-foreign",
             StoreError::Replaced { .. } => "store-replaced",
@@ -102,15 +120,23 @@ impl StoreError {
 
 /// SQLite's primary result code for a full database or disk.
 const SQLITE_FULL: i64 = 13;
+/// PostgreSQL's SQLSTATE for a full disk (class 53, insufficient resources).
+const PG_DISK_FULL: &str = "53100";
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        // SQLite reports extended codes; the primary code is the low byte.
-        let full = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| c & 0xff == SQLITE_FULL);
+        let full = e.as_database_error().is_some_and(|d| {
+            let code = d.code();
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                code.as_deref() == Some(PG_DISK_FULL)
+            } else {
+                // SQLite reports extended codes; the primary code is the low byte.
+                code.and_then(|c| c.parse::<i64>().ok())
+                    .is_some_and(|c| c & 0xff == SQLITE_FULL)
+            }
+        });
         if full {
             StoreError::Full(e.to_string())
         } else {

@@ -5,6 +5,7 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use bridge_flows::app::ReplaySelection;
 use bridge_flows::outbound_referrals::format_cursor;
 use bridge_flows::registry;
 use bridge_service::config::BridgeConfig;
-use bridge_store::{Holder, OpenMode, SqliteStore, Store};
+use bridge_store::{Holder, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -90,18 +91,19 @@ pub enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-/// The state database a config names (`Init`: create it when missing).
-/// Reading needs no lease: these commands work while the service runs.
-pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<SqliteStore> {
+/// The state database a config names (`Init`: create it when missing): its
+/// SQLite file or PostgreSQL database. Reading needs no lease: these
+/// commands work while the service runs.
+pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
     let config = BridgeConfig::parse(config)?;
-    let state = config.state.as_ref().with_context(|| {
-        format!(
-            "{}: no [state] section: this deployment keeps no runs, cursors or dead letter",
-            config.file.display()
-        )
-    })?;
-    let path = config.resolve(&state.path);
-    Ok(SqliteStore::open(&path, mode).await?)
+    bridge_service::build::open_state(&config, mode)
+        .await?
+        .with_context(|| {
+            format!(
+                "{}: no [state] section: this deployment keeps no runs, cursors or dead letter",
+                config.file.display()
+            )
+        })
 }
 
 /// The design of the deployment a config names (its mapping folder's
