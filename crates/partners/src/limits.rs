@@ -192,7 +192,11 @@ impl Cluster {
     /// Take a slot, waiting while all are taken. The store call runs in its
     /// own task: when the caller is gone (cancelled, or it timed out) before
     /// the answer, a slot it was given is released at once.
-    async fn take_slot(&self, slots: u32, ttl: Duration) -> Result<ClusterSlot, ClusterLimitsError> {
+    async fn take_slot(
+        &self,
+        slots: u32,
+        ttl: Duration,
+    ) -> Result<ClusterSlot, ClusterLimitsError> {
         let mut backoff = SLOT_BACKOFF_FIRST;
         let mut waited = false;
         loop {
@@ -624,7 +628,10 @@ mod tests {
 
         async fn release_slot(&self, scope: &str, slot: u32) -> Result<(), ClusterLimitsError> {
             self.check()?;
-            self.slots.lock().unwrap().remove(&(scope.to_string(), slot));
+            self.slots
+                .lock()
+                .unwrap()
+                .remove(&(scope.to_string(), slot));
             Ok(())
         }
 
@@ -881,5 +888,4 @@ mod tests {
         assert_eq!(shared.takes.load(Ordering::SeqCst), 2);
         drop(permit);
     }
-
 }
