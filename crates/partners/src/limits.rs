@@ -519,6 +519,25 @@ mod tests {
         assert_eq!(l.available(), 1);
     }
 
+    #[test]
+    fn a_scope_names_the_partner_and_its_server_without_secrets() {
+        let primero = url::Url::parse("https://user:pw@primero.example.org/v2/?k=v#f").unwrap();
+        assert_eq!(
+            cluster_scope("primero", [&primero], true),
+            "primero https://primero.example.org/v2/"
+        );
+        let dtp = [
+            "https://dtp.example.org/api/A?code=secret",
+            "https://dtp.example.org/api/B",
+            "https://dtp.example.org:8443/api/C",
+        ]
+        .map(|u| url::Url::parse(u).unwrap());
+        assert_eq!(
+            cluster_scope("dtp", &dtp, false),
+            "dtp https://dtp.example.org https://dtp.example.org:8443"
+        );
+    }
+
     #[tokio::test]
     async fn never_more_than_max_in_flight() {
         let limiter = Arc::new(Limiter::new(PartnerLimits {
