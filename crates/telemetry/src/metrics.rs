@@ -6,6 +6,8 @@
 //! | `bridge_runs_total` | counter | `flow`, `outcome` |
 //! | `bridge_run_duration_seconds` | histogram | `flow` |
 //! | `bridge_partner_retries_total` | counter | `system` |
+//! | `bridge_partner_slot_waits_total` | counter | `system` (calls that waited for a cluster-wide slot) |
+//! | `bridge_partner_limits_local_only_total` | counter | `system` (calls started under this replica's limits only: the state database could not be used) |
 //! | `bridge_dead_letter_size` | gauge | `flow` |
 //! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
 //! | `bridge_job_log_lines_dropped_total` | counter | `job` |
@@ -115,6 +117,8 @@ pub struct Metrics {
     runs: Family<FlowOutcome, Counter>,
     run_duration: HistogramFamily<FlowLabel>,
     retries: Family<SystemLabel, Counter>,
+    slot_waits: Family<SystemLabel, Counter>,
+    local_only: Family<SystemLabel, Counter>,
     dead_letter: Family<FlowLabel, Gauge>,
     job_call: HistogramFamily<JobLabel>,
     job_log_dropped: Family<JobLabel, Counter>,
@@ -149,6 +153,8 @@ impl Metrics {
         let run_duration: HistogramFamily<FlowLabel> =
             Family::new_with_constructor(run_duration_histogram);
         let retries = Family::<SystemLabel, Counter>::default();
+        let slot_waits = Family::<SystemLabel, Counter>::default();
+        let local_only = Family::<SystemLabel, Counter>::default();
         let dead_letter = Family::<FlowLabel, Gauge>::default();
         let job_call: HistogramFamily<JobLabel> = Family::new_with_constructor(job_call_histogram);
         let job_log_dropped = Family::<JobLabel, Counter>::default();
@@ -186,6 +192,16 @@ impl Metrics {
             "bridge_partner_retries",
             "Calls to a partner system retried after a transient failure",
             retries.clone(),
+        );
+        registry.register(
+            "bridge_partner_slot_waits",
+            "Partner calls that waited for a cluster-wide call slot (all slots taken by the replicas)",
+            slot_waits.clone(),
+        );
+        registry.register(
+            "bridge_partner_limits_local_only",
+            "Partner calls started under this replica's limits only: the cluster-wide limits' state database could not be used",
+            local_only.clone(),
         );
         registry.register(
             "bridge_dead_letter_size",
@@ -284,6 +300,8 @@ impl Metrics {
             runs,
             run_duration,
             retries,
+            slot_waits,
+            local_only,
             dead_letter,
             job_call,
             job_log_dropped,
@@ -360,6 +378,27 @@ impl Metrics {
     /// One retried partner call: `bridge_partner_retries_total{system}`.
     pub fn retry(&self, system: &str) {
         self.retries
+            .get_or_create(&SystemLabel {
+                system: system.to_string(),
+            })
+            .inc();
+    }
+
+    /// A partner call waited for a cluster-wide slot:
+    /// `bridge_partner_slot_waits_total{system}`.
+    pub fn partner_slot_wait(&self, system: &str) {
+        self.slot_waits
+            .get_or_create(&SystemLabel {
+                system: system.to_string(),
+            })
+            .inc();
+    }
+
+    /// A partner call started under the replica's own limits only, the
+    /// cluster-wide ones being unavailable:
+    /// `bridge_partner_limits_local_only_total{system}`.
+    pub fn partner_limits_local_only(&self, system: &str) {
+        self.local_only
             .get_or_create(&SystemLabel {
                 system: system.to_string(),
             })
@@ -525,6 +564,8 @@ mod tests {
         m.record("ping-1.1", "created");
         m.run_finished("ping-1.1", "ok", 1.5);
         m.retry("primero");
+        m.partner_slot_wait("ping");
+        m.partner_limits_local_only("dtp");
         m.set_dead_letter("ping-1.1", 3);
         m.job_call("ping-1.1", 0.00002);
         m.component_load("ping-1.1", 0.2, true);
@@ -542,6 +583,8 @@ mod tests {
             "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",
             "bridge_run_duration_seconds_count{flow=\"ping-1.1\"} 1",
             "bridge_partner_retries_total{system=\"primero\"} 1",
+            "bridge_partner_slot_waits_total{system=\"ping\"} 1",
+            "bridge_partner_limits_local_only_total{system=\"dtp\"} 1",
             "bridge_dead_letter_size{flow=\"ping-1.1\"} 3",
             "bridge_job_call_seconds_bucket{le=\"0.00004\",job=\"ping-1.1\"} 1",
             "bridge_component_load_seconds_count{job=\"ping-1.1\",source=\"cache\"} 1",
