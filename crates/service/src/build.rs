@@ -107,6 +107,11 @@ pub async fn from_config_as(
             .map(bridge_partners::dtp::DtpClient::read_only);
         return Ok(app);
     }
+    // Replicas share a PostgreSQL database: their partner limits are the
+    // cluster's (before the inbox's dispatcher clones the clients).
+    let shared = matches!(config.state_target()?, Some(StateTarget::Postgres(_)));
+    let owner = app.replica.id.clone();
+    crate::cluster_limits::share_partner_limits(&mut app, shared, &owner);
     if config.inbox.is_some() {
         let settings = config.inbox_settings()?;
         let dispatcher = bridge_inbox::Dispatcher::for_app(&app)?;
