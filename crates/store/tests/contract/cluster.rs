@@ -459,3 +459,121 @@ pub async fn a_write_under_a_lost_lease_never_lands_after_the_takeover(b: Backen
         );
     }
 }
+
+/// A failed attempt waits out its backoff for every claimant; zero means
+/// claimable again at once.
+pub async fn a_failed_message_waits_out_its_backoff_for_every_claimant(b: Backend) {
+    let stores = replicas(&b, 2).await;
+    for id in ["m1", "m2"] {
+        stores[0]
+            .inbox_put(id, "k", "key", b"sealed")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let claimed = stores[0].inbox_claim("a", LONG, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    stores[0]
+        .inbox_failed("m1", "partner-unavailable", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    stores[0]
+        .inbox_failed("m2", "partner-unavailable", Duration::ZERO)
+        .await
+        .unwrap();
+    // m1 waits an hour, for this replica and the other; m2 comes back now.
+    for s in &stores {
+        let ids: Vec<String> = s
+            .inbox_claim("b", Duration::from_millis(1), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.message.id)
+            .collect();
+        assert!(!ids.contains(&"m1".to_string()), "{ids:?}");
+    }
+    let all = stores[1].inbox_all().await.unwrap();
+    assert!(all.iter().all(|m| m.attempts == 1), "{all:?}");
+    // Cleared claims: the failed message names no claimant.
+    assert_eq!(all[0].claimed_by, None);
+    // A short backoff runs out.
+    stores[0]
+        .inbox_failed("m1", "partner-unavailable", Duration::from_millis(1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let again = stores[1].inbox_claim("c", LONG, 10).await.unwrap();
+    assert!(again.iter().any(|c| c.message.id == "m1"), "{again:?}");
+}
+
+/// Only the live claim's holder renews it; a zero time to live gives the
+/// message back at once.
+pub async fn a_claim_is_renewed_by_its_holder_only_and_given_back_with_zero(b: Backend) {
+    let store = b.store().await;
+    store.inbox_put("m1", "k", "key", b"sealed").await.unwrap();
+    let first = store
+        .inbox_claim("a", Duration::from_millis(1), 1)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = store.inbox_claim("b", LONG, 1).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(!store.inbox_renew(&first[0].fence, LONG).await.unwrap());
+    assert!(store.inbox_renew(&second[0].fence, LONG).await.unwrap());
+    assert!(store.inbox_claim("c", LONG, 1).await.unwrap().is_empty());
+    // Given back: claimable at once, and the old fence is gone with the next claim.
+    assert!(store
+        .inbox_renew(&second[0].fence, Duration::ZERO)
+        .await
+        .unwrap());
+    let third = store.inbox_claim("c", LONG, 1).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(!store.inbox_renew(&second[0].fence, LONG).await.unwrap());
+    // A lease fence renews no claim.
+    let lease = store
+        .lease_acquire("flow:x", "a", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store.inbox_renew(&lease.fence(), LONG).await.unwrap());
+}
+
+/// A replica starting interrupts the runs nobody runs any more, not the
+/// run a live replica holds the flow's lease for.
+pub async fn only_runs_without_a_live_lease_are_interrupted(b: Backend) {
+    let store = b.store().await;
+    let run = |id: &str, flow: &str| bridge_store::RunRow {
+        id: id.into(),
+        flow: flow.into(),
+        trigger: "schedule".into(),
+        started_at: bridge_store::now(),
+        outcome: "running".into(),
+        ..Default::default()
+    };
+    // ping-1.1: a live replica holds its lease, then started its run.
+    store
+        .lease_acquire("flow:ping-1.1", "alive", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.run_started(&run("live", "ping-1.1")).await.unwrap();
+    // ping-1.2: its replica's lease ran out (it died).
+    store
+        .lease_acquire("flow:ping-1.2", "dead", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    store.run_started(&run("orphan", "ping-1.2")).await.unwrap();
+    // ping-2.1: no lease at all (a single process that died).
+    store.run_started(&run("lone", "ping-2.1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.interrupt_running().await.unwrap(), 2);
+    let outcome = |id: &'static str| {
+        let store = store.clone();
+        async move { store.run(id).await.unwrap().unwrap().outcome }
+    };
+    assert_eq!(outcome("live").await, "running");
+    assert_eq!(outcome("orphan").await, "interrupted");
+    assert_eq!(outcome("lone").await, "interrupted");
+}

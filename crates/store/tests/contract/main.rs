@@ -91,6 +91,9 @@ contract! {
         concurrent_slot_takers_share_the_slots,
         concurrent_rate_reservations_are_spaced,
         a_write_under_a_lost_lease_never_lands_after_the_takeover,
+        a_failed_message_waits_out_its_backoff_for_every_claimant,
+        a_claim_is_renewed_by_its_holder_only_and_given_back_with_zero,
+        only_runs_without_a_live_lease_are_interrupted,
     ],
     monitor: [
         a_failed_call_is_the_fault_until_a_success_clears_it,
