@@ -67,6 +67,28 @@ impl fmt::Debug for StateTarget {
     }
 }
 
+/// The URL parameters the PostgreSQL driver (sqlx) reads.
+const KNOWN_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "options",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "statement-cache-capacity",
+];
+
 /// What is wrong with a PostgreSQL URL, never quoting it.
 fn url_problem(url: &str, in_file: bool) -> Option<String> {
     let parsed = match url::Url::parse(url.trim()) {
@@ -87,6 +109,26 @@ fn url_problem(url: &str, in_file: bool) -> Option<String> {
              postgres:///database?host=/var/run/postgresql&user=bridge)"
                 .into(),
         );
+    }
+    // sqlx ignores an unknown parameter, logging its value: refused here
+    // instead, naming it only when it looks like a parameter name.
+    if let Some((key, _)) = parsed
+        .query_pairs()
+        .find(|(k, _)| !KNOWN_PARAMETERS.contains(&k.as_ref()) && !k.starts_with("options["))
+    {
+        let named = if key.len() <= 32
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+        {
+            format!("`{key}`")
+        } else {
+            "a parameter".into()
+        };
+        return Some(format!(
+            "the URL has {named}, which the bridge does not know; known: {}",
+            KNOWN_PARAMETERS.join(", ")
+        ));
     }
     let has_password =
         parsed.password().is_some() || parsed.query_pairs().any(|(k, _)| k == "password");
@@ -284,6 +326,14 @@ mod tests {
         ))
         .unwrap();
         assert!(problems(&c).is_empty(), "a local socket is a host");
+        let c = BridgeConfig::load(&write(
+            dir.path(),
+            "url = \"postgres://bridge@db/bridge?sslmode=require&passwd=CANARY-pw\"",
+        ))
+        .unwrap();
+        let p = problems(&c);
+        assert!(p.len() == 1 && p[0].contains("`passwd`"), "{p:?}");
+        assert!(!p[0].contains("CANARY"), "{p:?}");
         for url in ["\"https://db/bridge\"", "\"postgres:///bridge\"", "42"] {
             let text = format!("url = {url}");
             let e = BridgeConfig::load(&write(dir.path(), &text))
