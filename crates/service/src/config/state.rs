@@ -160,9 +160,10 @@ impl BridgeConfig {
             (None, Some(StateUrl::Secret(secret))) => {
                 let url = self.secret("state.url", secret)?;
                 match url_problem(&url, false) {
-                    Some(why) => {
-                        Err(self.key_error_at("state.url", format!("the secret it names is {why}")))
-                    }
+                    Some(why) => Err(self.key_error_at(
+                        "state.url",
+                        format!("the URL in the secret it names: {why}"),
+                    )),
                     None => Ok(Some(StateTarget::Postgres(url.trim().to_string()))),
                 }
             }
