@@ -195,7 +195,10 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
         &project,
         tmp.path(),
         &backend,
-        "[delivery]\nrecord_concurrency = 4",
+        // Each restart is the same replica coming back (as a supervisor
+        // restarts it): it takes its flow's lease back at once, instead of
+        // waiting out the lease of the process that was killed.
+        "[delivery]\nrecord_concurrency = 4\n\n[cluster]\nreplica = \"durable-test\"",
     );
 
     let pid = Arc::new(AtomicU32::new(0));
