@@ -93,6 +93,12 @@ pub async fn from_config_as(
     app.record_concurrency = config.delivery.record_concurrency.max(1);
     app.replica = config.replica();
     app.initial_cursors = config.initial_cursors();
+    // Replicas sharing a PostgreSQL state database hold each partner's
+    // limits together (docs/operator/partner-limits.md). Before anything
+    // clones the clients (the inbox dispatcher).
+    let shared_state = !dry_run && matches!(config.state_target()?, Some(StateTarget::Postgres(_)));
+    let owner = app.replica.id.clone();
+    crate::cluster_limits::share_partner_limits(&mut app, shared_state, &owner);
     if !config.jobs.allow_placeholders {
         // A hot reload that brings placeholders back is refused too.
         app.catalog.refuse_placeholders();
