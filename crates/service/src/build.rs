@@ -93,12 +93,6 @@ pub async fn from_config_as(
     app.record_concurrency = config.delivery.record_concurrency.max(1);
     app.replica = config.replica();
     app.initial_cursors = config.initial_cursors();
-    // Replicas sharing a PostgreSQL state database hold each partner's
-    // limits together (docs/operator/partner-limits.md). Before anything
-    // clones the clients (the inbox dispatcher).
-    let shared_state = !dry_run && matches!(config.state_target()?, Some(StateTarget::Postgres(_)));
-    let owner = app.replica.id.clone();
-    crate::cluster_limits::share_partner_limits(&mut app, shared_state, &owner);
     if !config.jobs.allow_placeholders {
         // A hot reload that brings placeholders back is refused too.
         app.catalog.refuse_placeholders();
@@ -113,6 +107,11 @@ pub async fn from_config_as(
             .map(bridge_partners::dtp::DtpClient::read_only);
         return Ok(app);
     }
+    // Replicas share a PostgreSQL database: their partner limits are the
+    // cluster's (before the inbox's dispatcher clones the clients).
+    let shared = matches!(config.state_target()?, Some(StateTarget::Postgres(_)));
+    let owner = app.replica.id.clone();
+    crate::cluster_limits::share_partner_limits(&mut app, shared, &owner);
     if config.inbox.is_some() {
         let settings = config.inbox_settings()?;
         let dispatcher = bridge_inbox::Dispatcher::for_app(&app)?;

@@ -356,11 +356,24 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
             if let Some(refusal) = registry::cursor_move_refusal(&flow, &design) {
                 anyhow::bail!("{refusal}");
             }
-            // A writer like the service: refused while it runs.
-            let _lease = store.acquire_writer(&Holder::current()).await?;
-            let old = store.cursor(&flow).await?;
-            let new = format_cursor(at);
-            store.set_cursor(&flow, &new).await?;
+            // A writer like the service: refused while it runs (SQLite).
+            let _writer = store.acquire_writer(&Holder::current()).await?;
+            // Replicas (PostgreSQL): the flow's lease, so no replica's run of
+            // it is going or starts until the cursor is moved.
+            let replica = bridge_flows::lease::Replica::default();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let lease = bridge_flows::lease::FlowLease::take(store.clone(), &replica, &flow, &stop)
+                .await
+                .map_err(|e| anyhow::anyhow!("cursor of {flow} not moved: {e:#}"))?;
+            let moved = async {
+                let old = store.cursor(&flow).await?;
+                let new = format_cursor(at);
+                store.set_cursor_fenced(&lease.fence(), &flow, &new).await?;
+                Ok::<_, bridge_store::StoreError>((old, new))
+            }
+            .await;
+            lease.release().await;
+            let (old, new) = moved?;
             println!(
                 "cursor of {flow}: {} -> {new}",
                 old.as_deref().unwrap_or("(none)")
