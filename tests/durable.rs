@@ -195,9 +195,8 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
         &project,
         tmp.path(),
         &backend,
-        // Each restart is the same replica coming back (as a supervisor
-        // restarts it): it takes its flow's lease back at once, instead of
-        // waiting out the lease of the process that was killed.
+        // Each run is the same replica restarted: it takes its flow's lease
+        // back at once instead of waiting for the killed one's to expire.
         "[delivery]\nrecord_concurrency = 4\n\n[cluster]\nreplica = \"durable-test\"",
     );
 

@@ -237,6 +237,37 @@ mod tests {
         most
     }
 
+    #[tokio::test]
+    async fn the_switch_shares_each_client_only_when_the_state_is_shared() {
+        let (sim, _) = primero_sim().await;
+        let tmp = tempfile::tempdir().unwrap();
+        let runtime = bridge_runtime::JobRuntime::new(bridge_runtime::RuntimeConfig {
+            cache_dir: tmp.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let limits = PartnerLimits::default();
+        let mappings =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mappings/kenya-dadaab");
+        let mut app = App::new(
+            Arc::new(SqliteStore::in_memory().await.unwrap()),
+            Arc::new(runtime),
+            config(&sim, limits, Duration::from_secs(5)),
+            None,
+            &[],
+            &mappings,
+        )
+        .await
+        .unwrap();
+        assert!(!share_partner_limits(&mut app, false, "replica-1"));
+        assert_eq!(app.primero.limiter().cluster_scope(), None);
+        assert!(share_partner_limits(&mut app, true, "replica-1"));
+        assert_eq!(
+            app.primero.limiter().cluster_scope(),
+            Some(format!("primero {}/", sim.base_url()).as_str())
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_replicas_keep_to_one_max_in_flight_at_the_partner() {
         let (sim, id) = primero_sim().await;

@@ -189,6 +189,25 @@ pub async fn inbox_claims_give_each_message_once_until_the_claim_expires(b: Back
     let revived = store.inbox_claim("d", LONG, 10).await.unwrap();
     assert_eq!(revived.len(), 1);
     assert_eq!(revived[0].message.id, "m2");
+    // A failed attempt waits out its backoff, for every claimant; a live
+    // claim is renewed by its holder only, and a zero renewal gives it back.
+    store
+        .inbox_failed("m2", "partner-unavailable", Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(store.inbox_claim("e", LONG, 10).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let due = store.inbox_claim("e", LONG, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].message.id, "m2");
+    assert!(store.inbox_renew(&due[0].fence, LONG).await.unwrap());
+    assert!(!store.inbox_renew(&revived[0].fence, LONG).await.unwrap());
+    assert!(store.inbox_claim("f", LONG, 10).await.unwrap().is_empty());
+    assert!(store
+        .inbox_renew(&due[0].fence, Duration::ZERO)
+        .await
+        .unwrap());
+    assert_eq!(store.inbox_claim("f", LONG, 10).await.unwrap().len(), 1);
 }
 
 pub async fn partner_slots_and_rate_hold_for_every_owner(b: Backend) {
