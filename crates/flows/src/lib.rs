@@ -16,6 +16,7 @@ pub mod consent;
 pub mod consent_watch;
 pub mod gates;
 pub mod group_commit;
+pub mod lease;
 pub mod ledger;
 pub mod outbound_referrals;
 pub mod outgoing_decisions;
