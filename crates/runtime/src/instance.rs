@@ -60,7 +60,7 @@ type RunBatchResults = (Vec<Result<Outcome, JobError>>,);
 pub struct JobInstance {
     job: Arc<LoadedJob>,
     live: Option<Live>,
-    mappings: Option<Arc<String>>,
+    pub(crate) mappings: Option<Arc<String>>,
     /// The mapping version the instance was configured with (the run's one
     /// mapping version: its tables, its sharing declaration, its consent policy).
     mapping_set: Option<Arc<bridge_mappings::MappingSet>>,
