@@ -206,9 +206,17 @@ async fn a_pool_of_instances_answers_each_record_as_one_instance_would() {
         let answers = pool.run_batch(items).await;
         assert_eq!(answers.len(), rounds.len(), "{job}");
         for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
-            assert_eq!(&outcome_report(answer), expected, "{job}/{name} in a window");
+            assert_eq!(
+                &outcome_report(answer),
+                expected,
+                "{job}/{name} in a window"
+            );
         }
-        assert!(pool.instances() <= 2, "{job}: {} instances", pool.instances());
+        assert!(
+            pool.instances() <= 2,
+            "{job}: {} instances",
+            pool.instances()
+        );
     }
 }
 

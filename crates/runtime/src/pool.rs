@@ -136,7 +136,9 @@ impl JobPool {
 
     /// Map one record: alone, or in one call with records queued with it.
     pub async fn run(&self, id: &str, record: String) -> Answer {
-        let mut answers = self.answers(1, self.send(vec![(id.to_string(), record)])).await;
+        let mut answers = self
+            .answers(1, self.send(vec![(id.to_string(), record)]))
+            .await;
         answers.pop().unwrap_or_else(|| Err(self.stopped()))
     }
 
@@ -198,8 +200,8 @@ impl JobPool {
             if let Err(e) = spawned {
                 // The workers already started map the queued records; with
                 // none, the callers hear that no worker could.
-                lock(&shared.queue).workers -= 1;
                 tracing::error!(job = %shared.job.name, error = %e, "cannot start a job worker thread");
+                worker_gone(shared, false);
             }
         }
         answer
@@ -220,11 +222,48 @@ impl Drop for JobPool {
     }
 }
 
+/// A worker leaves the pool without asking for more work: it could not be
+/// started, or it panicked (`busy`: while mapping). With no worker left, the
+/// queued work is dropped, so its callers hear that no worker could map it
+/// rather than wait for ever.
+fn worker_gone(shared: &Shared, busy: bool) {
+    let orphans = {
+        let mut queue = lock(&shared.queue);
+        queue.workers -= 1;
+        if busy {
+            queue.busy -= 1;
+        }
+        if queue.workers == 0 {
+            std::mem::take(&mut queue.work)
+        } else {
+            VecDeque::new()
+        }
+    };
+    drop(orphans);
+}
+
+/// Counts a worker out if it panics (see [`worker_gone`]).
+struct PanicGuard<'a> {
+    shared: &'a Shared,
+    busy: bool,
+}
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            worker_gone(self.shared, self.busy);
+        }
+    }
+}
+
 /// A worker: map queued work until the pool is dropped and the queue empty.
 fn work(shared: &Shared) {
-    let mut mapped = false;
-    while let Some(batch) = next_batch(shared, mapped) {
-        mapped = true;
+    let mut guard = PanicGuard {
+        shared,
+        busy: false,
+    };
+    while let Some(batch) = next_batch(shared, guard.busy) {
+        guard.busy = true;
         let span = match &batch[..] {
             [one] => one.span.clone(),
             _ => shared.span.clone(),
@@ -274,10 +313,7 @@ fn next_batch(shared: &Shared, mapped: bool) -> Option<Vec<Work>> {
             return None;
         }
         queue.waiting += 1;
-        queue = shared
-            .wake
-            .wait(queue)
-            .unwrap_or_else(|p| p.into_inner());
+        queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
         queue.waiting -= 1;
     };
     queue.busy += 1;

@@ -33,7 +33,9 @@ async fn a_window_is_answered_in_order_whatever_instance_mapped_each_part() {
     first.configure(Arc::new("{}".into())).await.unwrap();
     let pool = JobPool::with_size(first, ctx(), 3, 8);
     // Errors, a trap and invalid output at known places among emitted records.
-    let records = ["{}", "error", "{}", "boom", "{}", "json", "{}", "{}", "error", "{}"];
+    let records = [
+        "{}", "error", "{}", "boom", "{}", "json", "{}", "{}", "error", "{}",
+    ];
     let items = records
         .iter()
         .enumerate()
@@ -44,9 +46,15 @@ async fn a_window_is_answered_in_order_whatever_instance_mapped_each_part() {
     for (record, answer) in records.iter().zip(&answers) {
         match *record {
             "{}" => assert_eq!(answer, &Ok(emitted(5))),
-            "error" => assert!(matches!(answer, Err(JobFailure::BadInput { .. })), "{answer:?}"),
+            "error" => assert!(
+                matches!(answer, Err(JobFailure::BadInput { .. })),
+                "{answer:?}"
+            ),
             "boom" => assert!(matches!(answer, Err(JobFailure::Trap { .. })), "{answer:?}"),
-            _ => assert!(matches!(answer, Err(JobFailure::InvalidOutput { .. })), "{answer:?}"),
+            _ => assert!(
+                matches!(answer, Err(JobFailure::InvalidOutput { .. })),
+                "{answer:?}"
+            ),
         }
     }
     assert!(pool.instances() <= 3, "{} instances", pool.instances());
@@ -84,7 +92,11 @@ async fn records_queued_while_every_instance_is_busy_are_mapped_in_one_call() {
     // Queued at once; the one instance loops on the first for a second.
     let answers =
         futures::future::join_all(records.iter().map(|(id, r)| pool.run(id, r.clone()))).await;
-    assert!(matches!(answers[0], Err(JobFailure::Timeout { .. })), "{:?}", answers[0]);
+    assert!(
+        matches!(answers[0], Err(JobFailure::Timeout { .. })),
+        "{:?}",
+        answers[0]
+    );
     for answer in &answers[1..] {
         assert_eq!(answer, &Ok(emitted(1)));
     }
