@@ -2,6 +2,8 @@
 //! acknowledgement creates no duplicate and loses no referral; partners
 //! that fail a few times are retried; a record that keeps failing goes to
 //! the dead letter and comes back on replay; nothing personal is at rest.
+//! Every case runs on both state backends (`durable::sqlite::…` and
+//! `durable::postgres::…`, issue 18), PostgreSQL from `bridge_testkit`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,10 +17,75 @@ use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{JobRuntime, RuntimeConfig};
 use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::ping::SimIntervention;
-use bridge_store::{OpenMode, SqliteStore, Store, Trigger};
+use bridge_store::{OpenMode, PostgresStore, SqliteStore, Store, Trigger};
+use bridge_testkit::postgres::TestDatabase;
 
 const FLOW: &str = "ping-1.1";
 const TODAY: &str = "2025-06-01";
+
+/// Where a case keeps its state: SQLite (a file beside the config, or in
+/// memory for the cases that run in this process), or a fresh PostgreSQL
+/// database.
+enum Backend {
+    Sqlite,
+    Postgres(TestDatabase),
+}
+
+impl Backend {
+    /// `None` only when `BRIDGE_TEST_POSTGRES=skip` is set and there is no
+    /// PostgreSQL (then the case said it skipped).
+    async fn postgres() -> Option<Self> {
+        bridge_testkit::postgres::database()
+            .await
+            .map(Backend::Postgres)
+    }
+
+    /// The `[state]` section of a config.
+    fn state_toml(&self) -> String {
+        match self {
+            Backend::Sqlite => "[state]\npath = \"state.db\"".into(),
+            Backend::Postgres(db) => format!("[state]\nurl = \"{}\"", db.url()),
+        }
+    }
+
+    /// A store for a case that runs the flows in this process.
+    async fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite => Arc::new(SqliteStore::in_memory().await.unwrap()),
+            Backend::Postgres(db) => {
+                Arc::new(PostgresStore::open(db.url(), OpenMode::Init).await.unwrap())
+            }
+        }
+    }
+}
+
+/// One test per case and backend: `sqlite::<case>` and `postgres::<case>`.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                super::$case(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                if let Some(backend) = super::Backend::postgres().await {
+                    super::$case(backend).await
+                }
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_and_loses_nothing,
+    a_partner_failing_twice_is_retried_inside_the_run,
+    a_record_that_keeps_failing_is_dead_lettered_then_replayed,
+    no_personal_data_at_rest_or_in_the_logs_of_a_full_demo,
+    pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing,
+);
 
 fn project() -> ProjectDirs {
     let project = ProjectDirs::locate().expect("project folder");
@@ -94,15 +161,25 @@ fn audit(
     (duplicates, lost)
 }
 
-fn config(sims: &Simulators, project: &ProjectDirs, dir: &Path, extra: &str) -> PathBuf {
+fn config(
+    sims: &Simulators,
+    project: &ProjectDirs,
+    dir: &Path,
+    backend: &Backend,
+    extra: &str,
+) -> PathBuf {
     let file = dir.join("bridge.toml");
-    let text = sims.config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"));
+    let text = sims
+        .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
+        .replace("[state]\npath = \"state.db\"", &backend.state_toml());
+    assert!(text.contains(&backend.state_toml()), "[state] not found");
     std::fs::write(&file, format!("{text}\n{extra}\n")).unwrap();
     file
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_and_loses_nothing() {
+async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_and_loses_nothing(
+    backend: Backend,
+) {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
     let people: Vec<Person> = {
@@ -117,6 +194,7 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
         &sims,
         &project,
         tmp.path(),
+        &backend,
         "[delivery]\nrecord_concurrency = 4",
     );
 
@@ -203,7 +281,7 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
     assert!(sims.ping_sim().pending_intervention_ids().is_empty());
 }
 
-async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) -> App {
+async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<dyn Store>) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
     let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
     let mut app = App::new(
@@ -220,8 +298,7 @@ async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<SqliteStore>) 
     app
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partner_failing_twice_is_retried_inside_the_run() {
+async fn a_partner_failing_twice_is_retried_inside_the_run(backend: Backend) {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
     let people: Vec<Person> = {
@@ -229,7 +306,7 @@ async fn a_partner_failing_twice_is_retried_inside_the_run() {
         (0..3).map(|_| g.person()).collect()
     };
     let interventions = seed(&sims, &people, 0, 7100);
-    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let store = backend.store().await;
     let app = app(&sims, &project, store.clone()).await;
     // The case search (a GET) fails twice, then answers.
     sims.primero_sim().fail_next("GET", "/api/v2/cases", 503, 2);
@@ -244,8 +321,7 @@ async fn a_partner_failing_twice_is_retried_inside_the_run() {
     assert_eq!(audit(&sims, &people, &interventions), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_record_that_keeps_failing_is_dead_lettered_then_replayed() {
+async fn a_record_that_keeps_failing_is_dead_lettered_then_replayed(backend: Backend) {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
     let people: Vec<Person> = {
@@ -253,7 +329,7 @@ async fn a_record_that_keeps_failing_is_dead_lettered_then_replayed() {
         vec![g.person()]
     };
     let interventions = seed(&sims, &people, 0, 7200);
-    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let store = backend.store().await;
     let mut app = app(&sims, &project, store.clone()).await;
     app.delivery = DeliveryPolicy {
         max_attempts: 2,
@@ -332,58 +408,79 @@ fn personal_data() -> Vec<String> {
     out
 }
 
-#[test]
-fn no_personal_data_in_the_state_databases_or_the_logs_of_a_full_demo() {
+/// A full demo (workflow 1.1, both designs' round trips) with its state
+/// kept: SQLite files in a folder, or three schemas of a PostgreSQL
+/// database, every row of which is read back as text. No seeded person's
+/// name, date of birth or phone number is in the state or the logs.
+async fn no_personal_data_at_rest_or_in_the_logs_of_a_full_demo(backend: Backend) {
     let _ = project();
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .args([
-            "--log",
-            "debug",
-            "--log-format",
-            "json",
-            "demo",
-            "--today",
-            TODAY,
-        ])
-        .arg("--state-dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
+    cmd.args([
+        "--log",
+        "debug",
+        "--log-format",
+        "json",
+        "demo",
+        "--today",
+        TODAY,
+    ]);
+    match &backend {
+        Backend::Sqlite => cmd.arg("--state-dir").arg(tmp.path()),
+        Backend::Postgres(db) => cmd.args(["--state-url", db.url()]),
+    };
+    let out = bridge_testkit::cli::output_off_runtime(cmd).await;
     let logs = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
     assert!(
         out.status.success(),
         "demo failed:\n{}",
         String::from_utf8_lossy(&logs)
     );
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(tmp.path()).unwrap() {
-        let path = entry.unwrap().path();
-        files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    // What is at rest, by place.
+    let mut places: Vec<(String, Vec<u8>)> = Vec::new();
+    match &backend {
+        Backend::Sqlite => {
+            for entry in std::fs::read_dir(tmp.path()).unwrap() {
+                let path = entry.unwrap().path();
+                places.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+        Backend::Postgres(db) => {
+            for (table, rows) in db.table_texts().await {
+                places.push((format!("table {table}"), rows.join("\n").into_bytes()));
+            }
+        }
     }
     assert!(
-        files.len() >= 3,
-        "state databases: {files:?}",
-        files = files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        places.len() >= 3,
+        "state at rest: {:?}",
+        places.iter().map(|p| &p.0).collect::<Vec<_>>()
     );
-    files.push(("demo output and logs".into(), logs));
+    let at_rest = places.len();
+    // The scan reads the stored rows (system ids are there), or it proves nothing.
+    assert!(
+        places
+            .iter()
+            .any(|(_, b)| b.windows(8).any(|w| w == b"ping-1.1")),
+        "the scan found no stored run of ping-1.1"
+    );
+    places.push(("demo output and logs".into(), logs));
     let needles = personal_data();
     let mut hits = Vec::new();
-    for (name, bytes) in &files {
+    for (name, bytes) in &places {
         for needle in &needles {
             if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 hits.push(format!("{needle:?} in {name}"));
             }
         }
     }
-    let log_lines = String::from_utf8_lossy(&files.last().unwrap().1)
+    let log_lines = String::from_utf8_lossy(&places.last().unwrap().1)
         .lines()
         .count();
     eprintln!(
-        "PII scan: {} values of {} people in {} state files and {log_lines} log lines: {} hits",
+        "PII scan: {} values of {} people in {at_rest} places at rest and {log_lines} log lines: {} hits",
         needles.len(),
         90,
-        files.len() - 1,
         hits.len()
     );
     assert!(
@@ -391,29 +488,49 @@ fn no_personal_data_in_the_state_databases_or_the_logs_of_a_full_demo() {
         "personal data at rest or in logs: {hits:?}"
     );
 
-    // The inbox keeps nothing once its messages are synced.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store = SqliteStore::open(&tmp.path().join("design-a.db"), OpenMode::Existing)
-            .await
-            .unwrap();
-        assert!(store.inbox_states().await.unwrap().is_empty());
-        let runs = SqliteStore::open(&tmp.path().join("demo-1.1.db"), OpenMode::Existing)
-            .await
-            .unwrap()
-            .runs(None, 10)
-            .await
-            .unwrap();
-        assert_eq!(runs.len(), 2, "the demo's two recorded runs");
-    });
+    // The inbox keeps nothing once its messages are synced; the demo's two
+    // recorded runs are there.
+    let (design_a, demo): (Arc<dyn Store>, Arc<dyn Store>) = match &backend {
+        Backend::Sqlite => (
+            Arc::new(
+                SqliteStore::open(&tmp.path().join("design-a.db"), OpenMode::Existing)
+                    .await
+                    .unwrap(),
+            ),
+            Arc::new(
+                SqliteStore::open(&tmp.path().join("demo-1.1.db"), OpenMode::Existing)
+                    .await
+                    .unwrap(),
+            ),
+        ),
+        Backend::Postgres(db) => (
+            Arc::new(
+                PostgresStore::open_schema(db.url(), "design_a", OpenMode::Existing)
+                    .await
+                    .unwrap(),
+            ),
+            Arc::new(
+                PostgresStore::open_schema(db.url(), "demo_1_1", OpenMode::Existing)
+                    .await
+                    .unwrap(),
+            ),
+        ),
+    };
+    assert!(design_a.inbox_states().await.unwrap().is_empty());
+    assert_eq!(
+        demo.runs(None, 10).await.unwrap().len(),
+        2,
+        "the demo's two recorded runs"
+    );
 }
 
 /// Workflow 1.1 works on the pending list one page at a time (issue 7). With
 /// two rows a page, seven referrals (one that fails to map, in the middle)
 /// are all reached once: six written and acknowledged exactly once, the bad
 /// one left pending and not acknowledged; the next run reads only that one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing() {
+async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing(
+    backend: Backend,
+) {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
     sims.ping_sim().set_page_size(2);
@@ -432,7 +549,7 @@ async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listin
         interventions.push(iv);
     }
     let bad = interventions[3].lpinterventionid.clone();
-    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let store = backend.store().await;
     let mut app = app(&sims, &project, store.clone()).await;
     app.record_concurrency = 3;
 

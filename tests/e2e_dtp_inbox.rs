@@ -625,7 +625,9 @@ async fn serving_processes_on_arrival_retries_and_finishes_the_message_in_flight
         API_KEY,
         DEFAULT_MAX_BODY_BYTES,
     );
-    let processor = InboxProcessor::new(store.clone(), sealer, handler.clone());
+    // Short, so the kept message comes back within the test.
+    let processor = InboxProcessor::new(store.clone(), sealer, handler.clone())
+        .with_retry_delay(Duration::from_millis(50));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{INBOX_PATH}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -634,9 +636,8 @@ async fn serving_processes_on_arrival_retries_and_finishes_the_message_in_flight
         state,
         processor,
         ServeOptions {
-            // Short, so the kept message comes back within the test.
-            retry_delay: Duration::from_millis(50),
             today: Some(TODAY.into()),
+            sweep: Duration::from_millis(20),
             ..ServeOptions::default()
         },
         async move {

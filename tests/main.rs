@@ -27,4 +27,5 @@ mod report_rejected_open;
 mod rotation;
 mod service;
 mod sim_dtp;
+mod state_postgres;
 mod telemetry;

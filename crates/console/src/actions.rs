@@ -14,6 +14,7 @@ use crate::auth::{Caller, CsrfForm};
 use crate::pages::{store_failed, PageResult};
 use crate::{view, Console};
 use bridge_flows::app::ReplaySelection;
+use bridge_flows::lease::{FlowLease, NotRun};
 use bridge_flows::outbound_referrals::format_cursor;
 use bridge_flows::registry;
 
@@ -148,16 +149,31 @@ pub async fn move_cursor(
     let Some(_gate) = app.gates.try_hold(&flow) else {
         return Err(busy(&caller, &flow));
     };
-    let old = app
-        .store
-        .cursor(&flow)
-        .await
-        .map_err(|e| store_failed(&caller, e))?;
-    let new = format_cursor(at);
-    app.store
-        .set_cursor(&flow, &new)
-        .await
-        .map_err(|e| store_failed(&caller, e))?;
+    // The flow's lease too: no replica's run of it is going, and none
+    // starts until the cursor is moved.
+    let lease = match FlowLease::take(app.store.clone(), &app.replica, &flow, &app.stop).await {
+        Ok(lease) => lease,
+        Err(e) if e.downcast_ref::<NotRun>().is_some() => return Err(busy(&caller, &flow)),
+        Err(e) => {
+            return Err(view::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(&caller),
+                "Cursor not moved",
+                &format!("{e:#}"),
+            ))
+        }
+    };
+    let moved = async {
+        let old = app.store.cursor(&flow).await?;
+        let new = format_cursor(at);
+        app.store
+            .set_cursor_fenced(&lease.fence(), &flow, &new)
+            .await?;
+        Ok::<_, bridge_store::StoreError>((old, new))
+    }
+    .await;
+    lease.release().await;
+    let (old, new) = moved.map_err(|e| store_failed(&caller, e))?;
     tracing::info!(
         account = %caller.account,
         action = "cursor-set",

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::case_scan::missing_cursor;
+use crate::lease::{FlowLease, NotRun, Replica};
 use crate::ledger::{DeliveryPolicy, Ledger, Replay};
 use crate::outbound_referrals::read_cursor;
 use crate::registry::{self, FlowRun, Intake};
@@ -18,7 +19,7 @@ use bridge_partners::ping::{PingClient, PingConfig};
 use bridge_partners::primero::{PrimeroClient, PrimeroConfig};
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::JobRuntime;
-use bridge_store::{RecordRow, RunRow, Store, Trigger, WriterLease};
+use bridge_store::{Fenced, RecordRow, RunRow, Store, Trigger, WriterLease};
 use tokio_util::sync::CancellationToken;
 
 pub struct App {
@@ -46,6 +47,9 @@ pub struct App {
     pub dry_run: bool,
     /// One run of a flow at a time across the scheduler and the console.
     pub gates: crate::gates::RunGates,
+    /// This process as a replica: it runs a flow only while it holds the
+    /// flow's lease in the state database.
+    pub replica: Replica,
     /// This process is the state database's only writer while it is held
     /// (`bridge_service::build::from_config`; an App built with `App::new` is
     /// given a store).
@@ -137,6 +141,7 @@ impl App {
             initial_cursors: BTreeMap::new(),
             dry_run: false,
             gates: Default::default(),
+            replica: Replica::default(),
             writer: None,
         })
     }
@@ -162,6 +167,20 @@ impl App {
         self.run_recorded_with(flow, trigger, &today(), None).await
     }
 
+    /// [`App::run_recorded`] for the schedule slot `due`: not run when a run
+    /// of the flow (on any replica) already started at or after `due`, so
+    /// replicas whose clocks fire the same slot run it once
+    /// ([`NotRun::AlreadyRan`]).
+    pub async fn run_scheduled(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        due: DateTime<Utc>,
+    ) -> anyhow::Result<RunReport> {
+        self.run_recorded_with(flow, trigger, &today(), Some(due))
+            .await
+    }
+
     /// [`App::run_recorded`] with the jobs' date given.
     pub async fn run_recorded_on(
         &self,
@@ -177,16 +196,64 @@ impl App {
         flow: &str,
         trigger: Trigger,
         today: &str,
-        replay: Option<Replay>,
+        due: Option<DateTime<Utc>>,
     ) -> anyhow::Result<RunReport> {
         anyhow::ensure!(
             registry::get(flow).is_some_and(|f| f.is_scheduled()),
             unknown_flow(flow)
         );
-        if replay.is_none() {
-            // Refused before anything is recorded or read.
-            self.lower_bound(flow).await?;
+        // Refused before anything is recorded or read.
+        self.lower_bound(flow).await?;
+        let lease = self.take_lease(flow).await?;
+        if let Some(due) = due {
+            if let Err(e) = self.not_run_yet(flow, due).await {
+                lease.release().await;
+                return Err(e);
+            }
         }
+        let result = self
+            .run_recorded_under(flow, trigger, today, None, &lease)
+            .await;
+        lease.release().await;
+        result
+    }
+
+    /// Take `flow`'s lease for this replica.
+    async fn take_lease(&self, flow: &str) -> anyhow::Result<FlowLease> {
+        FlowLease::take(self.store.clone(), &self.replica, flow, &self.stop).await
+    }
+
+    /// [`NotRun::AlreadyRan`] when a run of `flow` started at or after `due`
+    /// (checked under the flow's lease, so it sees every replica's runs).
+    async fn not_run_yet(&self, flow: &str, due: DateTime<Utc>) -> anyhow::Result<()> {
+        let Some(started) = self.store.last_run_started(flow).await? else {
+            return Ok(());
+        };
+        let ran = chrono::DateTime::parse_from_rfc3339(&started)
+            .is_ok_and(|at| at.with_timezone(&Utc) >= due);
+        anyhow::ensure!(
+            !ran,
+            NotRun::AlreadyRan {
+                flow: flow.to_string(),
+                due: bridge_store::stamp(due),
+                started,
+            }
+        );
+        Ok(())
+    }
+
+    async fn run_recorded_under(
+        &self,
+        flow: &str,
+        trigger: Trigger,
+        today: &str,
+        replay: Option<Replay>,
+        lease: &FlowLease,
+    ) -> anyhow::Result<RunReport> {
+        // A run of this flow left `running` by a replica that died or lost
+        // the lease is over: say so before this one starts.
+        self.store.interrupt_running().await?;
+        let fenced = Fenced::new(self.store.clone(), lease.fence());
         let run_id = new_run_id();
         let started = std::time::Instant::now();
         let mut row = RunRow {
@@ -198,12 +265,22 @@ impl App {
             ..RunRow::default()
         };
         self.store.run_started(&row).await?;
-        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, replay).await?;
-        let (report, used) = bridge_runtime::reload::recording_versions(
-            self.run_flow_in(flow, &run_id, today, &ledger),
-        )
+        let ledger = Ledger::load(&fenced, flow, self.delivery, replay).await?;
+        let (report, used) = bridge_runtime::reload::recording_versions(self.run_flow_in(
+            flow,
+            &run_id,
+            today,
+            &ledger,
+            (&fenced, lease.stop()),
+        ))
         .await;
-        let report = report?;
+        let mut report = report?;
+        if lease.lost() && report.aborted.is_none() {
+            report.aborted = Some(format!(
+                "the lease of flow {flow} was lost: another replica took it over or the state \
+                 database could not confirm it; records not started are left to the next run"
+            ));
+        }
         row.job_hash = (!used.job_hashes.is_empty()).then(|| used.job_hashes.join(","));
         row.mappings_hash = used.mappings_hash;
         let at = bridge_store::now();
@@ -274,11 +351,9 @@ impl App {
         }
         let mut reports = Vec::new();
         for (flow, entries) in by_flow {
-            for e in &entries {
-                self.store.dead_letter_release(e.id).await?;
-            }
             if registry::pushed_names().contains(&flow.as_str()) || flow == "inbox" {
                 for e in &entries {
+                    self.store.dead_letter_release(e.id).await?;
                     self.store.inbox_revive(&e.source_id).await?;
                 }
                 tracing::info!(flow = %flow, messages = entries.len(), "inbox messages pending again");
@@ -287,6 +362,9 @@ impl App {
                 }
                 continue;
             }
+            // The flow's lease first: entries are taken out of the dead letter
+            // only when this replica will run them.
+            let lease = self.take_lease(&flow).await?;
             let replay = registry::cursor_names()
                 .contains(&flow.as_str())
                 .then(|| Replay {
@@ -298,10 +376,16 @@ impl App {
                         .min(),
                     only: entries.iter().map(|e| e.source_id.clone()).collect(),
                 });
-            reports.push(
-                self.run_recorded_with(&flow, Trigger::Replay, &today(), replay)
-                    .await?,
-            );
+            let ran = async {
+                for e in &entries {
+                    self.store.dead_letter_release(e.id).await?;
+                }
+                self.run_recorded_under(&flow, Trigger::Replay, &today(), replay, &lease)
+                    .await
+            }
+            .await;
+            lease.release().await;
+            reports.push(ran?);
         }
         Ok(reports)
     }
@@ -315,8 +399,16 @@ impl App {
         today: &str,
     ) -> anyhow::Result<RunReport> {
         self.lower_bound(flow).await?;
-        let ledger = Ledger::load(self.store.as_ref(), flow, self.delivery, None).await?;
-        self.run_flow_in(flow, run_id, today, &ledger).await
+        let lease = self.take_lease(flow).await?;
+        let fenced = Fenced::new(self.store.clone(), lease.fence());
+        let result = async {
+            let ledger = Ledger::load(&fenced, flow, self.delivery, None).await?;
+            self.run_flow_in(flow, run_id, today, &ledger, (&fenced, lease.stop()))
+                .await
+        }
+        .await;
+        lease.release().await;
+        result
     }
 
     async fn run_flow_in(
@@ -325,6 +417,7 @@ impl App {
         run_id: &str,
         today: &str,
         ledger: &Ledger<'_>,
+        (store, stop): (&dyn Store, &CancellationToken),
     ) -> anyhow::Result<RunReport> {
         let spec = registry::get(flow)
             .filter(|f| f.is_scheduled())
@@ -333,6 +426,8 @@ impl App {
             run_id,
             today,
             ledger,
+            store,
+            stop,
         };
         match spec.intake {
             Intake::Cursor(run_fn) | Intake::Pull(run_fn) => run_fn(self, run).await,

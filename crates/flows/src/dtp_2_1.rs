@@ -44,10 +44,10 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
         Ok(Dtp21 {
             primero: &app.primero,
             dtp,
-            store: app.store.as_ref(),
+            store: run.store,
             catalog: &app.catalog,
             ledger: run.ledger,
-            stop: &app.stop,
+            stop: run.stop,
             concurrency: app.record_concurrency,
             initial_cursor: app.initial_cursors.get(FLOW).copied(),
             dry_run: app.dry_run,

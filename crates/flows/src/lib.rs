@@ -15,6 +15,7 @@ pub mod case_upsert;
 pub mod consent;
 pub mod consent_watch;
 pub mod gates;
+pub mod lease;
 pub mod ledger;
 pub mod outbound_referrals;
 pub mod outgoing_decisions;

@@ -38,10 +38,10 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
         Ok(Ping12 {
             ping,
             primero: &app.primero,
-            store: app.store.as_ref(),
+            store: run.store,
             catalog: &app.catalog,
             ledger: run.ledger,
-            stop: &app.stop,
+            stop: run.stop,
             initial_cursor: app.initial_cursors.get(FLOW).copied(),
             dry_run: app.dry_run,
         }

@@ -52,8 +52,8 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             primero: &app.primero,
             catalog: &app.catalog,
             ledger: run.ledger,
-            store: app.store.as_ref(),
-            stop: &app.stop,
+            store: run.store,
+            stop: run.stop,
             dry_run: app.dry_run,
         }
         .run(run.run_id, run.today)

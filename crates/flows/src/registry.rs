@@ -61,6 +61,12 @@ pub struct FlowRun<'a> {
     pub today: &'a str,
     /// Attempts so far and the dead letter, for this flow.
     pub ledger: &'a Ledger<'a>,
+    /// The state as this run may write it: cursor commits and delivery
+    /// records fenced by the flow's lease.
+    pub store: &'a dyn bridge_store::Store,
+    /// Cancelled on shutdown or when the lease is lost: finish the records
+    /// in flight, start no more.
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// Runs a scheduled flow once.

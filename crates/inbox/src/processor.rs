@@ -6,18 +6,25 @@
 //! message that cannot be opened stays too, since deleting it would lose a
 //! referral over a key mistake.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use super::{HandlerError, InboxHandler, InboxKind};
+use bridge_flows::lease::Replica;
 use bridge_flows::RunReport;
-use bridge_store::{InboxMessage, Sealer, Store, StoreError};
+use bridge_store::{ClaimedMessage, InboxMessage, Sealer, Store, StoreError};
 
 /// Longest failure reason kept with a message.
 const REASON_MAX_CHARS: usize = 300;
+/// Messages claimed at a time: small, so replicas share a burst.
+const CLAIM_BATCH: i64 = 4;
+/// Longest wait between attempts of a kept message.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
 pub struct InboxProcessor {
     pub store: Arc<dyn Store>,
@@ -25,6 +32,10 @@ pub struct InboxProcessor {
     pub handler: Arc<dyn InboxHandler>,
     /// Failed attempts before a message moves to the dead letter.
     pub max_attempts: u32,
+    /// Who claims messages, and for how long a claim outlives its holder.
+    pub replica: Replica,
+    /// Delay before the first retry of a kept message; doubles per attempt.
+    pub retry_delay: Duration,
 }
 
 /// What became of one message.
@@ -79,6 +90,8 @@ impl InboxProcessor {
             sealer,
             handler,
             max_attempts: bridge_flows::ledger::DeliveryPolicy::default().max_attempts,
+            replica: Replica::default(),
+            retry_delay: Duration::ZERO,
         }
     }
 
@@ -87,15 +100,90 @@ impl InboxProcessor {
         self
     }
 
-    /// Every pending message, oldest first.
+    /// Claims as `replica` (default: a fresh id, a 15 s claim).
+    pub fn with_replica(mut self, replica: Replica) -> Self {
+        self.replica = replica;
+        self
+    }
+
+    /// Kept messages wait `delay`, doubling per failed attempt, before any
+    /// replica claims them again (default: none).
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Every message that can be claimed now, oldest first, each once: a
+    /// message kept in this pass is not taken again in it.
     pub async fn process_pending(&self, today: &str) -> Result<InboxSummary, StoreError> {
+        self.process_pending_while(today, || true).await
+    }
+
+    /// [`InboxProcessor::process_pending`], stopping between messages once
+    /// `go_on` says so (shutdown).
+    pub async fn process_pending_while(
+        &self,
+        today: &str,
+        go_on: impl Fn() -> bool,
+    ) -> Result<InboxSummary, StoreError> {
         let mut summary = InboxSummary::default();
-        for message in self.store.inbox_pending().await? {
-            summary
-                .messages
-                .push(self.process_message(&message, today).await?);
+        let mut seen = HashSet::new();
+        loop {
+            let (fresh, again): (Vec<_>, Vec<_>) = self
+                .claim()
+                .await?
+                .into_iter()
+                .partition(|c| !seen.contains(&c.message.id));
+            // Kept earlier in this pass and due again at once (no backoff):
+            // give it back for the next pass rather than loop on it.
+            for claimed in &again {
+                self.store
+                    .inbox_renew(&claimed.fence, Duration::ZERO)
+                    .await?;
+            }
+            if fresh.is_empty() {
+                return Ok(summary);
+            }
+            for claimed in fresh {
+                if !go_on() {
+                    self.store
+                        .inbox_renew(&claimed.fence, Duration::ZERO)
+                        .await?;
+                    continue;
+                }
+                seen.insert(claimed.message.id.clone());
+                summary
+                    .messages
+                    .push(self.process_claimed(&claimed, today).await?);
+            }
+            if !go_on() {
+                return Ok(summary);
+            }
         }
-        Ok(summary)
+    }
+
+    /// Claim the next few messages for this replica.
+    pub async fn claim(&self) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.store
+            .inbox_claim(&self.replica.id, self.replica.lease_ttl, CLAIM_BATCH)
+            .await
+    }
+
+    /// Process a claimed message, renewing the claim while it runs so no
+    /// other replica takes it over.
+    pub async fn process_claimed(
+        &self,
+        claimed: &ClaimedMessage,
+        today: &str,
+    ) -> Result<MessageOutcome, StoreError> {
+        let renewing = tokio::spawn(renew(
+            self.store.clone(),
+            claimed.clone(),
+            self.replica.clone(),
+        ));
+        let outcome = self.process_message(&claimed.message, today).await;
+        renewing.abort();
+        outcome
     }
 
     /// Open one message, hand it to its flow, and keep or delete it.
@@ -114,6 +202,11 @@ impl InboxProcessor {
         })
     }
 
+    /// The backoff before attempt `failed_attempts + 1`.
+    fn backoff(&self, failed_attempts: i64) -> Duration {
+        backoff(self.retry_delay, failed_attempts)
+    }
+
     async fn dispose(
         &self,
         message: &InboxMessage,
@@ -125,7 +218,9 @@ impl InboxProcessor {
                 receipt = %id,
                 "inbox message {id}: no seal key opens it (the key that sealed it is not in inbox.seal_key or inbox.previous_seal_keys, or the data is damaged); kept, not processed"
             );
-            self.store.inbox_failed(id, "seal-open-failed").await?;
+            self.store
+                .inbox_failed(id, "seal-open-failed", self.backoff(message.attempts + 1))
+                .await?;
             return Ok(Disposition::Unreadable);
         };
         // Accepted messages were checked on the way in; these only fail if
@@ -161,7 +256,9 @@ impl InboxProcessor {
             Err(HandlerError::Retryable(reason)) => {
                 let reason = truncate(&reason);
                 let attempt = message.attempts + 1;
-                self.store.inbox_failed(id, &reason).await?;
+                self.store
+                    .inbox_failed(id, &reason, self.backoff(attempt))
+                    .await?;
                 if attempt >= i64::from(self.max_attempts) {
                     return self
                         .dead_letter(message, kind.flow(), "retries-exhausted", &reason)
@@ -189,6 +286,33 @@ impl InboxProcessor {
             .await?;
         tracing::warn!(%reason, code, "inbox message moved to the dead letter");
         Ok(Disposition::DeadLettered { reason })
+    }
+}
+
+/// Delay before attempt `failed_attempts + 1` of a kept message: `base`,
+/// doubling per failed attempt, at most [`MAX_RETRY_DELAY`].
+pub fn backoff(base: Duration, failed_attempts: i64) -> Duration {
+    let exp = failed_attempts.clamp(1, 20) as u32 - 1;
+    base.saturating_mul(1u32 << exp.min(16))
+        .min(MAX_RETRY_DELAY)
+}
+
+/// Keep a claim alive while its message is processed: renewed three times
+/// per ttl. A claim found taken over is logged; the fenced writes of the
+/// message's flow then refuse this replica's commits.
+async fn renew(store: Arc<dyn Store>, claimed: ClaimedMessage, replica: Replica) {
+    loop {
+        tokio::time::sleep(replica.renew_every()).await;
+        match store.inbox_renew(&claimed.fence, replica.lease_ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(receipt = %claimed.message.id, "the claim on this inbox message was taken over by another replica");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(receipt = %claimed.message.id, error = %e, "cannot renew the claim on this inbox message; trying again")
+            }
+        }
     }
 }
 

@@ -3,40 +3,37 @@
 //! growing delay. On shutdown the listener stops accepting, requests in
 //! flight are answered, and the message being processed is finished.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
-use tokio::time::Instant;
 
 use super::conn::{accept_loop, ConnectionLimits};
 use super::http::{router, InboxState};
-use super::processor::{Disposition, InboxProcessor};
+use super::processor::InboxProcessor;
 
-/// Longest wait between attempts of a kept message.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// How long to wait before trying the store again after it failed.
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Delay before the first retry of a kept message; doubles per attempt.
-    pub retry_delay: Duration,
     /// Today's date for the jobs; `None`: the machine's date at each pass.
     pub today: Option<String>,
     /// Connection cap and deadlines.
     pub limits: ConnectionLimits,
+    /// How often the worker looks for messages it was not told about: kept
+    /// ones whose backoff passed, and a crashed replica's whose claim expired.
+    pub sweep: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            retry_delay: Duration::from_secs(30),
             today: None,
             limits: ConnectionLimits::default(),
+            sweep: Duration::from_secs(2),
         }
     }
 }
@@ -84,74 +81,35 @@ pub async fn serve(
     Ok(())
 }
 
-/// Delay before attempt `attempts + 1` of a kept message.
-fn backoff(base: Duration, failed_attempts: i64) -> Duration {
-    let exp = failed_attempts.clamp(1, 20) as u32 - 1;
-    base.saturating_mul(1u32 << exp.min(16))
-        .min(MAX_RETRY_DELAY)
-}
-
 async fn work(
     processor: InboxProcessor,
     notify: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
-    // Kept messages, by receipt id: not before this instant.
-    let mut not_before: HashMap<String, Instant> = HashMap::new();
     loop {
-        let mut wake_at = None;
-        match processor.store.inbox_pending().await {
-            Ok(pending) => {
-                bridge_telemetry::metrics().set_inbox_pending(pending.len() as i64);
-                let today = options
-                    .today
-                    .clone()
-                    .unwrap_or_else(bridge_flows::app::today);
-                not_before.retain(|id, _| pending.iter().any(|m| &m.id == id));
-                for message in pending {
-                    if *stop.borrow() {
-                        return;
-                    }
-                    if not_before
-                        .get(&message.id)
-                        .is_some_and(|t| *t > Instant::now())
-                    {
-                        continue;
-                    }
-                    match processor.process_message(&message, &today).await {
-                        Ok(outcome) => match outcome.disposition {
-                            Disposition::Done { .. } | Disposition::DeadLettered { .. } => {
-                                not_before.remove(&message.id);
-                            }
-                            Disposition::Kept { .. } | Disposition::Unreadable => {
-                                let delay = backoff(options.retry_delay, message.attempts + 1);
-                                not_before.insert(message.id.clone(), Instant::now() + delay);
-                            }
-                        },
-                        Err(e) => {
-                            tracing::error!(error = %e, "inbox store failed while processing");
-                            wake_at = Some(Instant::now() + STORE_RETRY);
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "inbox store failed listing messages");
-                wake_at = Some(Instant::now() + STORE_RETRY);
-            }
+        let mut wake_in = options.sweep;
+        if let Ok(pending) = processor.store.inbox_pending().await {
+            bridge_telemetry::metrics().set_inbox_pending(pending.len() as i64);
         }
-        let wake_at = wake_at.or_else(|| not_before.values().min().copied());
-        let until_due = async {
-            match wake_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+        let today = options
+            .today
+            .clone()
+            .unwrap_or_else(bridge_flows::app::today);
+        // Claim and process until nothing is claimable: messages accepted
+        // here, kept ones whose backoff passed, and those of a replica
+        // whose claim expired.
+        let go_on = || !*stop.borrow();
+        if let Err(e) = processor.process_pending_while(&today, go_on).await {
+            tracing::error!(error = %e, "inbox store failed while processing");
+            wake_in = STORE_RETRY;
+        }
+        if *stop.borrow() {
+            return;
+        }
         tokio::select! {
             _ = notify.notified() => {}
-            _ = until_due => {}
+            _ = tokio::time::sleep(wake_in) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
@@ -162,6 +120,7 @@ async fn work(
 
 #[cfg(test)]
 mod tests {
+    use super::super::processor::backoff;
     use super::*;
 
     #[test]
@@ -170,7 +129,7 @@ mod tests {
         assert_eq!(backoff(base, 1), Duration::from_secs(30));
         assert_eq!(backoff(base, 2), Duration::from_secs(60));
         assert_eq!(backoff(base, 3), Duration::from_secs(120));
-        assert_eq!(backoff(base, 40), MAX_RETRY_DELAY);
+        assert_eq!(backoff(base, 40), Duration::from_secs(3600));
         assert_eq!(backoff(Duration::ZERO, 5), Duration::ZERO);
     }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use super::limits::{Limiter, PartnerLimits};
+use super::limits::{cluster_scope, ClusterLimits, Limiter, PartnerLimits};
 use super::retry::{self, AttemptError, CallKind, RetryPolicy};
 use super::{ConnectorError, System};
 
@@ -184,16 +184,40 @@ impl DtpClient {
         self
     }
 
-    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
     /// A client that refuses every post before it is sent. For dry runs.
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
         self
     }
 
+    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
     pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
-        self.limiter = Arc::new(Limiter::new(limits));
+        self.limiter = Arc::new(Limiter::new(limits).with_cluster_of(&self.limiter));
         self
+    }
+
+    /// Hold the limits for every replica sharing `shared` (the state
+    /// database), per DTP gateway (`dtp <origin of the endpoint URLs>`).
+    /// Clones made before keep the limiter they had.
+    pub fn with_cluster_limits(mut self, shared: Arc<dyn ClusterLimits>) -> Self {
+        let urls: Vec<url::Url> = ENDPOINTS
+            .iter()
+            .filter_map(|e| url::Url::parse(self.config.urls.get(*e)).ok())
+            .collect();
+        let mut limiter = Limiter::new(*self.limiter.limits());
+        limiter.set_cluster(
+            shared,
+            "dtp",
+            cluster_scope("dtp", &urls, false),
+            self.config.timeout,
+        );
+        self.limiter = Arc::new(limiter);
+        self
+    }
+
+    /// The call limiter (its cluster scope, when shared).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {

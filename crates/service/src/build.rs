@@ -10,9 +10,9 @@ use bridge_inbox::InboxProcessor;
 use bridge_mappings::MappingSet;
 use bridge_partners::ping::PingClient;
 use bridge_runtime::{JobRuntime, RuntimeConfig};
-use bridge_store::{Holder, Monitored, OpenMode, SqliteStore, Store};
+use bridge_store::{Holder, Monitored, OpenMode, PostgresStore, SqliteStore, Store};
 
-use crate::config::{ping_ids, BridgeConfig};
+use crate::config::{ping_ids, BridgeConfig, StateTarget};
 
 /// The App of a deployment: opens its state database (`mode`: whether
 /// it may be created) and becomes its only writer, refusing to start
@@ -64,14 +64,13 @@ pub async fn from_config_as(
         .map_err(section)?;
     let primero = config.primero_client_config()?;
     let jobs = job_files(&config.resolve(&config.jobs.dir))?;
-    let store: Arc<dyn Store> = match &config.state {
-        Some(state) if dry_run => Arc::new(Monitored::new(
-            SqliteStore::scratch_copy_of(&config.resolve(&state.path)).await?,
-        )),
-        Some(state) => Arc::new(Monitored::new(
-            SqliteStore::open(&config.resolve(&state.path), open).await?,
-        )),
-        None => Arc::new(Monitored::new(SqliteStore::in_memory().await?)),
+    let store: Arc<dyn Store> = if dry_run {
+        scratch_state(config).await?
+    } else {
+        match open_state(config, open).await? {
+            Some(store) => store,
+            None => Arc::new(Monitored::new(SqliteStore::in_memory().await?)),
+        }
     };
     // Before the slow part (compiling the jobs): a second process is
     // refused at once.
@@ -92,6 +91,7 @@ pub async fn from_config_as(
         max_held_runs: config.delivery.max_held_runs.max(1),
     };
     app.record_concurrency = config.delivery.record_concurrency.max(1);
+    app.replica = config.replica();
     app.initial_cursors = config.initial_cursors();
     if !config.jobs.allow_placeholders {
         // A hot reload that brings placeholders back is refused too.
@@ -107,15 +107,56 @@ pub async fn from_config_as(
             .map(bridge_partners::dtp::DtpClient::read_only);
         return Ok(app);
     }
+    // Replicas share a PostgreSQL database: their partner limits are the
+    // cluster's (before the inbox's dispatcher clones the clients).
+    let shared = matches!(config.state_target()?, Some(StateTarget::Postgres(_)));
+    let owner = app.replica.id.clone();
+    crate::cluster_limits::share_partner_limits(&mut app, shared, &owner);
     if config.inbox.is_some() {
         let settings = config.inbox_settings()?;
         let dispatcher = bridge_inbox::Dispatcher::for_app(&app)?;
         app.inbox = Some(Arc::new(
             InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
-                .with_max_attempts(app.delivery.max_attempts),
+                .with_max_attempts(app.delivery.max_attempts)
+                .with_replica(app.replica.clone())
+                .with_retry_delay(settings.retry_delay),
         ));
     }
     Ok(app)
+}
+
+/// The deployment's state store (`[state]`: a SQLite file or a PostgreSQL
+/// database), monitored as the service uses it; `None` without `[state]`.
+/// `mode`: whether it may be created. Errors name the key; a PostgreSQL
+/// URL's password is never shown.
+pub async fn open_state(
+    config: &BridgeConfig,
+    mode: OpenMode,
+) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    Ok(match config.state_target()? {
+        Some(StateTarget::Sqlite(path)) => Some(Arc::new(Monitored::new(
+            SqliteStore::open(&path, mode).await?,
+        ))),
+        Some(StateTarget::Postgres(url)) => Some(Arc::new(Monitored::new(
+            PostgresStore::open(&url, mode).await?,
+        ))),
+        None => None,
+    })
+}
+
+/// What a dry run works on: a private copy of the state, thrown away after
+/// the run; the deployment's own database is only read. SQLite: a scratch
+/// copy of the file. PostgreSQL: an in-memory SQLite store seeded, in one
+/// read-only snapshot, with what a run reads (cursors, deliveries, attempts,
+/// the dead letter, shared cases, run history); nothing on the server is
+/// written, not even a migration. Without a database: an empty store.
+pub async fn scratch_state(config: &BridgeConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let scratch = match config.state_target()? {
+        Some(StateTarget::Sqlite(path)) => SqliteStore::scratch_copy_of(&path).await?,
+        Some(StateTarget::Postgres(url)) => PostgresStore::snapshot_of(&url).await?,
+        None => SqliteStore::in_memory().await?,
+    };
+    Ok(Arc::new(Monitored::new(scratch)))
 }
 
 /// The job runtime a config asks for: its `[jobs]` limits, the approvals

@@ -57,11 +57,15 @@ mod alerts;
 mod approvals;
 mod audit;
 mod checks;
+mod cluster;
 mod console;
+mod state;
 
 pub use alerts::{AlertSettings, AlertsSection};
 pub use audit::AuditSection;
+pub use cluster::ClusterSection;
 pub use console::{ConsoleAccount, ConsoleSection};
+pub use state::{StateTarget, StateUrl};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,12 +206,18 @@ fn default_metrics_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
-/// Where durable state lives.
+/// Where durable state lives: exactly one of `path` or `url`
+/// ([`BridgeConfig::state_target`] reads it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateSection {
-    /// SQLite database file (cursors, deliveries, inbox).
-    pub path: PathBuf,
+    /// SQLite database file (the embedded default).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://user@host/db` without its password, or a
+    /// secret reference holding the whole URL (replicas share it).
+    #[serde(default)]
+    pub url: Option<StateUrl>,
 }
 
 /// One valid inbox API key during a rotation: its id is what the state
@@ -360,6 +370,9 @@ pub struct BridgeConfig {
     pub audit: AuditSection,
     /// `[console]`: the operator console of `bridge run`.
     pub console: Option<ConsoleSection>,
+    /// `[cluster]`: this process as one of several replicas.
+    #[serde(default)]
+    pub cluster: ClusterSection,
     /// Where the file was read from; relative paths resolve against its folder.
     #[serde(skip)]
     pub file: PathBuf,
@@ -589,6 +602,9 @@ impl BridgeConfig {
         }
         if let Some(a) = &self.alerts {
             refs.push(("alerts.webhook_secret", &a.webhook_secret));
+        }
+        if let Some(StateUrl::Secret(url)) = self.state.as_ref().and_then(|s| s.url.as_ref()) {
+            refs.push(("state.url", url));
         }
         if let Some(c) = &self.console {
             refs.extend(

@@ -45,11 +45,15 @@ impl BoundInbox {
         .with_body_timeout(settings.body_timeout);
         let processor =
             InboxProcessor::new(app.store.clone(), settings.sealer, Arc::new(dispatcher))
-                .with_max_attempts(app.delivery.max_attempts);
+                .with_max_attempts(app.delivery.max_attempts)
+                .with_replica(app.replica.clone())
+                .with_retry_delay(settings.retry_delay);
         let options = ServeOptions {
-            retry_delay: settings.retry_delay,
             today,
             limits: settings.limits,
+            // Often enough that a crashed replica's messages are taken over
+            // soon after its claims expire.
+            sweep: (app.replica.lease_ttl / 4).max(std::time::Duration::from_millis(200)),
         };
         Ok(Self {
             addr,

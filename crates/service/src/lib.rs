@@ -10,10 +10,12 @@
 //! - [`run`]: wiring everything together, and the graceful stop.
 //! - [`shutdown`]: signals: stop, reload.
 //! - [`retention`]: the audit trail's daily pruning.
+//! - [`cluster_limits`]: partner limits held for every replica together.
 
 pub mod alerts;
 pub mod build;
 pub mod check;
+pub mod cluster_limits;
 pub mod config;
 pub mod doctor;
 pub mod inbox;

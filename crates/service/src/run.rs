@@ -17,6 +17,7 @@ use super::schedule::{Clock, Entry, FlowRunner, Scheduler};
 use crate::config::BridgeConfig;
 use crate::inbox::BoundInbox;
 use bridge_flows::app::App;
+use bridge_flows::lease::NotRun;
 use bridge_flows::RunReport;
 use bridge_inbox::INBOX_PATH;
 use bridge_store::{OpenMode, Store, Trigger};
@@ -28,9 +29,12 @@ const STORE_CHECK: Duration = Duration::from_secs(1);
 
 /// Keep `/readyz` in step with the state database: not ready, with its
 /// reason code, while it is deleted, replaced or failing.
-async fn watch_store(store: Arc<dyn Store>, health: Health) {
+async fn watch_store(store: Arc<dyn Store>, health: Health, replica: String) {
     let mut last = None;
     loop {
+        if let Ok(leases) = store.leases().await {
+            health.set_cluster(cluster_view(&replica, &leases));
+        }
         let checked = store.verify().await;
         let fault = store.fault();
         if fault != last {
@@ -48,6 +52,23 @@ async fn watch_store(store: Arc<dyn Store>, health: Health) {
         last = fault;
         tokio::time::sleep(STORE_CHECK).await;
     }
+}
+
+/// `/readyz`'s `cluster`: this replica, and each lease with its holder and
+/// whether it is live now.
+fn cluster_view(replica: &str, leases: &[bridge_store::Lease]) -> serde_json::Value {
+    let now = bridge_store::now();
+    serde_json::json!({
+        "replica": replica,
+        "leases": leases.iter().map(|l| serde_json::json!({
+            "name": l.name,
+            "owner": l.owner,
+            "token": l.token,
+            "expires_at": l.expires_at,
+            "live": l.live_at(&now),
+            "mine": l.owner == replica,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// How `bridge run` runs.
@@ -84,13 +105,21 @@ pub struct AppRunner {
 
 #[async_trait]
 impl FlowRunner for AppRunner {
-    async fn run(&self, flow: &str, trigger: Trigger) {
+    async fn run(&self, flow: &str, trigger: Trigger, due: Option<DateTime<Utc>>) {
         let span = tracing::info_span!("scheduled_run", flow, trigger = trigger.as_str());
         async {
             let started = std::time::Instant::now();
-            match self.app.run_recorded(flow, trigger).await {
+            let result = match due {
+                Some(due) => self.app.run_scheduled(flow, trigger, due).await,
+                None => self.app.run_recorded(flow, trigger).await,
+            };
+            match result {
                 // `run_recorded` updates the metrics, dead-letter size included.
                 Ok(report) => log_report(&report, trigger, started.elapsed()),
+                // Another replica runs it: not this replica's to report.
+                Err(e) if e.downcast_ref::<NotRun>().is_some() => {
+                    tracing::info!(reason = %e, "not run on this replica")
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "run could not start")
                 }
@@ -312,7 +341,12 @@ pub async fn run(
 
     // Metrics and health: up first, not ready until everything started.
     let health = Health::new().watching_partners();
-    let store_watch = tokio::spawn(watch_store(app.store.clone(), health.clone()));
+    bridge_telemetry::metrics().set_replica(&app.replica.id);
+    let store_watch = tokio::spawn(watch_store(
+        app.store.clone(),
+        health.clone(),
+        app.replica.id.clone(),
+    ));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics.listen)
         .await
         .with_context(|| {

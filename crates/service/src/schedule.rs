@@ -85,8 +85,9 @@ impl Clock {
 /// `run_recorded`; tests use fakes.
 #[async_trait]
 pub trait FlowRunner: Send + Sync + 'static {
-    /// Run the flow once; outcomes are the runner's to log and keep.
-    async fn run(&self, flow: &str, trigger: Trigger);
+    /// Run the flow once; outcomes are the runner's to log and keep. `due`:
+    /// the schedule slot the run is for (replicas run each slot once).
+    async fn run(&self, flow: &str, trigger: Trigger, due: Option<DateTime<Utc>>);
     /// When the flow's newest run started (any trigger).
     async fn last_started(&self, flow: &str) -> Option<DateTime<Utc>>;
     /// The flow's one-run-at-a-time gate, when others (the console) share
@@ -115,6 +116,7 @@ impl FlowGate {
         runner: Arc<R>,
         flow: &str,
         trigger: Trigger,
+        due: Option<DateTime<Utc>>,
     ) -> bool {
         let Ok(guard) = self.busy.clone().try_lock_owned() else {
             tracing::info!(
@@ -126,7 +128,7 @@ impl FlowGate {
         };
         let flow = flow.to_string();
         tracker.spawn(async move {
-            runner.run(&flow, trigger).await;
+            runner.run(&flow, trigger, due).await;
             drop(guard);
         });
         true
@@ -164,7 +166,8 @@ impl Scheduler {
             let now = clock.now();
             if missed_run(&entry.schedule, now, last) {
                 tracing::info!(flow = %entry.flow, "a scheduled run was missed; running it now");
-                gate.fire(&runs, runner.clone(), &entry.flow, Trigger::Startup);
+                let due = previous_fire(&entry.schedule, now);
+                gate.fire(&runs, runner.clone(), &entry.flow, Trigger::Startup, due);
             }
             loops.spawn(flow_loop(
                 entry,
@@ -216,7 +219,13 @@ async fn flow_loop<R: FlowRunner + ?Sized>(
         // Late (a busy machine, a suspended VM): fire once, not once per
         // missed tick.
         after = clock.now().max(next);
-        gate.fire(&runs, runner.clone(), &entry.flow, Trigger::Schedule);
+        gate.fire(
+            &runs,
+            runner.clone(),
+            &entry.flow,
+            Trigger::Schedule,
+            Some(next),
+        );
     }
 }
 
@@ -314,7 +323,7 @@ mod tests {
 
     #[async_trait]
     impl FlowRunner for SlowRunner {
-        async fn run(&self, flow: &str, trigger: Trigger) {
+        async fn run(&self, flow: &str, trigger: Trigger, _due: Option<DateTime<Utc>>) {
             let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.max.fetch_max(n, Ordering::SeqCst);
             self.runs.lock().unwrap().push((flow.to_string(), trigger));
@@ -335,7 +344,13 @@ mod tests {
         let tracker = TaskTracker::new();
         let mut started = 0;
         for _ in 0..50 {
-            if gate.fire(&tracker, runner.clone(), "ping-1.1", Trigger::Schedule) {
+            if gate.fire(
+                &tracker,
+                runner.clone(),
+                "ping-1.1",
+                Trigger::Schedule,
+                None,
+            ) {
                 started += 1;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -38,19 +38,25 @@
 //! auditor who notes the head down can later tell whether the whole table
 //! was rewritten. Retention removes the oldest entries and keeps the last
 //! removed one's seq and hash as the anchor the first remaining entry links
-//! to. Appends run in a `BEGIN IMMEDIATE` transaction: appenders in several
-//! processes queue for SQLite's write lock and each continues the chain
-//! where the previous one left it.
+//! to. Appenders in several processes serialize on the head: on SQLite an
+//! append runs in a `BEGIN IMMEDIATE` transaction (SQLite's write lock), on
+//! PostgreSQL it locks the head row (`SELECT … FOR UPDATE`) first; either way
+//! each continues the chain where the previous one left it.
+//!
+//! The chain logic (what verification finds) is written once here over
+//! [`ChainRead`]; each backend's module holds its SQL.
 
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::Row;
 
 use super::StoreError;
+
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 /// The first line of every hashed text: the encoding's version.
 pub const ENCODING: &str = "bridge-audit-v1";
@@ -383,10 +389,18 @@ pub fn check_all(entries: &[AuditEntry]) -> Result<(), StoreError> {
     entries.iter().try_for_each(AuditEntry::check)
 }
 
-const COLUMNS: &str = "seq, at, flow, run_id, event, source_id, target_id, case_id, permitted_by,
+pub(crate) const COLUMNS: &str =
+    "seq, at, flow, run_id, event, source_id, target_id, case_id, permitted_by,
     consent, job, job_version, job_hash, mappings_hash, prev_hash, hash";
 
-fn record(r: &SqliteRow) -> AuditRecord {
+/// An entry from a row of [`COLUMNS`], on either backend.
+pub(crate) fn record<R>(r: &R) -> AuditRecord
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
     AuditRecord {
         seq: r.get(0),
         entry: AuditEntry {
@@ -410,20 +424,26 @@ fn record(r: &SqliteRow) -> AuditRecord {
 }
 
 /// The head row.
-struct Head {
-    seq: i64,
-    hash: String,
-    anchor: AuditAnchor,
+pub(crate) struct Head {
+    pub seq: i64,
+    pub hash: String,
+    pub anchor: AuditAnchor,
 }
 
-async fn head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
-    let r = sqlx::query(
-        "SELECT seq, hash, pruned_seq, pruned_hash, pruned_before, pruned_at FROM audit_head WHERE id = 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| {
-        StoreError::Database("the audit head row is missing: the audit table was tampered with".into())
+pub(crate) const HEAD_COLUMNS: &str =
+    "seq, hash, pruned_seq, pruned_hash, pruned_before, pruned_at";
+
+pub(crate) fn head_row<R>(r: Option<R>) -> Result<Head, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let r = r.ok_or_else(|| {
+        StoreError::Database(
+            "the audit head row is missing: the audit table was tampered with".into(),
+        )
     })?;
     Ok(Head {
         seq: r.get(0),
@@ -437,53 +457,18 @@ async fn head(conn: &mut SqliteConnection) -> Result<Head, StoreError> {
     })
 }
 
-/// Append in one write transaction taken at once (`BEGIN IMMEDIATE`): the
-/// head is read and moved under SQLite's write lock, so appenders in other
-/// processes wait and continue the chain after these entries.
-pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<(), StoreError> {
-    check_all(entries)?;
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let head = head(&mut tx).await?;
-    let (mut seq, mut prev) = (head.seq, head.hash);
-    for e in entries {
-        seq += 1;
-        let hash = entry_hash(e, &prev);
-        sqlx::query(&format!(
-            "INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(seq)
-        .bind(&e.at)
-        .bind(&e.flow)
-        .bind(&e.run_id)
-        .bind(&e.event)
-        .bind(&e.source_id)
-        .bind(&e.target_id)
-        .bind(&e.case_id)
-        .bind(&e.permitted_by)
-        .bind(&e.consent)
-        .bind(&e.job)
-        .bind(&e.job_version)
-        .bind(&e.job_hash)
-        .bind(&e.mappings_hash)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        prev = hash;
-    }
-    sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
+/// What verification reads, inside one snapshot of the database.
+#[async_trait::async_trait]
+pub(crate) trait ChainRead: Send {
+    async fn head(&mut self) -> Result<Head, StoreError>;
+    /// Up to `limit` entries with a seq above `seq`, in seq order.
+    async fn entries_after(&mut self, seq: i64, limit: i64)
+        -> Result<Vec<AuditRecord>, StoreError>;
+    /// The seq of an entry with this hash, if any.
+    async fn seq_with_hash(&mut self, hash: &str) -> Result<Option<i64>, StoreError>;
 }
 
-fn time_bound(key: &str, value: &Option<String>) -> Result<Option<String>, StoreError> {
+pub(crate) fn time_bound(key: &str, value: &Option<String>) -> Result<Option<String>, StoreError> {
     value
         .as_deref()
         .map(|v| {
@@ -496,45 +481,12 @@ fn time_bound(key: &str, value: &Option<String>) -> Result<Option<String>, Store
         .transpose()
 }
 
-pub(crate) async fn list(
-    pool: &SqlitePool,
-    filter: &AuditFilter,
-) -> Result<Vec<AuditRecord>, StoreError> {
-    let from = time_bound("from", &filter.from)?;
-    let to = time_bound("to", &filter.to)?;
-    let order = if filter.newest_first { "DESC" } else { "ASC" };
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM audit
-         WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
-           AND (?3 IS NULL OR flow = ?3) AND (?4 IS NULL OR case_id = ?4)
-           AND (?6 IS NULL OR seq = ?6)
-         ORDER BY seq {order} LIMIT ?5"
-    ))
-    .bind(from)
-    .bind(to)
-    .bind(&filter.flow)
-    .bind(&filter.case_id)
-    .bind(filter.limit.map_or(-1, |l| l.max(0)))
-    .bind(filter.seq)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.iter().map(record).collect())
-}
-
 /// Entries read at a time while verifying.
 const VERIFY_BATCH: i64 = 1000;
 
-pub(crate) async fn verify(pool: &SqlitePool) -> Result<AuditVerification, StoreError> {
-    // One read transaction: the head and the entries from one snapshot.
-    let mut tx = pool.begin().await?;
-    let v = verify_in(&mut tx).await?;
-    tx.rollback().await?;
-    Ok(v)
-}
-
 /// Walk the chain from the anchor to the head; stop at the first problem.
-async fn verify_in(conn: &mut SqliteConnection) -> Result<AuditVerification, StoreError> {
-    let head = head(conn).await?;
+pub(crate) async fn verify_in(conn: &mut impl ChainRead) -> Result<AuditVerification, StoreError> {
+    let head = conn.head().await?;
     let mut v = AuditVerification {
         checked: 0,
         head_seq: head.seq,
@@ -544,17 +496,11 @@ async fn verify_in(conn: &mut SqliteConnection) -> Result<AuditVerification, Sto
     };
     let (mut last_seq, mut prev) = (head.anchor.seq, head.anchor.hash.clone());
     loop {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"
-        ))
-        .bind(last_seq)
-        .bind(VERIFY_BATCH)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = conn.entries_after(last_seq, VERIFY_BATCH).await?;
         if rows.is_empty() {
             break;
         }
-        for row in rows.iter().map(record) {
+        for row in rows {
             if let Some(p) = check_row(conn, &row, last_seq, &prev, &head.anchor).await? {
                 v.problem = Some(p);
                 return Ok(v);
@@ -598,7 +544,7 @@ async fn verify_in(conn: &mut SqliteConnection) -> Result<AuditVerification, Sto
 
 /// The problem of one entry, given the entry before it (`last_seq`, `prev`).
 async fn check_row(
-    conn: &mut SqliteConnection,
+    conn: &mut impl ChainRead,
     row: &AuditRecord,
     last_seq: i64,
     prev: &str,
@@ -628,11 +574,7 @@ async fn check_row(
     }
     // Self-consistent but linked elsewhere: to another entry (moved), or
     // to a hash no entry has (the one before was changed and re-hashed).
-    let linked: Option<i64> = sqlx::query_scalar("SELECT seq FROM audit WHERE hash = ? LIMIT 1")
-        .bind(&row.prev_hash)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match linked {
+    match conn.seq_with_hash(&row.prev_hash).await? {
         Some(other) => problem(
             row.seq,
             ProblemKind::Reordered,
@@ -662,56 +604,24 @@ async fn check_row(
     }
 }
 
-/// Remove the entries older than `before` (the longest run of oldest
-/// entries all older than it, so what remains is one unbroken chain) and
-/// move the anchor to the last one removed. Refused while the chain does
-/// not verify: pruning would destroy the evidence.
-pub(crate) async fn prune(pool: &SqlitePool, before: &str) -> Result<u64, StoreError> {
-    let before = canonical_time(before).ok_or_else(|| {
+/// The prune cut-off as stored, or the refusal of an unreadable one.
+pub(crate) fn prune_cutoff(before: &str) -> Result<String, StoreError> {
+    canonical_time(before).ok_or_else(|| {
         StoreError::Invalid(
             "audit prune: the cut-off is not an RFC 3339 date-time, e.g. 2026-01-01T00:00:00Z"
                 .into(),
         )
-    })?;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let v = verify_in(&mut tx).await?;
-    if let Some(p) = v.problem {
-        return Err(StoreError::Invalid(format!(
+    })
+}
+
+/// Pruning destroys evidence: refused while the chain does not verify.
+pub(crate) fn prune_allowed(v: &AuditVerification) -> Result<(), StoreError> {
+    match &v.problem {
+        Some(p) => Err(StoreError::Invalid(format!(
             "audit prune refused: the audit trail does not verify ({p}); nothing was removed"
-        )));
+        ))),
+        None => Ok(()),
     }
-    let first_kept: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit WHERE at >= ?")
-        .bind(&before)
-        .fetch_one(&mut *tx)
-        .await?;
-    let cut = first_kept.map_or(v.head_seq, |s| s - 1);
-    if cut <= v.anchor.seq {
-        return Ok(0);
-    }
-    let cut_hash: String = sqlx::query_scalar("SELECT hash FROM audit WHERE seq = ?")
-        .bind(cut)
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE audit_head SET pruning = 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await?;
-    let removed = sqlx::query("DELETE FROM audit WHERE seq <= ?")
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query(
-        "UPDATE audit_head SET pruning = 0, pruned_seq = ?, pruned_hash = ?, pruned_before = ?,
-           pruned_at = ? WHERE id = 1",
-    )
-    .bind(cut)
-    .bind(&cut_hash)
-    .bind(&before)
-    .bind(super::now())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(removed)
 }
 
 #[cfg(test)]

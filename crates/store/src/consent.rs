@@ -3,6 +3,7 @@
 
 use sqlx::{Row, SqlitePool};
 
+use super::rows::{alert_row as alert, ALERT_COLUMNS};
 use super::{now, StoreError};
 
 /// Alert kind: a shared case no longer records consent.
@@ -125,23 +126,6 @@ pub(crate) async fn delivery_keys(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-const ALERT_COLUMNS: &str = "id, kind, flow, run_id, case_id, raised_at, attempts, next_attempt_at, delivered_at, last_error";
-
-fn alert(r: &sqlx::sqlite::SqliteRow) -> Alert {
-    Alert {
-        id: r.get(0),
-        kind: r.get(1),
-        flow: r.get(2),
-        run_id: r.get(3),
-        case_id: r.get(4),
-        raised_at: r.get(5),
-        attempts: r.get(6),
-        next_attempt_at: r.get(7),
-        delivered_at: r.get(8),
-        last_error: r.get(9),
-    }
-}
-
 /// Undelivered alerts whose next attempt is due at `at`, oldest first.
 pub(crate) async fn alerts_due(
     pool: &SqlitePool,
@@ -196,78 +180,4 @@ pub(crate) async fn alert_retry(
     .execute(pool)
     .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::{SqliteStore, Store};
-
-    #[tokio::test]
-    async fn a_shared_case_losing_consent_raises_one_alert_until_consent_returns() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        // Never shared: nothing to raise.
-        assert!(store
-            .consent_lost("c1", "ping-2.1", "r1")
-            .await
-            .unwrap()
-            .is_none());
-        store.case_shared("c1", "ping-2.1").await.unwrap();
-        store.case_shared("c1", "ping-1.2").await.unwrap();
-        let alert = store
-            .consent_lost("c1", "ping-1.2", "r2")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (alert.kind.as_str(), alert.case_id.as_str()),
-            ("consent-revoked", "c1")
-        );
-        // Seen again by another scan: no second alert.
-        assert!(store
-            .consent_lost("c1", "ping-2.1", "r3")
-            .await
-            .unwrap()
-            .is_none());
-        store.consent_present("c1").await.unwrap();
-        assert!(store
-            .consent_lost("c1", "ping-2.1", "r4")
-            .await
-            .unwrap()
-            .is_some());
-        assert_eq!(store.alerts(true).await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn alerts_are_retried_when_due_and_kept_once_delivered() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        store.case_shared("c1", "dtp-2.1").await.unwrap();
-        let a = store
-            .consent_lost("c1", "dtp-2.1", "r1")
-            .await
-            .unwrap()
-            .unwrap();
-        let due = store.alerts_due(&crate::now(), 10).await.unwrap();
-        assert_eq!(due, vec![a.clone()]);
-        store
-            .alert_retry(a.id, "2999-01-01T00:00:00.000Z", "http-503")
-            .await
-            .unwrap();
-        assert!(store
-            .alerts_due(&crate::now(), 10)
-            .await
-            .unwrap()
-            .is_empty());
-        let due = store
-            .alerts_due("2999-01-01T00:00:00.000Z", 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            (due[0].attempts, due[0].last_error.as_deref()),
-            (1, Some("http-503"))
-        );
-        store.alert_delivered(a.id).await.unwrap();
-        assert!(store.alerts(true).await.unwrap().is_empty());
-        let all = store.alerts(false).await.unwrap();
-        assert!(all[0].delivered_at.is_some());
-    }
 }

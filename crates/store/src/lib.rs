@@ -1,29 +1,41 @@
 //! Durable state: cursors, what was delivered, and the sealed inbox.
 //!
-//! Behind the [`Store`] trait so a PostgreSQL backend can follow without
-//! touching the flows. The embedded default is SQLite ([`SqliteStore`]).
+//! Behind the [`Store`] trait: the embedded default is SQLite
+//! ([`SqliteStore`]); several replicas share a PostgreSQL database
+//! ([`PostgresStore`], `[state] url`). Both have the same schema (migrations/
+//! sqlite and migrations/postgres, numbered alike) and pass the same
+//! contract suite (tests/contract).
 //! Only system ids, fingerprints, statuses and timestamps are stored; inbox
 //! bodies are sealed with [`Sealer`] and deleted once processed.
 
 pub mod audit;
+mod cluster;
 mod consent;
+mod fenced;
 mod lease;
 pub mod limits;
 mod monitor;
+mod postgres;
+mod rows;
 mod seal;
 mod sqlite;
+mod sqlite_cluster;
 
 pub use audit::{
     AuditAnchor, AuditEntry, AuditEvent, AuditFilter, AuditProblem, AuditRecord, AuditVerification,
     ConsentBasis, ProblemKind,
 };
+pub use cluster::{stamp, ClaimedMessage, Fence, Lease};
 pub use consent::{Alert, CONSENT_REVOKED};
+pub use fenced::Fenced;
 pub use lease::{Holder, WriterLease};
 pub use monitor::Monitored;
+pub use postgres::{redact_url, PostgresStore};
 pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -49,6 +61,17 @@ pub enum StoreError {
          database is lost: restore it from a backup (see docs/operator/state.md)"
     )]
     Missing(PathBuf),
+    /// A PostgreSQL database (or schema) without the bridge's tables.
+    #[error(
+        "the PostgreSQL database {database} (key `state.url`) holds no bridge state in schema \
+         `{schema}`: a new deployment creates its tables with `--init` (e.g. `bridge run --init \
+         --config bridge.toml`); if this deployment ran before, its tables are lost: restore \
+         them from a backup (pg_restore, see docs/operator/state.md)"
+    )]
+    NoSchema { database: String, schema: String },
+    /// A PostgreSQL schema holding another application's tables.
+    #[error("the PostgreSQL database {database} (key `state.url`) is not a bridge state database: {why}")]
+    ForeignSchema { database: String, why: String },
     #[error("{0} is an empty file, not a bridge state database (truncated?): {RESTORE_HINT}")]
     Empty(PathBuf),
     #[error(
@@ -70,6 +93,10 @@ pub enum StoreError {
         database: String,
         holder: Option<Holder>,
     },
+    /// A fenced write from a replica whose lease or claim moved on: refused
+    /// so it cannot commit over the replica that took over.
+    #[error("refused: {0}")]
+    Fenced(String),
 }
 
 impl StoreError {
@@ -80,26 +107,36 @@ impl StoreError {
             StoreError::Full(_) => "store-full",
             StoreError::Migration(_) => "store-migration",
             StoreError::Invalid(_) => "store-invalid",
-            StoreError::Missing(_) => "store-missing",
+            StoreError::Missing(_) | StoreError::NoSchema { .. } => "store-missing",
+            StoreError::ForeignSchema { .. } => "store-foreign",
             StoreError::Empty(_) => "store-empty",
             StoreError::Foreign { .. } => "store-foreign",
             StoreError::Replaced { .. } => "store-replaced",
             StoreError::Locked { .. } => "store-locked",
+            StoreError::Fenced(_) => "store-fenced",
         }
     }
 }
 
 /// SQLite's primary result code for a full database or disk.
 const SQLITE_FULL: i64 = 13;
+/// PostgreSQL's SQLSTATE for a full disk (class 53, insufficient resources).
+const PG_DISK_FULL: &str = "53100";
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        // SQLite reports extended codes; the primary code is the low byte.
-        let full = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .and_then(|c| c.parse::<i64>().ok())
-            .is_some_and(|c| c & 0xff == SQLITE_FULL);
+        let full = e.as_database_error().is_some_and(|d| {
+            let code = d.code();
+            if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                code.as_deref() == Some(PG_DISK_FULL)
+            } else {
+                // SQLite reports extended codes; the primary code is the low byte.
+                code.and_then(|c| c.parse::<i64>().ok())
+                    .is_some_and(|c| c & 0xff == SQLITE_FULL)
+            }
+        });
         if full {
             StoreError::Full(e.to_string())
         } else {
@@ -141,6 +178,9 @@ pub struct InboxMessage {
     pub attempts: i64,
     /// The id of the API key that authenticated it (`None` before keys had ids).
     pub api_key_id: Option<String>,
+    /// The replica that last claimed it for processing (its claim may have
+    /// expired).
+    pub claimed_by: Option<String>,
 }
 
 /// What started a run.
@@ -352,7 +392,14 @@ pub trait Store: Send + Sync {
     /// Messages not yet processed, oldest first.
     async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError>;
     /// Note a failed processing attempt (reason: codes only).
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError>;
+    /// Its claim is cleared and it is not claimable again before
+    /// `retry_after` has passed (the retry backoff, for every replica).
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError>;
     /// Delete a processed message (its body goes with it).
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError>;
     /// Set a message aside (state `dead`): kept sealed for a replay, no
@@ -367,8 +414,9 @@ pub trait Store: Send + Sync {
     async fn run_started(&self, run: &RunRow) -> Result<(), StoreError>;
     /// A run ended: counts, outcome, end time; its record outcomes.
     async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError>;
-    /// Runs still `running` (the process died during them) become
-    /// `interrupted`; returns how many.
+    /// Runs still `running` whose replica died or lost the flow's lease
+    /// become `interrupted`: every one except those under a live lease taken
+    /// before the run started (a live replica's run). Returns how many.
     async fn interrupt_running(&self) -> Result<u64, StoreError>;
     /// Newest first.
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError>;
@@ -414,6 +462,73 @@ pub trait Store: Send + Sync {
     /// and forgets the record's attempts. False when it was not active.
     async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError>;
 
+    /// Take lease `name` for `owner` until now + `ttl` when it is free,
+    /// expired, or already `owner`'s. The same owner renews it and keeps its
+    /// token; a new owner gets the token + 1. `None` while another owner
+    /// holds it unexpired. PostgreSQL decides expiry by its own clock.
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extend a held lease to now + `ttl`; `None` when its token moved on
+    /// (lost). An expired lease nobody took is renewed.
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    /// Give the lease up (it expires now; the token is kept) if it is still held.
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError>;
+    /// Every lease, expired or not, by name.
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError>;
+    /// [`Store::set_cursor`], committed only while `fence` holds (checked in
+    /// the same transaction); else [`StoreError::Fenced`].
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError>;
+    /// [`Store::record_delivery`], committed only while `fence` holds.
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Claim up to `limit` pending inbox messages nobody holds a live claim
+    /// on and not waiting out a retry backoff, oldest first, for `owner` until now + `ttl`; each claim moves the
+    /// message's claim token on. Concurrent claimers never get the same
+    /// message (PostgreSQL: `FOR UPDATE SKIP LOCKED`); a crashed claimant's
+    /// messages are claimable again once its claim expires.
+    /// [`Store::inbox_failed`], [`Store::inbox_set_dead`] and
+    /// [`Store::inbox_revive`] clear a claim.
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Take one of `slots` call slots of partner `scope` for `owner` until
+    /// now + `ttl` (a slot whose holder's time ran out is free again);
+    /// `None` while all are taken. Slots are numbered `0..slots`.
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError>;
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError>;
+    /// Reserve the next send time of `scope` at one call per `interval`
+    /// (GCRA, in one statement) and return how long to wait before sending
+    /// (zero: send now).
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError>;
+    /// Extend a held claim to now + `ttl` while its message is being
+    /// processed (a zero `ttl` gives it back: claimable at once); false when
+    /// the claim moved on (another replica took it).
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError>;
+
     /// Append audit entries to the chain in one transaction (all or none);
     /// an entry with an unknown code is refused ([`StoreError::Invalid`]).
     /// Appenders in other processes wait and continue the same chain.
@@ -430,5 +545,5 @@ pub trait Store: Send + Sync {
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    stamp(chrono::Utc::now())
 }

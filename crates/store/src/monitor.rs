@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::{
-    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter, Delivery, Holder,
-    InboxMessage, RecordRow, RunRow, Store, StoreError, WriterLease,
+    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, ClaimedMessage, DeadLetter,
+    Delivery, Fence, Holder, InboxMessage, Lease, RecordRow, RunRow, Store, StoreError,
+    WriterLease,
 };
 
 /// The last failure not yet followed by a success that clears it.
@@ -74,6 +76,8 @@ impl<S: Store> Monitored<S> {
             other => other,
         };
         match &result {
+            // A fenced write is this replica's lost lease, not a store fault.
+            Err(StoreError::Fenced(_)) => {}
             Err(e) => {
                 bridge_telemetry::metrics().store_error(e.code());
                 self.set_fault(Some(Fault {
@@ -220,8 +224,14 @@ impl<S: Store> Store for Monitored<S> {
         self.read(self.inner.inbox_pending()).await
     }
 
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        self.write(self.inner.inbox_failed(id, reason)).await
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.inbox_failed(id, reason, retry_after))
+            .await
     }
 
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
@@ -234,6 +244,85 @@ impl<S: Store> Store for Monitored<S> {
 
     async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
         self.write(self.inner.inbox_revive(id)).await
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.write(self.inner.lease_acquire(name, owner, ttl)).await
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        self.write(self.inner.lease_renew(lease, ttl)).await
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.write(self.inner.lease_release(lease)).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.read(self.inner.leases()).await
+    }
+
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.write(self.inner.set_cursor_fenced(fence, flow, value))
+            .await
+    }
+
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(
+            self.inner
+                .record_delivery_fenced(fence, flow, key, fingerprint, target_id),
+        )
+        .await
+    }
+
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.write(self.inner.inbox_claim(owner, ttl, limit)).await
+    }
+
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        self.write(self.inner.slot_acquire(scope, slots, owner, ttl))
+            .await
+    }
+
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError> {
+        self.write(self.inner.slot_release(scope, slot, owner))
+            .await
+    }
+
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
+        self.write(self.inner.rate_reserve(scope, interval)).await
+    }
+
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        self.write(self.inner.inbox_renew(fence, ttl)).await
     }
 
     async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError> {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -22,9 +23,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection as _, Row};
 
+use super::rows::{
+    dead_letter_row, inbox_row, record_row, run_row, DEAD_LETTER_COLUMNS, INBOX_COLUMNS,
+    RECORD_COLUMNS, RUN_COLUMNS,
+};
+use super::sqlite_cluster as cluster;
 use super::{
-    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, DeadLetter,
-    Delivery, Holder, InboxMessage, OpenMode, RecordRow, RunRow, Store, StoreError, WriterLease,
+    consent, now, Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, ClaimedMessage,
+    DeadLetter, Delivery, Fence, Holder, InboxMessage, Lease, OpenMode, RecordRow, RunRow, Store,
+    StoreError, WriterLease,
 };
 
 /// `PRAGMA application_id` of a bridge database ("BRDG").
@@ -253,21 +260,11 @@ impl SqliteStore {
 
     async fn inbox_where(&self, filter: &'static str) -> Result<Vec<InboxMessage>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT id, kind, sealed_body, received_at, attempts, api_key_id FROM inbox WHERE {filter} ORDER BY received_at, id"
+            "{INBOX_COLUMNS} WHERE {filter} ORDER BY received_at, id"
         ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| InboxMessage {
-                id: r.get(0),
-                kind: r.get(1),
-                sealed_body: r.get(2),
-                received_at: r.get(3),
-                attempts: r.get(4),
-                api_key_id: r.get(5),
-            })
-            .collect())
+        Ok(rows.iter().map(inbox_row).collect())
     }
 
     /// Close the database, waiting for its connection to close (dropping
@@ -287,9 +284,14 @@ impl SqliteStore {
             // One writer: SQLite serialises writes anyway, and an in-memory
             // database exists per connection.
             .max_connections(1)
+            // Never recycle the connection: an in-memory database lives
+            // and dies with it (the pool's default would drop it after
+            // ten idle minutes, and the state with it).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))?;
@@ -496,6 +498,10 @@ impl Store for SqliteStore {
         .bind(&holder.since)
         .execute(&self.pool)
         .await?;
+        // The only writer now: whoever held a lease, a claim or a partner
+        // slot before is a process that ended. Free them at once (tokens are
+        // kept, so fencing still tells the holders apart).
+        cluster::free_all(&self.pool).await?;
         Ok(WriterLease::new(holder.clone(), Some(Box::new(lock))))
     }
 
@@ -657,13 +663,13 @@ impl Store for SqliteStore {
         self.inbox_where("state = 'pending'").await
     }
 
-    async fn inbox_failed(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError> {
+        cluster::inbox_failed(&self.pool, id, reason, retry_after).await
     }
 
     async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
@@ -675,17 +681,21 @@ impl Store for SqliteStore {
     }
 
     async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE inbox SET state = 'dead', last_error = ? WHERE id = ?")
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE inbox SET state = 'dead', last_error = ?, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL WHERE id = ? AND state = 'dead'",
+            "UPDATE inbox SET state = 'pending', attempts = 0, last_error = NULL, claimed_by = NULL,
+               claim_expires_at = NULL WHERE id = ? AND state = 'dead'",
         )
         .bind(id)
         .execute(&self.pool)
@@ -757,7 +767,10 @@ impl Store for SqliteStore {
 
     async fn interrupt_running(&self) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?) WHERE outcome = 'running'",
+            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?1)
+             WHERE outcome = 'running' AND NOT EXISTS (
+               SELECT 1 FROM leases l WHERE l.name = 'flow:' || runs.flow
+                 AND l.expires_at > ?1 AND l.acquired_at <= runs.started_at)",
         )
         .bind(now())
         .execute(&self.pool)
@@ -785,27 +798,11 @@ impl Store for SqliteStore {
     }
 
     async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, flow, source_id, target_id, status, attempt, reason_code, at, reason
-             FROM record_outcomes WHERE run_id = ? ORDER BY rowid",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RecordRow {
-                run_id: r.get(0),
-                flow: r.get(1),
-                source_id: r.get(2),
-                target_id: r.get(3),
-                status: r.get(4),
-                attempt: r.get(5),
-                reason_code: r.get(6),
-                reason: r.get(8),
-                at: r.get(7),
-            })
-            .collect())
+        let rows = sqlx::query(&format!("{RECORD_COLUMNS} WHERE run_id = ? ORDER BY rowid"))
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(record_row).collect())
     }
 
     async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError> {
@@ -944,97 +941,91 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_acquire(&self.pool, name, owner, ttl).await
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        cluster::lease_renew(&self.pool, lease, ttl).await
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        cluster::lease_release(&self.pool, lease).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        cluster::leases(&self.pool).await
+    }
+
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        cluster::set_cursor_fenced(&self.pool, fence, flow, value).await
+    }
+
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        cluster::record_delivery_fenced(&self.pool, fence, flow, key, fingerprint, target_id).await
+    }
+
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        cluster::inbox_claim(&self.pool, owner, ttl, limit).await
+    }
+
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        cluster::slot_acquire(&self.pool, scope, slots, owner, ttl).await
+    }
+
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError> {
+        cluster::slot_release(&self.pool, scope, slot, owner).await
+    }
+
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
+        cluster::rate_reserve(&self.pool, scope, interval).await
+    }
+
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        cluster::inbox_renew(&self.pool, fence, ttl).await
+    }
+
     async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
-        crate::audit::append(&self.pool, entries).await
+        crate::audit::sqlite::append(&self.pool, entries).await
     }
 
     async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        crate::audit::list(&self.pool, filter).await
+        crate::audit::sqlite::list(&self.pool, filter).await
     }
 
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
-        crate::audit::verify(&self.pool).await
+        crate::audit::sqlite::verify(&self.pool).await
     }
 
     async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
-        crate::audit::prune(&self.pool, before).await
-    }
-}
-
-const RUN_COLUMNS: &str =
-    "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
-    skipped, failed, dead_lettered, outcome, aborted_reason, job_hash, mappings_hash FROM runs";
-
-fn run_row(r: &sqlx::sqlite::SqliteRow) -> RunRow {
-    RunRow {
-        id: r.get(0),
-        flow: r.get(1),
-        trigger: r.get(2),
-        started_at: r.get(3),
-        ended_at: r.get(4),
-        fetched: r.get(5),
-        delivered: r.get(6),
-        held: r.get(7),
-        skipped: r.get(8),
-        failed: r.get(9),
-        dead_lettered: r.get(10),
-        outcome: r.get(11),
-        aborted_reason: r.get(12),
-        job_hash: r.get(13),
-        mappings_hash: r.get(14),
-    }
-}
-
-const DEAD_LETTER_COLUMNS: &str = "SELECT id, flow, source_id, reason_code, reason, attempts,
-    cursor_hint, created_at, replayed_at FROM dead_letter";
-
-fn dead_letter_row(r: &sqlx::sqlite::SqliteRow) -> DeadLetter {
-    DeadLetter {
-        id: r.get(0),
-        flow: r.get(1),
-        source_id: r.get(2),
-        reason_code: r.get(3),
-        reason: r.get(4),
-        attempts: r.get(5),
-        cursor_hint: r.get(6),
-        created_at: r.get(7),
-        replayed_at: r.get(8),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn cursor_delivery_and_inbox_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        {
-            let s = SqliteStore::open(&path, OpenMode::Init).await.unwrap();
-            assert_eq!(s.cursor("f").await.unwrap(), None);
-            s.set_cursor("f", "2025-01-01T00:00:00.000Z").await.unwrap();
-            s.set_cursor("f", "2025-01-02T00:00:00.000Z").await.unwrap();
-            s.record_delivery("f", "case/svc", "accepted", Some("t1"))
-                .await
-                .unwrap();
-            s.inbox_put("m1", "PrimeroOutgoingReferral", "k1", b"sealed")
-                .await
-                .unwrap();
-            s.inbox_failed("m1", "partner-unavailable").await.unwrap();
-        }
-        let s = SqliteStore::open(&path, OpenMode::Existing).await.unwrap();
-        assert_eq!(
-            s.cursor("f").await.unwrap().as_deref(),
-            Some("2025-01-02T00:00:00.000Z")
-        );
-        let d = s.delivery("f", "case/svc").await.unwrap().unwrap();
-        assert_eq!(d.fingerprint, "accepted");
-        assert_eq!(d.target_id.as_deref(), Some("t1"));
-        let pending = s.inbox_pending().await.unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].attempts, 1);
-        s.inbox_delete("m1").await.unwrap();
-        assert!(s.inbox_pending().await.unwrap().is_empty());
+        crate::audit::sqlite::prune(&self.pool, before).await
     }
 }

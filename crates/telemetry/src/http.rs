@@ -28,6 +28,9 @@ pub struct Health {
     store_fault: Arc<RwLock<Option<&'static str>>>,
     /// Whether the partners' last calls count ([`Health::watching_partners`]).
     partners: bool,
+    /// This replica and the leases of the state database, shown by
+    /// `/readyz` (ids and times only).
+    cluster: Arc<RwLock<Option<serde_json::Value>>>,
 }
 
 impl Default for Health {
@@ -42,6 +45,23 @@ impl Health {
             not_ready: Arc::new(RwLock::new(Some("starting".to_string()))),
             store_fault: Arc::new(RwLock::new(None)),
             partners: false,
+            cluster: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// What `/readyz` shows under `cluster`: this replica's id and who
+    /// holds which lease.
+    pub fn set_cluster(&self, value: serde_json::Value) {
+        match self.cluster.write() {
+            Ok(mut g) => *g = Some(value),
+            Err(poisoned) => *poisoned.into_inner() = Some(value),
+        }
+    }
+
+    fn cluster(&self) -> Option<serde_json::Value> {
+        match self.cluster.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -127,16 +147,15 @@ async fn metrics_handler() -> Response {
 }
 
 fn readyz(health: &Health) -> Response {
-    match health.reason() {
-        None => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"ready": true})),
-        )
-            .into_response(),
+    let (status, mut body) = match health.reason() {
+        None => (StatusCode::OK, serde_json::json!({"ready": true})),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"ready": false, "reason": reason})),
-        )
-            .into_response(),
+            serde_json::json!({"ready": false, "reason": reason}),
+        ),
+    };
+    if let Some(cluster) = health.cluster() {
+        body["cluster"] = cluster;
     }
+    (status, axum::Json(body)).into_response()
 }

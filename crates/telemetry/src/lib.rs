@@ -78,6 +78,11 @@ pub const ALLOWED_FIELDS: &[AllowedField] = &[
     any("receipt"),
     any("job"),
     any("trigger"),
+    // Replicas: this process's id, a lease's name, its holder and token.
+    host("replica"),
+    host("lease"),
+    host("owner"),
+    host("lease_token"),
     // Partner-system ids (Primero, proGres, DTP).
     any("service"),
     any("service_id"),

@@ -6,6 +6,8 @@
 //! | `bridge_runs_total` | counter | `flow`, `outcome` |
 //! | `bridge_run_duration_seconds` | histogram | `flow` |
 //! | `bridge_partner_retries_total` | counter | `system` |
+//! | `bridge_partner_slot_waits_total` | counter | `system` (calls that waited for a cluster-wide slot) |
+//! | `bridge_partner_limits_local_only_total` | counter | `system` (calls started under this replica's limits only: the state database could not be used) |
 //! | `bridge_dead_letter_size` | gauge | `flow` |
 //! | `bridge_job_call_seconds` | histogram (10 µs … 2.6 s) | `job` |
 //! | `bridge_job_log_lines_dropped_total` | counter | `job` |
@@ -19,6 +21,9 @@
 //! | `bridge_records_held` | gauge | `flow` (records held in the flow's last run: held now) |
 //! | `bridge_last_success_timestamp_seconds` | gauge | `flow` (end of the last run that was not aborted) |
 //! | `bridge_last_delivered_timestamp_seconds` | gauge | `flow` (end of the last run that delivered a record) |
+//! | `bridge_replica_info` | gauge, always 1 | `replica` (this process's replica id) |
+//! | `bridge_lease_held` | gauge | `lease` (1 while this replica holds it, e.g. `flow:ping-1.1`) |
+//! | `bridge_leases_lost_total` | counter | `lease` (runs stopped because their lease was lost) |
 //!
 //! Label values are system ids and codes only (flow ids, job names, outcome
 //! labels, partner system names), never record content.
@@ -31,6 +36,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    lease: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlowOutcome {
@@ -102,6 +117,8 @@ pub struct Metrics {
     runs: Family<FlowOutcome, Counter>,
     run_duration: HistogramFamily<FlowLabel>,
     retries: Family<SystemLabel, Counter>,
+    slot_waits: Family<SystemLabel, Counter>,
+    local_only: Family<SystemLabel, Counter>,
     dead_letter: Family<FlowLabel, Gauge>,
     job_call: HistogramFamily<JobLabel>,
     job_log_dropped: Family<JobLabel, Counter>,
@@ -115,6 +132,9 @@ pub struct Metrics {
     held: Family<FlowLabel, Gauge>,
     last_success: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     last_delivered: Family<FlowLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    replica_info: Family<ReplicaLabel, Gauge>,
+    lease_held: Family<LeaseLabel, Gauge>,
+    leases_lost: Family<LeaseLabel, Counter>,
     /// The label set of `bridge_job_info` each job has now, to drop it when
     /// another version is swapped in.
     job_info_current: std::sync::Mutex<std::collections::BTreeMap<String, JobInfoLabels>>,
@@ -133,6 +153,8 @@ impl Metrics {
         let run_duration: HistogramFamily<FlowLabel> =
             Family::new_with_constructor(run_duration_histogram);
         let retries = Family::<SystemLabel, Counter>::default();
+        let slot_waits = Family::<SystemLabel, Counter>::default();
+        let local_only = Family::<SystemLabel, Counter>::default();
         let dead_letter = Family::<FlowLabel, Gauge>::default();
         let job_call: HistogramFamily<JobLabel> = Family::new_with_constructor(job_call_histogram);
         let job_log_dropped = Family::<JobLabel, Counter>::default();
@@ -170,6 +192,16 @@ impl Metrics {
             "bridge_partner_retries",
             "Calls to a partner system retried after a transient failure",
             retries.clone(),
+        );
+        registry.register(
+            "bridge_partner_slot_waits",
+            "Partner calls that waited for a cluster-wide call slot (all slots taken by the replicas)",
+            slot_waits.clone(),
+        );
+        registry.register(
+            "bridge_partner_limits_local_only",
+            "Partner calls started under this replica's limits only: the cluster-wide limits' state database could not be used",
+            local_only.clone(),
         );
         registry.register(
             "bridge_dead_letter_size",
@@ -236,7 +268,28 @@ impl Metrics {
             "Unix time the flow's last run that delivered a record ended",
             last_delivered.clone(),
         );
+        let replica_info = Family::<ReplicaLabel, Gauge>::default();
+        let lease_held = Family::<LeaseLabel, Gauge>::default();
+        let leases_lost = Family::<LeaseLabel, Counter>::default();
+        registry.register(
+            "bridge_replica_info",
+            "This process's replica id (always 1)",
+            replica_info.clone(),
+        );
+        registry.register(
+            "bridge_lease_held",
+            "1 while this replica holds the lease (a flow's runs: flow:<flow>)",
+            lease_held.clone(),
+        );
+        registry.register(
+            "bridge_leases_lost",
+            "Runs stopped because this replica lost their lease",
+            leases_lost.clone(),
+        );
         Self {
+            replica_info,
+            lease_held,
+            leases_lost,
             held,
             last_success,
             last_delivered,
@@ -247,6 +300,8 @@ impl Metrics {
             runs,
             run_duration,
             retries,
+            slot_waits,
+            local_only,
             dead_letter,
             job_call,
             job_log_dropped,
@@ -329,6 +384,27 @@ impl Metrics {
             .inc();
     }
 
+    /// A partner call waited for a cluster-wide slot:
+    /// `bridge_partner_slot_waits_total{system}`.
+    pub fn partner_slot_wait(&self, system: &str) {
+        self.slot_waits
+            .get_or_create(&SystemLabel {
+                system: system.to_string(),
+            })
+            .inc();
+    }
+
+    /// A partner call started under the replica's own limits only, the
+    /// cluster-wide ones being unavailable:
+    /// `bridge_partner_limits_local_only_total{system}`.
+    pub fn partner_limits_local_only(&self, system: &str) {
+        self.local_only
+            .get_or_create(&SystemLabel {
+                system: system.to_string(),
+            })
+            .inc();
+    }
+
     /// Start the series an alert rule watches at 0 (a partner's retries,
     /// the state database's error codes a running service can meet), so
     /// `increase()`/`rate()` see the first one and the family is exported
@@ -348,6 +424,34 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+    }
+
+    /// `bridge_replica_info{replica} 1`.
+    pub fn set_replica(&self, replica: &str) {
+        self.replica_info
+            .get_or_create(&ReplicaLabel {
+                replica: replica.to_string(),
+            })
+            .set(1);
+    }
+
+    /// `bridge_lease_held{lease}`: 1 while this replica holds it.
+    pub fn set_lease_held(&self, lease: &str, held: bool) {
+        self.lease_held
+            .get_or_create(&LeaseLabel {
+                lease: lease.to_string(),
+            })
+            .set(i64::from(held));
+    }
+
+    /// A run stopped because its lease was lost: `bridge_leases_lost_total{lease}`.
+    pub fn lease_lost(&self, lease: &str) {
+        self.leases_lost
+            .get_or_create(&LeaseLabel {
+                lease: lease.to_string(),
+            })
+            .inc();
+        self.set_lease_held(lease, false);
     }
 
     /// Records held in the flow's last run: `bridge_records_held{flow}`.
@@ -472,6 +576,8 @@ mod tests {
         m.record("ping-1.1", "created");
         m.run_finished("ping-1.1", "ok", 1.5);
         m.retry("primero");
+        m.partner_slot_wait("ping");
+        m.partner_limits_local_only("dtp");
         m.set_dead_letter("ping-1.1", 3);
         m.job_call("ping-1.1", 0.00002);
         m.component_load("ping-1.1", 0.2, true);
@@ -489,6 +595,8 @@ mod tests {
             "bridge_runs_total{flow=\"ping-1.1\",outcome=\"ok\"} 1",
             "bridge_run_duration_seconds_count{flow=\"ping-1.1\"} 1",
             "bridge_partner_retries_total{system=\"primero\"} 1",
+            "bridge_partner_slot_waits_total{system=\"ping\"} 1",
+            "bridge_partner_limits_local_only_total{system=\"dtp\"} 1",
             "bridge_dead_letter_size{flow=\"ping-1.1\"} 3",
             "bridge_job_call_seconds_bucket{le=\"0.00004\",job=\"ping-1.1\"} 1",
             "bridge_component_load_seconds_count{job=\"ping-1.1\",source=\"cache\"} 1",

@@ -16,6 +16,7 @@ mod openfn;
 pub mod records;
 mod report;
 mod sections;
+mod state;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ pub enum Part {
     Openfn,
     E2e,
     Scaling,
+    /// The state store on SQLite and PostgreSQL side by side.
+    State,
 }
 
 /// Settings of one benchmark run.

@@ -32,7 +32,13 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
         environment: super::environment(&b.project.root, b.opts.quick),
         ..Report::default()
     };
-    let parts = [Part::Job, Part::Openfn, Part::E2e, Part::Scaling];
+    let parts = [
+        Part::Job,
+        Part::Openfn,
+        Part::E2e,
+        Part::Scaling,
+        Part::State,
+    ];
     for (part, title) in parts.into_iter().zip(TITLES) {
         let section = if b.wants(part) {
             b.say(format!("== {title}"));
@@ -41,6 +47,7 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
                 Part::Openfn => super::openfn::section(b, &mut report).await?,
                 Part::E2e => end_to_end(b, &mut report).await?,
                 Part::Scaling => scaling(b, &mut report).await?,
+                Part::State => super::state::state_store(b, &mut report).await?,
             }
         } else {
             Section {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bridge_store::{OpenMode, Store};
+use bridge_store::OpenMode;
 
 #[derive(Debug, clap::Args)]
 pub struct AlertsArgs {

@@ -109,7 +109,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             let v = store.audit_verify().await?;
             let mut problems: Vec<String> = v.problem.iter().map(|p| p.to_string()).collect();
             if let Some((seq, hash)) = &noted {
-                if let Some(why) = noted_head_problem(&store, &v, *seq, hash).await? {
+                if let Some(why) = noted_head_problem(&*store, &v, *seq, hash).await? {
                     problems.push(why);
                 }
             }

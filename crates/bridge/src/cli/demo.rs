@@ -23,22 +23,40 @@ pub struct DemoArgs {
     today: Option<String>,
     /// Keep the demo's state databases in this folder (default: in memory),
     /// e.g. to inspect what is stored: system ids, statuses and timestamps.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "state_url")]
     state_dir: Option<PathBuf>,
+    /// Keep the demo's state in this PostgreSQL database instead (a URL
+    /// whose user may create schemas): one schema per scenario, `demo_1_1`,
+    /// `design_b` and `design_a`, created on first use.
+    #[arg(long, env = "BRIDGE_DEMO_STATE_URL")]
+    state_url: Option<String>,
 }
 
-/// A state store: a file in `dir` when given, else in memory.
+/// Where the demo keeps its state.
+#[derive(Clone, Copy)]
+enum DemoState<'a> {
+    Memory,
+    Dir(&'a std::path::Path),
+    Postgres(&'a str),
+}
+
+/// A scenario's state store: `<name>.db` in the folder, schema `<name>` in
+/// the PostgreSQL database, or in memory.
 async fn open_store(
-    dir: Option<&std::path::Path>,
+    state: DemoState<'_>,
     name: &str,
-) -> anyhow::Result<Arc<bridge_store::SqliteStore>> {
-    Ok(Arc::new(match dir {
-        // The demo's own databases: created on first use.
-        Some(dir) => {
-            bridge_store::SqliteStore::open(&dir.join(name), bridge_store::OpenMode::Init).await?
+) -> anyhow::Result<Arc<dyn bridge_store::Store>> {
+    use bridge_store::{OpenMode, PostgresStore, SqliteStore};
+    // The demo's own databases: created on first use.
+    Ok(match state {
+        DemoState::Dir(dir) => {
+            Arc::new(SqliteStore::open(&dir.join(format!("{name}.db")), OpenMode::Init).await?)
         }
-        None => bridge_store::SqliteStore::in_memory().await?,
-    }))
+        DemoState::Postgres(url) => Arc::new(
+            PostgresStore::open_schema(url, &name.replace(['-', '.'], "_"), OpenMode::Init).await?,
+        ),
+        DemoState::Memory => Arc::new(SqliteStore::in_memory().await?),
+    })
 }
 
 pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
@@ -67,8 +85,12 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     let mappings = project.mappings("kenya-dadaab");
     let primero = sims.primero_client_config();
     let ping = sims.ping_client_config();
-    let state_dir = args.state_dir.as_deref();
-    let store = open_store(state_dir, "demo-1.1.db").await?;
+    let state_dir = match (&args.state_dir, &args.state_url) {
+        (Some(dir), _) => DemoState::Dir(dir),
+        (None, Some(url)) => DemoState::Postgres(url),
+        (None, None) => DemoState::Memory,
+    };
+    let store = open_store(state_dir, "demo-1.1").await?;
     let app = App::new(
         store,
         runtime,
@@ -153,7 +175,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     // The simulators' initial cursors: they hold no history.
     let app_b = sims_b
         .app(
-            open_store(state_dir, "design-b.db").await?,
+            open_store(state_dir, "design-b").await?,
             app.runtime.clone(),
             &project.jobs_dist(),
             &mappings,
@@ -166,7 +188,7 @@ pub async fn run(args: DemoArgs, cache_dir: Option<PathBuf>) -> anyhow::Result<E
     }
     let sims_a = Simulators::start_loopback().await?;
     let mut app_a = App::new(
-        open_store(state_dir, "design-a.db").await?,
+        open_store(state_dir, "design-a").await?,
         app.runtime.clone(),
         sims_a.primero_client_config(),
         None,

@@ -97,7 +97,6 @@ pub async fn run_inbox_command(
 /// `bridge inbox reseal`: each kept message opened with the key ring and
 /// sealed again under the current key; ids only in the output.
 async fn reseal(config: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use bridge_store::Store as _;
     let config = BridgeConfig::parse(config)?;
     let settings = config.inbox_settings()?;
     let store = super::ops::open_store(&config.file, OpenMode::Existing).await?;

@@ -112,7 +112,7 @@ enum Command {
     Console(console::ConsoleCommand),
     /// Preflight against the configured partners, read-only: reachable, credentials, role, users, shipping processes, certificate.
     Doctor(doctor::DoctorArgs),
-    /// Benchmarks: job layer, OpenFn side by side, end to end, scaling; writes bench/results.md.
+    /// Benchmarks: job layer, OpenFn side by side, end to end, scaling, the state store on SQLite and PostgreSQL; writes bench/results.md (`--only state --out FILE`: that part alone).
     #[cfg(feature = "dev")]
     Bench(bench::BenchArgs),
 }

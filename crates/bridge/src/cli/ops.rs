@@ -5,6 +5,7 @@
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use bridge_flows::app::ReplaySelection;
 use bridge_flows::outbound_referrals::format_cursor;
 use bridge_flows::registry;
 use bridge_service::config::BridgeConfig;
-use bridge_store::{Holder, OpenMode, SqliteStore, Store};
+use bridge_store::{Holder, OpenMode, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -90,18 +91,19 @@ pub enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-/// The state database a config names (`Init`: create it when missing).
-/// Reading needs no lease: these commands work while the service runs.
-pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<SqliteStore> {
+/// The state database a config names (`Init`: create it when missing): its
+/// SQLite file or PostgreSQL database. Reading needs no lease: these
+/// commands work while the service runs.
+pub(super) async fn open_store(config: &Path, mode: OpenMode) -> anyhow::Result<Arc<dyn Store>> {
     let config = BridgeConfig::parse(config)?;
-    let state = config.state.as_ref().with_context(|| {
-        format!(
-            "{}: no [state] section: this deployment keeps no runs, cursors or dead letter",
-            config.file.display()
-        )
-    })?;
-    let path = config.resolve(&state.path);
-    Ok(SqliteStore::open(&path, mode).await?)
+    bridge_service::build::open_state(&config, mode)
+        .await?
+        .with_context(|| {
+            format!(
+                "{}: no [state] section: this deployment keeps no runs, cursors or dead letter",
+                config.file.display()
+            )
+        })
 }
 
 /// The design of the deployment a config names (its mapping folder's
@@ -354,11 +356,24 @@ pub async fn cursor(cmd: CursorCommand) -> anyhow::Result<ExitCode> {
             if let Some(refusal) = registry::cursor_move_refusal(&flow, &design) {
                 anyhow::bail!("{refusal}");
             }
-            // A writer like the service: refused while it runs.
-            let _lease = store.acquire_writer(&Holder::current()).await?;
-            let old = store.cursor(&flow).await?;
-            let new = format_cursor(at);
-            store.set_cursor(&flow, &new).await?;
+            // A writer like the service: refused while it runs (SQLite).
+            let _writer = store.acquire_writer(&Holder::current()).await?;
+            // Replicas (PostgreSQL): the flow's lease, so no replica's run of
+            // it is going or starts until the cursor is moved.
+            let replica = bridge_flows::lease::Replica::default();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let lease = bridge_flows::lease::FlowLease::take(store.clone(), &replica, &flow, &stop)
+                .await
+                .map_err(|e| anyhow::anyhow!("cursor of {flow} not moved: {e:#}"))?;
+            let moved = async {
+                let old = store.cursor(&flow).await?;
+                let new = format_cursor(at);
+                store.set_cursor_fenced(&lease.fence(), &flow, &new).await?;
+                Ok::<_, bridge_store::StoreError>((old, new))
+            }
+            .await;
+            lease.release().await;
+            let (old, new) = moved?;
             println!(
                 "cursor of {flow}: {} -> {new}",
                 old.as_deref().unwrap_or("(none)")

@@ -12,7 +12,7 @@ use bridge_flows::rejected_open::{rejected_open, Criteria, RejectedOpenReport};
 use bridge_mappings::MappingSet;
 use bridge_partners::primero::PrimeroClient;
 use bridge_service::config::BridgeConfig;
-use bridge_store::{OpenMode, SqliteStore, Store};
+use bridge_store::OpenMode;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ReportCommand {
@@ -44,18 +44,12 @@ pub async fn run(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
     let mappings_dir = config.resolve(&config.jobs.mappings);
     let mappings = MappingSet::load_dir(&mappings_dir)?;
     // The rejection dates; without a state database the report still lists the cases.
-    let store = match &config.state {
-        Some(state) => {
-            Some(SqliteStore::open(&config.resolve(&state.path), OpenMode::Existing).await?)
-        }
-        None => None,
-    };
+    let store = bridge_service::build::open_state(&config, OpenMode::Existing).await?;
     let mut creators = vec![config.primero.user_name.clone()];
     creators.extend(created_by.into_iter().filter(|c| !c.trim().is_empty()));
     creators.dedup();
     let criteria = Criteria::new(creators, Some(&mappings));
-    let report =
-        rejected_open(&primero, store.as_ref().map(|s| s as &dyn Store), &criteria).await?;
+    let report = rejected_open(&primero, store.as_deref(), &criteria).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use bridge_service::config::BridgeConfig;
+use bridge_service::config::{BridgeConfig, StateTarget};
 use bridge_store::SqliteStore;
 
 #[derive(Debug, clap::Subcommand)]
@@ -24,13 +23,21 @@ pub async fn run(cmd: StateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         StateCommand::Backup { file, config } => {
             let config = BridgeConfig::parse(&config)?;
-            let state = config.state.as_ref().with_context(|| {
-                format!(
+            let source = match config.state_target()? {
+                Some(StateTarget::Sqlite(path)) => path,
+                Some(target @ StateTarget::Postgres(_)) => anyhow::bail!(
+                    "{}: key `state.url`: the state is in PostgreSQL ({}): `bridge state backup` \
+                     copies a SQLite file only; back a PostgreSQL database up with pg_dump \
+                     (e.g. `pg_dump --format=custom --file=bridge.dump \"$URL\"`, restored with \
+                     pg_restore; docs/operator/state.md)",
+                    config.file.display(),
+                    target.shown()
+                ),
+                None => anyhow::bail!(
                     "{}: no [state] section: this deployment keeps no state to back up",
                     config.file.display()
-                )
-            })?;
-            let source = config.resolve(&state.path);
+                ),
+            };
             if file.exists() {
                 anyhow::bail!(
                     "{} exists: a backup is written to a new file only",

@@ -32,7 +32,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
             p.banner { "The inbox queue is empty: every message received was processed." }
         } @else {
             table {
-                thead { tr { th { "Receipt id" } th { "Kind" } th { "State" } th { "Received" } th.num { "Attempts" } th { "API key id" } } }
+                thead { tr { th { "Receipt id" } th { "Kind" } th { "State" } th { "Received" } th.num { "Attempts" } th { "API key id" } th { "Claimed by" } } }
                 tbody {
                     @for m in &messages {
                         tr {
@@ -42,6 +42,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
                             td { (view::time(Some(&m.received_at))) }
                             td.num { (m.attempts) }
                             td { (m.api_key_id.as_deref().unwrap_or("–")) }
+                            td { @match &m.claimed_by { Some(r) => code { (r) }, None => span.none { "–" } } }
                         }
                     }
                 }

@@ -44,6 +44,15 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
         total_held += held;
         rows.push((entry, spec, runs, dead, cursor, held));
     }
+    let leases = store.leases().await.map_err(fail)?;
+    let now_stamp = bridge_store::now();
+    let holder = |flow: &str| {
+        let name = bridge_store::Lease::flow_name(flow);
+        leases
+            .iter()
+            .find(|l| l.name == name && l.live_at(&now_stamp))
+            .cloned()
+    };
     let dead_total = dead_letter.len();
     let pending = store.inbox_pending().await.map_err(fail)?.len();
     let mappings = app.catalog.mappings();
@@ -59,6 +68,7 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
             thead { tr {
                 th { "Flow" } th { "Schedule (UTC)" } th { "Next run" } th { "Last run" }
                 th { "Last success" } th { "Last delivered" } th.num { "Held" } th.num { "Dead letter" } th { "Cursor" }
+                th { "Running on" }
             } }
             tbody {
                 @for (entry, spec, runs, dead, cursor, held) in &rows {
@@ -88,6 +98,16 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
                         td.num { @if *held > 0 { a href="/attention" { (held) } } @else { "0" } }
                         td.num { @if *dead > 0 { a href="/attention" { (dead) } } @else { "0" } }
                         td { @match cursor { Some(c) => code { (c) }, None => span.none { "–" } } }
+                        td {
+                            @match holder(&entry.flow) {
+                                Some(l) => {
+                                    code { (l.owner) }
+                                    @if l.owner == app.replica.id { " (this replica)" }
+                                    div.todo { "lease until " (view::time(Some(&l.expires_at))) ", token " (l.token) }
+                                }
+                                None => span.none { "not running" },
+                            }
+                        }
                     }
                 }
             }
@@ -97,6 +117,8 @@ pub async fn page(State(console): State<Arc<Console>>, caller: Caller) -> PageRe
         }
         h2 { "Service" }
         dl.facts {
+            dt { "This replica" }
+            dd { code { (app.replica.id) } " (lease " (app.replica.lease_ttl.as_secs()) " s)" }
             dt { "State database" }
             dd { @match app.store.fault() { Some(code) => (view::badge(code)), None => (view::badge("ok")) } }
             dt { "Jobs loaded" }

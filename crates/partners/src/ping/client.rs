@@ -11,7 +11,9 @@ use tokio::sync::Mutex;
 use super::auth::TokenState;
 use super::config::{PingConfig, PingConfigError};
 use super::errors::{error_reason, parse_retry_after};
-use crate::limits::{Limiter, PartnerLimits};
+use std::sync::Arc;
+
+use crate::limits::{cluster_scope, ClusterLimits, Limiter, PartnerLimits};
 use crate::retry::{self, AttemptError, CallKind, RetryPolicy};
 use crate::{ConnectorError, Effect, System};
 
@@ -73,7 +75,6 @@ impl PingClient {
         self
     }
 
-    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
     /// A client that refuses every write (ingestion) before it is sent:
     /// retrieve and check status still work. For dry runs.
     pub fn read_only(mut self) -> Self {
@@ -81,9 +82,24 @@ impl PingClient {
         self
     }
 
+    /// Replace the concurrency and rate limits (default: [`PartnerLimits::default`]).
     pub fn with_limits(mut self, limits: PartnerLimits) -> Self {
-        self.limiter = Limiter::new(limits);
+        self.limiter = Limiter::new(limits).with_cluster_of(&self.limiter);
         self
+    }
+
+    /// Hold the limits for every replica sharing `shared` (the state
+    /// database), per PING server (`ping <base URL>`).
+    pub fn with_cluster_limits(mut self, shared: Arc<dyn ClusterLimits>) -> Self {
+        let scope = cluster_scope("ping", [&self.base], true);
+        self.limiter
+            .set_cluster(shared, "ping", scope, self.config.timeout);
+        self
+    }
+
+    /// The call limiter (its cluster scope, when shared).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::auth::TokenState;
 use super::config::{PrimeroAuth, PrimeroConfig, PrimeroConfigError};
 use super::errors::check_status;
-use crate::limits::Limiter;
+use crate::limits::{cluster_scope, ClusterLimits, Limiter};
 use crate::retry::{self, AttemptError, CallKind};
 use crate::{ConnectorError, System};
 
@@ -101,6 +101,34 @@ impl PrimeroClient {
 
     pub fn config(&self) -> &PrimeroConfig {
         &self.inner.config
+    }
+
+    /// Hold the limits (`config.limits`) for every replica sharing `shared`
+    /// (the state database), per Primero server (`primero <base URL>`).
+    /// Clones made before keep the limiter they had (and their token).
+    pub fn with_cluster_limits(mut self, shared: Arc<dyn ClusterLimits>) -> Self {
+        let scope = cluster_scope("primero", [&self.inner.base], true);
+        let timeout = self.inner.config.timeout;
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let inner = &self.inner;
+            self.inner = Arc::new(Inner {
+                http: inner.http.clone(),
+                base: inner.base.clone(),
+                config: inner.config.clone(),
+                basic: inner.basic.clone(),
+                token: Mutex::new(TokenState::default()),
+                limiter: Limiter::new(inner.config.limits),
+            });
+        }
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limiter.set_cluster(shared, "primero", scope, timeout);
+        }
+        self
+    }
+
+    /// The call limiter (its cluster scope, when shared).
+    pub fn limiter(&self) -> &Limiter {
+        &self.inner.limiter
     }
 
     pub(super) fn url(&self, segments: &[&str], query: &[(String, String)]) -> url::Url {

@@ -116,6 +116,7 @@ impl BridgeConfig {
         );
 
         problems.extend(self.alert_problems());
+        problems.extend(self.cluster_problems());
         problems.extend(self.console_problems());
 
         for (flow, expr) in &self.schedule {
@@ -135,25 +136,7 @@ impl BridgeConfig {
             }
         }
 
-        if let Some(state) = &self.state {
-            let path = self.resolve(&state.path);
-            if path.exists() && !path.is_file() {
-                problems.push(self.key_error_at(
-                    "state.path",
-                    format!(
-                        "{} is not a regular file (a folder or device); name the SQLite database file",
-                        path.display()
-                    ),
-                ));
-            } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    problems.push(self.key_error_at(
-                        "state.path",
-                        format!("folder {} does not exist", dir.display()),
-                    ));
-                }
-            }
-        }
+        problems.extend(self.state_problems());
         problems.extend(self.audit_problems());
         problems.extend(self.approval_problems());
         problems

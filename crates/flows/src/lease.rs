@@ -1,0 +1,232 @@
+//! Which replica runs a flow: a run holds the flow's lease in the state
+//! database for its whole length, renewing it as it goes. Its cursor commits
+//! and delivery records are fenced by the lease's token
+//! ([`bridge_store::Fenced`]), and it stops starting records as soon as it
+//! cannot be sure it still holds the lease, before another replica may take
+//! it over.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bridge_store::{Fence, Lease, Store, StoreError};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// This process as one replica of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Names the holder of leases and claims: `[cluster] replica`, else
+    /// `<host>-<pid>-<4 random hex>` (unique across restarts).
+    pub id: String,
+    /// How long a lease or claim outlives its holder's last renewal: how
+    /// long a dead replica's work waits before another takes it over.
+    pub lease_ttl: Duration,
+}
+
+/// Default [`Replica::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+impl Replica {
+    pub fn new(name: Option<&str>, lease_ttl: Duration) -> Self {
+        let id = match name {
+            Some(name) => name.to_string(),
+            None => {
+                let holder = bridge_store::Holder::current();
+                let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+                format!("{}-{}-{suffix}", holder.host, holder.pid)
+            }
+        };
+        Self { id, lease_ttl }
+    }
+
+    /// How often a held lease is renewed: three times per ttl, so two
+    /// renewals may fail before it is at risk.
+    pub fn renew_every(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+}
+
+impl Default for Replica {
+    fn default() -> Self {
+        Self::new(None, DEFAULT_LEASE_TTL)
+    }
+}
+
+/// Why a flow did not run on this replica.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRun {
+    /// Another replica holds the flow's lease.
+    #[error("flow {flow} is being run by replica {owner} (lease until {until})")]
+    HeldElsewhere {
+        flow: String,
+        owner: String,
+        until: String,
+    },
+    /// A run of this schedule slot was already started (by any replica).
+    #[error("flow {flow} already ran for its {due} slot (run started {started})")]
+    AlreadyRan {
+        flow: String,
+        due: String,
+        started: String,
+    },
+}
+
+/// A flow's lease, held and renewed for the length of one run.
+pub struct FlowLease {
+    store: Arc<dyn Store>,
+    lease: Arc<Mutex<Lease>>,
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl FlowLease {
+    /// Take `flow`'s lease for `replica`; [`NotRun::HeldElsewhere`] when
+    /// another replica holds it. The run's stop token is a child of `parent`
+    /// and is also cancelled once the lease is lost or can no longer be
+    /// confirmed.
+    pub async fn take(
+        store: Arc<dyn Store>,
+        replica: &Replica,
+        flow: &str,
+        parent: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let name = Lease::flow_name(flow);
+        let asked = Instant::now();
+        let Some(lease) = store
+            .lease_acquire(&name, &replica.id, replica.lease_ttl)
+            .await?
+        else {
+            let holder = store.leases().await?.into_iter().find(|l| l.name == name);
+            return Err(NotRun::HeldElsewhere {
+                flow: flow.to_string(),
+                owner: holder
+                    .as_ref()
+                    .map_or_else(|| "unknown".into(), |l| l.owner.clone()),
+                until: holder.map_or_else(String::new, |l| l.expires_at),
+            }
+            .into());
+        };
+        tracing::debug!(flow, lease_token = lease.token, "flow lease taken");
+        bridge_telemetry::metrics().set_lease_held(&name, true);
+        let lease = Arc::new(Mutex::new(lease));
+        let stop = parent.child_token();
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = tokio::spawn(keep(
+            store.clone(),
+            lease.clone(),
+            replica.clone(),
+            asked,
+            Lost {
+                stop: stop.clone(),
+                lost: lost.clone(),
+            },
+        ));
+        Ok(Self {
+            store,
+            lease,
+            stop,
+            lost,
+            keeper,
+        })
+    }
+
+    /// The fence of this run's writes.
+    pub fn fence(&self) -> Fence {
+        self.current().fence()
+    }
+
+    /// Cancelled on shutdown and when the lease is lost: the run finishes
+    /// the records in flight and starts no more.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// The lease was lost (or could not be confirmed) during the run.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn current(&self) -> Lease {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stop renewing and give the lease up, so another replica can take the
+    /// flow's next run at once.
+    pub async fn release(self) {
+        self.keeper.abort();
+        let lease = self.current();
+        bridge_telemetry::metrics().set_lease_held(&lease.name, false);
+        if let Err(e) = self.store.lease_release(&lease).await {
+            tracing::warn!(lease = %lease.name, error = %e, "cannot release the lease; it expires on its own");
+        }
+    }
+}
+
+impl Drop for FlowLease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Renew the lease every third of its ttl. The run is stopped when a renewal
+/// says it was lost, or when no renewal succeeded for long enough that the
+/// lease may have expired: counted from when the last successful renewal was
+/// asked, since the database measured its ttl from a moment after that.
+async fn keep(
+    store: Arc<dyn Store>,
+    lease: Arc<Mutex<Lease>>,
+    replica: Replica,
+    mut confirmed_at: Instant,
+    on_loss: Lost,
+) {
+    let stop = on_loss.stop.clone();
+    let every = replica.renew_every();
+    loop {
+        let valid_until = confirmed_at + replica.lease_ttl - every / 2;
+        let next = (Instant::now() + every).min(valid_until);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        if Instant::now() >= valid_until {
+            let name = lease.lock().unwrap_or_else(|p| p.into_inner()).name.clone();
+            tracing::warn!(lease = %name, "the lease could not be renewed in time: the run stops starting records");
+            on_loss.declare(&name);
+            return;
+        }
+        let held = lease.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let asked = Instant::now();
+        match store.lease_renew(&held, replica.lease_ttl).await {
+            Ok(Some(renewed)) => {
+                confirmed_at = asked;
+                *lease.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
+            }
+            Ok(None) => {
+                tracing::warn!(lease = %held.name, lease_token = held.token, "the lease was taken over by another replica: the run stops starting records");
+                on_loss.declare(&held.name);
+                return;
+            }
+            Err(e) => log_renew_error(&held, &e),
+        }
+    }
+}
+
+/// What a lost lease does: the run stops starting records.
+struct Lost {
+    stop: CancellationToken,
+    lost: Arc<AtomicBool>,
+}
+
+impl Lost {
+    fn declare(&self, lease: &str) {
+        bridge_telemetry::metrics().lease_lost(lease);
+        self.lost.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+}
+
+fn log_renew_error(lease: &Lease, e: &StoreError) {
+    tracing::warn!(lease = %lease.name, error = %e, "cannot renew the lease; trying again");
+}

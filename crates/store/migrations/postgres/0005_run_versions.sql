@@ -1,0 +1,4 @@
+-- The versions a run used: the SHA-256 of the job component and the content
+-- hash of the mapping folder (NULL when the run took no job instance).
+ALTER TABLE runs ADD COLUMN job_hash TEXT;
+ALTER TABLE runs ADD COLUMN mappings_hash TEXT;

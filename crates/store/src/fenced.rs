@@ -1,0 +1,349 @@
+//! [`Fenced`]: a store whose cursor commits and delivery records are fenced
+//! by a lease or claim, for one run of a flow (or one inbox message).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    Alert, AuditEntry, AuditFilter, AuditRecord, AuditVerification, ClaimedMessage, DeadLetter,
+    Delivery, Fence, Holder, InboxMessage, Lease, RecordRow, RunRow, Store, StoreError,
+    WriterLease,
+};
+
+/// Every call goes to the inner store, except that [`Store::set_cursor`]
+/// and [`Store::record_delivery`] become their fenced forms: what a run
+/// commits is refused once its replica lost the lease.
+pub struct Fenced {
+    inner: Arc<dyn Store>,
+    fence: Fence,
+}
+
+impl Fenced {
+    pub fn new(inner: Arc<dyn Store>, fence: Fence) -> Self {
+        Self { inner, fence }
+    }
+
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+}
+
+#[async_trait]
+impl Store for Fenced {
+    async fn acquire_writer(&self, holder: &Holder) -> Result<WriterLease, StoreError> {
+        self.inner.acquire_writer(holder).await
+    }
+
+    async fn verify(&self) -> Result<(), StoreError> {
+        self.inner.verify().await
+    }
+
+    fn space_problem(&self) -> Option<String> {
+        self.inner.space_problem()
+    }
+
+    fn fault(&self) -> Option<&'static str> {
+        self.inner.fault()
+    }
+
+    async fn cursor(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.inner.cursor(flow).await
+    }
+
+    async fn set_cursor(&self, flow: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set_cursor_fenced(&self.fence, flow, value).await
+    }
+
+    async fn delivery(&self, flow: &str, key: &str) -> Result<Option<Delivery>, StoreError> {
+        self.inner.delivery(flow, key).await
+    }
+
+    async fn record_delivery(
+        &self,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_delivery_fenced(&self.fence, flow, key, fingerprint, target_id)
+            .await
+    }
+
+    async fn delivery_keys(
+        &self,
+        flow: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.delivery_keys(flow, fingerprint).await
+    }
+
+    async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
+        self.inner.case_shared(case_id, flow).await
+    }
+
+    async fn consent_lost(
+        &self,
+        case_id: &str,
+        flow: &str,
+        run_id: &str,
+    ) -> Result<Option<Alert>, StoreError> {
+        self.inner.consent_lost(case_id, flow, run_id).await
+    }
+
+    async fn shared_cases(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.inner.shared_cases().await
+    }
+
+    async fn consent_present(&self, case_id: &str) -> Result<(), StoreError> {
+        self.inner.consent_present(case_id).await
+    }
+
+    async fn alerts_due(&self, at: &str, limit: i64) -> Result<Vec<Alert>, StoreError> {
+        self.inner.alerts_due(at, limit).await
+    }
+
+    async fn alerts(&self, pending: bool) -> Result<Vec<Alert>, StoreError> {
+        self.inner.alerts(pending).await
+    }
+
+    async fn alert_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.inner.alert_delivered(id).await
+    }
+
+    async fn alert_retry(
+        &self,
+        id: i64,
+        next_attempt_at: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.alert_retry(id, next_attempt_at, error).await
+    }
+
+    async fn inbox_reseal(&self, id: &str, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        self.inner.inbox_reseal(id, old, new).await
+    }
+
+    async fn inbox_all(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.inner.inbox_all().await
+    }
+
+    async fn inbox_put(
+        &self,
+        id: &str,
+        kind: &str,
+        api_key_id: &str,
+        sealed_body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.inner
+            .inbox_put(id, kind, api_key_id, sealed_body)
+            .await
+    }
+
+    async fn inbox_pending(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.inner.inbox_pending().await
+    }
+
+    async fn inbox_failed(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.inbox_failed(id, reason, retry_after).await
+    }
+
+    async fn inbox_delete(&self, id: &str) -> Result<(), StoreError> {
+        self.inner.inbox_delete(id).await
+    }
+
+    async fn inbox_set_dead(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        self.inner.inbox_set_dead(id, reason).await
+    }
+
+    async fn inbox_revive(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.inbox_revive(id).await
+    }
+
+    async fn lease_acquire(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease_acquire(name, owner, ttl).await
+    }
+
+    async fn lease_renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        self.inner.lease_renew(lease, ttl).await
+    }
+
+    async fn lease_release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.inner.lease_release(lease).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.inner.leases().await
+    }
+
+    async fn set_cursor_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.set_cursor_fenced(fence, flow, value).await
+    }
+
+    async fn record_delivery_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        key: &str,
+        fingerprint: &str,
+        target_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_delivery_fenced(fence, flow, key, fingerprint, target_id)
+            .await
+    }
+
+    async fn inbox_claim(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.inner.inbox_claim(owner, ttl, limit).await
+    }
+
+    async fn slot_acquire(
+        &self,
+        scope: &str,
+        slots: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<u32>, StoreError> {
+        self.inner.slot_acquire(scope, slots, owner, ttl).await
+    }
+
+    async fn slot_release(&self, scope: &str, slot: u32, owner: &str) -> Result<(), StoreError> {
+        self.inner.slot_release(scope, slot, owner).await
+    }
+
+    async fn rate_reserve(&self, scope: &str, interval: Duration) -> Result<Duration, StoreError> {
+        self.inner.rate_reserve(scope, interval).await
+    }
+
+    async fn inbox_renew(&self, fence: &Fence, ttl: Duration) -> Result<bool, StoreError> {
+        self.inner.inbox_renew(fence, ttl).await
+    }
+
+    async fn inbox_states(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.inner.inbox_states().await
+    }
+
+    async fn run_started(&self, run: &RunRow) -> Result<(), StoreError> {
+        self.inner.run_started(run).await
+    }
+
+    async fn run_finished(&self, run: &RunRow, records: &[RecordRow]) -> Result<(), StoreError> {
+        self.inner.run_finished(run, records).await
+    }
+
+    async fn interrupt_running(&self) -> Result<u64, StoreError> {
+        self.inner.interrupt_running().await
+    }
+
+    async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        self.inner.runs(flow, limit).await
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        self.inner.run(id).await
+    }
+
+    async fn run_records(&self, run_id: &str) -> Result<Vec<RecordRow>, StoreError> {
+        self.inner.run_records(run_id).await
+    }
+
+    async fn last_run_started(&self, flow: &str) -> Result<Option<String>, StoreError> {
+        self.inner.last_run_started(flow).await
+    }
+
+    async fn attempt_failed(
+        &self,
+        flow: &str,
+        source_id: &str,
+        code: &str,
+    ) -> Result<i64, StoreError> {
+        self.inner.attempt_failed(flow, source_id, code).await
+    }
+
+    async fn attempts_all(&self, flow: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.inner.attempts_all(flow).await
+    }
+
+    async fn attempts(&self, flow: &str, source_id: &str) -> Result<i64, StoreError> {
+        self.inner.attempts(flow, source_id).await
+    }
+
+    async fn clear_attempts(&self, flow: &str, source_id: &str) -> Result<(), StoreError> {
+        self.inner.clear_attempts(flow, source_id).await
+    }
+
+    async fn dead_letter_put(
+        &self,
+        flow: &str,
+        source_id: &str,
+        reason_code: &str,
+        reason: &str,
+        attempts: i64,
+        cursor_hint: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .dead_letter_put(flow, source_id, reason_code, reason, attempts, cursor_hint)
+            .await
+    }
+
+    async fn dead_letter_find(
+        &self,
+        flow: &str,
+        source_id: &str,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.dead_letter_find(flow, source_id).await
+    }
+
+    async fn dead_letter_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.inner.dead_letter_get(id).await
+    }
+
+    async fn dead_letters(&self, flow: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        self.inner.dead_letters(flow).await
+    }
+
+    async fn dead_letter_release(&self, id: i64) -> Result<bool, StoreError> {
+        self.inner.dead_letter_release(id).await
+    }
+
+    async fn audit_append(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        // A refused entry is the caller's mistake, not a failing database:
+        // checked before it can mark the store unhealthy.
+        crate::audit::check_all(entries)?;
+        self.inner.audit_append(entries).await
+    }
+
+    async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit_list(filter).await
+    }
+
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        self.inner.audit_verify().await
+    }
+
+    async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
+        self.inner.audit_prune(before).await
+    }
+}

@@ -1,0 +1,606 @@
+//! The cluster methods of the SQLite store. One process writes a SQLite
+//! database (the writer lock), so these mostly serve the same contract as
+//! PostgreSQL's: leases and claims behave the same for one replica.
+
+use std::time::Duration;
+
+use sqlx::{Row as _, SqlitePool};
+
+use super::cluster::{after, stamp, ClaimedMessage, Fence, Lease};
+use super::{InboxMessage, StoreError};
+
+fn lease_row(r: &sqlx::sqlite::SqliteRow) -> Lease {
+    Lease {
+        name: r.get(0),
+        owner: r.get(1),
+        token: r.get(2),
+        acquired_at: r.get(3),
+        expires_at: r.get(4),
+    }
+}
+
+pub(crate) async fn lease_acquire(
+    pool: &SqlitePool,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let now = chrono::Utc::now();
+    // A new owner bumps the token; the same owner renews and keeps it.
+    let row = sqlx::query(
+        "INSERT INTO leases (name, owner, token, acquired_at, expires_at) VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT(name) DO UPDATE SET
+           token = CASE WHEN leases.owner = excluded.owner THEN leases.token ELSE leases.token + 1 END,
+           acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at
+                              ELSE excluded.acquired_at END,
+           owner = excluded.owner,
+           expires_at = excluded.expires_at
+         WHERE leases.owner = excluded.owner OR leases.expires_at <= ?3
+         RETURNING name, owner, token, acquired_at, expires_at",
+    )
+    .bind(name)
+    .bind(owner)
+    .bind(stamp(now))
+    .bind(after(now, ttl))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(lease_row))
+}
+
+/// Expire every lease and claim and free every partner slot: their holders
+/// ended (SQLite has one writing process, which has just started).
+pub(crate) async fn free_all(pool: &SqlitePool) -> Result<(), StoreError> {
+    let now = stamp(chrono::Utc::now());
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE leases SET expires_at = ?1 WHERE expires_at > ?1")
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE inbox SET claimed_by = NULL, claim_expires_at = NULL WHERE claimed_by IS NOT NULL",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE partner_slots SET owner = NULL, expires_at = NULL")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn lease_renew(
+    pool: &SqlitePool,
+    lease: &Lease,
+    ttl: Duration,
+) -> Result<Option<Lease>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE leases SET expires_at = ?1 WHERE name = ?2 AND owner = ?3 AND token = ?4
+         RETURNING name, owner, token, acquired_at, expires_at",
+    )
+    .bind(after(chrono::Utc::now(), ttl))
+    .bind(&lease.name)
+    .bind(&lease.owner)
+    .bind(lease.token)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(lease_row))
+}
+
+pub(crate) async fn lease_release(pool: &SqlitePool, lease: &Lease) -> Result<(), StoreError> {
+    sqlx::query("UPDATE leases SET expires_at = ?1 WHERE name = ?2 AND owner = ?3 AND token = ?4")
+        .bind(stamp(chrono::Utc::now()))
+        .bind(&lease.name)
+        .bind(&lease.owner)
+        .bind(lease.token)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn leases(pool: &SqlitePool) -> Result<Vec<Lease>, StoreError> {
+    let rows =
+        sqlx::query("SELECT name, owner, token, acquired_at, expires_at FROM leases ORDER BY name")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.iter().map(lease_row).collect())
+}
+
+/// Whether `fence` still holds, on the transaction's connection.
+async fn check(conn: &mut sqlx::SqliteConnection, fence: &Fence) -> Result<(), StoreError> {
+    let current: Option<i64> = match fence {
+        Fence::Lease { name, .. } => {
+            sqlx::query_scalar("SELECT token FROM leases WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+        Fence::Claim { message_id, .. } => {
+            sqlx::query_scalar("SELECT claim_token FROM inbox WHERE id = ?")
+                .bind(message_id)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    let token = match fence {
+        Fence::Lease { token, .. } | Fence::Claim { token, .. } => *token,
+    };
+    match current {
+        Some(now) if now == token => Ok(()),
+        Some(now) => Err(StoreError::Fenced(format!(
+            "{fence} no longer holds: the token is now {now} (another replica took over)"
+        ))),
+        None => Err(StoreError::Fenced(format!(
+            "{fence} no longer holds: it is gone"
+        ))),
+    }
+}
+
+pub(crate) async fn set_cursor_fenced(
+    pool: &SqlitePool,
+    fence: &Fence,
+    flow: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    check(&mut tx, fence).await?;
+    sqlx::query(
+        "INSERT INTO cursors (flow, value, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT(flow) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(flow)
+    .bind(value)
+    .bind(super::now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn record_delivery_fenced(
+    pool: &SqlitePool,
+    fence: &Fence,
+    flow: &str,
+    key: &str,
+    fingerprint: &str,
+    target_id: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    check(&mut tx, fence).await?;
+    sqlx::query(
+        "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
+           target_id = excluded.target_id, delivered_at = excluded.delivered_at",
+    )
+    .bind(flow)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(target_id)
+    .bind(super::now())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn inbox_claim(
+    pool: &SqlitePool,
+    owner: &str,
+    ttl: Duration,
+    limit: i64,
+) -> Result<Vec<ClaimedMessage>, StoreError> {
+    let now = chrono::Utc::now();
+    let rows = sqlx::query(
+        "UPDATE inbox SET claimed_by = ?1, claim_expires_at = ?2, claim_token = claim_token + 1
+         WHERE id IN (
+           SELECT id FROM inbox
+           WHERE state = 'pending' AND (claim_expires_at IS NULL OR claim_expires_at <= ?3)
+           ORDER BY received_at, id LIMIT ?4)
+         RETURNING id, kind, sealed_body, received_at, attempts, api_key_id, claimed_by, claim_token",
+    )
+    .bind(owner)
+    .bind(after(now, ttl))
+    .bind(stamp(now))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed: Vec<ClaimedMessage> = rows
+        .into_iter()
+        .map(|r| ClaimedMessage {
+            fence: Fence::Claim {
+                message_id: r.get(0),
+                token: r.get(7),
+            },
+            message: InboxMessage {
+                id: r.get(0),
+                kind: r.get(1),
+                sealed_body: r.get(2),
+                received_at: r.get(3),
+                attempts: r.get(4),
+                api_key_id: r.get(5),
+                claimed_by: r.get(6),
+            },
+        })
+        .collect();
+    // RETURNING gives no order.
+    claimed.sort_by(|a, b| {
+        (&a.message.received_at, &a.message.id).cmp(&(&b.message.received_at, &b.message.id))
+    });
+    Ok(claimed)
+}
+
+pub(crate) async fn inbox_renew(
+    pool: &SqlitePool,
+    fence: &Fence,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let Fence::Claim { message_id, token } = fence else {
+        return Ok(false);
+    };
+    let done = sqlx::query(
+        "UPDATE inbox SET claim_expires_at = ? WHERE id = ? AND claim_token = ? AND claimed_by IS NOT NULL",
+    )
+    .bind(after(chrono::Utc::now(), ttl))
+    .bind(message_id)
+    .bind(token)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A failed attempt: counted, the claim cleared, and not claimable again
+/// before `retry_after` (NULL: at once).
+pub(crate) async fn inbox_failed(
+    pool: &SqlitePool,
+    id: &str,
+    reason: &str,
+    retry_after: Duration,
+) -> Result<(), StoreError> {
+    let due = (!retry_after.is_zero()).then(|| after(chrono::Utc::now(), retry_after));
+    sqlx::query(
+        "UPDATE inbox SET attempts = attempts + 1, last_error = ?, claimed_by = NULL,
+           claim_expires_at = ? WHERE id = ?",
+    )
+    .bind(reason)
+    .bind(due)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn slot_acquire(
+    pool: &SqlitePool,
+    scope: &str,
+    slots: u32,
+    owner: &str,
+    ttl: Duration,
+) -> Result<Option<u32>, StoreError> {
+    let now = chrono::Utc::now();
+    let mut tx = pool.begin().await?;
+    for slot in 0..slots {
+        sqlx::query("INSERT OR IGNORE INTO partner_slots (scope, slot) VALUES (?, ?)")
+            .bind(scope)
+            .bind(i64::from(slot))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let slot: Option<i64> = sqlx::query_scalar(
+        "UPDATE partner_slots SET owner = ?1, expires_at = ?2
+         WHERE scope = ?3 AND slot = (
+           SELECT slot FROM partner_slots
+           WHERE scope = ?3 AND slot < ?4 AND (owner IS NULL OR expires_at <= ?5)
+           ORDER BY slot LIMIT 1)
+         RETURNING slot",
+    )
+    .bind(owner)
+    .bind(after(now, ttl))
+    .bind(scope)
+    .bind(i64::from(slots))
+    .bind(stamp(now))
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(slot.and_then(|s| u32::try_from(s).ok()))
+}
+
+pub(crate) async fn slot_release(
+    pool: &SqlitePool,
+    scope: &str,
+    slot: u32,
+    owner: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE partner_slots SET owner = NULL, expires_at = NULL
+         WHERE scope = ? AND slot = ? AND owner = ?",
+    )
+    .bind(scope)
+    .bind(i64::from(slot))
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn rate_reserve(
+    pool: &SqlitePool,
+    scope: &str,
+    interval: Duration,
+) -> Result<Duration, StoreError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let step = i64::try_from(interval.as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    // GCRA: the call may go at max(tat, now); the next one step later.
+    let next: i64 = sqlx::query_scalar(
+        "INSERT INTO partner_rates (scope, tat_us) VALUES (?1, ?2 + ?3)
+         ON CONFLICT(scope) DO UPDATE SET tat_us = MAX(partner_rates.tat_us, ?2) + ?3
+         RETURNING tat_us",
+    )
+    .bind(scope)
+    .bind(now)
+    .bind(step)
+    .fetch_one(pool)
+    .await?;
+    let send_at = next - step;
+    Ok(Duration::from_micros(
+        u64::try_from(send_at - now).unwrap_or(0),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Fence, SqliteStore, Store, StoreError};
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn a_lease_has_one_owner_until_it_expires_and_a_new_owner_moves_the_token_on() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let a = store
+            .lease_acquire("flow:x", "a", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.token, 1);
+        assert!(store
+            .lease_acquire("flow:x", "b", LONG)
+            .await
+            .unwrap()
+            .is_none());
+        // The owner renews and keeps its token.
+        let again = store
+            .lease_acquire("flow:x", "a", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.token, 1);
+        // Expired: another owner takes it with the next token.
+        let short = store
+            .lease_renew(&a, Duration::from_millis(1))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = store
+            .lease_acquire("flow:x", "b", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.owner.as_str(), b.token), ("b", 2));
+        // The first owner's renewal and fenced writes are refused.
+        assert!(store.lease_renew(&short, LONG).await.unwrap().is_none());
+        let err = store
+            .set_cursor_fenced(&a.fence(), "x", "2025-01-01T00:00:00Z")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+        assert_eq!(err.code(), "store-fenced");
+        let err = store
+            .record_delivery_fenced(&a.fence(), "x", "k", "fp", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Fenced(_)));
+        assert_eq!(store.cursor("x").await.unwrap(), None);
+        assert_eq!(store.delivery("x", "k").await.unwrap(), None);
+        // The new owner's go through.
+        store
+            .set_cursor_fenced(&b.fence(), "x", "2025-01-01T00:00:00Z")
+            .await
+            .unwrap();
+        store
+            .record_delivery_fenced(&b.fence(), "x", "k", "fp", Some("t"))
+            .await
+            .unwrap();
+        assert!(store.delivery("x", "k").await.unwrap().is_some());
+        // Released: free for anyone at once.
+        store.lease_release(&b).await.unwrap();
+        let c = store
+            .lease_acquire("flow:x", "c", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.token, 3);
+        let all = store.leases().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].owner, "c");
+        // A fence on a lease that never existed holds nothing.
+        let ghost = Fence::Lease {
+            name: "flow:none".into(),
+            token: 1,
+        };
+        assert!(store.set_cursor_fenced(&ghost, "y", "v").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn inbox_claims_give_each_message_once_until_the_claim_expires() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        for id in ["m1", "m2", "m3"] {
+            store.inbox_put(id, "k", "key-1", b"sealed").await.unwrap();
+        }
+        let first = store.inbox_claim("a", LONG, 2).await.unwrap();
+        let ids: Vec<_> = first.iter().map(|c| c.message.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert_eq!(first[0].message.claimed_by.as_deref(), Some("a"));
+        let second = store.inbox_claim("b", LONG, 10).await.unwrap();
+        let ids: Vec<_> = second.iter().map(|c| c.message.id.as_str()).collect();
+        assert_eq!(ids, ["m3"]);
+        assert!(store.inbox_claim("b", LONG, 10).await.unwrap().is_empty());
+        // A failed attempt frees the message for the next claim.
+        store
+            .inbox_failed("m1", "partner-unavailable", Duration::ZERO)
+            .await
+            .unwrap();
+        let again = store
+            .inbox_claim("b", Duration::from_millis(1), 10)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message.attempts, 1);
+        // b "crashes": its claim expires and c takes the message over; b's
+        // fence no longer holds, c's does.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let taken = store.inbox_claim("c", LONG, 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_ne!(taken[0].fence, again[0].fence);
+        assert!(store
+            .record_delivery_fenced(&again[0].fence, "dtp-1.1", "k", "fp", None)
+            .await
+            .is_err());
+        store
+            .record_delivery_fenced(&taken[0].fence, "dtp-1.1", "k", "fp", None)
+            .await
+            .unwrap();
+        // Processed and deleted: its fence is gone with it.
+        store.inbox_delete("m1").await.unwrap();
+        assert!(store
+            .record_delivery_fenced(&taken[0].fence, "dtp-1.1", "k", "fp", None)
+            .await
+            .is_err());
+        // A failed attempt waits out its backoff, for every claimant.
+        let held = store.inbox_claim("e", LONG, 10).await.unwrap();
+        assert_eq!(held.len(), 0, "m2 is b's, m3 is b's");
+        store
+            .inbox_failed("m3", "partner-unavailable", Duration::from_millis(30))
+            .await
+            .unwrap();
+        assert!(store.inbox_claim("e", LONG, 10).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let due = store.inbox_claim("e", LONG, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].message.id, "m3");
+        // A live claim is renewed by its holder only.
+        assert!(store.inbox_renew(&due[0].fence, LONG).await.unwrap());
+        assert!(!store.inbox_renew(&again[0].fence, LONG).await.unwrap());
+        // Dead and revived messages carry no claim.
+        store.inbox_set_dead("m2", "failed").await.unwrap();
+        assert!(store.inbox_revive("m2").await.unwrap());
+        let revived = store.inbox_claim("d", LONG, 10).await.unwrap();
+        assert_eq!(revived.len(), 1);
+        assert_eq!(revived[0].message.id, "m2");
+    }
+
+    #[tokio::test]
+    async fn the_next_writer_of_a_file_frees_what_a_dead_process_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let first = SqliteStore::open(&path, crate::OpenMode::Init)
+            .await
+            .unwrap();
+        let writer = first
+            .acquire_writer(&crate::Holder::current())
+            .await
+            .unwrap();
+        let held = first
+            .lease_acquire("flow:x", "a", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        first
+            .inbox_put("m1", "k", "key-1", b"sealed")
+            .await
+            .unwrap();
+        assert_eq!(first.inbox_claim("a", LONG, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            first.slot_acquire("ping", 1, "a", LONG).await.unwrap(),
+            Some(0)
+        );
+        // The process "dies": its OS lock goes with it.
+        drop(writer);
+        first.close().await;
+        let next = SqliteStore::open(&path, crate::OpenMode::Existing)
+            .await
+            .unwrap();
+        let _writer = next
+            .acquire_writer(&crate::Holder::current())
+            .await
+            .unwrap();
+        let taken = next
+            .lease_acquire("flow:x", "b", LONG)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken.token, held.token + 1, "the token still moves on");
+        assert_eq!(next.inbox_claim("b", LONG, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            next.slot_acquire("ping", 1, "b", LONG).await.unwrap(),
+            Some(0)
+        );
+    }
+
+    #[tokio::test]
+    async fn partner_slots_and_rate_hold_for_every_owner() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let s0 = store.slot_acquire("ping", 2, "a", LONG).await.unwrap();
+        let s1 = store.slot_acquire("ping", 2, "b", LONG).await.unwrap();
+        assert_eq!((s0, s1), (Some(0), Some(1)));
+        assert_eq!(
+            store.slot_acquire("ping", 2, "c", LONG).await.unwrap(),
+            None
+        );
+        // Another partner has its own slots.
+        assert_eq!(
+            store.slot_acquire("primero", 1, "c", LONG).await.unwrap(),
+            Some(0)
+        );
+        // Only the holder releases a slot.
+        store.slot_release("ping", 0, "c").await.unwrap();
+        assert_eq!(
+            store.slot_acquire("ping", 2, "c", LONG).await.unwrap(),
+            None
+        );
+        store.slot_release("ping", 0, "a").await.unwrap();
+        assert_eq!(
+            store.slot_acquire("ping", 2, "c", LONG).await.unwrap(),
+            Some(0)
+        );
+        // A holder that died frees its slot when its time runs out.
+        store.slot_release("ping", 1, "b").await.unwrap();
+        assert_eq!(
+            store
+                .slot_acquire("ping", 2, "dies", Duration::from_millis(1))
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            store.slot_acquire("ping", 2, "e", LONG).await.unwrap(),
+            Some(1)
+        );
+
+        // Ten reservations at 10 per second: each waits 100 ms more than the last.
+        let step = Duration::from_millis(100);
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            waits.push(store.rate_reserve("ping", step).await.unwrap());
+        }
+        assert!(waits[0] < step, "{waits:?}");
+        for pair in waits.windows(2) {
+            let gap = pair[1].saturating_sub(pair[0]);
+            assert!(gap > Duration::from_millis(90), "{waits:?}");
+        }
+        assert!(waits[9] > Duration::from_millis(800), "{waits:?}");
+    }
+}
