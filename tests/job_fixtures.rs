@@ -14,8 +14,8 @@ use bridge_mappings::MappingSet;
 use bridge_runtime::fixtures::FixtureSettings;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{
-    as_received, outcome_report, JobContext, JobInstance, JobRuntime, LoadedJob, RuntimeConfig,
-    SharedInstance, MAX_RECORDS_PER_CALL,
+    as_received, outcome_report, JobContext, JobInstance, JobPool, JobRuntime, LoadedJob,
+    RuntimeConfig, MAX_RECORDS_PER_CALL,
 };
 
 const FIXTURE_TODAY: &str = "2025-06-01";
@@ -178,27 +178,46 @@ async fn every_job_maps_its_fixtures_the_same_in_batches() {
     );
 }
 
-/// Records that reach a shared instance while it is busy are mapped together,
-/// each with its own answer. On one thread, so all 24 are queued before the
-/// instance's task first runs.
-#[tokio::test]
-async fn records_queued_for_a_shared_instance_are_mapped_in_batches() {
+/// A run's records mapped by a pool of two instances, as a flow hands them
+/// over: one at a time from concurrent records, and a window at once. Each
+/// record gets its own fixture's answer, whichever instance mapped it and
+/// whatever it was batched with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_instances_answers_each_record_as_one_instance_would() {
     let project = project();
     let runtime = JobRuntime::new(RuntimeConfig::default()).unwrap();
-    let (_, instance, ctx, cases) = fixture_instance(&project, &runtime, "ping-1.1").await;
-    let shared = SharedInstance::spawn(instance, ctx, 8);
-    let rounds: Vec<&Case> = cases.iter().cycle().take(24).collect();
-    // All queued before the instance's task gets to them.
-    let answers = futures::future::join_all(
-        rounds
+    for job in ["ping-1.1", "ping-2.1"] {
+        let (_, instance, ctx, cases) = fixture_instance(&project, &runtime, job).await;
+        let pool = JobPool::with_size(instance, ctx, 2, 8);
+        let rounds: Vec<&Case> = cases.iter().cycle().take(40).collect();
+        let answers = futures::future::join_all(
+            rounds
+                .iter()
+                .map(|(name, record, _)| pool.run(name, record.clone())),
+        )
+        .await;
+        for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
+            assert_eq!(&outcome_report(answer), expected, "{job}/{name}");
+        }
+        let items = rounds
             .iter()
-            .map(|(name, record, _)| shared.run(name, record.clone())),
-    )
-    .await;
-    for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
-        assert_eq!(&outcome_report(answer), expected, "{name}");
+            .map(|(name, record, _)| (name.clone(), record.clone()))
+            .collect();
+        let answers = pool.run_batch(items).await;
+        assert_eq!(answers.len(), rounds.len(), "{job}");
+        for ((name, _, expected), answer) in rounds.iter().zip(&answers) {
+            assert_eq!(
+                &outcome_report(answer),
+                expected,
+                "{job}/{name} in a window"
+            );
+        }
+        assert!(
+            pool.instances() <= 2,
+            "{job}: {} instances",
+            pool.instances()
+        );
     }
-    assert_eq!(shared.calls(), 3, "24 queued records in batches of up to 8");
 }
 
 #[test]

@@ -42,7 +42,7 @@ use bridge_partners::primero::{
 };
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
-use bridge_runtime::{JobContext, JobFailure, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL};
+use bridge_runtime::{JobContext, JobFailure, JobOutcome, JobPool, MAX_RECORDS_PER_CALL};
 use bridge_store::{Delivery, Store};
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -258,10 +258,10 @@ fn service_ids(case: &Case) -> impl Iterator<Item = &str> {
         .filter_map(|s| s.unique_id.as_deref())
 }
 
-/// Per-run state of the job side: one instance, the users once.
+/// Per-run state of the job side: the run's job instances, the users once.
 struct Visitor<'r, 'a, D: Deliver> {
     run: &'r OutboundRun<'a, D>,
-    instance: JobInstance,
+    pool: JobPool,
     ctx: JobContext,
     /// What this run may send (the run's mapping version).
     sharing: SharingCheck,
@@ -353,19 +353,22 @@ impl<D: Deliver> OutboundRun<'_, D> {
             Err(e) => return RunReport::aborted(self.flow, run_id, e.to_string()),
         };
         let audit = AuditContext::new(self.flow, run_id, &instance, self.dry_run);
+        let ctx = JobContext {
+            flow: self.flow.into(),
+            run_id: run_id.into(),
+            today: today.into(),
+            dry_run: self.dry_run,
+        };
         let mut visitor = Visitor {
             audit,
             run: self,
             sharing: SharingCheck::for_instance(self.flow, &instance),
-            instance,
+            // A window of services is shared out between the pool's
+            // instances, which map their parts at once (see `map_window`).
+            pool: JobPool::start(instance, ctx.clone(), MAX_RECORDS_PER_CALL),
             watch,
             refused,
-            ctx: JobContext {
-                flow: self.flow.into(),
-                run_id: run_id.into(),
-                today: today.into(),
-                dry_run: self.dry_run,
-            },
+            ctx,
             users: HashMap::new(),
             pending: Vec::new(),
             referrals: HashMap::new(),
@@ -483,13 +486,9 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                 }
             }
         }
-        let batch: Vec<(&str, &str)> = items
-            .iter()
-            .map(|(id, json)| (id.as_str(), json.as_str()))
-            .collect();
-        let answers = self.instance.run_batch(&self.ctx, &batch).await;
-        self.mapped
-            .extend(items.into_iter().map(|(id, _)| id).zip(answers));
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+        let answers = self.pool.run_batch(items).await;
+        self.mapped.extend(ids.into_iter().zip(answers));
     }
 
     /// Look up the owners of `case` and of the cases `ahead` with a recent
@@ -647,7 +646,7 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                     Ok(j) => j,
                     Err(e) => return Some((failed("internal", e.to_string()), None)),
                 };
-                self.instance.run(&self.ctx, service_id, &json).await
+                self.pool.run(service_id, json).await
             }
         };
         let item = match result {
@@ -662,14 +661,14 @@ impl<D: Deliver> Visitor<'_, '_, D> {
                     Ok(_) => {
                         let why = format!(
                             "job {} emitted another service's referral",
-                            self.instance.job().name
+                            self.pool.job().name
                         );
                         return Some((failed("job-invalid-output", why), None));
                     }
                     Err(e) => {
                         let why = format!(
                             "job {} emitted an unexpected shape: {e}",
-                            self.instance.job().name
+                            self.pool.job().name
                         );
                         return Some((failed("job-invalid-output", why), None));
                     }

@@ -38,7 +38,7 @@ use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{Field, IngestionRecord, PackedRows, PingClient, RetrievePager};
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
-use bridge_runtime::{JobContext, JobOutcome, SharedInstance};
+use bridge_runtime::{JobContext, JobOutcome, JobPool};
 use std::collections::VecDeque;
 
 use bridge_store::AuditEntry;
@@ -140,9 +140,10 @@ fn listing_read(listing: &std::sync::Mutex<Listing>) -> bool {
 
 /// What the records of one run share.
 struct RunShared<'a> {
-    /// One instance for the run, in a task of its own; records that reach
-    /// the job while it is busy are mapped together in one call.
-    instance: SharedInstance,
+    /// The run's job instances, one per core by default, each on a thread
+    /// of its own; records that reach the job while every instance is busy
+    /// are mapped together in one call.
+    instance: JobPool,
     locks: IndividualLocks,
     /// What this run may send (the run's mapping version).
     sharing: SharingCheck,
@@ -229,7 +230,7 @@ impl<'p> Ping11<'p> {
             sharing: SharingCheck::for_instance(FLOW, &instance),
             consent: instance.consent_policy(),
             audit: AuditContext::new(FLOW, run_id, &instance, self.dry_run),
-            instance: SharedInstance::spawn(instance, ctx, self.concurrency),
+            instance: JobPool::start(instance, ctx, self.concurrency),
             locks: IndividualLocks::default(),
             details_sp,
             status_sp,

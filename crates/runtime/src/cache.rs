@@ -66,9 +66,14 @@ impl PrecompileCache {
 
     /// Cache key: engine compatibility hash + content hash.
     pub fn key(engine: &Engine, bytes: &[u8]) -> String {
+        Self::key_of_digest(engine, &Sha256::digest(bytes))
+    }
+
+    /// [`key`](Self::key) from the SHA-256 of the component's bytes.
+    fn key_of_digest(engine: &Engine, digest: &[u8]) -> String {
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
-        h.0.update(Sha256::digest(bytes));
+        h.0.update(digest);
         hex::encode(h.0.finalize())
     }
 
@@ -86,7 +91,19 @@ impl PrecompileCache {
         job: &str,
         bytes: &[u8],
     ) -> Result<(Component, CacheOutcome), LoadError> {
-        let key = Self::key(engine, bytes);
+        self.load_hashed(engine, job, bytes, &Sha256::digest(bytes))
+    }
+
+    /// [`load`](Self::load) when the SHA-256 of `bytes` is known already
+    /// (hashing a 12 MB component again costs milliseconds of a cold start).
+    pub(crate) fn load_hashed(
+        &self,
+        engine: &Engine,
+        job: &str,
+        bytes: &[u8],
+        digest: &[u8],
+    ) -> Result<(Component, CacheOutcome), LoadError> {
+        let key = Self::key_of_digest(engine, digest);
         let artifact = self.dir.join(format!("{key}.cwasm"));
         if let Some(c) = self.try_deserialize(engine, &artifact) {
             return Ok((c, CacheOutcome::Hit));

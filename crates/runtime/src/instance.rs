@@ -60,7 +60,7 @@ type RunBatchResults = (Vec<Result<Outcome, JobError>>,);
 pub struct JobInstance {
     job: Arc<LoadedJob>,
     live: Option<Live>,
-    mappings: Option<Arc<String>>,
+    pub(crate) mappings: Option<Arc<String>>,
     /// The mapping version the instance was configured with (the run's one
     /// mapping version: its tables, its sharing declaration, its consent policy).
     mapping_set: Option<Arc<bridge_mappings::MappingSet>>,
@@ -247,7 +247,7 @@ impl JobInstance {
         let result = typed
             .call_async(&mut live.store, (&wit_context(ctx), &records))
             .await;
-        let per_record = started.elapsed().as_secs_f64() / items.len() as f64;
+        let elapsed = started.elapsed().as_secs_f64();
         live.store.data_mut().end_call();
         live.store.data_mut().batch_ids.clear();
         let results = match result {
@@ -260,10 +260,7 @@ impl JobInstance {
                 return None;
             }
         };
-        let metrics = bridge_telemetry::metrics();
-        for _ in items {
-            metrics.job_call(&job.name, per_record);
-        }
+        bridge_telemetry::metrics().job_batch_call(&job.name, elapsed, items.len());
         live.calls = live.calls.saturating_add(items.len() as u32);
         let outcomes = if results.len() == items.len() {
             results

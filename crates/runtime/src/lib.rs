@@ -11,17 +11,17 @@ pub mod fixtures;
 mod instance;
 pub mod job_text;
 mod policy;
+mod pool;
 pub mod reload;
-mod shared;
 pub mod toolchain;
 pub mod variant;
 
 pub use approvals::{ApprovalGate, Approvals};
 pub use cache::PrecompileCache;
-pub use engine::{content_hash, JobRuntime, Limits, LoadedJob, RuntimeConfig};
+pub use engine::{content_hash, default_pool_size, JobRuntime, Limits, LoadedJob, RuntimeConfig};
 pub use error::{JobFailure, LoadError};
 pub use instance::{
     as_received, outcome_report, JobContext, JobInstance, JobOutcome, MAX_RECORDS_PER_CALL,
 };
 pub use policy::{inspect_component, ComponentReport, ALLOWED_IMPORTS};
-pub use shared::SharedInstance;
+pub use pool::JobPool;

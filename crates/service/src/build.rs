@@ -178,6 +178,9 @@ pub fn job_runtime(
     if let Some(n) = config.jobs.recycle_after_records {
         rc.limits.recycle_after_calls = n;
     }
+    if let Some(n) = config.jobs.pool_size {
+        rc.limits.pool_size = n;
+    }
     let mut runtime = JobRuntime::new(rc)?;
     if let Some(gate) = config.approval_gate()? {
         runtime = runtime.with_approvals(Arc::new(gate));

@@ -83,6 +83,10 @@ pub struct JobsSection {
     /// Records one job instance maps before a fresh one replaces it (0 = never).
     #[serde(default)]
     pub recycle_after_records: Option<u32>,
+    /// Job instances mapping one run's records at once, each on a thread of
+    /// its own (default: the number of cores).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
     /// `bridge run`: how often to look for changed job components and
     /// mappings (seconds; 0 turns hot reload off).
     #[serde(default = "default_reload_secs")]

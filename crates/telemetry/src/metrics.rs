@@ -499,6 +499,18 @@ impl Metrics {
             .observe(secs);
     }
 
+    /// `records` mapped in one call of `secs`: each observed as its share
+    /// (one label lookup for the whole batch).
+    pub fn job_batch_call(&self, job: &str, secs: f64, records: usize) {
+        let histogram = self.job_call.get_or_create(&JobLabel {
+            job: job.to_string(),
+        });
+        let each = secs / records.max(1) as f64;
+        for _ in 0..records {
+            histogram.observe(each);
+        }
+    }
+
     /// Job log lines dropped over the per-record limit:
     /// `bridge_job_log_lines_dropped_total{job}`.
     pub fn job_log_lines_dropped(&self, job: &str, n: u32) {

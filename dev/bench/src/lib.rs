@@ -13,6 +13,8 @@
 
 mod bound;
 mod calls;
+mod cores;
+mod openfn;
 pub mod records;
 mod report;
 mod sections;
@@ -290,6 +292,15 @@ pub(crate) fn environment(root: &Path, quick: bool) -> Vec<(String, String)> {
             chrono::Local::now().format("%Y-%m-%d %H:%M %z").to_string(),
         ),
         ("cores (nproc)".into(), cores),
+        // Other work on the machine slows both sides, and the bridge's pool
+        // of instances most: it shows how quiet the run was.
+        (
+            "load average at start (1, 5, 15 min)".into(),
+            std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+                .unwrap_or_else(|| "unknown".into()),
+        ),
         ("CPU".into(), cpu),
         (
             "bridge".into(),

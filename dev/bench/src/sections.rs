@@ -20,7 +20,7 @@ use bridge_sim::people::PeopleGenerator;
 use bridge_sim::ping::SimIntervention;
 use bridge_sim::primero::{case_for_person, NewSimReferral, SimUser};
 
-const JOBS: [(&str, &str); 2] = [
+pub(crate) const JOBS: [(&str, &str); 2] = [
     (INBOUND_JOB, "SHP-2358 → Primero case (WF 1.1)"),
     (OUTBOUND_JOB, "Primero case → SHP-2731 (WF 2.1)"),
 ];
@@ -45,7 +45,7 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
             b.say(format!("== {title}"));
             match part {
                 Part::Job => job_layer(b, &mut report).await?,
-                Part::Openfn => openfn(b, &mut report).await?,
+                Part::Openfn => super::openfn::section(b, &mut report).await?,
                 Part::E2e => end_to_end(b, &mut report).await?,
                 Part::Scaling => scaling(b, &mut report).await?,
                 Part::State => super::state::state_store(b, &mut report).await?,
@@ -68,7 +68,7 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
 // In-process job measurements (shared by parts 1 and 2)
 // ---------------------------------------------------------------------------
 
-fn runtime(b: &Bench) -> anyhow::Result<Arc<JobRuntime>> {
+pub(crate) fn runtime(b: &Bench) -> anyhow::Result<Arc<JobRuntime>> {
     let mut config = RuntimeConfig::default();
     if let Some(dir) = &b.opts.cache_dir {
         config.cache_dir = dir.clone();
@@ -76,7 +76,7 @@ fn runtime(b: &Bench) -> anyhow::Result<Arc<JobRuntime>> {
     Ok(Arc::new(JobRuntime::new(config)?))
 }
 
-fn ctx(job: &LoadedJob) -> JobContext {
+pub(crate) fn ctx(job: &LoadedJob) -> JobContext {
     JobContext {
         flow: job.info.flow.clone(),
         run_id: "bench".into(),
@@ -85,18 +85,18 @@ fn ctx(job: &LoadedJob) -> JobContext {
     }
 }
 
-struct Warm {
-    mean_us: f64,
+pub(crate) struct Warm {
+    pub mean_us: f64,
     p50_us: f64,
     p99_us: f64,
-    counts: [usize; 3],
+    pub counts: [usize; 3],
 }
 
-fn counts_text(c: [usize; 3]) -> String {
+pub(crate) fn counts_text(c: [usize; 3]) -> String {
     format!("{} / {} / {}", c[0], c[1], c[2])
 }
 
-fn count(result: &Result<JobOutcome, JobFailure>, counts: &mut [usize; 3]) {
+pub(crate) fn count(result: &Result<JobOutcome, JobFailure>, counts: &mut [usize; 3]) {
     match result {
         Ok(JobOutcome::Emit(_)) => counts[0] += 1,
         Ok(JobOutcome::Skip(_)) => counts[1] += 1,
@@ -157,7 +157,7 @@ pub(crate) const BATCH: usize = 8;
 /// Per-record cost on a configured instance, after a warm-up: `per_call`
 /// records per call (1: `JobInstance::run`; more: `run_batch`, each record
 /// timed as its share of its call).
-async fn warm_per_record(
+pub(crate) async fn warm_per_record(
     job: &Arc<LoadedJob>,
     mappings: Arc<String>,
     records: &[String],
@@ -310,7 +310,7 @@ async fn instantiate_times(job: &Arc<LoadedJob>, iterations: usize) -> anyhow::R
 
 /// A one-record "run" as a worker handling one message would do it: a fresh
 /// instance, configure, one record. Mean milliseconds.
-async fn one_record_runs(
+pub(crate) async fn one_record_runs(
     job: &Arc<LoadedJob>,
     mappings: &Arc<String>,
     records: &[String],
@@ -331,7 +331,7 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     percentile(&v, 50.0)
 }
@@ -466,6 +466,9 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         Some(worst_inst < 100.0),
     );
     section.tables.push(per_record);
+    let (across, note) = super::cores::scaling_table(b, &rt, &mappings, n).await?;
+    section.tables.push(across);
+    section.notes.push(note);
     section.tables.push(inst.caption(
         "Instantiate: `JobInstance::new` (a new store with its limits + `instantiate_async` from the job's `InstancePre`).",
     ));
@@ -556,262 +559,6 @@ async fn job_layer(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         )));
     }
-    Ok(section)
-}
-
-// ---------------------------------------------------------------------------
-// 2. OpenFn
-// ---------------------------------------------------------------------------
-
-async fn openfn(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
-    let quick = b.opts.quick;
-    let sizes: Vec<usize> = if quick {
-        vec![1, 100]
-    } else {
-        vec![1, 100, 10_000]
-    };
-    let reps = if quick { 1 } else { 3 };
-    let nmax = *sizes.last().unwrap_or(&1);
-    let rt = runtime(b)?;
-    let mappings = b.mappings.job_json();
-    let mappings_file = b.tmp.join("mappings.json");
-    std::fs::write(&mappings_file, mappings.as_bytes())?;
-    let mut section = Section {
-        intro: vec![
-            "Both sides run the same mapping code: the OpenFn job (bench/openfn/jobs/<job>.js, in the compiled form \
-             `export default [fn(state => …)]`) imports the bridge job's own ES module (jobs/<job>/index.js + jobs/lib) \
-             through @openfn/runtime's linker (`linker.modules`, via bench/openfn/linked/<job>/package.json), configures it \
-             with the same mappings JSON and maps the same generated records (record JSON in, output JSON parsed, as the host does)."
-                .into(),
-            format!(
-                "Fresh process: wall time from spawn to exit, median of {reps}: `node --experimental-vm-modules bench/openfn/run.mjs` \
-                 (one runtime run over N records) against `bridge bench worker map` (load the component from the precompile cache, \
-                 configure, map N records). Ratio = OpenFn ÷ bridge (above 1: the bridge is faster)."
-            ),
-        ],
-        ..Section::default()
-    };
-    let mut fresh = Table::new(&[
-        "job",
-        "records",
-        "OpenFn fresh ms",
-        "bridge fresh ms",
-        "ratio",
-        "outcomes OpenFn",
-        "outcomes bridge",
-    ]);
-    let mut warm = Table::new(&[
-        "job",
-        "records",
-        "OpenFn warm µs/record",
-        "bridge warm µs/record",
-        "ratio",
-        "OpenFn one-record run ms",
-        "bridge one-record run ms",
-        "ratio",
-    ]);
-    let mut openfn_one_ms = Vec::new();
-    let mut mismatches = Vec::new();
-    for (name, _) in JOBS {
-        let recs = records::for_job(&b.project.jobs_src(), name, nmax, 23)?;
-        let input = b.tmp.join(format!("records-{name}.json"));
-        std::fs::write(&input, serde_json::to_vec(&recs)?)?;
-        let wasm = b.project.job_wasm(name);
-        for &n in &sizes {
-            let mut of = Vec::new();
-            let mut br = Vec::new();
-            let mut of_counts = Value::Null;
-            let mut br_counts = Value::Null;
-            for _ in 0..reps {
-                let (v, wall) = b
-                    .openfn(&[
-                        "--job".into(),
-                        name.into(),
-                        "--input".into(),
-                        input.display().to_string(),
-                        "--mappings".into(),
-                        mappings_file.display().to_string(),
-                        "--records".into(),
-                        n.to_string(),
-                        "--today".into(),
-                        TODAY.into(),
-                    ])
-                    .await?;
-                of.push(wall.as_secs_f64() * 1000.0);
-                of_counts = v["counts"].clone();
-                let (v, wall) = b
-                    .worker(
-                        &[
-                            "map".into(),
-                            "--job".into(),
-                            wasm.display().to_string(),
-                            "--input".into(),
-                            input.display().to_string(),
-                            "--mappings".into(),
-                            b.mappings_dir.display().to_string(),
-                            "--records".into(),
-                            n.to_string(),
-                        ],
-                        &[],
-                    )
-                    .await?;
-                br.push(wall.as_secs_f64() * 1000.0);
-                br_counts = v["counts"].clone();
-            }
-            let (o, r) = (median(of), median(br));
-            if n == 1 {
-                openfn_one_ms.push(o);
-            }
-            let c = |v: &Value| {
-                format!(
-                    "{} / {} / {}",
-                    v["emit"].as_u64().unwrap_or(0),
-                    v["skip"].as_u64().unwrap_or(0),
-                    v["error"].as_u64().unwrap_or(0)
-                )
-            };
-            if c(&of_counts) != c(&br_counts) {
-                mismatches.push(format!("{name} × {n}"));
-            }
-            b.say(format!(
-                "{name} × {n}: fresh OpenFn {o:.0} ms, fresh bridge {r:.0} ms, ratio {:.2}",
-                o / r
-            ));
-            fresh.row(vec![
-                name.into(),
-                n.to_string(),
-                num(o, 0),
-                num(r, 0),
-                num(o / r, 2),
-                c(&of_counts),
-                c(&br_counts),
-            ]);
-        }
-        // Warm, in one process each.
-        let (v, _) = b
-            .openfn(&[
-                "--job".into(),
-                name.into(),
-                "--input".into(),
-                input.display().to_string(),
-                "--mappings".into(),
-                mappings_file.display().to_string(),
-                "--records".into(),
-                nmax.to_string(),
-                "--today".into(),
-                TODAY.into(),
-                "--warm".into(),
-            ])
-            .await?;
-        let of_us = v["per_record_us"].as_f64().unwrap_or(f64::NAN);
-        let of_run = v["per_run_ms"].as_f64().unwrap_or(f64::NAN);
-        let job = Arc::new(rt.load_file(&wasm).await?);
-        let strings: Vec<String> = recs.iter().map(Value::to_string).collect();
-        let w = warm_per_record(&job, mappings.clone(), &strings, 1).await?;
-        let runs = v["single_runs"].as_u64().unwrap_or(200) as usize;
-        let br_run = one_record_runs(&job, &mappings, &strings, runs).await?;
-        b.say(format!(
-            "{name}: warm OpenFn {of_us:.1} µs/record vs bridge {:.1} (ratio {:.1}); one-record run OpenFn {of_run:.2} ms vs bridge {br_run:.2} ms",
-            w.mean_us,
-            of_us / w.mean_us
-        ));
-        warm.row(vec![
-            name.into(),
-            nmax.to_string(),
-            num(of_us, 1),
-            num(w.mean_us, 1),
-            num(of_us / w.mean_us, 1),
-            num(of_run, 2),
-            num(br_run, 3),
-            num(of_run / br_run, 1),
-        ]);
-    }
-    section.tables.push(fresh);
-    let warm = warm.caption(
-        "Warm: in one process after a warm-up. OpenFn: one runtime run over N records (µs/record), then one runtime run per \
-         record (what a worker pays per message with the job and adaptor loaded). Bridge: one configured instance over the \
-         same N records; a one-record run is a fresh instance from `InstancePre` + configure + one record."
-    );
-    section.tables.push(warm);
-    if !mismatches.is_empty() {
-        section.notes.push(format!(
-            "Outcome counts differ between the two runtimes for: {}",
-            mismatches.join(", ")
-        ));
-    }
-
-    // A fresh bridge process handling one referral end to end.
-    let sims = Simulators::start_loopback().await?;
-    let dir = b.tmp.join("one-referral");
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("bridge.toml");
-    std::fs::write(
-        &config,
-        sims.config_toml(&b.project.jobs_dist(), &b.mappings_dir),
-    )?;
-    let mut people = PeopleGenerator::new(5);
-    let mut walls = Vec::new();
-    let mut ok = true;
-    for i in 0..reps {
-        sims.ping_sim()
-            .add_intervention(SimIntervention::for_person(people.person(), i as u64 + 1));
-        let (out, wall) = b
-            .bridge(
-                &[
-                    "flow".into(),
-                    "run".into(),
-                    "ping-1.1".into(),
-                    "--config".into(),
-                    config.display().to_string(),
-                    "--today".into(),
-                    TODAY.into(),
-                    "--json".into(),
-                ],
-                &sims.secret_env(),
-            )
-            .await?;
-        let report_json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        let created = report_json["records"]
-            .as_array()
-            .is_some_and(|r| r.len() == 1);
-        ok &= out.status.success() && created;
-        walls.push(wall.as_secs_f64() * 1000.0);
-    }
-    let bridge_one = median(walls);
-    let openfn_one = openfn_one_ms.iter().copied().fold(f64::INFINITY, f64::min);
-    b.say(format!(
-        "fresh `bridge flow run ping-1.1`, one referral end to end: {bridge_one:.0} ms (delivered: {ok}); fastest fresh OpenFn mapping of one record: {openfn_one:.0} ms"
-    ));
-    let mut one = Table::new(&["what", "ms (median)", "note"]).caption(
-        "One referral: a fresh `bridge` process doing the whole of workflow 1.1 for one pending referral against the simulators, \
-         against the fastest fresh @openfn/runtime process above (mapping one record and nothing else).",
-    );
-    one.row(vec![
-        "fresh `bridge flow run ping-1.1`: one referral end to end (PING retrieve, details, Primero search + create, transfer status), no injected latency".into(),
-        num(bridge_one, 0),
-        format!(
-            "loads all {} jobs from the cache; delivered and acknowledged: {ok}",
-            bridge_flows::app::job_files(&b.project.jobs_dist())?.len()
-        ),
-    ]);
-    one.row(vec![
-        "fresh `node run.mjs`: @openfn/runtime mapping one record, nothing else (faster of the two jobs)".into(),
-        num(openfn_one, 0),
-        String::new(),
-    ]);
-    one.row(vec![
-        "ratio OpenFn ÷ bridge".into(),
-        num(openfn_one / bridge_one, 2),
-        String::new(),
-    ]);
-    section.tables.push(one);
-    report.target(
-        "a fresh `bridge` process handling one referral end to end faster than a fresh @openfn/runtime process doing only the mapping",
-        format!("bridge {bridge_one:.0} ms vs OpenFn {openfn_one:.0} ms"),
-        Some(ok && bridge_one < openfn_one),
-    );
-    sims.primero.shutdown().await;
-    sims.ping.shutdown().await;
     Ok(section)
 }
 

@@ -43,6 +43,10 @@ pub enum WorkerCommand {
         /// rather than the loading).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        /// Map with a pool of this many instances (`JobPool`), in windows
+        /// of `batch` records per instance; 0 = one instance, no pool.
+        #[arg(long, default_value_t = 0)]
+        pool: usize,
     },
     /// Load every component of a folder from the precompile cache, start and
     /// configure one instance of each, report load times and peak RSS.
@@ -158,7 +162,11 @@ async fn run_command(cmd: WorkerCommand, cache_dir: Option<PathBuf>) -> anyhow::
             records,
             batch,
             repeat,
-        } => map(&job, &input, &mappings, records, (batch, repeat), cache_dir).await,
+            pool,
+        } => {
+            let how = (batch, repeat, pool);
+            map(&job, &input, &mappings, records, how, cache_dir).await
+        }
         WorkerCommand::LoadAll { jobs, mappings } => load_all(&jobs, &mappings, cache_dir).await,
         WorkerCommand::Flow {
             config,
@@ -185,7 +193,7 @@ async fn map(
     input: &Path,
     mappings: &Path,
     records: Option<usize>,
-    (batch, repeat): (usize, usize),
+    (batch, repeat, pool): (usize, usize, usize),
     cache_dir: Option<PathBuf>,
 ) -> anyhow::Result<Value> {
     let started = Instant::now();
@@ -219,6 +227,24 @@ async fn map(
         .map(|(id, r)| (id.as_str(), r.as_str()))
         .collect();
     let t = Instant::now();
+    if pool > 0 {
+        let pool = bridge_runtime::JobPool::with_size(instance, ctx, pool, batch);
+        for _ in 0..repeat.max(1) {
+            for result in super::cores::map_in_windows(&pool, &items, batch).await {
+                tally(&result);
+            }
+        }
+        return Ok(json!({
+            "records": n * repeat.max(1),
+            "counts": {"emit": emit, "skip": skip, "error": error},
+            "ready_ms": ms(ready),
+            "from_cache": loaded.from_cache,
+            "batch_ms": ms(t.elapsed()),
+            "total_ms": ms(started.elapsed()),
+            "instances": pool.instances(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        }));
+    }
     for _ in 0..repeat.max(1) {
         if batch <= 1 {
             for (id, record) in &items {

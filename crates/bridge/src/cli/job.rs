@@ -303,6 +303,7 @@ pub async fn run_job_command(
                         "call_timeout_ms": limits.call_timeout.as_millis() as u64,
                         "memory_bytes": limits.memory_bytes,
                         "recycle_after_records": limits.recycle_after_calls,
+                        "pool_size": limits.pool_size,
                     },
                     "from_cache": loaded.as_ref().map(|j| j.from_cache).unwrap_or(false),
                     "load_ms": load_ms as u64,

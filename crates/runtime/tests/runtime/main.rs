@@ -19,6 +19,7 @@ use bridge_runtime::{
 };
 use bridge_testkit::wat::test_job_wat as job_wat;
 
+mod pool;
 mod variants;
 
 /// `wat` (from [`job_wat`]) with a `run-batch` export (world `batch-job`)

@@ -105,6 +105,9 @@ impl BridgeConfig {
         if let Some(mib) = self.jobs.memory_mib {
             zero("jobs.memory_mib", mib as u64, "MiB");
         }
+        if let Some(n) = self.jobs.pool_size {
+            zero("jobs.pool_size", n as u64, "job instances");
+        }
         zero("retry.budget_secs", self.retry.budget_secs, "seconds");
         zero(
             "retry.max_delay_ms",
@@ -209,7 +212,7 @@ mod tests {
     fn values_that_break_the_service_are_named_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
-            "{BASE}call_timeout_ms = 0\n[inbox]\nlisten = \"0.0.0.0:8090\"\napi_key = {{ env = \"A\" }}\nseal_key = {{ env = \"S\" }}\nretry_secs = 0\n[retry]\nbudget_secs = 0\n[schedule]\n\"ping-1.1\" = \"0 0 0 30 2 *\"\n"
+            "{BASE}call_timeout_ms = 0\npool_size = 0\n[inbox]\nlisten = \"0.0.0.0:8090\"\napi_key = {{ env = \"A\" }}\nseal_key = {{ env = \"S\" }}\nretry_secs = 0\n[retry]\nbudget_secs = 0\n[schedule]\n\"ping-1.1\" = \"0 0 0 30 2 *\"\n"
         );
         let c = BridgeConfig::load(&write(dir.path(), &text)).unwrap();
         let problems: Vec<String> = c.service_problems().iter().map(|e| e.to_string()).collect();
@@ -219,10 +222,11 @@ mod tests {
                 .any(|p| p.contains(&format!(":{line}: key `{key}`")))
         };
         assert!(has("jobs.call_timeout_ms", 10), "{problems:?}");
-        assert!(has("inbox.retry_secs", 15), "{problems:?}");
-        assert!(has("retry.budget_secs", 17), "{problems:?}");
-        assert!(has("schedule.\"ping-1.1\"", 19), "{problems:?}");
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(has("jobs.pool_size", 11), "{problems:?}");
+        assert!(has("inbox.retry_secs", 16), "{problems:?}");
+        assert!(has("retry.budget_secs", 18), "{problems:?}");
+        assert!(has("schedule.\"ping-1.1\"", 20), "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         let warnings = c.listener_warnings();
         assert!(
             warnings.len() == 1 && warnings[0].contains("inbox.listen"),
