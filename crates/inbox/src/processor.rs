@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::{HandlerError, InboxHandler, InboxKind};
 use bridge_flows::lease::Replica;
 use bridge_flows::RunReport;
-use bridge_store::{ClaimedMessage, InboxMessage, Sealer, Store, StoreError};
+use bridge_store::{ClaimedMessage, Fence, InboxMessage, Sealer, Store, StoreError};
 
 /// Longest failure reason kept with a message.
 const REASON_MAX_CHARS: usize = 300;
@@ -144,6 +144,14 @@ impl InboxProcessor {
             if fresh.is_empty() {
                 return Ok(summary);
             }
+            // The whole batch stays claimed while its messages wait their
+            // turn: a claim left to expire behind a slow message would let
+            // another replica process that message at the same time.
+            let _keeper = AbortOnDrop(tokio::spawn(keep_claims(
+                self.store.clone(),
+                fresh.iter().map(|c| c.fence.clone()).collect(),
+                self.replica.clone(),
+            )));
             for claimed in fresh {
                 if !go_on() {
                     self.store
@@ -151,10 +159,20 @@ impl InboxProcessor {
                         .await?;
                     continue;
                 }
+                // Still ours? A process stalled past the claim's expiry
+                // (suspended, cut off from the database) may have lost it.
+                if !self
+                    .store
+                    .inbox_renew(&claimed.fence, self.replica.lease_ttl)
+                    .await?
+                {
+                    tracing::warn!(receipt = %claimed.message.id, "the claim on this inbox message was taken over by another replica before it was processed: left to it");
+                    continue;
+                }
                 seen.insert(claimed.message.id.clone());
                 summary
                     .messages
-                    .push(self.process_claimed(&claimed, today).await?);
+                    .push(self.process_message(&claimed.message, today).await?);
             }
             if !go_on() {
                 return Ok(summary);
@@ -316,6 +334,38 @@ async fn renew(store: Arc<dyn Store>, claimed: ClaimedMessage, replica: Replica)
     }
 }
 
+/// Keep the claims of a batch alive until the batch is processed: renewed
+/// three times per ttl. A claim that cannot be renewed any more is dropped
+/// from the list: its message was processed (deleted, or kept with its claim
+/// cleared), or another replica took it over, which the check before
+/// processing it sees.
+async fn keep_claims(store: Arc<dyn Store>, mut fences: Vec<Fence>, replica: Replica) {
+    while !fences.is_empty() {
+        tokio::time::sleep(replica.renew_every()).await;
+        let mut kept = Vec::with_capacity(fences.len());
+        for fence in fences {
+            match store.inbox_renew(&fence, replica.lease_ttl).await {
+                Ok(true) => kept.push(fence),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%fence, error = %e, "cannot renew an inbox claim; trying again");
+                    kept.push(fence);
+                }
+            }
+        }
+        fences = kept;
+    }
+}
+
+/// Aborts its task when dropped, including on an early `?` return.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn truncate(text: &str) -> String {
     match text.char_indices().nth(REASON_MAX_CHARS) {
         Some((idx, _)) => format!("{}…", &text[..idx]),
@@ -335,5 +385,79 @@ impl bridge_flows::app::PendingMessages for InboxProcessor {
                 _ => None,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use bridge_store::SqliteStore;
+
+    /// Takes `delay` per message, noting each receipt it handles.
+    struct Slow {
+        delay: Duration,
+        handled: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl InboxHandler for Slow {
+        async fn handle(
+            &self,
+            _kind: InboxKind,
+            receipt_id: &str,
+            _body: &Value,
+            _today: &str,
+        ) -> Result<RunReport, HandlerError> {
+            tokio::time::sleep(self.delay).await;
+            self.handled.lock().unwrap().push(receipt_id.to_string());
+            Ok(RunReport::default())
+        }
+    }
+
+    /// A batch of four takes longer than a claim's ttl to process: its
+    /// last messages stay claimed meanwhile, so another replica asking for
+    /// work all along gets none of them (it would process them twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_batch_stays_claimed_until_each_message_is_processed() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
+        for i in 0..CLAIM_BATCH {
+            let id = format!("m{i}");
+            let sealed = sealer.seal(&id, b"{}").unwrap();
+            store
+                .inbox_put(&id, "PrimeroOutgoingReferral", "k", &sealed)
+                .await
+                .unwrap();
+        }
+        let ttl = Duration::from_millis(600);
+        let handler = Arc::new(Slow {
+            delay: Duration::from_millis(400),
+            handled: Mutex::new(Vec::new()),
+        });
+        let processor = InboxProcessor::new(store.clone(), sealer, handler.clone())
+            .with_replica(Replica::new(Some("a"), ttl));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let other = tokio::spawn({
+            let (store, stop) = (store.clone(), stop.clone());
+            async move {
+                let mut got = Vec::new();
+                while !stop.is_cancelled() {
+                    for c in store.inbox_claim("b", ttl, CLAIM_BATCH).await.unwrap() {
+                        got.push(c.message.id);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                got
+            }
+        });
+        let summary = processor.process_pending("2025-06-01").await.unwrap();
+        stop.cancel();
+        let taken = other.await.unwrap();
+        assert_eq!(summary.done(), 4, "{summary:?}");
+        assert_eq!(handler.handled.lock().unwrap().len(), 4);
+        assert!(taken.is_empty(), "replica b claimed {taken:?}");
+        assert!(store.inbox_pending().await.unwrap().is_empty());
     }
 }
