@@ -87,7 +87,7 @@ on_both_backends!(
     pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing,
 );
 
-fn project() -> ProjectDirs {
+pub(crate) fn project() -> ProjectDirs {
     let project = ProjectDirs::locate().expect("project folder");
     project
         .build_jobs(&["ping-1.1".to_string()])
@@ -97,7 +97,12 @@ fn project() -> ProjectDirs {
 
 /// Interventions for `people`: one each, and a second one for the first
 /// `twice` of them (same individual: must land on one case).
-fn seed(sims: &Simulators, people: &[Person], twice: usize, base: u64) -> Vec<SimIntervention> {
+pub(crate) fn seed(
+    sims: &Simulators,
+    people: &[Person],
+    twice: usize,
+    base: u64,
+) -> Vec<SimIntervention> {
     let mut all = Vec::new();
     for (i, p) in people.iter().enumerate() {
         all.push(SimIntervention::for_person(p.clone(), base + i as u64));
@@ -116,12 +121,30 @@ fn seed(sims: &Simulators, people: &[Person], twice: usize, base: u64) -> Vec<Si
 
 /// Every individual has exactly one case, every intervention exactly one
 /// service on it, and proGres was told about each. Returns (duplicates, lost).
-fn audit(
+pub(crate) fn audit(
     sims: &Simulators,
     people: &[Person],
     interventions: &[SimIntervention],
 ) -> (usize, usize) {
-    let primero = sims.primero_sim();
+    let (duplicates, mut lost) = primero_audit(sims.primero_sim(), people, interventions);
+    for iv in interventions {
+        let state = sims
+            .ping_sim()
+            .intervention_state(&iv.lpinterventionid)
+            .expect("intervention");
+        lost += usize::from(state.pending || state.transfer_status.is_none());
+    }
+    (duplicates, lost)
+}
+
+/// The Primero half of [`audit`]: every individual has exactly one case,
+/// every intervention exactly one service on it (matched by its
+/// intervention number). Returns (duplicates, lost).
+pub(crate) fn primero_audit(
+    primero: &bridge_sim::primero::PrimeroSim,
+    people: &[Person],
+    interventions: &[SimIntervention],
+) -> (usize, usize) {
     let mut duplicates = 0;
     let mut lost = 0;
     for p in people {
@@ -152,11 +175,6 @@ fn audit(
             .sum();
         duplicates += services.saturating_sub(1);
         lost += usize::from(services == 0);
-        let state = sims
-            .ping_sim()
-            .intervention_state(&iv.lpinterventionid)
-            .expect("intervention");
-        lost += usize::from(state.pending || state.transfer_status.is_none());
     }
     (duplicates, lost)
 }

@@ -19,6 +19,7 @@ mod e2e_ping_referrals_to_progres;
 mod e2e_round_trips;
 mod e2e_sharing;
 mod e2e_variants;
+mod failover;
 mod fault_matrix;
 mod job_fixtures;
 mod mappings_cli;

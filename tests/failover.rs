@@ -1,0 +1,601 @@
+//! Failover across replicas (issue 18): three `bridge run` processes share
+//! one PostgreSQL database; the one doing the work is killed with SIGKILL
+//! in the middle of it, and another finishes it. The simulators then audit
+//! that every referral reached Primero exactly once.
+//!
+//! - `a_killed_lease_holder_s_flow_run_is_taken_over_and_finished`: PING
+//!   workflow 1.1 (flow `ping-1.1`), held by the `flow:ping-1.1` lease.
+//! - `a_killed_claimant_s_inbox_messages_are_processed_by_another_replica`:
+//!   design A's inbox (flow dtp-1.1), messages held by claims.
+//!
+//! The only timings checked are the bounds the design promises (a lease's
+//! ttl plus the schedule's period or the claim sweep), with a wide margin
+//! for a loaded machine; the measured figures are printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bridge_demo::dtp_trial::{DtpTrial, INBOX_API_KEY_ENV};
+use bridge_demo::scenario::Simulators;
+use bridge_sim::dtp::{push_to_inbox, referral_message, DtpEndpoint};
+use bridge_sim::people::{PeopleGenerator, Person};
+use bridge_sim::ping::SimIntervention;
+use bridge_testkit::cli::Streams;
+use bridge_testkit::postgres::TestDatabase;
+use sqlx::PgPool;
+
+use crate::durable::{audit, primero_audit, project, seed};
+
+const FLOW: &str = "ping-1.1";
+/// `[cluster] lease_ttl_secs` of every replica: the shortest allowed.
+const TTL_SECS: u64 = 3;
+/// Slack over the promised bounds, for a machine busy with other work.
+const MARGIN: Duration = Duration::from_secs(15);
+
+/// One `bridge run` process and what it printed at start.
+struct Replica {
+    name: String,
+    child: Option<Child>,
+    streams: Option<Streams>,
+    inbox: Option<String>,
+}
+
+/// Every replica of a test. Dropping it (a failed assertion included)
+/// kills the processes still running, so none outlives the test.
+struct Cluster {
+    replicas: Vec<Replica>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Start `names.len()` replicas, each with the config `config(name)`
+    /// writes: the first with `--init` (it creates the schema), then the
+    /// others together. Returns once every one said `bridge running`.
+    async fn start(
+        names: &[&str],
+        config: impl Fn(&str) -> PathBuf,
+        env: &[(&'static str, String)],
+    ) -> Self {
+        let mut cluster = Cluster {
+            replicas: Vec::new(),
+        };
+        let spawn = |name: &str, init: bool| {
+            let path = config(name);
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
+            cmd.arg("run");
+            if init {
+                cmd.arg("--init");
+            }
+            let mut child = cmd
+                .arg("--config")
+                .arg(&path)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("BRIDGE_LOG", "info")
+                .current_dir(path.parent().expect("config folder"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the bridge binary starts");
+            let streams = Streams::read(&mut child);
+            Replica {
+                name: name.to_string(),
+                child: Some(child),
+                streams: Some(streams),
+                inbox: None,
+            }
+        };
+        cluster.replicas.push(spawn(names[0], true));
+        cluster.wait_started(0).await;
+        for name in &names[1..] {
+            cluster.replicas.push(spawn(name, false));
+        }
+        for i in 1..names.len() {
+            cluster.wait_started(i).await;
+        }
+        cluster
+    }
+
+    /// Until replica `i` prints `bridge running`; notes its inbox address.
+    async fn wait_started(&mut self, i: usize) {
+        let streams = self.replicas[i].streams.as_ref().expect("streams");
+        let (started, inbox) = tokio::task::block_in_place(|| {
+            let mut inbox = None;
+            loop {
+                match streams.lines.recv_timeout(Duration::from_secs(180)) {
+                    Ok(line) if line.starts_with("bridge running") => break (true, inbox),
+                    Ok(line) => {
+                        if let Some(url) = line.strip_prefix("inbox listening on ") {
+                            inbox = Some(url.trim().to_string());
+                        }
+                    }
+                    Err(_) => break (false, inbox),
+                }
+            }
+        });
+        if !started {
+            let name = self.replicas[i].name.clone();
+            self.fail(&format!("replica {name} did not start"));
+        }
+        self.replicas[i].inbox = inbox;
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// SIGKILL replica `name` (`Child::kill` sends SIGKILL on Unix).
+    fn kill(&mut self, name: &str) {
+        let r = self
+            .replicas
+            .iter_mut()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no replica named {name}"));
+        let mut child = r.child.take().expect("the replica is running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    /// Kill every replica, then panic with `why` and the end of each one's
+    /// log: what a failure saw.
+    fn fail(&mut self, why: &str) -> ! {
+        let mut logs = String::new();
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if let Some(streams) = r.streams.take() {
+                let (_, stderr) = streams.finish();
+                let lines: Vec<&str> = stderr.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                logs.push_str(&format!(
+                    "\n--- replica {} (last lines) ---\n{tail}\n",
+                    r.name
+                ));
+            }
+        }
+        panic!("{why}\n{logs}");
+    }
+}
+
+/// A replica's `[metrics]` (a port of its own) and `[cluster]` sections.
+fn replica_toml(name: &str) -> String {
+    format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nreplica = \"{name}\"\nlease_ttl_secs = {TTL_SECS}\n"
+    )
+}
+
+fn state_toml(db: &TestDatabase) -> String {
+    format!("[state]\nurl = \"{}\"", db.url())
+}
+
+/// A lease as the database has it: owner, token, and whether it is live on
+/// the database's clock.
+async fn lease(pool: &PgPool, name: &str) -> Option<(String, i64, bool)> {
+    sqlx::query_as(
+        "SELECT owner, token, expires_at > bridge_stamp(now()) FROM leases WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .expect("read leases")
+}
+
+/// Inbox messages with a claimant: (id, claimed_by, live).
+async fn claims(pool: &PgPool) -> Vec<(String, String, bool)> {
+    sqlx::query_as(
+        "SELECT id, claimed_by, claim_expires_at > bridge_stamp(now()) FROM inbox
+         WHERE claimed_by IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read inbox claims")
+}
+
+async fn inbox_states(pool: &PgPool) -> Vec<(String, String, i64)> {
+    sqlx::query_as("SELECT id, state, attempts FROM inbox ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .expect("read inbox")
+}
+
+async fn running_runs(pool: &PgPool, flow: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM runs WHERE flow = $1 AND outcome = 'running'")
+        .bind(flow)
+        .fetch_all(pool)
+        .await
+        .expect("read runs")
+}
+
+fn people(seed: u64, n: usize) -> Vec<Person> {
+    let mut g = PeopleGenerator::new(seed);
+    (0..n).map(|_| g.person()).collect()
+}
+
+/// How many of `people` have a case in Primero.
+fn with_a_case(sims: &Simulators, people: &[Person]) -> usize {
+    people
+        .iter()
+        .filter(|p| {
+            !sims
+                .primero_sim()
+                .find_by_individual_no(&p.progres_id)
+                .is_empty()
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
+    let Some(db) = bridge_testkit::postgres::database().await else {
+        return;
+    };
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = sims
+        .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
+        .replace("[state]\npath = \"state.db\"", &state_toml(&db));
+    assert!(base.contains(&state_toml(&db)), "[state] not found");
+    // Every replica keeps the whole schedule: every second. Two records at
+    // a time, so that a run over the seed lasts several seconds.
+    let config = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "{base}\n[schedule]\n\"{FLOW}\" = \"* * * * * *\"\n\n[delivery]\nrecord_concurrency = 2\n\n{}",
+                replica_toml(name)
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let mut cluster = Cluster::start(&["a", "b", "c"], config, &sims.secret_env()).await;
+    let pool = PgPool::connect(db.url()).await.unwrap();
+
+    // Slow partners: each record takes a few hundred milliseconds.
+    sims.primero_sim().set_latency(Duration::from_millis(200));
+    sims.ping_sim().set_latency(Duration::from_millis(50));
+    let people = people(181, 24);
+    let interventions = seed(&sims, &people, 0, 18100);
+    let n = people.len();
+
+    // Mid-run: some referrals delivered, not all.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while with_a_case(&sims, &people) < 4 {
+        if Instant::now() > deadline {
+            let seen = with_a_case(&sims, &people);
+            cluster.fail(&format!(
+                "no run delivered 4 of {n} referrals in 120 s ({seen} delivered)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let name = bridge_store::Lease::flow_name(FLOW);
+    let holder = lease(&pool, &name).await;
+    let Some((killed, token, true)) = holder.clone() else {
+        cluster.fail(&format!("no live lease {name} mid-run: {holder:?}"));
+    };
+    if !cluster.names().contains(&killed) {
+        cluster.fail(&format!(
+            "lease {name} held by {killed}, not a replica of this test"
+        ));
+    }
+    cluster.kill(&killed);
+    let killed_at = Instant::now();
+    let delivered_at_kill = with_a_case(&sims, &people);
+    let left_running = running_runs(&pool, FLOW).await;
+    if delivered_at_kill >= n {
+        cluster.fail(&format!(
+            "the run finished before replica {killed} was killed ({delivered_at_kill} of {n}): nothing to take over"
+        ));
+    }
+
+    // Another replica takes the lease over once it expires, at the next
+    // scheduled slot: within the ttl plus the schedule's second.
+    let promised = Duration::from_secs(TTL_SECS) + Duration::from_secs(1);
+    let (new_owner, new_token, took_over) = loop {
+        let seen = lease(&pool, &name).await;
+        if let Some((owner, t, true)) = &seen {
+            if *owner != killed {
+                break (owner.clone(), *t, killed_at.elapsed());
+            }
+        }
+        if killed_at.elapsed() > promised + MARGIN {
+            cluster.fail(&format!(
+                "lease {name} of killed replica {killed} (token {token}) not taken over {:?} after the kill (promised {promised:?} + margin {MARGIN:?}); now {seen:?}",
+                killed_at.elapsed()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        new_token > token,
+        "the fencing token grows when the lease changes owner: {token} then {new_token}"
+    );
+
+    // The new holder finishes: every referral in Primero and acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (duplicates, lost) = audit(&sims, &people, &interventions);
+        if duplicates > 0 {
+            cluster.fail(&format!(
+                "{duplicates} duplicates in Primero after replica {killed} was killed ({lost} not yet delivered)"
+            ));
+        }
+        if lost == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "{lost} referrals still undelivered or unacknowledged 90 s after {new_owner} took lease {name} over; pending in PING: {:?}",
+                sims.ping_sim().pending_intervention_ids()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let finished = killed_at.elapsed();
+    // Each referral's transfer status was written in proGres once.
+    let acks: Vec<usize> = interventions
+        .iter()
+        .map(|iv| {
+            sims.ping_sim()
+                .intervention_state(&iv.lpinterventionid)
+                .expect("intervention")
+                .status_writes
+        })
+        .collect();
+    if acks.iter().any(|&w| w != 1) {
+        cluster.fail(&format!(
+            "each referral acknowledged once in proGres, seen status writes {acks:?}"
+        ));
+    }
+    assert!(sims.ping_sim().pending_intervention_ids().is_empty());
+
+    // The run the killed replica left `running` is marked interrupted by a
+    // later run on another replica.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let still = running_runs(&pool, FLOW).await;
+        let stuck: Vec<&String> = left_running.iter().filter(|r| still.contains(r)).collect();
+        if stuck.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "runs of killed replica {killed} still marked running: {stuck:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !left_running.is_empty(),
+        "the killed replica had a run in progress"
+    );
+
+    eprintln!(
+        "failover (lease): replica {killed} killed with {delivered_at_kill} of {n} referrals delivered; \
+         {new_owner} held {name} (token {token} -> {new_token}) {:.1} s after the kill (ttl {TTL_SECS} s), \
+         all {n} delivered {:.1} s after the kill; 0 duplicates, 0 lost, each acknowledged once",
+        took_over.as_secs_f64(),
+        finished.as_secs_f64()
+    );
+}
+
+/// The design A jobs the inbox runs.
+const DTP_JOBS: [&str; 2] = ["dtp-1.1", "dtp-2.3"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
+    let Some(db) = bridge_testkit::postgres::database().await else {
+        return;
+    };
+    let project = bridge_runtime::toolchain::ProjectDirs::locate().expect("project folder");
+    project
+        .build_jobs(&DTP_JOBS.map(String::from))
+        .expect("jobs build");
+    let tmp = tempfile::tempdir().unwrap();
+    // The inbox's jobs only (other jobs may need another deployment's tables).
+    let jobs = tmp.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    for job in DTP_JOBS {
+        std::fs::copy(project.job_wasm(job), jobs.join(format!("{job}.wasm"))).unwrap();
+    }
+    let sims = Simulators::start_loopback().await.unwrap();
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let trial = DtpTrial::start(any, any).await.unwrap();
+    let pki = trial.pki.write_files(tmp.path()).unwrap();
+    let base = design_a_config(&trial, &sims, &pki, &jobs, &project, &db);
+    let config = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bridge.toml");
+        std::fs::write(&file, format!("{base}\n{}", replica_toml(name))).unwrap();
+        file
+    };
+    let env = trial.secret_env(&sims);
+    let mut cluster = Cluster::start(&["a", "b", "c"], config, &env).await;
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    let api_key = env
+        .iter()
+        .find(|(k, _)| *k == INBOX_API_KEY_ENV)
+        .map(|(_, v)| v.clone())
+        .expect("the inbox API key");
+    let inboxes: Vec<String> = cluster
+        .replicas
+        .iter()
+        .map(|r| {
+            r.inbox
+                .clone()
+                .expect("each replica prints its inbox address")
+        })
+        .collect();
+
+    // Slow Primero: each message takes about a second.
+    sims.primero_sim().set_latency(Duration::from_millis(700));
+    let people = people(182, 18);
+    let interventions: Vec<SimIntervention> = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| SimIntervention::for_person(p.clone(), 18200 + i as u64))
+        .collect();
+    let n = interventions.len();
+    // DTP's load balancer spreads the pushes over the three inboxes.
+    for (i, iv) in interventions.iter().enumerate() {
+        let message = referral_message(std::slice::from_ref(iv));
+        let answer = push_to_inbox(&inboxes[i % inboxes.len()], &api_key, &message)
+            .await
+            .unwrap();
+        if answer.status != 202 {
+            cluster.fail(&format!(
+                "push {i} to {} answered {} {}",
+                inboxes[i % inboxes.len()],
+                answer.status,
+                answer.body
+            ));
+        }
+    }
+
+    // Mid-way: some messages processed, and a replica holding live claims.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (killed, held) = loop {
+        let done = n - inbox_states(&pool).await.len();
+        let live: Vec<(String, String, bool)> =
+            claims(&pool).await.into_iter().filter(|c| c.2).collect();
+        if done >= 2 {
+            // The replica with the most live claims.
+            let mut best: Option<(String, Vec<String>)> = None;
+            for name in cluster.names() {
+                let ids: Vec<String> = live
+                    .iter()
+                    .filter(|c| c.1 == name)
+                    .map(|c| c.0.clone())
+                    .collect();
+                if ids.len() > best.as_ref().map_or(0, |b| b.1.len()) {
+                    best = Some((name, ids));
+                }
+            }
+            if let Some(best) = best {
+                break best;
+            }
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "no replica held claims mid-way in 120 s: {done} of {n} processed, claims {live:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    cluster.kill(&killed);
+    let killed_at = Instant::now();
+    let pending_at_kill = inbox_states(&pool).await.len();
+
+    // Its messages are claimed again by the others once its claims expire
+    // (the sweep runs every quarter ttl), and processed.
+    let promised = Duration::from_secs(TTL_SECS) + Duration::from_secs(TTL_SECS) / 4;
+    let mut taken_over = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let states = inbox_states(&pool).await;
+        let claims = claims(&pool).await;
+        let mine_left: Vec<&String> = held
+            .iter()
+            .filter(|id| states.iter().any(|s| s.0 == **id))
+            .collect();
+        let still_killed_s = claims.iter().any(|c| c.1 == killed && held.contains(&c.0));
+        if taken_over.is_none() && (mine_left.len() < held.len() || !still_killed_s) {
+            taken_over = Some(killed_at.elapsed());
+        }
+        if let Some(t) = taken_over {
+            if t > promised + MARGIN {
+                cluster.fail(&format!(
+                    "messages {held:?} claimed by killed replica {killed} taken over only {t:?} after the kill (promised {promised:?} + margin {MARGIN:?})"
+                ));
+            }
+        }
+        if states.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "inbox not empty 90 s after replica {killed} was killed: {states:?} (state, attempts); claims {claims:?}; its messages were {held:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let finished = killed_at.elapsed();
+    let took_over = taken_over.expect("taken over before the inbox emptied");
+
+    // Exactly once in Primero: one case per child, one service per referral.
+    let (duplicates, lost) = primero_audit(sims.primero_sim(), &people, &interventions);
+    if (duplicates, lost) != (0, 0) {
+        cluster.fail(&format!(
+            "after replica {killed} was killed holding {held:?}: {duplicates} duplicates and {lost} lost in Primero"
+        ));
+    }
+    // DTP was told about every referral (a notification may be sent again
+    // when its replica died between sending it and recording it).
+    let notified: Vec<String> = trial
+        .dtp
+        .sim()
+        .bodies(DtpEndpoint::Notification)
+        .iter()
+        .filter(|b| b["status"] == "Pending Acknowledgement")
+        .filter_map(|b| b["progres_interventionnumber"].as_str().map(str::to_string))
+        .collect();
+    let unnotified: Vec<&str> = interventions
+        .iter()
+        .map(|iv| iv.intervention_number.as_str())
+        .filter(|number| !notified.iter().any(|n| n == number))
+        .collect();
+    if !unnotified.is_empty() {
+        cluster.fail(&format!("DTP never told of {unnotified:?}"));
+    }
+    eprintln!(
+        "failover (inbox): replica {killed} killed holding claims on {} messages, {pending_at_kill} of {n} left; \
+         its messages taken over {:.1} s after the kill (ttl {TTL_SECS} s), inbox empty {:.1} s after; \
+         0 duplicates, 0 lost in Primero, {} notifications for {n} referrals",
+        held.len(),
+        took_over.as_secs_f64(),
+        finished.as_secs_f64(),
+        notified.len()
+    );
+}
+
+/// Design A as [`DtpTrial`] writes it, on PostgreSQL, with only the inbox:
+/// no scheduled flow, each replica's inbox on a port of its own.
+fn design_a_config(
+    trial: &DtpTrial,
+    sims: &Simulators,
+    pki: &bridge_sim::dtp::TestPkiFiles,
+    jobs: &Path,
+    project: &bridge_runtime::toolchain::ProjectDirs,
+    db: &TestDatabase,
+) -> String {
+    let text = trial.config_toml(sims, pki, jobs, &project.mappings("ethiopia-gambella"));
+    let listen = format!("listen = \"{}\"", trial.inbox_listen);
+    assert!(text.contains(&listen), "[inbox] listen not found");
+    let text = text
+        .replace("[state]\npath = \"state.db\"", &state_toml(db))
+        .replace(&listen, "listen = \"127.0.0.1:0\"");
+    assert!(text.contains(&state_toml(db)), "[state] not found");
+    let schedule = text.find("[schedule]").expect("a [schedule] section");
+    // Up to its comment line: only the inbox works.
+    let cut = text[..schedule].rfind("\n#").unwrap_or(schedule);
+    text[..cut].to_string()
+}
