@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bridge_demo::dtp_trial::{DtpTrial, INBOX_API_KEY_ENV};
@@ -22,8 +22,8 @@ use bridge_demo::scenario::Simulators;
 use bridge_sim::dtp::{push_to_inbox, referral_message, DtpEndpoint};
 use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::ping::SimIntervention;
-use bridge_testkit::cli::Streams;
 use bridge_testkit::postgres::TestDatabase;
+use bridge_testkit::replicas::Replicas;
 use sqlx::PgPool;
 
 use crate::durable::{audit, primero_audit, project, seed};
@@ -34,29 +34,10 @@ const TTL_SECS: u64 = 3;
 /// Slack over the promised bounds, for a machine busy with other work.
 const MARGIN: Duration = Duration::from_secs(15);
 
-/// One `bridge run` process and what it printed at start.
-struct Replica {
-    name: String,
-    child: Option<Child>,
-    streams: Option<Streams>,
-    inbox: Option<String>,
-}
-
-/// Every replica of a test. Dropping it (a failed assertion included)
-/// kills the processes still running, so none outlives the test.
+/// The replicas of one test: started in order, killed when dropped (a
+/// failed assertion included).
 struct Cluster {
-    replicas: Vec<Replica>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for r in &mut self.replicas {
-            if let Some(mut child) = r.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
+    replicas: Replicas,
 }
 
 impl Cluster {
@@ -69,103 +50,61 @@ impl Cluster {
         env: &[(&'static str, String)],
     ) -> Self {
         let mut cluster = Cluster {
-            replicas: Vec::new(),
+            replicas: Replicas::new(),
         };
-        let spawn = |name: &str, init: bool| {
+        let command = |name: &str, init: bool| {
             let path = config(name);
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_bridge"));
             cmd.arg("run");
             if init {
                 cmd.arg("--init");
             }
-            let mut child = cmd
-                .arg("--config")
+            cmd.arg("--config")
                 .arg(&path)
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .env("BRIDGE_LOG", "info")
-                .current_dir(path.parent().expect("config folder"))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("the bridge binary starts");
-            let streams = Streams::read(&mut child);
-            Replica {
-                name: name.to_string(),
-                child: Some(child),
-                streams: Some(streams),
-                inbox: None,
-            }
+                .current_dir(path.parent().expect("config folder"));
+            cmd
         };
-        cluster.replicas.push(spawn(names[0], true));
-        cluster.wait_started(0).await;
-        for name in &names[1..] {
-            cluster.replicas.push(spawn(name, false));
-        }
-        for i in 1..names.len() {
-            cluster.wait_started(i).await;
+        // The first creates the schema, then the others start together.
+        for group in [&names[..1], &names[1..]] {
+            for name in group {
+                if let Err(e) = cluster
+                    .replicas
+                    .spawn(name, command(name, *name == names[0]))
+                {
+                    cluster.fail(&e);
+                }
+            }
+            for name in group {
+                let started = tokio::task::block_in_place(|| {
+                    cluster
+                        .replicas
+                        .wait_started(name, Duration::from_secs(180))
+                });
+                if let Err(e) = started {
+                    cluster.fail(&e);
+                }
+            }
         }
         cluster
     }
 
-    /// Until replica `i` prints `bridge running`; notes its inbox address.
-    async fn wait_started(&mut self, i: usize) {
-        let streams = self.replicas[i].streams.as_ref().expect("streams");
-        let (started, inbox) = tokio::task::block_in_place(|| {
-            let mut inbox = None;
-            loop {
-                match streams.lines.recv_timeout(Duration::from_secs(180)) {
-                    Ok(line) if line.starts_with("bridge running") => break (true, inbox),
-                    Ok(line) => {
-                        if let Some(url) = line.strip_prefix("inbox listening on ") {
-                            inbox = Some(url.trim().to_string());
-                        }
-                    }
-                    Err(_) => break (false, inbox),
-                }
-            }
-        });
-        if !started {
-            let name = self.replicas[i].name.clone();
-            self.fail(&format!("replica {name} did not start"));
-        }
-        self.replicas[i].inbox = inbox;
-    }
-
     fn names(&self) -> Vec<String> {
-        self.replicas.iter().map(|r| r.name.clone()).collect()
+        self.replicas.running()
     }
 
-    /// SIGKILL replica `name` (`Child::kill` sends SIGKILL on Unix).
+    /// SIGKILL replica `name`.
     fn kill(&mut self, name: &str) {
-        let r = self
-            .replicas
-            .iter_mut()
-            .find(|r| r.name == name)
-            .unwrap_or_else(|| panic!("no replica named {name}"));
-        let mut child = r.child.take().expect("the replica is running");
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        if !self.replicas.kill(name) {
+            self.fail(&format!("replica {name} was not running"));
+        }
     }
 
     /// Kill every replica, then panic with `why` and the end of each one's
     /// log: what a failure saw.
     fn fail(&mut self, why: &str) -> ! {
-        let mut logs = String::new();
-        for r in &mut self.replicas {
-            if let Some(mut child) = r.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            if let Some(streams) = r.streams.take() {
-                let (_, stderr) = streams.finish();
-                let lines: Vec<&str> = stderr.lines().collect();
-                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                logs.push_str(&format!(
-                    "\n--- replica {} (last lines) ---\n{tail}\n",
-                    r.name
-                ));
-            }
-        }
+        let logs = self.replicas.stop_and_logs(40);
         panic!("{why}\n{logs}");
     }
 }
