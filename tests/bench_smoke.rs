@@ -1,6 +1,6 @@
 //! `bridge bench --quick`: every part of the suite runs (job layer, OpenFn side
 //! by side, end to end against the simulators, scaling, the state store on
-//! SQLite and PostgreSQL) and the report it
+//! SQLite and PostgreSQL, one and three replicas) and the report it
 //! writes has its header, every section and a verdict for every target. No
 //! figure is checked: timings are reported, never asserted.
 
@@ -36,6 +36,7 @@ fn quick_bench_writes_every_section() {
         "## 3. End to end",
         "## 4. Scaling",
         "## 5. State store: SQLite and PostgreSQL",
+        "## 6. Replicas: one and three on PostgreSQL, and failover",
     ] {
         assert!(md.contains(heading), "no `{heading}` in:\n{md}");
     }

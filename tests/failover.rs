@@ -359,7 +359,13 @@ async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let trial = DtpTrial::start(any, any).await.unwrap();
     let pki = trial.pki.write_files(tmp.path()).unwrap();
-    let base = design_a_config(&trial, &sims, &pki, &jobs, &project, &db);
+    let base = trial.replica_config_toml(
+        &sims,
+        &pki,
+        &jobs,
+        &project.mappings("ethiopia-gambella"),
+        &state_toml(&db),
+    );
     let config = |name: &str| {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -514,27 +520,4 @@ async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
         finished.as_secs_f64(),
         notified.len()
     );
-}
-
-/// Design A as [`DtpTrial`] writes it, on PostgreSQL, with only the inbox:
-/// no scheduled flow, each replica's inbox on a port of its own.
-fn design_a_config(
-    trial: &DtpTrial,
-    sims: &Simulators,
-    pki: &bridge_sim::dtp::TestPkiFiles,
-    jobs: &Path,
-    project: &bridge_runtime::toolchain::ProjectDirs,
-    db: &TestDatabase,
-) -> String {
-    let text = trial.config_toml(sims, pki, jobs, &project.mappings("ethiopia-gambella"));
-    let listen = format!("listen = \"{}\"", trial.inbox_listen);
-    assert!(text.contains(&listen), "[inbox] listen not found");
-    let text = text
-        .replace("[state]\npath = \"state.db\"", &state_toml(db))
-        .replace(&listen, "listen = \"127.0.0.1:0\"");
-    assert!(text.contains(&state_toml(db)), "[state] not found");
-    let schedule = text.find("[schedule]").expect("a [schedule] section");
-    // Up to its comment line: only the inbox works.
-    let cut = text[..schedule].rfind("\n#").unwrap_or(schedule);
-    text[..cut].to_string()
 }

@@ -1,12 +1,14 @@
 //! `bridge bench`: the benchmark suite (issue 7). Measures, side by side in
 //! one run, the job layer, the same mapping code on the OpenFn runtime, the
-//! flows end to end against the simulators, and how cost grows with work;
+//! flows end to end against the simulators, how cost grows with work, the
+//! state store on SQLite and PostgreSQL, and one against three replicas;
 //! prints the figures and writes them to `bench/results.md`.
 //!
 //! Measurements that need a fresh process (cold start, peak RSS, the OpenFn
 //! comparison) run in child processes: `bridge bench worker …` (hidden) and
-//! `node bench/openfn/run.mjs`. The simulators stay in this process, so a
-//! worker's peak RSS is the bridge's alone.
+//! `node bench/openfn/run.mjs`; the replicas part starts `bridge run`
+//! processes. The simulators stay in this process, so a worker's peak RSS
+//! is the bridge's alone.
 //!
 //! No figure here is asserted anywhere: the targets are reported as met or
 //! not met.
@@ -16,6 +18,7 @@ mod calls;
 mod cores;
 mod openfn;
 pub mod records;
+mod replicas;
 mod report;
 mod sections;
 mod state;
@@ -41,6 +44,8 @@ pub enum Part {
     Scaling,
     /// The state store on SQLite and PostgreSQL side by side.
     State,
+    /// One and three `bridge run` replicas on PostgreSQL, and failover.
+    Replicas,
 }
 
 /// Settings of one benchmark run.

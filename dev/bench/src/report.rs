@@ -75,12 +75,13 @@ pub struct Report {
 }
 
 /// The section titles, in order (the smoke test looks for each).
-pub const TITLES: [&str; 5] = [
+pub const TITLES: [&str; 6] = [
     "1. Job layer",
     "2. Same mapping on the OpenFn runtime",
     "3. End to end",
     "4. Scaling",
     "5. State store: SQLite and PostgreSQL",
+    "6. Replicas: one and three on PostgreSQL, and failover",
 ];
 
 impl Report {

@@ -1,4 +1,4 @@
-//! The four parts of the suite. Each returns its report section and adds its
+//! The parts of the suite. Each returns its report section and adds its
 //! rows to the target table.
 
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
         Part::E2e,
         Part::Scaling,
         Part::State,
+        Part::Replicas,
     ];
     for (part, title) in parts.into_iter().zip(TITLES) {
         let section = if b.wants(part) {
@@ -49,6 +50,7 @@ pub(crate) async fn run_all(b: &Bench) -> anyhow::Result<Report> {
                 Part::E2e => end_to_end(b, &mut report).await?,
                 Part::Scaling => scaling(b, &mut report).await?,
                 Part::State => super::state::state_store(b, &mut report).await?,
+                Part::Replicas => super::replicas::section(b, &mut report).await?,
             }
         } else {
             Section {

@@ -174,6 +174,34 @@ allow_placeholders = true
         )
     }
 
+    /// [`DtpTrial::config_toml`] for one of several replicas sharing a
+    /// state database: `state` (e.g. `[state]\nurl = "postgres://…"`)
+    /// instead of the SQLite file, the inbox on a free port of its own
+    /// (each replica prints its address), and no scheduled flow: only the
+    /// inbox works.
+    pub fn replica_config_toml(
+        &self,
+        sims: &Simulators,
+        pki: &TestPkiFiles,
+        jobs_dir: &Path,
+        mappings: &Path,
+        state: &str,
+    ) -> String {
+        let text = self.config_toml(sims, pki, jobs_dir, mappings);
+        let text = text
+            .replacen("[state]\npath = \"state.db\"", state, 1)
+            .replacen(
+                &format!("listen = \"{}\"", self.inbox_listen),
+                "listen = \"127.0.0.1:0\"",
+                1,
+            );
+        // The schedule is last, after its comment line.
+        let cut = text
+            .find("\n# The DTP flows that read Primero")
+            .unwrap_or(text.len());
+        format!("{}\n", &text[..cut])
+    }
+
     /// The variables holding the secrets the config names.
     pub fn secret_env(&self, sims: &Simulators) -> Vec<(&'static str, String)> {
         vec![
@@ -653,6 +681,23 @@ mod tests {
             assert!(bounds.contains(&format!("[flows.\"{flow}\"]")), "{bounds}");
         }
         assert!(!bounds.contains("ping-") && !schedule.contains("ping-"));
+    }
+
+    #[tokio::test]
+    async fn a_replica_config_has_the_state_given_a_free_inbox_port_and_no_schedule() {
+        let sims = Simulators::start_loopback().await.unwrap();
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let trial = DtpTrial::start(any, any).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = trial.pki.write_files(dir.path()).unwrap();
+        let state = "[state]\nurl = \"postgres://bridge@db.example/bridge\"";
+        let text = trial.replica_config_toml(&sims, &pki, dir.path(), dir.path(), state);
+        assert!(text.contains(state), "{text}");
+        assert!(!text.contains("state.db"), "{text}");
+        assert!(text.contains("listen = \"127.0.0.1:0\""), "{text}");
+        assert!(!text.contains("[schedule]"), "{text}");
+        assert!(text.contains("[inbox]") && text.contains("[dtp]"), "{text}");
+        toml::from_str::<toml::Value>(&text).expect("valid TOML");
     }
 
     #[test]
