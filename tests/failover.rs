@@ -13,7 +13,7 @@
 //! for a loaded machine; the measured figures are printed.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
