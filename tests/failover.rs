@@ -453,32 +453,50 @@ async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
     // Its messages are claimed again by the others once its claims expire
     // (the sweep runs every quarter ttl), and processed.
     let promised = Duration::from_secs(TTL_SECS) + Duration::from_secs(TTL_SECS) / 4;
+    let left: Vec<String> = {
+        let states = inbox_states(&pool).await;
+        held.iter()
+            .filter(|id| states.iter().any(|s| s.0 == **id))
+            .cloned()
+            .collect()
+    };
+    if left.is_empty() {
+        cluster.fail(&format!(
+            "replica {killed} had processed all of {held:?} before it was killed: nothing to take over"
+        ));
+    }
     let mut taken_over = None;
+    let mut takers = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let states = inbox_states(&pool).await;
         let claims = claims(&pool).await;
-        let mine_left: Vec<&String> = held
+        for (id, by, _) in &claims {
+            if left.contains(id) && *by != killed {
+                takers.insert(by.clone());
+                taken_over.get_or_insert(killed_at.elapsed());
+            }
+        }
+        let remaining: Vec<&String> = left
             .iter()
             .filter(|id| states.iter().any(|s| s.0 == **id))
             .collect();
-        let still_killed_s = claims.iter().any(|c| c.1 == killed && held.contains(&c.0));
-        if taken_over.is_none() && (mine_left.len() < held.len() || !still_killed_s) {
-            taken_over = Some(killed_at.elapsed());
+        if remaining.is_empty() {
+            // Claimed and processed between two looks.
+            taken_over.get_or_insert(killed_at.elapsed());
         }
-        if let Some(t) = taken_over {
-            if t > promised + MARGIN {
-                cluster.fail(&format!(
-                    "messages {held:?} claimed by killed replica {killed} taken over only {t:?} after the kill (promised {promised:?} + margin {MARGIN:?})"
-                ));
-            }
+        if taken_over.is_none() && killed_at.elapsed() > promised + MARGIN {
+            cluster.fail(&format!(
+                "messages {left:?} of killed replica {killed} not claimed by another replica {:?} after the kill (promised {promised:?} + margin {MARGIN:?}); claims now {claims:?}",
+                killed_at.elapsed()
+            ));
         }
         if states.is_empty() {
             break;
         }
         if Instant::now() > deadline {
             cluster.fail(&format!(
-                "inbox not empty 90 s after replica {killed} was killed: {states:?} (state, attempts); claims {claims:?}; its messages were {held:?}"
+                "inbox not empty 90 s after replica {killed} was killed: {states:?} (id, state, attempts); claims {claims:?}; its messages were {left:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -512,10 +530,11 @@ async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
         cluster.fail(&format!("DTP never told of {unnotified:?}"));
     }
     eprintln!(
-        "failover (inbox): replica {killed} killed holding claims on {} messages, {pending_at_kill} of {n} left; \
-         its messages taken over {:.1} s after the kill (ttl {TTL_SECS} s), inbox empty {:.1} s after; \
+        "failover (inbox): replica {killed} killed holding claims on {} messages ({} not yet processed), {pending_at_kill} of {n} left; \
+         its messages claimed by {takers:?} {:.1} s after the kill (ttl {TTL_SECS} s), inbox empty {:.1} s after; \
          0 duplicates, 0 lost in Primero, {} notifications for {n} referrals",
         held.len(),
+        left.len(),
         took_over.as_secs_f64(),
         finished.as_secs_f64(),
         notified.len()
