@@ -413,7 +413,10 @@ async fn database_deleted_under_the_service(sims: &Simulators, project: &Project
         Ok(s) => s,
         Err(e) => return row.observed(e, false),
     };
-    let (before, _) = service.get("/readyz").await;
+    // Ready first (the service may still be starting), then the files go.
+    let (before, _) = service
+        .readyz_until(Duration::from_secs(10), |s, _| s == 200)
+        .await;
     remove_db(&db);
     let (status, body) = service
         .readyz_until(Duration::from_secs(3), |s, _| s != 200)

@@ -246,9 +246,10 @@ impl App {
         replay: Option<Replay>,
         lease: &FlowLease,
     ) -> anyhow::Result<RunReport> {
-        // A run of this flow left `running` by a replica that died or lost
-        // the lease is over: say so before this one starts.
-        self.store.interrupt_running().await?;
+        // This run holds the flow's lease, so any other run of the flow
+        // still `running` is over (its replica died or lost the lease): say
+        // so before this one starts.
+        self.store.interrupt_flow_runs(flow).await?;
         let fenced = Fenced::new(self.store.clone(), lease.fence());
         let run_id = new_run_id();
         let started = std::time::Instant::now();

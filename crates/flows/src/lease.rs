@@ -5,6 +5,7 @@
 //! cannot be sure it still holds the lease, before another replica may take
 //! it over.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// This process as one replica of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Replica {
     /// Names the holder of leases and claims: `[cluster] replica`, else
     /// `<host>-<pid>-<4 random hex>` (unique across restarts).
@@ -22,7 +23,19 @@ pub struct Replica {
     /// How long a lease or claim outlives its holder's last renewal: how
     /// long a dead replica's work waits before another takes it over.
     pub lease_ttl: Duration,
+    /// The flows this replica is running now. A lease names its replica, not
+    /// its run, so the replica itself keeps a second run of a flow (a replay,
+    /// a cursor move beside a scheduled run) from sharing the first's lease.
+    running: Arc<Mutex<HashSet<String>>>,
 }
+
+impl PartialEq for Replica {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.lease_ttl == other.lease_ttl
+    }
+}
+
+impl Eq for Replica {}
 
 /// Default [`Replica::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
@@ -37,7 +50,11 @@ impl Replica {
                 format!("{}-{}-{suffix}", holder.host, holder.pid)
             }
         };
-        Self { id, lease_ttl }
+        Self {
+            id,
+            lease_ttl,
+            running: Arc::default(),
+        }
     }
 
     /// How often a held lease is renewed: three times per ttl, so two
@@ -63,6 +80,9 @@ pub enum NotRun {
         owner: String,
         until: String,
     },
+    /// This replica is running the flow already.
+    #[error("flow {flow} is already running on this replica")]
+    RunningHere { flow: String },
     /// A run of this schedule slot was already started (by any replica).
     #[error("flow {flow} already ran for its {due} slot (run started {started})")]
     AlreadyRan {
@@ -79,6 +99,33 @@ pub struct FlowLease {
     stop: CancellationToken,
     lost: Arc<AtomicBool>,
     keeper: tokio::task::JoinHandle<()>,
+    /// Dropped last: the flow is free on this replica once the lease is.
+    _running: RunningHere,
+}
+
+/// A flow marked running on its replica while this lives.
+struct RunningHere {
+    flows: Arc<Mutex<HashSet<String>>>,
+    flow: String,
+}
+
+impl RunningHere {
+    fn mark(replica: &Replica, flow: &str) -> Option<Self> {
+        let mut flows = replica.running.lock().unwrap_or_else(|p| p.into_inner());
+        flows.insert(flow.to_string()).then(|| Self {
+            flows: replica.running.clone(),
+            flow: flow.to_string(),
+        })
+    }
+}
+
+impl Drop for RunningHere {
+    fn drop(&mut self) {
+        self.flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.flow);
+    }
 }
 
 impl FlowLease {
@@ -92,6 +139,9 @@ impl FlowLease {
         flow: &str,
         parent: &CancellationToken,
     ) -> anyhow::Result<Self> {
+        let running = RunningHere::mark(replica, flow).ok_or_else(|| NotRun::RunningHere {
+            flow: flow.to_string(),
+        })?;
         let name = Lease::flow_name(flow);
         let asked = Instant::now();
         let Some(lease) = store
@@ -129,6 +179,7 @@ impl FlowLease {
             stop,
             lost,
             keeper,
+            _running: running,
         })
     }
 
@@ -229,4 +280,53 @@ impl Lost {
 
 fn log_renew_error(lease: &Lease, e: &StoreError) {
     tracing::warn!(lease = %lease.name, error = %e, "cannot renew the lease; trying again");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_store::SqliteStore;
+
+    fn not_run(r: anyhow::Result<FlowLease>) -> NotRun {
+        match r {
+            Ok(_) => panic!("the lease was taken twice"),
+            Err(e) => e.downcast::<NotRun>().expect("a NotRun"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_run_of_a_flow_per_replica_and_per_deployment() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let stop = CancellationToken::new();
+        let a = Replica::new(Some("a"), DEFAULT_LEASE_TTL);
+        let b = Replica::new(Some("b"), DEFAULT_LEASE_TTL);
+        let first = FlowLease::take(store.clone(), &a, "ping-1.1", &stop)
+            .await
+            .unwrap();
+        // The same replica: its lease would be shared, so it is refused here.
+        let again = FlowLease::take(store.clone(), &a.clone(), "ping-1.1", &stop).await;
+        assert!(matches!(not_run(again), NotRun::RunningHere { .. }));
+        // Another replica: held elsewhere, naming the holder.
+        match not_run(FlowLease::take(store.clone(), &b, "ping-1.1", &stop).await) {
+            NotRun::HeldElsewhere { owner, .. } => assert_eq!(owner, "a"),
+            other => panic!("{other}"),
+        }
+        // Another flow on the same replica is free.
+        let other = FlowLease::take(store.clone(), &a, "ping-2.1", &stop)
+            .await
+            .unwrap();
+        first.release().await;
+        other.release().await;
+        // Released: the flow is free on this replica and on the others.
+        let by_b = FlowLease::take(store.clone(), &b, "ping-1.1", &stop)
+            .await
+            .unwrap();
+        by_b.release().await;
+        let by_a = FlowLease::take(store.clone(), &a, "ping-1.1", &stop)
+            .await
+            .unwrap();
+        drop(by_a);
+        // Dropped without release (a run that panicked): free here at once.
+        assert!(a.running.lock().unwrap().is_empty());
+    }
 }

@@ -286,6 +286,10 @@ impl Store for Fenced {
         self.inner.interrupt_running().await
     }
 
+    async fn interrupt_flow_runs(&self, flow: &str) -> Result<u64, StoreError> {
+        self.inner.interrupt_flow_runs(flow).await
+    }
+
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         self.inner.runs(flow, limit).await
     }

@@ -442,6 +442,10 @@ pub trait Store: Send + Sync {
     /// become `interrupted`: every one except those under a live lease taken
     /// before the run started (a live replica's run). Returns how many.
     async fn interrupt_running(&self) -> Result<u64, StoreError>;
+    /// Every run of `flow` still `running` becomes `interrupted`: called by
+    /// a run that holds the flow's lease (one run of a flow at a time in the
+    /// deployment), so any other is dead. Compares no clocks. Returns how many.
+    async fn interrupt_flow_runs(&self, flow: &str) -> Result<u64, StoreError>;
     /// Newest first.
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;

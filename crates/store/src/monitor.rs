@@ -368,6 +368,10 @@ impl<S: Store> Store for Monitored<S> {
         self.write(self.inner.interrupt_running()).await
     }
 
+    async fn interrupt_flow_runs(&self, flow: &str) -> Result<u64, StoreError> {
+        self.write(self.inner.interrupt_flow_runs(flow)).await
+    }
+
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         self.read(self.inner.runs(flow, limit)).await
     }

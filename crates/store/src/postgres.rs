@@ -751,6 +751,18 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn interrupt_flow_runs(&self, flow: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, $1)
+             WHERE outcome = 'running' AND flow = $2",
+        )
+        .bind(now())
+        .bind(flow)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn runs(&self, flow: Option<&str>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "{RUN_COLUMNS} WHERE ($1::text IS NULL OR flow = $1) ORDER BY started_at DESC, id DESC LIMIT $2"

@@ -51,7 +51,7 @@ pub(crate) async fn lease_acquire(
 /// ended (SQLite has one writing process, which has just started).
 pub(crate) async fn free_all(pool: &SqlitePool) -> Result<(), StoreError> {
     let now = stamp(chrono::Utc::now());
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE leases SET expires_at = ?1 WHERE expires_at > ?1")
         .bind(&now)
         .execute(&mut *tx)
@@ -141,7 +141,7 @@ pub(crate) async fn set_cursor_fenced(
     flow: &str,
     value: &str,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
     sqlx::query(
         "INSERT INTO cursors (flow, value, updated_at) VALUES (?, ?, ?)
@@ -164,7 +164,7 @@ pub(crate) async fn record_delivery_fenced(
     fingerprint: &str,
     target_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
     sqlx::query(
         "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
@@ -193,7 +193,7 @@ pub(crate) async fn record_deliveries_fenced(
         return Ok(());
     }
     let at = super::now();
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
     for (key, fingerprint, target_id) in deliveries {
         sqlx::query(
@@ -307,7 +307,7 @@ pub(crate) async fn slot_acquire(
     ttl: Duration,
 ) -> Result<Option<u32>, StoreError> {
     let now = chrono::Utc::now();
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for slot in 0..slots {
         sqlx::query("INSERT OR IGNORE INTO partner_slots (scope, slot) VALUES (?, ?)")
             .bind(scope)

@@ -16,6 +16,9 @@
 //!   simulator; token calls are left out: they hold no call slot), so at
 //!   most `M_p ÷ (c_p × L)` records a second.
 //!
+//! - **A partner's rate limit.** Partner `p` answers at most `r_p` calls a
+//!   second (`rate_per_sec`), so at most `r_p ÷ c_p` records a second.
+//!
 //! The bound is the smallest of these:
 //! `min(R ÷ (k × L), min_p M_p ÷ (c_p × L))`. With the benchmark's 32
 //! records at once, 32 calls per partner and 20 ms, workflow 1.1 (`k` = 3:
@@ -46,6 +49,8 @@ pub struct PartnerCalls {
     pub max_in_flight: usize,
     /// Calls per record (token calls left out).
     pub calls_per_record: f64,
+    /// Calls a second allowed (`rate_per_sec`), when limited.
+    pub rate_per_sec: Option<f64>,
 }
 
 /// The bound and what sets it.
@@ -80,6 +85,15 @@ pub fn latency_bound(
                 limited_by: format!("{} calls in flight", p.partner),
             };
         }
+        if let Some(limit) = p.rate_per_sec.filter(|r| *r > 0.0) {
+            let rate = limit / p.calls_per_record;
+            if rate < best.records_per_sec {
+                best = Bound {
+                    records_per_sec: rate,
+                    limited_by: format!("{} rate limit", p.partner),
+                };
+            }
+        }
     }
     Some(best)
 }
@@ -95,11 +109,13 @@ mod tests {
                 partner: "PING",
                 max_in_flight: 32,
                 calls_per_record: 1.01,
+                rate_per_sec: None,
             },
             PartnerCalls {
                 partner: "Primero",
                 max_in_flight: 32,
                 calls_per_record: 2.0,
+                rate_per_sec: None,
             },
         ];
         let b = latency_bound(32, 3, Duration::from_millis(20), &partners).unwrap();
@@ -110,5 +126,11 @@ mod tests {
         assert!((b.records_per_sec - 800.0).abs() < 0.01, "{b:?}");
         assert_eq!(b.limited_by, "Primero calls in flight");
         assert!(latency_bound(32, 3, Duration::ZERO, &partners).is_none());
+        // PING limited to 50 calls a second: 50 ÷ 1.01 records a second.
+        let mut limited = partners.clone();
+        limited[0].rate_per_sec = Some(50.0);
+        let b = latency_bound(32, 3, Duration::from_millis(20), &limited).unwrap();
+        assert!((b.records_per_sec - 49.50).abs() < 0.01, "{b:?}");
+        assert_eq!(b.limited_by, "PING rate limit");
     }
 }

@@ -846,19 +846,15 @@ fn e2e_row(run: &E2e, r: &E2eResult) -> Vec<String> {
         num(r.f("run_ms") / 1000.0, 1),
         num(r.f("records_per_sec"), 1),
         match &bound {
-            Some(b) if run.ping_rate.is_none() => {
-                format!("{} ({})", num(b.records_per_sec, 0), b.limited_by)
-            }
-            _ => "n/a".into(),
+            Some(b) => format!("{} ({})", num(b.records_per_sec, 0), b.limited_by),
+            None => "n/a".into(),
         },
         match &bound {
-            Some(b) if run.ping_rate.is_none() => {
-                format!(
-                    "{}%",
-                    num(100.0 * r.f("records_per_sec") / b.records_per_sec, 0)
-                )
-            }
-            _ => "n/a".into(),
+            Some(b) => format!(
+                "{}%",
+                num(100.0 * r.f("records_per_sec") / b.records_per_sec, 0)
+            ),
+            None => "n/a".into(),
         },
         num(r.f("p50_ms"), 1),
         num(r.f("p99_ms"), 1),
@@ -876,11 +872,13 @@ fn bound_of(run: &E2e, r: &E2eResult) -> Option<super::bound::Bound> {
             partner: "PING",
             max_in_flight: run.max_in_flight,
             calls_per_record: r.calls.ping_api() as f64 / records,
+            rate_per_sec: run.ping_rate,
         },
         super::bound::PartnerCalls {
             partner: "Primero",
             max_in_flight: run.max_in_flight,
             calls_per_record: r.calls.primero_api() as f64 / records,
+            rate_per_sec: None,
         },
     ];
     super::bound::latency_bound(

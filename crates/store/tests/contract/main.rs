@@ -48,6 +48,7 @@ contract! {
         a_reseal_replaces_only_the_body_it_was_given,
         runs_keep_their_counts_records_and_order,
         running_runs_become_interrupted,
+        a_flows_running_runs_become_interrupted_by_its_lease_holder,
         attempts_count_up_and_clear,
         the_dead_letter_holds_one_active_entry_per_record,
         a_released_entry_forgets_the_attempts_and_may_return,

@@ -221,6 +221,27 @@ pub async fn running_runs_become_interrupted(b: Backend) {
     assert_eq!(s.run("r2").await.unwrap().unwrap().outcome, "ok");
 }
 
+pub async fn a_flows_running_runs_become_interrupted_by_its_lease_holder(b: Backend) {
+    let s = b.store().await;
+    for (id, flow) in [("r1", "ping-1.1"), ("r2", "ping-1.1"), ("r3", "ping-2.1")] {
+        s.run_started(&run(id, flow, "2026-01-01T00:00:00.000Z"))
+            .await
+            .unwrap();
+    }
+    let mut done = run("r4", "ping-1.1", "2026-01-01T00:00:00.000Z");
+    s.run_started(&done).await.unwrap();
+    done.ended_at = Some("2026-01-01T00:01:05.000Z".into());
+    done.outcome = "ok".into();
+    s.run_finished(&done, &[]).await.unwrap();
+    // Only this flow's runs still going, whatever leases or clocks say.
+    assert_eq!(s.interrupt_flow_runs("ping-1.1").await.unwrap(), 2);
+    assert_eq!(s.interrupt_flow_runs("ping-1.1").await.unwrap(), 0);
+    assert_eq!(s.run("r1").await.unwrap().unwrap().outcome, "interrupted");
+    assert!(s.run("r2").await.unwrap().unwrap().ended_at.is_some());
+    assert_eq!(s.run("r3").await.unwrap().unwrap().outcome, "running");
+    assert_eq!(s.run("r4").await.unwrap().unwrap().outcome, "ok");
+}
+
 pub async fn attempts_count_up_and_clear(b: Backend) {
     let s = b.store().await;
     assert_eq!(s.attempts("f", "a").await.unwrap(), 0);
