@@ -94,4 +94,10 @@ fn quick_bench_writes_every_section() {
         );
     }
     assert!(!md.contains("| n/a |"), "a figure is missing:\n{md}");
+    // The fresh process of section 2 delivered its referral (a refused run
+    // would be timed as a fast one).
+    assert!(
+        md.contains("delivered and acknowledged: true"),
+        "the one-referral run did not deliver:\n{md}"
+    );
 }

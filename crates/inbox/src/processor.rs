@@ -187,23 +187,6 @@ impl InboxProcessor {
             .await
     }
 
-    /// Process a claimed message, renewing the claim while it runs so no
-    /// other replica takes it over.
-    pub async fn process_claimed(
-        &self,
-        claimed: &ClaimedMessage,
-        today: &str,
-    ) -> Result<MessageOutcome, StoreError> {
-        let renewing = tokio::spawn(renew(
-            self.store.clone(),
-            claimed.clone(),
-            self.replica.clone(),
-        ));
-        let outcome = self.process_message(&claimed.message, today).await;
-        renewing.abort();
-        outcome
-    }
-
     /// Open one message, hand it to its flow, and keep or delete it.
     pub async fn process_message(
         &self,
@@ -313,25 +296,6 @@ pub fn backoff(base: Duration, failed_attempts: i64) -> Duration {
     let exp = failed_attempts.clamp(1, 20) as u32 - 1;
     base.saturating_mul(1u32 << exp.min(16))
         .min(MAX_RETRY_DELAY)
-}
-
-/// Keep a claim alive while its message is processed: renewed three times
-/// per ttl. A claim found taken over is logged; the fenced writes of the
-/// message's flow then refuse this replica's commits.
-async fn renew(store: Arc<dyn Store>, claimed: ClaimedMessage, replica: Replica) {
-    loop {
-        tokio::time::sleep(replica.renew_every()).await;
-        match store.inbox_renew(&claimed.fence, replica.lease_ttl).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(receipt = %claimed.message.id, "the claim on this inbox message was taken over by another replica");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(receipt = %claimed.message.id, error = %e, "cannot renew the claim on this inbox message; trying again")
-            }
-        }
-    }
 }
 
 /// Keep the claims of a batch alive until the batch is processed: renewed

@@ -249,6 +249,8 @@ pub(crate) async fn section(b: &Bench, report: &mut Report) -> anyhow::Result<Se
                     "flow".into(),
                     "run".into(),
                     "ping-1.1".into(),
+                    // The first run creates the state database.
+                    "--init".into(),
                     "--config".into(),
                     config.display().to_string(),
                     "--today".into(),
@@ -262,6 +264,14 @@ pub(crate) async fn section(b: &Bench, report: &mut Report) -> anyhow::Result<Se
         let created = report_json["records"]
             .as_array()
             .is_some_and(|r| r.len() == 1);
+        if !(out.status.success() && created) && ok {
+            let err = String::from_utf8_lossy(&out.stderr);
+            b.say(format!(
+                "fresh `bridge flow run ping-1.1` did not deliver (exit {:?}): {}",
+                out.status.code(),
+                err.lines().last().unwrap_or_default()
+            ));
+        }
         ok &= out.status.success() && created;
         walls.push(wall.as_secs_f64() * 1000.0);
     }
