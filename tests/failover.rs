@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bridge_demo::dtp_trial::{DtpTrial, INBOX_API_KEY_ENV};
 use bridge_demo::scenario::Simulators;
-use bridge_sim::dtp::{push_to_inbox, referral_message, DtpEndpoint};
+use bridge_sim::dtp::{push_to_inbox, referral_message};
 use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::ping::SimIntervention;
 use bridge_testkit::postgres::TestDatabase;
@@ -513,14 +513,7 @@ async fn a_killed_claimant_s_inbox_messages_are_processed_by_another_replica() {
     }
     // DTP was told about every referral (a notification may be sent again
     // when its replica died between sending it and recording it).
-    let notified: Vec<String> = trial
-        .dtp
-        .sim()
-        .bodies(DtpEndpoint::Notification)
-        .iter()
-        .filter(|b| b["status"] == "Pending Acknowledgement")
-        .filter_map(|b| b["progres_interventionnumber"].as_str().map(str::to_string))
-        .collect();
+    let notified = trial.notified();
     let unnotified: Vec<&str> = interventions
         .iter()
         .map(|iv| iv.intervention_number.as_str())

@@ -688,25 +688,7 @@ impl Store for PostgresStore {
         .bind(&run.id)
         .execute(&mut *tx)
         .await?;
-        // Many records in a few statements: one round trip per thousand.
-        for chunk in records.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, \
-                 reason_code, reason, at) ",
-            );
-            insert.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.run_id)
-                    .push_bind(&r.flow)
-                    .push_bind(&r.source_id)
-                    .push_bind(&r.target_id)
-                    .push_bind(&r.status)
-                    .push_bind(r.attempt)
-                    .push_bind(&r.reason_code)
-                    .push_bind(&r.reason)
-                    .push_bind(&r.at);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_outcomes(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -716,24 +698,7 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in records.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, \
-                 reason_code, reason, at) ",
-            );
-            insert.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.run_id)
-                    .push_bind(&r.flow)
-                    .push_bind(&r.source_id)
-                    .push_bind(&r.target_id)
-                    .push_bind(&r.status)
-                    .push_bind(r.attempt)
-                    .push_bind(&r.reason_code)
-                    .push_bind(&r.reason)
-                    .push_bind(&r.at);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_outcomes(&mut tx, records).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1017,6 +982,32 @@ impl Store for PostgresStore {
     async fn audit_prune(&self, before: &str) -> Result<u64, StoreError> {
         crate::audit::postgres::prune(&self.pool, before).await
     }
+}
+
+/// Record outcomes in a few statements: one round trip per [`INSERT_ROWS`].
+async fn insert_outcomes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    records: &[RecordRow],
+) -> Result<(), StoreError> {
+    for chunk in records.chunks(INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, \
+             reason_code, reason, at) ",
+        );
+        insert.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.run_id)
+                .push_bind(&r.flow)
+                .push_bind(&r.source_id)
+                .push_bind(&r.target_id)
+                .push_bind(&r.status)
+                .push_bind(r.attempt)
+                .push_bind(&r.reason_code)
+                .push_bind(&r.reason)
+                .push_bind(&r.at);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

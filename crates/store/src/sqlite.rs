@@ -560,19 +560,8 @@ impl Store for SqliteStore {
         fingerprint: &str,
         target_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
-               target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-        )
-        .bind(flow)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(target_id)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        upsert_delivery(&mut conn, flow, (key, fingerprint, target_id), &now()).await
     }
 
     async fn record_deliveries(
@@ -586,18 +575,8 @@ impl Store for SqliteStore {
         let at = now();
         let mut tx = self.pool.begin().await?;
         for (key, fingerprint, target_id) in deliveries {
-            sqlx::query(
-                "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
-                   target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-            )
-            .bind(flow)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(target_id)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
+            let delivery = (key.as_str(), fingerprint.as_str(), target_id.as_deref());
+            upsert_delivery(&mut tx, flow, delivery, &at).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1106,5 +1085,27 @@ async fn insert_record_outcomes(
         .execute(&mut **tx)
         .await?;
     }
+    Ok(())
+}
+
+/// Insert or replace the delivery record of `(key, fingerprint, target_id)`.
+pub(crate) async fn upsert_delivery(
+    conn: &mut SqliteConnection,
+    flow: &str,
+    (key, fingerprint, target_id): (&str, &str, Option<&str>),
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
+           target_id = excluded.target_id, delivered_at = excluded.delivered_at",
+    )
+    .bind(flow)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(target_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
     Ok(())
 }

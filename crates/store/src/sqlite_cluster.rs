@@ -166,18 +166,8 @@ pub(crate) async fn record_delivery_fenced(
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
-    sqlx::query(
-        "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
-           target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-    )
-    .bind(flow)
-    .bind(key)
-    .bind(fingerprint)
-    .bind(target_id)
-    .bind(super::now())
-    .execute(&mut *tx)
-    .await?;
+    let delivery = (key, fingerprint, target_id);
+    super::sqlite::upsert_delivery(&mut tx, flow, delivery, &super::now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -196,18 +186,8 @@ pub(crate) async fn record_deliveries_fenced(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
     for (key, fingerprint, target_id) in deliveries {
-        sqlx::query(
-            "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint,
-               target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-        )
-        .bind(flow)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(target_id)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
+        let delivery = (key.as_str(), fingerprint.as_str(), target_id.as_deref());
+        super::sqlite::upsert_delivery(&mut tx, flow, delivery, &at).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bridge_demo::dtp_trial::{DtpTrial, INBOX_API_KEY_ENV};
 use bridge_demo::scenario::Simulators;
-use bridge_sim::dtp::{push_to_inbox, referral_message, DtpEndpoint};
+use bridge_sim::dtp::{push_to_inbox, referral_message};
 use bridge_sim::people::PeopleGenerator;
 use bridge_sim::ping::SimIntervention;
 use bridge_testkit::postgres::TestDatabase;
@@ -460,14 +460,7 @@ async fn push_all(messages: Vec<(String, serde_json::Value)>, inboxes: Vec<Strin
 
 /// The intervention numbers DTP was told are in Primero.
 fn notified(trial: &DtpTrial) -> std::collections::HashSet<String> {
-    trial
-        .dtp
-        .sim()
-        .bodies(DtpEndpoint::Notification)
-        .iter()
-        .filter(|b| b["status"] == "Pending Acknowledgement")
-        .filter_map(|b| b["progres_interventionnumber"].as_str().map(str::to_string))
-        .collect()
+    trial.notified().into_iter().collect()
 }
 
 /// Kill the WF 1.1 lease holder among three replicas in the middle of a run.

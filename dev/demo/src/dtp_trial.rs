@@ -203,6 +203,18 @@ allow_placeholders = true
     }
 
     /// The variables holding the secrets the config names.
+    /// The intervention numbers DTP was told are in Primero (a number told
+    /// twice is listed twice).
+    pub fn notified(&self) -> Vec<String> {
+        self.dtp
+            .sim()
+            .bodies(DtpEndpoint::Notification)
+            .iter()
+            .filter(|b| b["status"] == "Pending Acknowledgement")
+            .filter_map(|b| b["progres_interventionnumber"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn secret_env(&self, sims: &Simulators) -> Vec<(&'static str, String)> {
         vec![
             (PRIMERO_PASSWORD_ENV, sims.primero_config.password.clone()),

@@ -174,11 +174,7 @@ impl PingClient {
         (kind, effect): (CallKind, Effect),
     ) -> Result<Vec<u8>, ConnectorError> {
         crate::guard(self.read_only, effect, System::Ping, endpoint)?;
-        let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
-            system: System::Ping,
-            endpoint: endpoint.to_string(),
-            reason: "request body could not be encoded".to_string(),
-        })?;
+        let payload = encode(body, endpoint)?;
         retry::run(
             &self.retry,
             "ping",
@@ -264,11 +260,7 @@ impl PingClient {
         T: Send + 'static,
         P: Fn(ChunkReader) -> Result<T, String> + Clone + Send + 'static,
     {
-        let payload = serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
-            system: System::Ping,
-            endpoint: endpoint.to_string(),
-            reason: "request body could not be encoded".to_string(),
-        })?;
+        let payload = encode(body, endpoint)?;
         retry::run(
             &self.retry,
             "ping",
@@ -412,6 +404,15 @@ impl std::io::Read for ChunkReader {
 fn parse_http_url(text: &str) -> Option<url::Url> {
     let url = url::Url::parse(text).ok()?;
     (matches!(url.scheme(), "http" | "https") && url.has_host()).then_some(url)
+}
+
+/// A request body as JSON; its encoding failing is a protocol error.
+fn encode<B: Serialize + ?Sized>(body: &B, endpoint: &str) -> Result<Vec<u8>, ConnectorError> {
+    serde_json::to_vec(body).map_err(|_| ConnectorError::Protocol {
+        system: System::Ping,
+        endpoint: endpoint.to_string(),
+        reason: "request body could not be encoded".to_string(),
+    })
 }
 
 #[cfg(test)]

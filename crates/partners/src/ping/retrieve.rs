@@ -84,21 +84,7 @@ impl PingClient {
         columns: Option<&[String]>,
     ) -> Result<RetrievePage, ConnectorError> {
         let endpoint = format!("POST {RETRIEVE_PATH} {shipping_process_id}");
-        let body = RetrieveRequest {
-            shipping_process_id,
-            partner_id: &self.config.partner_id,
-            interop_id: &self.config.interop_id,
-            api_version: "V3",
-            query_parameters: params
-                .iter()
-                .map(|(n, v)| QueryParameter {
-                    parameter_name: n,
-                    value: v,
-                })
-                .collect(),
-            paging_cookie: cursor.map(|c| c.cookie.as_str()),
-            page_number: cursor.and_then(|c| c.page_number),
-        };
+        let body = self.retrieve_request(shipping_process_id, params.iter().copied(), cursor);
         let url = self.url_for(&[RETRIEVE_PATH]);
         // A listing (only some columns kept) may be thousands of rows.
         let bytes = self
@@ -132,6 +118,29 @@ impl PingClient {
 }
 
 impl PingClient {
+    /// The body of an SHP retrieve: one page of `shipping_process_id`.
+    fn retrieve_request<'a>(
+        &'a self,
+        shipping_process_id: &'a str,
+        params: impl Iterator<Item = (&'a str, &'a str)>,
+        cursor: Option<&'a PageCursor>,
+    ) -> RetrieveRequest<'a> {
+        RetrieveRequest {
+            shipping_process_id,
+            partner_id: &self.config.partner_id,
+            interop_id: &self.config.interop_id,
+            api_version: "V3",
+            query_parameters: params
+                .map(|(parameter_name, value)| QueryParameter {
+                    parameter_name,
+                    value,
+                })
+                .collect(),
+            paging_cookie: cursor.map(|c| c.cookie.as_str()),
+            page_number: cursor.and_then(|c| c.page_number),
+        }
+    }
+
     /// One listing page read as it arrives, its rows packed.
     async fn retrieve_packed(
         &self,
@@ -141,21 +150,8 @@ impl PingClient {
         columns: Arc<[String]>,
     ) -> Result<PackedPage, ConnectorError> {
         let endpoint = format!("POST {RETRIEVE_PATH} {shipping_process_id}");
-        let body = RetrieveRequest {
-            shipping_process_id,
-            partner_id: &self.config.partner_id,
-            interop_id: &self.config.interop_id,
-            api_version: "V3",
-            query_parameters: params
-                .iter()
-                .map(|(n, v)| QueryParameter {
-                    parameter_name: n,
-                    value: v,
-                })
-                .collect(),
-            paging_cookie: cursor.map(|c| c.cookie.as_str()),
-            page_number: cursor.and_then(|c| c.page_number),
-        };
+        let pairs = params.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        let body = self.retrieve_request(shipping_process_id, pairs, cursor);
         let url = self.url_for(&[RETRIEVE_PATH]);
         self.post_streamed(url, &endpoint, &body, move |reader| {
             parse_packed_page(reader, columns.clone())
