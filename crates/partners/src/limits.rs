@@ -768,24 +768,15 @@ mod tests {
         }
         let starts = starts.lock().unwrap().clone();
         assert_eq!(starts.len(), 30);
-        let busiest = most_in_one_second(starts);
+        let busiest = bridge_sim::arrivals::most_in_one_second(
+            starts
+                .into_iter()
+                .map(tokio::time::Instant::into_std)
+                .collect(),
+        );
         assert!(busiest <= 21, "{busiest} starts in one second");
         // Local pacing alone lets each replica start 20 per second.
         assert!(busiest >= 10, "{busiest}: the calls did not overlap at all");
-    }
-
-    /// The most instants within any one-second window.
-    fn most_in_one_second(mut times: Vec<Instant>) -> usize {
-        times.sort();
-        let mut most = 0;
-        let mut first = 0;
-        for (i, t) in times.iter().enumerate() {
-            while *t - times[first] >= Duration::from_secs(1) {
-                first += 1;
-            }
-            most = most.max(i + 1 - first);
-        }
-        most
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,7 +104,6 @@ pub fn share_partner_limits(app: &mut App, shared_state: bool, owner: &str) -> b
 mod tests {
     use super::*;
 
-    use std::time::Instant;
 
     use bridge_partners::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
     use bridge_partners::{PartnerLimits, RetryPolicy};
@@ -223,20 +222,6 @@ mod tests {
         free_slots(store, scope, slots).await
     }
 
-    /// The most instants within any one-second window.
-    fn most_in_one_second(mut times: Vec<Instant>) -> usize {
-        times.sort();
-        let mut most = 0;
-        let mut first = 0;
-        for (i, t) in times.iter().enumerate() {
-            while *t - times[first] >= Duration::from_secs(1) {
-                first += 1;
-            }
-            most = most.max(i + 1 - first);
-        }
-        most
-    }
-
     #[tokio::test]
     async fn the_switch_shares_each_client_only_when_the_state_is_shared() {
         let (sim, _) = primero_sim().await;
@@ -312,7 +297,7 @@ mod tests {
         read_at_once(&replicas, &id, 5).await;
         let arrivals = sim.arrival_times();
         assert_eq!(arrivals.len(), 15);
-        let busiest = most_in_one_second(arrivals);
+        let busiest = bridge_sim::arrivals::most_in_one_second(arrivals);
         eprintln!("3 replicas × 5 calls at 5/s shared: {busiest} in the busiest second");
         // GCRA allows one more at the window's edge (as the bench counts).
         assert!(busiest <= 6, "{busiest} requests in one second");
@@ -320,7 +305,7 @@ mod tests {
         // Control: each replica alone keeps to 5/s, together they do not.
         sim.reset_in_flight();
         read_at_once(&clients(&sim, &cluster, limits, false), &id, 5).await;
-        let alone = most_in_one_second(sim.arrival_times());
+        let alone = bridge_sim::arrivals::most_in_one_second(sim.arrival_times());
         eprintln!("3 replicas × 5 calls at 5/s each: {alone} in the busiest second");
         assert!(alone > 6, "{alone} requests in one second");
     }

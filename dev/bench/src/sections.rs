@@ -681,19 +681,6 @@ pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize) -> anyhow::Result<()
     Ok(())
 }
 
-fn max_per_second(mut times: Vec<Instant>) -> usize {
-    times.sort();
-    let mut best = 0;
-    let mut start = 0;
-    for end in 0..times.len() {
-        while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
-            start += 1;
-        }
-        best = best.max(end - start + 1);
-    }
-    best
-}
-
 async fn e2e(b: &Bench, run: E2e) -> anyhow::Result<E2eResult> {
     let sims = Simulators::start_loopback().await?;
     seed(&sims, run.flow, run.n)?;
@@ -760,7 +747,7 @@ pub(crate) async fn measure(
         v: combined(values),
         ping_in_flight: sims.ping_sim().max_in_flight_seen(),
         primero_in_flight: sims.primero_sim().max_in_flight_seen(),
-        ping_max_per_sec: max_per_second(sims.ping_sim().arrival_times()),
+        ping_max_per_sec: bridge_sim::arrivals::most_in_one_second(sims.ping_sim().arrival_times()),
         calls: CallCount::now(sims).since(&before),
     };
     b.say(format!(

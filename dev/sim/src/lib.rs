@@ -2,6 +2,7 @@
 //! generated people. Used by `bridge demo`, `bridge sim` and the tests; never a
 //! real person in them.
 
+pub mod arrivals;
 pub mod dtp;
 pub mod people;
 pub mod ping;
