@@ -104,7 +104,6 @@ pub fn share_partner_limits(app: &mut App, shared_state: bool, owner: &str) -> b
 mod tests {
     use super::*;
 
-
     use bridge_partners::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
     use bridge_partners::{PartnerLimits, RetryPolicy};
     use bridge_sim::people::PeopleGenerator;

@@ -186,6 +186,25 @@ impl PingClient {
         .await
     }
 
+    /// One POST of `payload` with the bearer token and subscription key.
+    async fn send(
+        &self,
+        http: &reqwest::Client,
+        url: &url::Url,
+        token: &str,
+        payload: &[u8],
+        endpoint: &str,
+    ) -> Result<reqwest::Response, ConnectorError> {
+        http.post(url.clone())
+            .bearer_auth(token)
+            .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(payload.to_vec())
+            .send()
+            .await
+            .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))
+    }
+
     /// One attempt of [`post_api`](Self::post_api). Token failures are final
     /// here: the token call has its own retries.
     async fn post_once(
@@ -201,15 +220,7 @@ impl PingClient {
             let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
             let (status, retry_after, bytes) = {
                 let _permit = self.limiter.acquire().await;
-                let response = http
-                    .post(url.clone())
-                    .bearer_auth(&token)
-                    .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(payload.to_vec())
-                    .send()
-                    .await
-                    .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                let response = self.send(http, url, &token, payload, endpoint).await?;
                 let status = response.status();
                 let retry_after = parse_retry_after(response.headers());
                 if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
@@ -288,15 +299,8 @@ impl PingClient {
             let (token, generation) = self.bearer(rejected).await.map_err(AttemptError::Final)?;
             let _permit = self.limiter.acquire().await;
             let mut response = self
-                .pages_http
-                .post(url.clone())
-                .bearer_auth(&token)
-                .header(SUBSCRIPTION_KEY_HEADER, self.subscription_key.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(payload.to_vec())
-                .send()
-                .await
-                .map_err(|e| ConnectorError::transport(System::Ping, endpoint, &e))?;
+                .send(&self.pages_http, url, &token, payload, endpoint)
+                .await?;
             let status = response.status();
             if status == reqwest::StatusCode::UNAUTHORIZED && rejected.is_none() {
                 tracing::debug!(endpoint, "PING answered 401; logging in again");
