@@ -31,8 +31,9 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// live heap grew 1.6 MB). `malloc_trim` hands every free page back (about
 /// 4 ms a call on a busy run: under 1% of one core twice a second), and the
 /// process's memory then follows what it holds, not what it once held: with
-/// it, peak private memory from 1,000 to 10,000 records moved -4% (WF 1.1)
-/// and +1% (WF 2.1), against +9% and +15% without (bench section 4).
+/// it (and job instances replaced after 500 records), peak private memory
+/// from 1,000 to 10,000 records moved -1.2% (WF 1.1) and +1.0% (WF 2.1),
+/// against +9% and +15% before (bench section 4).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn return_freed_memory() {
     let spawned = std::thread::Builder::new()

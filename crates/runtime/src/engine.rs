@@ -28,10 +28,13 @@ pub struct Limits {
     /// garbage-collected heap grows in steps within an instance and linear
     /// memory never shrinks, so without this an instance's memory follows
     /// the number of records it has seen (measured: the WF 1.1 job at 9 MiB
-    /// after 1,000 records, 25 MiB after 10,000, 64 MiB after 30,000). After
-    /// 250 records the dirty pages of a WF 1.1 instance stayed at about 3 MB
-    /// from 1,000 to 10,000 records of a run; after 1,000 they went from 3.9
-    /// to 5.6 MB.
+    /// after 1,000 records, 25 MiB after 10,000, 64 MiB after 30,000). At
+    /// 1,000 a run's peak memory still followed its size (a WF 1.1 instance's
+    /// dirty pages 3.9 MB in a run of 1,000 records, 5.6 MB in one of
+    /// 10,000); at 500 it stayed within 1.2% from 1,000 to 10,000 records.
+    /// Lower costs more than the instantiate: a fresh instance maps its first
+    /// records slower (at 250 the job bench's mean was 12 µs a record above
+    /// 1,000's).
     pub recycle_after_calls: u32,
     /// Instances of a job mapping one run's records at once, each on a
     /// thread of its own (`JobPool`); default: the machine's cores.
@@ -43,9 +46,9 @@ impl Default for Limits {
         Self {
             call_timeout: Duration::from_secs(5),
             memory_bytes: 256 * 1024 * 1024,
-            // A replacement costs one instantiate and configure (about 1 ms),
-            // so 4 µs a record.
-            recycle_after_calls: 250,
+            // A replacement costs one instantiate and configure (about 1 ms)
+            // and a cold start of the job's code: a few µs a record.
+            recycle_after_calls: 500,
             pool_size: default_pool_size(),
         }
     }
