@@ -202,7 +202,6 @@ allow_placeholders = true
         format!("{}\n", &text[..cut])
     }
 
-    /// The variables holding the secrets the config names.
     /// The intervention numbers DTP was told are in Primero (a number told
     /// twice is listed twice).
     pub fn notified(&self) -> Vec<String> {
@@ -215,6 +214,7 @@ allow_placeholders = true
             .collect()
     }
 
+    /// The variables holding the secrets the config names.
     pub fn secret_env(&self, sims: &Simulators) -> Vec<(&'static str, String)> {
         vec![
             (PRIMERO_PASSWORD_ENV, sims.primero_config.password.clone()),
