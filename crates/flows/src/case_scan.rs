@@ -48,6 +48,30 @@ pub trait CaseVisitor {
     /// Every case of a page was visited (also before the scan stops): the
     /// moment to finish work collected from its cases.
     async fn end_page(&mut self, _st: &mut ScanState) {}
+
+    /// Visit a page's cases in order, between `begin_page` and `end_page`;
+    /// false when the scan must stop. A visitor that overlaps the work of
+    /// several cases replaces it, calling [`ScanState::enter`] before each
+    /// case as this does.
+    async fn visit_page(&mut self, cases: &[Case], st: &mut ScanState) -> bool {
+        self.begin_page(cases).await;
+        for (i, case) in cases.iter().enumerate() {
+            if !st.enter(case) {
+                self.end_page(st).await;
+                return false;
+            }
+            self.visit(case, &cases[i + 1..], st)
+                .instrument(case_span(case))
+                .await;
+        }
+        self.end_page(st).await;
+        true
+    }
+}
+
+/// The span of one case's visit (its id only).
+pub fn case_span(case: &Case) -> tracing::Span {
+    tracing::info_span!("case", case = %case.id)
 }
 
 /// What the scan and its visitor share during a run.
@@ -56,6 +80,30 @@ pub struct ScanState {
     pub since: Option<DateTime<Utc>>,
     pub tracker: CursorTracker,
     pub report: RunReport,
+    /// Shutdown: the scan stops between cases.
+    stop: CancellationToken,
+}
+
+impl ScanState {
+    /// Before visiting `case`: false when shutting down (the scan stops
+    /// before it), else it counts as read.
+    pub fn enter(&mut self, case: &Case) -> bool {
+        if self.stopped() {
+            return false;
+        }
+        self.report.fetched += 1;
+        self.tracker.saw(case.last_updated_at);
+        true
+    }
+
+    fn stopped(&mut self) -> bool {
+        if !self.stop.is_cancelled() {
+            return false;
+        }
+        tracing::info!("shutting down: scan stopped between cases");
+        self.report.stopped = true;
+        true
+    }
 }
 
 /// Passes over one second's cases before the scan gives up on collecting
@@ -120,6 +168,7 @@ impl CaseScan<'_> {
             since: Some(since),
             tracker: CursorTracker::new(Some(since)),
             report,
+            stop: self.stop.clone(),
         };
         self.read_cases(&mut st, visitor).await;
         let mut report = st.report;
@@ -287,31 +336,9 @@ impl CaseScan<'_> {
     ) -> bool {
         cases.retain(|c| seen.insert(c.id.clone(), c.last_updated_at) != Some(c.last_updated_at));
         if cases.is_empty() {
-            return !self.stopped(st);
+            return !st.stopped();
         }
-        visitor.begin_page(&cases).await;
-        for (i, case) in cases.iter().enumerate() {
-            let ahead = &cases[i + 1..];
-            if self.stopped(st) {
-                visitor.end_page(st).await;
-                return false;
-            }
-            st.report.fetched += 1;
-            st.tracker.saw(case.last_updated_at);
-            let span = tracing::info_span!("case", case = %case.id);
-            visitor.visit(case, ahead, st).instrument(span).await;
-        }
-        visitor.end_page(st).await;
-        true
-    }
-
-    fn stopped(&self, st: &mut ScanState) -> bool {
-        if !self.stop.is_cancelled() {
-            return false;
-        }
-        tracing::info!("shutting down: scan stopped between cases");
-        st.report.stopped = true;
-        true
+        visitor.visit_page(&cases, st).await
     }
 }
 

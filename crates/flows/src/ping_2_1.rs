@@ -159,6 +159,10 @@ struct PingDelivery<'a> {
     store: &'a dyn Store,
     shipping_process: String,
     commits: GroupCommit<(String, String, Option<String>)>,
+    /// Referrals PING confirmed, written at the end of their page
+    /// (`Deliver::flush`): each is `submitted` in the store already, so a
+    /// crash before the write only makes the next run ask PING again.
+    confirmed: std::sync::Mutex<Vec<(String, String, Option<String>)>>,
 }
 
 /// Whether a failed ingestion may still have been applied by PING: the
@@ -190,7 +194,18 @@ impl PingDelivery<'_> {
 
     /// Ask PING about `txn` and record what it says.
     async fn settle(&self, key: &str, txn: &str) -> Result<RecordOutcome, String> {
-        let items = match self.ping.check_status(&self.shipping_process, txn).await {
+        let answer = self.ping.check_status(&self.shipping_process, txn).await;
+        self.settled(key, txn, answer).await
+    }
+
+    /// Record what check status said about `txn`.
+    async fn settled(
+        &self,
+        key: &str,
+        txn: &str,
+        answer: Result<Vec<IngestionStatus>, ConnectorError>,
+    ) -> Result<RecordOutcome, String> {
+        let items = match answer {
             Ok(items) => items,
             // Stays `submitted`: asked again next run.
             Err(e) => return Ok(partner_failure(&e)),
@@ -198,7 +213,11 @@ impl PingDelivery<'_> {
         match transaction_state(&items) {
             TransactionState::Processed(referral_id) => {
                 let target = referral_id.as_deref().unwrap_or(txn);
-                self.remember(key, FP_DELIVERED, Some(target)).await?;
+                // Off the referral's path: written with its page's (`flush`).
+                self.confirmed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((key.to_string(), FP_DELIVERED.to_string(), Some(target.to_string())));
                 tracing::info!(transaction = txn, target, "proGres confirmed the referral");
                 Ok(RecordOutcome::Sent {
                     target_id: Some(target.to_string()),
@@ -257,10 +276,16 @@ impl PingDelivery<'_> {
             }
             Err(e) => return Ok(partner_failure(&e)),
         };
-        // Before asking: a crash now must not lead to a second referral.
-        self.remember(key, FP_SUBMITTED, Some(&txn)).await?;
+        // Recorded before its outcome is: a crash now must not lead to a
+        // second referral. PING is asked meanwhile (a read, harmless if the
+        // write fails); the outcome is recorded only after the write.
+        let (written, answer) = tokio::join!(
+            self.remember(key, FP_SUBMITTED, Some(&txn)),
+            self.ping.check_status(&self.shipping_process, &txn)
+        );
+        written?;
         tracing::info!(transaction = %txn, "referral submitted to PING");
-        self.settle(key, &txn).await
+        self.settled(key, &txn, answer).await
     }
 }
 
@@ -292,6 +317,17 @@ impl Deliver for PingDelivery<'_> {
             code: "state".into(),
             reason,
         })
+    }
+
+    async fn flush(&self) -> Result<(), String> {
+        let confirmed = std::mem::take(&mut *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()));
+        if confirmed.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .record_deliveries(FLOW, &confirmed)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     fn planned(
@@ -342,6 +378,7 @@ impl Ping21<'_> {
                 store: self.store,
                 shipping_process: sp,
                 commits: GroupCommit::default(),
+                confirmed: Default::default(),
             },
         }
         .run(run_id, today)

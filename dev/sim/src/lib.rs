@@ -4,6 +4,7 @@
 
 pub mod arrivals;
 pub mod dtp;
+pub mod latency;
 pub mod people;
 pub mod ping;
 pub mod primero;

@@ -106,9 +106,7 @@ async fn edge(State(sim): State<DtpSim>, req: Request, next: Next) -> Response {
         st.arrivals.push(Instant::now());
         (st.latency, st.take_fault(&path))
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    crate::latency::wait(latency).await;
     let code =
         |status: u16| StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let response = match fault {

@@ -137,9 +137,7 @@ async fn edge(State(sim): State<PingSim>, mut req: Request, next: Next) -> Respo
         st.arrivals.push(Instant::now());
         (st.latency, st.take_fault(&path))
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    crate::latency::wait(latency).await;
     let response = match fault {
         Some(FaultKind::Body { status, body }) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -88,9 +88,7 @@ pub(super) async fn inject_faults(
         let mut st = sim.lock();
         (st.latency, st.take_fault(req.method().as_str(), &path))
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    crate::latency::wait(latency).await;
     match fault {
         None => next.run(req).await,
         Some(Fault::Delay(d)) => {
