@@ -382,7 +382,12 @@ async fn workload(
     // The load: WF 1.1's referrals all at once, DTP's pushes spread over
     // the inboxes as they are made.
     let started = Instant::now();
-    super::sections::seed(&sims, FLOW, sizes.referrals)?;
+    super::sections::seed(
+        &sims,
+        FLOW,
+        sizes.referrals,
+        super::sections::Stamps::Spread,
+    )?;
     let mut people = PeopleGenerator::new(6_006);
     let messages: Vec<(String, serde_json::Value)> = (0..sizes.messages)
         .map(|i| {
@@ -490,7 +495,7 @@ async fn failover(b: &Bench, db: &TestDatabase, sizes: &Sizes) -> anyhow::Result
     sims.primero_sim().set_latency(latency);
     sims.ping_sim().set_latency(latency);
     let n = sizes.failover;
-    super::sections::seed(&sims, FLOW, n)?;
+    super::sections::seed(&sims, FLOW, n, super::sections::Stamps::Spread)?;
     let written = || writes.lock().unwrap_or_else(|p| p.into_inner()).len();
     let deadline = Instant::now() + sizes.budget;
     while written() < n / 5 {

@@ -588,6 +588,24 @@ pub(crate) struct E2e {
     /// Worker processes running the flow at once against one state
     /// database (1: one replica).
     pub workers: usize,
+    /// When the seeded Primero cases were last updated (WF 2.1).
+    pub stamps: Stamps,
+}
+
+/// Cases a second in a backlog of Primero cases edited over time: a busy
+/// office's pace, so some share a second as in Primero v2.11+.
+const SEEDED_PER_SECOND: usize = 10;
+
+/// When the seeded Primero cases were last updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stamps {
+    /// Over the past, [`SEEDED_PER_SECOND`] a second: a backlog of cases
+    /// edited over time.
+    Spread,
+    /// All in one second, as after a bulk import: Primero lists at most
+    /// 1,000 a page and orders them differently at every request, so the
+    /// bridge reads that second's pages again until it has seen every case.
+    OneSecond,
 }
 
 pub(crate) struct E2eResult {
@@ -613,7 +631,7 @@ impl E2eResult {
     }
 }
 
-pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize) -> anyhow::Result<()> {
+pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize, stamps: Stamps) -> anyhow::Result<()> {
     let mut people = PeopleGenerator::new(31);
     match flow {
         FLOW_11 => {
@@ -634,8 +652,15 @@ pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize) -> anyhow::Result<()
             cw.position = Some("Case Worker".into());
             cw.email = Some("cw_bench@ngo.example".into());
             cw.phone = Some("+254700000123".into());
+            // From the next second on: the simulator's clock never goes
+            // back (its later writes keep the last stamp until it is reached).
+            let base = chrono::Utc::now() + chrono::Duration::seconds(1);
             primero.add_user(cw);
             for i in 0..n {
+                if stamps == Stamps::Spread {
+                    let at = base + chrono::Duration::seconds((i / SEEDED_PER_SECOND) as i64);
+                    primero.pin_clock(Some(at));
+                }
                 let person = people.person();
                 let service: Map<String, Value> = json!({
                     "service_type": SERVICES[i % SERVICES.len()],
@@ -675,6 +700,7 @@ pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize) -> anyhow::Result<()
                     )
                     .map_err(|e| anyhow::anyhow!("seeding a referral: {e:?}"))?;
             }
+            primero.pin_clock(None);
         }
         other => anyhow::bail!("no seeding for flow {other}"),
     }
@@ -683,7 +709,7 @@ pub(crate) fn seed(sims: &Simulators, flow: &str, n: usize) -> anyhow::Result<()
 
 async fn e2e(b: &Bench, run: E2e) -> anyhow::Result<E2eResult> {
     let sims = Simulators::start_loopback().await?;
-    seed(&sims, run.flow, run.n)?;
+    seed(&sims, run.flow, run.n, run.stamps)?;
     sims.primero_sim().set_latency(run.latency);
     sims.ping_sim().set_latency(run.latency);
     let dir = config_dir(b, &sims)?;
@@ -827,7 +853,11 @@ fn e2e_row(run: &E2e, r: &E2eResult) -> Vec<String> {
                 run.ping_rate
                     .map(|x| format!(", PING ≤ {x}/s"))
                     .unwrap_or_default()
-            )
+            ) + if run.stamps == Stamps::OneSecond {
+                "; every case stamped in one second (a bulk import)"
+            } else {
+                ""
+            }
         },
         format!("{} / {}", r.v["delivered"], run.n),
         num(r.f("run_ms") / 1000.0, 1),
@@ -906,7 +936,9 @@ async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
                  the run recorded as `bridge run` records it: its records streamed to a state database in a fresh folder), \
                  so peak RSS is the bridge's. Per-record latency: first entry to close of the flow's `record` span. One at a time = \
                  record concurrency 1 and 1 call in flight per partner (what the original jobs do), measured on {small} records; \
-                 {large} records are run concurrently only (one at a time they would take many minutes) and compared by rate.",
+                 {large} records are run concurrently only (one at a time they would take many minutes) and compared by rate. \
+                 WF 2.1's cases are seeded as a backlog edited over time, {SEEDED_PER_SECOND} a second (whole-second stamps, as \
+                 Primero v2.11+ keeps them); its last row has every case stamped in one second, as after a bulk import.",
                 latency.as_millis()
             ),
             "Latency bound: the most records a second the run could deliver if every partner call took exactly the injected \
@@ -940,6 +972,7 @@ async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             ping_rate: None,
             latency,
             workers: 1,
+            stamps: Stamps::Spread,
         };
         let r1 = e2e(b, one).await?;
         table.row(e2e_row(&one, &r1));
@@ -999,6 +1032,15 @@ async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         } else {
             let rb = e2e(b, big).await?;
             table.row(e2e_row(&big, &rb));
+            if flow == FLOW_21 {
+                // The same backlog as after a bulk import: what ties cost.
+                let bulk = E2e {
+                    stamps: Stamps::OneSecond,
+                    ..big
+                };
+                let rk = e2e(b, bulk).await?;
+                table.row(e2e_row(&bulk, &rk));
+            }
         }
     }
     report.target(
@@ -1056,6 +1098,7 @@ async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         ping_rate: Some(rate),
         latency,
         workers: 1,
+        stamps: Stamps::Spread,
     };
     let rl = e2e(b, limited).await?;
     table.row(e2e_row(&limited, &rl));
@@ -1095,10 +1138,11 @@ async fn decision_flows(
         ping_rate: None,
         latency: Duration::ZERO,
         workers: 1,
+        stamps: Stamps::Spread,
     };
     let result = async {
         let mut out = Vec::new();
-        seed(&sims, FLOW_11, n)?;
+        seed(&sims, FLOW_11, n, Stamps::Spread)?;
         measure(b, &sims, &config, run(FLOW_11)).await?;
         let accepted = super::calls::accept_every_service(&sims)?;
         let r = measure(b, &sims, &config, run("ping-1.2")).await?;
@@ -1107,7 +1151,7 @@ async fn decision_flows(
             r.v["delivered"]
         ));
         out.push(("ping-1.2", r.v["delivered"].as_u64().unwrap_or(0), r.calls));
-        seed(&sims, FLOW_21, n)?;
+        seed(&sims, FLOW_21, n, Stamps::Spread)?;
         measure(b, &sims, &config, run(FLOW_21)).await?;
         let decided = super::calls::decide_every_referral(&sims);
         let r = measure(b, &sims, &config, run("ping-2.2")).await?;
@@ -1182,6 +1226,7 @@ async fn scaling(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
                 ping_rate: None,
                 latency: Duration::ZERO,
                 workers: 1,
+                stamps: Stamps::Spread,
             };
             let r = e2e(b, run).await?;
             last_secs = r.f("run_ms") / 1000.0;

@@ -186,37 +186,47 @@ pub(super) async fn list_cases(
     fault: Option<Extension<HandlerFault>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut st = sim.lock();
-    let filter = parse_case_filter(query.as_deref(), st.config.max_per, &st.config.role);
-    let candidates = st.candidates(&filter);
-    let st = &*st;
-    let mut hits: Vec<(SortKey, &Map<String, Value>)> = candidates
-        .into_iter()
-        .map(|i| &st.cases[i])
-        .filter(|c| filter.matches(c))
-        .map(|c| (sort_key(c, &filter.order_by), c))
-        .collect();
-    // No tie-breaker, as in Primero's SQL search: rows sharing a sort value
-    // come in an order that may differ from one request to the next, so
-    // paging through ties by page number can repeat some and skip others.
-    rand::seq::SliceRandom::shuffle(hits.as_mut_slice(), &mut rand::rng());
-    hits.sort_by(|a, b| a.0.cmp(&b.0));
-    if filter.descending {
-        hits.reverse();
-    }
-    let total = hits.len();
-    let (mut start, mut end) = page_bounds(total, filter.page, filter.per);
-    match fault.map(|Extension(HandlerFault(f))| f) {
-        Some(Fault::RepeatPage) if filter.page > 1 => {
-            (start, end) = page_bounds(total, filter.page - 1, filter.per);
-        }
-        Some(Fault::SkipRows(n)) => start = start.saturating_add(n).min(end),
-        _ => {}
-    }
     let fields = super::fields::requested(query.as_deref());
-    let data: Vec<Value> = hits[start..end]
-        .iter()
-        .map(|(_, c)| super::fields::select(st.shown((*c).clone()), fields.as_deref()))
+    // Under the lock only what needs the cases; the answer is built after,
+    // so one listing does not hold every other request up (Primero's web
+    // workers serve requests side by side).
+    let (filter, total, page) = {
+        let mut st = sim.lock();
+        let filter = parse_case_filter(query.as_deref(), st.config.max_per, &st.config.role);
+        let candidates = st.candidates(&filter);
+        let st = &*st;
+        let mut hits: Vec<(SortKey, &Map<String, Value>)> = candidates
+            .into_iter()
+            .map(|i| &st.cases[i])
+            .filter(|c| filter.matches(c))
+            .map(|c| (sort_key(c, &filter.order_by), c))
+            .collect();
+        // No tie-breaker, as in Primero's SQL search: rows sharing a sort value
+        // come in an order that may differ from one request to the next, so
+        // paging through ties by page number can repeat some and skip others.
+        rand::seq::SliceRandom::shuffle(hits.as_mut_slice(), &mut rand::rng());
+        hits.sort_by(|a, b| a.0.cmp(&b.0));
+        if filter.descending {
+            hits.reverse();
+        }
+        let total = hits.len();
+        let (mut start, mut end) = page_bounds(total, filter.page, filter.per);
+        match fault.map(|Extension(HandlerFault(f))| f) {
+            Some(Fault::RepeatPage) if filter.page > 1 => {
+                (start, end) = page_bounds(total, filter.page - 1, filter.per);
+            }
+            Some(Fault::SkipRows(n)) => start = start.saturating_add(n).min(end),
+            _ => {}
+        }
+        let page: Vec<Value> = hits[start..end]
+            .iter()
+            .map(|(_, c)| st.shown((*c).clone()))
+            .collect();
+        (filter, total, page)
+    };
+    let data: Vec<Value> = page
+        .into_iter()
+        .map(|c| super::fields::select(c, fields.as_deref()))
         .collect();
     Json(json!({
         "data": data,
