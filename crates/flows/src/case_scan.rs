@@ -30,7 +30,6 @@ use super::ledger::Ledger;
 use super::outbound_referrals::{format_cursor, read_cursor, CursorTracker};
 use super::report::RunReport;
 use bridge_partners::primero::{Case, CaseQuery, Page, PrimeroClient, MAX_PER};
-use bridge_partners::ConnectorError;
 use bridge_store::Store;
 
 /// What a cursor flow does with each changed case.
@@ -105,20 +104,6 @@ impl ScanState {
         self.report.stopped = true;
         true
     }
-}
-
-/// A listing request's answer.
-type Listed = Result<Page<Case>, ConnectorError>;
-
-/// Where the scan goes after a page, decided by the page's listing.
-#[derive(Clone, Copy)]
-enum Step {
-    /// On from the page's newest case.
-    From(DateTime<Utc>),
-    /// The page is all one second, with more behind it: read it alone.
-    Second(DateTime<Utc>),
-    /// No case to key on: the next page number.
-    NextPage,
 }
 
 /// Passes over one second's cases before the scan gives up on collecting
@@ -215,61 +200,34 @@ impl CaseScan<'_> {
         let mut page_no = 1;
         // Cases already handled in this run, with the version handled.
         let mut seen: HashMap<String, Option<DateTime<Utc>>> = HashMap::new();
-        // The listing read while the page before it was visited.
-        let mut ahead: Option<Listed> = None;
         loop {
-            let listed = match ahead.take() {
-                Some(listed) => listed,
-                None => {
-                    self.primero
-                        .list_cases_page(&(self.query)(from), page_no)
-                        .await
-                }
-            };
-            let Some(page) = self.accept(listed, from, st) else {
+            let query = (self.query)(from);
+            let Some(page) = self.fetch(&query, page_no, from, st).await else {
                 return;
             };
             let more = page.has_next();
             let newest = page.data.iter().filter_map(|c| c.last_updated_at).max();
-            // Where the scan goes next depends on this listing alone.
-            let step = match newest {
-                Some(t) if from.is_none_or(|f| t > f) => Step::From(t),
-                // A whole page on one second, and more behind it.
-                Some(t) => Step::Second(t.trunc_subsecs(0)),
-                None => Step::NextPage,
-            };
-            let next = match step {
-                _ if !more => None,
-                Step::From(t) => Some(((self.query)(Some(t)), 1)),
-                Step::Second(second) => Some((self.second_query(second), 1)),
-                Step::NextPage => Some(((self.query)(from), page_no + 1)),
-            };
-            let (visited, read) = self
-                .visit_reading(page.data, next.as_ref(), &mut seen, st, visitor)
-                .await;
-            ahead = read;
-            if !visited || !more {
+            if !self.visit_page(page.data, &mut seen, st, visitor).await {
                 return;
             }
-            match step {
-                Step::From(t) => {
+            if !more {
+                return;
+            }
+            match newest {
+                Some(t) if from.is_none_or(|f| t > f) => {
                     from = Some(t);
                     page_no = 1;
                 }
-                Step::Second(second) => {
-                    let after = second + chrono::Duration::seconds(1);
-                    let then = (self.query)(Some(after));
-                    let (complete, read) = self
-                        .read_second(second, ahead.take(), &then, &mut seen, st, visitor)
-                        .await;
-                    if !complete {
+                // A whole page on one second, and more behind it.
+                Some(t) => {
+                    let second = t.trunc_subsecs(0);
+                    if !self.read_second(second, &mut seen, st, visitor).await {
                         return;
                     }
-                    ahead = read;
-                    from = Some(after);
+                    from = Some(second + chrono::Duration::seconds(1));
                     page_no = 1;
                 }
-                Step::NextPage => page_no += 1,
+                None => page_no += 1,
             }
             // A case older than the new lower bound is not listed again
             // (changed, it is newer): forgotten, so a long run's memory does
@@ -280,67 +238,38 @@ impl CaseScan<'_> {
         }
     }
 
-    /// The listing of the cases stamped in `second` alone.
-    fn second_query(&self, second: DateTime<Utc>) -> CaseQuery {
-        let until = second + chrono::Duration::milliseconds(999);
-        (self.query)(Some(second)).updated_until(until).per(MAX_PER)
-    }
-
     /// Every case stamped in `second`, however Primero orders them: passes
     /// over the pages of `second..second` until as many distinct cases were
-    /// listed as the listing's total. `first` is its first page if already
-    /// read; `then` the listing the scan reads after the second, read while
-    /// the second's last page is visited (returned with the outcome). False
-    /// when the scan must stop (the reason is in the report, the cursor held
-    /// at `second`).
+    /// listed as the listing's total. False when the scan must stop (the
+    /// reason is in the report, the cursor held at `second`).
     async fn read_second(
         &self,
         second: DateTime<Utc>,
-        first: Option<Listed>,
-        then: &CaseQuery,
         seen: &mut HashMap<String, Option<DateTime<Utc>>>,
         st: &mut ScanState,
         visitor: &mut impl CaseVisitor,
-    ) -> (bool, Option<Listed>) {
-        let query = self.second_query(second);
+    ) -> bool {
+        let until = second + chrono::Duration::milliseconds(999);
+        let query = (self.query)(Some(second)).updated_until(until).per(MAX_PER);
         // Only counted (distinct cases against the total), so a hash of
         // each id will do: a collision costs one more pass, never a case.
         let mut listed: HashSet<u64> = HashSet::new();
         let mut total = 0;
-        let mut ahead = first;
         for pass in 1..=MAX_SECOND_PASSES {
             let mut page_no = 1;
             loop {
-                let read = match ahead.take() {
-                    Some(read) => read,
-                    None => self.primero.list_cases_page(&query, page_no).await,
-                };
-                let Some(page) = self.accept(read, Some(second), st) else {
-                    return (false, None);
+                let Some(page) = self.fetch(&query, page_no, Some(second), st).await else {
+                    return false;
                 };
                 total = page.total;
                 let has_next = page.has_next();
                 listed.extend(page.data.iter().map(|c| id_hash(&c.id)));
-                let complete = listed.len() as u64 >= total;
-                let next = if complete {
-                    Some((then.clone(), 1))
-                } else if has_next {
-                    Some((query.clone(), page_no + 1))
-                } else if pass < MAX_SECOND_PASSES {
-                    Some((query.clone(), 1))
-                } else {
-                    None
-                };
-                let (visited, read) = self
-                    .visit_reading(page.data, next.as_ref(), seen, st, visitor)
-                    .await;
-                if !visited {
-                    return (false, None);
+                if !self.visit_page(page.data, seen, st, visitor).await {
+                    return false;
                 }
-                if complete {
-                    return (true, read);
+                if listed.len() as u64 >= total {
+                    return true;
                 }
-                ahead = read;
                 if !has_next {
                     break;
                 }
@@ -359,43 +288,20 @@ impl CaseScan<'_> {
             listed.len(),
             format_cursor(second)
         ));
-        (false, None)
+        false
     }
 
-    /// Visit a page while the listing after it, when there is one, is read:
-    /// what that listing returns depends on the page's listing alone, and a
-    /// partner may take long to list a large page.
-    async fn visit_reading(
+    /// One page, or `None` when the run must stop (reason in the report).
+    /// A page shorter than its total implies means rows went missing on the
+    /// way: stop, and keep the cursor at `from`, where the listing began.
+    async fn fetch(
         &self,
-        cases: Vec<Case>,
-        next: Option<&(CaseQuery, u64)>,
-        seen: &mut HashMap<String, Option<DateTime<Utc>>>,
-        st: &mut ScanState,
-        visitor: &mut impl CaseVisitor,
-    ) -> (bool, Option<Listed>) {
-        match next {
-            None => (self.visit_page(cases, seen, st, visitor).await, None),
-            Some((query, page_no)) => {
-                let (visited, read) = tokio::join!(
-                    self.visit_page(cases, seen, st, visitor),
-                    self.primero.list_cases_page(query, *page_no)
-                );
-                (visited, Some(read))
-            }
-        }
-    }
-
-    /// A listing's page, or `None` when the run must stop (reason in the
-    /// report). A page shorter than its total implies means rows went
-    /// missing on the way: stop, and keep the cursor at `from`, where the
-    /// listing began.
-    fn accept(
-        &self,
-        listed: Listed,
+        query: &CaseQuery,
+        page_no: u64,
         from: Option<DateTime<Utc>>,
         st: &mut ScanState,
     ) -> Option<Page<Case>> {
-        let page = match listed {
+        let page = match self.primero.list_cases_page(query, page_no).await {
             Ok(p) => p,
             Err(e) => {
                 // Everything read so far still counts for the cursor.
@@ -554,90 +460,6 @@ mod tests {
                 "run {run}"
             );
         }
-        running.shutdown().await;
-    }
-
-    /// Waits, on its first case, until Primero was asked for the listing
-    /// after the page it is visiting.
-    struct AwaitNextListing {
-        sim: PrimeroSim,
-        visited: usize,
-        asked_while_visiting: bool,
-    }
-
-    impl CaseVisitor for AwaitNextListing {
-        async fn visit(&mut self, _case: &Case, _ahead: &[Case], _st: &mut ScanState) {
-            self.visited += 1;
-            if self.visited > 1 {
-                return;
-            }
-            let asked = async {
-                while self.sim.request_count("GET /api/v2/cases") < 2 {
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
-            };
-            self.asked_while_visiting =
-                tokio::time::timeout(std::time::Duration::from_secs(10), asked)
-                    .await
-                    .is_ok();
-        }
-    }
-
-    /// The listing after a page is read while the page is visited (a
-    /// partner may take long to list a large page), and the scan still
-    /// visits every case once.
-    #[tokio::test]
-    async fn the_next_listing_is_read_while_a_page_is_visited() {
-        let sim = PrimeroSim::new(PrimeroSimConfig {
-            max_per: 10,
-            ..PrimeroSimConfig::default()
-        });
-        for second in 1..=25 {
-            sim.pin_clock(Some(at(&format!("2031-03-01T08:00:{second:02}Z"))));
-            sim.insert_case(Map::new()).unwrap();
-        }
-        let watched = sim.clone();
-        let running = sim.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let config = PrimeroSimConfig::default();
-        let primero = PrimeroClient::new(PrimeroConfig::new(
-            running.base_url(),
-            PrimeroAuth::Basic {
-                user_name: config.user_name,
-                password: config.password,
-            },
-        ))
-        .unwrap();
-        let store = SqliteStore::in_memory().await.unwrap();
-        let stop = CancellationToken::new();
-        let ledger = Ledger::load(&store, "scan-ahead", DeliveryPolicy::default(), None)
-            .await
-            .unwrap();
-        let scan = CaseScan {
-            flow: "scan-ahead",
-            primero: &primero,
-            store: &store,
-            ledger: &ledger,
-            stop: &stop,
-            query: &query,
-            initial: Some(at("2031-03-01T00:00:00Z")),
-            dry_run: false,
-        };
-        let mut visitor = AwaitNextListing {
-            sim: watched,
-            visited: 0,
-            asked_while_visiting: false,
-        };
-        let report = scan.run(RunReport::default(), &mut visitor).await;
-        assert!(
-            visitor.asked_while_visiting,
-            "page 2 was listed only after page 1 was visited"
-        );
-        assert_eq!(report.aborted, None);
-        assert_eq!(visitor.visited, 25);
-        assert_eq!(
-            store.cursor("scan-ahead").await.unwrap().as_deref(),
-            Some("2031-03-01T08:00:25.000Z")
-        );
         running.shutdown().await;
     }
 }
