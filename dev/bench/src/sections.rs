@@ -599,8 +599,9 @@ const SEEDED_PER_SECOND: usize = 10;
 /// When the seeded Primero cases were last updated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stamps {
-    /// Over the past, [`SEEDED_PER_SECOND`] a second: a backlog of cases
-    /// edited over time.
+    /// [`SEEDED_PER_SECOND`] a second from the next second on (the
+    /// simulator's clock does not go back): a backlog of cases edited over
+    /// time.
     Spread,
     /// All in one second, as after a bulk import: Primero lists at most
     /// 1,000 a page and orders them differently at every request, so the
