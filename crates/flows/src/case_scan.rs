@@ -35,26 +35,22 @@ use bridge_store::Store;
 /// What a cursor flow does with each changed case.
 #[allow(async_fn_in_trait)]
 pub trait CaseVisitor {
-    /// A page of cases was read; called before its first `visit`, so a
-    /// visitor can prefetch what its cases need concurrently.
-    async fn begin_page(&mut self, _cases: &[Case]) {}
-
     /// Handle one case: push its records to `st.report`, hold `st.tracker`
     /// for any record that must be read again. `ahead`: the cases after it
     /// on the page (some may be skipped as already handled), for a visitor
-    /// that works on several at once.
-    async fn visit(&mut self, case: &Case, ahead: &[Case], st: &mut ScanState);
+    /// that works on several at once. Every visitor implements it, unless
+    /// it replaces `visit_page` (which alone calls it).
+    async fn visit(&mut self, _case: &Case, _ahead: &[Case], _st: &mut ScanState) {}
 
     /// Every case of a page was visited (also before the scan stops): the
     /// moment to finish work collected from its cases.
     async fn end_page(&mut self, _st: &mut ScanState) {}
 
-    /// Visit a page's cases in order, between `begin_page` and `end_page`;
-    /// false when the scan must stop. A visitor that overlaps the work of
-    /// several cases replaces it, calling [`ScanState::enter`] before each
-    /// case as this does.
+    /// Visit a page's cases in order, then `end_page`; false when the scan
+    /// must stop. A visitor that overlaps the work of several cases
+    /// replaces it, calling [`ScanState::enter`] before each case as this
+    /// does.
     async fn visit_page(&mut self, cases: &[Case], st: &mut ScanState) -> bool {
-        self.begin_page(cases).await;
         for (i, case) in cases.iter().enumerate() {
             if !st.enter(case) {
                 self.end_page(st).await;

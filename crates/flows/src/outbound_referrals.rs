@@ -307,19 +307,6 @@ fn has_recent_referral(referrals: &[Referral], since: Option<DateTime<Utc>>) -> 
 }
 
 impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
-    /// One case on its own: its referrals read, mapped, delivered and
-    /// settled before the next (what `visit_page` overlaps).
-    async fn visit(&mut self, case: &Case, ahead: &[Case], st: &mut ScanState) {
-        self.one_case(st, case, ahead).await;
-        let run = self.run;
-        let mut done = Vec::new();
-        for (order, p) in std::mem::take(&mut self.pending).into_iter().enumerate() {
-            let outcome = deliver_one(run, &self.sharing, &p).await;
-            done.push((order, p, outcome));
-        }
-        self.settle_pending(st, done).await
-    }
-
     /// The page's cases as a pipeline: each case takes one of `concurrency`
     /// slots before its referrals are read and gives it back once its
     /// referrals are delivered, so reads, mapping and deliveries of
