@@ -104,6 +104,11 @@ pub trait Deliver {
         Ok(())
     }
 
+    /// Ready the partner's session (a token) while the run lists its cases,
+    /// so the first referral does not wait for it. Errors are left to the
+    /// first delivery, which reports them.
+    async fn warm_up(&self) {}
+
     /// Dry run: what `deliver` would write, as a
     /// [`RecordOutcome::WouldWrite`], without any call.
     fn planned(
@@ -296,6 +301,11 @@ struct Visitor<'r, 'a, D: Deliver> {
     /// Services refused for lack of consent: visited whenever their case
     /// changes, with no lower bound on their referral's date.
     refused: HashSet<String>,
+    /// The page's delivery records, read in one query while its first
+    /// referral lists are: `None` when that failed (each service is then
+    /// looked up alone). One lookup a service sat on each referral's path,
+    /// queued behind the state writes of the cases in flight.
+    known: Option<HashMap<String, Delivery>>,
 }
 
 /// Whether any referral of a case is recent enough to make a service new:
@@ -341,6 +351,24 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
                 }
             })
             .buffered(width);
+        // This run alone writes the flow's delivery records (it holds the
+        // flow), and a page lists each case once, so they are read once.
+        let keys: Vec<String> = cases
+            .iter()
+            .filter(|c| wanted.contains(c.id.as_str()))
+            .flat_map(service_ids)
+            .filter(|id| run.ledger.selects(id))
+            .map(str::to_string)
+            .collect();
+        let (known, first) = tokio::join!(run.store.deliveries(run.flow, &keys), reads.next());
+        self.known = match known {
+            Ok(known) => Some(known),
+            Err(e) => {
+                tracing::warn!(error = %e, "state database: the page's deliveries not read at once; looked up one by one");
+                None
+            }
+        };
+        let mut arrived: Vec<_> = first.into_iter().collect();
         let mut case_slots: HashMap<String, Option<Arc<OwnedSemaphorePermit>>> = HashMap::new();
         let sharing = self.sharing.clone();
         let deliver = |order: usize, p: Pending<D::Payload>, slot| {
@@ -355,8 +383,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
         let mut done = Vec::new();
         let mut order = 0;
         let mut finished = true;
-        // Answered reads not yet taken in (while a case is visited).
-        let mut arrived = Vec::new();
+        // `arrived`: answered reads not yet taken in (while a case is visited).
         for (i, case) in cases.iter().enumerate() {
             if !st.enter(case) {
                 finished = false;
@@ -412,6 +439,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
         // pages' worth at once grew a long run's memory by a third).
         self.mapped.clear();
         self.referrals = HashMap::new();
+        self.known = None;
         self.settle_pending(st, done).await;
         finished
     }
@@ -476,6 +504,7 @@ impl<D: Deliver> OutboundRun<'_, D> {
             pending: Vec::new(),
             referrals: HashMap::new(),
             mapped: HashMap::new(),
+            known: None,
         };
         let user = self.associated_user.clone();
         let query = move |from| query(user.as_deref(), from);
@@ -496,7 +525,18 @@ impl<D: Deliver> OutboundRun<'_, D> {
             ..RunReport::default()
         };
         report.stream_to(self.records.clone());
-        let report = scan.run(report, &mut visitor).await;
+        let scan_run = scan.run(report, &mut visitor);
+        let warm_up = self.deliver.warm_up();
+        tokio::pin!(scan_run, warm_up);
+        // A dry run calls no partner; a warm-up still going (a failing token
+        // service, retried) when the scan is done is dropped.
+        let mut warming = !self.dry_run;
+        let report = loop {
+            tokio::select! {
+                report = &mut scan_run => break report,
+                () = &mut warm_up, if warming => warming = false,
+            }
+        };
         tracing::info!(
             cases = report.fetched,
             sent = report.count("sent"),
@@ -788,7 +828,12 @@ impl<D: Deliver> Visitor<'_, '_, D> {
             );
         }
         let needs = Some(item.referred_at);
-        let previous = match self.run.store.delivery(self.run.flow, service_id).await {
+        let known = self.known.as_mut().map(|k| k.remove(service_id));
+        let previous = match known {
+            Some(previous) => Ok(previous),
+            None => self.run.store.delivery(self.run.flow, service_id).await,
+        };
+        let previous = match previous {
             Ok(p) => p,
             Err(e) => return Some((failed("state", e.to_string()), needs)),
         };

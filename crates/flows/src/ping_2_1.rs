@@ -292,6 +292,12 @@ impl PingDelivery<'_> {
 impl Deliver for PingDelivery<'_> {
     type Payload = PingPayload;
 
+    async fn warm_up(&self) {
+        if let Err(e) = self.ping.authenticate().await {
+            tracing::debug!(error = %e, "PING token not obtained ahead; the first delivery asks again");
+        }
+    }
+
     async fn deliver(
         &self,
         item: &EmittedReferral<PingPayload>,

@@ -60,6 +60,14 @@ impl Store for Fenced {
         self.inner.delivery(flow, key).await
     }
 
+    async fn deliveries(
+        &self,
+        flow: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, Delivery>, StoreError> {
+        self.inner.deliveries(flow, keys).await
+    }
+
     async fn record_delivery(
         &self,
         flow: &str,

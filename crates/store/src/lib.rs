@@ -34,6 +34,7 @@ pub use postgres::{redact_url, PostgresStore};
 pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -332,6 +333,21 @@ pub trait Store: Send + Sync {
     /// What was last delivered under `key` (system ids only, e.g.
     /// `<case id>/<service id>`).
     async fn delivery(&self, flow: &str, key: &str) -> Result<Option<Delivery>, StoreError>;
+    /// [`Store::delivery`] of several keys at once (a page's): those with a
+    /// record, by key.
+    async fn deliveries(
+        &self,
+        flow: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, Delivery>, StoreError> {
+        let mut found = HashMap::new();
+        for key in keys {
+            if let Some(d) = self.delivery(flow, key).await? {
+                found.insert(key.clone(), d);
+            }
+        }
+        Ok(found)
+    }
     /// Record a delivery; `fingerprint` identifies the content sent (e.g. a
     /// hash of the decision), so a changed record is sent again.
     async fn record_delivery(
@@ -585,6 +601,25 @@ pub trait Store: Send + Sync {
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
+/// Deliveries with each key once, its last row kept, in first-seen order:
+/// one multi-row upsert may not touch a row twice (PostgreSQL refuses it).
+pub(crate) fn last_per_key(
+    deliveries: &[(String, String, Option<String>)],
+) -> Vec<&(String, String, Option<String>)> {
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut rows: Vec<&(String, String, Option<String>)> = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        match at.get(d.0.as_str()) {
+            Some(&i) => rows[i] = d,
+            None => {
+                at.insert(d.0.as_str(), rows.len());
+                rows.push(d);
+            }
+        }
+    }
+    rows
+}
+
 pub fn now() -> String {
     stamp(chrono::Utc::now())
 }

@@ -135,6 +135,14 @@ impl<S: Store> Store for Monitored<S> {
         self.read(self.inner.delivery(flow, key)).await
     }
 
+    async fn deliveries(
+        &self,
+        flow: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, Delivery>, StoreError> {
+        self.read(self.inner.deliveries(flow, keys)).await
+    }
+
     async fn record_delivery(
         &self,
         flow: &str,

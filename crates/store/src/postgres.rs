@@ -488,6 +488,32 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn deliveries(
+        &self,
+        flow: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT record_key, fingerprint, target_id, delivered_at FROM deliveries
+             WHERE flow = $1 AND record_key = ANY($2)",
+        )
+        .bind(flow)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let delivery = Delivery {
+                    fingerprint: r.get(1),
+                    target_id: r.get(2),
+                    delivered_at: r.get(3),
+                };
+                (r.get(0), delivery)
+            })
+            .collect())
+    }
+
     async fn record_delivery(
         &self,
         flow: &str,
@@ -511,6 +537,38 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn record_deliveries(
+        &self,
+        flow: &str,
+        deliveries: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let rows = crate::last_per_key(deliveries);
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) ",
+            );
+            insert.push_values(chunk, |mut b, (key, fingerprint, target_id)| {
+                b.push_bind(flow)
+                    .push_bind(key)
+                    .push_bind(fingerprint)
+                    .push_bind(target_id.as_deref())
+                    .push_bind(&at);
+            });
+            insert.push(
+                " ON CONFLICT (flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 target_id = excluded.target_id, delivered_at = excluded.delivered_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn delivery_keys(
         &self,
         flow: &str,
@@ -527,6 +585,26 @@ impl Store for PostgresStore {
 
     async fn case_shared(&self, case_id: &str, flow: &str) -> Result<(), StoreError> {
         consent::case_shared(&self.pool, case_id, flow).await
+    }
+
+    async fn cases_shared(&self, case_ids: &[String], flow: &str) -> Result<(), StoreError> {
+        if case_ids.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for chunk in case_ids.chunks(INSERT_ROWS) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO shared_cases (case_id, first_flow, first_shared_at) ",
+            );
+            insert.push_values(chunk, |mut b, id| {
+                b.push_bind(id).push_bind(flow).push_bind(&at);
+            });
+            insert.push(" ON CONFLICT (case_id) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn consent_lost(

@@ -185,10 +185,7 @@ pub(crate) async fn record_deliveries_fenced(
     let at = super::now();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     check(&mut tx, fence).await?;
-    for (key, fingerprint, target_id) in deliveries {
-        let delivery = (key.as_str(), fingerprint.as_str(), target_id.as_deref());
-        super::sqlite::upsert_delivery(&mut tx, flow, delivery, &at).await?;
-    }
+    super::sqlite::upsert_deliveries(&mut tx, flow, deliveries, &at).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -51,7 +51,9 @@ pub(crate) async fn section(b: &Bench, report: &mut Report) -> anyhow::Result<Se
                  (one runtime run over N records, one JavaScript thread) against `bridge bench worker map --pool K` (load the \
                  component from the precompile cache, configure one instance, map N records with a pool of K instances, \
                  {BATCH} records per call: K = 1, and K = {all}, every core). Each reads a JSON file of exactly the N records it \
-                 maps. Ratio = OpenFn ÷ bridge (above 1: the bridge is faster)."
+                 maps: node parses it and hands each record to the job as `JSON.stringify(record)`; the bridge hands each \
+                 record's text as it stands in the file (as it hands a job what a partner sent), never building a tree of \
+                 them. Ratio = OpenFn ÷ bridge (above 1: the bridge is faster)."
             ),
         ],
         ..Section::default()

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::span::Id;
 use tracing::Subscriber;
@@ -199,7 +200,9 @@ async fn map(
     let started = Instant::now();
     let text = std::fs::read_to_string(input)
         .with_context(|| format!("cannot read {}", input.display()))?;
-    let all: Vec<Value> = serde_json::from_str(&text)?;
+    // Each record as the text it is in the file: the host hands jobs JSON
+    // text, so a tree of every record (and writing each back out) is waste.
+    let all: Vec<&RawValue> = serde_json::from_str(&text)?;
     let n = records.unwrap_or(all.len()).min(all.len());
     let set = MappingSet::load_dir(mappings)?;
     let rt = runtime(cache_dir)?;
@@ -220,11 +223,10 @@ async fn map(
         Err(_) => error += 1,
     };
     let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-    let texts: Vec<String> = all.iter().take(n).map(Value::to_string).collect();
     let items: Vec<(&str, &str)> = ids
         .iter()
-        .zip(&texts)
-        .map(|(id, r)| (id.as_str(), r.as_str()))
+        .zip(&all)
+        .map(|(id, r)| (id.as_str(), r.get()))
         .collect();
     let t = Instant::now();
     if pool > 0 {

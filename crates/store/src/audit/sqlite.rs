@@ -9,6 +9,7 @@ use super::{
     AuditEntry, AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS,
     HEAD_COLUMNS,
 };
+use crate::sqlite::INSERT_ROWS;
 use crate::StoreError;
 
 #[async_trait::async_trait]
@@ -58,31 +59,34 @@ pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let head = tx.head().await?;
     let (mut seq, mut prev) = (head.seq, head.hash);
+    let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         seq += 1;
         let hash = entry_hash(e, &prev);
-        sqlx::query(&format!(
-            "INSERT INTO audit ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(seq)
-        .bind(&e.at)
-        .bind(&e.flow)
-        .bind(&e.run_id)
-        .bind(&e.event)
-        .bind(&e.source_id)
-        .bind(&e.target_id)
-        .bind(&e.case_id)
-        .bind(&e.permitted_by)
-        .bind(&e.consent)
-        .bind(&e.job)
-        .bind(&e.job_version)
-        .bind(&e.job_hash)
-        .bind(&e.mappings_hash)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+        rows.push((seq, e, prev, hash.clone()));
         prev = hash;
+    }
+    for chunk in rows.chunks(INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO audit ({COLUMNS}) "));
+        insert.push_values(chunk, |mut b, (seq, e, prev, hash)| {
+            b.push_bind(*seq)
+                .push_bind(&e.at)
+                .push_bind(&e.flow)
+                .push_bind(&e.run_id)
+                .push_bind(&e.event)
+                .push_bind(&e.source_id)
+                .push_bind(&e.target_id)
+                .push_bind(&e.case_id)
+                .push_bind(&e.permitted_by)
+                .push_bind(&e.consent)
+                .push_bind(&e.job)
+                .push_bind(&e.job_version)
+                .push_bind(&e.job_hash)
+                .push_bind(&e.mappings_hash)
+                .push_bind(prev)
+                .push_bind(hash);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
         .bind(seq)

@@ -115,3 +115,23 @@ pub async fn concurrent_scans_raise_one_alert(b: Backend) {
     }
     assert_eq!(first.alerts(false).await.unwrap().len(), 5);
 }
+
+/// A page's shared cases in one call: more than one statement holds, one
+/// given twice and one shared before (its first flow stays).
+pub async fn many_cases_shared_at_once_are_each_recorded_once(b: Backend) {
+    let store = b.store().await;
+    store.case_shared("c0", "ping-1.2").await.unwrap();
+    let mut ids: Vec<String> = (0..1_200).map(|i| format!("c{i}")).collect();
+    ids.push("c5".into());
+    store.cases_shared(&ids, "ping-2.1").await.unwrap();
+    let shared = store.shared_cases().await.unwrap();
+    assert_eq!(shared.len(), 1_200);
+    assert!(shared.iter().all(|(_, raised)| !raised));
+    // Each is watched: a loss raises its alert.
+    let alert = store
+        .consent_lost("c1199", "ping-2.1", "r1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alert.case_id, "c1199");
+}

@@ -53,6 +53,7 @@ contract! {
         the_dead_letter_holds_one_active_entry_per_record,
         a_released_entry_forgets_the_attempts_and_may_return,
         a_run_with_ten_thousand_records_is_kept_whole,
+        a_batch_of_deliveries_is_recorded_whole_and_a_repeated_key_keeps_its_last_row,
     ],
     open: [
         an_existing_database_is_required_without_init,
@@ -82,6 +83,7 @@ contract! {
         a_shared_case_losing_consent_raises_one_alert_until_consent_returns,
         alerts_are_retried_when_due_and_kept_once_delivered,
         concurrent_scans_raise_one_alert,
+        many_cases_shared_at_once_are_each_recorded_once,
     ],
     cluster: [
         a_lease_has_one_owner_until_it_expires_and_a_stale_fence_is_refused,

@@ -335,3 +335,61 @@ pub async fn a_run_with_ten_thousand_records_is_kept_whole(b: Backend) {
     s.run_finished(&done, &records).await.unwrap();
     assert_eq!(s.run_records("big").await.unwrap(), records);
 }
+
+/// A page's deliveries in one call: more rows than one statement holds, a
+/// key given twice (its last row wins), the same again under a lease.
+pub async fn a_batch_of_deliveries_is_recorded_whole_and_a_repeated_key_keeps_its_last_row(
+    b: Backend,
+) {
+    let s = b.store().await;
+    s.record_delivery("f", "k0", "old", None).await.unwrap();
+    let mut batch: Vec<(String, String, Option<String>)> = (0..1_200)
+        .map(|i| (format!("k{i}"), "submitted".to_string(), None))
+        .collect();
+    batch.push(("k7".into(), "confirmed".into(), Some("t7".into())));
+    s.record_deliveries("f", &batch).await.unwrap();
+    let keys = s.delivery_keys("f", "submitted").await.unwrap();
+    assert_eq!(keys.len(), 1_199, "every key but k7, k0 replaced");
+    let k7 = s.delivery("f", "k7").await.unwrap().unwrap();
+    assert_eq!(
+        (k7.fingerprint.as_str(), k7.target_id.as_deref()),
+        ("confirmed", Some("t7"))
+    );
+    assert_eq!(
+        s.delivery("f", "k0").await.unwrap().unwrap().fingerprint,
+        "submitted"
+    );
+
+    let lease = s
+        .lease_acquire("flow:f", "me", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let confirmed: Vec<(String, String, Option<String>)> = (0..1_200)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                "confirmed".to_string(),
+                Some(format!("t{i}")),
+            )
+        })
+        .collect();
+    s.record_deliveries_fenced(&lease.fence(), "f", &confirmed)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delivery_keys("f", "confirmed").await.unwrap().len(),
+        1_200
+    );
+    let last = s.delivery("f", "k1199").await.unwrap().unwrap();
+    assert_eq!(last.target_id.as_deref(), Some("t1199"));
+
+    // Looked up together: those with a record, whatever the number asked.
+    let asked: Vec<String> = (0..1_300).map(|i| format!("k{i}")).collect();
+    let found = s.deliveries("f", &asked).await.unwrap();
+    assert_eq!(found.len(), 1_200);
+    assert_eq!(found["k7"].target_id.as_deref(), Some("t7"));
+    assert!(!found.contains_key("k1200"));
+    assert!(s.deliveries("other", &asked).await.unwrap().is_empty());
+    assert!(s.deliveries("f", &[]).await.unwrap().is_empty());
+}
