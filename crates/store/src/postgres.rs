@@ -563,7 +563,7 @@ impl Store for PostgresStore {
                 " ON CONFLICT (flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
                  target_id = excluded.target_id, delivered_at = excluded.delivered_at",
             );
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -601,7 +601,7 @@ impl Store for PostgresStore {
                 b.push_bind(id).push_bind(flow).push_bind(&at);
             });
             insert.push(" ON CONFLICT (case_id) DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1083,7 +1083,7 @@ async fn insert_outcomes(
                 .push_bind(&r.reason)
                 .push_bind(&r.at);
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }

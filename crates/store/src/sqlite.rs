@@ -327,7 +327,9 @@ const MIN_FREE_BYTES: u64 = 1024 * 1024;
 /// Rows per multi-row INSERT. Each statement is one hop to the connection's
 /// worker thread (a row at a time, a page's thousand audit entries took
 /// 90 to 120 ms); this keeps a statement far below SQLite's 32,766 bind
-/// parameters.
+/// parameters. Statements built for a number of rows are not kept prepared
+/// (`persistent(false)`): every count would stay in the connection's
+/// statement cache (measured: +25% peak memory from 1,000 to 10,000 records).
 pub(crate) const INSERT_ROWS: usize = 500;
 
 /// Why the database at `path` cannot grow, if it cannot: the file system
@@ -575,7 +577,7 @@ impl Store for SqliteStore {
                 keys.push_bind(key);
             }
             select.push(")");
-            for r in select.build().fetch_all(&self.pool).await? {
+            for r in select.build().persistent(false).fetch_all(&self.pool).await? {
                 found.insert(
                     r.get(0),
                     Delivery {
@@ -640,7 +642,7 @@ impl Store for SqliteStore {
                 b.push_bind(id).push_bind(flow).push_bind(&at);
             });
             insert.push(" ON CONFLICT(case_id) DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
+            insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1124,7 +1126,7 @@ async fn insert_record_outcomes(
                 .push_bind(&r.reason)
                 .push_bind(&r.at);
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -1153,7 +1155,7 @@ pub(crate) async fn upsert_deliveries(
             " ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
              target_id = excluded.target_id, delivered_at = excluded.delivered_at",
         );
-        insert.build().execute(&mut *conn).await?;
+        insert.build().persistent(false).execute(&mut *conn).await?;
     }
     Ok(())
 }

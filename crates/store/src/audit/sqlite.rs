@@ -86,7 +86,7 @@ pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<
                 .push_bind(prev)
                 .push_bind(hash);
         });
-        insert.build().execute(&mut *tx).await?;
+        insert.build().persistent(false).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
         .bind(seq)
