@@ -13,6 +13,7 @@ use bridge_sim::dtp::DtpEndpoint;
 use bridge_sim::dtp::{DtpSim, DtpSimConfig, RunningDtpSim, TestPki};
 use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::primero::{case_for_person, NewSimReferral, PrimeroSim, SimUser};
+use bridge_store::{OpenMode, SqliteStore, Store as _};
 use bridge_testkit::cli::output_off_runtime;
 use bridge_testkit::personal::assert_absent;
 use serde_json::{json, Map, Value};
@@ -735,4 +736,48 @@ async fn an_unanswered_check_status_is_asked_again_never_sent_twice() {
         r2["records"][0]["outcome"]["target_id"],
         referrals[0].id.as_str()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_the_state_database_refused_are_asked_again_never_sent_twice() {
+    let h = harness().await;
+    let primero = h.sims.primero_sim();
+    let ping = h.sims.ping_sim();
+    // A first run with nothing to send creates the state database.
+    run_flow(&h, 0).await;
+    let state = h.config.parent().unwrap().join("state.db");
+    let store = SqliteStore::open(&state, OpenMode::Existing).await.unwrap();
+    // The page-end write of what PING confirmed fails; the "submitted"
+    // write before it goes through.
+    sqlx::query(
+        "CREATE TRIGGER test_refuse_confirmed BEFORE UPDATE OF fingerprint ON deliveries
+         WHEN NEW.fingerprint = 'delivered' BEGIN SELECT RAISE(ABORT, 'test: disk gone'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+
+    let mut gen = PeopleGenerator::new(25);
+    let person = gen.person();
+    caseworker(primero, "cw_full", true);
+    let a = case_with_service(primero, &person, "cw_full", "medical", "UNHCR");
+    refer(primero, &a.0, &a.2, UNHCR_USER);
+    // Confirmed by proGres but not known as delivered: held like a failure.
+    let (r1, _) = run_flow(&h, 2).await;
+    assert_eq!(outcomes(&r1), expect(&[(&a.2, "failed", "state")]));
+    assert_eq!(ping.ingestion_records().len(), 1);
+    let submitted = store.delivery(FLOW, &a.2).await.unwrap().unwrap();
+    assert_eq!(submitted.fingerprint, "submitted");
+
+    // The disk is back: PING is asked about the same transaction, nothing
+    // is sent again.
+    sqlx::query("DROP TRIGGER test_refuse_confirmed")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (r2, _) = run_flow(&h, 0).await;
+    assert_eq!(outcomes(&r2), expect(&[(&a.2, "sent", "")]));
+    assert_eq!(ping.ingestion_records().len(), 1, "sent twice");
+    let delivered = store.delivery(FLOW, &a.2).await.unwrap().unwrap();
+    assert_eq!(delivered.fingerprint, "delivered");
 }

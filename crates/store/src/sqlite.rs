@@ -577,7 +577,12 @@ impl Store for SqliteStore {
                 keys.push_bind(key);
             }
             select.push(")");
-            for r in select.build().persistent(false).fetch_all(&self.pool).await? {
+            for r in select
+                .build()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            {
                 found.insert(
                     r.get(0),
                     Delivery {
