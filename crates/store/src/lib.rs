@@ -12,6 +12,7 @@ pub mod audit;
 mod cluster;
 mod consent;
 mod fenced;
+mod inserts;
 mod lease;
 pub mod limits;
 mod monitor;

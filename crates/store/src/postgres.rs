@@ -41,9 +41,6 @@ const MAX_CONNECTIONS: u32 = 10;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A successful round trip vouches for the connection this long.
 const VERIFY_EVERY: Duration = Duration::from_secs(1);
-/// Rows per multi-row INSERT (each statement stays far below PostgreSQL's
-/// 65,535 bind parameters).
-const INSERT_ROWS: usize = 1000;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -548,21 +545,8 @@ impl Store for PostgresStore {
         let at = now();
         let rows = crate::last_per_key(deliveries);
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) ",
-            );
-            insert.push_values(chunk, |mut b, (key, fingerprint, target_id)| {
-                b.push_bind(flow)
-                    .push_bind(key)
-                    .push_bind(fingerprint)
-                    .push_bind(target_id.as_deref())
-                    .push_bind(&at);
-            });
-            insert.push(
-                " ON CONFLICT (flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-                 target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-            );
+        for chunk in rows.chunks(crate::inserts::ROWS) {
+            let mut insert = crate::inserts::deliveries(flow, chunk, &at);
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -593,14 +577,8 @@ impl Store for PostgresStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for chunk in case_ids.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO shared_cases (case_id, first_flow, first_shared_at) ",
-            );
-            insert.push_values(chunk, |mut b, id| {
-                b.push_bind(id).push_bind(flow).push_bind(&at);
-            });
-            insert.push(" ON CONFLICT (case_id) DO NOTHING");
+        for chunk in case_ids.chunks(crate::inserts::ROWS) {
+            let mut insert = crate::inserts::shared_cases(chunk, flow, &at);
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1062,27 +1040,13 @@ impl Store for PostgresStore {
     }
 }
 
-/// Record outcomes in a few statements: one round trip per [`INSERT_ROWS`].
+/// Record outcomes in a few statements: one round trip per [`crate::inserts::ROWS`].
 async fn insert_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(INSERT_ROWS) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, \
-             reason_code, reason, at) ",
-        );
-        insert.push_values(chunk, |mut b, r| {
-            b.push_bind(&r.run_id)
-                .push_bind(&r.flow)
-                .push_bind(&r.source_id)
-                .push_bind(&r.target_id)
-                .push_bind(&r.status)
-                .push_bind(r.attempt)
-                .push_bind(&r.reason_code)
-                .push_bind(&r.reason)
-                .push_bind(&r.at);
-        });
+    for chunk in records.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::record_outcomes(chunk);
         insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())

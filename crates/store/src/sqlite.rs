@@ -324,14 +324,6 @@ impl SqliteStore {
 /// for a page, its journal and the WAL).
 const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
-/// Rows per multi-row INSERT. Each statement is one hop to the connection's
-/// worker thread (a row at a time, a page's thousand audit entries took
-/// 90 to 120 ms); this keeps a statement far below SQLite's 32,766 bind
-/// parameters. Statements built for a number of rows are not kept prepared
-/// (`persistent(false)`): every count would stay in the connection's
-/// statement cache (measured: +25% peak memory from 1,000 to 10,000 records).
-pub(crate) const INSERT_ROWS: usize = 500;
-
 /// Why the database at `path` cannot grow, if it cannot: the file system
 /// has (nearly) no space left for this user, or the database or its WAL
 /// reached the process's file size limit (`ulimit -f`).
@@ -567,7 +559,7 @@ impl Store for SqliteStore {
         keys: &[String],
     ) -> Result<std::collections::HashMap<String, Delivery>, StoreError> {
         let mut found = std::collections::HashMap::new();
-        for chunk in keys.chunks(INSERT_ROWS) {
+        for chunk in keys.chunks(crate::inserts::ROWS) {
             let mut select = sqlx::QueryBuilder::new(
                 "SELECT record_key, fingerprint, target_id, delivered_at FROM deliveries WHERE flow = ",
             );
@@ -639,14 +631,8 @@ impl Store for SqliteStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for chunk in case_ids.chunks(INSERT_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO shared_cases (case_id, first_flow, first_shared_at) ",
-            );
-            insert.push_values(chunk, |mut b, id| {
-                b.push_bind(id).push_bind(flow).push_bind(&at);
-            });
-            insert.push(" ON CONFLICT(case_id) DO NOTHING");
+        for chunk in case_ids.chunks(crate::inserts::ROWS) {
+            let mut insert = crate::inserts::shared_cases(chunk, flow, &at);
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1115,22 +1101,8 @@ async fn insert_record_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(INSERT_ROWS) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO record_outcomes (run_id, flow, source_id, target_id, status, attempt, \
-             reason_code, reason, at) ",
-        );
-        insert.push_values(chunk, |mut b, r| {
-            b.push_bind(&r.run_id)
-                .push_bind(&r.flow)
-                .push_bind(&r.source_id)
-                .push_bind(&r.target_id)
-                .push_bind(&r.status)
-                .push_bind(r.attempt)
-                .push_bind(&r.reason_code)
-                .push_bind(&r.reason)
-                .push_bind(&r.at);
-        });
+    for chunk in records.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::record_outcomes(chunk);
         insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
@@ -1145,21 +1117,8 @@ pub(crate) async fn upsert_deliveries(
     at: &str,
 ) -> Result<(), StoreError> {
     let rows = crate::last_per_key(deliveries);
-    for chunk in rows.chunks(INSERT_ROWS) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO deliveries (flow, record_key, fingerprint, target_id, delivered_at) ",
-        );
-        insert.push_values(chunk, |mut b, (key, fingerprint, target_id)| {
-            b.push_bind(flow)
-                .push_bind(key)
-                .push_bind(fingerprint)
-                .push_bind(target_id.as_deref())
-                .push_bind(at);
-        });
-        insert.push(
-            " ON CONFLICT(flow, record_key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             target_id = excluded.target_id, delivered_at = excluded.delivered_at",
-        );
+    for chunk in rows.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::deliveries(flow, chunk, at);
         insert.build().persistent(false).execute(&mut *conn).await?;
     }
     Ok(())

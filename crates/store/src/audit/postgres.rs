@@ -12,9 +12,6 @@ use super::{
 };
 use crate::StoreError;
 
-/// Entries per INSERT statement (16 parameters each).
-const INSERT_ROWS: usize = 1000;
-
 #[async_trait::async_trait]
 impl ChainRead for PgConnection {
     async fn head(&mut self) -> Result<Head, StoreError> {
@@ -79,26 +76,8 @@ pub(crate) async fn append(pool: &PgPool, entries: &[AuditEntry]) -> Result<(), 
     }
     // A few statements for the batch (a run's entries), each under
     // PostgreSQL's 65,535 bind parameters.
-    for chunk in rows.chunks(INSERT_ROWS) {
-        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO audit ({COLUMNS}) "));
-        insert.push_values(chunk, |mut b, (seq, e, prev, hash)| {
-            b.push_bind(*seq)
-                .push_bind(&e.at)
-                .push_bind(&e.flow)
-                .push_bind(&e.run_id)
-                .push_bind(&e.event)
-                .push_bind(&e.source_id)
-                .push_bind(&e.target_id)
-                .push_bind(&e.case_id)
-                .push_bind(&e.permitted_by)
-                .push_bind(&e.consent)
-                .push_bind(&e.job)
-                .push_bind(&e.job_version)
-                .push_bind(&e.job_hash)
-                .push_bind(&e.mappings_hash)
-                .push_bind(prev)
-                .push_bind(hash);
-        });
+    for chunk in rows.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::audit(COLUMNS, chunk);
         insert.build().persistent(false).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")

@@ -9,7 +9,6 @@ use super::{
     AuditEntry, AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS,
     HEAD_COLUMNS,
 };
-use crate::sqlite::INSERT_ROWS;
 use crate::StoreError;
 
 #[async_trait::async_trait]
@@ -66,26 +65,8 @@ pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<
         rows.push((seq, e, prev, hash.clone()));
         prev = hash;
     }
-    for chunk in rows.chunks(INSERT_ROWS) {
-        let mut insert = sqlx::QueryBuilder::new(format!("INSERT INTO audit ({COLUMNS}) "));
-        insert.push_values(chunk, |mut b, (seq, e, prev, hash)| {
-            b.push_bind(*seq)
-                .push_bind(&e.at)
-                .push_bind(&e.flow)
-                .push_bind(&e.run_id)
-                .push_bind(&e.event)
-                .push_bind(&e.source_id)
-                .push_bind(&e.target_id)
-                .push_bind(&e.case_id)
-                .push_bind(&e.permitted_by)
-                .push_bind(&e.consent)
-                .push_bind(&e.job)
-                .push_bind(&e.job_version)
-                .push_bind(&e.job_hash)
-                .push_bind(&e.mappings_hash)
-                .push_bind(prev)
-                .push_bind(hash);
-        });
+    for chunk in rows.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::audit(COLUMNS, chunk);
         insert.build().persistent(false).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
