@@ -992,6 +992,15 @@ impl Store for PostgresStore {
         cluster::record_delivery_fenced(&self.pool, fence, flow, key, fingerprint, target_id).await
     }
 
+    async fn record_deliveries_fenced(
+        &self,
+        fence: &Fence,
+        flow: &str,
+        deliveries: &[(String, String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        cluster::record_deliveries_fenced(&self.pool, fence, flow, deliveries).await
+    }
+
     async fn inbox_claim(
         &self,
         owner: &str,

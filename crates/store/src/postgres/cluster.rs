@@ -169,6 +169,40 @@ pub(crate) async fn set_cursor_fenced(
     Ok(())
 }
 
+/// Several delivery records under one fence check, in one transaction: the
+/// fence row stays share-locked until the commit, so a takeover (which
+/// moves the token on) waits for these writes or refuses them.
+pub(crate) async fn record_deliveries_fenced(
+    pool: &PgPool,
+    fence: &Fence,
+    flow: &str,
+    deliveries: &[(String, String, Option<String>)],
+) -> Result<(), StoreError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let (fence_key, token) = fence_params(fence);
+    let at = now();
+    let rows = crate::last_per_key(deliveries);
+    let mut tx = pool.begin().await?;
+    let held: Option<i32> =
+        sqlx::query_scalar(&format!("{} SELECT 1 FROM fence", fence_cte(fence)))
+            .bind(fence_key)
+            .bind(token)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if held.is_none() {
+        drop(tx);
+        return Err(refusal(pool, fence).await);
+    }
+    for chunk in rows.chunks(crate::inserts::ROWS) {
+        let mut insert = crate::inserts::deliveries(flow, chunk, &at);
+        insert.build().persistent(false).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(crate) async fn record_delivery_fenced(
     pool: &PgPool,
     fence: &Fence,

@@ -596,3 +596,47 @@ pub async fn only_runs_without_a_live_lease_are_interrupted(b: Backend) {
     assert_eq!(outcome("orphan").await, "interrupted");
     assert_eq!(outcome("lone").await, "interrupted");
 }
+
+/// A page's deliveries under a lease another owner took: refused whole,
+/// nothing written; the new owner's go through.
+pub async fn a_batch_under_a_lost_lease_is_refused_whole(b: Backend) {
+    let store = b.store().await;
+    let a = store
+        .lease_acquire("flow:x", "a", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .lease_renew(&a, Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let b2 = store
+        .lease_acquire("flow:x", "b", LONG)
+        .await
+        .unwrap()
+        .unwrap();
+    let batch: Vec<(String, String, Option<String>)> = (0..600)
+        .map(|i| (format!("k{i}"), "delivered".to_string(), None))
+        .collect();
+    let err = store
+        .record_deliveries_fenced(&a.fence(), "x", &batch)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(err.to_string().contains("token is now 2"), "{err}");
+    assert!(store
+        .delivery_keys("x", "delivered")
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .record_deliveries_fenced(&b2.fence(), "x", &batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery_keys("x", "delivered").await.unwrap().len(),
+        600
+    );
+}

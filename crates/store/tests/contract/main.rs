@@ -97,6 +97,7 @@ contract! {
         a_failed_message_waits_out_its_backoff_for_every_claimant,
         a_claim_is_renewed_by_its_holder_only_and_given_back_with_zero,
         only_runs_without_a_live_lease_are_interrupted,
+        a_batch_under_a_lost_lease_is_refused_whole,
     ],
     monitor: [
         a_failed_call_is_the_fault_until_a_success_clears_it,
