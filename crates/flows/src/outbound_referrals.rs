@@ -368,6 +368,7 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
                 None
             }
         };
+        // Answered reads not yet taken in (while a case is visited).
         let mut arrived: Vec<_> = first.into_iter().collect();
         let mut case_slots: HashMap<String, Option<Arc<OwnedSemaphorePermit>>> = HashMap::new();
         let sharing = self.sharing.clone();
@@ -383,7 +384,6 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
         let mut done = Vec::new();
         let mut order = 0;
         let mut finished = true;
-        // `arrived`: answered reads not yet taken in (while a case is visited).
         for (i, case) in cases.iter().enumerate() {
             if !st.enter(case) {
                 finished = false;

@@ -602,25 +602,6 @@ pub trait Store: Send + Sync {
 }
 
 /// Now, as stored: RFC 3339 UTC with milliseconds.
-/// Deliveries with each key once, its last row kept, in first-seen order:
-/// one multi-row upsert may not touch a row twice (PostgreSQL refuses it).
-pub(crate) fn last_per_key(
-    deliveries: &[(String, String, Option<String>)],
-) -> Vec<&(String, String, Option<String>)> {
-    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut rows: Vec<&(String, String, Option<String>)> = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        match at.get(d.0.as_str()) {
-            Some(&i) => rows[i] = d,
-            None => {
-                at.insert(d.0.as_str(), rows.len());
-                rows.push(d);
-            }
-        }
-    }
-    rows
-}
-
 pub fn now() -> String {
     stamp(chrono::Utc::now())
 }

@@ -543,10 +543,8 @@ impl Store for PostgresStore {
             return Ok(());
         }
         let at = now();
-        let rows = crate::last_per_key(deliveries);
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(crate::inserts::ROWS) {
-            let mut insert = crate::inserts::deliveries(flow, chunk, &at);
+        for mut insert in crate::inserts::deliveries(flow, deliveries, &at) {
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -577,8 +575,7 @@ impl Store for PostgresStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for chunk in case_ids.chunks(crate::inserts::ROWS) {
-            let mut insert = crate::inserts::shared_cases(chunk, flow, &at);
+        for mut insert in crate::inserts::shared_cases(case_ids, flow, &at) {
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1054,8 +1051,7 @@ async fn insert_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::record_outcomes(chunk);
+    for mut insert in crate::inserts::record_outcomes(records) {
         insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())

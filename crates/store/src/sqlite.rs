@@ -631,8 +631,7 @@ impl Store for SqliteStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for chunk in case_ids.chunks(crate::inserts::ROWS) {
-            let mut insert = crate::inserts::shared_cases(chunk, flow, &at);
+        for mut insert in crate::inserts::shared_cases(case_ids, flow, &at) {
             insert.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -1101,8 +1100,7 @@ async fn insert_record_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::record_outcomes(chunk);
+    for mut insert in crate::inserts::record_outcomes(records) {
         insert.build().persistent(false).execute(&mut **tx).await?;
     }
     Ok(())
@@ -1116,9 +1114,7 @@ pub(crate) async fn upsert_deliveries(
     deliveries: &[(String, String, Option<String>)],
     at: &str,
 ) -> Result<(), StoreError> {
-    let rows = crate::last_per_key(deliveries);
-    for chunk in rows.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::deliveries(flow, chunk, at);
+    for mut insert in crate::inserts::deliveries(flow, deliveries, at) {
         insert.build().persistent(false).execute(&mut *conn).await?;
     }
     Ok(())

@@ -76,8 +76,7 @@ pub(crate) async fn append(pool: &PgPool, entries: &[AuditEntry]) -> Result<(), 
     }
     // A few statements for the batch (a run's entries), each under
     // PostgreSQL's 65,535 bind parameters.
-    for chunk in rows.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::audit(COLUMNS, chunk);
+    for mut insert in crate::inserts::audit(COLUMNS, &rows) {
         insert.build().persistent(false).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")

@@ -65,8 +65,7 @@ pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<
         rows.push((seq, e, prev, hash.clone()));
         prev = hash;
     }
-    for chunk in rows.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::audit(COLUMNS, chunk);
+    for mut insert in crate::inserts::audit(COLUMNS, &rows) {
         insert.build().persistent(false).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")

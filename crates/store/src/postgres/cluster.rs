@@ -183,7 +183,6 @@ pub(crate) async fn record_deliveries_fenced(
     }
     let (fence_key, token) = fence_params(fence);
     let at = now();
-    let rows = crate::last_per_key(deliveries);
     let mut tx = pool.begin().await?;
     let held: Option<i32> =
         sqlx::query_scalar(&format!("{} SELECT 1 FROM fence", fence_cte(fence)))
@@ -195,8 +194,7 @@ pub(crate) async fn record_deliveries_fenced(
         drop(tx);
         return Err(refusal(pool, fence).await);
     }
-    for chunk in rows.chunks(crate::inserts::ROWS) {
-        let mut insert = crate::inserts::deliveries(flow, chunk, &at);
+    for mut insert in crate::inserts::deliveries(flow, deliveries, &at) {
         insert.build().persistent(false).execute(&mut *tx).await?;
     }
     tx.commit().await?;
