@@ -85,6 +85,7 @@ on_both_backends!(
     a_record_that_keeps_failing_is_dead_lettered_then_replayed,
     no_personal_data_at_rest_or_in_the_logs_of_a_full_demo,
     pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing,
+    the_last_acknowledgement_carries_only_the_records_that_ended_last,
 );
 
 pub(crate) fn project() -> ProjectDirs {
@@ -664,4 +665,64 @@ async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listin
     assert_eq!(again.acknowledged(), 0, "{again}");
     assert_eq!(status_writes(&sims), vec![1, 1, 1, 0, 1, 1, 1]);
     assert_eq!(audit(&sims, &good, &good_ivs), (0, 0));
+}
+
+/// Once every listed referral has started, the transfer statuses ready go
+/// whenever no ingestion is in flight: the run's last SHP-2748 ingestion
+/// carries the records that ended last (at most the records worked on at
+/// once), not all of them after the last record; each still once.
+async fn the_last_acknowledgement_carries_only_the_records_that_ended_last(backend: Backend) {
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    // Calls long enough that records end one after another.
+    sims.ping_sim()
+        .set_latency(std::time::Duration::from_millis(5));
+    sims.primero_sim()
+        .set_latency(std::time::Duration::from_millis(5));
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(81);
+        (0..40).map(|_| g.person()).collect()
+    };
+    let interventions = seed(&sims, &people, 0, 7400);
+    let store = backend.store().await;
+    let mut app = app(&sims, &project, store.clone()).await;
+    app.record_concurrency = 4;
+
+    let report = app
+        .run_recorded_on(FLOW, Trigger::Manual, TODAY)
+        .await
+        .unwrap();
+    assert_eq!(report.count("created"), 40, "{report}");
+    assert_eq!(report.acknowledged(), 40, "{report}");
+    // Reported in listing order, though worked on four at a time.
+    let reported: Vec<&str> = report
+        .records
+        .iter()
+        .map(|r| r.source_id.as_str())
+        .collect();
+    let seeded: Vec<&str> = interventions
+        .iter()
+        .map(|iv| iv.lpinterventionid.as_str())
+        .collect();
+    assert_eq!(reported, seeded);
+
+    // Each intervention acknowledged once; the ingestions in the order sent.
+    let records = sims.ping_sim().ingestion_records();
+    let mut ids: Vec<&str> = records.iter().map(|r| r.external_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((records.len(), ids.len()), (40, 40));
+    let mut ingestions: Vec<(&str, usize)> = Vec::new();
+    for r in &records {
+        match ingestions.last_mut() {
+            Some((t, n)) if *t == r.sph_transaction_id => *n += 1,
+            _ => ingestions.push((&r.sph_transaction_id, 1)),
+        }
+    }
+    let last = ingestions.last().map_or(0, |(_, n)| *n);
+    assert!(
+        (1..=4).contains(&last) && ingestions.len() < 40,
+        "ingestions (transaction, records): {ingestions:?}"
+    );
+    assert_eq!(audit(&sims, &people, &interventions), (0, 0));
 }

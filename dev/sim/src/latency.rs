@@ -5,9 +5,20 @@
 //! simulated partner was a tenth slower than configured and the bench's
 //! latency bound (which assumes the configured latency) was out of reach by
 //! construction. The coarse part still waits on tokio's timer; the last few
-//! milliseconds are slept on a blocking thread (`nanosleep`, tens of µs late).
+//! milliseconds are left to one timer thread of the process, which sleeps
+//! to the earliest deadline with a 1 µs timer slack and answers every wait
+//! due. Measured in the bench's WF 1.1 run (up to 64 calls waiting at
+//! once): 0.48 ms late on average with a blocking-pool sleep per call, 0.39
+//! ms with this thread; the rest is waking the request's task on a busy
+//! 2-core machine.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 /// What is left to the precise sleep: more than tokio's overshoot.
 const FINE: Duration = Duration::from_millis(3);
@@ -21,10 +32,79 @@ pub async fn wait(latency: Duration) {
     if latency > FINE {
         tokio::time::sleep(latency - FINE).await;
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    if !left.is_zero() {
-        // A lost blocking thread (runtime shutting down) only ends the wait early.
-        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
+    if Instant::now() >= deadline {
+        return;
+    }
+    let (done, wake) = oneshot::channel();
+    if timer().send(Due(deadline, done)).is_ok() {
+        // A lost timer thread only ends the wait early.
+        let _ = wake.await;
+    }
+}
+
+/// One wait: when, and whom to wake.
+struct Due(Instant, oneshot::Sender<()>);
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// The process's timer thread, started on first use.
+fn timer() -> mpsc::Sender<Due> {
+    static TIMER: OnceLock<Mutex<mpsc::Sender<Due>>> = OnceLock::new();
+    TIMER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("sim-latency".into())
+                .spawn(move || run(&rx))
+                .expect("the simulator's timer thread starts");
+            Mutex::new(tx)
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+fn run(rx: &mpsc::Receiver<Due>) {
+    // Linux wakes a sleeping thread up to its timer slack (50 µs by
+    // default) late, to batch wake-ups; this thread's wake-ups are the
+    // simulated latency itself.
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let mut waiting: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    loop {
+        let now = Instant::now();
+        while waiting.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+            if let Some(Reverse(Due(_, done))) = waiting.pop() {
+                let _ = done.send(());
+            }
+        }
+        let next = match waiting.peek() {
+            Some(Reverse(d)) => rx.recv_timeout(d.0.saturating_duration_since(now)),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(due) => waiting.push(Reverse(due)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -42,5 +122,22 @@ mod tests {
             wait(latency).await;
             assert!(t0.elapsed() >= latency, "{ms} ms");
         }
+    }
+
+    /// Waits due in another order than they began end in deadline order,
+    /// each no earlier than its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_waits_at_once_each_keep_their_own_deadline() {
+        let t0 = Instant::now();
+        let waits = [9u64, 4, 6, 1, 4, 8].map(|ms| async move {
+            let latency = Duration::from_millis(ms);
+            let start = Instant::now();
+            wait(latency).await;
+            (latency, start.elapsed())
+        });
+        for (latency, took) in futures::future::join_all(waits).await {
+            assert!(took >= latency, "{latency:?} ended after {took:?}");
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(9));
     }
 }
