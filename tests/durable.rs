@@ -180,6 +180,24 @@ pub(crate) fn primero_audit(
     (duplicates, lost)
 }
 
+/// The report lists one record per intervention, in the order proGres
+/// listed them (whatever order they were worked on in).
+fn assert_reported_in_listing_order(
+    report: &bridge_flows::RunReport,
+    interventions: &[SimIntervention],
+) {
+    let reported: Vec<&str> = report
+        .records
+        .iter()
+        .map(|r| r.source_id.as_str())
+        .collect();
+    let seeded: Vec<&str> = interventions
+        .iter()
+        .map(|iv| iv.lpinterventionid.as_str())
+        .collect();
+    assert_eq!(reported, seeded);
+}
+
 fn config(
     sims: &Simulators,
     project: &ProjectDirs,
@@ -585,16 +603,7 @@ async fn pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listin
     assert_eq!(report.acknowledged(), 6, "{report}");
     assert!(!report.stopped && report.aborted.is_none(), "{report}");
     // Every referral reported once, in listing order.
-    let reported: Vec<&str> = report
-        .records
-        .iter()
-        .map(|r| r.source_id.as_str())
-        .collect();
-    let seeded: Vec<&str> = interventions
-        .iter()
-        .map(|iv| iv.lpinterventionid.as_str())
-        .collect();
-    assert_eq!(reported, seeded);
+    assert_reported_in_listing_order(&report, &interventions);
     for r in &report.records {
         assert_eq!(r.acknowledged, r.source_id != bad, "{report}");
     }
@@ -695,16 +704,7 @@ async fn the_last_acknowledgement_carries_only_the_records_that_ended_last(backe
     assert_eq!(report.count("created"), 40, "{report}");
     assert_eq!(report.acknowledged(), 40, "{report}");
     // Reported in listing order, though worked on four at a time.
-    let reported: Vec<&str> = report
-        .records
-        .iter()
-        .map(|r| r.source_id.as_str())
-        .collect();
-    let seeded: Vec<&str> = interventions
-        .iter()
-        .map(|iv| iv.lpinterventionid.as_str())
-        .collect();
-    assert_eq!(reported, seeded);
+    assert_reported_in_listing_order(&report, &interventions);
 
     // Each intervention acknowledged once; the ingestions in the order sent.
     let records = sims.ping_sim().ingestion_records();
