@@ -149,6 +149,12 @@ impl PingSim {
         self.lock().calls.clone()
     }
 
+    /// The API calls [`call_counts`](Self::call_counts) counts, in the
+    /// order they arrived (`"retrieve SHP-2747"`, `"ingest SHP-2748"`, …).
+    pub fn calls_in_order(&self) -> Vec<String> {
+        self.lock().call_log.clone()
+    }
+
     /// Requests received on exactly this path.
     pub fn request_count(&self, path: &str) -> usize {
         self.lock()

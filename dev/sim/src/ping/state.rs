@@ -78,6 +78,8 @@ pub(super) struct SimState {
     /// Calls by kind and shipping process (`"retrieve SHP-2358"`), see
     /// [`PingSim::call_counts`].
     pub(super) calls: std::collections::BTreeMap<String, u64>,
+    /// The same calls in the order they arrived.
+    pub(super) call_log: Vec<String>,
     pub(super) arrivals: Vec<Instant>,
     pub(super) faults: Vec<Fault>,
     /// Messages for the next async records that proGres refuses (check status `Failed`).
@@ -159,6 +161,7 @@ impl PingSim {
             bodies: Vec::new(),
             requests: Vec::new(),
             calls: std::collections::BTreeMap::new(),
+            call_log: Vec::new(),
             arrivals: Vec::new(),
             faults: Vec::new(),
             async_refusals: Vec::new(),
@@ -180,11 +183,10 @@ impl PingSim {
     /// Count one call of `kind` (`retrieve`, `ingest`, `asyncdata`,
     /// `checkstatus`) for a shipping process, once the body named it.
     pub(super) fn count_call(&self, kind: &str, shipping_process_id: &str) {
-        *self
-            .lock()
-            .calls
-            .entry(format!("{kind} {shipping_process_id}"))
-            .or_insert(0) += 1;
+        let call = format!("{kind} {shipping_process_id}");
+        let mut st = self.lock();
+        *st.calls.entry(call.clone()).or_insert(0) += 1;
+        st.call_log.push(call);
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, SimState> {
