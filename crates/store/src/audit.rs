@@ -430,6 +430,24 @@ pub(crate) struct Head {
     pub anchor: AuditAnchor,
 }
 
+/// `entries` chained after the head `(seq, hash)`: each with its seq, the
+/// hash before it and its own (the rows [`crate::inserts::audit`] writes),
+/// and the new head's seq and hash.
+pub(crate) fn chain(
+    mut seq: i64,
+    mut prev: String,
+    entries: &[AuditEntry],
+) -> (Vec<crate::inserts::ChainedEntry<'_>>, i64, String) {
+    let mut rows = Vec::with_capacity(entries.len());
+    for e in entries {
+        seq += 1;
+        let hash = entry_hash(e, &prev);
+        rows.push((seq, e, prev, hash.clone()));
+        prev = hash;
+    }
+    (rows, seq, prev)
+}
+
 pub(crate) const HEAD_COLUMNS: &str =
     "seq, hash, pruned_seq, pruned_hash, pruned_before, pruned_at";
 

@@ -544,9 +544,7 @@ impl Store for PostgresStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for mut insert in crate::inserts::deliveries(flow, deliveries, &at) {
-            insert.build().persistent(false).execute(&mut *tx).await?;
-        }
+        execute_inserts(&mut tx, crate::inserts::deliveries(flow, deliveries, &at)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -575,9 +573,7 @@ impl Store for PostgresStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for mut insert in crate::inserts::shared_cases(case_ids, flow, &at) {
-            insert.build().persistent(false).execute(&mut *tx).await?;
-        }
+        execute_inserts(&mut tx, crate::inserts::shared_cases(case_ids, flow, &at)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1051,8 +1047,17 @@ async fn insert_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for mut insert in crate::inserts::record_outcomes(records) {
-        insert.build().persistent(false).execute(&mut **tx).await?;
+    Ok(execute_inserts(tx, crate::inserts::record_outcomes(records)).await?)
+}
+
+/// Run the multi-row statements of [`crate::inserts`] in order, none kept
+/// prepared (see that module).
+pub(crate) async fn execute_inserts(
+    conn: &mut sqlx::PgConnection,
+    inserts: Vec<sqlx::QueryBuilder<'_, sqlx::Postgres>>,
+) -> Result<(), sqlx::Error> {
+    for mut insert in inserts {
+        insert.build().persistent(false).execute(&mut *conn).await?;
     }
     Ok(())
 }

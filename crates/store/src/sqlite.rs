@@ -631,9 +631,7 @@ impl Store for SqliteStore {
         }
         let at = now();
         let mut tx = self.pool.begin().await?;
-        for mut insert in crate::inserts::shared_cases(case_ids, flow, &at) {
-            insert.build().persistent(false).execute(&mut *tx).await?;
-        }
+        execute_inserts(&mut tx, crate::inserts::shared_cases(case_ids, flow, &at)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1100,10 +1098,7 @@ async fn insert_record_outcomes(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     records: &[RecordRow],
 ) -> Result<(), StoreError> {
-    for mut insert in crate::inserts::record_outcomes(records) {
-        insert.build().persistent(false).execute(&mut **tx).await?;
-    }
-    Ok(())
+    Ok(execute_inserts(tx, crate::inserts::record_outcomes(records)).await?)
 }
 
 /// [`upsert_delivery`] for several, a few statements in all; a key given
@@ -1114,10 +1109,7 @@ pub(crate) async fn upsert_deliveries(
     deliveries: &[(String, String, Option<String>)],
     at: &str,
 ) -> Result<(), StoreError> {
-    for mut insert in crate::inserts::deliveries(flow, deliveries, at) {
-        insert.build().persistent(false).execute(&mut *conn).await?;
-    }
-    Ok(())
+    Ok(execute_inserts(conn, crate::inserts::deliveries(flow, deliveries, at)).await?)
 }
 
 /// Insert or replace the delivery record of `(key, fingerprint, target_id)`.
@@ -1139,5 +1131,17 @@ pub(crate) async fn upsert_delivery(
     .bind(at)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Run the multi-row statements of [`crate::inserts`] in order, none kept
+/// prepared (see that module).
+pub(crate) async fn execute_inserts(
+    conn: &mut SqliteConnection,
+    inserts: Vec<sqlx::QueryBuilder<'_, sqlx::Sqlite>>,
+) -> Result<(), sqlx::Error> {
+    for mut insert in inserts {
+        insert.build().persistent(false).execute(&mut *conn).await?;
+    }
     Ok(())
 }

@@ -6,9 +6,8 @@
 use sqlx::postgres::{PgConnection, PgPool};
 
 use super::{
-    check_all, entry_hash, head_row, prune_allowed, prune_cutoff, record, time_bound, verify_in,
-    AuditEntry, AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS,
-    HEAD_COLUMNS,
+    check_all, head_row, prune_allowed, prune_cutoff, record, time_bound, verify_in, AuditEntry,
+    AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS, HEAD_COLUMNS,
 };
 use crate::StoreError;
 
@@ -66,19 +65,10 @@ pub(crate) async fn append(pool: &PgPool, entries: &[AuditEntry]) -> Result<(), 
     }
     let mut tx = pool.begin().await?;
     let head = lock_head(&mut tx).await?;
-    let (mut seq, mut prev) = (head.seq, head.hash);
-    let mut rows = Vec::with_capacity(entries.len());
-    for e in entries {
-        seq += 1;
-        let hash = entry_hash(e, &prev);
-        rows.push((seq, e, prev, hash.clone()));
-        prev = hash;
-    }
+    let (rows, seq, prev) = super::chain(head.seq, head.hash, entries);
     // A few statements for the batch (a run's entries), each under
     // PostgreSQL's 65,535 bind parameters.
-    for mut insert in crate::inserts::audit(COLUMNS, &rows) {
-        insert.build().persistent(false).execute(&mut *tx).await?;
-    }
+    crate::postgres::execute_inserts(&mut tx, crate::inserts::audit(COLUMNS, &rows)).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev)

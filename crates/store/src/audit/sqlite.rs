@@ -5,9 +5,8 @@
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use super::{
-    check_all, entry_hash, head_row, prune_allowed, prune_cutoff, record, time_bound, verify_in,
-    AuditEntry, AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS,
-    HEAD_COLUMNS,
+    check_all, head_row, prune_allowed, prune_cutoff, record, time_bound, verify_in, AuditEntry,
+    AuditFilter, AuditRecord, AuditVerification, ChainRead, Head, COLUMNS, HEAD_COLUMNS,
 };
 use crate::StoreError;
 
@@ -57,17 +56,8 @@ pub(crate) async fn append(pool: &SqlitePool, entries: &[AuditEntry]) -> Result<
     }
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let head = tx.head().await?;
-    let (mut seq, mut prev) = (head.seq, head.hash);
-    let mut rows = Vec::with_capacity(entries.len());
-    for e in entries {
-        seq += 1;
-        let hash = entry_hash(e, &prev);
-        rows.push((seq, e, prev, hash.clone()));
-        prev = hash;
-    }
-    for mut insert in crate::inserts::audit(COLUMNS, &rows) {
-        insert.build().persistent(false).execute(&mut *tx).await?;
-    }
+    let (rows, seq, prev) = super::chain(head.seq, head.hash, entries);
+    crate::sqlite::execute_inserts(&mut tx, crate::inserts::audit(COLUMNS, &rows)).await?;
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
         .bind(seq)
         .bind(&prev)

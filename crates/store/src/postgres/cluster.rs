@@ -194,9 +194,7 @@ pub(crate) async fn record_deliveries_fenced(
         drop(tx);
         return Err(refusal(pool, fence).await);
     }
-    for mut insert in crate::inserts::deliveries(flow, deliveries, &at) {
-        insert.build().persistent(false).execute(&mut *tx).await?;
-    }
+    super::execute_inserts(&mut tx, crate::inserts::deliveries(flow, deliveries, &at)).await?;
     tx.commit().await?;
     Ok(())
 }
