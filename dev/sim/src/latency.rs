@@ -12,10 +12,9 @@
 //! ms with this thread; the rest is waking the request's task on a busy
 //! 2-core machine.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -36,47 +35,26 @@ pub async fn wait(latency: Duration) {
         return;
     }
     let (done, wake) = oneshot::channel();
-    if timer().send(Due(deadline, done)).is_ok() {
+    if timer().send((deadline, done)).is_ok() {
         // A lost timer thread only ends the wait early.
         let _ = wake.await;
     }
 }
 
 /// One wait: when, and whom to wake.
-struct Due(Instant, oneshot::Sender<()>);
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
+type Due = (Instant, oneshot::Sender<()>);
 
 /// The process's timer thread, started on first use.
-fn timer() -> mpsc::Sender<Due> {
-    static TIMER: OnceLock<Mutex<mpsc::Sender<Due>>> = OnceLock::new();
-    TIMER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel();
-            std::thread::Builder::new()
-                .name("sim-latency".into())
-                .spawn(move || run(&rx))
-                .expect("the simulator's timer thread starts");
-            Mutex::new(tx)
-        })
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
+fn timer() -> &'static mpsc::Sender<Due> {
+    static TIMER: OnceLock<mpsc::Sender<Due>> = OnceLock::new();
+    TIMER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sim-latency".into())
+            .spawn(move || run(&rx))
+            .expect("the simulator's timer thread starts");
+        tx
+    })
 }
 
 fn run(rx: &mpsc::Receiver<Due>) {
@@ -88,20 +66,23 @@ fn run(rx: &mpsc::Receiver<Due>) {
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
-    let mut waiting: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
+    // By deadline, then arrival (two waits may share a deadline).
+    let mut waiting: BTreeMap<(Instant, u64), oneshot::Sender<()>> = BTreeMap::new();
+    let mut arrivals = 0u64;
     loop {
         let now = Instant::now();
-        while waiting.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-            if let Some(Reverse(Due(_, done))) = waiting.pop() {
-                let _ = done.send(());
-            }
+        while let Some(entry) = waiting.first_entry().filter(|e| e.key().0 <= now) {
+            let _ = entry.remove().send(());
         }
-        let next = match waiting.peek() {
-            Some(Reverse(d)) => rx.recv_timeout(d.0.saturating_duration_since(now)),
+        let next = match waiting.first_key_value() {
+            Some(((deadline, _), _)) => rx.recv_timeout(deadline.saturating_duration_since(now)),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match next {
-            Ok(due) => waiting.push(Reverse(due)),
+            Ok((deadline, done)) => {
+                arrivals += 1;
+                waiting.insert((deadline, arrivals), done);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }

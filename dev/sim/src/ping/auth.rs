@@ -71,7 +71,7 @@ fn b2c_error(error: &str, description: &str) -> Response {
 }
 
 pub(super) async fn token(State(sim): State<PingSim>, headers: HeaderMap, body: Bytes) -> Response {
-    *sim.lock().calls.entry("token".to_string()).or_insert(0) += 1;
+    sim.lock().calls.push("token".to_string());
     let config = &sim.inner.config;
     let is_form = headers
         .get(header::CONTENT_TYPE)

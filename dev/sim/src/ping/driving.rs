@@ -146,13 +146,17 @@ impl PingSim {
     /// `"checkstatus SHP-2731"`, and `"token"` for the token service: what
     /// the benchmark counts per delivered referral.
     pub fn call_counts(&self) -> std::collections::BTreeMap<String, u64> {
-        self.lock().calls.clone()
+        let mut counts = std::collections::BTreeMap::new();
+        for call in &self.lock().calls {
+            *counts.entry(call.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// The API calls [`call_counts`](Self::call_counts) counts, in the
-    /// order they arrived (`"retrieve SHP-2747"`, `"ingest SHP-2748"`, …).
+    /// order they arrived (`"token"`, `"retrieve SHP-2747"`, …).
     pub fn calls_in_order(&self) -> Vec<String> {
-        self.lock().call_log.clone()
+        self.lock().calls.clone()
     }
 
     /// Requests received on exactly this path.

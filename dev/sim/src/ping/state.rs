@@ -75,11 +75,9 @@ pub(super) struct SimState {
     pub(super) ingestions: Vec<ReceivedIngestion>,
     pub(super) bodies: Vec<ReceivedBody>,
     pub(super) requests: Vec<ReceivedRequest>,
-    /// Calls by kind and shipping process (`"retrieve SHP-2358"`), see
-    /// [`PingSim::call_counts`].
-    pub(super) calls: std::collections::BTreeMap<String, u64>,
-    /// The same calls in the order they arrived.
-    pub(super) call_log: Vec<String>,
+    /// Calls by kind and shipping process (`"retrieve SHP-2358"`), in the
+    /// order they arrived; see [`PingSim::call_counts`].
+    pub(super) calls: Vec<String>,
     pub(super) arrivals: Vec<Instant>,
     pub(super) faults: Vec<Fault>,
     /// Messages for the next async records that proGres refuses (check status `Failed`).
@@ -160,8 +158,7 @@ impl PingSim {
             ingestions: Vec::new(),
             bodies: Vec::new(),
             requests: Vec::new(),
-            calls: std::collections::BTreeMap::new(),
-            call_log: Vec::new(),
+            calls: Vec::new(),
             arrivals: Vec::new(),
             faults: Vec::new(),
             async_refusals: Vec::new(),
@@ -183,10 +180,9 @@ impl PingSim {
     /// Count one call of `kind` (`retrieve`, `ingest`, `asyncdata`,
     /// `checkstatus`) for a shipping process, once the body named it.
     pub(super) fn count_call(&self, kind: &str, shipping_process_id: &str) {
-        let call = format!("{kind} {shipping_process_id}");
-        let mut st = self.lock();
-        *st.calls.entry(call.clone()).or_insert(0) += 1;
-        st.call_log.push(call);
+        self.lock()
+            .calls
+            .push(format!("{kind} {shipping_process_id}"));
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, SimState> {
