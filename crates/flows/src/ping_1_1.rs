@@ -41,8 +41,8 @@ use bridge_partners::ping::{Field, IngestionRecord, PackedRows, PingClient, Retr
 use bridge_partners::primero::PrimeroClient;
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::{JobContext, JobOutcome, JobPool};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bridge_store::AuditEntry;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -339,8 +339,8 @@ impl<'p> Ping11<'p> {
             if auditing.is_empty() && !entries.is_empty() {
                 auditing.push(shared.audit.append_counted(self.store, std::mem::take(&mut entries)));
             }
-            let (listed, fetched) = listing_read(&listing);
-            if listed {
+            let (listing_ended, fetched) = listing_read(&listing);
+            if listing_ended {
                 // In the tail no record joins a full batch any more: what
                 // is ready goes whenever no ingestion is in flight, so the
                 // run's last ingestion carries its last records only (not
