@@ -24,6 +24,7 @@ mod fault_matrix;
 mod job_fixtures;
 mod mappings_cli;
 mod monitoring;
+mod partner_sessions;
 mod report_rejected_open;
 mod rotation;
 mod service;

@@ -37,6 +37,13 @@ pub(super) struct AttemptAuth {
 }
 
 impl PrimeroClient {
+    /// Log in ahead (token mode; nothing to do with Basic), so the first
+    /// call that needs the token does not wait for the login. A failure is
+    /// returned, and the next call logs in again.
+    pub async fn authenticate(&self) -> Result<(), ConnectorError> {
+        self.attempt_auth(None).await.map(|_| ())
+    }
+
     /// The `Authorization` header for the next attempt. In token mode, logs
     /// in when there is no token, when it is due for refresh, or when
     /// `refused` names the generation a 401 was answered to.
