@@ -39,20 +39,28 @@ pub async fn map_in_windows(
     items: &[(&str, &str)],
     per_instance: usize,
 ) -> Vec<Answer> {
+    windows(pool, items, per_instance)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`map_in_windows`]'s answers a window at a time, in order, for a caller
+/// that handles each window's answers and lets them go (as a run does).
+pub fn windows<'a>(
+    pool: &'a JobPool,
+    items: &'a [(&str, &str)],
+    per_instance: usize,
+) -> impl futures::Stream<Item = Vec<Answer>> + 'a {
     let window = per_instance.max(1) * pool.size();
     let windows = items.chunks(window).map(|w| {
         w.iter()
             .map(|(id, r)| (id.to_string(), r.to_string()))
             .collect::<Vec<_>>()
     });
-    stream::iter(windows)
-        .map(|w| pool.run_batch(w))
-        .buffered(2)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    stream::iter(windows).map(|w| pool.run_batch(w)).buffered(2)
 }
 
 /// One pool size's run over the records.

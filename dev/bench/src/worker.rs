@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::span::Id;
@@ -232,8 +233,9 @@ async fn map(
     if pool > 0 {
         let pool = bridge_runtime::JobPool::with_size(instance, ctx, pool, batch);
         for _ in 0..repeat.max(1) {
-            for result in super::cores::map_in_windows(&pool, &items, batch).await {
-                tally(&result);
+            let mut windows = std::pin::pin!(super::cores::windows(&pool, &items, batch));
+            while let Some(answers) = windows.next().await {
+                answers.iter().for_each(&mut tally);
             }
         }
         return Ok(json!({
