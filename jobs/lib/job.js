@@ -38,13 +38,45 @@ export function log(level, message, fields = {}) {
 
 const UTF8 = new TextEncoder();
 
+// Payloads are encoded into one scratch buffer, each record of a call at its
+// own offset; every call starts again at 0 (the bindings have copied the
+// previous call's bytes out by then). A new Uint8Array per record was memory
+// the engine frees only in a full collection, which a job's instance hardly
+// ever runs: measured, an instance grew by about 1.5 KB a record for it
+// (85 MB after 30,000 WF 1.1 records, 41 MB with the scratch buffer).
+const SCRATCH_BYTES = 64 * 1024;
+let scratch = new Uint8Array(SCRATCH_BYTES);
+let scratchUsed = 0;
+
+/** A new call: the scratch buffer's bytes are free again. */
+function newCall() {
+  scratchUsed = 0;
+}
+
+/** `json` as UTF-8 bytes: a view of the scratch buffer, valid until the next call. */
+function encodePayload(json) {
+  // UTF-8 takes at most 3 bytes for each UTF-16 code unit.
+  const most = json.length * 3;
+  if (scratch.length - scratchUsed < most) {
+    // The views handed out earlier in this call keep the old buffer alive;
+    // doubling settles on a buffer that holds a whole call.
+    scratch = new Uint8Array(Math.max(scratch.length * 2, most));
+    scratchUsed = 0;
+  }
+  const { written } = UTF8.encodeInto(json, scratch.subarray(scratchUsed));
+  const bytes = scratch.subarray(scratchUsed, scratchUsed + written);
+  scratchUsed += written;
+  return bytes;
+}
+
 /**
  * Outcome: send `payload` (any JSON value) to the target. The contract takes
  * the JSON as UTF-8 bytes: the component's bindings copy bytes in one go but
- * walk a returned string character by character.
+ * walk a returned string character by character. The bytes are valid until
+ * the job's next call (the host has them by then).
  */
 export function emit(payload) {
-  return { tag: 'emit', val: UTF8.encode(JSON.stringify(payload)) };
+  return { tag: 'emit', val: encodePayload(JSON.stringify(payload)) };
 }
 
 /** Outcome: deliberately not sent. `code` is short and machine-readable; `text` has no personal data. */
@@ -111,6 +143,7 @@ export function defineJob(spec) {
   }
 
   function run(ctx, recordJson) {
+    newCall();
     // One env object for every call (no copy per record); map() reads ctx from it.
     if (env) env.ctx = ctx;
     return runOne(recordJson);
@@ -119,6 +152,7 @@ export function defineJob(spec) {
   // The WIT `run-batch`: each record's result as the bindings lower a
   // `result<outcome, job-error>` (a thrown job error becomes `err`).
   function runBatch(ctx, records) {
+    newCall();
     if (env) env.ctx = ctx;
     const results = new Array(records.length);
     for (let i = 0; i < records.length; i++) {

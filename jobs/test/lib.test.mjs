@@ -115,3 +115,30 @@ test('defineJob turns stray exceptions into fatal errors and checks tables', () 
   assert.throws(() => job.run({}, '{"boom":1}'), (e) => e.tag === 'fatal' && /TypeError/.test(e.val));
   assert.throws(() => job.run({}, 'not json'), (e) => e.tag === 'bad-input');
 });
+
+test('emit: every record of a batch keeps its own bytes, past the scratch buffer and in any script', () => {
+  const job = defineJob({
+    name: 't', version: '0.0.0', flow: 'f', tables: [],
+    map(r) {
+      return emit({ n: r.n, text: r.text });
+    },
+  });
+  job.configure(JSON.stringify({ deployment: {}, tables: {} }));
+  const decode = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+  // Multi-byte text, and records that outgrow the 64 KiB scratch buffer
+  // part way through the batch, twice (the bytes before must stay intact).
+  const records = [
+    { n: 0, text: 'Nyakong Gatluak' },
+    { n: 1, text: 'Ñuñez – ﻿ልጅ 👧' },
+    { n: 2, text: 'x'.repeat(70_000) },
+    { n: 3, text: 'é'.repeat(30_000) },
+    { n: 4, text: 'y'.repeat(30_000) },
+    { n: 5, text: 'last' },
+  ];
+  const results = job.runBatch({}, records.map((r) => JSON.stringify(r)));
+  assert.deepEqual(results.map((r) => decode(r.val.val)), records);
+  // The next call reuses the buffer; one call's bytes are whole until then.
+  const again = job.runBatch({}, [JSON.stringify({ n: 6, text: 'again' })]);
+  assert.deepEqual(decode(again[0].val.val), { n: 6, text: 'again' });
+  assert.deepEqual(decode(job.run({}, JSON.stringify(records[1])).val), records[1]);
+});
