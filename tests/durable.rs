@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bridge_demo::scenario::Simulators;
 use bridge_flows::app::{App, ReplaySelection};
 use bridge_flows::ledger::DeliveryPolicy;
+use bridge_partners::primero::PrimeroConfig;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{JobRuntime, RuntimeConfig};
 use bridge_sim::people::{PeopleGenerator, Person};
@@ -321,12 +322,22 @@ async fn sigkill_between_the_primero_write_and_the_acknowledgement_duplicates_an
 }
 
 async fn app(sims: &Simulators, project: &ProjectDirs, store: Arc<dyn Store>) -> App {
+    app_with(sims, project, store, sims.primero_client_config()).await
+}
+
+/// [`app`] with this Primero client configuration.
+pub(crate) async fn app_with(
+    sims: &Simulators,
+    project: &ProjectDirs,
+    store: Arc<dyn Store>,
+    primero: PrimeroConfig,
+) -> App {
     let runtime = Arc::new(JobRuntime::new(RuntimeConfig::default()).unwrap());
     let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
     let mut app = App::new(
         store,
         runtime,
-        sims.primero_client_config(),
+        primero,
         Some(sims.ping_client_config()),
         &jobs,
         &project.mappings("kenya-dadaab"),

@@ -13,7 +13,7 @@ use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::primero::SimPrimeroVersion;
 use bridge_store::{SqliteStore, Trigger};
 
-use super::durable::{project, seed};
+use super::durable::{app_with, project, seed};
 
 const FLOW: &str = "ping-1.1";
 const TODAY: &str = "2025-06-01";
@@ -23,27 +23,14 @@ const LATENCY: Duration = Duration::from_millis(150);
 /// An app on the simulators with Primero in v2.10 token mode (a login,
 /// `POST /api/v2/tokens`, before the first API call).
 async fn app_with_primero_tokens(sims: &Simulators) -> App {
-    let project = project();
     sims.primero_sim().set_version(SimPrimeroVersion::V2_10);
     let mut primero = sims.primero_client_config();
     primero.auth = PrimeroAuth::V210Token {
         user_name: sims.primero_config.user_name.clone(),
         password: sims.primero_config.password.clone(),
     };
-    let runtime = Arc::new(bridge_runtime::JobRuntime::new(Default::default()).unwrap());
-    let jobs = bridge_flows::app::job_files(&project.jobs_dist()).unwrap();
-    let mut app = App::new(
-        Arc::new(SqliteStore::in_memory().await.unwrap()),
-        runtime,
-        primero,
-        Some(sims.ping_client_config()),
-        &jobs,
-        &project.mappings("kenya-dadaab"),
-    )
-    .await
-    .unwrap();
-    app.initial_cursors = bridge_demo::scenario::sim_initial_cursors();
-    app
+    let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+    app_with(sims, &project(), store, primero).await
 }
 
 /// `later - earlier`, negative when `later` came first.
