@@ -247,7 +247,7 @@ async fn floor_rows(
 /// The two real jobs compiled ahead of time (`build.mjs --aot`) into the
 /// scratch folder; `Err` says why not (build.mjs names what is missing, e.g.
 /// weval when `npm run install-weval` was not run).
-async fn build_aot(b: &Bench) -> Result<std::path::PathBuf, String> {
+pub(crate) async fn build_aot(b: &Bench) -> Result<std::path::PathBuf, String> {
     let out = b.tmp.join("aot");
     let script = b.project.jobs_src().join("build.mjs");
     let built = tokio::process::Command::new("node")
