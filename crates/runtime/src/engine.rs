@@ -38,7 +38,7 @@ pub struct Limits {
     /// fresh one per record was most of that growth: a process mapping
     /// 30,000 WF 1.1 records on one instance 85 MB → 41 MB) what is left is
     /// tenured garbage the engine's full collections rarely reclaim, about
-    /// 0.4 KB a record. 2,000 would map a fresh 10,000-record process 11%
+    /// 0.5 KB a record. 2,000 would map a fresh 10,000-record process 11%
     /// faster on 2 cores, but WF 2.1's peak memory from 1,000 to 10,000
     /// records then read +0.7% to +6.7% over four bench runs (at 500: −4.7%
     /// to +9.0% over six: the measure's own noise), so 500 stays.
