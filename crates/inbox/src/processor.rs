@@ -363,6 +363,8 @@ mod tests {
     struct Slow {
         delay: Duration,
         handled: Mutex<Vec<String>>,
+        /// Told when the first message is being handled (its batch claimed).
+        started: tokio::sync::Notify,
     }
 
     #[async_trait::async_trait]
@@ -374,6 +376,7 @@ mod tests {
             _body: &Value,
             _today: &str,
         ) -> Result<RunReport, HandlerError> {
+            self.started.notify_one();
             tokio::time::sleep(self.delay).await;
             self.handled.lock().unwrap().push(receipt_id.to_string());
             Ok(RunReport::default())
@@ -399,13 +402,18 @@ mod tests {
         let handler = Arc::new(Slow {
             delay: Duration::from_millis(400),
             handled: Mutex::new(Vec::new()),
+            started: tokio::sync::Notify::new(),
         });
         let processor = InboxProcessor::new(store.clone(), sealer, handler.clone())
             .with_replica(Replica::new(Some("a"), ttl));
         let stop = tokio_util::sync::CancellationToken::new();
         let other = tokio::spawn({
-            let (store, stop) = (store.clone(), stop.clone());
+            let (store, stop, handler) = (store.clone(), stop.clone(), handler.clone());
             async move {
+                // From once replica a has claimed its batch: started
+                // earlier, b could claim the messages first (a race the
+                // test is not about).
+                handler.started.notified().await;
                 let mut got = Vec::new();
                 while !stop.is_cancelled() {
                     for c in store.inbox_claim("b", ttl, CLAIM_BATCH).await.unwrap() {
