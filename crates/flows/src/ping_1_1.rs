@@ -271,6 +271,7 @@ impl<'p> Ping11<'p> {
             let mut session_ready = false;
             while let Some(page) = self.next_page(&mut pager, listing_ref).await {
                 let warm_up = !session_ready && !page.is_empty();
+                session_ready |= warm_up;
                 let send = async {
                     for row in page {
                         if rows_in.send(row).await.is_err() {
@@ -279,13 +280,11 @@ impl<'p> Ping11<'p> {
                     }
                     true
                 };
-                let sent = if warm_up {
-                    session_ready = true;
-                    let (sent, ()) = tokio::join!(send, self.warm_up());
-                    sent
-                } else {
-                    send.await
-                };
+                let (sent, ()) = tokio::join!(send, async {
+                    if warm_up {
+                        self.warm_up().await;
+                    }
+                });
                 if !sent {
                     return;
                 }
