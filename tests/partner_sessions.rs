@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use bridge_demo::scenario::Simulators;
 use bridge_flows::app::App;
-use bridge_partners::primero::PrimeroAuth;
 use bridge_sim::people::{PeopleGenerator, Person};
-use bridge_sim::primero::SimPrimeroVersion;
 use bridge_store::{SqliteStore, Trigger};
 
 use super::durable::{app_with, project, seed};
@@ -20,17 +18,10 @@ const TODAY: &str = "2025-06-01";
 /// Every call to either partner takes this long.
 const LATENCY: Duration = Duration::from_millis(150);
 
-/// An app on the simulators with Primero in v2.10 token mode (a login,
-/// `POST /api/v2/tokens`, before the first API call).
+/// An app on the simulators with Primero in v2.10 token mode.
 async fn app_with_primero_tokens(sims: &Simulators) -> App {
-    sims.primero_sim().set_version(SimPrimeroVersion::V2_10);
-    let mut primero = sims.primero_client_config();
-    primero.auth = PrimeroAuth::V210Token {
-        user_name: sims.primero_config.user_name.clone(),
-        password: sims.primero_config.password.clone(),
-    };
     let store = Arc::new(SqliteStore::in_memory().await.unwrap());
-    app_with(sims, &project(), store, primero).await
+    app_with(sims, &project(), store, sims.primero_token_client_config()).await
 }
 
 /// `later - earlier`, negative when `later` came first.

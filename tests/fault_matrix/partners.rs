@@ -25,12 +25,12 @@ use bridge_flows::app::{App, ReplaySelection};
 use bridge_flows::ledger::DeliveryPolicy;
 use bridge_flows::{RecordOutcome, RunReport};
 use bridge_partners::ping::PingConfig;
-use bridge_partners::primero::{PrimeroAuth, PrimeroConfig};
+use bridge_partners::primero::PrimeroConfig;
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{JobRuntime, RuntimeConfig};
 use bridge_sim::people::{PeopleGenerator, Person};
 use bridge_sim::ping::{FaultKind, SimIntervention, RETRIEVE_PATH};
-use bridge_sim::primero::{Fault, SimPrimeroVersion};
+use bridge_sim::primero::Fault;
 use bridge_store::{SqliteStore, Store, Trigger};
 
 use super::support::{panic_text, short};
@@ -577,13 +577,7 @@ fn client_configs(sims: &Simulators, clients: Clients) -> (PrimeroConfig, PingCo
             ping.timeout = Duration::from_secs(1);
         }
         Clients::PrimeroRefused => primero.base_url = refused_url(),
-        Clients::PrimeroV210Token => {
-            sims.primero_sim().set_version(SimPrimeroVersion::V2_10);
-            primero.auth = PrimeroAuth::V210Token {
-                user_name: sims.primero_config.user_name.clone(),
-                password: sims.primero_config.password.clone(),
-            };
-        }
+        Clients::PrimeroV210Token => primero = sims.primero_token_client_config(),
         Clients::PingRefused => {
             let url = refused_url();
             ping.token_url = format!("{url}/oauth2/v2.0/token");

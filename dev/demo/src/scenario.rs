@@ -152,6 +152,19 @@ allow_placeholders = true
         )
     }
 
+    /// A Primero client in v2.10 token mode (a login, `POST /api/v2/tokens`,
+    /// before the first API call), the simulator switched to v2.10 to match.
+    pub fn primero_token_client_config(&self) -> bridge_partners::primero::PrimeroConfig {
+        self.primero_sim()
+            .set_version(bridge_sim::primero::SimPrimeroVersion::V2_10);
+        let mut config = self.primero_client_config();
+        config.auth = bridge_partners::primero::PrimeroAuth::V210Token {
+            user_name: self.primero_config.user_name.clone(),
+            password: self.primero_config.password.clone(),
+        };
+        config
+    }
+
     /// A PING client for the simulator.
     pub fn ping_client_config(&self) -> bridge_partners::ping::PingConfig {
         bridge_partners::ping::PingConfig {
