@@ -259,6 +259,7 @@ impl App {
             trigger: trigger.as_str().to_string(),
             started_at: bridge_store::now(),
             outcome: "running".into(),
+            lease_token: Some(lease.token()),
             ..RunRow::default()
         };
         self.store.run_started(&row).await?;

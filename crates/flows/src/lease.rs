@@ -188,6 +188,12 @@ impl FlowLease {
         self.current().fence()
     }
 
+    /// The lease's token: stored with the run, it tells the run of a live
+    /// holder from one a dead or superseded replica left `running`.
+    pub fn token(&self) -> i64 {
+        self.current().token
+    }
+
     /// Cancelled on shutdown and when the lease is lost: the run finishes
     /// the records in flight and starts no more.
     pub fn stop(&self) -> &CancellationToken {

@@ -234,6 +234,9 @@ pub struct RunRow {
     /// it used several), and the mapping folder's content hash.
     pub job_hash: Option<String>,
     pub mappings_hash: Option<String>,
+    /// The token of the flow's lease the run started under (`None`: a run
+    /// stored before replicas); see [`Store::interrupt_running`].
+    pub lease_token: Option<i64>,
 }
 
 /// The outcome of one record in one run: system ids and a reason code.
@@ -456,8 +459,10 @@ pub trait Store: Send + Sync {
     /// writes them a chunk at a time instead of all at its end).
     async fn record_outcomes_append(&self, records: &[RecordRow]) -> Result<(), StoreError>;
     /// Runs still `running` whose replica died or lost the flow's lease
-    /// become `interrupted`: every one except those under a live lease taken
-    /// before the run started (a live replica's run). Returns how many.
+    /// become `interrupted`: every one except those whose flow's lease is
+    /// live with the token the run started under (a live replica's run;
+    /// decided by tokens, not by comparing the replicas' clocks with the
+    /// database's). Returns how many.
     async fn interrupt_running(&self) -> Result<u64, StoreError>;
     /// Every run of `flow` still `running` becomes `interrupted`: called by
     /// a run that holds the flow's lease (one run of a flow at a time in the

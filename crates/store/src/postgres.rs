@@ -704,12 +704,14 @@ impl Store for PostgresStore {
 
     async fn run_started(&self, run: &RunRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO runs (id, flow, trigger_kind, started_at, outcome) VALUES ($1, $2, $3, $4, 'running')",
+            "INSERT INTO runs (id, flow, trigger_kind, started_at, outcome, lease_token)
+             VALUES ($1, $2, $3, $4, 'running', $5)",
         )
         .bind(&run.id)
         .bind(&run.flow)
         .bind(&run.trigger)
         .bind(&run.started_at)
+        .bind(run.lease_token)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -757,7 +759,7 @@ impl Store for PostgresStore {
             "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, $1)
              WHERE outcome = 'running' AND NOT EXISTS (
                SELECT 1 FROM leases l WHERE l.name = 'flow:' || runs.flow
-                 AND l.expires_at > bridge_stamp(now()) AND l.acquired_at <= runs.started_at)",
+                 AND l.expires_at > bridge_stamp(now()) AND l.token = runs.lease_token)",
         )
         .bind(now())
         .execute(&self.pool)

@@ -22,7 +22,7 @@ macro_rules! row_fn {
 
 pub(crate) const RUN_COLUMNS: &str =
     "SELECT id, flow, trigger_kind, started_at, ended_at, fetched, delivered, held,
-    skipped, failed, dead_lettered, outcome, aborted_reason, job_hash, mappings_hash FROM runs";
+    skipped, failed, dead_lettered, outcome, aborted_reason, job_hash, mappings_hash, lease_token FROM runs";
 
 row_fn! {
     fn run_row(r) -> RunRow {
@@ -42,6 +42,7 @@ row_fn! {
             aborted_reason: r.get(12),
             job_hash: r.get(13),
             mappings_hash: r.get(14),
+            lease_token: r.get(15),
         }
     }
 }

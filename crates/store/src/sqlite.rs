@@ -761,12 +761,14 @@ impl Store for SqliteStore {
 
     async fn run_started(&self, run: &RunRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO runs (id, flow, trigger_kind, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
+            "INSERT INTO runs (id, flow, trigger_kind, started_at, outcome, lease_token)
+             VALUES (?, ?, ?, ?, 'running', ?)",
         )
         .bind(&run.id)
         .bind(&run.flow)
         .bind(&run.trigger)
         .bind(&run.started_at)
+        .bind(run.lease_token)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -813,7 +815,7 @@ impl Store for SqliteStore {
             "UPDATE runs SET outcome = 'interrupted', ended_at = COALESCE(ended_at, ?1)
              WHERE outcome = 'running' AND NOT EXISTS (
                SELECT 1 FROM leases l WHERE l.name = 'flow:' || runs.flow
-                 AND l.expires_at > ?1 AND l.acquired_at <= runs.started_at)",
+                 AND l.expires_at > ?1 AND l.token = runs.lease_token)",
         )
         .bind(now())
         .execute(&self.pool)

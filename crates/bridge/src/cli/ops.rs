@@ -196,6 +196,9 @@ pub async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
             println!("outcome  {}", run.outcome);
             println!("job      sha256 {}", dash(&run.job_hash));
             println!("mappings {}", dash(&run.mappings_hash));
+            if let Some(token) = run.lease_token {
+                println!("lease    token {token}");
+            }
             if let Some(why) = &run.aborted_reason {
                 println!("stopped  {why}");
             }

@@ -558,43 +558,112 @@ pub async fn a_claim_is_renewed_by_its_holder_only_and_given_back_with_zero(b: B
 }
 
 /// A replica starting interrupts the runs nobody runs any more, not the
-/// run a live replica holds the flow's lease for.
+/// run a live replica holds the flow's lease for; told apart by the lease's
+/// token, whatever the replicas' clocks say.
 pub async fn only_runs_without_a_live_lease_are_interrupted(b: Backend) {
     let store = b.store().await;
-    let run = |id: &str, flow: &str| bridge_store::RunRow {
-        id: id.into(),
-        flow: flow.into(),
-        trigger: "schedule".into(),
-        started_at: bridge_store::now(),
-        outcome: "running".into(),
-        ..Default::default()
+    let run =
+        |id: &str, flow: &str, started_at: &str, lease_token: Option<i64>| bridge_store::RunRow {
+            id: id.into(),
+            flow: flow.into(),
+            trigger: "schedule".into(),
+            started_at: started_at.into(),
+            outcome: "running".into(),
+            lease_token,
+            ..Default::default()
+        };
+    let acquire = |name: &'static str, owner: &'static str, ttl: Duration| {
+        let store = store.clone();
+        async move {
+            store
+                .lease_acquire(name, owner, ttl)
+                .await
+                .unwrap()
+                .unwrap()
+        }
     };
     // ping-1.1: a live replica holds its lease, then started its run.
+    let alive = acquire("flow:ping-1.1", "alive", LONG).await;
     store
-        .lease_acquire("flow:ping-1.1", "alive", LONG)
+        .run_started(&run(
+            "live",
+            "ping-1.1",
+            &bridge_store::now(),
+            Some(alive.token),
+        ))
         .await
-        .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    store.run_started(&run("live", "ping-1.1")).await.unwrap();
-    // ping-1.2: its replica's lease ran out (it died).
+    // dtp-1.1: the same, by a replica whose clock is a minute behind the
+    // database's: its run's start reads before the lease was taken.
+    let behind = acquire("flow:dtp-1.1", "behind", LONG).await;
     store
-        .lease_acquire("flow:ping-1.2", "dead", Duration::from_millis(1))
+        .run_started(&run(
+            "live-behind",
+            "dtp-1.1",
+            "2000-01-01T00:00:00.000Z",
+            Some(behind.token),
+        ))
         .await
-        .unwrap()
         .unwrap();
-    store.run_started(&run("orphan", "ping-1.2")).await.unwrap();
-    // ping-2.1: no lease at all (a single process that died).
-    store.run_started(&run("lone", "ping-2.1")).await.unwrap();
+    // dtp-1.2: a replica whose clock is ahead lost the lease (it stalled
+    // past the ttl) to another, which holds it now: its run started "after"
+    // the new holder took the lease, but under the old token.
+    let stalled = acquire("flow:dtp-1.2", "stalled", Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.interrupt_running().await.unwrap(), 2);
+    let taker = acquire("flow:dtp-1.2", "taker", LONG).await;
+    assert!(taker.token > stalled.token);
+    store
+        .run_started(&run(
+            "superseded",
+            "dtp-1.2",
+            "2999-01-01T00:00:00.000Z",
+            Some(stalled.token),
+        ))
+        .await
+        .unwrap();
+    // ping-1.2: its replica's lease ran out (it died).
+    let dead = acquire("flow:ping-1.2", "dead", Duration::from_millis(1)).await;
+    store
+        .run_started(&run(
+            "orphan",
+            "ping-1.2",
+            &bridge_store::now(),
+            Some(dead.token),
+        ))
+        .await
+        .unwrap();
+    // ping-2.1: no lease at all (a single process that died); ping-2.2: a
+    // run stored before runs kept their lease's token.
+    store
+        .run_started(&run("lone", "ping-2.1", &bridge_store::now(), None))
+        .await
+        .unwrap();
+    acquire("flow:ping-2.2", "upgraded", LONG).await;
+    store
+        .run_started(&run(
+            "before-upgrade",
+            "ping-2.2",
+            &bridge_store::now(),
+            None,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.interrupt_running().await.unwrap(), 4);
     let outcome = |id: &'static str| {
         let store = store.clone();
         async move { store.run(id).await.unwrap().unwrap().outcome }
     };
     assert_eq!(outcome("live").await, "running");
+    assert_eq!(outcome("live-behind").await, "running");
+    assert_eq!(outcome("superseded").await, "interrupted");
     assert_eq!(outcome("orphan").await, "interrupted");
     assert_eq!(outcome("lone").await, "interrupted");
+    assert_eq!(outcome("before-upgrade").await, "interrupted");
+    assert_eq!(
+        store.run("live").await.unwrap().unwrap().lease_token,
+        Some(alive.token)
+    );
 }
 
 /// A page's deliveries under a lease another owner took: refused whole,
