@@ -87,6 +87,7 @@ on_both_backends!(
     no_personal_data_at_rest_or_in_the_logs_of_a_full_demo,
     pages_of_two_reach_every_referral_once_and_acknowledge_after_the_listing,
     the_last_acknowledgement_carries_only_the_records_that_ended_last,
+    behind_a_hanging_record_the_run_pauses_instead_of_holding_more_ended_ones,
 );
 
 pub(crate) fn project() -> ProjectDirs {
@@ -733,4 +734,73 @@ async fn the_last_acknowledgement_carries_only_the_records_that_ended_last(backe
         "ingestions (transaction, records): {ingestions:?}"
     );
     assert_eq!(audit(&sims, &people, &interventions), (0, 0));
+}
+
+/// Records are reported in listing order, so those that end behind a record
+/// that hangs wait in memory for it. A record starts at most 32 places per
+/// record worked on at once after the oldest not reported yet: behind a
+/// hanging record the run pauses there, then goes on once it ends; every
+/// referral still arrives once, reported in listing order.
+async fn behind_a_hanging_record_the_run_pauses_instead_of_holding_more_ended_ones(
+    backend: Backend,
+) {
+    const AT_ONCE: usize = 2;
+    const AHEAD: usize = 32 * AT_ONCE;
+    let hang = std::time::Duration::from_secs(3);
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let people: Vec<Person> = {
+        let mut g = PeopleGenerator::new(83);
+        (0..3 * AHEAD).map(|_| g.person()).collect()
+    };
+    let interventions = seed(&sims, &people, 0, 7600);
+    // The first case create hangs (one of the first two records'); the
+    // creates are counted as Primero applies them.
+    sims.primero_sim().inject_fault(
+        "POST",
+        "/api/v2/cases",
+        bridge_sim::primero::Fault::Delay(hang),
+        1,
+    );
+    let creates = Arc::new(AtomicUsize::new(0));
+    let counted = creates.clone();
+    sims.primero_sim()
+        .set_write_hook(Arc::new(move |method: &str, path: &str| {
+            if method == "POST" && path == "/api/v2/cases" {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    let store = backend.store().await;
+    let mut app = app(&sims, &project, store.clone()).await;
+    app.record_concurrency = AT_ONCE;
+
+    let started = std::time::Instant::now();
+    let run = app.run_recorded_on(FLOW, Trigger::Manual, TODAY);
+    let look = async {
+        // Well before the hanging create can end (it began after the run).
+        tokio::time::sleep(hang * 3 / 4).await;
+        creates.load(Ordering::SeqCst)
+    };
+    let (report, during_the_hang) = tokio::join!(run, look);
+    let report = report.unwrap();
+    assert!(started.elapsed() >= hang);
+    // The hanging record aside, only those up to `AHEAD` places after it
+    // (or after the first record, ended before it) were worked on meanwhile.
+    assert!(
+        during_the_hang <= AHEAD,
+        "{during_the_hang} cases created while one record hung (at most {AHEAD})"
+    );
+    assert_eq!(report.count("created"), people.len(), "{report}");
+    assert_eq!(report.acknowledged(), people.len(), "{report}");
+    let reported: Vec<&str> = report
+        .records
+        .iter()
+        .map(|r| r.source_id.as_str())
+        .collect();
+    let seeded: Vec<&str> = interventions
+        .iter()
+        .map(|iv| iv.lpinterventionid.as_str())
+        .collect();
+    assert_eq!(reported, seeded);
+    assert_eq!(sims.primero_sim().case_count(), people.len());
 }

@@ -21,7 +21,7 @@
 //! `ExternalId` is the intervention id, not a constant; undelivered records
 //! stay pending in proGres and come back next run.
 
-use futures::future::{BoxFuture, FutureExt as _};
+use futures::future::BoxFuture;
 
 use crate::app::App;
 use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
@@ -125,6 +125,14 @@ struct Ack {
 /// A record done: its report, the transfer status it waits for, its audit
 /// entry.
 type Finished = (RecordReport, Option<Ack>, Option<AuditEntry>);
+
+/// How many listing places a record may start after the oldest record not
+/// reported yet, per record worked on at once. Records are reported in
+/// listing order, so those that end behind a record that hangs (a partner
+/// call waiting out its timeout and retries) wait in memory until it ends;
+/// this bounds them (about a kilobyte each: 32 records at once hold at most
+/// 1,024) at the cost of pausing behind a record that long overdue.
+const AHEAD_PER_RECORD_AT_ONCE: usize = 32;
 
 /// How far the pending list was read.
 #[derive(Default)]
@@ -300,12 +308,20 @@ impl<'p> Ping11<'p> {
         // start of the next (taken in order, the records at once fell to
         // ~28 of 32 behind the slowest of them: 6% of the rate, bench);
         // reported in listing order (`arrived` holds those that ended
-        // before a record listed earlier).
+        // before a record listed earlier), a record starting at most
+        // `ahead` places after the oldest not reported yet.
+        let (reported_tx, reported_rx) = tokio::sync::watch::channel(0usize);
+        let ahead = self.concurrency.max(1) * AHEAD_PER_RECORD_AT_ONCE;
         let records = rows
             .enumerate()
             .map(move |(i, delivery)| {
-                started_ref.fetch_add(1, Ordering::Relaxed);
-                self.record(shared_ref, delivery).map(move |f| (i, f))
+                let mut reported = reported_rx.clone();
+                async move {
+                    // The sender lives as long as this stream's consumer.
+                    let _ = reported.wait_for(|&oldest| i < oldest + ahead).await;
+                    started_ref.fetch_add(1, Ordering::Relaxed);
+                    (i, self.record(shared_ref, delivery).await)
+                }
             })
             .buffer_unordered(self.concurrency.max(1));
         let mut records = std::pin::pin!(records);
@@ -345,6 +361,9 @@ impl<'p> Ping11<'p> {
                                 None => {}
                             }
                         }
+                        reported_tx.send_if_modified(|reported| {
+                            std::mem::replace(reported, next_in_order) != next_in_order
+                        });
                     }
                 },
                 Some(written) = auditing.next(), if !auditing.is_empty() => entries_written += written,
