@@ -2,11 +2,19 @@
 //! and lets nothing through under the faults it meets in the field.
 //!
 //! One test, `fault_matrix`, runs every section in order, collects one [`Row`]
-//! per case, writes `docs/reliability.md` from the rows (so the published
-//! table is always the last run's result), and only then asserts that every
-//! row passed, listing the failing ones.
+//! per case, writes the run's table to `fault-matrix/reliability.md` in
+//! cargo's test temp folder (`target/tmp`), and asserts that every row passed,
+//! listing the failing ones. Then it checks that the published table,
+//! `docs/reliability.md`, lists the same cases with the same expectations and
+//! results: a new or changed case needs the published table written again
+//! (`BRIDGE_UPDATE_DOCS=1`). The observed column is not compared: with
+//! records worked on concurrently, which record meets a fault first varies
+//! from run to run, so rewriting the published table on every run left the
+//! tree changed after every test run.
 //!
-//! Run: `cargo test -p bridge --test e2e fault_matrix`.
+//! Run: `cargo test -p bridge --test e2e fault_matrix`; to write
+//! `docs/reliability.md` from this run: `BRIDGE_UPDATE_DOCS=1 cargo test -p
+//! bridge --test e2e fault_matrix`.
 
 mod config_files;
 mod hostile_jobs;
@@ -130,11 +138,16 @@ fn fault_matrix() {
     ];
 
     let doc = render(&sections);
-    let path = docs_path();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).expect("docs folder");
+    let run_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("fault-matrix")
+        .join("reliability.md");
+    std::fs::create_dir_all(run_path.parent().expect("a folder")).expect("temp folder");
+    std::fs::write(&run_path, &doc).expect("write the run's table");
+    let published = docs_path();
+    let update = std::env::var("BRIDGE_UPDATE_DOCS").is_ok_and(|v| !v.is_empty() && v != "0");
+    if update {
+        std::fs::write(&published, &doc).expect("write docs/reliability.md");
     }
-    std::fs::write(&path, &doc).expect("write docs/reliability.md");
 
     let failing: Vec<String> = sections
         .iter()
@@ -151,16 +164,80 @@ fn fault_matrix() {
         failing.is_empty(),
         "{} case(s) of the fault matrix failed (see {}):\n{}",
         failing.len(),
-        path.display(),
+        run_path.display(),
         failing.join("\n")
+    );
+
+    let text = std::fs::read_to_string(&published).unwrap_or_default();
+    let (ran, listed) = (skeleton(&doc), skeleton(&text));
+    let only_ran: Vec<&String> = ran.iter().filter(|l| !listed.contains(l)).collect();
+    let only_listed: Vec<&String> = listed.iter().filter(|l| !ran.contains(l)).collect();
+    assert!(
+        only_ran.is_empty() && only_listed.is_empty() && ran.len() == listed.len(),
+        "{} does not list the cases this run tried (section | case | expected | result); \
+         write it from this run with `BRIDGE_UPDATE_DOCS=1 cargo test -p bridge --test e2e fault_matrix`\n\
+         tried, not listed:\n{}\nlisted, not tried:\n{}",
+        published.display(),
+        only_ran.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
+        only_listed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
     );
 }
 
+/// Each table row of a rendered matrix as `section | case | expected |
+/// result`: what the published table must agree on with a run (the observed
+/// column and the counts of inputs aside).
+fn skeleton(doc: &str) -> Vec<String> {
+    let mut section = "";
+    let mut rows = Vec::new();
+    for line in doc.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            section = title;
+            continue;
+        }
+        let cells = cells(line);
+        // Case, expected, observed, tried, lost, dup., result; not the header.
+        if cells.len() == 7 && cells[0] != "Case" && !cells[0].starts_with("---") {
+            rows.push(format!(
+                "{section} | {} | {} | {}",
+                cells[0], cells[1], cells[6]
+            ));
+        }
+    }
+    rows
+}
+
+/// The cells of a markdown table row (`\|` inside a cell is text), trimmed;
+/// empty for a line that is not a table row.
+fn cells(line: &str) -> Vec<&str> {
+    let Some(inner) = line
+        .trim()
+        .strip_prefix('|')
+        .and_then(|l| l.strip_suffix('|'))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '|' if !escaped => {
+                out.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+    }
+    out.push(inner[start..].trim());
+    out
+}
+
 fn docs_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .join("docs")
-        .join("reliability.md")
+        .join("reliability.md");
+    path.canonicalize().unwrap_or(path)
 }
 
 /// Markdown table cells: no pipes or newlines.
@@ -191,7 +268,10 @@ fn render(sections: &[(&str, Vec<Row>)]) -> String {
     let _ = writeln!(doc, "# Reliability: fault and attack matrix\n");
     let _ = writeln!(
         doc,
-        "Generated by `cargo test -p bridge --test e2e fault_matrix` on {date}; do not edit.\n"
+        "Written by `BRIDGE_UPDATE_DOCS=1 cargo test -p bridge --test e2e fault_matrix` on {date}; do not edit. \
+         Every run of the test checks that this table lists the cases it tries, with the same expectations and \
+         results; the Observed column is the writing run's (which record meets a fault first varies from run \
+         to run).\n"
     );
     let _ = writeln!(
         doc,
