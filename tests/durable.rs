@@ -792,15 +792,6 @@ async fn behind_a_hanging_record_the_run_pauses_instead_of_holding_more_ended_on
     );
     assert_eq!(report.count("created"), people.len(), "{report}");
     assert_eq!(report.acknowledged(), people.len(), "{report}");
-    let reported: Vec<&str> = report
-        .records
-        .iter()
-        .map(|r| r.source_id.as_str())
-        .collect();
-    let seeded: Vec<&str> = interventions
-        .iter()
-        .map(|iv| iv.lpinterventionid.as_str())
-        .collect();
-    assert_eq!(reported, seeded);
+    assert_reported_in_listing_order(&report, &interventions);
     assert_eq!(sims.primero_sim().case_count(), people.len());
 }

@@ -562,16 +562,23 @@ pub async fn a_claim_is_renewed_by_its_holder_only_and_given_back_with_zero(b: B
 /// token, whatever the replicas' clocks say.
 pub async fn only_runs_without_a_live_lease_are_interrupted(b: Backend) {
     let store = b.store().await;
-    let run =
-        |id: &str, flow: &str, started_at: &str, lease_token: Option<i64>| bridge_store::RunRow {
-            id: id.into(),
-            flow: flow.into(),
-            trigger: "schedule".into(),
-            started_at: started_at.into(),
-            outcome: "running".into(),
-            lease_token,
-            ..Default::default()
-        };
+    // A run of `flow` stamped `started_at` by its replica's clock, under
+    // `lease_token`.
+    let start = |id: &'static str, flow: &'static str, started_at: String, lease_token| {
+        let store = store.clone();
+        async move {
+            let run = bridge_store::RunRow {
+                id: id.into(),
+                flow: flow.into(),
+                trigger: "schedule".into(),
+                started_at,
+                outcome: "running".into(),
+                lease_token,
+                ..Default::default()
+            };
+            store.run_started(&run).await.unwrap();
+        }
+    };
     let acquire = |name: &'static str, owner: &'static str, ttl: Duration| {
         let store = store.clone();
         async move {
@@ -582,72 +589,32 @@ pub async fn only_runs_without_a_live_lease_are_interrupted(b: Backend) {
                 .unwrap()
         }
     };
+    let now = bridge_store::now;
     // ping-1.1: a live replica holds its lease, then started its run.
     let alive = acquire("flow:ping-1.1", "alive", LONG).await;
-    store
-        .run_started(&run(
-            "live",
-            "ping-1.1",
-            &bridge_store::now(),
-            Some(alive.token),
-        ))
-        .await
-        .unwrap();
-    // dtp-1.1: the same, by a replica whose clock is a minute behind the
+    start("live", "ping-1.1", now(), Some(alive.token)).await;
+    // dtp-1.1: the same, by a replica whose clock runs far behind the
     // database's: its run's start reads before the lease was taken.
     let behind = acquire("flow:dtp-1.1", "behind", LONG).await;
-    store
-        .run_started(&run(
-            "live-behind",
-            "dtp-1.1",
-            "2000-01-01T00:00:00.000Z",
-            Some(behind.token),
-        ))
-        .await
-        .unwrap();
-    // dtp-1.2: a replica whose clock is ahead lost the lease (it stalled
+    let long_ago = "2000-01-01T00:00:00.000Z".to_string();
+    start("live-behind", "dtp-1.1", long_ago, Some(behind.token)).await;
+    // dtp-1.2: a replica whose clock runs ahead lost the lease (it stalled
     // past the ttl) to another, which holds it now: its run started "after"
     // the new holder took the lease, but under the old token.
     let stalled = acquire("flow:dtp-1.2", "stalled", Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let taker = acquire("flow:dtp-1.2", "taker", LONG).await;
     assert!(taker.token > stalled.token);
-    store
-        .run_started(&run(
-            "superseded",
-            "dtp-1.2",
-            "2999-01-01T00:00:00.000Z",
-            Some(stalled.token),
-        ))
-        .await
-        .unwrap();
+    let far_ahead = "2999-01-01T00:00:00.000Z".to_string();
+    start("superseded", "dtp-1.2", far_ahead, Some(stalled.token)).await;
     // ping-1.2: its replica's lease ran out (it died).
     let dead = acquire("flow:ping-1.2", "dead", Duration::from_millis(1)).await;
-    store
-        .run_started(&run(
-            "orphan",
-            "ping-1.2",
-            &bridge_store::now(),
-            Some(dead.token),
-        ))
-        .await
-        .unwrap();
+    start("orphan", "ping-1.2", now(), Some(dead.token)).await;
     // ping-2.1: no lease at all (a single process that died); ping-2.2: a
     // run stored before runs kept their lease's token.
-    store
-        .run_started(&run("lone", "ping-2.1", &bridge_store::now(), None))
-        .await
-        .unwrap();
+    start("lone", "ping-2.1", now(), None).await;
     acquire("flow:ping-2.2", "upgraded", LONG).await;
-    store
-        .run_started(&run(
-            "before-upgrade",
-            "ping-2.2",
-            &bridge_store::now(),
-            None,
-        ))
-        .await
-        .unwrap();
+    start("before-upgrade", "ping-2.2", now(), None).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.interrupt_running().await.unwrap(), 4);
     let outcome = |id: &'static str| {
