@@ -925,6 +925,22 @@ const E2E_HEADERS: [&str; 12] = [
 /// Runs of the concurrent 1,000-record end-to-end case; the median is judged.
 const RATE_RUNS: usize = 3;
 
+/// `run` made `times` times, sorted by `key`: the run of median `key` is
+/// `runs[runs.len() / 2]`.
+async fn sorted_runs(
+    b: &Bench,
+    run: E2e,
+    times: usize,
+    key: impl Fn(&E2eResult) -> f64,
+) -> anyhow::Result<Vec<E2eResult>> {
+    let mut runs = Vec::with_capacity(times);
+    for _ in 0..times {
+        runs.push(e2e(b, run).await?);
+    }
+    runs.sort_by(|x, y| key(x).total_cmp(&key(y)));
+    Ok(runs)
+}
+
 async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
     let quick = b.opts.quick;
     let (small, large) = if quick { (10, 40) } else { (1_000, 10_000) };
@@ -988,11 +1004,7 @@ async fn end_to_end(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
         };
         // The run the targets are judged on: the median rate of a few (one
         // run moved by about ±1.5% from run to run with nothing changed).
-        let mut runs = Vec::with_capacity(RATE_RUNS);
-        for _ in 0..RATE_RUNS {
-            runs.push(e2e(b, many).await?);
-        }
-        runs.sort_by(|x, y| x.f("records_per_sec").total_cmp(&y.f("records_per_sec")));
+        let mut runs = sorted_runs(b, many, RATE_RUNS, |r| r.f("records_per_sec")).await?;
         let rates: Vec<String> = runs
             .iter()
             .map(|r| num(r.f("records_per_sec"), 1))
@@ -1258,11 +1270,9 @@ async fn scaling(b: &Bench, report: &mut Report) -> anyhow::Result<Section> {
             // private memory of three (one run's peak moved by ±3% from
             // run to run with nothing changed).
             let repeats = if n == lo || n == hi { MEMORY_RUNS } else { 1 };
-            let mut runs = Vec::with_capacity(repeats);
-            for _ in 0..repeats {
-                runs.push(e2e(b, run).await?);
-            }
-            runs.sort_by_key(|r| r.private());
+            // No figure (not Linux) sorts first, as `None` does.
+            let private = |r: &E2eResult| r.private().map_or(f64::NEG_INFINITY, |b| b as f64);
+            let mut runs = sorted_runs(b, run, repeats, private).await?;
             let r = runs.swap_remove(runs.len() / 2);
             last_secs = r.f("run_ms") / 1000.0;
             rss_by_size.push((n, r.rss(), r.private()));
