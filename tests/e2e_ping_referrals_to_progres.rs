@@ -562,6 +562,66 @@ async fn a_pages_case_referrals_are_read_concurrently() {
     assert_no_personal_data(&[&out], &people, &[]);
 }
 
+/// The owners of a page's first cases are looked up at once, while their
+/// referrals are read, each once; every referral still carries its own
+/// case owner's contact. One after another, a page whose first cases had
+/// many owners waited a round trip per owner with every slot idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_of_a_pages_cases_are_looked_up_at_once() {
+    let h = harness().await;
+    let toml = std::fs::read_to_string(&h.config).unwrap();
+    let toml = toml.replace("record_concurrency = 1", "record_concurrency = 8");
+    std::fs::write(&h.config, toml).unwrap();
+    let primero = h.sims.primero_sim();
+    let ping = h.sims.ping_sim();
+    let mut gen = PeopleGenerator::new(37);
+    let owners = ["cw_one", "cw_two", "cw_three", "cw_four"];
+    for owner in owners {
+        caseworker(primero, owner, true);
+    }
+    let mut people = Vec::new();
+    let mut cases = Vec::new();
+    for i in 0..8 {
+        let p = gen.person();
+        let owner = owners[i % owners.len()];
+        let (id, case_id, service) = case_with_service(primero, &p, owner, "medical", "UNHCR");
+        refer(primero, &id, &service, UNHCR_USER);
+        people.push(p);
+        cases.push((case_id, service, owner));
+    }
+    // Enough latency for lookups sent together to overlap at the simulator.
+    primero.set_latency(std::time::Duration::from_millis(50));
+    primero.reset_in_flight();
+
+    let (report, out) = run_flow(&h, 0).await;
+    let sent: Vec<(&str, &str, &str)> = cases
+        .iter()
+        .map(|(_, s, _)| (s.as_str(), "sent", ""))
+        .collect();
+    assert_eq!(outcomes(&report), expect(&sent));
+    assert_eq!(
+        primero.request_count("GET /api/v2/users"),
+        owners.len() as u64,
+        "one look-up per owner"
+    );
+    let together = primero.max_in_flight_seen_for("GET /api/v2/users");
+    assert!(
+        together > 1,
+        "owner look-ups one after another ({together} at once)"
+    );
+    let ingested = ping.ingestion_records();
+    assert_eq!(ingested.len(), cases.len());
+    for (case_id, _, owner) in &cases {
+        let record = ingested.iter().find(|r| &r.external_id == case_id).unwrap();
+        assert_eq!(
+            record.field("progres_orgemail"),
+            Some(&json!(format!("{owner}@ngo.example"))),
+            "case {case_id} carries its own owner's contact"
+        );
+    }
+    assert_no_personal_data(&[&out], &people, &[]);
+}
+
 /// Keys of the DTP referral body, in the order of spec example 10.
 const DTP_BODY_KEYS: &[&str] = &[
     "primero_user",

@@ -1,7 +1,8 @@
 //! Primero referrals → proGres, the part both designs share (PING workflow
 //! 2.1, DTP flow 2-1/2-2): cases changed since the cursor → their referrals →
-//! the case owners (each looked up by user name once per run, only when a
-//! case has a referral since the cursor)
+//! the case owners (each looked up by user name once per run, several at
+//! once: those of a page's first cases while their referrals are read, the
+//! others when a case has a referral since the cursor)
 //! → the job, once per service (it decides which services are new UNHCR
 //! referrals and builds the partner payload) → a design-specific
 //! [`Deliver`]er.
@@ -360,7 +361,24 @@ impl<D: Deliver> CaseVisitor for Visitor<'_, '_, D> {
             .filter(|id| run.ledger.selects(id))
             .map(str::to_string)
             .collect();
-        let (known, first) = tokio::join!(run.store.deliveries(run.flow, &keys), reads.next());
+        // The owners of the cases read first are looked up with those
+        // reads, not after them: otherwise the page's first referrals wait
+        // a round trip more (bench: 1% of a 1,000-case run). A failure is
+        // left to the visit that needs the owner, which reports it.
+        let first_owners = cases
+            .iter()
+            .filter(|c| wanted.contains(c.id.as_str()))
+            .take(width)
+            .filter_map(|c| c.owned_by.clone())
+            .collect::<Vec<_>>();
+        let (owners, known, first) = tokio::join!(
+            self.look_up_owners(first_owners),
+            run.store.deliveries(run.flow, &keys),
+            reads.next()
+        );
+        if let Err(e) = owners {
+            tracing::debug!(error = %e, "case owners not looked up ahead; looked up again when needed");
+        }
         self.known = match known {
             Ok(known) => Some(known),
             Err(e) => {
@@ -645,23 +663,46 @@ impl<D: Deliver> Visitor<'_, '_, D> {
     ) -> Result<(), ConnectorError> {
         let recent =
             |c: &Case| matches!(self.referrals.get(&c.id), Some(Ok(r)) if self.due(c, r, since));
-        let names: Vec<String> = std::iter::once(case)
+        let names = std::iter::once(case)
             .chain(ahead.iter().filter(|c| recent(c)))
             .filter_map(|c| c.owned_by.clone())
+            .collect::<Vec<_>>();
+        self.look_up_owners(names).await
+    }
+
+    /// Look up the owners not known yet, all at once: one after another, a
+    /// page whose first cases have many owners waited a round trip per
+    /// owner with every record slot idle.
+    async fn look_up_owners(
+        &mut self,
+        names: impl IntoIterator<Item = String>,
+    ) -> Result<(), ConnectorError> {
+        let names: std::collections::BTreeSet<String> = names
+            .into_iter()
             .filter(|name| !self.users.contains_key(name))
             .collect();
-        for name in names {
-            if self.users.contains_key(&name) {
-                continue;
+        let primero = self.run.primero;
+        let answers = futures::future::join_all(names.into_iter().map(|name| async move {
+            let page = primero.users_named(&name, false).await;
+            (name, page)
+        }))
+        .await;
+        let mut first_error = None;
+        for (name, page) in answers {
+            match page {
+                Ok(page) => {
+                    // Only the row of exactly this name: a server that
+                    // ignores the filter answers every user.
+                    let user = page.data.into_iter().find(|u| u.user_name == name);
+                    tracing::debug!(found = user.is_some(), "case owner looked up");
+                    self.users.insert(name, user);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            let page = self.run.primero.users_named(&name, false).await?;
-            // Only the row of exactly this name: a server that ignores the
-            // filter answers every user.
-            let user = page.data.into_iter().find(|u| u.user_name == name);
-            tracing::debug!(found = user.is_some(), "case owner looked up");
-            self.users.insert(name, user);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Whether a case has a service the job may find new: a referral since

@@ -64,10 +64,20 @@ impl PrimeroSim {
         self.in_flight.max_seen()
     }
 
-    /// Forget the in-flight high-water mark and the arrival times.
+    /// The most requests of one endpoint (`request_count`'s key, e.g.
+    /// `"GET /api/v2/users"`) handled at the same time (since the last reset).
+    pub fn max_in_flight_seen_for(&self, key: &str) -> usize {
+        self.lock().in_flight_by.get(key).map_or(0, |(_, max)| *max)
+    }
+
+    /// Forget the in-flight high-water marks and the arrival times.
     pub fn reset_in_flight(&self) {
         self.in_flight.reset();
-        self.lock().arrivals.clear();
+        let mut st = self.lock();
+        st.arrivals.clear();
+        for (now, max) in st.in_flight_by.values_mut() {
+            *max = *now;
+        }
     }
 
     /// When each request arrived, in order (for rate-limit checks).

@@ -143,6 +143,7 @@ async fn count_request(State(sim): State<PrimeroSim>, req: Request, next: Next) 
         *st.requests.entry(key.clone()).or_insert(0) += 1;
         st.arrivals.push(Instant::now());
     }
+    let _endpoint_in_flight = EndpointInFlight::enter(&sim, key.clone());
     let req = if recording && req.method() != Method::GET && template != "/api/v2/tokens" {
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -160,6 +161,35 @@ async fn count_request(State(sim): State<PrimeroSim>, req: Request, next: Next) 
     };
     let _in_flight = sim.in_flight.enter();
     next.run(req).await
+}
+
+/// One request of an endpoint being handled; leaves the count when dropped
+/// (also when the client goes away).
+struct EndpointInFlight {
+    sim: PrimeroSim,
+    key: String,
+}
+
+impl EndpointInFlight {
+    fn enter(sim: &PrimeroSim, key: String) -> Self {
+        let mut st = sim.lock();
+        let (now, max) = st.in_flight_by.entry(key.clone()).or_insert((0, 0));
+        *now += 1;
+        *max = (*max).max(*now);
+        drop(st);
+        EndpointInFlight {
+            sim: sim.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for EndpointInFlight {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.sim.lock().in_flight_by.get_mut(&self.key) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 async fn not_found(req: Request) -> Response {

@@ -64,6 +64,9 @@ pub(super) struct SimState {
     pub(super) sessions: HashMap<String, Session>,
     pub(super) clock: Clock,
     pub(super) requests: BTreeMap<String, u64>,
+    /// Requests being handled now and the most ever at once, by endpoint
+    /// (the keys of `requests`).
+    pub(super) in_flight_by: BTreeMap<String, (usize, usize)>,
     pub(super) arrivals: Vec<Instant>,
     pub(super) faults: Vec<FaultRule>,
     pub(super) latency: Duration,
@@ -121,6 +124,7 @@ impl PrimeroSim {
                 sessions: HashMap::new(),
                 clock,
                 requests: BTreeMap::new(),
+                in_flight_by: BTreeMap::new(),
                 arrivals: Vec::new(),
                 faults: Vec::new(),
                 latency: Duration::ZERO,
