@@ -11,7 +11,7 @@ use std::time::Duration;
 use bridge_demo::round_trip::dtp_client_config;
 use bridge_flows::dtp_1_1::{Handler, FLOW as JOB};
 use bridge_flows::{RecordOutcome, RunReport};
-use bridge_inbox::{HandlerError, InboxHandler, InboxKind};
+use bridge_inbox::{HandlerError, InboxHandler, InboxKind, MessageClaim};
 use bridge_mappings::MappingSet;
 use bridge_partners::dtp::DtpClient;
 use bridge_partners::primero::{PrimeroAuth, PrimeroClient, PrimeroConfig};
@@ -142,7 +142,13 @@ async fn handle(
     message: &Value,
 ) -> Result<RunReport, HandlerError> {
     handler
-        .handle(InboxKind::PrimeroOutgoingReferral, receipt, message, TODAY)
+        .handle(
+            InboxKind::PrimeroOutgoingReferral,
+            receipt,
+            message,
+            TODAY,
+            &MessageClaim::unclaimed(),
+        )
         .await
 }
 
@@ -287,6 +293,70 @@ async fn created_appended_and_a_resent_intervention_is_not_duplicated() {
     );
     assert_eq!(h.cases_of(person).len(), 1);
     assert_eq!(h.notifications().len(), 2, "{:#?}", h.notifications());
+}
+
+/// The replica's claim on the message is lost after the first case is
+/// written (it was suspended past its claim; another replica claims the
+/// message): the handler writes nothing more to Primero or DTP and says
+/// the message is left to the other replica, which finds the first case
+/// there and tells DTP (nothing lost, nothing written twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_claim_stops_the_message_before_the_next_partner_write() {
+    let h = Harness::start().await;
+    let handler = h.handler();
+    h.store
+        .inbox_put("r-claim", "PrimeroOutgoingReferral", "k", b"sealed")
+        .await
+        .unwrap();
+    let claimed = h
+        .store
+        .inbox_claim("replica-a", Duration::from_secs(60), 1)
+        .await
+        .unwrap();
+    let claim = MessageClaim::new(
+        claimed[0].fence.clone(),
+        std::time::Instant::now() + Duration::from_secs(60),
+    );
+    let lose = claim.clone();
+    h.primero
+        .sim()
+        .set_write_hook(Arc::new(move |_, _| lose.declare_lost()));
+    let people = ["803-100003001", "803-100003002", "803-100003003"];
+    let rows = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| row(&format!("803-24-PRTITV-100040{i}"), p))
+        .collect();
+    let got = handler
+        .handle(
+            InboxKind::PrimeroOutgoingReferral,
+            "r-claim",
+            &message(rows),
+            TODAY,
+            &claim,
+        )
+        .await;
+    assert!(matches!(got, Err(HandlerError::ClaimLost(_))), "{got:?}");
+    let cases: Vec<usize> = people.iter().map(|p| h.cases_of(p).len()).collect();
+    assert_eq!(cases, [1, 0, 0], "only the first case was written");
+    assert!(h.notifications().is_empty(), "{:#?}", h.notifications());
+
+    // The replica holding the message now (here unclaimed) finishes it.
+    h.primero.sim().clear_write_hook();
+    let rows = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| row(&format!("803-24-PRTITV-100040{i}"), p))
+        .collect();
+    let report = handle(&handler, "r-claim", &message(rows)).await.unwrap();
+    assert_eq!(
+        (report.count("already present"), report.count("created")),
+        (1, 2),
+        "{report}"
+    );
+    let cases: Vec<usize> = people.iter().map(|p| h.cases_of(p).len()).collect();
+    assert_eq!(cases, [1, 1, 1]);
+    assert_eq!(h.notifications().len(), 3);
 }
 
 /// DTP sends one row per language of an intervention (the shape of
@@ -645,6 +715,7 @@ async fn a_decision_message_is_refused_as_permanent() {
             "r-1",
             &json!({"interventions": []}),
             TODAY,
+            &MessageClaim::unclaimed(),
         )
         .await;
     assert!(matches!(got, Err(HandlerError::Permanent(_))), "{got:?}");

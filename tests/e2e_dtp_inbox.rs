@@ -15,7 +15,7 @@ use base64::Engine as _;
 use bridge_flows::RunReport;
 use bridge_inbox::{
     router, serve, Disposition, HandlerError, InboxHandler, InboxKind, InboxProcessor, InboxState,
-    ServeOptions, DEFAULT_MAX_BODY_BYTES, INBOX_PATH,
+    MessageClaim, ServeOptions, DEFAULT_MAX_BODY_BYTES, INBOX_PATH,
 };
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::{ConnectorError, System};
@@ -460,6 +460,7 @@ impl InboxHandler for Scripted {
         receipt_id: &str,
         body: &Value,
         _today: &str,
+        _claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         self.seen
             .lock()
@@ -687,6 +688,7 @@ impl InboxHandler for Panics {
         _receipt_id: &str,
         _body: &Value,
         _today: &str,
+        _claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         panic!("handler bug (expected by the test)");
     }

@@ -16,7 +16,7 @@ use bridge_demo::scenario::Simulators;
 use bridge_flows::app::App;
 use bridge_flows::dtp_2_3::Handler as DecisionHandler;
 use bridge_flows::RecordOutcome;
-use bridge_inbox::{InboxHandler, InboxKind};
+use bridge_inbox::{InboxHandler, InboxKind, MessageClaim};
 use bridge_partners::primero::{PrimeroAuth, PrimeroConfig};
 use bridge_runtime::toolchain::ProjectDirs;
 use bridge_runtime::{JobRuntime, RuntimeConfig};
@@ -960,6 +960,7 @@ async fn dtp_2_3_delivers_a_decision_whose_reason_code_is_unmapped_and_warns() {
             "receipt-gap",
             &body,
             TODAY,
+            &MessageClaim::unclaimed(),
         )
         .await
         .unwrap();
@@ -1043,6 +1044,7 @@ async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
             "receipt-1",
             &body,
             TODAY,
+            &MessageClaim::unclaimed(),
         )
         .await
         .unwrap();
@@ -1079,6 +1081,7 @@ async fn dtp_2_3_decides_the_referral_of_the_suffix_and_is_safe_to_repeat() {
             "receipt-2",
             &body,
             TODAY,
+            &MessageClaim::unclaimed(),
         )
         .await
         .unwrap();

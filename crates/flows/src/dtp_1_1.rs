@@ -54,7 +54,7 @@ use crate::app::App;
 use bridge_partners::dtp::{DtpClient, DtpEndpoint};
 use bridge_partners::primero::{Case, PrimeroClient};
 use bridge_partners::ConnectorError;
-use crate::pushed::{HandlerError, InboxHandler, InboxKind};
+use crate::pushed::{HandlerError, InboxHandler, InboxKind, MessageClaim};
 use crate::registry::{Design, FlowSpec, Intake, Partner};
 use bridge_mappings::MappingSet;
 use bridge_runtime::reload::Catalog;
@@ -325,6 +325,7 @@ impl Handler {
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         let Some(interventions) = body.get("interventions").and_then(Value::as_array) else {
             return Err(HandlerError::Permanent(
@@ -354,8 +355,12 @@ impl Handler {
             fetched: grouped.len(),
             ..RunReport::default()
         };
+        // What this message's processing remembers, refused once another
+        // replica claimed the message.
+        let store = claim.fenced(self.store.clone());
         let mut retry = false;
         for intervention in &grouped {
+            claim.check()?;
             let span = tracing::info_span!(
                 "record",
                 record = intervention.number.as_deref().unwrap_or("(none)"),
@@ -367,12 +372,15 @@ impl Handler {
                     &mut instance,
                     &ctx,
                     &reasons,
-                    receipt_id,
+                    (receipt_id, claim, store.as_ref()),
                     intervention,
                     last_attempt,
                 )
                 .instrument(span)
                 .await;
+            // Not told to DTP because the claim was lost: left to the
+            // replica that holds the message now.
+            claim.check()?;
             retry |= again;
             if let Some(note) = note {
                 report
@@ -392,8 +400,7 @@ impl Handler {
             "message handled"
         );
         if retry {
-            if let Err(e) = self
-                .store
+            if let Err(e) = store
                 .record_delivery(FLOW, &attempts_key(receipt_id), &attempt.to_string(), None)
                 .await
             {
@@ -429,7 +436,7 @@ impl Handler {
         instance: &mut JobInstance,
         ctx: &JobContext,
         reasons: &ClosureReasons,
-        receipt_id: &str,
+        (receipt_id, claim, store): (&str, &MessageClaim, &dyn Store),
         intervention: &Intervention<'_>,
         last_attempt: bool,
     ) -> (RecordReport, bool, Option<Note>) {
@@ -513,6 +520,10 @@ impl Handler {
             });
             return (record, false, record_note);
         }
+        if claim.is_lost() {
+            record.ack_error = Some("DTP not told: the claim on the message was lost".into());
+            return (record, false, record_note);
+        }
         let sent = match &note {
             Notification::Success(b) => self.dtp.post(DtpEndpoint::Notification, b).await,
             Notification::Failure(b) => self.dtp.post(DtpEndpoint::Notification, b).await,
@@ -520,8 +531,7 @@ impl Handler {
         let again = match sent {
             Ok(()) => {
                 record.acknowledged = true;
-                if let Err(e) = self
-                    .store
+                if let Err(e) = store
                     .record_delivery(FLOW, &key, fingerprint, target.as_deref())
                     .await
                 {
@@ -798,6 +808,7 @@ impl InboxHandler for Handler {
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         if kind != InboxKind::PrimeroOutgoingReferral {
             return Err(HandlerError::wrong_kind(
@@ -807,7 +818,7 @@ impl InboxHandler for Handler {
             ));
         }
         let span = tracing::info_span!("run", flow = FLOW, run = receipt_id);
-        self.handle_inner(receipt_id, body, today)
+        self.handle_inner(receipt_id, body, today, claim)
             .instrument(span)
             .await
     }

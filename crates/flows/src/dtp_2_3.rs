@@ -34,7 +34,7 @@ use super::referral_decision::{
 use super::report::{failed, MappingGap, RecordNote, RecordOutcome, RecordReport, RunReport};
 use crate::app::App;
 use bridge_partners::primero::PrimeroClient;
-use crate::pushed::{HandlerError, InboxHandler, InboxKind};
+use crate::pushed::{HandlerError, InboxHandler, InboxKind, MessageClaim};
 use crate::registry::{Design, FlowSpec, Intake, Partner};
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::{JobContext, JobInstance, JobOutcome};
@@ -99,6 +99,7 @@ impl Handler {
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         let Some(items) = body.get("interventions").and_then(Value::as_array) else {
             return Err(HandlerError::Permanent(
@@ -125,6 +126,7 @@ impl Handler {
             ..RunReport::default()
         };
         for (index, item) in items.iter().enumerate() {
+            claim.check()?;
             let interop_id = item
                 .get("progres_interoperabilityreferralid")
                 .and_then(Value::as_str)
@@ -216,6 +218,7 @@ impl InboxHandler for Handler {
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         if kind != InboxKind::PrimeroIncomingReferralDecision {
             return Err(HandlerError::wrong_kind(
@@ -225,7 +228,7 @@ impl InboxHandler for Handler {
             ));
         }
         let span = tracing::info_span!("message", flow = FLOW, receipt = receipt_id);
-        self.handle_inner(receipt_id, body, today)
+        self.handle_inner(receipt_id, body, today, claim)
             .instrument(span)
             .await
     }

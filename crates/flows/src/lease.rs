@@ -62,6 +62,14 @@ impl Replica {
     pub fn renew_every(&self) -> Duration {
         self.lease_ttl / 3
     }
+
+    /// Until when a lease or claim confirmed by a request sent at `asked`
+    /// is surely still held, on this process's clock: the database counted
+    /// its ttl from a moment after `asked`; half a renewal period is kept
+    /// back for the time the holder needs to stop.
+    pub fn held_until(&self, asked: std::time::Instant) -> std::time::Instant {
+        asked + self.lease_ttl.saturating_sub(self.renew_every() / 2)
+    }
 }
 
 impl Default for Replica {
@@ -241,7 +249,7 @@ async fn keep(
     let stop = on_loss.stop.clone();
     let every = replica.renew_every();
     loop {
-        let valid_until = confirmed_at + replica.lease_ttl - every / 2;
+        let valid_until = Instant::from_std(replica.held_until(confirmed_at.into_std()));
         let next = (Instant::now() + every).min(valid_until);
         tokio::select! {
             _ = stop.cancelled() => return,

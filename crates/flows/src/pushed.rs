@@ -3,8 +3,13 @@
 //! gives for its kind. The inbox crate receives and stores the messages; the
 //! flows handle them.
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use async_trait::async_trait;
+use bridge_store::{Fence, Fenced, Store};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::RunReport;
 
@@ -51,6 +56,12 @@ pub enum HandlerError {
     /// Will not succeed by retrying; the sender was told where possible.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// This replica may no longer hold its claim on the message (it was
+    /// suspended or cut off from the database past the claim's expiry):
+    /// another replica may be processing it, so this one stops and leaves
+    /// the message alone.
+    #[error("claim lost: {0}")]
+    ClaimLost(String),
 }
 
 impl HandlerError {
@@ -64,14 +75,149 @@ impl HandlerError {
     }
 }
 
+/// The claim under which this replica processes one message: the fence of
+/// the message's delivery records, and whether the claim can still be
+/// counted on. A claim outlives its last renewal by the claim ttl; once the
+/// replica cannot be sure it still holds it (a renewal said another replica
+/// took it, or none succeeded in time), the handler writes nothing more to
+/// a partner for the message: another replica may be processing it, and a
+/// search answered before the pause would not show that replica's writes.
+#[derive(Clone, Debug)]
+pub struct MessageClaim {
+    fence: Option<Fence>,
+    lost: CancellationToken,
+    /// Until when the claim is surely held, on this process's clock; `None`:
+    /// not bounded (an unclaimed message).
+    held_until: Option<Arc<Mutex<Instant>>>,
+}
+
+impl MessageClaim {
+    /// A claim with `fence`, surely held until `held_until` (this process's
+    /// clock), unless renewed.
+    pub fn new(fence: Fence, held_until: Instant) -> Self {
+        Self {
+            fence: Some(fence),
+            lost: CancellationToken::new(),
+            held_until: Some(Arc::new(Mutex::new(held_until))),
+        }
+    }
+
+    /// No claim: the message is handled outside the inbox's claims (a test
+    /// handing it over directly); nothing is fenced.
+    pub fn unclaimed() -> Self {
+        Self {
+            fence: None,
+            lost: CancellationToken::new(),
+            held_until: None,
+        }
+    }
+
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
+    }
+
+    /// A renewal confirmed the claim until `held_until`.
+    pub fn renewed(&self, held_until: Instant) {
+        if let Some(until) = &self.held_until {
+            let mut until = until.lock().unwrap_or_else(|p| p.into_inner());
+            *until = (*until).max(held_until);
+        }
+    }
+
+    /// A renewal found the claim taken by another replica (or the message
+    /// gone).
+    pub fn declare_lost(&self) {
+        self.lost.cancel();
+    }
+
+    /// Whether [`MessageClaim::declare_lost`] was called.
+    pub fn declared_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Whether the claim can no longer be counted on: declared lost, or
+    /// past the time it was surely held (checked on this process's clock, so
+    /// a process resumed after a pause sees it before its renewal task runs;
+    /// a later renewal that succeeds shows nobody claimed it meanwhile).
+    pub fn is_lost(&self) -> bool {
+        self.declared_lost()
+            || self.held_until.as_ref().is_some_and(|until| {
+                Instant::now() >= *until.lock().unwrap_or_else(|p| p.into_inner())
+            })
+    }
+
+    /// [`HandlerError::ClaimLost`] once [`MessageClaim::is_lost`]: asked
+    /// before each partner write.
+    pub fn check(&self) -> Result<(), HandlerError> {
+        if self.is_lost() {
+            let claim = self
+                .fence
+                .as_ref()
+                .map_or_else(|| "the claim".to_string(), ToString::to_string);
+            return Err(HandlerError::ClaimLost(format!(
+                "{claim} can no longer be counted on: the message is left to the replica that holds it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `store` with the message's delivery records fenced by the claim:
+    /// refused once another replica claimed the message.
+    pub fn fenced(&self, store: Arc<dyn Store>) -> Arc<dyn Store> {
+        match &self.fence {
+            Some(fence) => Arc::new(Fenced::new(store, fence.clone())),
+            None => store,
+        }
+    }
+}
+
 /// Processes one accepted message. Implemented by the flows of design A.
 #[async_trait]
 pub trait InboxHandler: Send + Sync {
+    /// Handle the message under `claim`: stop with
+    /// [`HandlerError::ClaimLost`] when [`MessageClaim::check`] says so
+    /// before writing to a partner, and write delivery records through
+    /// [`MessageClaim::fenced`].
     async fn handle(
         &self,
         kind: InboxKind,
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn fence() -> Fence {
+        Fence::Claim {
+            message_id: "m".into(),
+            token: 1,
+        }
+    }
+
+    /// A process resumed after a pause longer than its claim sees the claim
+    /// lapsed on its own clock, before any renewal could say so.
+    #[test]
+    fn a_claim_past_the_time_it_was_surely_held_is_lost() {
+        let claim = MessageClaim::new(fence(), Instant::now() + Duration::from_secs(60));
+        assert!(!claim.is_lost());
+        assert!(claim.check().is_ok());
+        let lapsed = MessageClaim::new(fence(), Instant::now());
+        assert!(lapsed.is_lost());
+        assert!(matches!(lapsed.check(), Err(HandlerError::ClaimLost(_))));
+        // A renewal moves the time on (nobody claimed the message in
+        // between); a late answer never moves it back.
+        lapsed.renewed(Instant::now() + Duration::from_secs(60));
+        lapsed.renewed(Instant::now());
+        assert!(!lapsed.is_lost());
+        // Taken over: lost whatever the time.
+        lapsed.declare_lost();
+        assert!(lapsed.is_lost() && lapsed.declared_lost());
+        assert!(!MessageClaim::unclaimed().is_lost());
+    }
 }

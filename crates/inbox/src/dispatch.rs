@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{HandlerError, InboxHandler, InboxKind};
+use super::{HandlerError, InboxHandler, InboxKind, MessageClaim};
 use bridge_flows::app::App;
 use bridge_flows::registry::{self, Intake};
 use bridge_flows::RunReport;
@@ -62,9 +62,10 @@ impl InboxHandler for Dispatcher {
         receipt_id: &str,
         body: &Value,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<RunReport, HandlerError> {
         match self.handlers.get(&kind) {
-            Some(handler) => handler.handle(kind, receipt_id, body, today).await,
+            Some(handler) => handler.handle(kind, receipt_id, body, today, claim).await,
             None => Err(HandlerError::Permanent(format!(
                 "no handler for {}",
                 kind.request_type()
@@ -87,6 +88,7 @@ mod tests {
             receipt_id: &str,
             _body: &Value,
             _today: &str,
+            _claim: &MessageClaim,
         ) -> Result<RunReport, HandlerError> {
             Ok(RunReport {
                 flow: self.0.into(),
@@ -105,6 +107,7 @@ mod tests {
                 "r1",
                 &Value::Null,
                 "2025-06-01",
+                &MessageClaim::unclaimed(),
             )
             .await
             .unwrap();
@@ -114,7 +117,8 @@ mod tests {
                 InboxKind::PrimeroIncomingReferralDecision,
                 "r2",
                 &Value::Null,
-                "2025-06-01"
+                "2025-06-01",
+                &MessageClaim::unclaimed()
             )
             .await,
             Err(HandlerError::Permanent(

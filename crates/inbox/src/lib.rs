@@ -25,4 +25,4 @@ pub use serve::{serve, ServeOptions};
 
 // The handler side lives with the flows (a flow registers the kind it
 // handles); re-exported here, where messages arrive.
-pub use bridge_flows::pushed::{HandlerError, InboxHandler, InboxKind};
+pub use bridge_flows::pushed::{HandlerError, InboxHandler, InboxKind, MessageClaim};

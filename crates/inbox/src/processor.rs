@@ -14,10 +14,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::{HandlerError, InboxHandler, InboxKind};
+use super::{HandlerError, InboxHandler, InboxKind, MessageClaim};
 use bridge_flows::lease::Replica;
 use bridge_flows::RunReport;
-use bridge_store::{ClaimedMessage, Fence, InboxMessage, Sealer, Store, StoreError};
+use bridge_store::{ClaimedMessage, InboxMessage, Sealer, Store, StoreError};
 
 /// Longest failure reason kept with a message.
 const REASON_MAX_CHARS: usize = 300;
@@ -50,6 +50,10 @@ pub enum Disposition {
     Kept { reason: String },
     /// Kept: the sealed body could not be opened (wrong key or damage).
     Unreadable,
+    /// Left to whichever replica claims it: this replica's claim could not
+    /// be counted on while it was processed (another replica may be
+    /// processing it now).
+    ClaimLost { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,6 +133,8 @@ impl InboxProcessor {
         let mut summary = InboxSummary::default();
         let mut seen = HashSet::new();
         loop {
+            // Claims are surely held for their ttl from before they were asked.
+            let asked = std::time::Instant::now();
             let (fresh, again): (Vec<_>, Vec<_>) = self
                 .claim()
                 .await?
@@ -144,15 +150,19 @@ impl InboxProcessor {
             if fresh.is_empty() {
                 return Ok(summary);
             }
+            let claims: Vec<MessageClaim> = fresh
+                .iter()
+                .map(|c| MessageClaim::new(c.fence.clone(), self.replica.held_until(asked)))
+                .collect();
             // The whole batch stays claimed while its messages wait their
             // turn: a claim left to expire behind a slow message would let
             // another replica process that message at the same time.
             let _keeper = AbortOnDrop(tokio::spawn(keep_claims(
                 self.store.clone(),
-                fresh.iter().map(|c| c.fence.clone()).collect(),
+                claims.clone(),
                 self.replica.clone(),
             )));
-            for claimed in fresh {
+            for (claimed, claim) in fresh.into_iter().zip(claims) {
                 if !go_on() {
                     self.store
                         .inbox_renew(&claimed.fence, Duration::ZERO)
@@ -161,18 +171,15 @@ impl InboxProcessor {
                 }
                 // Still ours? A process stalled past the claim's expiry
                 // (suspended, cut off from the database) may have lost it.
-                if !self
-                    .store
-                    .inbox_renew(&claimed.fence, self.replica.lease_ttl)
-                    .await?
-                {
+                if !self.confirm(&claim).await? {
                     tracing::warn!(receipt = %claimed.message.id, "the claim on this inbox message was taken over by another replica before it was processed: left to it");
                     continue;
                 }
                 seen.insert(claimed.message.id.clone());
-                summary
-                    .messages
-                    .push(self.process_message(&claimed.message, today).await?);
+                summary.messages.push(
+                    self.process_message(&claimed.message, today, &claim)
+                        .await?,
+                );
             }
             if !go_on() {
                 return Ok(summary);
@@ -187,14 +194,35 @@ impl InboxProcessor {
             .await
     }
 
-    /// Open one message, hand it to its flow, and keep or delete it.
+    /// Renew `claim` now: whether it is still this replica's.
+    async fn confirm(&self, claim: &MessageClaim) -> Result<bool, StoreError> {
+        let Some(fence) = claim.fence() else {
+            return Ok(true);
+        };
+        let asked = std::time::Instant::now();
+        if self
+            .store
+            .inbox_renew(fence, self.replica.lease_ttl)
+            .await?
+        {
+            claim.renewed(self.replica.held_until(asked));
+            Ok(true)
+        } else {
+            claim.declare_lost();
+            Ok(false)
+        }
+    }
+
+    /// Open one message, hand it to its flow under `claim`, and keep or
+    /// delete it.
     pub async fn process_message(
         &self,
         message: &InboxMessage,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<MessageOutcome, StoreError> {
         let span = tracing::info_span!("inbox", receipt = %message.id, kind = %message.kind);
-        let disposition = self.dispose(message, today).instrument(span).await?;
+        let disposition = self.dispose(message, today, claim).instrument(span).await?;
         Ok(MessageOutcome {
             receipt_id: message.id.clone(),
             kind: message.kind.clone(),
@@ -212,6 +240,7 @@ impl InboxProcessor {
         &self,
         message: &InboxMessage,
         today: &str,
+        claim: &MessageClaim,
     ) -> Result<Disposition, StoreError> {
         let id = message.id.as_str();
         let Ok(plain) = self.sealer.open(id, &message.sealed_body) else {
@@ -244,7 +273,28 @@ impl InboxProcessor {
                     .await
             }
         };
-        match self.handler.handle(kind, id, &body, today).await {
+        let handled = self.handler.handle(kind, id, &body, today, claim).await;
+        let ours = self.still_ours(claim).await?;
+        let reason = match &handled {
+            // Stopped part way. If nobody claimed it meanwhile (the claim
+            // only lapsed), it is given back to be claimed again at once.
+            Err(HandlerError::ClaimLost(reason)) => {
+                if let (true, Some(fence)) = (ours, claim.fence()) {
+                    self.store.inbox_renew(fence, Duration::ZERO).await?;
+                }
+                reason.clone()
+            }
+            // Another replica holds the message now: what becomes of it is
+            // its decision (deleting or keeping it here could undo its work).
+            _ if !ours => "another replica claimed the message while it was processed".into(),
+            _ => String::new(),
+        };
+        if !reason.is_empty() {
+            tracing::warn!(%reason, "inbox message left to the replica that claims it");
+            return Ok(Disposition::ClaimLost { reason });
+        }
+        match handled {
+            Err(HandlerError::ClaimLost(_)) => unreachable!("handled above"),
             Ok(report) => {
                 self.store.inbox_delete(id).await?;
                 tracing::info!(records = report.records.len(), "inbox message processed");
@@ -269,6 +319,13 @@ impl InboxProcessor {
                 Ok(Disposition::Kept { reason })
             }
         }
+    }
+
+    /// Whether the message may still be deleted, kept or set aside by this
+    /// replica: no other replica claimed it meanwhile (the claim's token
+    /// did not move), confirmed now.
+    async fn still_ours(&self, claim: &MessageClaim) -> Result<bool, StoreError> {
+        Ok(!claim.declared_lost() && self.confirm(claim).await?)
     }
 
     /// Set the message aside, sealed, until an operator replays it.
@@ -299,25 +356,34 @@ pub fn backoff(base: Duration, failed_attempts: i64) -> Duration {
 }
 
 /// Keep the claims of a batch alive until the batch is processed: renewed
-/// three times per ttl. A claim that cannot be renewed any more is dropped
-/// from the list: its message was processed (deleted, or kept with its claim
-/// cleared), or another replica took it over, which the check before
-/// processing it sees.
-async fn keep_claims(store: Arc<dyn Store>, mut fences: Vec<Fence>, replica: Replica) {
-    while !fences.is_empty() {
+/// three times per ttl. A claim that cannot be renewed any more is declared
+/// lost and dropped from the list: its message was processed (deleted, or
+/// kept with its claim cleared), or another replica took it over, which the
+/// message's handler then sees before its next partner write. A claim that
+/// no renewal confirmed in time counts as lost meanwhile
+/// ([`MessageClaim::is_lost`]).
+async fn keep_claims(store: Arc<dyn Store>, mut claims: Vec<MessageClaim>, replica: Replica) {
+    while !claims.is_empty() {
         tokio::time::sleep(replica.renew_every()).await;
-        let mut kept = Vec::with_capacity(fences.len());
-        for fence in fences {
+        let mut kept = Vec::with_capacity(claims.len());
+        for claim in claims {
+            let Some(fence) = claim.fence().cloned() else {
+                continue;
+            };
+            let asked = std::time::Instant::now();
             match store.inbox_renew(&fence, replica.lease_ttl).await {
-                Ok(true) => kept.push(fence),
-                Ok(false) => {}
+                Ok(true) => {
+                    claim.renewed(replica.held_until(asked));
+                    kept.push(claim);
+                }
+                Ok(false) => claim.declare_lost(),
                 Err(e) => {
                     tracing::warn!(%fence, error = %e, "cannot renew an inbox claim; trying again");
-                    kept.push(fence);
+                    kept.push(claim);
                 }
             }
         }
-        fences = kept;
+        claims = kept;
     }
 }
 
@@ -375,6 +441,7 @@ mod tests {
             receipt_id: &str,
             _body: &Value,
             _today: &str,
+            _claim: &MessageClaim,
         ) -> Result<RunReport, HandlerError> {
             self.started.notify_one();
             tokio::time::sleep(self.delay).await;
@@ -431,5 +498,106 @@ mod tests {
         assert_eq!(handler.handled.lock().unwrap().len(), 4);
         assert!(taken.is_empty(), "replica b claimed {taken:?}");
         assert!(store.inbox_pending().await.unwrap().is_empty());
+    }
+
+    /// Hands its claim out, waits to be let go (the pause), then behaves
+    /// as a flow does before a partner write and a delivery record.
+    struct Paused {
+        store: Arc<dyn Store>,
+        claim: Mutex<Option<MessageClaim>>,
+        started: tokio::sync::Notify,
+        resume: tokio::sync::Notify,
+        /// What the handler did after the pause.
+        did: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl InboxHandler for Paused {
+        async fn handle(
+            &self,
+            _kind: InboxKind,
+            receipt_id: &str,
+            _body: &Value,
+            _today: &str,
+            claim: &MessageClaim,
+        ) -> Result<RunReport, HandlerError> {
+            *self.claim.lock().unwrap() = Some(claim.clone());
+            self.started.notify_one();
+            self.resume.notified().await;
+            let store = claim.fenced(self.store.clone());
+            let recorded = store
+                .record_delivery("dtp-1.1", receipt_id, "delivered", None)
+                .await;
+            self.did.lock().unwrap().push(match recorded {
+                Err(StoreError::Fenced(_)) => "record refused".into(),
+                other => format!("record {other:?}"),
+            });
+            if let Err(e) = claim.check() {
+                self.did.lock().unwrap().push("stopped".into());
+                return Err(e);
+            }
+            self.did.lock().unwrap().push("wrote to the partner".into());
+            Ok(RunReport::default())
+        }
+    }
+
+    /// Replica a is suspended in the middle of a message past its claim
+    /// and replica b claims the message meanwhile. When a resumes it writes
+    /// nothing more to a partner for it, its delivery record is refused, and
+    /// it leaves the message to b (neither deleted nor kept by a).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_taken_over_mid_message_stops_its_old_holder() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
+        let sealed = sealer.seal("m0", b"{}").unwrap();
+        store
+            .inbox_put("m0", "PrimeroOutgoingReferral", "k", &sealed)
+            .await
+            .unwrap();
+        let ttl = Duration::from_millis(600);
+        let handler = Arc::new(Paused {
+            store: store.clone(),
+            claim: Mutex::default(),
+            started: tokio::sync::Notify::new(),
+            resume: tokio::sync::Notify::new(),
+            did: Mutex::default(),
+        });
+        let processor = InboxProcessor::new(store.clone(), sealer, handler.clone())
+            .with_replica(Replica::new(Some("a"), ttl));
+        let a = tokio::spawn(async move { processor.process_pending("2025-06-01").await });
+        handler.started.notified().await;
+        let claim = handler.claim.lock().unwrap().clone().unwrap();
+        let fence = claim.fence().cloned().unwrap();
+        // The pause: a's claim runs out and b claims the message (a's
+        // keeper may renew in between; then expire it again).
+        let taken = loop {
+            store.inbox_renew(&fence, Duration::ZERO).await.unwrap();
+            let got = store.inbox_claim("b", ttl, CLAIM_BATCH).await.unwrap();
+            if !got.is_empty() {
+                break got;
+            }
+        };
+        assert_eq!(taken[0].message.id, "m0");
+        // a's next renewal finds the claim taken (its keeper keeps running
+        // here, unlike in a real suspension).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !claim.is_lost() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        handler.resume.notify_one();
+        let summary = a.await.unwrap().unwrap();
+        assert_eq!(
+            *handler.did.lock().unwrap(),
+            vec!["record refused".to_string(), "stopped".to_string()]
+        );
+        assert!(
+            matches!(
+                summary.messages[0].disposition,
+                Disposition::ClaimLost { .. }
+            ),
+            "{summary:?}"
+        );
+        // Still b's: neither deleted nor given back by a.
+        assert!(store.inbox_renew(&taken[0].fence, ttl).await.unwrap());
     }
 }
