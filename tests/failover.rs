@@ -336,6 +336,131 @@ async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
     );
 }
 
+/// The lease holder is suspended (SIGSTOP: a VM paused, a process stalled)
+/// in the middle of a run, with records between their Primero search and
+/// their write. Another replica takes the flow over and delivers every
+/// referral; then the suspended one resumes, its searches answered before
+/// the pause ("no case yet"). It must write nothing on them: its lease ran
+/// out on its own clock, so not one child gets a second case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suspended_lease_holder_writes_nothing_when_it_resumes() {
+    let Some(db) = bridge_testkit::postgres::database().await else {
+        return;
+    };
+    let project = project();
+    let sims = Simulators::start_loopback().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = sims
+        .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
+        .replace("[state]\npath = \"state.db\"", &state_toml(&db));
+    assert!(base.contains(&state_toml(&db)), "[state] not found");
+    // Four records at a time: several are waiting for a Primero answer
+    // whenever the holder is suspended, and they hold at most four of
+    // Primero's eight cluster call slots (a suspended replica's slots are
+    // free again only after twice the longest exchange), so the other
+    // replica can go on meanwhile.
+    let config = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "{base}\n[schedule]\n\"{FLOW}\" = \"* * * * * *\"\n\n[delivery]\nrecord_concurrency = 4\n\n{}",
+                replica_toml(name)
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let mut cluster = Cluster::start(&["a", "b"], config, &sims.secret_env()).await;
+    let pool = PgPool::connect(db.url()).await.unwrap();
+    sims.primero_sim().set_latency(Duration::from_millis(300));
+    sims.ping_sim().set_latency(Duration::from_millis(20));
+    let people = people(191, 64);
+    let interventions = seed(&sims, &people, 0, 19100);
+    let n = people.len();
+
+    // Mid-run, at a moment Primero is answering searches of the holder's:
+    // their answers reach it only once it resumes.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while with_a_case(&sims, &people) < 8
+        || sims.primero_sim().in_flight_for("GET /api/v2/cases") == 0
+    {
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "no run delivered 8 of {n} referrals with searches in flight in 120 s"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let name = bridge_store::Lease::flow_name(FLOW);
+    let holder = lease(&pool, &name).await;
+    let Some((suspended, token, true)) = holder.clone() else {
+        cluster.fail(&format!("no live lease {name} mid-run: {holder:?}"));
+    };
+    if !cluster.replicas.suspend(&suspended, true) {
+        cluster.fail(&format!("replica {suspended} could not be suspended"));
+    }
+    let delivered_at_pause = with_a_case(&sims, &people);
+    if delivered_at_pause >= n {
+        cluster.fail(&format!(
+            "the run finished before replica {suspended} was suspended: nothing in flight"
+        ));
+    }
+
+    // The other replica takes over and delivers everything.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (duplicates, lost) = audit(&sims, &people, &interventions);
+        if duplicates > 0 {
+            cluster.fail(&format!(
+                "{duplicates} duplicates while {suspended} was suspended"
+            ));
+        }
+        if lost == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "{lost} referrals undelivered 120 s after {suspended} was suspended"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let taken = lease(&pool, &name).await;
+    assert!(
+        taken
+            .as_ref()
+            .is_some_and(|(owner, t, _)| *owner != suspended && *t > token),
+        "the lease moved on: {taken:?}"
+    );
+
+    // Resumed, the old holder finds its lease gone on its own clock.
+    let creates_before = sims.primero_sim().request_count("POST /api/v2/cases");
+    if !cluster.replicas.suspend(&suspended, false) {
+        cluster.fail(&format!("replica {suspended} could not be resumed"));
+    }
+    tokio::time::sleep(Duration::from_secs(2 * TTL_SECS)).await;
+    let (duplicates, lost) = audit(&sims, &people, &interventions);
+    let creates_after = sims.primero_sim().request_count("POST /api/v2/cases");
+    if duplicates > 0 || lost > 0 {
+        cluster.fail(&format!(
+            "after {suspended} resumed: {duplicates} duplicates, {lost} lost; \
+             {} case creates sent after the resume",
+            creates_after - creates_before
+        ));
+    }
+    assert_eq!(
+        creates_after, creates_before,
+        "no case created by the resumed replica (or anyone) after all were delivered"
+    );
+    eprintln!(
+        "failover (suspended holder): {suspended} suspended with {delivered_at_pause} of {n} delivered; \
+         the other replica delivered the rest; after resuming, {suspended} wrote nothing: 0 duplicates, 0 lost"
+    );
+}
+
 /// The design A jobs the inbox runs.
 const DTP_JOBS: [&str; 2] = ["dtp-1.1", "dtp-2.3"];
 

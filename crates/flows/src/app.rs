@@ -273,7 +273,7 @@ impl App {
                     &run_id,
                     today,
                     &ledger,
-                    (&fenced, lease.stop(), Some(stream)),
+                    (&fenced, (lease.stop(), lease.holding()), Some(stream)),
                 )
                 .await;
             if let Ok(report) = &mut report {
@@ -398,7 +398,8 @@ impl App {
         let fenced = Fenced::new(self.store.clone(), lease.fence());
         let result = async {
             let ledger = Ledger::load(&fenced, flow, self.delivery, None).await?;
-            self.run_flow_in(flow, run_id, today, &ledger, (&fenced, lease.stop(), None))
+            let held = (lease.stop(), lease.holding());
+            self.run_flow_in(flow, run_id, today, &ledger, (&fenced, held, None))
                 .await
         }
         .await;
@@ -412,9 +413,9 @@ impl App {
         run_id: &str,
         today: &str,
         ledger: &Ledger<'_>,
-        (store, stop, records): (
+        (store, (stop, holding), records): (
             &dyn Store,
-            &CancellationToken,
+            (&CancellationToken, &crate::lease::Holding),
             Option<crate::record_stream::RecordStream>,
         ),
     ) -> anyhow::Result<RunReport> {
@@ -427,6 +428,7 @@ impl App {
             ledger,
             store,
             stop,
+            holding,
             records,
         };
         match spec.intake {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::case_lookup::{find_cases, CaseKey, LookupError};
+use super::lease::Holding;
 use super::report::{would_write, Note, RecordOutcome};
 use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::primero::{Case, NewFlag, PrimeroClient};
@@ -200,7 +201,15 @@ pub enum UpsertError {
          complete or delete the case before replaying"
     )]
     Incomplete { case_id: String },
+    /// The lease or claim the write would be made under can no longer be
+    /// counted on (the process was suspended past it, or another replica
+    /// took it): nothing more was written.
+    #[error("{NOT_HELD}: not written: this replica's lease or claim can no longer be counted on; left to the replica that holds it")]
+    NotHeld,
 }
+
+/// Outcome code of a write refused because the lease or claim was lost.
+pub const NOT_HELD: &str = "not-held";
 
 impl From<LookupError> for UpsertError {
     fn from(e: LookupError) -> Self {
@@ -257,7 +266,17 @@ pub async fn upsert_case(
     referral: &CaseReferral,
     on_closed: ClosedCase<'_>,
     sharing: &SharingCheck,
+    holding: &Holding,
 ) -> Result<Upserted, UpsertError> {
+    // Asked right before each write: the search's answer must still be the
+    // latest word (a pause past the lease lets another replica write).
+    let still_held = || {
+        if holding.is_lost() {
+            Err(UpsertError::NotHeld)
+        } else {
+            Ok(())
+        }
+    };
     let service = referral
         .new_service()
         .cloned()
@@ -272,6 +291,7 @@ pub async fn upsert_case(
             sharing
                 .check(Destination::PrimeroCreateCase, &body)
                 .map_err(UpsertError::Refused)?;
+            still_held()?;
             let created = primero.create_case(&body).await?;
             // The next run finds the case by the individual number and knows
             // the service by its intervention number: both must have stuck,
@@ -311,6 +331,7 @@ pub async fn upsert_case(
                     .check(Destination::PrimeroFlagCase, flag)
                     .map_err(UpsertError::Refused)?;
             }
+            still_held()?;
             let answered = primero.patch_case(&case.id, &body).await?;
             // Trust but verify: the answer (or, when it carries no services,
             // a fresh read) must hold the intervention.

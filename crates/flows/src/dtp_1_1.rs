@@ -442,7 +442,9 @@ impl Handler {
     ) -> (RecordReport, bool, Option<Note>) {
         let index = intervention.index;
         let number = intervention.number.clone();
-        let delivery = self.deliver(instance, ctx, intervention).await;
+        let delivery = self
+            .deliver(instance, ctx, intervention, claim.holding())
+            .await;
         let mut record_note = None;
         let failure = |class: FailureClass| {
             let body = FailureNotification::new(number.as_deref(), reasons.get(class));
@@ -561,6 +563,7 @@ impl Handler {
         instance: &mut JobInstance,
         ctx: &JobContext,
         intervention: &Intervention<'_>,
+        holding: &crate::lease::Holding,
     ) -> Delivery {
         let number = intervention.number.as_deref();
         let failed = |class: FailureClass, code: &str, reason: String| Delivery::Failed {
@@ -614,7 +617,7 @@ impl Handler {
         consent.apply_inbound(&mut referral.case, given);
         let on_closed = ClosedCase::ReopenAndFlag { date: &ctx.today };
         let sharing = SharingCheck::for_instance(FLOW, instance);
-        match upsert_case(&self.primero, &referral, on_closed, &sharing).await {
+        match upsert_case(&self.primero, &referral, on_closed, &sharing, holding).await {
             Ok(done) => {
                 let outcome = done.outcome();
                 let note = done.note();
@@ -676,6 +679,10 @@ impl Handler {
             Err(e @ UpsertError::Incomplete { .. }) => Delivery::Failed {
                 class: FailureClass::PartnerError,
                 outcome: super::report::failed(super::case_upsert::WRITE_INCOMPLETE, e.to_string()),
+            },
+            // Left to the replica that holds the message: DTP is not told.
+            Err(e @ UpsertError::NotHeld) => Delivery::Transient {
+                outcome: super::report::failed(super::case_upsert::NOT_HELD, e.to_string()),
             },
         }
     }

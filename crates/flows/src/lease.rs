@@ -78,6 +78,60 @@ impl Default for Replica {
     }
 }
 
+/// Whether a lease or claim can still be counted on: shared by its keeper,
+/// which renews it, and the work done under it, which checks it before each
+/// partner write. A write made after the holder was suspended (or cut off
+/// from the database) past the ttl could follow another replica's, and rest
+/// on a search answered before the pause: a second case for one child.
+#[derive(Clone, Debug, Default)]
+pub struct Holding {
+    lost: CancellationToken,
+    /// Until when it is surely held, on this process's clock; `None`: no
+    /// bound (work done outside leases and claims).
+    held_until: Option<Arc<Mutex<std::time::Instant>>>,
+}
+
+impl Holding {
+    /// Surely held until `until` (this process's clock), unless renewed.
+    pub fn until(until: std::time::Instant) -> Self {
+        Self {
+            lost: CancellationToken::new(),
+            held_until: Some(Arc::new(Mutex::new(until))),
+        }
+    }
+
+    /// A renewal confirmed it until `until`; a late answer never moves it
+    /// back.
+    pub fn renewed(&self, until: std::time::Instant) {
+        if let Some(held) = &self.held_until {
+            let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+            *held = (*held).max(until);
+        }
+    }
+
+    /// A renewal found it taken by another replica (or gone), or none came
+    /// in time.
+    pub fn declare_lost(&self) {
+        self.lost.cancel();
+    }
+
+    /// Whether [`Holding::declare_lost`] was called.
+    pub fn declared_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Whether it can no longer be counted on: declared lost, or past the
+    /// time it was surely held. Checked on this process's clock, so a process
+    /// resumed after a pause sees it before its renewal task has run; a
+    /// later renewal that succeeds shows nobody took it meanwhile.
+    pub fn is_lost(&self) -> bool {
+        self.declared_lost()
+            || self.held_until.as_ref().is_some_and(|until| {
+                std::time::Instant::now() >= *until.lock().unwrap_or_else(|p| p.into_inner())
+            })
+    }
+}
+
 /// Why a flow did not run on this replica.
 #[derive(Debug, thiserror::Error)]
 pub enum NotRun {
@@ -106,6 +160,7 @@ pub struct FlowLease {
     lease: Arc<Mutex<Lease>>,
     stop: CancellationToken,
     lost: Arc<AtomicBool>,
+    holding: Holding,
     keeper: tokio::task::JoinHandle<()>,
     /// Dropped last: the flow is free on this replica once the lease is.
     _running: RunningHere,
@@ -171,6 +226,7 @@ impl FlowLease {
         let lease = Arc::new(Mutex::new(lease));
         let stop = parent.child_token();
         let lost = Arc::new(AtomicBool::new(false));
+        let holding = Holding::until(replica.held_until(asked.into_std()));
         let keeper = tokio::spawn(keep(
             store.clone(),
             lease.clone(),
@@ -179,6 +235,7 @@ impl FlowLease {
             Lost {
                 stop: stop.clone(),
                 lost: lost.clone(),
+                holding: holding.clone(),
             },
         ));
         Ok(Self {
@@ -186,6 +243,7 @@ impl FlowLease {
             lease,
             stop,
             lost,
+            holding,
             keeper,
             _running: running,
         })
@@ -206,6 +264,12 @@ impl FlowLease {
     /// the records in flight and starts no more.
     pub fn stop(&self) -> &CancellationToken {
         &self.stop
+    }
+
+    /// Whether the lease can still be counted on, for checks before each
+    /// partner write.
+    pub fn holding(&self) -> &Holding {
+        &self.holding
     }
 
     /// The lease was lost (or could not be confirmed) during the run.
@@ -266,6 +330,9 @@ async fn keep(
         match store.lease_renew(&held, replica.lease_ttl).await {
             Ok(Some(renewed)) => {
                 confirmed_at = asked;
+                on_loss
+                    .holding
+                    .renewed(replica.held_until(asked.into_std()));
                 *lease.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
             }
             Ok(None) => {
@@ -282,12 +349,14 @@ async fn keep(
 struct Lost {
     stop: CancellationToken,
     lost: Arc<AtomicBool>,
+    holding: Holding,
 }
 
 impl Lost {
     fn declare(&self, lease: &str) {
         bridge_telemetry::metrics().lease_lost(lease);
         self.lost.store(true, Ordering::SeqCst);
+        self.holding.declare_lost();
         self.stop.cancel();
     }
 }

@@ -71,6 +71,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             ledger: run.ledger,
             store: run.store,
             stop: run.stop,
+            holding: run.holding,
             concurrency: app.record_concurrency,
             dry_run: app.dry_run,
         }
@@ -93,6 +94,9 @@ pub struct Ping11<'a> {
     /// Where the audit trail is kept.
     pub store: &'a dyn bridge_store::Store,
     pub stop: &'a CancellationToken,
+    /// Whether the flow's lease can still be counted on (checked before
+    /// each Primero write).
+    pub holding: &'a crate::lease::Holding,
     /// Interventions worked on at once (partner calls are further bounded
     /// per partner by the clients).
     pub concurrency: usize,
@@ -668,7 +672,7 @@ impl<'p> Ping11<'p> {
         let result = if self.dry_run {
             plan_case(self.primero, referral, sharing).await
         } else {
-            upsert_case(self.primero, referral, ClosedCase::Append, sharing)
+            upsert_case(self.primero, referral, ClosedCase::Append, sharing, self.holding)
                 .await
                 .map(|done| done.outcome())
         };
@@ -687,6 +691,9 @@ impl<'p> Ping11<'p> {
             Err(e @ UpsertError::Incomplete { .. }) => {
                 failed(super::case_upsert::WRITE_INCOMPLETE, e.to_string())
             }
+            // Stays pending in proGres: the replica holding the flow now
+            // finds it there.
+            Err(e @ UpsertError::NotHeld) => failed(super::case_upsert::NOT_HELD, e.to_string()),
         }
     }
 }

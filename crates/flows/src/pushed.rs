@@ -3,14 +3,14 @@
 //! gives for its kind. The inbox crate receives and stores the messages; the
 //! flows handle them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bridge_store::{Fence, Fenced, Store};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
+use crate::lease::Holding;
 use crate::RunReport;
 
 /// Routing on the body's top-level `request_type`.
@@ -77,18 +77,13 @@ impl HandlerError {
 
 /// The claim under which this replica processes one message: the fence of
 /// the message's delivery records, and whether the claim can still be
-/// counted on. A claim outlives its last renewal by the claim ttl; once the
-/// replica cannot be sure it still holds it (a renewal said another replica
-/// took it, or none succeeded in time), the handler writes nothing more to
-/// a partner for the message: another replica may be processing it, and a
-/// search answered before the pause would not show that replica's writes.
+/// counted on ([`Holding`]). Once it cannot (a renewal said another replica
+/// took it, or none succeeded in time), the handler writes nothing more to a
+/// partner for the message: another replica may be processing it.
 #[derive(Clone, Debug)]
 pub struct MessageClaim {
     fence: Option<Fence>,
-    lost: CancellationToken,
-    /// Until when the claim is surely held, on this process's clock; `None`:
-    /// not bounded (an unclaimed message).
-    held_until: Option<Arc<Mutex<Instant>>>,
+    holding: Holding,
 }
 
 impl MessageClaim {
@@ -97,8 +92,7 @@ impl MessageClaim {
     pub fn new(fence: Fence, held_until: Instant) -> Self {
         Self {
             fence: Some(fence),
-            lost: CancellationToken::new(),
-            held_until: Some(Arc::new(Mutex::new(held_until))),
+            holding: Holding::until(held_until),
         }
     }
 
@@ -107,8 +101,7 @@ impl MessageClaim {
     pub fn unclaimed() -> Self {
         Self {
             fence: None,
-            lost: CancellationToken::new(),
-            held_until: None,
+            holding: Holding::default(),
         }
     }
 
@@ -116,34 +109,29 @@ impl MessageClaim {
         self.fence.as_ref()
     }
 
-    /// A renewal confirmed the claim until `held_until`.
+    /// Whether the claim can still be counted on.
+    pub fn holding(&self) -> &Holding {
+        &self.holding
+    }
+
+    /// [`Holding::renewed`].
     pub fn renewed(&self, held_until: Instant) {
-        if let Some(until) = &self.held_until {
-            let mut until = until.lock().unwrap_or_else(|p| p.into_inner());
-            *until = (*until).max(held_until);
-        }
+        self.holding.renewed(held_until);
     }
 
-    /// A renewal found the claim taken by another replica (or the message
-    /// gone).
+    /// [`Holding::declare_lost`].
     pub fn declare_lost(&self) {
-        self.lost.cancel();
+        self.holding.declare_lost();
     }
 
-    /// Whether [`MessageClaim::declare_lost`] was called.
+    /// [`Holding::declared_lost`].
     pub fn declared_lost(&self) -> bool {
-        self.lost.is_cancelled()
+        self.holding.declared_lost()
     }
 
-    /// Whether the claim can no longer be counted on: declared lost, or
-    /// past the time it was surely held (checked on this process's clock, so
-    /// a process resumed after a pause sees it before its renewal task runs;
-    /// a later renewal that succeeds shows nobody claimed it meanwhile).
+    /// [`Holding::is_lost`].
     pub fn is_lost(&self) -> bool {
-        self.declared_lost()
-            || self.held_until.as_ref().is_some_and(|until| {
-                Instant::now() >= *until.lock().unwrap_or_else(|p| p.into_inner())
-            })
+        self.holding.is_lost()
     }
 
     /// [`HandlerError::ClaimLost`] once [`MessageClaim::is_lost`]: asked

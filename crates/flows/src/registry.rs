@@ -67,6 +67,10 @@ pub struct FlowRun<'a> {
     /// Cancelled on shutdown or when the lease is lost: finish the records
     /// in flight, start no more.
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Whether the flow's lease can still be counted on: checked before a
+    /// partner write that rests on an earlier answer (a case created after a
+    /// search), since the run may have been suspended in between.
+    pub holding: &'a crate::lease::Holding,
     /// A recorded run's: where its report streams the records
     /// ([`crate::report::RunReport::stream_to`]).
     pub records: Option<crate::record_stream::RecordStream>,

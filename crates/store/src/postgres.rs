@@ -22,6 +22,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// How long a session may sit inside a transaction waiting for its client
+/// before the server ends it (releasing its locks): well above any healthy
+/// gap between two statements, and near the shortest lease ttl (3 s).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 use sqlx::Row;
 
 use super::rows::{
@@ -247,7 +252,16 @@ impl PostgresStore {
         };
         let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| fail(&format!("not a usable PostgreSQL URL ({e})")))?
-            .application_name("referral-bridge");
+            .application_name("referral-bridge")
+            // A replica suspended in the middle of a transaction (a VM
+            // paused, a stalled process) would hold its row locks, and with
+            // them every other replica's leases, claims and call slots, until
+            // it resumed: the server ends such a session instead. The
+            // bridge's transactions never wait on anything but the database.
+            .options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )]);
         if read_only {
             options = options.options([("default_transaction_read_only", "on")]);
         }

@@ -1,8 +1,8 @@
 //! Several `bridge run` processes of one deployment (replicas sharing one
 //! PostgreSQL, issue 18), for the failover test and the bench's replicas
 //! part: each started and waited for until it prints `bridge running`, its
-//! inbox address read from what it prints, any one killed with SIGKILL,
-//! and every one still running killed when the set is dropped (a failed
+//! inbox address read from what it prints, any one killed with SIGKILL or
+//! suspended with SIGSTOP, and every one still running killed when the set is dropped (a failed
 //! assertion included), so no process outlives its test.
 
 use std::process::{Child, Command, Stdio};
@@ -115,6 +115,30 @@ impl Replicas {
         let killed = child.kill().is_ok();
         let _ = child.wait();
         killed
+    }
+
+    /// Suspend replica `name` (SIGSTOP) as a VM pause or a stalled process
+    /// would, or let it go on (SIGCONT); false when there is no such running
+    /// replica.
+    pub fn suspend(&self, name: &str, suspended: bool) -> bool {
+        let Some(child) = self
+            .replicas
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.child.as_ref())
+        else {
+            return false;
+        };
+        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+            return false;
+        };
+        let signal = if suspended {
+            libc::SIGSTOP
+        } else {
+            libc::SIGCONT
+        };
+        // SAFETY: kill(2) on a child this set started and has not reaped.
+        unsafe { libc::kill(pid, signal) == 0 }
     }
 
     /// Kill every replica still running, and return the last `lines` lines

@@ -70,6 +70,11 @@ impl PrimeroSim {
         self.lock().in_flight_by.get(key).map_or(0, |(_, max)| *max)
     }
 
+    /// Requests of one endpoint being handled now.
+    pub fn in_flight_for(&self, key: &str) -> usize {
+        self.lock().in_flight_by.get(key).map_or(0, |(now, _)| *now)
+    }
+
     /// Forget the in-flight high-water marks and the arrival times.
     pub fn reset_in_flight(&self) {
         self.in_flight.reset();
