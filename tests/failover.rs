@@ -455,6 +455,22 @@ async fn a_suspended_lease_holder_writes_nothing_when_it_resumes() {
         creates_after, creates_before,
         "no case created by the resumed replica (or anyone) after all were delivered"
     );
+    // Nor did it write transfer statuses for the cases it had created
+    // before the pause: the other replica acknowledged them, once.
+    let acks: Vec<usize> = interventions
+        .iter()
+        .map(|iv| {
+            sims.ping_sim()
+                .intervention_state(&iv.lpinterventionid)
+                .expect("intervention")
+                .status_writes
+        })
+        .collect();
+    if acks.iter().any(|&w| w != 1) {
+        cluster.fail(&format!(
+            "each referral acknowledged once in proGres, seen status writes {acks:?}"
+        ));
+    }
     eprintln!(
         "failover (suspended holder): {suspended} suspended with {delivered_at_pause} of {n} delivered; \
          the other replica delivered the rest; after resuming, {suspended} wrote nothing: 0 duplicates, 0 lost"

@@ -133,6 +133,11 @@ pub struct OutboundRun<'a, D> {
     pub deliver: D,
     pub ledger: &'a Ledger<'a>,
     pub stop: &'a CancellationToken,
+    /// Whether the flow's lease can still be counted on: checked right
+    /// before each referral goes to the partner (its delivery state was read
+    /// at the page's start; a pause since may have let another replica send
+    /// it).
+    pub holding: &'a super::lease::Holding,
     /// Cases worked on at once, each from the read of its referrals to
     /// their delivery (the client bounds each partner's calls further).
     pub concurrency: usize,
@@ -471,6 +476,13 @@ async fn deliver_one<D: Deliver>(
 ) -> RecordOutcome {
     if run.dry_run {
         return run.deliver.planned(&p.item, p.previous.as_ref());
+    }
+    if run.holding.is_lost() {
+        // Not sent: the holder of the flow finds it next run.
+        return failed(
+            super::case_upsert::NOT_HELD,
+            "not sent: this replica's lease of the flow can no longer be counted on",
+        );
     }
     let span = tracing::info_span!("record", record = %p.service_id);
     run.deliver

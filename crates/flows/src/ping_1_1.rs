@@ -535,6 +535,15 @@ impl<'p> Ping11<'p> {
         shared: &RunShared<'_>,
         acks: Vec<(Slot, Ack)>,
     ) -> Vec<(Slot, Result<(), String>)> {
+        if self.holding.is_lost() {
+            // Not written: the interventions stay pending in proGres, and the
+            // holder of the flow finds their cases and acknowledges them.
+            let why = "not written: this replica's lease of the flow can no longer be counted on";
+            return acks
+                .into_iter()
+                .map(|(slot, _)| (slot, Err(why.to_string())))
+                .collect();
+        }
         let records: Vec<IngestionRecord> = acks
             .iter()
             .map(|(_, a)| transfer_status(&a.id, &a.business_unit, shared.today))

@@ -53,6 +53,7 @@ fn run<'a>(app: &'a App, run: FlowRun<'a>) -> BoxFuture<'a, anyhow::Result<RunRe
             catalog: &app.catalog,
             ledger: run.ledger,
             stop: run.stop,
+            holding: run.holding,
             concurrency: app.record_concurrency,
             initial_cursor: app.initial_cursors.get(FLOW).copied(),
             dry_run: app.dry_run,
@@ -78,6 +79,9 @@ pub struct Ping21<'a> {
     pub catalog: &'a Catalog,
     pub ledger: &'a crate::ledger::Ledger<'a>,
     pub stop: &'a tokio_util::sync::CancellationToken,
+    /// Whether the flow's lease can still be counted on (checked before
+    /// each referral is sent).
+    pub holding: &'a crate::lease::Holding,
     /// Deliveries handed to the partner at once.
     pub concurrency: usize,
     pub initial_cursor: Option<chrono::DateTime<chrono::Utc>>,
@@ -375,6 +379,7 @@ impl Ping21<'_> {
             catalog: self.catalog,
             ledger: self.ledger,
             stop: self.stop,
+            holding: self.holding,
             concurrency: self.concurrency,
             initial_cursor: self.initial_cursor,
             dry_run: self.dry_run,
