@@ -517,14 +517,23 @@ async fn every_page_is_read_beyond_primeros_1000_cap() {
     assert_no_personal_data(&[&out1], &people[..3], &[]);
 }
 
+/// [`harness`] working on `records` records at once.
+async fn harness_with_concurrency(records: usize) -> Harness {
+    let h = harness().await;
+    let toml = std::fs::read_to_string(&h.config).unwrap();
+    let toml = toml.replace(
+        "record_concurrency = 1",
+        &format!("record_concurrency = {records}"),
+    );
+    std::fs::write(&h.config, toml).unwrap();
+    h
+}
+
 /// With `record_concurrency` above one, the referrals of a page's cases are
 /// read concurrently: one at a time, these reads were workflow 2.1's pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pages_case_referrals_are_read_concurrently() {
-    let h = harness().await;
-    let toml = std::fs::read_to_string(&h.config).unwrap();
-    let toml = toml.replace("record_concurrency = 1", "record_concurrency = 8");
-    std::fs::write(&h.config, toml).unwrap();
+    let h = harness_with_concurrency(8).await;
     let primero = h.sims.primero_sim();
     let ping = h.sims.ping_sim();
     let mut gen = PeopleGenerator::new(31);
@@ -568,10 +577,7 @@ async fn a_pages_case_referrals_are_read_concurrently() {
 /// many owners waited a round trip per owner with every slot idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owners_of_a_pages_cases_are_looked_up_at_once() {
-    let h = harness().await;
-    let toml = std::fs::read_to_string(&h.config).unwrap();
-    let toml = toml.replace("record_concurrency = 1", "record_concurrency = 8");
-    std::fs::write(&h.config, toml).unwrap();
+    let h = harness_with_concurrency(8).await;
     let primero = h.sims.primero_sim();
     let ping = h.sims.ping_sim();
     let mut gen = PeopleGenerator::new(37);

@@ -101,6 +101,36 @@ impl Cluster {
         }
     }
 
+    /// Wait until every referral of `people` is in Primero once and
+    /// acknowledged, failing on a duplicate or after `limit` (`after` says
+    /// what happened before, for the message).
+    async fn await_all_delivered(
+        &mut self,
+        (sims, people, interventions): (&Simulators, &[Person], &[SimIntervention]),
+        limit: Duration,
+        after: &str,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (duplicates, lost) = audit(sims, people, interventions);
+            if duplicates > 0 {
+                self.fail(&format!(
+                    "{duplicates} duplicates in Primero after {after} ({lost} not yet delivered)"
+                ));
+            }
+            if lost == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "{lost} referrals still undelivered or unacknowledged {limit:?} after {after}; pending in PING: {:?}",
+                    sims.ping_sim().pending_intervention_ids()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kill every replica, then panic with `why` and the end of each one's
     /// log: what a failure saw.
     fn fail(&mut self, why: &str) -> ! {
@@ -163,6 +193,19 @@ fn people(seed: u64, n: usize) -> Vec<Person> {
     (0..n).map(|_| g.person()).collect()
 }
 
+/// How many times each intervention's transfer status was written in proGres.
+fn status_writes(sims: &Simulators, interventions: &[SimIntervention]) -> Vec<usize> {
+    interventions
+        .iter()
+        .map(|iv| {
+            sims.ping_sim()
+                .intervention_state(&iv.lpinterventionid)
+                .expect("intervention")
+                .status_writes
+        })
+        .collect()
+}
+
 /// How many of `people` have a case in Primero.
 fn with_a_case(sims: &Simulators, people: &[Person]) -> usize {
     people
@@ -176,20 +219,23 @@ fn with_a_case(sims: &Simulators, people: &[Person]) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
-    let Some(db) = bridge_testkit::postgres::database().await else {
-        return;
-    };
+/// Replicas `names` running WF 1.1 every second against fresh simulators,
+/// `record_concurrency` records at a time, sharing database `db`.
+struct Wf11Cluster {
+    sims: Simulators,
+    cluster: Cluster,
+    pool: PgPool,
+    _tmp: tempfile::TempDir,
+}
+
+async fn wf11_cluster(db: &TestDatabase, names: &[&str], record_concurrency: usize) -> Wf11Cluster {
     let project = project();
     let sims = Simulators::start_loopback().await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let base = sims
         .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
-        .replace("[state]\npath = \"state.db\"", &state_toml(&db));
-    assert!(base.contains(&state_toml(&db)), "[state] not found");
-    // Every replica keeps the whole schedule: every second. Two records at
-    // a time, so that a run over the seed lasts several seconds.
+        .replace("[state]\npath = \"state.db\"", &state_toml(db));
+    assert!(base.contains(&state_toml(db)), "[state] not found");
     let config = |name: &str| {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -197,15 +243,36 @@ async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
         std::fs::write(
             &file,
             format!(
-                "{base}\n[schedule]\n\"{FLOW}\" = \"* * * * * *\"\n\n[delivery]\nrecord_concurrency = 2\n\n{}",
+                "{base}\n[schedule]\n\"{FLOW}\" = \"* * * * * *\"\n\n[delivery]\nrecord_concurrency = {record_concurrency}\n\n{}",
                 replica_toml(name)
             ),
         )
         .unwrap();
         file
     };
-    let mut cluster = Cluster::start(&["a", "b", "c"], config, &sims.secret_env()).await;
+    let cluster = Cluster::start(names, config, &sims.secret_env()).await;
     let pool = PgPool::connect(db.url()).await.unwrap();
+    Wf11Cluster {
+        sims,
+        cluster,
+        pool,
+        _tmp: tmp,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
+    let Some(db) = bridge_testkit::postgres::database().await else {
+        return;
+    };
+    // Every replica keeps the whole schedule: every second. Two records at
+    // a time, so that a run over the seed lasts several seconds.
+    let Wf11Cluster {
+        sims,
+        mut cluster,
+        pool,
+        _tmp,
+    } = wf11_cluster(&db, &["a", "b", "c"], 2).await;
 
     // Slow partners: each record takes a few hundred milliseconds.
     sims.primero_sim().set_latency(Duration::from_millis(200));
@@ -269,36 +336,16 @@ async fn a_killed_lease_holder_s_flow_run_is_taken_over_and_finished() {
     );
 
     // The new holder finishes: every referral in Primero and acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (duplicates, lost) = audit(&sims, &people, &interventions);
-        if duplicates > 0 {
-            cluster.fail(&format!(
-                "{duplicates} duplicates in Primero after replica {killed} was killed ({lost} not yet delivered)"
-            ));
-        }
-        if lost == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            cluster.fail(&format!(
-                "{lost} referrals still undelivered or unacknowledged 90 s after {new_owner} took lease {name} over; pending in PING: {:?}",
-                sims.ping_sim().pending_intervention_ids()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster
+        .await_all_delivered(
+            (&sims, &people, &interventions),
+            Duration::from_secs(90),
+            &format!("replica {killed} was killed and {new_owner} took lease {name} over"),
+        )
+        .await;
     let finished = killed_at.elapsed();
     // Each referral's transfer status was written in proGres once.
-    let acks: Vec<usize> = interventions
-        .iter()
-        .map(|iv| {
-            sims.ping_sim()
-                .intervention_state(&iv.lpinterventionid)
-                .expect("intervention")
-                .status_writes
-        })
-        .collect();
+    let acks = status_writes(&sims, &interventions);
     if acks.iter().any(|&w| w != 1) {
         cluster.fail(&format!(
             "each referral acknowledged once in proGres, seen status writes {acks:?}"
@@ -347,34 +394,17 @@ async fn a_suspended_lease_holder_writes_nothing_when_it_resumes() {
     let Some(db) = bridge_testkit::postgres::database().await else {
         return;
     };
-    let project = project();
-    let sims = Simulators::start_loopback().await.unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let base = sims
-        .config_toml(&project.jobs_dist(), &project.mappings("kenya-dadaab"))
-        .replace("[state]\npath = \"state.db\"", &state_toml(&db));
-    assert!(base.contains(&state_toml(&db)), "[state] not found");
     // Four records at a time: several are waiting for a Primero answer
     // whenever the holder is suspended, and they hold at most four of
     // Primero's eight cluster call slots (a suspended replica's slots are
     // free again only after twice the longest exchange), so the other
     // replica can go on meanwhile.
-    let config = |name: &str| {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bridge.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "{base}\n[schedule]\n\"{FLOW}\" = \"* * * * * *\"\n\n[delivery]\nrecord_concurrency = 4\n\n{}",
-                replica_toml(name)
-            ),
-        )
-        .unwrap();
-        file
-    };
-    let mut cluster = Cluster::start(&["a", "b"], config, &sims.secret_env()).await;
-    let pool = PgPool::connect(db.url()).await.unwrap();
+    let Wf11Cluster {
+        sims,
+        mut cluster,
+        pool,
+        _tmp,
+    } = wf11_cluster(&db, &["a", "b"], 4).await;
     sims.primero_sim().set_latency(Duration::from_millis(300));
     sims.ping_sim().set_latency(Duration::from_millis(20));
     let people = people(191, 64);
@@ -410,24 +440,13 @@ async fn a_suspended_lease_holder_writes_nothing_when_it_resumes() {
     }
 
     // The other replica takes over and delivers everything.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (duplicates, lost) = audit(&sims, &people, &interventions);
-        if duplicates > 0 {
-            cluster.fail(&format!(
-                "{duplicates} duplicates while {suspended} was suspended"
-            ));
-        }
-        if lost == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            cluster.fail(&format!(
-                "{lost} referrals undelivered 120 s after {suspended} was suspended"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cluster
+        .await_all_delivered(
+            (&sims, &people, &interventions),
+            Duration::from_secs(120),
+            &format!("replica {suspended} was suspended"),
+        )
+        .await;
     let taken = lease(&pool, &name).await;
     assert!(
         taken
@@ -457,15 +476,7 @@ async fn a_suspended_lease_holder_writes_nothing_when_it_resumes() {
     );
     // Nor did it write transfer statuses for the cases it had created
     // before the pause: the other replica acknowledged them, once.
-    let acks: Vec<usize> = interventions
-        .iter()
-        .map(|iv| {
-            sims.ping_sim()
-                .intervention_state(&iv.lpinterventionid)
-                .expect("intervention")
-                .status_writes
-        })
-        .collect();
+    let acks = status_writes(&sims, &interventions);
     if acks.iter().any(|&w| w != 1) {
         cluster.fail(&format!(
             "each referral acknowledged once in proGres, seen status writes {acks:?}"

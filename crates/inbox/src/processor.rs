@@ -425,6 +425,20 @@ mod tests {
     use super::*;
     use bridge_store::SqliteStore;
 
+    /// A store whose inbox holds one sealed message per id, and its sealer.
+    async fn inbox_with(ids: &[String]) -> (Arc<dyn Store>, Sealer) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
+        for id in ids {
+            let sealed = sealer.seal(id, b"{}").unwrap();
+            store
+                .inbox_put(id, "PrimeroOutgoingReferral", "k", &sealed)
+                .await
+                .unwrap();
+        }
+        (store, sealer)
+    }
+
     /// Takes `delay` per message, noting each receipt it handles.
     struct Slow {
         delay: Duration,
@@ -455,16 +469,8 @@ mod tests {
     /// work all along gets none of them (it would process them twice).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_batch_stays_claimed_until_each_message_is_processed() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
-        for i in 0..CLAIM_BATCH {
-            let id = format!("m{i}");
-            let sealed = sealer.seal(&id, b"{}").unwrap();
-            store
-                .inbox_put(&id, "PrimeroOutgoingReferral", "k", &sealed)
-                .await
-                .unwrap();
-        }
+        let ids: Vec<String> = (0..CLAIM_BATCH).map(|i| format!("m{i}")).collect();
+        let (store, sealer) = inbox_with(&ids).await;
         let ttl = Duration::from_millis(600);
         let handler = Arc::new(Slow {
             delay: Duration::from_millis(400),
@@ -547,13 +553,7 @@ mod tests {
     /// it leaves the message to b (neither deleted nor kept by a).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_claim_taken_over_mid_message_stops_its_old_holder() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let sealer = Sealer::from_hex(&Sealer::generate_key_hex()).unwrap();
-        let sealed = sealer.seal("m0", b"{}").unwrap();
-        store
-            .inbox_put("m0", "PrimeroOutgoingReferral", "k", &sealed)
-            .await
-            .unwrap();
+        let (store, sealer) = inbox_with(&["m0".to_string()]).await;
         let ttl = Duration::from_millis(600);
         let handler = Arc::new(Paused {
             store: store.clone(),
