@@ -847,3 +847,86 @@ async fn confirmations_the_state_database_refused_are_asked_again_never_sent_twi
     let delivered = store.delivery(FLOW, &a.2).await.unwrap().unwrap();
     assert_eq!(delivered.fingerprint, "delivered");
 }
+
+/// Makes the state database refuse every write of `fingerprint` (as if the
+/// process stopped right before it): the state database of `h`, opened.
+async fn stop_before_recording(h: &Harness, fingerprint: &str) -> SqliteStore {
+    let state = h.config.parent().unwrap().join("state.db");
+    let store = SqliteStore::open(&state, OpenMode::Existing).await.unwrap();
+    for (name, when) in [("insert", "INSERT"), ("update", "UPDATE OF fingerprint")] {
+        sqlx::query(&format!(
+            "CREATE TRIGGER test_stop_{name} BEFORE {when} ON deliveries
+             WHEN NEW.fingerprint = '{fingerprint}' BEGIN SELECT RAISE(ABORT, 'test: stopped'); END"
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    store
+}
+
+/// Undoes [`stop_before_recording`].
+async fn record_again(store: &SqliteStore) {
+    for name in ["insert", "update"] {
+        sqlx::query(&format!("DROP TRIGGER test_stop_{name}"))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+/// A referral of `h`'s flow goes to the partner, and the run stops before
+/// the flow records `fingerprint` for it (here the state database refuses
+/// that one write; a SIGKILL or a lost host leaves the same state). The
+/// next run must not send it again (`sent` counts what the partner got): it
+/// was recorded as being sent before it went, so the next run sets it aside
+/// for an operator (outcome-unknown, in the dead letter) instead.
+async fn a_stopped_send_is_not_repeated(
+    h: &Harness,
+    fingerprint: &str,
+    (service_type, to): (&str, &str),
+    sent: impl Fn() -> usize,
+) {
+    let primero = h.sims.primero_sim();
+    run_flow(h, 0).await;
+    let store = stop_before_recording(h, fingerprint).await;
+    let mut gen = PeopleGenerator::new(27);
+    let person = gen.person();
+    caseworker(primero, "cw_full", true);
+    let a = case_with_service(primero, &person, "cw_full", service_type, "UNHCR");
+    refer(primero, &a.0, &a.2, to);
+    let (r1, _) = run_flow(h, 2).await;
+    assert_eq!(outcomes(&r1), expect(&[(&a.2, "failed", "state")]));
+    assert_eq!(sent(), 1);
+
+    record_again(&store).await;
+    let (r2, _) = run_flow(h, 2).await;
+    assert_eq!(
+        outcomes(&r2),
+        expect(&[(&a.2, "dead-lettered", "outcome-unknown")])
+    );
+    assert_eq!(sent(), 1, "sent twice");
+    let dead = store.dead_letters(None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason_code, "outcome-unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_sent_just_before_the_run_stopped_is_not_sent_again() {
+    let h = harness().await;
+    let ping = h.sims.ping_sim();
+    a_stopped_send_is_not_repeated(&h, "submitted", ("medical", UNHCR_USER), || {
+        ping.ingestion_records().len()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtp_2_1_does_not_post_again_what_a_stopped_run_posted() {
+    let h = harness_for(DTP_FLOW, DTP_JOB, "ethiopia-gambella").await;
+    let to = ("legal_support", GAMBELLA_UNHCR_USER);
+    a_stopped_send_is_not_repeated(&h, "delivered", to, || {
+        h.dtp().bodies(DtpEndpoint::ReceiveIncomingReferral).len()
+    })
+    .await;
+}

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::outbound_referrals::{
-    partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED,
+    left_sending, maybe_applied, partner_failure, Deliver, EmittedReferral, OutboundRun,
+    FP_DELIVERED, FP_NOT_SENT, FP_SENDING,
 };
 use super::report::{would_write, RecordOutcome, RunReport};
 use super::sharing_check::{Destination, SharingCheck};
@@ -87,6 +88,8 @@ pub struct DtpPayload {
 struct DtpDelivery<'a> {
     dtp: &'a DtpClient,
     store: &'a dyn Store,
+    /// An operator's replay: a referral left `sending` goes again.
+    replaying: bool,
 }
 
 impl Deliver for DtpDelivery<'_> {
@@ -95,17 +98,38 @@ impl Deliver for DtpDelivery<'_> {
     async fn deliver(
         &self,
         item: &EmittedReferral<DtpPayload>,
-        _previous: Option<&Delivery>,
+        previous: Option<&Delivery>,
         sharing: &SharingCheck,
     ) -> RecordOutcome {
+        if let Some(unknown) = left_sending(previous, self.replaying, "DTP") {
+            return unknown;
+        }
         if let Err(refused) = sharing.check(Destination::DtpIncomingReferral, &item.payload.body) {
             return refused;
+        }
+        // Recorded before it is sent: a process that stops before the
+        // answer is recorded must not leave the next run to send it again.
+        let record = |fingerprint| {
+            self.store
+                .record_delivery(FLOW, &item.service_id, fingerprint, None)
+        };
+        if let Err(e) = record(FP_SENDING).await {
+            return RecordOutcome::Failed {
+                code: "state".into(),
+                reason: format!("not sent: {e}"),
+            };
         }
         if let Err(e) = self
             .dtp
             .post(DtpEndpoint::ReceiveIncomingReferral, &item.payload.body)
             .await
         {
+            // A refusal DTP surely did not apply is sent again next run.
+            if !maybe_applied(&e) {
+                if let Err(e) = record(FP_NOT_SENT).await {
+                    tracing::warn!(error = %e, "state database: a referral DTP refused stays `sending`");
+                }
+            }
             return partner_failure(&e);
         }
         let target = correlation_id(item);
@@ -125,8 +149,11 @@ impl Deliver for DtpDelivery<'_> {
     fn planned(
         &self,
         item: &EmittedReferral<DtpPayload>,
-        _previous: Option<&Delivery>,
+        previous: Option<&Delivery>,
     ) -> RecordOutcome {
+        if let Some(unknown) = left_sending(previous, self.replaying, "DTP") {
+            return unknown;
+        }
         would_write("post-referral", correlation_id(item))
     }
 }
@@ -170,6 +197,7 @@ impl Dtp21<'_> {
             deliver: DtpDelivery {
                 dtp: self.dtp,
                 store: self.store,
+                replaying: self.ledger.replay().is_some(),
             },
         }
         .run(run_id, today)

@@ -67,6 +67,9 @@ pub fn resolution(code: &str) -> &'static str {
         "unmapped" => {
             "a code has no entry in the country's mapping table the reason names: add it to that table in the mapping folder (hot reload takes it; `bridge mappings check` first), then replay"
         }
+        OUTCOME_UNKNOWN => {
+            "the partner may hold this referral already (it was sent, and the answer was lost or the run stopped before recording it): look for it in proGres or DTP by the service id; replay it only if it is not there"
+        }
         "decision-conflict" => {
             "Primero's referral is in a state that does not take this decision (already decided or closed): check the referral in Primero; replay only if the decision must still be recorded"
         }

@@ -42,6 +42,7 @@ use super::sharing_check::SharingCheck;
 use bridge_partners::primero::{
     Case, CaseOrderBy, CaseQuery, PrimeroClient, Referral, SortOrder, User,
 };
+use bridge_partners::retry::{may_retry, CallKind};
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
 use bridge_runtime::{JobContext, JobFailure, JobOutcome, JobPool, MAX_RECORDS_PER_CALL};
@@ -59,6 +60,44 @@ pub const NOT_REFERRED: &str = "not-referred";
 pub const FP_DELIVERED: &str = "delivered";
 /// Handed to the partner; its outcome is not known yet (PING async ingestion).
 pub const FP_SUBMITTED: &str = "submitted";
+/// About to be handed to the partner, recorded before it is: found by a
+/// later run, the partner may hold it (the process stopped before its answer
+/// was recorded), so it is not sent again without an operator.
+pub const FP_SENDING: &str = "sending";
+/// Not handed to the partner after all (it refused the request outright):
+/// sent again on the next run.
+pub const FP_NOT_SENT: &str = "not-sent";
+
+/// Whether a failed send may still have been applied by the partner: the
+/// answer was lost after sending, or was a 2xx that could not be read.
+pub fn maybe_applied(e: &ConnectorError) -> bool {
+    match e {
+        ConnectorError::Auth { .. } => false,
+        ConnectorError::Protocol { .. } => true,
+        ConnectorError::Status { status, .. } if *status < 500 => false,
+        _ => !may_retry(e, CallKind::NonIdempotent),
+    }
+}
+
+/// What a referral an earlier run left [`FP_SENDING`] becomes, unless an
+/// operator replays it (they checked the partner): the partner may hold it,
+/// so it is set aside (outcome-unknown, straight to the dead letter) rather
+/// than sent a second time.
+pub fn left_sending(
+    previous: Option<&Delivery>,
+    replaying: bool,
+    partner: &str,
+) -> Option<RecordOutcome> {
+    (previous.is_some_and(|p| p.fingerprint == FP_SENDING) && !replaying).then(|| {
+        failed(
+            super::ledger::OUTCOME_UNKNOWN,
+            format!(
+                "handed to {partner} by an earlier run that stopped before the answer was \
+                 recorded: check {partner} for this service before replaying"
+            ),
+        )
+    })
+}
 /// The partner refused it; sent again on the next run.
 pub const FP_REFUSED: &str = "refused";
 /// The consent gate refused it; looked at again whenever its case changes

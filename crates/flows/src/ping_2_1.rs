@@ -19,13 +19,13 @@ use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
 use super::group_commit::GroupCommit;
 use super::ledger::OUTCOME_UNKNOWN;
 use super::outbound_referrals::{
-    partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_REFUSED, FP_SUBMITTED,
+    left_sending, maybe_applied, partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_NOT_SENT,
+    FP_REFUSED, FP_SENDING, FP_SUBMITTED,
 };
 use super::report::{failed, would_write, RecordOutcome, RunReport};
 use super::sharing_check::{Destination, SharingCheck};
 use bridge_partners::ping::{AsyncIngestionRecord, IngestionStatus, PingClient};
 use bridge_partners::primero::PrimeroClient;
-use bridge_partners::retry::{may_retry, CallKind};
 use bridge_partners::ConnectorError;
 use bridge_runtime::reload::Catalog;
 use bridge_store::{Delivery, Store};
@@ -167,18 +167,12 @@ struct PingDelivery<'a> {
     /// (`Deliver::flush`): each is `submitted` in the store already, so a
     /// crash before the write only makes the next run ask PING again.
     confirmed: std::sync::Mutex<Vec<(String, String, Option<String>)>>,
+    /// An operator's replay: a referral left `sending` by an earlier run
+    /// goes again (the operator checked proGres).
+    replaying: bool,
 }
 
-/// Whether a failed ingestion may still have been applied by PING: the
-/// answer was lost after sending, or was a 2xx that could not be read.
-fn maybe_applied(e: &ConnectorError) -> bool {
-    match e {
-        ConnectorError::Auth { .. } => false,
-        ConnectorError::Protocol { .. } => true,
-        ConnectorError::Status { status, .. } if *status < 500 => false,
-        _ => !may_retry(e, CallKind::NonIdempotent),
-    }
-}
+
 
 impl PingDelivery<'_> {
     async fn remember(&self, key: &str, state: &str, target: Option<&str>) -> Result<(), String> {
@@ -258,6 +252,9 @@ impl PingDelivery<'_> {
         if let Err(refused) = sharing.check(Destination::PingReferralIngestion, &record) {
             return Ok(refused);
         }
+        // Recorded before it is sent: a process that stops before the
+        // answer is recorded must not leave the next run to send it again.
+        self.remember(key, FP_SENDING, None).await?;
         let txn = match self
             .ping
             .ingest_async(&self.shipping_process, std::slice::from_ref(&record))
@@ -278,7 +275,11 @@ impl PingDelivery<'_> {
                     format!("{e}; check proGres before replaying"),
                 ));
             }
-            Err(e) => return Ok(partner_failure(&e)),
+            Err(e) => {
+                // Refused outright: not in proGres, sent again next run.
+                self.remember(key, FP_NOT_SENT, None).await?;
+                return Ok(partner_failure(&e));
+            }
         };
         // Recorded before its outcome is: a crash now must not lead to a
         // second referral. PING is asked meanwhile (a read, harmless if the
@@ -309,6 +310,9 @@ impl Deliver for PingDelivery<'_> {
         sharing: &SharingCheck,
     ) -> RecordOutcome {
         let key = item.service_id.as_str();
+        if let Some(unknown) = left_sending(previous, self.replaying, "proGres") {
+            return unknown;
+        }
         let result = async {
             if let Some(txn) = previous
                 .filter(|p| p.fingerprint == FP_SUBMITTED)
@@ -345,6 +349,9 @@ impl Deliver for PingDelivery<'_> {
         _item: &EmittedReferral<PingPayload>,
         previous: Option<&Delivery>,
     ) -> RecordOutcome {
+        if let Some(unknown) = left_sending(previous, self.replaying, "proGres") {
+            return unknown;
+        }
         match previous
             .filter(|p| p.fingerprint == FP_SUBMITTED)
             .and_then(|p| p.target_id.clone())
@@ -390,6 +397,7 @@ impl Ping21<'_> {
                 shipping_process: sp,
                 commits: GroupCommit::default(),
                 confirmed: Default::default(),
+                replaying: self.ledger.replay().is_some(),
             },
         }
         .run(run_id, today)
