@@ -320,7 +320,7 @@ async fn a_lost_claim_stops_the_message_before_the_next_partner_write() {
     let lose = claim.clone();
     h.primero
         .sim()
-        .set_write_hook(Arc::new(move |_, _| lose.declare_lost()));
+        .set_write_hook(Arc::new(move |_, _| lose.holding().declare_lost()));
     let people = ["803-100003001", "803-100003002", "803-100003003"];
     let rows = people
         .iter()

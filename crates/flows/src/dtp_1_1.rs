@@ -522,7 +522,7 @@ impl Handler {
             });
             return (record, false, record_note);
         }
-        if claim.is_lost() {
+        if claim.holding().is_lost() {
             record.ack_error = Some("DTP not told: the claim on the message was lost".into());
             return (record, false, record_note);
         }

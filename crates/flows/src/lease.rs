@@ -6,7 +6,6 @@
 //! it over.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -115,6 +114,13 @@ impl Holding {
         self.lost.cancel();
     }
 
+    /// Until when it is surely held, unless renewed; `None`: no bound.
+    pub fn held_until(&self) -> Option<std::time::Instant> {
+        self.held_until
+            .as_ref()
+            .map(|until| *until.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Whether [`Holding::declare_lost`] was called.
     pub fn declared_lost(&self) -> bool {
         self.lost.is_cancelled()
@@ -126,9 +132,9 @@ impl Holding {
     /// later renewal that succeeds shows nobody took it meanwhile.
     pub fn is_lost(&self) -> bool {
         self.declared_lost()
-            || self.held_until.as_ref().is_some_and(|until| {
-                std::time::Instant::now() >= *until.lock().unwrap_or_else(|p| p.into_inner())
-            })
+            || self
+                .held_until()
+                .is_some_and(|until| std::time::Instant::now() >= until)
     }
 }
 
@@ -159,7 +165,6 @@ pub struct FlowLease {
     store: Arc<dyn Store>,
     lease: Arc<Mutex<Lease>>,
     stop: CancellationToken,
-    lost: Arc<AtomicBool>,
     holding: Holding,
     keeper: tokio::task::JoinHandle<()>,
     /// Dropped last: the flow is free on this replica once the lease is.
@@ -225,16 +230,13 @@ impl FlowLease {
         bridge_telemetry::metrics().set_lease_held(&name, true);
         let lease = Arc::new(Mutex::new(lease));
         let stop = parent.child_token();
-        let lost = Arc::new(AtomicBool::new(false));
         let holding = Holding::until(replica.held_until(asked.into_std()));
         let keeper = tokio::spawn(keep(
             store.clone(),
             lease.clone(),
             replica.clone(),
-            asked,
             Lost {
                 stop: stop.clone(),
-                lost: lost.clone(),
                 holding: holding.clone(),
             },
         ));
@@ -242,7 +244,6 @@ impl FlowLease {
             store,
             lease,
             stop,
-            lost,
             holding,
             keeper,
             _running: running,
@@ -274,7 +275,7 @@ impl FlowLease {
 
     /// The lease was lost (or could not be confirmed) during the run.
     pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        self.holding.declared_lost()
     }
 
     fn current(&self) -> Lease {
@@ -302,18 +303,14 @@ impl Drop for FlowLease {
 /// Renew the lease every third of its ttl. The run is stopped when a renewal
 /// says it was lost, or when no renewal succeeded for long enough that the
 /// lease may have expired: counted from when the last successful renewal was
-/// asked, since the database measured its ttl from a moment after that.
-async fn keep(
-    store: Arc<dyn Store>,
-    lease: Arc<Mutex<Lease>>,
-    replica: Replica,
-    mut confirmed_at: Instant,
-    on_loss: Lost,
-) {
+/// asked, since the database measured its ttl from a moment after that (the
+/// holding's [`Holding::held_until`]).
+async fn keep(store: Arc<dyn Store>, lease: Arc<Mutex<Lease>>, replica: Replica, on_loss: Lost) {
     let stop = on_loss.stop.clone();
     let every = replica.renew_every();
-    loop {
-        let valid_until = Instant::from_std(replica.held_until(confirmed_at.into_std()));
+    // A lease's holding is always bounded (`FlowLease::take`).
+    while let Some(until) = on_loss.holding.held_until() {
+        let valid_until = Instant::from_std(until);
         let next = (Instant::now() + every).min(valid_until);
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -329,7 +326,6 @@ async fn keep(
         let asked = Instant::now();
         match store.lease_renew(&held, replica.lease_ttl).await {
             Ok(Some(renewed)) => {
-                confirmed_at = asked;
                 on_loss
                     .holding
                     .renewed(replica.held_until(asked.into_std()));
@@ -348,14 +344,12 @@ async fn keep(
 /// What a lost lease does: the run stops starting records.
 struct Lost {
     stop: CancellationToken,
-    lost: Arc<AtomicBool>,
     holding: Holding,
 }
 
 impl Lost {
     fn declare(&self, lease: &str) {
         bridge_telemetry::metrics().lease_lost(lease);
-        self.lost.store(true, Ordering::SeqCst);
         self.holding.declare_lost();
         self.stop.cancel();
     }

@@ -67,6 +67,11 @@ pub const FP_SENDING: &str = "sending";
 /// Not handed to the partner after all (it refused the request outright):
 /// sent again on the next run.
 pub const FP_NOT_SENT: &str = "not-sent";
+/// The partner refused it; sent again on the next run.
+pub const FP_REFUSED: &str = "refused";
+/// The consent gate refused it; looked at again whenever its case changes
+/// (issue 16), however old its referral.
+pub const FP_NO_CONSENT: &str = "no-consent";
 
 /// Whether a failed send may still have been applied by the partner: the
 /// answer was lost after sending, or was a 2xx that could not be read.
@@ -98,11 +103,6 @@ pub fn left_sending(
         )
     })
 }
-/// The partner refused it; sent again on the next run.
-pub const FP_REFUSED: &str = "refused";
-/// The consent gate refused it; looked at again whenever its case changes
-/// (issue 16), however old its referral.
-pub const FP_NO_CONSENT: &str = "no-consent";
 
 /// What an outbound job emits for one service; `P` is the design's payload.
 #[derive(Debug, Clone, Deserialize)]

@@ -19,8 +19,8 @@ use crate::registry::{Design, FlowRun, FlowSpec, Intake, Partner};
 use super::group_commit::GroupCommit;
 use super::ledger::OUTCOME_UNKNOWN;
 use super::outbound_referrals::{
-    left_sending, maybe_applied, partner_failure, Deliver, EmittedReferral, OutboundRun, FP_DELIVERED, FP_NOT_SENT,
-    FP_REFUSED, FP_SENDING, FP_SUBMITTED,
+    left_sending, maybe_applied, partner_failure, Deliver, EmittedReferral, OutboundRun,
+    FP_DELIVERED, FP_NOT_SENT, FP_REFUSED, FP_SENDING, FP_SUBMITTED,
 };
 use super::report::{failed, would_write, RecordOutcome, RunReport};
 use super::sharing_check::{Destination, SharingCheck};
@@ -171,8 +171,6 @@ struct PingDelivery<'a> {
     /// goes again (the operator checked proGres).
     replaying: bool,
 }
-
-
 
 impl PingDelivery<'_> {
     async fn remember(&self, key: &str, state: &str, target: Option<&str>) -> Result<(), String> {

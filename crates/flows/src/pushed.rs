@@ -77,7 +77,7 @@ impl HandlerError {
 
 /// The claim under which this replica processes one message: the fence of
 /// the message's delivery records, and whether the claim can still be
-/// counted on ([`Holding`]). Once it cannot (a renewal said another replica
+/// counted on ([`MessageClaim::holding`]). Once it cannot (a renewal said another replica
 /// took it, or none succeeded in time), the handler writes nothing more to a
 /// partner for the message: another replica may be processing it.
 #[derive(Clone, Debug)]
@@ -114,30 +114,10 @@ impl MessageClaim {
         &self.holding
     }
 
-    /// [`Holding::renewed`].
-    pub fn renewed(&self, held_until: Instant) {
-        self.holding.renewed(held_until);
-    }
-
-    /// [`Holding::declare_lost`].
-    pub fn declare_lost(&self) {
-        self.holding.declare_lost();
-    }
-
-    /// [`Holding::declared_lost`].
-    pub fn declared_lost(&self) -> bool {
-        self.holding.declared_lost()
-    }
-
-    /// [`Holding::is_lost`].
-    pub fn is_lost(&self) -> bool {
-        self.holding.is_lost()
-    }
-
-    /// [`HandlerError::ClaimLost`] once [`MessageClaim::is_lost`]: asked
-    /// before each partner write.
+    /// [`HandlerError::ClaimLost`] once [`Holding::is_lost`]: asked before
+    /// each partner write.
     pub fn check(&self) -> Result<(), HandlerError> {
-        if self.is_lost() {
+        if self.holding.is_lost() {
             let claim = self
                 .fence
                 .as_ref()
@@ -193,19 +173,21 @@ mod tests {
     #[test]
     fn a_claim_past_the_time_it_was_surely_held_is_lost() {
         let claim = MessageClaim::new(fence(), Instant::now() + Duration::from_secs(60));
-        assert!(!claim.is_lost());
+        assert!(!claim.holding().is_lost());
         assert!(claim.check().is_ok());
         let lapsed = MessageClaim::new(fence(), Instant::now());
-        assert!(lapsed.is_lost());
+        let holding = lapsed.holding();
+        assert!(holding.is_lost());
         assert!(matches!(lapsed.check(), Err(HandlerError::ClaimLost(_))));
         // A renewal moves the time on (nobody claimed the message in
         // between); a late answer never moves it back.
-        lapsed.renewed(Instant::now() + Duration::from_secs(60));
-        lapsed.renewed(Instant::now());
-        assert!(!lapsed.is_lost());
+        holding.renewed(Instant::now() + Duration::from_secs(60));
+        holding.renewed(Instant::now());
+        assert!(!holding.is_lost());
         // Taken over: lost whatever the time.
-        lapsed.declare_lost();
-        assert!(lapsed.is_lost() && lapsed.declared_lost());
-        assert!(!MessageClaim::unclaimed().is_lost());
+        holding.declare_lost();
+        assert!(holding.is_lost() && holding.declared_lost());
+        assert!(lapsed.check().is_err());
+        assert!(!MessageClaim::unclaimed().holding().is_lost());
     }
 }

@@ -196,21 +196,7 @@ impl InboxProcessor {
 
     /// Renew `claim` now: whether it is still this replica's.
     async fn confirm(&self, claim: &MessageClaim) -> Result<bool, StoreError> {
-        let Some(fence) = claim.fence() else {
-            return Ok(true);
-        };
-        let asked = std::time::Instant::now();
-        if self
-            .store
-            .inbox_renew(fence, self.replica.lease_ttl)
-            .await?
-        {
-            claim.renewed(self.replica.held_until(asked));
-            Ok(true)
-        } else {
-            claim.declare_lost();
-            Ok(false)
-        }
+        renew(self.store.as_ref(), claim, &self.replica).await
     }
 
     /// Open one message, hand it to its flow under `claim`, and keep or
@@ -275,26 +261,20 @@ impl InboxProcessor {
         };
         let handled = self.handler.handle(kind, id, &body, today, claim).await;
         let ours = self.still_ours(claim).await?;
-        let reason = match &handled {
+        match handled {
             // Stopped part way. If nobody claimed it meanwhile (the claim
             // only lapsed), it is given back to be claimed again at once.
             Err(HandlerError::ClaimLost(reason)) => {
                 if let (true, Some(fence)) = (ours, claim.fence()) {
                     self.store.inbox_renew(fence, Duration::ZERO).await?;
                 }
-                reason.clone()
+                Ok(left_to_its_claimant(reason))
             }
             // Another replica holds the message now: what becomes of it is
             // its decision (deleting or keeping it here could undo its work).
-            _ if !ours => "another replica claimed the message while it was processed".into(),
-            _ => String::new(),
-        };
-        if !reason.is_empty() {
-            tracing::warn!(%reason, "inbox message left to the replica that claims it");
-            return Ok(Disposition::ClaimLost { reason });
-        }
-        match handled {
-            Err(HandlerError::ClaimLost(_)) => unreachable!("handled above"),
+            _ if !ours => Ok(left_to_its_claimant(
+                "another replica claimed the message while it was processed".into(),
+            )),
             Ok(report) => {
                 self.store.inbox_delete(id).await?;
                 tracing::info!(records = report.records.len(), "inbox message processed");
@@ -325,7 +305,7 @@ impl InboxProcessor {
     /// replica: no other replica claimed it meanwhile (the claim's token
     /// did not move), confirmed now.
     async fn still_ours(&self, claim: &MessageClaim) -> Result<bool, StoreError> {
-        Ok(!claim.declared_lost() && self.confirm(claim).await?)
+        Ok(!claim.holding().declared_lost() && self.confirm(claim).await?)
     }
 
     /// Set the message aside, sealed, until an operator replays it.
@@ -355,6 +335,33 @@ pub fn backoff(base: Duration, failed_attempts: i64) -> Duration {
         .min(MAX_RETRY_DELAY)
 }
 
+/// What becomes of a message whose claim this replica lost.
+fn left_to_its_claimant(reason: String) -> Disposition {
+    tracing::warn!(%reason, "inbox message left to the replica that claims it");
+    Disposition::ClaimLost { reason }
+}
+
+/// Renew `claim` for `replica`'s ttl: whether it is still this replica's
+/// (recorded in its [`MessageClaim::holding`] either way). A message handled
+/// outside claims is always its own.
+async fn renew(
+    store: &dyn Store,
+    claim: &MessageClaim,
+    replica: &Replica,
+) -> Result<bool, StoreError> {
+    let Some(fence) = claim.fence() else {
+        return Ok(true);
+    };
+    let asked = std::time::Instant::now();
+    let ours = store.inbox_renew(fence, replica.lease_ttl).await?;
+    if ours {
+        claim.holding().renewed(replica.held_until(asked));
+    } else {
+        claim.holding().declare_lost();
+    }
+    Ok(ours)
+}
+
 /// Keep the claims of a batch alive until the batch is processed: renewed
 /// three times per ttl. A claim that cannot be renewed any more is declared
 /// lost and dropped from the list: its message was processed (deleted, or
@@ -367,18 +374,13 @@ async fn keep_claims(store: Arc<dyn Store>, mut claims: Vec<MessageClaim>, repli
         tokio::time::sleep(replica.renew_every()).await;
         let mut kept = Vec::with_capacity(claims.len());
         for claim in claims {
-            let Some(fence) = claim.fence().cloned() else {
-                continue;
-            };
-            let asked = std::time::Instant::now();
-            match store.inbox_renew(&fence, replica.lease_ttl).await {
-                Ok(true) => {
-                    claim.renewed(replica.held_until(asked));
-                    kept.push(claim);
-                }
-                Ok(false) => claim.declare_lost(),
+            match renew(store.as_ref(), &claim, &replica).await {
+                Ok(true) => kept.push(claim),
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(%fence, error = %e, "cannot renew an inbox claim; trying again");
+                    if let Some(fence) = claim.fence() {
+                        tracing::warn!(%fence, error = %e, "cannot renew an inbox claim; trying again");
+                    }
                     kept.push(claim);
                 }
             }
@@ -581,7 +583,7 @@ mod tests {
         // a's next renewal finds the claim taken (its keeper keeps running
         // here, unlike in a real suspension).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !claim.is_lost() && std::time::Instant::now() < deadline {
+        while !claim.holding().is_lost() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         handler.resume.notify_one();

@@ -2,8 +2,9 @@
 //! PostgreSQL, issue 18), for the failover test and the bench's replicas
 //! part: each started and waited for until it prints `bridge running`, its
 //! inbox address read from what it prints, any one killed with SIGKILL or
-//! suspended with SIGSTOP, and every one still running killed when the set is dropped (a failed
-//! assertion included), so no process outlives its test.
+//! suspended with SIGSTOP, and every one still running killed when the set
+//! is dropped (a failed assertion included), so no process outlives its
+//! test.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
